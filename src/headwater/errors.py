@@ -1,0 +1,90 @@
+"""The one exception tree of headwater: every error we raise derives from HeadwaterError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    NOTE = "note"
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One finding about a workspace, located in its source file when known."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    severity: Severity = Severity.ERROR
+    path: tuple[str | int, ...] = field(default=())
+
+    def format(self) -> str:
+        where = self.file or "<workspace>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return f"{where}: {self.severity.value}: {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "severity": self.severity.value,
+            "message": self.message,
+            "path": ".".join(str(p) for p in self.path),
+        }
+
+
+class HeadwaterError(Exception):
+    """Root of every error headwater raises on purpose."""
+
+
+class WorkspaceError(HeadwaterError):
+    """A workspace could not be loaded or is invalid; carries every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        errors = [p for p in problems if p.severity is Severity.ERROR]
+        head = errors[0].format() if errors else "invalid workspace"
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(head + more)
+
+
+class TemplateError(HeadwaterError):
+    """A template failed to parse or render; the message names the template and variable."""
+
+
+class InputValidationError(HeadwaterError):
+    """A job's input does not match its task's input schema."""
+
+    def __init__(self, task: str, reasons: list[str]) -> None:
+        self.task = task
+        self.reasons = reasons
+        super().__init__(f"input for task {task!r} is invalid: " + "; ".join(reasons))
+
+
+class StoreError(HeadwaterError):
+    """The store failed or refused an operation."""
+
+
+class NotFoundError(HeadwaterError):
+    """A job, task, trigger or other named thing does not exist."""
+
+
+class ConflictError(HeadwaterError):
+    """The operation conflicts with the current state (e.g. cancel a finished job)."""
+
+
+class RunnerError(HeadwaterError):
+    """A runner could not start or supervise a step (not a step's own failure)."""
+
+
+class ConfigError(HeadwaterError):
+    """Bad command-line or process configuration (database URL, ports, tokens)."""

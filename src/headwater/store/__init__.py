@@ -1,0 +1,41 @@
+"""Durable state: jobs, steps, logs, workers, trigger state (SQLite or PostgreSQL)."""
+
+from headwater.store.base import (
+    Channel,
+    InsertOutcome,
+    JobFilter,
+    JobRecord,
+    JobStatus,
+    LogLine,
+    LogRecord,
+    LogStream,
+    NewJob,
+    RecoveredJob,
+    RejectedEvent,
+    StepRecord,
+    StepStatus,
+    StepUpdate,
+    Store,
+    Subscription,
+    WorkerRecord,
+)
+
+__all__ = [
+    "Channel",
+    "InsertOutcome",
+    "JobFilter",
+    "JobRecord",
+    "JobStatus",
+    "LogLine",
+    "LogRecord",
+    "LogStream",
+    "NewJob",
+    "RecoveredJob",
+    "RejectedEvent",
+    "StepRecord",
+    "StepStatus",
+    "StepUpdate",
+    "Store",
+    "Subscription",
+    "WorkerRecord",
+]

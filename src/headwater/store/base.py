@@ -1,0 +1,402 @@
+"""The Store interface: the one source of truth every other component restarts from.
+
+One implementation (``headwater.store.sql.SqlStore``) serves SQLite and PostgreSQL; the
+dialect specifics (claiming, wake-ups) are kept small. Records are small frozen
+dataclasses; timestamps are timezone-aware UTC datetimes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from headwater.store.notify import Subscription
+
+__all__ = [
+    "Channel",
+    "InsertOutcome",
+    "JobFilter",
+    "JobRecord",
+    "JobStatus",
+    "LogLine",
+    "LogRecord",
+    "LogStream",
+    "NewJob",
+    "RecoveredJob",
+    "RejectedEvent",
+    "Store",
+    "StepRecord",
+    "StepStatus",
+    "StepUpdate",
+    "Subscription",
+    "WorkerRecord",
+]
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class StepStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+
+
+class LogStream(StrEnum):
+    STDOUT = "stdout"
+    STDERR = "stderr"
+    SYSTEM = "system"  # headwater's own lines about the job (warnings, retries, timeouts)
+
+
+class Channel(StrEnum):
+    """Wake-up channels. Payloads are hints; listeners re-read the store."""
+
+    JOBS = "headwater_jobs"  # new pending jobs; payload: comma-separated tag signatures
+    CANCEL = "headwater_cancel"  # payload: job id whose cancel was requested
+    FINISHED = "headwater_finished"  # payload: comma-separated job ids that reached a final state
+    LOGS = "headwater_logs"  # payload: job id that got new log lines
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job to insert. ``dedup_key`` makes the insert idempotent (unique when set)."""
+
+    workspace: str
+    task: str
+    input: Mapping[str, Any]
+    source_type: str  # api | cli | scheduler | webhook | event_source | hook | task | <receiver>
+    source_id: str | None = None
+    dedup_key: str | None = None
+    tags: frozenset[str] = frozenset({"script"})  # every tag a worker needs to claim it
+    parent_job_id: str | None = None
+    max_attempts: int = 3  # claims allowed before recovery fails the job instead
+    id: str | None = None  # generated (time-ordered UUID) when None
+
+
+@dataclass(frozen=True, slots=True)
+class InsertOutcome:
+    id: str
+    created: bool  # False: a job with the same dedup key existed; ``id`` is that job's
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    job_id: str
+    name: str
+    action: str | None
+    status: StepStatus
+    exit_code: int | None = None
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "action": self.action,
+            "status": self.status.value,
+            "exit_code": self.exit_code,
+            "output": self.output,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StepUpdate:
+    """Upserted by (job_id, name): the worker writes a step's whole current state."""
+
+    name: str
+    action: str | None
+    status: StepStatus
+    exit_code: int | None = None
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    id: str
+    workspace: str
+    task: str
+    status: JobStatus
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    source_type: str
+    source_id: str | None
+    dedup_key: str | None
+    tags: frozenset[str]
+    parent_job_id: str | None
+    worker_id: str | None
+    attempt: int  # how many times it was claimed
+    max_attempts: int
+    cancel_requested: bool
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    steps: tuple[StepRecord, ...] = field(default=())  # filled by get_job only
+
+    def to_api(self, include_steps: bool = True) -> dict[str, Any]:
+        """The job JSON of DESIGN.md (snake_case)."""
+        data: dict[str, Any] = {
+            "id": self.id,
+            "workspace": self.workspace,
+            "task": self.task,
+            "status": self.status.value,
+            "input": self.input,
+            "output": self.output,
+            "error": self.error,
+            "source_type": self.source_type,
+            "source_id": self.source_id,
+            "dedup_key": self.dedup_key,
+            "parent_job_id": self.parent_job_id,
+            "worker_id": self.worker_id,
+            "attempt": self.attempt,
+            "cancel_requested": self.cancel_requested,
+            "created_at": _iso(self.created_at),
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
+        if include_steps:
+            data["steps"] = [s.to_api() for s in self.steps]
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    task: str | None = None
+    status: JobStatus | None = None
+    source_type: str | None = None
+    source_id: str | None = None
+    workspace: str | None = None
+    parent_job_id: str | None = None
+    limit: int = 100
+    before_id: str | None = None  # keyset pagination: jobs older than this id
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A line to append; the store assigns ``LogRecord.seq`` (increasing per store)."""
+
+    job_id: str
+    step: str | None
+    stream: LogStream
+    line: str
+    ts: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    seq: int
+    job_id: str
+    step: str | None
+    stream: LogStream
+    line: str
+    ts: datetime
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq,
+            "step": self.step,
+            "stream": self.stream.value,
+            "line": self.line,
+            "ts": _iso(self.ts),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRecord:
+    id: str
+    name: str
+    tags: frozenset[str]
+    started_at: datetime
+    last_heartbeat: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveredJob:
+    id: str
+    task: str
+    requeued: bool  # True: back to pending for another attempt; False: failed
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedEvent:
+    """An event that could not become a job (invalid input, undecodable payload)."""
+
+    id: int | None
+    source_type: str
+    source_id: str | None
+    target_task: str | None
+    payload: Any
+    reason: str
+    dedup_key: str | None
+    created_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source_type": self.source_type,
+            "source_id": self.source_id,
+            "target_task": self.target_task,
+            "payload": self.payload,
+            "reason": self.reason,
+            "dedup_key": self.dedup_key,
+            "created_at": _iso(self.created_at),
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+class Store(abc.ABC):
+    """Durable state. Every method is one transaction unless said otherwise."""
+
+    # -- lifecycle -------------------------------------------------------------------
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (alembic); safe to call every start."""
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    # -- jobs ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+        """Insert in one transaction; a dedup-key clash returns the existing job's id with
+        ``created=False``. Outcomes are in the order of ``jobs``. Wakes ``Channel.JOBS``."""
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        """The job with its steps (ordered by start, then name)."""
+
+    @abc.abstractmethod
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        """Several jobs without steps, in no particular order; unknown ids are left out."""
+
+    @abc.abstractmethod
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        """Newest first, without steps."""
+
+    @abc.abstractmethod
+    async def claim_jobs(
+        self, worker_id: str, tag_signatures: Sequence[str], limit: int
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` oldest pending jobs whose tag signature (sorted tags joined by
+        ',') is one of ``tag_signatures`` to running, owned by ``worker_id``; attempt += 1.
+        PostgreSQL uses FOR UPDATE SKIP LOCKED. Returned jobs carry their existing steps
+        (a recovered job resumes: completed steps keep their output)."""
+
+    @abc.abstractmethod
+    async def finish_job(
+        self,
+        job_id: str,
+        worker_id: str | None,
+        status: JobStatus,
+        output: Any = None,
+        error: str | None = None,
+    ) -> bool:
+        """Set a final status if the job is not final yet and (when ``worker_id`` is given)
+        still owned by that worker. Returns whether it changed. Wakes ``Channel.FINISHED``."""
+
+    @abc.abstractmethod
+    async def finish_jobs(
+        self, results: Sequence[tuple[str, str | None, JobStatus, Any, str | None]]
+    ) -> list[bool]:
+        """Batch form of ``finish_job``: (job_id, worker_id, status, output, error)."""
+
+    @abc.abstractmethod
+    async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None: ...
+
+    @abc.abstractmethod
+    async def request_cancel(self, job_id: str) -> JobRecord:
+        """Pending → cancelled at once; running → ``cancel_requested`` and a
+        ``Channel.CANCEL`` wake-up (the owning worker stops its processes and finishes the
+        job as cancelled). Raises NotFoundError / ConflictError (already final)."""
+
+    @abc.abstractmethod
+    async def count_in_flight(self, source_id: str) -> int:
+        """Jobs of this source that are pending or running."""
+
+    @abc.abstractmethod
+    async def count_jobs_by_status(self) -> dict[str, int]: ...
+
+    # -- logs ------------------------------------------------------------------------
+    @abc.abstractmethod
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        """One transaction for the batch; wakes ``Channel.LOGS`` once per job."""
+
+    @abc.abstractmethod
+    async def get_logs(
+        self, job_id: str, after_seq: int = 0, limit: int = 1000, step: str | None = None
+    ) -> list[LogRecord]: ...
+
+    # -- workers and recovery --------------------------------------------------------
+    @abc.abstractmethod
+    async def register_worker(self, worker_id: str, name: str, tags: frozenset[str]) -> None: ...
+
+    @abc.abstractmethod
+    async def heartbeat(self, worker_id: str) -> list[str]:
+        """Refresh the worker's heartbeat; returns ids of its running jobs whose cancel
+        was requested."""
+
+    @abc.abstractmethod
+    async def deregister_worker(self, worker_id: str) -> None: ...
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerRecord]: ...
+
+    @abc.abstractmethod
+    async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        """Running jobs whose worker has not heartbeated for ``stale_after`` seconds (or is
+        unknown): back to pending when attempts remain, failed otherwise. Their running
+        steps are marked failed with the reason."""
+
+    # -- rejected events -------------------------------------------------------------
+    @abc.abstractmethod
+    async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:
+        """Idempotent by dedup key when set."""
+
+    @abc.abstractmethod
+    async def list_rejected(
+        self, source_id: str | None = None, limit: int = 100
+    ) -> list[RejectedEvent]: ...
+
+    @abc.abstractmethod
+    async def count_rejected(self, source_id: str) -> int: ...
+
+    # -- wake-ups --------------------------------------------------------------------
+    @abc.abstractmethod
+    def subscribe(self, channel: Channel) -> Subscription:
+        """Payloads published on ``channel`` after this call, from this process and (on
+        PostgreSQL) from every other process. Close the subscription when done."""

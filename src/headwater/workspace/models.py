@@ -1,0 +1,352 @@
+"""Pydantic models of a workspace: actions, tasks (flows of steps), triggers, secrets.
+
+The models accept both the seed's spelling and Strøm's (see DESIGN.md "Compatibility
+with Strøm's workspace format"). Cross-references (a step's action, a trigger's task)
+are checked by ``headwater.workspace.validate``, not here, so that every problem of a
+workspace is reported at once with its file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = [
+    "Action",
+    "ActionType",
+    "Duration",
+    "EventSourceTrigger",
+    "FieldType",
+    "Hook",
+    "InputField",
+    "Language",
+    "RestartPolicy",
+    "RetryPolicy",
+    "RunnerKind",
+    "SchedulerTrigger",
+    "Step",
+    "Task",
+    "TaskMode",
+    "Trigger",
+    "WebhookMode",
+    "WebhookTrigger",
+    "Workspace",
+    "parse_duration",
+]
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h30m'")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if re.fullmatch(r"\d+(\.\d+)?", text):
+            return float(text)
+        pos, total = 0, 0.0
+        for match in _DURATION_PART.finditer(text):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            pos = match.end()
+        if text and pos == len(text):
+            return total
+    raise ValueError(
+        f"{value!r} is not a duration: write seconds (30) or a string like '30s', '5m', '1h30m'"
+    )
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class FieldType(StrEnum):
+    STRING = "string"
+    TEXT = "text"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    ARRAY = "array"
+    OBJECT = "object"
+    DATE = "date"
+    DATETIME = "datetime"
+    ANY = "any"
+
+
+class InputField(_Model):
+    """One field of a task's (or action's) input schema."""
+
+    type: FieldType = FieldType.STRING
+    name: str | None = None
+    description: str | None = None
+    required: bool = False
+    default: Any = None
+    options: list[Any] | None = None
+    allow_custom: bool = False
+    secret: bool = False
+    order: int | None = None
+
+
+class ActionType(StrEnum):
+    SCRIPT = "script"
+    DOCKER = "docker"
+    POD = "pod"
+    TASK = "task"
+    FUNCTION = "function"
+
+
+class RunnerKind(StrEnum):
+    LOCAL = "local"
+    DOCKER = "docker"
+    POD = "pod"
+
+
+class Language(StrEnum):
+    SHELL = "shell"
+    BASH = "bash"
+    SH = "sh"
+    PYTHON = "python"
+
+    @property
+    def is_shell(self) -> bool:
+        return self in (Language.SHELL, Language.BASH, Language.SH)
+
+
+class Action(_Model):
+    """What runs: a script, an image, another task, or a Python callable."""
+
+    type: ActionType
+    name: str | None = None
+    description: str | None = None
+    # script
+    script: str | None = None
+    source: str | None = None
+    language: Language = Language.SHELL
+    interpreter: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    runner: RunnerKind = RunnerKind.LOCAL
+    # images (type docker/pod, or type script with runner docker/pod and no script)
+    image: str | None = None
+    cmd: str | list[str] | None = None
+    entrypoint: str | list[str] | None = None
+    command: list[str] | None = None
+    manifest: dict[str, Any] | None = None
+    resources: dict[str, str] | None = None
+    # type task
+    task: str | None = None
+    # type function: "package.module:callable"
+    function: str | None = None
+    # common
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout: Duration | None = None
+    tags: list[str] = Field(default_factory=list)
+    workdir: str | None = None
+    input: dict[str, InputField] = Field(default_factory=dict)
+    output: dict[str, InputField] | None = None
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_are_strings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()
+            }
+        return value
+
+    @property
+    def effective_runner(self) -> RunnerKind:
+        """The runner this action needs: ``type: docker`` is ``runner: docker``, and so on."""
+        if self.type is ActionType.DOCKER:
+            return RunnerKind.DOCKER
+        if self.type is ActionType.POD:
+            return RunnerKind.POD
+        return self.runner
+
+    @property
+    def required_tags(self) -> frozenset[str]:
+        """Worker tags a worker must have to run this action."""
+        if self.type in (ActionType.TASK,):
+            return frozenset(self.tags)
+        base = {RunnerKind.LOCAL: "script", RunnerKind.DOCKER: "docker", RunnerKind.POD: "pod"}
+        if self.type is ActionType.FUNCTION:
+            return frozenset({"function", *self.tags})
+        return frozenset({base[self.effective_runner], *self.tags})
+
+
+def _scalar_to_env(value: object) -> object:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return value
+
+
+class RetryPolicy(_Model):
+    """Re-run a failed step up to ``count`` more times, waiting ``backoff × 2^(n−1)``."""
+
+    count: int = Field(default=0, ge=0, le=100)
+    backoff: Duration = 1.0
+    max_backoff: Duration = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1))))
+
+
+def _retry_shorthand(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"count": value}
+    return value
+
+
+class Step(_Model):
+    """One node of a task's flow."""
+
+    action: str | None = None
+    name: str | None = None
+    description: str | None = None
+    depends_on: list[str] = Field(default_factory=list)
+    input: dict[str, Any] = Field(default_factory=dict)
+    continue_on_failure: bool = False
+    timeout: Duration | None = None
+    retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
+    when: str | None = None
+    # An inline action (Strøm allows action fields directly on a step); the loader
+    # moves them here so that every step has exactly one of ``action`` / ``inline``.
+    inline: Action | None = None
+
+
+class TaskMode(StrEnum):
+    LOCAL = "local"
+    DISTRIBUTED = "distributed"
+
+
+class Hook(_Model):
+    action: str
+    input: dict[str, Any] = Field(default_factory=dict)
+
+
+class Task(_Model):
+    """A DAG of steps with an input schema."""
+
+    name: str | None = None
+    description: str | None = None
+    folder: str | None = None
+    mode: TaskMode = TaskMode.DISTRIBUTED
+    input: dict[str, InputField] = Field(default_factory=dict)
+    flow: dict[str, Step]
+    timeout: Duration | None = None
+    on_success: list[Hook] = Field(default_factory=list)
+    on_error: list[Hook] = Field(default_factory=list)
+
+
+class RestartPolicy(StrEnum):
+    ALWAYS = "always"
+    ON_FAILURE = "on_failure"
+    NEVER = "never"
+
+
+class _TriggerBase(_Model):
+    enabled: bool = True
+    description: str | None = None
+
+
+class SchedulerTrigger(_TriggerBase):
+    type: Literal["scheduler"]
+    task: str
+    cron: str
+    timezone: str = "UTC"
+    input: dict[str, Any] = Field(default_factory=dict)
+    catch_up: bool = False
+
+
+class WebhookMode(StrEnum):
+    ASYNC = "async"
+    SYNC = "sync"
+
+
+class WebhookTrigger(_TriggerBase):
+    type: Literal["webhook"]
+    task: str
+    name: str | None = None  # URL name; defaults to the trigger's key
+    secret: str | None = None
+    input: dict[str, Any] = Field(default_factory=dict)
+    mode: WebhookMode = WebhookMode.ASYNC
+    timeout_secs: int = Field(default=30, ge=1, le=300)
+    max_body_bytes: int = Field(default=1_048_576, ge=1)
+
+
+class EventSourceTrigger(_TriggerBase):
+    type: Literal["event_source"]
+    task: str
+    target_task: str
+    env: dict[str, str] = Field(default_factory=dict)
+    input: dict[str, Any] = Field(default_factory=dict)
+    restart_policy: RestartPolicy = RestartPolicy.ALWAYS
+    backoff_secs: float = Field(default=5.0, ge=0)
+    max_in_flight: int | None = Field(default=None, ge=0)
+    max_line_bytes: int = Field(default=1_048_576, ge=1)
+    max_crashes: int = Field(default=5, ge=1)
+    crash_window_secs: float = Field(default=60.0, gt=0)
+    healthy_run_secs: float = Field(default=60.0, gt=0)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_values_are_strings(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()
+            }
+        return value
+
+    def backoff_delay(self, consecutive_failures: int) -> float:
+        """``backoff_secs × 2^(n−1)`` for the n-th consecutive restart, capped at 300 s."""
+        n = max(1, consecutive_failures)
+        return float(min(300.0, self.backoff_secs * (2 ** (n - 1))))
+
+
+Trigger = Annotated[
+    SchedulerTrigger | WebhookTrigger | EventSourceTrigger, Field(discriminator="type")
+]
+
+
+class Workspace(_Model):
+    """A loaded workspace. ``name`` and ``root`` are set by the loader, not the YAML."""
+
+    name: str = "default"
+    root: Path = Path(".")
+    actions: dict[str, Action] = Field(default_factory=dict)
+    tasks: dict[str, Task] = Field(default_factory=dict)
+    triggers: dict[str, Trigger] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    on_success: list[Hook] = Field(default_factory=list)
+    on_error: list[Hook] = Field(default_factory=list)
+
+    def action_for(self, step: Step) -> Action:
+        """The action a step runs (inline or named); the workspace is assumed valid."""
+        if step.inline is not None:
+            return step.inline
+        assert step.action is not None
+        return self.actions[step.action]
+
+    def task(self, name: str) -> Task:
+        from headwater.errors import NotFoundError
+
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise NotFoundError(f"task {name!r} is not defined in workspace {self.name!r}") from None
