@@ -1,1 +1,1 @@
-"""headwater.worker"""
+"""Workers: claim jobs and run their flows."""

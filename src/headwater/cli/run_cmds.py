@@ -1,0 +1,275 @@
+"""``headwater run`` (one job in the foreground) and ``headwater up`` (the embedded node)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from headwater.cli import app
+from headwater.errors import HeadwaterError, WorkspaceError
+from headwater.logging_setup import configure_logging
+from headwater.store.base import JobRecord, JobStatus, LogRecord, LogStream
+from headwater.worker.worker import WorkerSettings
+
+DB_ENV = "HEADWATER_DATABASE_URL"
+
+PathArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Workspace: a YAML file or a directory of *.yaml/*.yml files.",
+        exists=True,
+        resolve_path=True,
+    ),
+]
+DbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=DB_ENV,
+        help="Database URL: sqlite:///path.db or postgresql://user@host/db "
+        "(default: .headwater/headwater.db in the current directory).",
+    ),
+]
+
+
+def default_db_url() -> str:
+    return f"sqlite:///{Path.cwd() / '.headwater' / 'headwater.db'}"
+
+
+def _print_problems(console: Console, exc: WorkspaceError) -> None:
+    for problem in exc.problems:
+        console.print(problem.format(), markup=False, highlight=False)
+
+
+@app.command()
+def run(
+    path: PathArg,
+    task: Annotated[str, typer.Argument(help="The task to run.")],
+    input_json: Annotated[
+        str, typer.Option("--input", "-i", help="The job input as a JSON object.")
+    ] = "{}",
+    db: DbOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
+    log_level: Annotated[str, typer.Option(help="Log level of headwater itself.")] = "warning",
+) -> None:
+    """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
+    configure_logging(log_level)
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    try:
+        job_input = json.loads(input_json)
+    except ValueError as exc:
+        err.print(
+            f'error: --input is not valid JSON ({exc}); write e.g. --input \'{{"name": "x"}}\''
+        )
+        raise typer.Exit(2) from None
+    if not isinstance(job_input, dict):
+        err.print('error: --input must be a JSON object, e.g. --input \'{"name": "x"}\'')
+        raise typer.Exit(2)
+    try:
+        job = asyncio.run(_run(path, task, job_input, db, out, quiet=as_json))
+    except WorkspaceError as exc:
+        _print_problems(err, exc)
+        raise typer.Exit(1) from None
+    except HeadwaterError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print_json(json.dumps(job.to_api()))
+    raise typer.Exit(0 if job.status is JobStatus.COMPLETED else 1)
+
+
+async def _run(
+    path: Path, task: str, job_input: dict[str, Any], db: str | None, out: Console, quiet: bool
+) -> JobRecord:
+    from headwater.node import Node, NodeSettings
+
+    with tempfile.TemporaryDirectory(prefix="headwater-run-") as tmp:
+        url = db or f"sqlite:///{tmp}/run.db"
+        node = Node(path, NodeSettings(db_url=url, run_worker=False, worker=WorkerSettings()))
+        await node.start()
+        try:
+            started = time.monotonic()
+            follower = _LogPrinter(out, quiet)
+            job = await node.run_one(task, job_input, on_logs=follower)
+            await follower.catch_up(node, job.id)
+            if not quiet:
+                _print_result(out, job, time.monotonic() - started)
+            return job
+        finally:
+            await node.close()
+
+
+class _LogPrinter:
+    def __init__(self, out: Console, quiet: bool) -> None:
+        self.out = out
+        self.quiet = quiet
+        self.after = 0
+
+    def __call__(self, records: list[LogRecord]) -> None:
+        for r in records:
+            self.after = max(self.after, r.seq)
+            if self.quiet:
+                continue
+            prefix = _escape(f"[{r.step}]" if r.step else "[job]")
+            if r.stream is LogStream.SYSTEM:
+                self.out.print(f"[dim]{prefix} {_escape(r.line)}[/dim]")
+            elif r.stream is LogStream.STDERR:
+                self.out.print(f"[cyan]{prefix}[/cyan] [yellow]{_escape(r.line)}[/yellow]")
+            else:
+                self.out.print(f"[cyan]{prefix}[/cyan] {_escape(r.line)}")
+
+    async def catch_up(self, node: Any, job_id: str) -> None:
+        while True:
+            records = await node.store.get_logs(job_id, after_seq=self.after, limit=1000)
+            if not records:
+                return
+            self(records)
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _print_result(out: Console, job: JobRecord, seconds: float) -> None:
+    status = job.status.value
+    colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(status, "white")
+    mark = "✓" if job.status is JobStatus.COMPLETED else "✗"
+    out.print(f"[{colour}]{mark} job {job.id} {status}[/{colour}] in {seconds:.2f}s")
+    for step in job.steps:
+        detail = f" — {step.error}" if step.error else ""
+        out.print(f"  {step.name}: {step.status.value}{_escape(detail)}")
+    if job.error:
+        out.print(f"[red]error:[/red] {_escape(job.error)}")
+    if job.output is not None:
+        out.print("output: " + _escape(json.dumps(job.output)))
+
+
+@app.command()
+def up(
+    path: PathArg,
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+    concurrency: Annotated[int, typer.Option(help="Jobs the embedded worker runs at once.")] = 8,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            envvar="HEADWATER_API_KEYS",
+            help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
+        ),
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+) -> None:
+    """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
+    configure_logging(log_level, log_format)
+    err = Console(stderr=True, highlight=False)
+    keys = [k for k in (api_key or []) if k]
+    if len(keys) == 1 and "," in keys[0]:
+        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
+    try:
+        asyncio.run(_up(path, db or default_db_url(), host, port, concurrency, keys, err))
+    except WorkspaceError as exc:
+        _print_problems(err, exc)
+        raise typer.Exit(1) from None
+    except HeadwaterError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+
+
+async def _up(
+    path: Path, db_url: str, host: str, port: int, concurrency: int, keys: list[str], err: Console
+) -> None:
+    import uvicorn
+
+    from headwater.node import Node, NodeSettings
+    from headwater.server.app import create_app
+    from headwater.server.auth import require_api_key_for
+
+    require_api_key_for(host, keys)
+    settings = NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=concurrency))
+    node = Node(path, settings)
+    await node.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    app_ = create_app(node, api_keys=keys)
+    server = _EmbeddedServer(
+        uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="off")
+    )
+    ws = node.workspace()
+    err.print(
+        f"headwater up: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
+        f"{len(ws.triggers)} triggers) · API http://{host}:{port} · db {_safe_url(db_url)}"
+    )
+    serve = asyncio.create_task(server.serve(), name="http")
+    worker = asyncio.create_task(node.run_worker(stop), name="worker")
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        done, _ = await asyncio.wait([serve, worker, stopper], return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t is not stopper and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+        if serve in done and not stop.is_set():
+            raise HeadwaterError(f"the HTTP server stopped (is port {port} already in use?)")
+    finally:
+        err.print("headwater: shutting down…")
+        stop.set()
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(worker), 60)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(serve, 10)
+        stopper.cancel()
+        await node.close()
+
+
+def _safe_url(url: str) -> str:
+    """The URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, _, hostpart = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}@{hostpart}"
+    return url
+
+
+class _EmbeddedServer:
+    """uvicorn without its own signal handling (the node owns SIGINT/SIGTERM)."""
+
+    def __init__(self, config: Any) -> None:
+        import uvicorn
+
+        class _Server(uvicorn.Server):
+            @contextlib.contextmanager
+            def capture_signals(self):  # type: ignore[no-untyped-def]
+                yield
+
+        self._server = _Server(config)
+
+    @property
+    def should_exit(self) -> bool:
+        return bool(self._server.should_exit)
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        self._server.should_exit = value
+
+    async def serve(self) -> None:
+        await self._server.serve()
+        if not self._server.started and not self._server.should_exit:
+            raise HeadwaterError("the HTTP server could not start (is the port in use?)")

@@ -1,0 +1,204 @@
+"""One path for every event: merge defaults, validate, insert in batches, then acknowledge.
+
+A cron tick, a webhook POST, an ``OUTPUT:`` line, a broker message and an API call all
+become an ``Event`` handed to ``Dispatcher.dispatch``. The returned outcomes are only
+produced after the insert committed, so a source may acknowledge exactly then: at-least-
+once delivery plus the unique dedup key makes each event exactly one job.
+
+``BatchingDispatcher`` coalesces concurrent single-event callers into one insert per
+batch (one round trip for up to ``max_batch`` events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import structlog
+
+from headwater.errors import InputValidationError, NotFoundError
+from headwater.store.base import NewJob, RejectedEvent, Store
+from headwater.workspace.inputs import apply_input_schema
+from headwater.workspace.models import Task, Workspace
+
+__all__ = [
+    "BatchingDispatcher",
+    "DispatchOutcome",
+    "DispatchStatus",
+    "Dispatcher",
+    "Event",
+    "task_tags",
+]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that should become one job of ``target_task``."""
+
+    target_task: str
+    payload: Mapping[str, Any]
+    source_type: str
+    source_id: str | None = None
+    dedup_key: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # rendered trigger input
+    parent_job_id: str | None = None
+    tags: frozenset[str] | None = None  # worker tags; None: what the task's steps need
+
+
+class DispatchStatus(StrEnum):
+    ACCEPTED = "accepted"  # a new job was created
+    DUPLICATE = "duplicate"  # the dedup key already had a job; ``job_id`` is that job
+    REJECTED = "rejected"  # stored as a rejected event with ``reason``
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    status: DispatchStatus
+    job_id: str | None = None
+    reason: str | None = None
+
+
+def task_tags(workspace: Workspace, task: Task) -> frozenset[str]:
+    """Every worker tag the task's steps need (a worker runs a job's whole flow)."""
+    tags: set[str] = set()
+    for step in task.flow.values():
+        if step.inline is None and (step.action is None or step.action not in workspace.actions):
+            continue
+        tags |= workspace.action_for(step).required_tags
+    return frozenset(tags)
+
+
+class Dispatcher:
+    """Turns events into jobs of the current workspace."""
+
+    def __init__(
+        self, store: Store, workspace: Callable[[], Workspace], max_attempts: int = 3
+    ) -> None:
+        self._store = store
+        self._workspace = workspace
+        self._max_attempts = max_attempts
+
+    def prepare(self, event: Event) -> NewJob:
+        """Merge and validate one event; raises NotFoundError / InputValidationError."""
+        ws = self._workspace()
+        task = ws.tasks.get(event.target_task)
+        if task is None:
+            raise NotFoundError(
+                f"task {event.target_task!r} is not defined in workspace {ws.name!r}"
+            )
+        # Event fields win over the trigger's defaults (top-level keys), as the seed says.
+        merged = {**event.defaults, **event.payload} if event.defaults else dict(event.payload)
+        job_input = apply_input_schema(event.target_task, task.input, merged)
+        return NewJob(
+            workspace=ws.name,
+            task=event.target_task,
+            input=job_input,
+            source_type=event.source_type,
+            source_id=event.source_id,
+            dedup_key=event.dedup_key,
+            tags=event.tags if event.tags is not None else task_tags(ws, task),
+            parent_job_id=event.parent_job_id,
+            max_attempts=self._max_attempts,
+        )
+
+    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
+        """Insert every valid event in one transaction; store the others as rejected."""
+        outcomes: list[DispatchOutcome | None] = [None] * len(events)
+        jobs: list[NewJob] = []
+        job_slots: list[int] = []
+        rejected: list[RejectedEvent] = []
+        for i, event in enumerate(events):
+            try:
+                jobs.append(self.prepare(event))
+                job_slots.append(i)
+            except (InputValidationError, NotFoundError) as exc:
+                reason = str(exc)
+                rejected.append(
+                    RejectedEvent(
+                        id=None,
+                        source_type=event.source_type,
+                        source_id=event.source_id,
+                        target_task=event.target_task,
+                        payload=dict(event.payload),
+                        reason=reason,
+                        dedup_key=event.dedup_key,
+                    )
+                )
+                outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
+        if rejected:
+            await self._store.insert_rejected(rejected)
+            for r in rejected:
+                log.warning(
+                    "event_rejected", source_id=r.source_id, task=r.target_task, reason=r.reason
+                )
+        if jobs:
+            results = await self._store.insert_jobs(jobs)
+            for slot, result in zip(job_slots, results, strict=True):
+                status = DispatchStatus.ACCEPTED if result.created else DispatchStatus.DUPLICATE
+                outcomes[slot] = DispatchOutcome(status, job_id=result.id)
+        return [o for o in outcomes if o is not None]
+
+
+class BatchingDispatcher:
+    """Coalesces concurrent ``dispatch_one`` calls into batched ``Dispatcher.dispatch``.
+
+    Callers wait for their own outcome, which exists only after the batch committed.
+    The queue is bounded, so producers faster than the store are slowed, never buffered
+    without bound."""
+
+    def __init__(self, dispatcher: Dispatcher, max_batch: int = 500, max_queue: int = 10_000):
+        self._dispatcher = dispatcher
+        self._max_batch = max_batch
+        self._queue: asyncio.Queue[tuple[Event, asyncio.Future[DispatchOutcome]]] = asyncio.Queue(
+            max_queue
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        return self._dispatcher
+
+    async def dispatch_one(self, event: Event) -> DispatchOutcome:
+        self._ensure_started()
+        future: asyncio.Future[DispatchOutcome] = asyncio.get_running_loop().create_future()
+        await self._queue.put((event, future))
+        return await future
+
+    async def dispatch_many(self, events: Sequence[Event]) -> list[DispatchOutcome]:
+        """A caller that already has a batch skips the queue."""
+        return await self._dispatcher.dispatch(events)
+
+    def _ensure_started(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="headwater-dispatcher")
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            batch = [first]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            events = [e for e, _ in batch]
+            try:
+                outcomes = await self._dispatcher.dispatch(events)
+            except Exception as exc:  # the store failed: every caller of the batch learns it
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, fut), outcome in zip(batch, outcomes, strict=True):
+                if not fut.done():
+                    fut.set_result(outcome)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None

@@ -1,0 +1,217 @@
+"""Runs one job's flow: a DAG of steps with conditions, retries, timeouts and cancel.
+
+Rules (also in the README):
+- a step starts when every ``depends_on`` step is final; independent steps run in parallel;
+- a failed step skips its dependents, unless a dependent sets ``continue_on_failure``;
+- a step skipped because its ``when`` was false counts as satisfied for its dependents;
+- ``retry`` re-runs a failed (or timed-out) step after ``backoff × 2^(n−1)`` seconds;
+- step and task ``timeout`` stop the process group (SIGTERM, grace, SIGKILL);
+- the job fails when a step failed that did not set ``continue_on_failure``.
+A job that was recovered after a crash resumes: completed steps keep their output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from headwater.engine.steps import StepRunner, StepState, StopSignal
+from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream, StepStatus
+from headwater.workspace.models import Step, Task, Workspace
+
+__all__ = ["JobExecutor", "JobOutcome"]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    status: JobStatus
+    output: Any
+    error: str | None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class JobExecutor:
+    """Executes jobs of one workspace; one instance serves many concurrent jobs."""
+
+    def __init__(self, steps: StepRunner) -> None:
+        self._steps = steps
+
+    async def execute(
+        self, workspace: Workspace, job: JobRecord, cancel: asyncio.Event
+    ) -> JobOutcome:
+        task = workspace.tasks.get(job.task)
+        if task is None:
+            error = f"task {job.task!r} is not defined in workspace {workspace.name!r}"
+            await self._system(job, None, error)
+            return JobOutcome(JobStatus.FAILED, None, error)
+        states = self._initial_states(workspace, task, job)
+        stop = StopSignal()
+
+        async def watch() -> None:
+            waiter = asyncio.ensure_future(cancel.wait())
+            try:
+                await asyncio.wait([waiter], timeout=task.timeout)
+            finally:
+                waiter.cancel()
+            if cancel.is_set():
+                stop.trigger(None)
+            else:
+                stop.trigger(f"task timed out after {task.timeout:g}s")
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await self._run_flow(workspace, task, job, states, stop)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        return self._outcome(task, states, cancelled=cancel.is_set(), stop=stop)
+
+    def _initial_states(
+        self, workspace: Workspace, task: Task, job: JobRecord
+    ) -> dict[str, StepState]:
+        previous = {s.name: s for s in job.steps}
+        states: dict[str, StepState] = {}
+        for name, step in task.flow.items():
+            state = StepState(name=name, action=step.action or f"<inline {name}>")
+            prior = previous.get(name)
+            if prior is not None:
+                state.attempts = prior.attempts
+                # Resume after recovery: what finished stays finished.
+                if prior.status in (StepStatus.COMPLETED, StepStatus.SKIPPED):
+                    state.status = prior.status
+                    state.output = prior.output
+                    state.error = prior.error
+                    state.exit_code = prior.exit_code
+                    state.started_at = prior.started_at
+                    state.finished_at = prior.finished_at
+            states[name] = state
+        return states
+
+    async def _run_flow(
+        self,
+        workspace: Workspace,
+        task: Task,
+        job: JobRecord,
+        states: dict[str, StepState],
+        stop: StopSignal,
+    ) -> None:
+        running: dict[asyncio.Task[None], str] = {}
+        while True:
+            if not stop.event.is_set():
+                for name in self._ready(task, states):
+                    step = task.flow[name]
+                    blocked_by = self._failed_dependency(step, states)
+                    if blocked_by is not None and not step.continue_on_failure:
+                        await self._finish_without_running(
+                            job,
+                            states[name],
+                            StepStatus.SKIPPED,
+                            f"skipped: dependency {blocked_by!r} failed",
+                            failed_upstream=True,
+                        )
+                        continue
+                    states[name].status = StepStatus.RUNNING  # reserved; the runner sets times
+                    t = asyncio.create_task(
+                        self._steps.run(workspace, task, job, name, states, stop),
+                        name=f"step:{job.id}:{name}",
+                    )
+                    running[t] = name
+            if not running:
+                break
+            done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                name = running.pop(t)
+                exc = t.exception()
+                if exc is not None:
+                    # A bug in headwater, not in the user's step: record it on the step.
+                    log.error("step_crashed", job_id=job.id, step=name, error=repr(exc))
+                    await self._finish_without_running(
+                        job, states[name], StepStatus.FAILED, f"internal error: {exc!r}"
+                    )
+        # Whatever never started (cancel/timeout) is cancelled.
+        for state in states.values():
+            if state.status in (StepStatus.PENDING, StepStatus.RUNNING):
+                await self._finish_without_running(
+                    job,
+                    state,
+                    StepStatus.CANCELLED,
+                    f"not started: {stop.reason or 'job cancelled'}",
+                )
+
+    @staticmethod
+    def _ready(task: Task, states: Mapping[str, StepState]) -> list[str]:
+        ready = []
+        for name, step in task.flow.items():
+            if states[name].status is not StepStatus.PENDING:
+                continue
+            if all(states[d].status.is_terminal for d in step.depends_on if d in states):
+                ready.append(name)
+        return ready
+
+    @staticmethod
+    def _failed_dependency(step: Step, states: Mapping[str, StepState]) -> str | None:
+        for dep in step.depends_on:
+            st = states.get(dep)
+            if st is None:
+                continue
+            if st.status in (StepStatus.FAILED, StepStatus.CANCELLED):
+                return dep
+            if st.status is StepStatus.SKIPPED and st.failed_upstream:
+                return dep
+        return None
+
+    async def _finish_without_running(
+        self,
+        job: JobRecord,
+        state: StepState,
+        status: StepStatus,
+        reason: str,
+        failed_upstream: bool = False,
+    ) -> None:
+        state.status = status
+        state.error = reason
+        state.failed_upstream = failed_upstream
+        state.finished_at = _now()
+        await self._steps.record(job.id, state)
+
+    @staticmethod
+    def _outcome(
+        task: Task, states: Mapping[str, StepState], cancelled: bool, stop: StopSignal
+    ) -> JobOutcome:
+        output = {
+            name: st.output
+            for name, st in states.items()
+            if st.status is StepStatus.COMPLETED and st.output is not None
+        }
+        if cancelled:
+            return JobOutcome(JobStatus.CANCELLED, output or None, "cancelled")
+        failed = [
+            (name, st)
+            for name, st in states.items()
+            if st.status in (StepStatus.FAILED, StepStatus.CANCELLED)
+            and not task.flow[name].continue_on_failure
+        ]
+        if stop.reason is not None:
+            return JobOutcome(JobStatus.FAILED, output or None, stop.reason)
+        if failed:
+            name, st = failed[0]
+            error = f"step {name!r} failed: {st.error or 'unknown error'}"
+            if len(failed) > 1:
+                error += f" (and {len(failed) - 1} more failed steps)"
+            return JobOutcome(JobStatus.FAILED, output or None, error)
+        return JobOutcome(JobStatus.COMPLETED, output or None, None)
+
+    async def _system(self, job: JobRecord, step: str | None, text: str) -> None:
+        await self._steps.logs.write(LogLine(job.id, step, LogStream.SYSTEM, text, _now()))

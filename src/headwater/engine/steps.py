@@ -1,0 +1,441 @@
+"""Runs one step: condition, templates, runner (or sub-job, or function), retries, output."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from headwater.engine.functions import FunctionCache
+from headwater.engine.logwriter import LogWriter
+from headwater.errors import HeadwaterError, TemplateError
+from headwater.runners.base import (
+    OUTPUT_PREFIX,
+    Runner,
+    StepOutcome,
+    StepResult,
+    StepSpec,
+    parse_output_line,
+)
+from headwater.store.base import (
+    Channel,
+    JobRecord,
+    LogLine,
+    LogStream,
+    StepStatus,
+    StepUpdate,
+    Store,
+)
+from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
+from headwater.workspace.templating import TemplateEngine
+
+__all__ = ["LineHook", "StepRunner", "StepState", "StopSignal"]
+
+log = structlog.get_logger(__name__)
+
+MAX_TASK_DEPTH = 10
+_RESERVED_CONTEXT = frozenset({"input", "secret", "secrets", "job", "steps", "env"})
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class LineHook(Protocol):
+    """Sees a step's lines before they are logged; True means "consumed, don't log it".
+    Event-source consumers use it to turn ``OUTPUT:`` lines into events."""
+
+    async def __call__(self, step: str, stream: LogStream, line: str, truncated: bool) -> bool: ...
+
+
+@dataclass
+class StopSignal:
+    """Why the running steps of a job must stop: cancel (reason None) or a task timeout."""
+
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    reason: str | None = None
+
+    def trigger(self, reason: str | None) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+
+@dataclass
+class StepState:
+    name: str
+    action: str
+    status: StepStatus = StepStatus.PENDING
+    output: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    attempts: int = 0
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    failed_upstream: bool = False  # skipped because a dependency failed
+
+    def update(self) -> StepUpdate:
+        return StepUpdate(
+            name=self.name,
+            action=self.action,
+            status=self.status,
+            exit_code=self.exit_code,
+            output=self.output,
+            error=self.error,
+            attempts=self.attempts,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Attempt:
+    status: StepStatus
+    output: Any = None
+    error: str | None = None
+    exit_code: int | None = None
+    retryable: bool = True
+
+
+SubmitChild = Callable[[JobRecord, str, str, Mapping[str, Any]], Awaitable[str]]
+
+
+class StepRunner:
+    """Everything a step needs, shared by all jobs of a worker."""
+
+    def __init__(
+        self,
+        store: Store,
+        logs: LogWriter,
+        templates: TemplateEngine,
+        runners: Mapping[RunnerKind, Runner],
+        secrets: Callable[[], Mapping[str, str]],
+        submit_child: SubmitChild,
+        line_hook: Callable[[JobRecord], LineHook | None] = lambda job: None,
+        kill_grace: float = 5.0,
+        max_line_bytes: int = 1_048_576,
+    ) -> None:
+        self.store = store
+        self.logs = logs
+        self.templates = templates
+        self.runners = runners
+        self._secrets = secrets
+        self._submit_child = submit_child
+        self._line_hook = line_hook
+        self._kill_grace = kill_grace
+        self._max_line_bytes = max_line_bytes
+        self._functions = FunctionCache()
+
+    async def record(self, job_id: str, state: StepState) -> None:
+        await self.store.upsert_steps(job_id, [state.update()])
+
+    async def system(self, job_id: str, step: str | None, text: str) -> None:
+        await self.logs.write(LogLine(job_id, step, LogStream.SYSTEM, text, _now()))
+
+    # -- one step, with its retries ------------------------------------------------------
+    async def run(
+        self,
+        workspace: Workspace,
+        task: Task,
+        job: JobRecord,
+        name: str,
+        states: Mapping[str, StepState],
+        stop: StopSignal,
+    ) -> None:
+        step = task.flow[name]
+        state = states[name]
+        context = self._context(job, states)
+        if step.when is not None:
+            try:
+                condition = self.templates.render(step.when, context, where=f"step {name!r} when")
+            except TemplateError as exc:
+                await self._final(job, state, StepStatus.FAILED, error=str(exc))
+                return
+            if not self.templates.is_truthy(condition):
+                await self._final(job, state, StepStatus.SKIPPED, error="when condition is false")
+                return
+        retries_used = 0
+        while True:
+            state.attempts += 1
+            state.status = StepStatus.RUNNING
+            state.started_at = _now()
+            state.error = None
+            await self.record(job.id, state)
+            attempt = await self._attempt(workspace, job, name, step, context, stop)
+            if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
+                attempt = _Attempt(
+                    StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
+                )
+            state.exit_code = attempt.exit_code
+            state.output = attempt.output
+            can_retry = (
+                attempt.status is StepStatus.FAILED
+                and attempt.retryable
+                and step.retry is not None
+                and retries_used < step.retry.count
+                and not stop.event.is_set()
+            )
+            if not can_retry:
+                await self._final(job, state, attempt.status, error=attempt.error)
+                return
+            retries_used += 1
+            assert step.retry is not None
+            delay = step.retry.delay(retries_used)
+            await self.system(
+                job.id,
+                name,
+                f"attempt {state.attempts} failed ({attempt.error}); "
+                f"retry {retries_used}/{step.retry.count} in {delay:g}s",
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.event.wait(), delay)
+            if stop.event.is_set():
+                status = StepStatus.CANCELLED if stop.reason is None else StepStatus.FAILED
+                await self._final(job, state, status, error=stop.reason or "cancelled")
+                return
+
+    async def _final(
+        self, job: JobRecord, state: StepState, status: StepStatus, error: str | None
+    ) -> None:
+        state.status = status
+        state.error = error
+        state.finished_at = _now()
+        await self.record(job.id, state)
+
+    def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
+        secrets = self._secrets()
+        steps = {
+            n: {"output": s.output, "status": s.status.value, "error": s.error}
+            for n, s in states.items()
+        }
+        context: dict[str, Any] = {n: v for n, v in steps.items() if n not in _RESERVED_CONTEXT}
+        context.update(
+            input=job.input,
+            secret=secrets,
+            secrets=secrets,
+            steps=steps,
+            job={
+                "id": job.id,
+                "task": job.task,
+                "workspace": job.workspace,
+                "source_type": job.source_type,
+                "source_id": job.source_id,
+            },
+        )
+        return context
+
+    # -- one attempt ---------------------------------------------------------------------
+    async def _attempt(
+        self,
+        workspace: Workspace,
+        job: JobRecord,
+        name: str,
+        step: Step,
+        context: Mapping[str, Any],
+        stop: StopSignal,
+    ) -> _Attempt:
+        action = workspace.action_for(step)
+        try:
+            step_input = self.templates.render(step.input, context, where=f"step {name!r} input")
+            action_context = {**context, "input": step_input}
+            if action.type is ActionType.TASK:
+                return await self._run_child(job, name, action, step_input, stop)
+            if action.type is ActionType.FUNCTION:
+                return await self._run_function(job, name, action, step, step_input, stop)
+            spec = self._spec(workspace, job, name, step, action, step_input, action_context)
+        except TemplateError as exc:
+            return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
+        runner = self.runners.get(action.effective_runner)
+        if runner is None:
+            return _Attempt(
+                StepStatus.FAILED,
+                error=f"this worker has no {action.effective_runner.value} runner",
+                retryable=False,
+            )
+        collector = _OutputCollector(self, job, name, self._line_hook(job))
+        result: StepResult = await runner.run(spec, collector, stop.event)
+        await collector.finish()
+        return _from_result(result, collector.output)
+
+    def _spec(
+        self,
+        workspace: Workspace,
+        job: JobRecord,
+        name: str,
+        step: Step,
+        action: Action,
+        step_input: Any,
+        action_context: Mapping[str, Any],
+    ) -> StepSpec:
+        where = f"action {step.action or name!r}"
+        env = {
+            k: str(self.templates.render(v, action_context, where=f"{where} env {k!r}"))
+            for k, v in action.env.items()
+        }
+        env["HEADWATER_INPUT"] = json.dumps(step_input, default=str)
+        script = (
+            self.templates.render_str(action.script, action_context, where=f"{where} script")
+            if action.script is not None
+            else None
+        )
+        workdir = workspace.root / action.workdir if action.workdir else workspace.root
+        return StepSpec(
+            job_id=job.id,
+            step=name,
+            workdir=workdir,
+            env=env,
+            timeout=step.timeout if step.timeout is not None else action.timeout,
+            kill_grace=self._kill_grace,
+            max_line_bytes=self._max_line_bytes,
+            script=script,
+            source=(workspace.root / action.source) if action.source else None,
+            language=action.language,
+            interpreter=action.interpreter,
+            dependencies=tuple(action.dependencies),
+            image=action.image,
+            cmd=_argv(action.cmd),
+            entrypoint=_argv(action.entrypoint),
+            manifest=action.manifest,
+            resources=action.resources,
+            labels={"headwater.job": job.id, "headwater.step": name},
+        )
+
+    async def _run_child(
+        self, job: JobRecord, name: str, action: Action, step_input: Any, stop: StopSignal
+    ) -> _Attempt:
+        assert action.task is not None
+        depth = await self._depth(job)
+        if depth >= MAX_TASK_DEPTH:
+            return _Attempt(
+                StepStatus.FAILED,
+                error=f"sub-task nesting is deeper than {MAX_TASK_DEPTH} levels",
+                retryable=False,
+            )
+        payload = step_input if isinstance(step_input, Mapping) else {"value": step_input}
+        with self.store.subscribe(Channel.FINISHED) as finished:
+            try:
+                child_id = await self._submit_child(job, name, action.task, payload)
+            except HeadwaterError as exc:
+                return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
+            await self.system(job.id, name, f"started sub-job {child_id} of task {action.task!r}")
+            while True:
+                child = await self.store.get_job(child_id)
+                if child is None:
+                    return _Attempt(StepStatus.FAILED, error=f"sub-job {child_id} disappeared")
+                if child.status.is_terminal:
+                    break
+                if stop.event.is_set():
+                    with contextlib.suppress(HeadwaterError):
+                        await self.store.request_cancel(child_id)
+                waiter = asyncio.ensure_future(finished.wait(5.0))
+                stopper = asyncio.ensure_future(stop.event.wait())
+                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                waiter.cancel()
+                stopper.cancel()
+        if child.status.value == "completed":
+            return _Attempt(StepStatus.COMPLETED, output=child.output)
+        if child.status.value == "cancelled":
+            return _Attempt(StepStatus.CANCELLED, error=f"sub-job {child_id} was cancelled")
+        return _Attempt(
+            StepStatus.FAILED,
+            output=child.output,
+            error=f"sub-job {child_id} failed: {child.error}",
+        )
+
+    async def _depth(self, job: JobRecord) -> int:
+        depth, parent = 0, job.parent_job_id
+        while parent is not None and depth <= MAX_TASK_DEPTH:
+            depth += 1
+            record = await self.store.get_job(parent)
+            parent = record.parent_job_id if record is not None else None
+        return depth
+
+    async def _run_function(
+        self,
+        job: JobRecord,
+        name: str,
+        action: Action,
+        step: Step,
+        step_input: Any,
+        stop: StopSignal,
+    ) -> _Attempt:
+        assert action.function is not None
+        kwargs = step_input if isinstance(step_input, Mapping) else {"value": step_input}
+        timeout = step.timeout if step.timeout is not None else action.timeout
+        outcome = await self._functions.call(action.function, dict(kwargs), timeout, stop.event)
+        for line in outcome.traceback:
+            await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))
+        if outcome.error is not None:
+            status = StepStatus.CANCELLED if outcome.cancelled else StepStatus.FAILED
+            return _Attempt(status, error=outcome.error)
+        return _Attempt(StepStatus.COMPLETED, output=outcome.value)
+
+
+def _argv(value: str | list[str] | None) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return ("/bin/sh", "-c", value)
+    return tuple(value)
+
+
+def _from_result(result: StepResult, output: Any) -> _Attempt:
+    if result.outcome is StepOutcome.SUCCEEDED:
+        return _Attempt(StepStatus.COMPLETED, output=output, exit_code=result.exit_code)
+    if result.outcome is StepOutcome.CANCELLED:
+        return _Attempt(
+            StepStatus.CANCELLED, output=output, error=result.error, exit_code=result.exit_code
+        )
+    return _Attempt(
+        StepStatus.FAILED, output=output, error=result.error, exit_code=result.exit_code
+    )
+
+
+class _OutputCollector:
+    """The LineSink of a step: logs lines, keeps the last ``OUTPUT:`` object."""
+
+    def __init__(
+        self, runner: StepRunner, job: JobRecord, step: str, hook: LineHook | None
+    ) -> None:
+        self._runner = runner
+        self._job = job
+        self._step = step
+        self._hook = hook
+        self.output: Any = None
+        self._warned_truncation = False
+
+    async def __call__(self, stream: LogStream, line: str, truncated: bool) -> None:
+        if not line.strip():
+            return
+        if self._hook is not None and await self._hook(self._step, stream, line, truncated):
+            return
+        if stream is LogStream.STDOUT and line.startswith(OUTPUT_PREFIX):
+            if truncated:
+                await self._runner.system(
+                    self._job.id, self._step, "warning: an OUTPUT line was too long and was skipped"
+                )
+                return
+            parsed = parse_output_line(line)
+            if parsed is not None and parsed.value is not None:
+                self.output = parsed.value
+            elif parsed is not None:
+                await self._runner.system(
+                    self._job.id, self._step, f"warning: {parsed.problem}; line skipped"
+                )
+        elif truncated and not self._warned_truncation:
+            self._warned_truncation = True
+            await self._runner.system(
+                self._job.id,
+                self._step,
+                "warning: a line was longer than the limit and was cut",
+            )
+        await self._runner.logs.write(LogLine(self._job.id, self._step, stream, line, _now()))
+
+    async def finish(self) -> None:
+        return None

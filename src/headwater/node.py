@@ -1,0 +1,246 @@
+"""One headwater process: store, workspace, dispatcher, worker and (optionally) the API.
+
+``headwater up`` runs a Node with everything in one process on a SQLite file; ``headwater
+run`` runs a Node without HTTP for one job. The Node is also the ``Runtime`` the HTTP app
+is given (workspace, submit, redact, health).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from headwater.dispatch.dispatcher import (
+    BatchingDispatcher,
+    Dispatcher,
+    DispatchStatus,
+    Event,
+    task_tags,
+)
+from headwater.engine.executor import JobExecutor
+from headwater.engine.logwriter import LogWriter
+from headwater.engine.steps import StepRunner
+from headwater.errors import HeadwaterError, InputValidationError
+from headwater.runners.base import Runner
+from headwater.runners.local import LocalRunner
+from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
+from headwater.store.sql import open_store
+from headwater.worker.worker import Worker, WorkerSettings
+from headwater.workspace import load_workspace
+from headwater.workspace.models import RunnerKind, Workspace
+from headwater.workspace.secrets import Redactor, resolve_secrets
+from headwater.workspace.templating import TemplateEngine
+
+__all__ = ["Node", "NodeSettings", "WorkspaceHolder"]
+
+log = structlog.get_logger(__name__)
+
+
+class WorkspaceHolder:
+    """The current workspace, its resolved secrets and redactor; swapped on reload."""
+
+    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+        self.path = path
+        self._environ = environ if environ is not None else os.environ
+        self.workspace: Workspace = load_workspace(path)
+        self.secrets: dict[str, str] = resolve_secrets(self.workspace, self._environ)
+        self.redactor = Redactor(list(self.secrets.values()))
+
+    def reload(self) -> Workspace:
+        """Load again; on error the previous workspace stays in force (and the error is
+        raised for the caller to report)."""
+        workspace = load_workspace(self.path)
+        secrets = resolve_secrets(workspace, self._environ)
+        self.workspace, self.secrets = workspace, secrets
+        self.redactor = Redactor(list(secrets.values()))
+        return workspace
+
+    def tag_signatures(self) -> list[str]:
+        ws = self.workspace
+        return sorted({",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSettings:
+    db_url: str
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    run_worker: bool = True
+    kill_grace: float = 5.0
+    max_line_bytes: int = 1_048_576
+    extra_tag_signatures: tuple[str, ...] = ()
+
+
+class Node:
+    def __init__(self, workspace_path: Path, settings: NodeSettings) -> None:
+        self.settings = settings
+        self.holder = WorkspaceHolder(workspace_path)
+        self.store: Store  # set by start()
+        self.templates = TemplateEngine()
+        self._started = False
+
+    # -- Runtime protocol (used by the HTTP app) -------------------------------------------
+    def workspace(self) -> Workspace:
+        return self.holder.workspace
+
+    async def submit(
+        self,
+        task: str,
+        input: Mapping[str, Any],
+        *,
+        source_type: str = "api",
+        source_id: str | None = None,
+        dedup_key: str | None = None,
+    ) -> InsertOutcome:
+        job = self.dispatcher.prepare(
+            Event(task, input, source_type, source_id=source_id, dedup_key=dedup_key)
+        )
+        (outcome,) = await self.store.insert_jobs([job])
+        return outcome
+
+    def redact(self, data: Any) -> Any:
+        return self.holder.redactor.redact(data)
+
+    def health(self) -> Mapping[str, Any]:
+        worker = "disabled"
+        if self.worker is not None:
+            worker = "ok" if self.worker.ready.is_set() else "starting"
+        return {"worker": worker, "workspace": self.holder.workspace.name}
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def start(self) -> None:
+        self.store = await open_store(self.settings.db_url)
+        self.dispatcher = Dispatcher(self.store, self.workspace)
+        self.batching = BatchingDispatcher(self.dispatcher)
+        self.logs = LogWriter(self.store, redact=self._redact_text)
+        self.logs.start()
+        runners: dict[RunnerKind, Runner] = {RunnerKind.LOCAL: LocalRunner()}
+        self.steps = StepRunner(
+            store=self.store,
+            logs=self.logs,
+            templates=self.templates,
+            runners=runners,
+            secrets=lambda: self.holder.secrets,
+            submit_child=self._submit_child,
+            kill_grace=self.settings.kill_grace,
+            max_line_bytes=self.settings.max_line_bytes,
+        )
+        self.executor = JobExecutor(self.steps)
+        self.worker: Worker | None = None
+        if self.settings.run_worker:
+            self.worker = Worker(
+                self.store,
+                self.executor,
+                self.logs,
+                self.workspace,
+                self._tag_signatures,
+                self.settings.worker,
+            )
+        self._started = True
+
+    def _tag_signatures(self) -> Sequence[str]:
+        return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]
+
+    def _redact_text(self, text: str) -> str:
+        return self.holder.redactor.redact_text(text)
+
+    async def _submit_child(
+        self, parent: JobRecord, step: str, task: str, payload: Mapping[str, Any]
+    ) -> str:
+        # A child of a ``headwater run`` job is claimed by that same process only.
+        pinned = frozenset(t for t in parent.tags if t.startswith("run:")) or None
+        (outcome,) = await self.dispatcher.dispatch(
+            [
+                Event(
+                    task,
+                    payload,
+                    "task",
+                    source_id=parent.id,
+                    dedup_key=f"task:{parent.id}:{step}",
+                    parent_job_id=parent.id,
+                    tags=pinned,
+                )
+            ]
+        )
+        if outcome.status is DispatchStatus.REJECTED:
+            raise InputValidationError(task, [outcome.reason or "rejected"])
+        assert outcome.job_id is not None
+        return outcome.job_id
+
+    async def close(self) -> None:
+        if not self._started:
+            return
+        await self.batching.close()
+        await self.logs.close()
+        await self.store.close()
+        self._started = False
+
+    async def run_worker(self, stop: asyncio.Event) -> None:
+        if self.worker is not None:
+            await self.worker.run(stop)
+
+    async def run_one(
+        self,
+        task: str,
+        job_input: Mapping[str, Any],
+        on_logs: Callable[[list[LogRecord]], None] | None = None,
+    ) -> JobRecord:
+        """Submit one job and run it in this process (``headwater run``), handing its log
+        lines to ``on_logs`` as they are stored."""
+        signature = f"run:{uuid.uuid4().hex}"
+        job = self.dispatcher.prepare(Event(task, job_input, "cli"))
+        job = dataclasses.replace(job, tags=frozenset({signature}))
+        stop = asyncio.Event()
+        worker = Worker(
+            self.store,
+            self.executor,
+            self.logs,
+            self.workspace,
+            lambda: [signature],
+            self.settings.worker,
+        )
+        with (
+            self.store.subscribe(Channel.FINISHED) as finished,
+            self.store.subscribe(Channel.LOGS) as logs,
+        ):
+            (outcome,) = await self.store.insert_jobs([job])
+            runner = asyncio.create_task(worker.run(stop))
+            after = 0
+            try:
+                while True:
+                    if on_logs is not None:
+                        records = await self.store.get_logs(outcome.id, after_seq=after)
+                        if records:
+                            after = records[-1].seq
+                            on_logs(records)
+                    record = await self.store.get_job(outcome.id)
+                    if record is None:
+                        raise HeadwaterError(f"job {outcome.id} disappeared")
+                    if record.status.is_terminal:
+                        break
+                    if runner.done():
+                        runner.result()  # surfaces a worker crash
+                        raise HeadwaterError("the worker stopped before the job finished")
+                    waits = [
+                        asyncio.ensure_future(finished.wait(2.0)),
+                        asyncio.ensure_future(logs.wait(2.0)),
+                    ]
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                    for w in waits:
+                        w.cancel()
+            finally:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await runner
+        await self.logs.flush()
+        final = await self.store.get_job(outcome.id)
+        assert final is not None
+        return final

@@ -1,0 +1,275 @@
+"""The claim loop: wake on new jobs, claim up to the free slots, run, record, repeat.
+
+No sleep-polling: the worker waits on the store's ``Channel.JOBS`` wake-up (in-process
+on SQLite, LISTEN/NOTIFY on PostgreSQL) and on a freed slot. A long safety timeout only
+guards against a lost notification. Heartbeats carry cancel requests; a recovery sweep
+requeues the jobs of workers that stopped heartbeating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+
+from headwater.engine.executor import JobExecutor, JobOutcome
+from headwater.engine.logwriter import LogWriter
+from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream, Store
+from headwater.store.notify import Subscription
+from headwater.workspace.models import Workspace
+
+__all__ = ["Worker", "WorkerSettings", "worker_name"]
+
+log = structlog.get_logger(__name__)
+
+
+def worker_name() -> str:
+    """``host:pid``: lets a restarted process see that a previous one on this host is gone."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    concurrency: int = 8
+    heartbeat_interval: float = 2.0
+    stale_after: float = 10.0  # a worker silent this long loses its jobs
+    recovery_interval: float = 5.0
+    shutdown_timeout: float = 5.0  # running jobs may finish this long before being stopped
+    safety_wakeup: float = 5.0  # re-check for work even without a notification
+
+
+class _Active:
+    __slots__ = ("cancel", "consumer", "interrupted", "job", "task")
+
+    def __init__(self, job: JobRecord, consumer: bool) -> None:
+        self.job = job
+        self.cancel = asyncio.Event()
+        self.interrupted = False  # stopped by shutdown: leave it for recovery
+        self.consumer = consumer
+        self.task: asyncio.Task[None] | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        executor: JobExecutor,
+        logs: LogWriter,
+        workspace: Callable[[], Workspace],
+        tag_signatures: Callable[[], Sequence[str]],
+        settings: WorkerSettings = WorkerSettings(),
+        is_long_running: Callable[[JobRecord], bool] = lambda job: False,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.logs = logs
+        self._workspace = workspace
+        self._tag_signatures = tag_signatures
+        self.settings = settings
+        self._is_long_running = is_long_running
+        self.id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
+        self.name = worker_name()
+        self._active: dict[str, _Active] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = False
+        self.ready = asyncio.Event()
+
+    @property
+    def active_jobs(self) -> list[str]:
+        return list(self._active)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self._forget_dead_local_workers()
+        await self.store.register_worker(self.id, self.name, frozenset(self._tag_signatures()))
+        await self._recover()
+        jobs_sub = self.store.subscribe(Channel.JOBS)
+        background = [
+            asyncio.create_task(self._heartbeat_loop(stop), name="worker-heartbeat"),
+            asyncio.create_task(self._cancel_loop(stop), name="worker-cancel"),
+            asyncio.create_task(self._recovery_loop(stop), name="worker-recovery"),
+        ]
+        self.ready.set()
+        log.info("worker_started", worker_id=self.id, concurrency=self.settings.concurrency)
+        try:
+            await self._claim_loop(stop, jobs_sub)
+        finally:
+            jobs_sub.close()
+            await self._shutdown()
+            for t in background:
+                t.cancel()
+            for t in background:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
+            with contextlib.suppress(Exception):
+                await self.store.deregister_worker(self.id)
+            log.info("worker_stopped", worker_id=self.id)
+
+    async def _claim_loop(self, stop: asyncio.Event, jobs_sub: Subscription) -> None:
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                free = self.settings.concurrency - len(self._active)
+                claimed: list[JobRecord] = []
+                if free > 0:
+                    try:
+                        claimed = await self.store.claim_jobs(
+                            self.id, list(self._tag_signatures()), free
+                        )
+                    except Exception:
+                        log.exception("claim_failed", worker_id=self.id)
+                        await asyncio.sleep(1.0)
+                        continue
+                    for job in claimed:
+                        self._start(job)
+                if claimed and len(claimed) == free:
+                    continue  # there may be more; loop while slots remain
+                self._slot_freed.clear()
+                if len(self._active) < self.settings.concurrency:
+                    waiters = [asyncio.ensure_future(jobs_sub.wait(self.settings.safety_wakeup))]
+                else:
+                    waiters = [asyncio.ensure_future(self._slot_freed.wait())]
+                await asyncio.wait(
+                    [*waiters, stop_wait],
+                    timeout=self.settings.safety_wakeup,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                for w in waiters:
+                    w.cancel()
+        finally:
+            stop_wait.cancel()
+
+    def _start(self, job: JobRecord) -> None:
+        active = _Active(job, self._is_long_running(job))
+        if job.cancel_requested:
+            active.cancel.set()
+        self._active[job.id] = active
+        active.task = asyncio.create_task(self._execute(active), name=f"job:{job.id}")
+
+    async def _execute(self, active: _Active) -> None:
+        job = active.job
+        try:
+            try:
+                outcome = await self.executor.execute(self._workspace(), job, active.cancel)
+            except Exception as exc:
+                log.exception("job_crashed", job_id=job.id)
+                outcome = JobOutcome(JobStatus.FAILED, None, f"internal error: {exc!r}")
+            if active.interrupted:
+                # Shutdown stopped it: the next start recovers it (requeue) instead.
+                await self.logs.write(
+                    LogLine(job.id, None, LogStream.SYSTEM, "interrupted by shutdown", _now())
+                )
+                return
+            await self.logs.flush()
+            changed = await self.store.finish_job(
+                job.id, self.id, outcome.status, outcome.output, outcome.error
+            )
+            if not changed:
+                log.warning("job_finish_refused", job_id=job.id, worker_id=self.id)
+        except Exception:
+            log.exception("job_finish_failed", job_id=job.id)
+        finally:
+            self._active.pop(job.id, None)
+            self._slot_freed.set()
+
+    async def _shutdown(self) -> None:
+        self._stopping = True
+        if not self._active:
+            return
+        for active in self._active.values():
+            if active.consumer:
+                active.interrupted = True
+                active.cancel.set()
+        tasks = [a.task for a in self._active.values() if a.task is not None]
+        _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_timeout)
+        if pending:
+            for active in list(self._active.values()):
+                active.interrupted = True
+                active.cancel.set()
+            await asyncio.wait(pending, timeout=30)
+        await self.logs.flush()
+
+    async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                for job_id in await self.store.heartbeat(self.id):
+                    self._cancel(job_id)
+            except Exception:
+                log.exception("heartbeat_failed", worker_id=self.id)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.heartbeat_interval)
+
+    async def _cancel_loop(self, stop: asyncio.Event) -> None:
+        with self.store.subscribe(Channel.CANCEL) as sub:
+            while not stop.is_set():
+                for payload in await sub.wait(self.settings.safety_wakeup):
+                    if payload == "*":
+                        for job_id in await self.store.heartbeat(self.id):
+                            self._cancel(job_id)
+                    else:
+                        for job_id in payload.split(","):
+                            self._cancel(job_id)
+
+    def _cancel(self, job_id: str) -> None:
+        active = self._active.get(job_id)
+        if active is not None and not active.cancel.is_set():
+            log.info("job_cancel_requested", job_id=job_id)
+            active.cancel.set()
+
+    async def _recovery_loop(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.settings.recovery_interval)
+            if not stop.is_set():
+                await self._recover()
+
+    async def _recover(self) -> None:
+        try:
+            recovered = await self.store.recover_stale_jobs(self.settings.stale_after)
+        except Exception:
+            log.exception("recovery_failed")
+            return
+        for r in recovered:
+            log.warning(
+                "job_recovered", job_id=r.id, task=r.task, requeued=r.requeued, reason=r.reason
+            )
+
+    async def _forget_dead_local_workers(self) -> None:
+        """A worker row of this host whose process is gone: its jobs are recoverable now,
+        not after ``stale_after``."""
+        host = socket.gethostname()
+        try:
+            workers = await self.store.list_workers()
+        except Exception:
+            log.exception("list_workers_failed")
+            return
+        for w in workers:
+            w_host, _, pid_text = w.name.rpartition(":")
+            if w_host != host or not pid_text.isdigit():
+                continue
+            pid = int(pid_text)
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            log.info("dead_worker_forgotten", worker_id=w.id, pid=pid)
+            await self.store.deregister_worker(w.id)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,102 @@
+"""Drive ``headwater`` as a user does: real subprocesses, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+HEADWATER = str(Path(sys.executable).parent / "headwater")
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_cli(
+    *args: str, cwd: Path | None = None, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HEADWATER, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200", **env},
+    )
+
+
+class Up:
+    """``headwater up`` in a subprocess; waits for /healthz."""
+
+    def __init__(self, workspace: Path, cwd: Path, db_url: str | None = None, *extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        args = [HEADWATER, "up", str(workspace), "--port", str(self.port), *extra]
+        if db_url:
+            args += ["--db", db_url]
+        self.log = cwd / f"up-{self.port}.log"
+        self._logf = self.log.open("w")
+        self.proc = subprocess.Popen(
+            args,
+            cwd=cwd,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
+        )
+        self.client = httpx.Client(base_url=self.url, timeout=10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"headwater up exited {self.proc.returncode}: {self.output()}")
+            try:
+                if self.client.get("/healthz").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"headwater up did not become healthy: {self.output()}")
+
+    def output(self) -> str:
+        self._logf.flush()
+        return self.log.read_text()
+
+    def wait_job(
+        self,
+        job_id: str,
+        timeout: float = 30,
+        statuses: tuple[str, ...] = ("completed", "failed", "cancelled"),
+    ) -> dict:  # type: ignore[type-arg]
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.client.get(f"/api/jobs/{job_id}").json()
+            if job["status"] in statuses:
+                return job  # type: ignore[no-any-return]
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} not in {statuses} after {timeout}s: {job}")
+
+    def stop(self, timeout: float = 30) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.client.close()
+            self._logf.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.client.close()
+        self._logf.close()
