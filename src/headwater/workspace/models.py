@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "Action",
@@ -84,19 +84,38 @@ class FieldType(StrEnum):
     OBJECT = "object"
     DATE = "date"
     DATETIME = "datetime"
+    JSON = "json"  # Strøm's name for "any JSON value"
     ANY = "any"
+
+
+# Spellings users write for the types above (Strøm accepts ``bool``).
+_FIELD_TYPE_ALIASES = {
+    "bool": "boolean",
+    "int": "integer",
+    "float": "number",
+    "str": "string",
+    "list": "array",
+    "dict": "object",
+}
+
+
+def _field_type_alias(value: object) -> object:
+    if isinstance(value, str):
+        return _FIELD_TYPE_ALIASES.get(value, value)
+    return value
 
 
 class InputField(_Model):
     """One field of a task's (or action's) input schema."""
 
-    type: FieldType = FieldType.STRING
+    type: Annotated[FieldType, BeforeValidator(_field_type_alias)] = FieldType.STRING
     name: str | None = None
     description: str | None = None
     required: bool = False
     default: Any = None
     options: list[Any] | None = None
     allow_custom: bool = False
+    multiple: bool = False  # the value is a list of such values (Strøm multi-select)
     secret: bool = False
     order: int | None = None
 
@@ -158,13 +177,29 @@ class Action(_Model):
     input: dict[str, InputField] = Field(default_factory=dict)
     output: dict[str, InputField] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _image_as_is(cls, data: object) -> object:
+        # The seed runs an image as-is with `type: script` + `runner: docker|pod` + `image`
+        # and no script; Strøm spells that `type: docker|pod`. Same meaning: canonicalise.
+        if (
+            isinstance(data, dict)
+            and data.get("type") == "script"
+            and data.get("runner") in ("docker", "pod")
+            and data.get("image")
+            and data.get("script") is None
+            and data.get("source") is None
+        ):
+            runner = data["runner"]
+            data = {k: v for k, v in data.items() if k != "runner"}
+            data["type"] = runner
+        return data
+
     @field_validator("env", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
         if isinstance(value, dict):
-            return {
-                k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()
-            }
+            return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
         return value
 
     @property
@@ -213,13 +248,17 @@ def _retry_shorthand(value: object) -> object:
     return value
 
 
+def _one_or_many(value: object) -> object:
+    return [value] if isinstance(value, str) else value
+
+
 class Step(_Model):
     """One node of a task's flow."""
 
     action: str | None = None
     name: str | None = None
     description: str | None = None
-    depends_on: list[str] = Field(default_factory=list)
+    depends_on: Annotated[list[str], BeforeValidator(_one_or_many)] = Field(default_factory=list)
     input: dict[str, Any] = Field(default_factory=dict)
     continue_on_failure: bool = False
     timeout: Duration | None = None
@@ -308,9 +347,7 @@ class EventSourceTrigger(_TriggerBase):
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
         if isinstance(value, dict):
-            return {
-                k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()
-            }
+            return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
         return value
 
     def backoff_delay(self, consecutive_failures: int) -> float:
@@ -336,6 +373,14 @@ class Workspace(_Model):
     on_success: list[Hook] = Field(default_factory=list)
     on_error: list[Hook] = Field(default_factory=list)
 
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_values_are_strings(cls, value: object) -> object:
+        # `port: 5432` under secrets: is the literal "5432", like an env var.
+        if isinstance(value, dict):
+            return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
+        return value
+
     def action_for(self, step: Step) -> Action:
         """The action a step runs (inline or named); the workspace is assumed valid."""
         if step.inline is not None:
@@ -349,4 +394,6 @@ class Workspace(_Model):
         try:
             return self.tasks[name]
         except KeyError:
-            raise NotFoundError(f"task {name!r} is not defined in workspace {self.name!r}") from None
+            raise NotFoundError(
+                f"task {name!r} is not defined in workspace {self.name!r}"
+            ) from None

@@ -1,0 +1,429 @@
+"""Load a workspace from a YAML file, a directory of them, or a Strøm workspace folder.
+
+``check_workspace`` collects every problem (errors, warnings, notes) with its location;
+``load_workspace`` returns the Workspace or raises WorkspaceError with all the errors.
+
+Stages: find the files, parse each with locations, merge the sections (a name defined
+in two files is an error naming both places), reshape what Strøm allows to write in two
+ways (inline actions on steps), validate each action/task/trigger with pydantic on its
+own (so one bad entry does not hide the others), then check the cross-references and
+everything else in ``validate``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from headwater.errors import Problem, Severity, WorkspaceError
+from headwater.workspace.models import (
+    Action,
+    EventSourceTrigger,
+    SchedulerTrigger,
+    Step,
+    Task,
+    WebhookTrigger,
+    Workspace,
+)
+from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
+from headwater.workspace.suggestions import (
+    EXECUTION_KEYS,
+    event_source_script_problem,
+    image_as_is_note,
+)
+from headwater.workspace.templating import TemplateEngine
+from headwater.workspace.validate import DefinedNames, semantic_problems
+from headwater.workspace.yamlsource import ParsedFile, SourceMap, YamlPath, parse_yaml_file
+
+__all__ = ["Report", "check_workspace", "load_workspace", "workspace_files"]
+
+_MAP_SECTIONS = ("actions", "tasks", "triggers", "secrets")
+_LIST_SECTIONS = ("on_success", "on_error")
+_SECTIONS = (*_MAP_SECTIONS, *_LIST_SECTIONS)
+# Strøm sections we do not support: warn and ignore rather than refuse the file.
+_UNSUPPORTED_SECTIONS = ("connections", "connection_types")
+_TRIGGER_MODELS: dict[str, type[BaseModel]] = {
+    "scheduler": SchedulerTrigger,
+    "webhook": WebhookTrigger,
+    "event_source": EventSourceTrigger,
+}
+# Action fields a step may carry inline (the ones a Step does not have itself).
+_INLINE_KEYS = frozenset(Action.model_fields) - frozenset(Step.model_fields)
+
+
+@dataclass
+class Report:
+    """What ``check_workspace`` found; ``workspace`` is None when there are errors."""
+
+    workspace: Workspace | None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
+    @property
+    def valid(self) -> bool:
+        return not self.errors
+
+
+def load_workspace(path: Path) -> Workspace:
+    """The workspace at ``path``; raises WorkspaceError listing every error."""
+    report = check_workspace(path, environ={}, check_secrets=False)
+    if report.workspace is None:
+        raise WorkspaceError(report.errors or report.problems)
+    return report.workspace
+
+
+def workspace_files(path: Path) -> tuple[list[Path], str, Path]:
+    """(files, workspace name, root) for a file, a directory, or a Strøm folder."""
+    if not path.exists():
+        raise WorkspaceError([Problem(f"no such file or directory: {path}", file=str(path))])
+    if path.is_file():
+        return [path], path.stem, path.resolve().parent
+    folder = path / ".workflows" if (path / ".workflows").is_dir() else path
+    files = sorted(
+        p
+        for p in folder.iterdir()
+        if p.suffix in (".yaml", ".yml") and p.is_file() and not p.name.startswith(".")
+    )
+    if not files:
+        raise WorkspaceError([Problem(f"no *.yaml or *.yml files in {folder}", file=str(path))])
+    return files, path.resolve().name, path.resolve()
+
+
+def check_workspace(
+    path: Path,
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_secrets: bool = True,
+) -> Report:
+    """Every problem of the workspace at ``path``, and the workspace when it is valid.
+
+    With ``check_secrets`` the ``secrets:`` templates are rendered against ``environ``
+    (default: ``os.environ``) and a failure is a warning: the variable may exist where
+    the server runs.
+    """
+    try:
+        files, name, root = workspace_files(path)
+    except WorkspaceError as exc:
+        return Report(None, list(exc.problems))
+    parsed = [parse_yaml_file(f) for f in files]
+    problems = [p for pf in parsed for p in pf.problems]
+    raw, source_map = _merge(parsed, problems)
+    engine = TemplateEngine()
+    workspace, defined = _build(raw, source_map, name, root, problems)
+    # A file that does not parse defines nothing: its names would show up as "not
+    # defined" everywhere, so cross-references are only checked when every file parsed.
+    if not any(pf.data is None and pf.problems for pf in parsed):
+        problems.extend(semantic_problems(workspace, source_map, defined, engine))
+    if check_secrets and workspace.secrets:
+        problems.extend(_secret_warnings(workspace, source_map, environ, engine))
+    problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
+    valid = not any(p.severity is Severity.ERROR for p in problems)
+    return Report(workspace if valid else None, problems)
+
+
+# -- merging files -------------------------------------------------------------------------
+def _merge(parsed: list[ParsedFile], problems: list[Problem]) -> tuple[dict[str, Any], SourceMap]:
+    merged: dict[str, Any] = {s: {} for s in _MAP_SECTIONS} | {s: [] for s in _LIST_SECTIONS}
+    source_map = SourceMap()
+    for pf in parsed:
+        data = pf.data
+        if data is None:
+            continue
+        if not isinstance(data, dict):
+            problems.append(pf.source_map.problem("a workspace file must be a mapping", ()))
+            continue
+        offsets: dict[str, int] = {}
+        owned: set[YamlPath] = set()
+        for section, value in data.items():
+            if section not in _SECTIONS:
+                problems.append(_unknown_section(section, pf.source_map))
+                continue
+            if value is None:
+                continue
+            if section in _LIST_SECTIONS:
+                if not isinstance(value, list):
+                    problems.append(
+                        pf.source_map.problem(f"`{section}` must be a list", (section,))
+                    )
+                    continue
+                offsets[section] = len(merged[section])
+                merged[section].extend(value)
+                continue
+            if not isinstance(value, dict):
+                problems.append(
+                    pf.source_map.problem(f"`{section}` must be a mapping of names", (section,))
+                )
+                continue
+            for entry, body in value.items():
+                if entry in merged[section]:
+                    first = source_map.key((section, entry))
+                    here = pf.source_map.key((section, entry))
+                    noun = section.rstrip("s")
+                    problems.append(
+                        pf.source_map.problem(
+                            f"{noun} {entry!r} is defined twice: at {first} and at {here}",
+                            (section, entry),
+                            at_key=True,
+                        )
+                    )
+                    continue
+                merged[section][entry] = body
+                owned.add((section, entry))
+        _graft(source_map, pf.source_map, owned, offsets)
+    return merged, source_map
+
+
+def _graft(
+    target: SourceMap, source: SourceMap, owned: set[YamlPath], offsets: dict[str, int]
+) -> None:
+    """Copy one file's locations for what it contributed (list items shifted)."""
+    for path, loc, is_key in source.entries():
+        if len(path) >= 2 and path[0] in _MAP_SECTIONS and path[:2] not in owned:
+            continue
+        if len(path) >= 2 and path[0] in _LIST_SECTIONS:
+            if path[0] not in offsets or not isinstance(path[1], int):
+                continue
+            path = (path[0], path[1] + offsets[str(path[0])], *path[2:])
+        if is_key:
+            target.add_key_default(path, loc)
+        else:
+            target.add_value_default(path, loc)
+
+
+def _unknown_section(section: str, source_map: SourceMap) -> Problem:
+    if section in _UNSUPPORTED_SECTIONS:
+        return source_map.problem(
+            f"`{section}` (a Strøm feature) is not supported by headwater; ignored",
+            (section,),
+            severity=Severity.WARNING,
+            at_key=True,
+        )
+    hint = did_you_mean(section, _SECTIONS)
+    valid = ", ".join(_SECTIONS)
+    return source_map.problem(
+        f"unknown top-level key `{section}`{hint}; valid: {valid}", (section,), at_key=True
+    )
+
+
+# -- building models -----------------------------------------------------------------------
+def _build(
+    raw: dict[str, Any], source_map: SourceMap, name: str, root: Path, problems: list[Problem]
+) -> tuple[Workspace, DefinedNames]:
+    defined = DefinedNames(
+        actions=set(raw["actions"]),
+        tasks=set(raw["tasks"]),
+        triggers=set(raw["triggers"]),
+        steps={
+            key: set(body["flow"])
+            for key, body in raw["tasks"].items()
+            if isinstance(body, dict) and isinstance(body.get("flow"), dict)
+        },
+    )
+    actions: dict[str, Action] = {}
+    for key, body in raw["actions"].items():
+        if isinstance(body, dict):
+            _note(image_as_is_note(body, ("actions", key), f"action {key!r}", source_map), problems)
+        built = _validate(
+            Action, body, ("actions", key), source_map, problems, partial=defined.partial
+        )
+        if isinstance(built, Action):
+            actions[key] = built
+    tasks: dict[str, Task] = {}
+    for key, body in raw["tasks"].items():
+        shaped = _shape_task(body, ("tasks", key), source_map, problems)
+        built = _validate(
+            Task,
+            shaped,
+            ("tasks", key),
+            source_map,
+            problems,
+            original=body,
+            partial=defined.partial,
+        )
+        if isinstance(built, Task):
+            tasks[key] = built
+    triggers: dict[str, Any] = {}
+    for key, body in raw["triggers"].items():
+        trigger = _build_trigger(key, body, source_map, problems)
+        if trigger is not None:
+            triggers[key] = trigger
+    rest = {s: raw[s] for s in ("secrets", *_LIST_SECTIONS)}
+    try:
+        top = Workspace.model_validate(rest)
+    except ValidationError as exc:
+        problems.extend(problems_from_validation_error(exc, Workspace, rest, (), source_map))
+        top = Workspace()
+    workspace = Workspace(
+        name=name,
+        root=root,
+        actions=actions,
+        tasks=tasks,
+        triggers=triggers,
+        secrets=top.secrets,
+        on_success=top.on_success,
+        on_error=top.on_error,
+    )
+    return workspace, defined
+
+
+def _validate(
+    model: type[BaseModel],
+    body: Any,
+    path: YamlPath,
+    source_map: SourceMap,
+    problems: list[Problem],
+    *,
+    original: Any = None,
+    skip: tuple[tuple[str, str], ...] = (),
+    partial: set[YamlPath] | None = None,
+) -> BaseModel | None:
+    """The model, or None; an invalid entry may come back rebuilt without its bad fields,
+    and then its path (or its bad steps' paths) is added to ``partial``."""
+    if not isinstance(body, dict):
+        noun = {"actions": "an action", "tasks": "a task", "triggers": "a trigger"}[str(path[0])]
+        problems.append(source_map.problem(f"{noun} must be a mapping of keys ({path[1]!r})", path))
+        return None
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raw = original if original is not None else body
+        problems.extend(
+            problems_from_validation_error(exc, model, raw, path, source_map, skip=skip)
+        )
+        locs = [error["loc"] for error in exc.errors(include_url=False)]
+    if partial is not None:
+        for loc in locs:
+            is_step = len(loc) >= 2 and loc[0] == "flow"
+            partial.add((*path, "flow", loc[1]) if is_step else path)
+    # The entry is invalid (its errors are recorded); a copy without the offending fields
+    # still lets the cross-reference checks run on the rest of it.
+    salvaged = _without_fields(body, locs)
+    if salvaged is None:
+        return None
+    try:
+        return model.model_validate(salvaged)
+    except ValidationError:
+        return None
+
+
+def _without_fields(body: dict[str, Any], locs: list[tuple[int | str, ...]]) -> Any:
+    out = dict(body)
+    flow = dict(out["flow"]) if isinstance(out.get("flow"), dict) else None
+    for loc in locs:
+        if not loc:
+            return None
+        if loc[0] == "flow" and flow is not None and len(loc) >= 2:
+            step = flow.get(loc[1])
+            field = loc[2] if len(loc) >= 3 else None
+            if isinstance(step, dict) and isinstance(field, str) and field in step:
+                flow[loc[1]] = {k: v for k, v in step.items() if k != field}
+            else:
+                flow.pop(loc[1], None)
+        elif loc[0] in out:
+            del out[loc[0]]
+        else:
+            return None
+    if flow is not None and "flow" in out:
+        out["flow"] = flow
+    return out
+
+
+def _shape_task(body: Any, path: YamlPath, source_map: SourceMap, problems: list[Problem]) -> Any:
+    """Move inline action fields of each step into ``inline``."""
+    if not isinstance(body, dict) or not isinstance(body.get("flow"), dict):
+        return body
+    flow: dict[str, Any] = {}
+    for step_name, step in body["flow"].items():
+        if not isinstance(step, dict):
+            flow[step_name] = step
+            continue
+        inline_keys = [k for k in step if k in _INLINE_KEYS]
+        if not inline_keys:
+            flow[step_name] = step
+            continue
+        step_path = (*path, "flow", step_name)
+        if "action" in step:
+            listed = ", ".join(f"`{k}`" for k in inline_keys)
+            problems.append(
+                source_map.problem(
+                    f"step {step_name!r} of task {path[1]!r} names `action` and also has inline"
+                    f" action fields ({listed}): keep one of the two",
+                    (*step_path, inline_keys[0]),
+                    at_key=True,
+                )
+            )
+            flow[step_name] = {k: v for k, v in step.items() if k not in _INLINE_KEYS}
+            continue
+        shaped = {k: v for k, v in step.items() if k not in _INLINE_KEYS}
+        shaped["inline"] = {k: step[k] for k in inline_keys}
+        entity = f"step {step_name!r} of task {path[1]!r}"
+        _note(image_as_is_note(step, step_path, entity, source_map), problems)
+        flow[step_name] = shaped
+    return {**body, "flow": flow}
+
+
+def _note(problem: Problem | None, problems: list[Problem]) -> None:
+    if problem is not None:
+        problems.append(problem)
+
+
+def _build_trigger(
+    key: str, body: Any, source_map: SourceMap, problems: list[Problem]
+) -> BaseModel | None:
+    path: YamlPath = ("triggers", key)
+    if not isinstance(body, dict):
+        return _validate(SchedulerTrigger, body, path, source_map, problems)
+    kind = body.get("type")
+    if kind is None:
+        valid = ", ".join(_TRIGGER_MODELS)
+        problems.append(
+            source_map.problem(
+                f"trigger {key!r}: missing required key `type` ({valid})", path, at_key=True
+            )
+        )
+        return None
+    model = _TRIGGER_MODELS.get(str(kind))
+    if model is None:
+        valid = ", ".join(_TRIGGER_MODELS)
+        hint = did_you_mean(str(kind), _TRIGGER_MODELS)
+        problems.append(
+            source_map.problem(
+                f"trigger {key!r}: unknown type {kind!r}; valid: {valid}{hint}", (*path, "type")
+            )
+        )
+        return None
+    skip: tuple[tuple[str, str], ...] = ()
+    if model is EventSourceTrigger:
+        inline = [k for k in body if k in EXECUTION_KEYS]
+        if inline:
+            problems.append(event_source_script_problem(key, body, inline, source_map))
+            body = {k: v for k, v in body.items() if k not in EXECUTION_KEYS}
+            skip = (("missing", "target_task"),)  # the suggestion above covers it
+    return _validate(model, body, path, source_map, problems, skip=skip)
+
+
+def _secret_warnings(
+    workspace: Workspace,
+    source_map: SourceMap,
+    environ: Mapping[str, str] | None,
+    engine: TemplateEngine,
+) -> list[Problem]:
+    from headwater.workspace.secrets import check_secrets
+
+    failures = check_secrets(workspace, os.environ if environ is None else environ, engine)
+    return [
+        source_map.problem(
+            f"{why} (it must be set where the server and workers run)",
+            ("secrets", name),
+            severity=Severity.WARNING,
+        )
+        for name, why in failures.items()
+    ]
