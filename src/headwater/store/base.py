@@ -28,10 +28,11 @@ __all__ = [
     "NewJob",
     "RecoveredJob",
     "RejectedEvent",
-    "Store",
+    "StateRecord",
     "StepRecord",
     "StepStatus",
     "StepUpdate",
+    "Store",
     "Subscription",
     "WorkerRecord",
 ]
@@ -69,9 +70,12 @@ class LogStream(StrEnum):
 
 
 class Channel(StrEnum):
-    """Wake-up channels. Payloads are hints; listeners re-read the store."""
+    """Wake-up channels. Payloads are hints; listeners re-read the store. Any channel may
+    carry ``"*"``: something (unknown) changed, e.g. after a LISTEN reconnect."""
 
-    JOBS = "headwater_jobs"  # new pending jobs; payload: comma-separated tag signatures
+    # new pending jobs; payload: ONE tag signature per notification (a signature itself
+    # contains commas, so several in one payload would be ambiguous)
+    JOBS = "headwater_jobs"
     CANCEL = "headwater_cancel"  # payload: job id whose cancel was requested
     FINISHED = "headwater_finished"  # payload: comma-separated job ids that reached a final state
     LOGS = "headwater_logs"  # payload: job id that got new log lines
@@ -275,6 +279,17 @@ class RejectedEvent:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class StateRecord:
+    """A component's durable state document (trigger lifecycle, checkpoint, lease)."""
+
+    namespace: str
+    key: str
+    value: dict[str, Any]
+    version: int  # 1 for the first write; compare-and-set on it
+    updated_at: datetime
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -394,6 +409,32 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def count_rejected(self, source_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def count_source(self, source_id: str) -> int:
+        """Every job of this source, whatever its status (events accepted)."""
+
+    # -- component state (DBOS's get/upsertEventDispatchState) ------------------------
+    @abc.abstractmethod
+    async def get_state(self, namespace: str, key: str) -> StateRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_state(self, namespace: str) -> list[StateRecord]: ...
+
+    @abc.abstractmethod
+    async def put_state(
+        self,
+        namespace: str,
+        key: str,
+        value: Mapping[str, Any],
+        expected_version: int | None = None,
+    ) -> StateRecord:
+        """Write ``value``. ``expected_version`` None: unconditionally; 0: only if absent;
+        n: only if the stored version is n. Otherwise raises ConflictError. The new
+        version is the old one plus one."""
+
+    @abc.abstractmethod
+    async def delete_state(self, namespace: str, key: str) -> None: ...
 
     # -- wake-ups --------------------------------------------------------------------
     @abc.abstractmethod

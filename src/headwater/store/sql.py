@@ -1,0 +1,495 @@
+"""``SqlStore``: the one Store implementation, on SQLite (aiosqlite) or PostgreSQL (asyncpg).
+
+Construct it with ``await open_store(url)``. The Core statements live in ``queries``; the
+dialect specifics are the engine setup and the four hot paths (``sqlite``/``postgres``,
+behind ``fastpath.FastPath``), and how wake-ups travel: SQLite publishes in-process after
+commit, PostgreSQL sends ``pg_notify`` inside the transaction and hears it back on its
+LISTEN connection (so nothing is published twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
+from datetime import timedelta
+from typing import Any
+
+import structlog
+from alembic.util.exc import CommandError
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from headwater.errors import ConfigError, ConflictError, NotFoundError
+from headwater.store import migrate as migrations
+from headwater.store import queries as q
+from headwater.store.base import (
+    Channel,
+    InsertOutcome,
+    JobFilter,
+    JobRecord,
+    JobStatus,
+    LogLine,
+    LogRecord,
+    NewJob,
+    RecoveredJob,
+    RejectedEvent,
+    StepRecord,
+    StepUpdate,
+    Store,
+    Subscription,
+    WorkerRecord,
+)
+from headwater.store.fastpath import FastPath, NewJobRow, NoLock, Transaction, chunks, hint
+from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
+from headwater.store.notify import Broadcaster
+from headwater.store.postgres import (
+    PgFastPath,
+    PgListener,
+    asyncpg_connect_kwargs,
+    create_pg_engine,
+)
+from headwater.store.sqlite import (
+    BEGIN_OPTION,
+    SqliteFastPath,
+    SqliteWriter,
+    create_sqlite_engine,
+    sqlite_path,
+)
+from headwater.store.state_ops import StateOps
+from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
+
+__all__ = ["SqlStore", "default_sqlite_url", "normalise_url", "open_store"]
+
+log = structlog.get_logger(__name__)
+
+_LOST_STEP_ERROR = "interrupted: worker lost"
+
+
+async def open_store(
+    url: str,
+    *,
+    migrate: bool = True,
+    pool_size: int = 10,
+    busy_timeout: float = 30.0,
+    connect_timeout: float = 10.0,
+    echo: bool = False,
+) -> SqlStore:
+    """A ready store: engine configured, reachable, schema migrated to head.
+
+    Raises ``ConfigError`` for an unsupported URL, an unreachable database or a schema
+    newer than this code.
+    """
+    sa_url = normalise_url(url)
+    shown = sa_url.render_as_string(hide_password=True)
+    if sa_url.get_backend_name() == "sqlite":
+        try:
+            engine = create_sqlite_engine(
+                sa_url, busy_timeout=busy_timeout, pool_size=pool_size,
+                json_serializer=q.dumps, echo=echo,
+            )  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(f"cannot create the directory of {shown}: {exc}") from exc
+    else:
+        engine = create_pg_engine(
+            sa_url, pool_size=pool_size, connect_timeout=connect_timeout,
+            json_serializer=q.dumps, echo=echo,
+        )  # fmt: skip
+    store = SqlStore(engine, connect_timeout=connect_timeout, busy_timeout=busy_timeout)
+    try:
+        if migrate:
+            await store.migrate()
+        else:
+            await store.ping()
+    except CommandError as exc:
+        await store.close()
+        raise ConfigError(
+            f"cannot migrate {shown}: {exc}. Was the database created by a newer headwater?"
+        ) from exc
+    except (DBAPIError, OSError, TimeoutError) as exc:
+        await store.close()
+        raise ConfigError(unreachable_message(sa_url, exc)) from exc
+    log.info("store.opened", url=shown, dialect=engine.dialect.name)
+    return store
+
+
+class SqlStore(StateOps, Store):
+    """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
+
+    def __init__(
+        self, engine: AsyncEngine, *, connect_timeout: float = 10.0, busy_timeout: float = 30.0
+    ) -> None:
+        self._engine = engine
+        self._dialect = engine.dialect.name
+        self._pg = self._dialect == "postgresql"
+        self._broadcaster = Broadcaster()
+        self._new_id = UuidV7Generator()
+        self._closed = False
+        self._listener: PgListener | None = None
+        self._write_lock: asyncio.Lock | NoLock
+        if self._pg:
+            self._writer = engine
+            # Single statements need no transaction: skip BEGIN/ROLLBACK round trips.
+            self._reader = engine.execution_options(isolation_level="AUTOCOMMIT")
+            self._snapshot = self._reader  # READ COMMITTED would not add consistency
+            self._write_lock = NoLock()
+            self._listener = PgListener(
+                asyncpg_connect_kwargs(engine.url, connect_timeout),
+                self._broadcaster,
+                [channel.value for channel in Channel],
+            )
+        else:
+            self._writer = engine.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
+            self._reader = engine.execution_options(**{BEGIN_OPTION: None})
+            self._snapshot = engine.execution_options(**{BEGIN_OPTION: "DEFERRED"})
+            # SQLite has one writer. Queueing our own writers here is far cheaper than
+            # letting them poll SQLite's busy handler (which sleeps up to 100 ms a try);
+            # other processes still wait through the busy timeout.
+            self._write_lock = asyncio.Lock()
+        self._fast: FastPath
+        if self._pg:
+            self._fast = PgFastPath(engine)
+        else:
+            writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
+            self._fast = SqliteFastPath(writer, self._write_lock, self._broadcaster.publish)
+        self._upsert_steps = q.upsert_steps(self._dialect)
+        self._insert_rejected = q.insert_rejected(self._dialect)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    @property
+    def dialect(self) -> str:
+        return self._dialect
+
+    # -- plumbing ------------------------------------------------------------------------
+    @contextlib.asynccontextmanager
+    async def _write(self) -> AsyncIterator[Transaction]:
+        async with self._write_lock, self._writer.begin() as conn:
+            tx = Transaction(conn, self._pg)
+            yield tx
+        for channel, payload in tx.published:  # committed: now wake in-process waiters
+            self._broadcaster.publish(channel, payload)
+
+    async def _steps_by_job(
+        self, conn: AsyncConnection, job_ids: Sequence[str]
+    ) -> dict[str, list[StepRecord]]:
+        found: dict[str, list[StepRecord]] = defaultdict(list)
+        for chunk in chunks(job_ids, q.MAX_PARAMS):
+            for row in await conn.execute(q.steps_of(chunk)):
+                found[row.job_id].append(q.step_from_row(row))
+        return found
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def migrate(self) -> None:
+        await migrations.upgrade(self._writer)
+
+    async def ping(self) -> None:
+        """Fail unless the database answers."""
+        async with self._reader.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._listener is not None:
+            await self._listener.close()
+        self._broadcaster.close_all()
+        await self._fast.close()
+        await self._engine.dispose()
+
+    # -- jobs ----------------------------------------------------------------------------
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+        if not jobs:
+            return []
+        rows: list[NewJobRow] = []
+        caller_ids: list[str] = []
+        first_input: list[int] = []  # per row: the input index it came from
+        row_of: list[int] = []  # per input: the row that stands for it
+        by_key: dict[str, int] = {}
+        by_id: dict[str, int] = {}
+        for i, job in enumerate(jobs):
+            # Duplicates inside the batch are resolved here: later ones share the first
+            # one's outcome (created=False), exactly as if they came in a later batch.
+            index = by_key.get(job.dedup_key) if job.dedup_key is not None else None
+            if index is None and job.id is not None:
+                index = by_id.get(job.id)
+            if index is None:
+                index = len(rows)
+                if job.id is None:
+                    job_id = self._new_id()
+                else:
+                    job_id = job.id
+                    by_id[job_id] = index
+                    caller_ids.append(job_id)
+                rows.append(
+                    (
+                        job_id,
+                        job.workspace,
+                        job.task,
+                        q.dumps(job.input if type(job.input) is dict else dict(job.input)),
+                        job.source_type,
+                        job.source_id,
+                        job.dedup_key,
+                        tag_signature(job.tags),
+                        job.parent_job_id,
+                        job.max_attempts,
+                    )
+                )
+                first_input.append(i)
+                if job.dedup_key is not None:
+                    by_key[job.dedup_key] = index
+            row_of.append(index)
+
+        created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids)
+        outcomes: list[InsertOutcome] = []
+        for i, index in enumerate(row_of):
+            job_id, key = rows[index][0], rows[index][6]
+            if job_id in created:
+                outcomes.append(InsertOutcome(job_id, created=first_input[index] == i))
+            else:  # clashed on dedup_key, or on a caller-chosen id that already exists
+                found = existing.get(key, job_id) if key is not None else job_id
+                outcomes.append(InsertOutcome(found, created=False))
+        return outcomes
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        async with self._snapshot.connect() as conn:
+            row = (await conn.execute(q.job_by_id(job_id))).first()
+            if row is None:
+                return None
+            found = await self._steps_by_job(conn, [job_id])
+        return q.job_from_row(row, found.get(job_id, ()))
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        records: list[JobRecord] = []
+        async with self._reader.connect() as conn:
+            for chunk in chunks(list(dict.fromkeys(job_ids)), q.MAX_PARAMS):
+                records.extend(q.job_from_row(r) for r in await conn.execute(q.jobs_by_ids(chunk)))
+        return records
+
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        async with self._reader.connect() as conn:
+            return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt))]
+
+    async def claim_jobs(
+        self, worker_id: str, tag_signatures: Sequence[str], limit: int
+    ) -> list[JobRecord]:
+        if limit <= 0 or not tag_signatures:
+            return []
+        signatures = list(dict.fromkeys(tag_signatures))
+        return await self._fast.claim(worker_id, signatures, limit, utcnow())
+
+    async def finish_job(
+        self,
+        job_id: str,
+        worker_id: str | None,
+        status: JobStatus,
+        output: Any = None,
+        error: str | None = None,
+    ) -> bool:
+        return (await self.finish_jobs([(job_id, worker_id, status, output, error)]))[0]
+
+    async def finish_jobs(
+        self, results: Sequence[tuple[str, str | None, JobStatus, Any, str | None]]
+    ) -> list[bool]:
+        if not results:
+            return []
+        first: dict[str, int] = {}
+        unique = []
+        for i, result in enumerate(results):
+            if not JobStatus(result[2]).is_terminal:
+                raise ValueError(f"finish_jobs needs a final status, not {result[2]!r}")
+            if result[0] not in first:  # a repeat would find the job final already
+                first[result[0]] = i
+                unique.append(result)
+        changed = await self._fast.finish(unique, utcnow())
+        return [r[0] in changed and first[r[0]] == i for i, r in enumerate(results)]
+
+    async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
+        if not steps:
+            return
+        latest = {s.name: s for s in steps}  # one row per name: the last state wins
+        rows = [
+            {
+                "job_id": job_id,
+                "name": s.name,
+                "action": s.action,
+                "status": s.status.value,
+                "exit_code": s.exit_code,
+                "output": s.output,
+                "error": s.error,
+                "attempts": s.attempts,
+                "started_at": s.started_at,
+                "finished_at": s.finished_at,
+            }
+            for s in latest.values()
+        ]
+        try:
+            async with self._write() as tx:
+                for chunk in chunks(rows, q.MAX_PARAMS // len(rows[0])):
+                    await tx.conn.execute(self._upsert_steps, list(chunk))
+        except IntegrityError as exc:
+            if await self.get_job(job_id) is None:
+                raise NotFoundError(f"job {job_id} not found") from exc
+            raise
+
+    async def request_cancel(self, job_id: str) -> JobRecord:
+        async with self._write() as tx:
+            row = (await tx.conn.execute(q.request_cancel(job_id, utcnow()))).first()
+            if row is None:
+                status = (await tx.conn.execute(q.job_status(job_id))).scalar()
+                if status is None:
+                    raise NotFoundError(f"job {job_id} not found")
+                raise ConflictError(f"job {job_id} is already {status}")
+            found = await self._steps_by_job(tx.conn, [job_id])
+            finished = row.status == JobStatus.CANCELLED
+            await tx.notify(Channel.FINISHED if finished else Channel.CANCEL, [job_id])
+        log.info("store.cancel_requested", job_id=job_id, cancelled_at_once=finished)
+        return q.job_from_row(row, found.get(job_id, ()))
+
+    async def count_in_flight(self, source_id: str) -> int:
+        async with self._reader.connect() as conn:
+            return int((await conn.execute(q.count_in_flight(source_id))).scalar_one())
+
+    async def count_jobs_by_status(self) -> dict[str, int]:
+        counts = {status.value: 0 for status in JobStatus}
+        async with self._reader.connect() as conn:
+            for status, count in await conn.execute(q.count_by_status()):
+                counts[status] = int(count)
+        return counts
+
+    # -- logs ----------------------------------------------------------------------------
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        if not lines:
+            return
+        await self._fast.append_logs(lines)
+
+    async def get_logs(
+        self, job_id: str, after_seq: int = 0, limit: int = 1000, step: str | None = None
+    ) -> list[LogRecord]:
+        async with self._reader.connect() as conn:
+            result = await conn.execute(q.get_logs(job_id, after_seq, limit, step))
+            return [q.log_from_row(r) for r in result]
+
+    # -- workers and recovery ------------------------------------------------------------
+    async def register_worker(self, worker_id: str, name: str, tags: frozenset[str]) -> None:
+        now = utcnow()
+        row = {
+            "id": worker_id,
+            "name": name,
+            "tags": tag_signature(tags),
+            "started_at": now,
+            "last_heartbeat": now,
+        }
+        async with self._write() as tx:
+            await tx.conn.execute(q.register_worker(self._dialect, row))
+        log.info("store.worker_registered", worker_id=worker_id, name=name, tags=row["tags"])
+
+    async def heartbeat(self, worker_id: str) -> list[str]:
+        async with self._write() as tx:
+            await tx.conn.execute(q.touch_worker(worker_id, utcnow()))
+            return list((await tx.conn.execute(q.cancel_requested_of(worker_id))).scalars())
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        async with self._write() as tx:
+            await tx.conn.execute(q.delete_worker(worker_id))
+        log.info("store.worker_deregistered", worker_id=worker_id)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        async with self._reader.connect() as conn:
+            return [q.worker_from_row(r) for r in await conn.execute(q.list_workers())]
+
+    async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        now = utcnow()
+        recovered: list[RecoveredJob] = []
+        async with self._write() as tx:
+            cutoff = now - timedelta(seconds=stale_after)
+            stale = (await tx.conn.execute(q.stale_jobs(cutoff))).all()
+            if not stale:
+                return []
+            requeued: list[str] = []
+            signatures: set[str] = set()
+            ended: list[dict[str, str]] = []
+            lines: list[dict[str, Any]] = []
+            for job in stale:
+                lost = f"worker {job.worker_id or '<none>'} stopped heartbeating"
+                if job.cancel_requested:
+                    reason = f"{lost}; cancelled as requested"
+                    ended.append({"b_id": job.id, "b_status": "cancelled", "b_error": reason})
+                elif job.attempt < job.max_attempts:
+                    reason = f"{lost}; requeued for attempt {job.attempt + 1} of {job.max_attempts}"
+                    requeued.append(job.id)
+                    signatures.add(job.tags)
+                else:
+                    reason = f"{lost}; gave up after {job.attempt} attempts"
+                    ended.append({"b_id": job.id, "b_status": "failed", "b_error": reason})
+                recovered.append(RecoveredJob(job.id, job.task, job.id in requeued, reason))
+                lines.append(
+                    {"job_id": job.id, "step": None, "stream": "system", "line": reason, "ts": now}
+                )
+            ids = [job.id for job in stale]
+            for chunk in chunks(ids, q.MAX_PARAMS):
+                await tx.conn.execute(q.interrupt_steps(chunk, _LOST_STEP_ERROR, now))
+            for chunk in chunks(requeued, q.MAX_PARAMS):
+                await tx.conn.execute(q.requeue(chunk))
+            if ended:
+                await tx.conn.execute(q.give_up(now), ended)
+            for chunk in chunks(lines, q.MAX_PARAMS // 5):
+                await tx.conn.execute(q.insert_logs(), list(chunk))
+            await tx.notify(Channel.JOBS, (hint([s]) for s in sorted(signatures)))
+            if ended:
+                await tx.notify(Channel.FINISHED, [hint(e["b_id"] for e in ended)])
+            await tx.notify(Channel.LOGS, ids)
+        for job in recovered:
+            log.warning(
+                "store.job_recovered", job_id=job.id, requeued=job.requeued, reason=job.reason
+            )
+        return recovered
+
+    # -- rejected events -----------------------------------------------------------------
+    async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:
+        if not events:
+            return
+        now = utcnow()
+        rows = [
+            {
+                "source_type": e.source_type,
+                "source_id": e.source_id,
+                "target_task": e.target_task,
+                "payload": e.payload,
+                "reason": e.reason,
+                "dedup_key": e.dedup_key,
+                "created_at": e.created_at or now,
+            }
+            for e in events
+        ]
+        async with self._write() as tx:
+            for chunk in chunks(rows, q.MAX_PARAMS // len(rows[0])):
+                await tx.conn.execute(self._insert_rejected, list(chunk))
+
+    async def list_rejected(
+        self, source_id: str | None = None, limit: int = 100
+    ) -> list[RejectedEvent]:
+        async with self._reader.connect() as conn:
+            result = await conn.execute(q.list_rejected(source_id, limit))
+            return [q.rejected_from_row(r) for r in result]
+
+    async def count_rejected(self, source_id: str) -> int:
+        async with self._reader.connect() as conn:
+            return int((await conn.execute(q.count_rejected(source_id))).scalar_one())
+
+    # -- wake-ups ------------------------------------------------------------------------
+    def subscribe(self, channel: Channel) -> Subscription:
+        subscription = self._broadcaster.subscribe(Channel(channel).value)
+        if self._listener is not None:
+            self._listener.ensure_started()
+        return subscription
+
+    async def wait_listening(self, timeout: float | None = None) -> None:
+        """PostgreSQL: wait until the LISTEN connection is up (tests, benchmarks)."""
+        if self._listener is not None:
+            self._listener.ensure_started()
+            await asyncio.wait_for(self._listener.connected.wait(), timeout)

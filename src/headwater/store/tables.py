@@ -1,0 +1,240 @@
+"""The schema, declared once with SQLAlchemy Core; migrations must produce exactly this.
+
+``tests/integration/test_store_schema.py`` compares a freshly migrated database with
+``metadata`` on SQLite and PostgreSQL, so a change here needs a migration in
+``store/migrations/versions/``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+    TypeDecorator,
+    false,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Dialect
+
+__all__ = [
+    "FINAL_JOB_STATUSES",
+    "LIVE_JOB_STATUSES",
+    "UtcDateTime",
+    "jobs",
+    "logs",
+    "metadata",
+    "rejected_events",
+    "state",
+    "steps",
+    "workers",
+]
+
+# Constraint names follow one convention so migrations can refer to them on every dialect.
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+LIVE_JOB_STATUSES = ("pending", "running")
+FINAL_JOB_STATUSES = ("completed", "failed", "cancelled")
+_JOB_STATUSES = (*LIVE_JOB_STATUSES, *FINAL_JOB_STATUSES)
+_STEP_STATUSES = ("pending", "running", "completed", "failed", "skipped", "cancelled")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in and out on every dialect.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no date type: SQLAlchemy stores text
+    without an offset, so values are converted to UTC before storing (text order is then
+    time order) and marked UTC when read back. Naive datetimes are refused rather than
+    guessed at: a local time taken for UTC would be off by hours without a trace.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: the store needs timezone-aware values")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _json() -> Any:
+    # JSONB on PostgreSQL (compact, comparable); None is stored as SQL NULL, not 'null'.
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+def _serial() -> Any:
+    # BIGSERIAL on PostgreSQL; on SQLite only "INTEGER PRIMARY KEY" aliases the rowid.
+    return BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Text, primary_key=True),  # UUIDv7 made in Python: time-ordered
+    Column("workspace", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("input", _json(), nullable=False),
+    Column("output", _json()),
+    Column("error", Text),
+    Column("source_type", Text, nullable=False),
+    Column("source_id", Text),
+    Column("dedup_key", Text, unique=True),
+    Column("tags", Text, nullable=False),  # tag signature: sorted tags joined by ','
+    Column("parent_job_id", Text),  # no foreign key: parents may be pruned first
+    Column("worker_id", Text),  # no foreign key: workers come and go, recovery checks
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False),
+    Column("cancel_requested", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    CheckConstraint(_in("status", _JOB_STATUSES), name="status"),
+    # Claim: oldest pending first per tag signature. Partial, so it only holds the queue
+    # (small and hot) however many finished jobs the table keeps.
+    Index(
+        "ix_jobs_claim",
+        "tags",
+        "created_at",
+        "id",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    # Backpressure: pending + running per source (max_in_flight), an index-only count.
+    Index("ix_jobs_source_id_status", "source_id", "status"),
+    # Listings: newest first, optionally filtered; keyset pagination on (created_at, id).
+    # Every index on pending rows is paid by ingest (measured: each costs 5-10% of the
+    # insert rate), so: the status index leaves pending jobs out (they are the newest, a
+    # walk down ix_jobs_created_at_id finds them at once), and source_type (five values)
+    # has none: a filter on it walks ix_jobs_created_at_id.
+    Index("ix_jobs_created_at_id", "created_at", "id"),
+    Index("ix_jobs_task_created_at", "task", "created_at", "id"),
+    Index(
+        "ix_jobs_status_created_at",
+        "status",
+        "created_at",
+        "id",
+        postgresql_where=text("status <> 'pending'"),
+        sqlite_where=text("status <> 'pending'"),
+    ),
+    Index("ix_jobs_source_id_created_at", "source_id", "created_at", "id"),
+    # Partial (NOT NULL): most jobs have no parent and no worker when inserted, so these
+    # cost nothing on ingest.
+    Index(
+        "ix_jobs_parent_job_id",
+        "parent_job_id",
+        postgresql_where=text("parent_job_id IS NOT NULL"),
+        sqlite_where=text("parent_job_id IS NOT NULL"),
+    ),
+    # Heartbeat and recovery look up a worker's jobs.
+    Index(
+        "ix_jobs_worker_id",
+        "worker_id",
+        postgresql_where=text("worker_id IS NOT NULL"),
+        sqlite_where=text("worker_id IS NOT NULL"),
+    ),
+)
+
+steps = Table(
+    "steps",
+    metadata,
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("name", Text, primary_key=True),
+    Column("action", Text),
+    Column("status", Text, nullable=False),
+    Column("exit_code", Integer),
+    Column("output", _json()),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    CheckConstraint(_in("status", _STEP_STATUSES), name="status"),
+)
+
+logs = Table(
+    "logs",
+    metadata,
+    Column("seq", _serial(), primary_key=True, autoincrement=True),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("step", Text),
+    Column("stream", Text, nullable=False),
+    Column("line", Text, nullable=False),
+    Column("ts", UtcDateTime, nullable=False),
+    Index("ix_logs_job_id_seq", "job_id", "seq"),
+    # AUTOINCREMENT: seq never goes back even after the newest rows are deleted, so a
+    # follower's ``after_seq`` stays meaningful.
+    sqlite_autoincrement=True,
+)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("last_heartbeat", UtcDateTime, nullable=False),
+)
+
+rejected_events = Table(
+    "rejected_events",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("source_type", Text, nullable=False),
+    Column("source_id", Text),
+    Column("target_task", Text),
+    Column("payload", _json()),
+    Column("reason", Text, nullable=False),
+    Column("dedup_key", Text, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_rejected_events_source_id_id", "source_id", "id"),
+    sqlite_autoincrement=True,
+)
+
+# Durable state of components (trigger lifecycle, receiver checkpoints, leases): a small
+# versioned document per (namespace, key), updated with compare-and-set on ``version``.
+state = Table(
+    "state",
+    metadata,
+    Column("namespace", Text, primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", _json(), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
