@@ -1,0 +1,333 @@
+"""Commands that talk to a running headwater over HTTP: ``jobs``, ``job``, ``logs``,
+``cancel``.
+
+They only use the public API (``headwater.cli.http_client``), so they work the same
+against ``headwater up`` on this machine and a remote server. Errors are one line on
+stderr and exit code 1; ``--json`` prints exactly what the API returned.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from headwater.cli import app
+from headwater.cli.http_client import DEFAULT_SERVER, ClientError, HeadwaterClient
+from headwater.store.base import JobStatus
+
+__all__ = ["cancel", "job", "jobs", "logs"]
+
+ServerOpt = Annotated[
+    str,
+    typer.Option(
+        "--server",
+        envvar="HEADWATER_SERVER",
+        help="URL of the headwater server.",
+        rich_help_panel="Connection",
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="HEADWATER_API_KEY",
+        help="API key of the server (sent as 'Authorization: Bearer ...').",
+        show_default=False,
+        rich_help_panel="Connection",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the API's JSON.")]
+
+STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "blue",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "magenta",
+    "skipped": "dim",
+}
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+@contextmanager
+def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
+    """A client whose errors become one line on stderr and exit code 1."""
+    try:
+        with HeadwaterClient(server, token) as client:
+            yield client
+    except ClientError as exc:
+        _err().print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def _print_json(data: Any) -> None:
+    # Plain echo, not rich: the output is for programs (no wrapping, no markup).
+    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+# -- jobs -----------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Server")
+def jobs(
+    task: Annotated[str | None, typer.Option("--task", help="Only jobs of this task.")] = None,
+    status: Annotated[
+        JobStatus | None, typer.Option("--status", help="Only jobs in this status.")
+    ] = None,
+    source_type: Annotated[
+        str | None,
+        typer.Option("--source-type", help="Only jobs from this source (api, webhook...)."),
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option("--source-id", help="Only jobs of this source (a trigger).")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 50,
+    as_json: JsonOpt = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """List jobs, newest first."""
+    with _client(server, token) as client:
+        found = client.list_jobs(
+            task=task,
+            status=status.value if status else None,
+            source_type=source_type,
+            source_id=source_id,
+            limit=limit,
+        )
+    if as_json:
+        _print_json(found)
+        return
+    out = Console(highlight=False)
+    if not found:
+        out.print("no jobs", style="dim")
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("TASK")
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("SOURCE")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("DURATION", justify="right", no_wrap=True)
+    for j in found:
+        table.add_row(
+            escape(j["id"]),
+            escape(j["task"]),
+            _status(j["status"]),
+            escape(_source(j)),
+            _when(j.get("created_at")),
+            _duration(j.get("started_at"), j.get("finished_at")),
+        )
+    out.print(table)
+
+
+@app.command(rich_help_panel="Server")
+def job(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: JsonOpt = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Show one job with its steps."""
+    with _client(server, token) as client:
+        data = client.get_job(job_id)
+    if as_json:
+        _print_json(data)
+        return
+    out = Console(highlight=False)
+    out.print(f"[bold]job {escape(data['id'])}[/bold]  {_status(data['status'])}")
+    fields = [
+        ("task", escape(data["task"])),
+        ("workspace", escape(str(data.get("workspace", "")))),
+        ("source", escape(_source(data))),
+        ("created", _when(data.get("created_at"))),
+        ("started", _when(data.get("started_at"))),
+        ("finished", _when(data.get("finished_at"))),
+        ("duration", _duration(data.get("started_at"), data.get("finished_at"))),
+        ("input", escape(json.dumps(data.get("input"), ensure_ascii=False))),
+    ]
+    if data.get("output") is not None:
+        fields.append(("output", escape(json.dumps(data["output"], ensure_ascii=False))))
+    if data.get("error"):
+        fields.append(("error", f"[red]{escape(data['error'])}[/red]"))
+    if data.get("cancel_requested") and data["status"] == "running":
+        fields.append(("cancel", "[magenta]requested[/magenta]"))
+    for name, value in fields:
+        out.print(f"  [dim]{name:<9}[/dim] {value}", soft_wrap=True)
+    steps = data.get("steps") or []
+    if not steps:
+        return
+    table = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
+    for column in ("STEP", "ACTION", "STATUS", "ATTEMPTS", "EXIT", "DURATION", "ERROR"):
+        table.add_column(column, no_wrap=column != "ERROR")
+    for s in steps:
+        exit_code = s.get("exit_code")
+        table.add_row(
+            escape(s["name"]),
+            escape(s.get("action") or "-"),
+            _status(s["status"]),
+            str(s.get("attempts", 0)),
+            "-" if exit_code is None else str(exit_code),
+            _duration(s.get("started_at"), s.get("finished_at")),
+            escape(s.get("error") or ""),
+        )
+    out.print()
+    out.print(table)
+
+
+# -- logs -----------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Server")
+def logs(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    follow: Annotated[
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Keep printing until the job ends; exit 1 unless it completed."
+        ),
+    ] = False,
+    step: Annotated[str | None, typer.Option("--step", help="Only this step's lines.")] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON log record per line (NDJSON).")
+    ] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Print a job's log lines, each prefixed with its step."""
+    printer = _LogPrinter(as_json)
+    final: str | None = None
+    with _client(server, token) as client:
+        try:
+            if follow:
+                for record in client.follow_logs(job_id, step=step):
+                    if record.get("event") == "end":
+                        final = str(record.get("status"))
+                        if as_json:
+                            printer.json(record)
+                    else:
+                        printer(record)
+            else:
+                for record in client.iter_logs(job_id, step=step):
+                    printer(record)
+        except KeyboardInterrupt:
+            raise typer.Exit(130) from None
+    if final is not None and final != JobStatus.COMPLETED.value:
+        if not as_json:
+            _err().print(f"job {escape(job_id)} {_status(final)}")
+        raise typer.Exit(1)
+
+
+class _LogPrinter:
+    """``[step] line`` on stdout; stderr lines as ``[step:stderr] line`` so they stay
+    recognisable when piped (no colours); headwater's own lines dimmed."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.out = Console(highlight=False)
+
+    def json(self, record: Any) -> None:
+        typer.echo(json.dumps(record, ensure_ascii=False))
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        if self.as_json:
+            self.json(record)
+            return
+        step = escape(str(record.get("step") or "job"))
+        line = escape(str(record.get("line", "")))
+        stream = record.get("stream")
+        if stream == "stderr":
+            text = f"[cyan]\\[{step}:stderr][/cyan] [yellow]{line}[/yellow]"
+        elif stream == "system":
+            text = f"[dim]\\[{step}] {line}[/dim]"
+        else:
+            text = f"[cyan]\\[{step}][/cyan] {line}"
+        # soft_wrap: a long line stays one line (terminals wrap it; pipes get it whole).
+        self.out.print(text, soft_wrap=True)
+        sys.stdout.flush()
+
+
+# -- cancel ---------------------------------------------------------------------------
+
+
+@app.command(rich_help_panel="Server")
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    as_json: JsonOpt = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel a job: at once when pending, via its worker when running."""
+    with _client(server, token) as client:
+        data = client.cancel_job(job_id)
+    if as_json:
+        _print_json(data)
+        return
+    out = Console(highlight=False)
+    if data["status"] == "cancelled":
+        out.print(f"job {escape(data['id'])} {_status('cancelled')}")
+    else:
+        out.print(f"job {escape(data['id'])}: cancel requested; its worker is stopping it")
+
+
+# -- formatting -----------------------------------------------------------------------
+
+
+def _status(status: str) -> str:
+    style = STATUS_STYLE.get(status, "white")
+    return f"[{style}]{escape(status)}[/{style}]"
+
+
+def _source(data: dict[str, Any]) -> str:
+    source = str(data.get("source_type") or "")
+    if data.get("source_id"):
+        source += f":{data['source_id']}"
+    return source
+
+
+def _parse(ts: str | None) -> datetime | None:
+    if not ts:
+        return None
+    try:
+        return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _when(ts: str | None) -> str:
+    moment = _parse(ts)
+    # Local time: the table is for the person at this terminal; --json keeps UTC.
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _duration(started: str | None, finished: str | None) -> str:
+    start = _parse(started)
+    if start is None:
+        return "-"
+    end = _parse(finished)
+    running = end is None
+    seconds = ((end or datetime.now(UTC)) - start).total_seconds()
+    text = _human_seconds(max(0.0, seconds))
+    return text + "…" if running else text
+
+
+def _human_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"

@@ -1,0 +1,88 @@
+"""``headwater triggers`` against a running server: live state, restart, release."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from headwater.cli.client_cmds import _client
+
+__all__ = ["list_server_triggers", "trigger_action"]
+
+_PHASE_STYLE = {
+    "running": "green",
+    "backoff": "yellow",
+    "idle": "dim",
+    "quarantined": "bold red",
+    "disabled": "dim",
+}
+
+
+def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
+    with _client(server, token) as client:
+        rows = client.list_triggers()
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(
+        "trigger",
+        "type",
+        "task",
+        "state",
+        "in flight",
+        "accepted",
+        "rejected",
+        "detail",
+        box=None,
+        pad_edge=False,
+    )
+    for row in rows:
+        state: dict[str, Any] = row.get("state") or {}
+        phase = state.get("state") or ("enabled" if row.get("enabled") else "disabled")
+        limit = state.get("max_in_flight")
+        in_flight = state.get("in_flight")
+        table.add_row(
+            Text(row["name"]),
+            Text(row["type"]),
+            Text(row.get("target_task") or row.get("task") or ""),
+            Text(phase, style=_PHASE_STYLE.get(phase, "")),
+            Text("" if in_flight is None else f"{in_flight}/{limit if limit else '∞'}"),
+            Text(str(state.get("events_accepted", ""))),
+            Text(str(state.get("events_rejected", ""))),
+            Text(_detail(row, state)),
+        )
+    Console(highlight=False).print(table)
+
+
+def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:
+    if row.get("type") == "scheduler":
+        return f"cron {row.get('cron')}" + (
+            f", next {state['next_fire_at']}" if state.get("next_fire_at") else ""
+        )
+    if row.get("type") == "webhook":
+        return str(row.get("path", ""))
+    parts = []
+    if state.get("restarts"):
+        parts.append(f"{state['restarts']} restarts")
+    if state.get("next_restart_at"):
+        parts.append(f"next restart {state['next_restart_at']}")
+    if state.get("idle_reason"):
+        parts.append(str(state["idle_reason"]))
+    if state.get("last_error"):
+        parts.append(f"last error: {state['last_error']}")
+    return "; ".join(parts)
+
+
+def trigger_action(server: str, token: str | None, action: str, name: str, as_json: bool) -> None:
+    with _client(server, token) as client:
+        result = client.trigger_action(name, action)
+    if as_json:
+        print(json.dumps(result, indent=2, ensure_ascii=False))
+        return
+    phase = (result.get("state") or {}).get("phase", "?")
+    done = "restarted" if action == "restart" else "released"
+    Console(highlight=False).print(f"trigger {name} {done} (now {phase})")

@@ -1,0 +1,157 @@
+"""Prometheus metrics of one app instance.
+
+Each ``Metrics`` owns its own ``CollectorRegistry``: no series lives in the global
+default registry, so two apps in one process (tests, an embedded server next to a
+worker) never collide or double count. Other components (the engine, the triggers)
+register their series through ``Metrics.counter``/``gauge``/``histogram`` and refresh
+store-derived values at scrape time through ``Metrics.on_scrape``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+
+import structlog
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from headwater.store.base import JobStatus, Store
+
+__all__ = ["Metrics", "RequestMetricsMiddleware", "job_status_refresher"]
+
+log = structlog.get_logger(__name__)
+
+Refresher = Callable[[], Awaitable[None]]
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class Metrics:
+    """A registry plus the series the HTTP API maintains itself."""
+
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self, namespace: str = "headwater") -> None:
+        self.namespace = namespace
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._refreshers: list[Refresher] = []
+        self.api_requests = self.counter(
+            "api_requests",
+            "HTTP requests answered, by method, route and status",
+            ("method", "route", "status"),
+        )
+        self.api_request_seconds = self.histogram(
+            "api_request_seconds",
+            "Time to the first response byte, by method and route",
+            ("method", "route"),
+            buckets=_LATENCY_BUCKETS,
+        )
+        self.jobs = self.gauge(
+            "jobs", "Jobs in the store, by status (read at scrape time)", ("status",)
+        )
+        self.refresh_errors = self.counter(
+            "metrics_refresh_errors", "Scrape-time refreshes that failed (the store was down?)"
+        )
+
+    # -- registering series ----------------------------------------------------------
+    def counter(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+        """A counter named ``<namespace>_<name>_total`` on this app's registry."""
+        return Counter(
+            name, documentation, labelnames, namespace=self.namespace, registry=self.registry
+        )
+
+    def gauge(self, name: str, documentation: str, labelnames: Sequence[str] = ()) -> Gauge:
+        return Gauge(
+            name, documentation, labelnames, namespace=self.namespace, registry=self.registry
+        )
+
+    def histogram(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str] = (),
+        *,
+        buckets: Sequence[float] = Histogram.DEFAULT_BUCKETS,
+    ) -> Histogram:
+        return Histogram(
+            name,
+            documentation,
+            labelnames,
+            namespace=self.namespace,
+            registry=self.registry,
+            buckets=buckets,
+        )
+
+    def on_scrape(self, refresh: Refresher) -> None:
+        """Run ``refresh`` before each scrape (to set gauges read from the store)."""
+        self._refreshers.append(refresh)
+
+    # -- scraping --------------------------------------------------------------------
+    async def render(self) -> bytes:
+        """The Prometheus text exposition, after running every refresher.
+
+        A failing refresher is counted and logged, not raised: a scrape during a store
+        outage still returns the process's own series (and the error counter says why
+        the store-derived ones are stale).
+        """
+        for refresh in self._refreshers:
+            try:
+                await refresh()
+            except Exception as exc:
+                self.refresh_errors.inc()
+                log.warning("metrics_refresh_failed", error=type(exc).__name__)
+        return generate_latest(self.registry)
+
+
+def job_status_refresher(metrics: Metrics, store: Store) -> Refresher:
+    """Sets ``headwater_jobs{status=...}`` from ``store.count_jobs_by_status()``."""
+
+    async def refresh() -> None:
+        counts = await store.count_jobs_by_status()
+        # Every status gets a value (0 when absent) so a status whose jobs all moved on
+        # drops to 0 instead of keeping its last count.
+        for status in JobStatus:
+            metrics.jobs.labels(status=status.value).set(counts.get(status.value, 0))
+
+    return refresh
+
+
+class RequestMetricsMiddleware:
+    """Counts every HTTP response by route template (not raw path: ids in paths would
+    make one series per job) and observes the time to the response start."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        method = str(scope.get("method", "GET"))
+
+        async def send_and_count(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = _route_template(scope)
+                self.metrics.api_requests.labels(method, route, str(message["status"])).inc()
+                self.metrics.api_request_seconds.labels(method, route).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        await self.app(scope, receive, send_and_count)
+
+
+def _route_template(scope: Scope) -> str:
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) else "<unmatched>"

@@ -1,0 +1,142 @@
+"""What every route module shares: the response models (the OpenAPI schema of the job
+JSON), the error body, and the dependency that hands a route the runtime.
+
+The models document and check the JSON that ``JobRecord.to_api()`` and friends build;
+they allow extra fields so that a field the store adds later reaches clients before the
+model learns about it instead of being silently dropped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from headwater.server.runtime import Runtime
+
+__all__ = [
+    "ERRORS_404",
+    "ERRORS_409",
+    "ERRORS_422",
+    "ErrorBody",
+    "ErrorOut",
+    "JobListOut",
+    "JobOut",
+    "JobSummaryOut",
+    "LogOut",
+    "LogsOut",
+    "RuntimeDep",
+    "StepOut",
+    "error_response",
+    "get_runtime",
+]
+
+JobStatusName = Literal["pending", "running", "completed", "failed", "cancelled"]
+StepStatusName = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+# Timestamps stay the strings ``to_api`` produced (ISO 8601, UTC, ``Z``): re-parsing
+# them into datetimes would only risk a different spelling on the way out.
+Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class StepOut(_Out):
+    name: str
+    action: str | None = None
+    status: StepStatusName
+    exit_code: int | None = None
+    output: Any = None
+    error: str | None = None
+    attempts: int = 0
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+
+
+class JobSummaryOut(_Out):
+    """The job JSON of DESIGN.md as lists show it: without ``steps``."""
+
+    id: str
+    workspace: str
+    task: str
+    status: JobStatusName
+    input: dict[str, Any]
+    output: Any = None
+    error: str | None = None
+    source_type: str
+    source_id: str | None = None
+    dedup_key: str | None = None
+    parent_job_id: str | None = None
+    worker_id: str | None = None
+    attempt: int = 0
+    cancel_requested: bool = False
+    created_at: Timestamp
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+
+
+class JobOut(JobSummaryOut):
+    """The job JSON of DESIGN.md with its steps (single-job responses)."""
+
+    steps: list[StepOut]
+
+
+class JobListOut(BaseModel):
+    jobs: list[JobSummaryOut]
+    next_before: str | None = Field(
+        description="Pass as ``before`` to get the next (older) page; null on the last page."
+    )
+
+
+class LogOut(_Out):
+    seq: int
+    step: str | None = None
+    stream: Literal["stdout", "stderr", "system"]
+    line: str
+    ts: Timestamp
+
+
+class LogsOut(BaseModel):
+    logs: list[LogOut]
+    last_seq: int = Field(description="Pass as ``after`` to get the lines that follow.")
+    job_status: JobStatusName
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+    details: Any = None
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+# Documented error responses, reused by the route decorators.
+ERRORS_404: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut}}
+ERRORS_409: dict[int | str, dict[str, Any]] = {409: {"model": ErrorOut}}
+ERRORS_422: dict[int | str, dict[str, Any]] = {422: {"model": ErrorOut}}
+
+
+def error_response(
+    status_code: int,
+    type_: str,
+    message: str,
+    details: Any = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """The one error shape: ``{"error": {"type", "message", "details"}}``."""
+    body = {"error": {"type": type_, "message": message, "details": details}}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -1,0 +1,223 @@
+"""``/api/jobs``: list, read, cancel, and read or follow a job's logs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Sequence
+from typing import Annotated, Any
+
+import structlog
+from fastapi import APIRouter, Query
+from fastapi.params import Depends
+from fastapi.responses import StreamingResponse
+
+from headwater.errors import NotFoundError
+from headwater.server.routes_common import (
+    ERRORS_404,
+    ERRORS_409,
+    JobListOut,
+    JobOut,
+    LogsOut,
+    RuntimeDep,
+)
+from headwater.server.runtime import Runtime
+from headwater.store.base import Channel, JobFilter, JobRecord, JobStatus, Store, Subscription
+
+__all__ = ["FOLLOW_SAFETY_TIMEOUT", "jobs_router"]
+
+log = structlog.get_logger(__name__)
+
+# A follower is woken by the store's LOGS and FINISHED channels; this timeout only
+# bounds how long a lost wake-up (another process's NOTIFY dropped on a reconnect) can
+# delay it. It is not a polling interval.
+FOLLOW_SAFETY_TIMEOUT = 1.5
+_FOLLOW_PAGE = 1000
+NDJSON = "application/x-ndjson"
+
+
+def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
+    """A new router per app: routers hold no state, but sharing one between apps would
+    let a route added for one app appear in the other."""
+    router = APIRouter(prefix="/api", tags=["jobs"], dependencies=list(dependencies))
+
+    @router.get("/jobs", response_model=JobListOut, summary="List jobs, newest first")
+    async def list_jobs(
+        runtime: RuntimeDep,
+        task: str | None = None,
+        status: JobStatus | None = None,
+        source_type: str | None = None,
+        source_id: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+        before: Annotated[
+            str | None, Query(description="Keyset cursor: only jobs older than this job id.")
+        ] = None,
+    ) -> dict[str, Any]:
+        # One more than asked tells whether another page exists without a count query.
+        flt = JobFilter(
+            task=task,
+            status=status,
+            source_type=source_type,
+            source_id=source_id,
+            limit=limit + 1,
+            before_id=before,
+        )
+        jobs = await runtime.store.list_jobs(flt)
+        next_before = None
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            next_before = jobs[-1].id
+        return {
+            "jobs": runtime.redact([job.to_api(include_steps=False) for job in jobs]),
+            "next_before": next_before,
+        }
+
+    @router.get(
+        "/jobs/{job_id}", response_model=JobOut, responses=ERRORS_404, summary="One job with steps"
+    )
+    async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+        job = await _job_or_404(runtime.store, job_id)
+        return _job_json(runtime, job)
+
+    @router.post(
+        "/jobs/{job_id}/cancel",
+        response_model=JobOut,
+        responses={**ERRORS_404, **ERRORS_409},
+        summary="Cancel a job",
+        description="A pending job is cancelled at once; a running job is marked "
+        "``cancel_requested`` and its worker stops it. 409 when the job is already final.",
+    )
+    async def cancel_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+        record = await runtime.store.request_cancel(job_id)
+        # request_cancel's record may come without steps; answer with the whole job.
+        job = await runtime.store.get_job(job_id) or record
+        return _job_json(runtime, job)
+
+    @router.get(
+        "/jobs/{job_id}/logs",
+        response_model=LogsOut,
+        responses={
+            **ERRORS_404,
+            200: {
+                "description": "The lines after ``after``; with ``follow=true`` an NDJSON "
+                "stream of log records that ends with "
+                '``{"event": "end", "status": "<final status>"}``.',
+                "content": {NDJSON: {}},
+            },
+        },
+        summary="A job's log lines, or follow them",
+    )
+    async def job_logs(
+        job_id: str,
+        runtime: RuntimeDep,
+        after: Annotated[int, Query(ge=0, description="Only lines with seq > after.")] = 0,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+        step: str | None = None,
+        follow: bool = False,
+    ) -> dict[str, Any] | StreamingResponse:
+        # The status is read before the lines: when it says final, every line the
+        # worker wrote before finishing is already in the store, so a client that gets
+        # a final status and fewer than ``limit`` lines has seen everything.
+        job = await _job_or_404(runtime.store, job_id)
+        if follow:
+            return StreamingResponse(
+                _follow(runtime, job_id, after, step, min(limit, _FOLLOW_PAGE)),
+                media_type=NDJSON,
+                # Proxies (nginx) would otherwise buffer the stream.
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        logs = await runtime.store.get_logs(job_id, after_seq=after, limit=limit, step=step)
+        return {
+            "logs": runtime.redact([rec.to_api() for rec in logs]),
+            "last_seq": logs[-1].seq if logs else after,
+            "job_status": job.status.value,
+        }
+
+    return router
+
+
+async def _job_or_404(store: Store, job_id: str) -> JobRecord:
+    job = await store.get_job(job_id)
+    if job is None:
+        raise NotFoundError(f"job {job_id!r} not found")
+    return job
+
+
+def _job_json(runtime: Runtime, job: JobRecord) -> dict[str, Any]:
+    data: dict[str, Any] = runtime.redact(job.to_api(include_steps=True))
+    return data
+
+
+def _line(data: Any) -> bytes:
+    return (json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n").encode()
+
+
+async def _follow(
+    runtime: Runtime, job_id: str, after: int, step: str | None, page: int
+) -> AsyncIterator[bytes]:
+    """Log records as NDJSON lines until the job is final and its last lines are sent."""
+    store = runtime.store
+    # Subscribe before the first read: a line written between the read and the
+    # subscription would otherwise wait for the safety timeout.
+    logs_sub = store.subscribe(Channel.LOGS)
+    finished_sub = store.subscribe(Channel.FINISHED)
+    try:
+        while True:
+            job = await store.get_job(job_id)
+            if job is None:  # deleted while followed
+                yield _line({"event": "error", "message": f"job {job_id!r} not found"})
+                return
+            while True:
+                records = await store.get_logs(job_id, after_seq=after, limit=page, step=step)
+                for rec in records:
+                    yield _line(runtime.redact(rec.to_api()))
+                    after = rec.seq
+                if len(records) < page:
+                    break
+            if job.status.is_terminal:
+                yield _line({"event": "end", "status": job.status.value})
+                return
+            if not await _wait_for_job(job_id, (logs_sub, finished_sub), FOLLOW_SAFETY_TIMEOUT):
+                # The store is closing (its subscriptions were closed): end the stream
+                # without an end event so the client knows to reconnect.
+                return
+    except Exception as exc:
+        # The response has started: no status code can carry this any more.
+        log.warning("log_follow_failed", job_id=job_id, error=type(exc).__name__)
+        yield _line({"event": "error", "message": "reading the logs failed; see the server log"})
+    finally:
+        logs_sub.close()
+        finished_sub.close()
+
+
+async def _wait_for_job(job_id: str, subs: Sequence[Subscription], timeout: float) -> bool:
+    """Wait until a payload names ``job_id`` (or "*": something was dropped) or the
+    timeout passes. Payloads about other jobs are skipped so that a busy store does not
+    turn every follower into a poller. False when a subscription was closed."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while (remaining := deadline - loop.time()) > 0:
+        if any(sub.closed for sub in subs):
+            return False
+        for payload in await _wait_any(subs, remaining):
+            if payload == "*" or job_id in payload.split(","):
+                return True
+    return not any(sub.closed for sub in subs)
+
+
+async def _wait_any(subs: Sequence[Subscription], timeout: float) -> list[str]:
+    """Payloads from whichever subscriptions deliver first."""
+    tasks = [asyncio.ensure_future(sub.wait(timeout)) for sub in subs]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    payloads: list[str] = []
+    # A task may have completed between ``wait`` returning and ``cancel``: keep its
+    # payloads too, they were taken out of the subscription.
+    for task in tasks:
+        if not task.cancelled() and task.exception() is None:
+            payloads.extend(task.result())
+    return payloads

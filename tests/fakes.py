@@ -1,0 +1,471 @@
+"""Test doubles for the HTTP API and the client CLI: an in-memory Store and a Runtime.
+
+``InMemoryStore`` implements the parts of the Store interface the API uses (jobs, steps,
+logs, cancel, counts, wake-ups), with the same semantics as the SQL store: ids sort by
+creation, lists are newest first, dedup keys are unique, appends wake ``Channel.LOGS``
+and final states wake ``Channel.FINISHED``. Everything else raises NotImplementedError.
+It is not thread-safe: drive it from the event loop that serves the app.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from headwater.errors import ConflictError, InputValidationError, NotFoundError, StoreError
+from headwater.store.base import (
+    Channel,
+    InsertOutcome,
+    JobFilter,
+    JobRecord,
+    JobStatus,
+    LogLine,
+    LogRecord,
+    LogStream,
+    NewJob,
+    RecoveredJob,
+    RejectedEvent,
+    StateRecord,
+    StepRecord,
+    StepStatus,
+    StepUpdate,
+    Store,
+    WorkerRecord,
+)
+from headwater.store.notify import Broadcaster, Subscription
+from headwater.workspace.models import (
+    Action,
+    ActionType,
+    EventSourceTrigger,
+    InputField,
+    SchedulerTrigger,
+    Step,
+    Task,
+    WebhookTrigger,
+    Workspace,
+)
+
+SECRET = "s3cr3t-t0ken-value"
+MASK = "••••••"
+T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+class InMemoryStore(Store):
+    def __init__(self) -> None:
+        self.jobs: dict[str, JobRecord] = {}
+        self.steps: dict[str, dict[str, StepRecord]] = {}
+        self.logs: list[LogRecord] = []
+        self.state: dict[tuple[str, str], StateRecord] = {}
+        self.broken = False  # True: count_jobs_by_status fails (health checks)
+        self.closed = False
+        self._broadcaster = Broadcaster()
+        self._ids = itertools.count(1)
+        self._seq = itertools.count(1)
+
+    # -- test helpers ------------------------------------------------------------------
+    def new_id(self) -> str:
+        # Sortable like the SQL store's UUIDv7: a counter in the leading hex digits.
+        return f"{next(self._ids):08x}-0000-7000-8000-{uuid.uuid4().hex[:12]}"
+
+    def add_job(
+        self,
+        task: str = "hello",
+        status: JobStatus = JobStatus.PENDING,
+        input: Mapping[str, Any] | None = None,
+        *,
+        source_type: str = "api",
+        source_id: str | None = None,
+        workspace: str = "test",
+        output: Any = None,
+        error: str | None = None,
+        created_at: datetime | None = None,
+        duration: float | None = None,
+    ) -> JobRecord:
+        """A job in any state, without going through a worker."""
+        n = len(self.jobs)
+        created = created_at or T0 + timedelta(minutes=n)
+        started = created + timedelta(seconds=1) if status is not JobStatus.PENDING else None
+        finished = None
+        if status.is_terminal and started is not None:
+            finished = started + timedelta(seconds=duration if duration is not None else 2.5)
+        job = JobRecord(
+            id=self.new_id(),
+            workspace=workspace,
+            task=task,
+            status=status,
+            input=dict(input or {}),
+            output=output,
+            error=error,
+            source_type=source_type,
+            source_id=source_id,
+            dedup_key=None,
+            tags=frozenset({"script"}),
+            parent_job_id=None,
+            worker_id="w1" if started else None,
+            attempt=1 if started else 0,
+            max_attempts=3,
+            cancel_requested=False,
+            created_at=created,
+            started_at=started,
+            finished_at=finished,
+        )
+        self.jobs[job.id] = job
+        self.steps[job.id] = {}
+        return job
+
+    def set_status(self, job_id: str, status: JobStatus) -> None:
+        """Move a job to ``status`` (and wake followers when it is final)."""
+        job = self.jobs[job_id]
+        now = datetime.now(UTC)
+        self.jobs[job_id] = dataclasses.replace(
+            job,
+            status=status,
+            started_at=job.started_at or (now if status is not JobStatus.PENDING else None),
+            finished_at=now if status.is_terminal else None,
+        )
+        if status.is_terminal:
+            self._broadcaster.publish(Channel.FINISHED, job_id)
+
+    def log(
+        self,
+        job_id: str,
+        line: str,
+        step: str | None = "main",
+        stream: LogStream = LogStream.STDOUT,
+    ) -> LogRecord:
+        rec = LogRecord(next(self._seq), job_id, step, stream, line, datetime.now(UTC))
+        self.logs.append(rec)
+        self._broadcaster.publish(Channel.LOGS, job_id)
+        return rec
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def migrate(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self.closed = True
+        self._broadcaster.close_all()
+
+    # -- jobs --------------------------------------------------------------------------
+    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+        outcomes = []
+        for new in jobs:
+            existing = next(
+                (j for j in self.jobs.values() if new.dedup_key and j.dedup_key == new.dedup_key),
+                None,
+            )
+            if existing is not None:
+                outcomes.append(InsertOutcome(existing.id, created=False))
+                continue
+            job = JobRecord(
+                id=new.id or self.new_id(),
+                workspace=new.workspace,
+                task=new.task,
+                status=JobStatus.PENDING,
+                input=dict(new.input),
+                output=None,
+                error=None,
+                source_type=new.source_type,
+                source_id=new.source_id,
+                dedup_key=new.dedup_key,
+                tags=new.tags,
+                parent_job_id=new.parent_job_id,
+                worker_id=None,
+                attempt=0,
+                max_attempts=new.max_attempts,
+                cancel_requested=False,
+                created_at=datetime.now(UTC),
+                started_at=None,
+                finished_at=None,
+            )
+            self.jobs[job.id] = job
+            self.steps[job.id] = {}
+            outcomes.append(InsertOutcome(job.id, created=True))
+        self._broadcaster.publish(Channel.JOBS, "script")
+        return outcomes
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        job = self.jobs.get(job_id)
+        if job is None:
+            return None
+        steps = sorted(
+            self.steps[job_id].values(),
+            key=lambda s: (s.started_at or datetime.max.replace(tzinfo=UTC), s.name),
+        )
+        return dataclasses.replace(job, steps=tuple(steps))
+
+    async def get_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        return [self.jobs[i] for i in job_ids if i in self.jobs]
+
+    async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        def keep(j: JobRecord) -> bool:
+            return (
+                (flt.task is None or j.task == flt.task)
+                and (flt.status is None or j.status == flt.status)
+                and (flt.source_type is None or j.source_type == flt.source_type)
+                and (flt.source_id is None or j.source_id == flt.source_id)
+                and (flt.workspace is None or j.workspace == flt.workspace)
+                and (flt.parent_job_id is None or j.parent_job_id == flt.parent_job_id)
+                and (flt.before_id is None or j.id < flt.before_id)
+            )
+
+        jobs = sorted((j for j in self.jobs.values() if keep(j)), key=lambda j: j.id, reverse=True)
+        return jobs[: flt.limit]
+
+    async def claim_jobs(
+        self, worker_id: str, tag_signatures: Sequence[str], limit: int
+    ) -> list[JobRecord]:
+        raise NotImplementedError
+
+    async def finish_job(
+        self,
+        job_id: str,
+        worker_id: str | None,
+        status: JobStatus,
+        output: Any = None,
+        error: str | None = None,
+    ) -> bool:
+        job = self.jobs.get(job_id)
+        if job is None or job.status.is_terminal:
+            return False
+        self.jobs[job_id] = dataclasses.replace(
+            job, status=status, output=output, error=error, finished_at=datetime.now(UTC)
+        )
+        self._broadcaster.publish(Channel.FINISHED, job_id)
+        return True
+
+    async def finish_jobs(
+        self, results: Sequence[tuple[str, str | None, JobStatus, Any, str | None]]
+    ) -> list[bool]:
+        return [await self.finish_job(*r) for r in results]
+
+    async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
+        for s in steps:
+            self.steps[job_id][s.name] = StepRecord(
+                job_id=job_id,
+                name=s.name,
+                action=s.action,
+                status=s.status,
+                exit_code=s.exit_code,
+                output=s.output,
+                error=s.error,
+                attempts=s.attempts,
+                started_at=s.started_at,
+                finished_at=s.finished_at,
+            )
+
+    async def request_cancel(self, job_id: str) -> JobRecord:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise NotFoundError(f"job {job_id!r} not found")
+        if job.status.is_terminal:
+            raise ConflictError(f"job {job_id!r} is already {job.status.value}")
+        if job.status is JobStatus.PENDING:
+            job = dataclasses.replace(
+                job, status=JobStatus.CANCELLED, finished_at=datetime.now(UTC)
+            )
+            self.jobs[job_id] = job
+            self._broadcaster.publish(Channel.FINISHED, job_id)
+        else:
+            job = dataclasses.replace(job, cancel_requested=True)
+            self.jobs[job_id] = job
+            self._broadcaster.publish(Channel.CANCEL, job_id)
+        return job
+
+    async def count_in_flight(self, source_id: str) -> int:
+        return sum(
+            1 for j in self.jobs.values() if j.source_id == source_id and not j.status.is_terminal
+        )
+
+    async def count_jobs_by_status(self) -> dict[str, int]:
+        if self.broken:
+            raise StoreError("database is locked (password=hunter2)")
+        counts: dict[str, int] = {}
+        for j in self.jobs.values():
+            counts[j.status.value] = counts.get(j.status.value, 0) + 1
+        return counts
+
+    # -- logs --------------------------------------------------------------------------
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        for ln in lines:
+            self.logs.append(
+                LogRecord(next(self._seq), ln.job_id, ln.step, ln.stream, ln.line, ln.ts)
+            )
+        for job_id in {ln.job_id for ln in lines}:
+            self._broadcaster.publish(Channel.LOGS, job_id)
+
+    async def get_logs(
+        self, job_id: str, after_seq: int = 0, limit: int = 1000, step: str | None = None
+    ) -> list[LogRecord]:
+        found = [
+            r
+            for r in self.logs
+            if r.job_id == job_id and r.seq > after_seq and (step is None or r.step == step)
+        ]
+        return found[:limit]
+
+    # -- not needed by the API ---------------------------------------------------------
+    async def register_worker(self, worker_id: str, name: str, tags: frozenset[str]) -> None:
+        raise NotImplementedError
+
+    async def heartbeat(self, worker_id: str) -> list[str]:
+        raise NotImplementedError
+
+    async def deregister_worker(self, worker_id: str) -> None:
+        raise NotImplementedError
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        raise NotImplementedError
+
+    async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        raise NotImplementedError
+
+    async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:
+        raise NotImplementedError
+
+    async def list_rejected(
+        self, source_id: str | None = None, limit: int = 100
+    ) -> list[RejectedEvent]:
+        raise NotImplementedError
+
+    async def count_rejected(self, source_id: str) -> int:
+        raise NotImplementedError
+
+    async def count_source(self, source_id: str) -> int:
+        return sum(1 for j in self.jobs.values() if j.source_id == source_id)
+
+    # -- component state ---------------------------------------------------------------
+    async def get_state(self, namespace: str, key: str) -> StateRecord | None:
+        return self.state.get((namespace, key))
+
+    async def list_state(self, namespace: str) -> list[StateRecord]:
+        return sorted(
+            (r for (ns, _), r in self.state.items() if ns == namespace), key=lambda r: r.key
+        )
+
+    async def put_state(
+        self,
+        namespace: str,
+        key: str,
+        value: Mapping[str, Any],
+        expected_version: int | None = None,
+    ) -> StateRecord:
+        current = self.state.get((namespace, key))
+        version = current.version if current else 0
+        if expected_version is not None and expected_version != version:
+            raise ConflictError(f"state {namespace}/{key} is at version {version}")
+        record = StateRecord(namespace, key, dict(value), version + 1, datetime.now(UTC))
+        self.state[(namespace, key)] = record
+        return record
+
+    async def delete_state(self, namespace: str, key: str) -> None:
+        self.state.pop((namespace, key), None)
+
+    # -- wake-ups ----------------------------------------------------------------------
+    def subscribe(self, channel: Channel) -> Subscription:
+        return self._broadcaster.subscribe(channel)
+
+
+def make_workspace() -> Workspace:
+    """Two tasks, an action, one trigger of each type and a secret."""
+    echo = Action(type=ActionType.SCRIPT, script="echo hi")
+    return Workspace(
+        name="test",
+        root=Path("."),
+        actions={"echo": echo},
+        tasks={
+            "hello": Task(
+                description="Say hello",
+                input={
+                    "name": InputField(type="string", required=True),
+                    "times": InputField(type="integer", default=1),
+                },
+                flow={
+                    "greet": Step(action="echo"),
+                    "again": Step(action="echo", depends_on=["greet"]),
+                },
+            ),
+            "deploy": Task(
+                input={"token": InputField(type="string", secret=True)},
+                flow={"ship": Step(action="echo")},
+            ),
+        },
+        triggers={
+            "nightly": SchedulerTrigger(type="scheduler", task="hello", cron="0 3 * * *"),
+            "github": WebhookTrigger(type="webhook", task="deploy", secret=SECRET),
+            "tail": EventSourceTrigger(
+                type="event_source", task="hello", target_task="deploy", env={"T": SECRET}
+            ),
+        },
+        secrets={"api_token": SECRET},
+    )
+
+
+class FakeRuntime:
+    """The Runtime protocol over an InMemoryStore and ``make_workspace()``."""
+
+    def __init__(self, store: InMemoryStore | None = None, workspace: Workspace | None = None):
+        self.store: InMemoryStore = store or InMemoryStore()
+        self._workspace = workspace or make_workspace()
+        self.submitted: list[dict[str, Any]] = []
+
+    def workspace(self) -> Workspace:
+        return self._workspace
+
+    async def submit(
+        self,
+        task: str,
+        input: Mapping[str, Any],
+        *,
+        source_type: str = "api",
+        source_id: str | None = None,
+        dedup_key: str | None = None,
+    ) -> InsertOutcome:
+        spec = self._workspace.task(task)  # NotFoundError for an unknown task
+        reasons = []
+        for name, field in spec.input.items():
+            if field.required and name not in input:
+                reasons.append(f"{name}: required")
+            value = input.get(name)
+            if field.type == "integer" and name in input and not isinstance(value, int):
+                reasons.append(f"{name}: {value!r} is not an integer")
+        reasons += [f"{name}: not an input of the task" for name in input if name not in spec.input]
+        if reasons:
+            raise InputValidationError(task, reasons)
+        self.submitted.append(
+            {"task": task, "input": dict(input), "source_type": source_type, "dedup_key": dedup_key}
+        )
+        new = NewJob(
+            workspace=self._workspace.name,
+            task=task,
+            input=input,
+            source_type=source_type,
+            source_id=source_id,
+            dedup_key=dedup_key,
+        )
+        (outcome,) = await self.store.insert_jobs([new])
+        return outcome
+
+    def redact(self, data: Any) -> Any:
+        if isinstance(data, str):
+            return data.replace(SECRET, MASK)
+        if isinstance(data, Mapping):
+            return {self.redact(k): self.redact(v) for k, v in data.items()}
+        if isinstance(data, list | tuple):
+            return [self.redact(v) for v in data]
+        return data
+
+    def health(self) -> Mapping[str, Any]:
+        return {"worker": "ok", "workspace": self._workspace.name}
+
+
+def add_step(store: InMemoryStore, job_id: str, name: str, status: StepStatus) -> None:
+    """Record a step synchronously (the store's upsert has no awaits)."""
+    store.steps[job_id][name] = StepRecord(
+        job_id=job_id, name=name, action="echo", status=status, started_at=T0, attempts=1
+    )
