@@ -28,15 +28,24 @@ from headwater.dispatch.dispatcher import (
 )
 from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
-from headwater.engine.steps import StepRunner
-from headwater.errors import HeadwaterError, InputValidationError
+from headwater.engine.steps import LineHook, StepRunner
+from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
 from headwater.runners.base import Runner
 from headwater.runners.local import LocalRunner
 from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
 from headwater.store.sql import open_store
+from headwater.triggers.context import CallbackTriggerContext
+from headwater.triggers.emitter import EventSourceLineHook, LocalEmitter
+from headwater.triggers.event_source import (
+    CONSUMER_SOURCE_TYPE,
+    EventSourceManager,
+    iso,
+    trigger_key,
+)
+from headwater.triggers.scheduler import Scheduler
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
-from headwater.workspace.models import RunnerKind, Workspace
+from headwater.workspace.models import EventSourceTrigger, RunnerKind, Workspace
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
@@ -85,6 +94,7 @@ class Node:
         self.holder = WorkspaceHolder(workspace_path)
         self.store: Store  # set by start()
         self.templates = TemplateEngine()
+        self.on_reload: list[Callable[[Workspace], None]] = []
         self._started = False
 
     # -- Runtime protocol (used by the HTTP app) -------------------------------------------
@@ -130,9 +140,22 @@ class Node:
             runners=runners,
             secrets=lambda: self.holder.secrets,
             submit_child=self._submit_child,
+            line_hook=self._line_hook,
+            extra_env=self._extra_env,
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
         )
+        self.emitter = LocalEmitter(self.store, self.dispatcher)
+        self.event_sources = EventSourceManager(self.store, self.dispatcher, self.workspace)
+        self.trigger_ctx = CallbackTriggerContext(
+            store=self.store,
+            dispatcher=self.batching,
+            templates=self.templates,
+            workspace=self.workspace,
+            secrets=lambda: self.holder.secrets,
+            redact=self.redact,
+        )
+        self.scheduler = Scheduler(self.trigger_ctx)
         self.executor = JobExecutor(self.steps)
         self.worker: Worker | None = None
         if self.settings.run_worker:
@@ -143,8 +166,122 @@ class Node:
                 self.workspace,
                 self._tag_signatures,
                 self.settings.worker,
+                is_long_running=_is_consumer,
             )
         self._started = True
+
+    # -- trigger state and control (TriggerStateProvider, TriggerControl) -----------------
+    async def trigger_states(self) -> Mapping[str, Mapping[str, Any]]:
+        ws = self.holder.workspace
+        states = await self.event_sources.states()
+        result: dict[str, dict[str, Any]] = {
+            name: dict(state) for name, state in self.scheduler.trigger_states().items()
+        }
+        for name, trigger in ws.triggers.items():
+            if not isinstance(trigger, EventSourceTrigger):
+                continue
+            key = trigger_key(ws.name, name)
+            st = states.get(key)
+            # Not reconciled yet: about to start (backoff with no delay) or disabled.
+            phase = st.phase.value if st else ("backoff" if trigger.enabled else "disabled")
+            result[name] = {
+                "state": phase,
+                "consumer_job_id": st.consumer_job_id if st else None,
+                "restarts": st.restarts if st else 0,
+                "consecutive_failures": st.consecutive_failures if st else 0,
+                "next_restart_at": iso(st.next_restart_at) if st else None,
+                "quarantined_at": iso(st.quarantined_at) if st else None,
+                "idle_reason": st.idle_reason if st else None,
+                "last_error": st.last_error if st else None,
+                "in_flight": await self.store.count_in_flight(key),
+                "max_in_flight": trigger.max_in_flight,
+                "events_accepted": await self.store.count_source(key),
+                "events_rejected": await self.store.count_rejected(key),
+            }
+        return result
+
+    def _event_source_key(self, name: str) -> str:
+        ws = self.holder.workspace
+        trigger = ws.triggers.get(name)
+        if not isinstance(trigger, EventSourceTrigger):
+            raise NotFoundError(f"no event_source trigger named {name!r} in workspace {ws.name!r}")
+        return trigger_key(ws.name, name)
+
+    async def restart_trigger(self, name: str) -> Mapping[str, Any]:
+        state = await self.event_sources.restart(self._event_source_key(name))
+        return state.to_json()
+
+    async def release_trigger(self, name: str) -> Mapping[str, Any]:
+        state = await self.event_sources.release(self._event_source_key(name))
+        return state.to_json()
+
+    async def reload_workspace(self) -> Mapping[str, Any]:
+        ws = self.holder.reload()
+        self.event_sources.wake()
+        self.scheduler.wake()
+        for callback in self.on_reload:
+            callback(ws)
+        log.info("workspace_reloaded", workspace=ws.name, tasks=len(ws.tasks))
+        return {"workspace": ws.name, "tasks": len(ws.tasks), "triggers": len(ws.triggers)}
+
+    async def watch_workspace(self, stop: asyncio.Event) -> None:
+        """Reload when a workspace file changes (a broken edit keeps the previous one)."""
+        from watchfiles import awatch
+
+        async for _changes in awatch(self.holder.path, stop_event=stop, debounce=300):
+            try:
+                await self.reload_workspace()
+            except HeadwaterError as exc:
+                log.error("workspace_reload_failed", error=str(exc))
+
+    # -- event sources -------------------------------------------------------------------
+    def consumer_trigger(self, job: JobRecord) -> tuple[str, EventSourceTrigger] | None:
+        """The event-source trigger a consumer job serves (None for other jobs)."""
+        if job.source_type != CONSUMER_SOURCE_TYPE or job.source_id is None:
+            return None
+        key = job.source_id.removesuffix("#consumer")
+        ws = self.holder.workspace
+        name = key.removeprefix(f"{ws.name}/")
+        trigger = ws.triggers.get(name)
+        if isinstance(trigger, EventSourceTrigger):
+            return key, trigger
+        return None
+
+    def _secret_context(self) -> dict[str, Any]:
+        secrets = self.holder.secrets
+        return {"secret": secrets, "secrets": secrets}
+
+    def _line_hook(self, job: JobRecord, step: str, step_attempt: int) -> LineHook | None:
+        found = self.consumer_trigger(job)
+        if found is None:
+            return None
+        key, trigger = found
+        defaults = self.templates.render(
+            trigger.input, self._secret_context(), where=f"trigger {key!r} input"
+        )
+        return EventSourceLineHook(
+            job,
+            step,
+            step_attempt,
+            key,
+            trigger.target_task,
+            defaults if isinstance(defaults, Mapping) else {},
+            trigger.max_in_flight,
+            trigger.max_line_bytes,
+            self.emitter,
+            self.logs,
+        )
+
+    def _extra_env(self, job: JobRecord) -> Mapping[str, str]:
+        found = self.consumer_trigger(job)
+        if found is None:
+            return {}
+        key, trigger = found
+        ctx = self._secret_context()
+        return {
+            k: str(self.templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
+            for k, v in trigger.env.items()
+        }
 
     def _tag_signatures(self) -> Sequence[str]:
         return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]
@@ -178,6 +315,7 @@ class Node:
     async def close(self) -> None:
         if not self._started:
             return
+        self.emitter.close()
         await self.batching.close()
         await self.logs.close()
         await self.store.close()
@@ -186,6 +324,20 @@ class Node:
     async def run_worker(self, stop: asyncio.Event) -> None:
         if self.worker is not None:
             await self.worker.run(stop)
+
+    async def run_triggers(self, stop: asyncio.Event, watch: bool = True) -> None:
+        """Every trigger (and the workspace watcher) until ``stop``."""
+        tasks = [
+            asyncio.create_task(self.event_sources.run(stop), name="event-sources"),
+            asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
+        ]
+        if watch:
+            tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
 
     async def run_one(
         self,
@@ -244,3 +396,7 @@ class Node:
         final = await self.store.get_job(outcome.id)
         assert final is not None
         return final
+
+
+def _is_consumer(job: JobRecord) -> bool:
+    return job.source_type == CONSUMER_SOURCE_TYPE

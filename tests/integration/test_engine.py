@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import textwrap
 from pathlib import Path
-
-import pytest
 
 from headwater.node import Node, NodeSettings
 from headwater.store.base import JobStatus, StepStatus
 from headwater.worker.worker import WorkerSettings
+
+
+def process_alive(pid: int) -> bool:
+    """A zombie (killed, not yet reaped by a PID 1 that may never reap) counts as dead."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
 
 
 def write_workspace(tmp_path: Path, text: str) -> Path:
@@ -234,8 +241,7 @@ async def test_step_timeout_kills_the_process_group(tmp_path: Path, db_url: str)
         assert steps["after"].status is StepStatus.SKIPPED
         grandchild = int(pidfile.read_text())
         await asyncio.sleep(0.2)
-        with pytest.raises(ProcessLookupError):
-            os.kill(grandchild, 0)
+        assert not process_alive(grandchild)
     finally:
         await node.close()
 
@@ -288,8 +294,7 @@ async def test_cancel_a_running_job_stops_its_process(tmp_path: Path, db_url: st
         done = await asyncio.wait_for(run, 15)
         assert done.status is JobStatus.CANCELLED
         assert done.steps[0].status is StepStatus.CANCELLED
-        with pytest.raises(ProcessLookupError):
-            os.kill(int(pidfile.read_text()), 0)
+        assert not process_alive(int(pidfile.read_text()))
     finally:
         await node.close()
 

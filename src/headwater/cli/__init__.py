@@ -16,15 +16,7 @@ app = typer.Typer(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from headwater.cli import workspace_cmds  # noqa: F401
-    try:
-        from headwater.cli import client_cmds  # noqa: F401
-    except ImportError:  # pragma: no cover - while the module is being written
-        pass
-    try:
-        from headwater.cli import run_cmds  # noqa: F401
-    except ImportError:  # pragma: no cover
-        pass
+    from headwater.cli import client_cmds, run_cmds, workspace_cmds  # noqa: F401
 
 
 def main() -> None:

@@ -19,6 +19,7 @@ from headwater.errors import HeadwaterError, WorkspaceError
 from headwater.logging_setup import configure_logging
 from headwater.store.base import JobRecord, JobStatus, LogRecord, LogStream
 from headwater.worker.worker import WorkerSettings
+from headwater.workspace.models import Workspace
 
 DB_ENV = "HEADWATER_DATABASE_URL"
 
@@ -198,6 +199,7 @@ async def _up(
     from headwater.node import Node, NodeSettings
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
+    from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
 
     require_api_key_for(host, keys)
     settings = NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=concurrency))
@@ -208,6 +210,13 @@ async def _up(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     app_ = create_app(node, api_keys=keys)
+    app_.include_router(create_webhook_router(node.trigger_ctx))
+
+    def hook_body_limit(ws: Workspace) -> None:
+        app_.state.body_limits["/hooks"] = max(max_webhook_body_bytes(ws), 1)
+
+    hook_body_limit(node.workspace())
+    node.on_reload.append(hook_body_limit)
     server = _EmbeddedServer(
         uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="off")
     )
@@ -218,9 +227,12 @@ async def _up(
     )
     serve = asyncio.create_task(server.serve(), name="http")
     worker = asyncio.create_task(node.run_worker(stop), name="worker")
+    triggers = asyncio.create_task(node.run_triggers(stop), name="triggers")
     stopper = asyncio.create_task(stop.wait())
     try:
-        done, _ = await asyncio.wait([serve, worker, stopper], return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [serve, worker, triggers, stopper], return_when=asyncio.FIRST_COMPLETED
+        )
         for t in done:
             if t is not stopper and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
@@ -230,6 +242,8 @@ async def _up(
         err.print("headwater: shutting down…")
         stop.set()
         server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(triggers, 10)
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(worker), 60)
         with contextlib.suppress(Exception):

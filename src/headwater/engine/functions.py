@@ -78,11 +78,11 @@ class FunctionCache:
             if cancel.is_set():
                 return FunctionOutcome(error="cancelled", cancelled=True)
             return FunctionOutcome(error=f"timed out after {timeout:g}s")
-        exc = call.exception()
-        if exc is not None:
-            lines = traceback.format_exception(type(exc), exc, exc.__traceback__)
+        failure = call.exception()
+        if failure is not None:
+            lines = traceback.format_exception(type(failure), failure, failure.__traceback__)
             return FunctionOutcome(
-                error=f"raised {type(exc).__name__}: {exc}",
+                error=f"raised {type(failure).__name__}: {failure}",
                 traceback=tuple("".join(lines).splitlines()),
             )
         value = call.result()

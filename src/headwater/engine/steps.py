@@ -33,14 +33,13 @@ from headwater.store.base import (
     Store,
 )
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
-from headwater.workspace.templating import TemplateEngine
+from headwater.workspace.templating import TemplateEngine, build_context
 
 __all__ = ["LineHook", "StepRunner", "StepState", "StopSignal"]
 
 log = structlog.get_logger(__name__)
 
 MAX_TASK_DEPTH = 10
-_RESERVED_CONTEXT = frozenset({"input", "secret", "secrets", "job", "steps", "env"})
 
 
 def _now() -> datetime:
@@ -52,6 +51,9 @@ class LineHook(Protocol):
     Event-source consumers use it to turn ``OUTPUT:`` lines into events."""
 
     async def __call__(self, step: str, stream: LogStream, line: str, truncated: bool) -> bool: ...
+
+    async def close(self) -> None:
+        """The step's process ended: commit what it emitted before the step finishes."""
 
 
 @dataclass
@@ -117,7 +119,8 @@ class StepRunner:
         runners: Mapping[RunnerKind, Runner],
         secrets: Callable[[], Mapping[str, str]],
         submit_child: SubmitChild,
-        line_hook: Callable[[JobRecord], LineHook | None] = lambda job: None,
+        line_hook: Callable[[JobRecord, str, int], LineHook | None] = lambda job, step, n: None,
+        extra_env: Callable[[JobRecord], Mapping[str, str]] = lambda job: {},
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
     ) -> None:
@@ -128,6 +131,7 @@ class StepRunner:
         self._secrets = secrets
         self._submit_child = submit_child
         self._line_hook = line_hook
+        self._extra_env = extra_env
         self._kill_grace = kill_grace
         self._max_line_bytes = max_line_bytes
         self._functions = FunctionCache()
@@ -167,7 +171,7 @@ class StepRunner:
             state.started_at = _now()
             state.error = None
             await self.record(job.id, state)
-            attempt = await self._attempt(workspace, job, name, step, context, stop)
+            attempt = await self._attempt(workspace, job, name, step, context, stop, state.attempts)
             if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
                 attempt = _Attempt(
                     StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
@@ -209,16 +213,13 @@ class StepRunner:
         await self.record(job.id, state)
 
     def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
-        secrets = self._secrets()
         steps = {
             n: {"output": s.output, "status": s.status.value, "error": s.error}
             for n, s in states.items()
         }
-        context: dict[str, Any] = {n: v for n, v in steps.items() if n not in _RESERVED_CONTEXT}
-        context.update(
+        return build_context(
             input=job.input,
-            secret=secrets,
-            secrets=secrets,
+            secrets=self._secrets(),
             steps=steps,
             job={
                 "id": job.id,
@@ -228,7 +229,6 @@ class StepRunner:
                 "source_id": job.source_id,
             },
         )
-        return context
 
     # -- one attempt ---------------------------------------------------------------------
     async def _attempt(
@@ -239,6 +239,7 @@ class StepRunner:
         step: Step,
         context: Mapping[str, Any],
         stop: StopSignal,
+        step_attempt: int,
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
@@ -249,18 +250,22 @@ class StepRunner:
             if action.type is ActionType.FUNCTION:
                 return await self._run_function(job, name, action, step, step_input, stop)
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
+            runner = self.runners.get(action.effective_runner)
+            if runner is None:
+                return _Attempt(
+                    StepStatus.FAILED,
+                    error=f"this worker has no {action.effective_runner.value} runner",
+                    retryable=False,
+                )
+            hook = self._line_hook(job, name, step_attempt)
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
-        runner = self.runners.get(action.effective_runner)
-        if runner is None:
-            return _Attempt(
-                StepStatus.FAILED,
-                error=f"this worker has no {action.effective_runner.value} runner",
-                retryable=False,
-            )
-        collector = _OutputCollector(self, job, name, self._line_hook(job))
-        result: StepResult = await runner.run(spec, collector, stop.event)
-        await collector.finish()
+        collector = _OutputCollector(self, job, name, hook)
+        try:
+            result: StepResult = await runner.run(spec, collector, stop.event)
+        finally:
+            if hook is not None:
+                await hook.close()
         return _from_result(result, collector.output)
 
     def _spec(
@@ -278,6 +283,7 @@ class StepRunner:
             k: str(self.templates.render(v, action_context, where=f"{where} env {k!r}"))
             for k, v in action.env.items()
         }
+        env.update(self._extra_env(job))
         env["HEADWATER_INPUT"] = json.dumps(step_input, default=str)
         script = (
             self.templates.render_str(action.script, action_context, where=f"{where} script")
@@ -436,6 +442,3 @@ class _OutputCollector:
                 "warning: a line was longer than the limit and was cut",
             )
         await self._runner.logs.write(LogLine(self._job.id, self._step, stream, line, _now()))
-
-    async def finish(self) -> None:
-        return None

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -132,10 +133,12 @@ class Worker:
                 if claimed and len(claimed) == free:
                     continue  # there may be more; loop while slots remain
                 self._slot_freed.clear()
+                waiter: asyncio.Future[Any]
                 if len(self._active) < self.settings.concurrency:
-                    waiters = [asyncio.ensure_future(jobs_sub.wait(self.settings.safety_wakeup))]
+                    waiter = asyncio.ensure_future(jobs_sub.wait(self.settings.safety_wakeup))
                 else:
-                    waiters = [asyncio.ensure_future(self._slot_freed.wait())]
+                    waiter = asyncio.ensure_future(self._slot_freed.wait())
+                waiters = [waiter]
                 await asyncio.wait(
                     [*waiters, stop_wait],
                     timeout=self.settings.safety_wakeup,

@@ -1,0 +1,257 @@
+"""``OUTPUT:`` lines of an event-source consumer → events → target jobs, with backpressure.
+
+The consumer's stdout is read one line at a time; this hook is awaited for each line, so
+whenever it waits the reader stops, the pipe fills and the consumer blocks (the seed's
+backpressure). It waits when:
+- ``max_in_flight`` target jobs are pending or running (counted from the store, then
+  kept exact by adding what this consumer created since; a job finishing wakes it);
+- the events read but not yet committed reach ``max_batch``;
+- the store cannot accept events (the commit keeps failing): nothing more is read until
+  it succeeds, so nothing is dropped.
+Events are committed by a flusher that takes everything read so far in one transaction
+(group commit): low latency at low rates, large batches at high rates.
+
+Each event's dedup key is ``es:{consumer job}:{job attempt}:{step}:{step attempt}:{line
+number}``, so a retried emission never creates a second job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus, Event
+from headwater.engine.logwriter import LogWriter
+from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
+from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
+
+__all__ = [
+    "EmitBatch",
+    "EmitResult",
+    "Emitter",
+    "EventSourceLineHook",
+    "LocalEmitter",
+]
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EmitBatch:
+    """Events of one consumer run, in line order."""
+
+    trigger: str  # "{workspace}/{trigger}"
+    consumer_job_id: str
+    target_task: str
+    defaults: Mapping[str, Any]
+    events: Sequence[tuple[str, Mapping[str, Any]]]  # (dedup key, payload)
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    accepted: int
+    duplicates: int
+    rejected: int
+    in_flight: int  # the trigger's pending + running target jobs after this batch
+
+
+class Emitter(Protocol):
+    """Where a consumer's events go: the store directly (embedded), or the server."""
+
+    async def emit(self, batch: EmitBatch) -> EmitResult: ...
+
+    async def in_flight(self, trigger: str) -> int: ...
+
+    async def wait_for_finished(self, timeout: float) -> None:
+        """Return when some job may have finished (a hint), or after ``timeout``."""
+
+
+class LocalEmitter:
+    """Emits through the Dispatcher into the store this process uses."""
+
+    def __init__(self, store: Store, dispatcher: Dispatcher) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._finished = store.subscribe(Channel.FINISHED)
+
+    async def emit(self, batch: EmitBatch) -> EmitResult:
+        events = [
+            Event(
+                batch.target_task,
+                payload,
+                "event_source",
+                source_id=batch.trigger,
+                dedup_key=key,
+                defaults=batch.defaults,
+            )
+            for key, payload in batch.events
+        ]
+        outcomes: list[DispatchOutcome] = await self._dispatcher.dispatch(events)
+        accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
+        duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
+        rejected = sum(o.status is DispatchStatus.REJECTED for o in outcomes)
+        return EmitResult(accepted, duplicates, rejected, await self.in_flight(batch.trigger))
+
+    async def in_flight(self, trigger: str) -> int:
+        return await self._store.count_in_flight(trigger)
+
+    async def wait_for_finished(self, timeout: float) -> None:
+        await self._finished.wait(timeout)
+
+    def close(self) -> None:
+        self._finished.close()
+
+
+class EventSourceLineHook:
+    """The LineHook of one consumer job (see ``headwater.engine.steps.LineHook``)."""
+
+    def __init__(
+        self,
+        job: JobRecord,
+        step: str,
+        step_attempt: int,
+        trigger: str,
+        target_task: str,
+        defaults: Mapping[str, Any],
+        max_in_flight: int | None,
+        max_line_bytes: int,
+        emitter: Emitter,
+        logs: LogWriter,
+        on_result: Callable[[EmitResult], Awaitable[None]] | None = None,
+        max_batch: int = 500,
+    ) -> None:
+        self._job = job
+        # Unique per consumer run, step and step attempt; the line number completes it.
+        self._key_prefix = f"es:{job.id}:{job.attempt}:{step}:{step_attempt}"
+        self._trigger = trigger
+        self._target = target_task
+        self._defaults = defaults
+        self._max_in_flight = max_in_flight
+        self._max_line_bytes = max_line_bytes
+        self._emitter = emitter
+        self._logs = logs
+        self._on_result = on_result
+        self._max_batch = max_batch
+        self._seq = 0
+        self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        self._in_flight: int | None = None  # committed in-flight count, kept up to date
+        self._wake = asyncio.Event()
+        self._committed = asyncio.Event()
+        self._flusher: asyncio.Task[None] | None = None
+        self._closing = False
+        self.accepted = 0
+        self.rejected = 0
+
+    async def __call__(self, step: str, stream: LogStream, line: str, truncated: bool) -> bool:
+        if stream is not LogStream.STDOUT or not line.startswith(OUTPUT_PREFIX):
+            return False
+        self._seq += 1  # counts every OUTPUT line, so keys stay stable across skips
+        if truncated:
+            await self._warn(
+                step,
+                f"OUTPUT line {self._seq} is longer than {self._max_line_bytes} bytes; skipped",
+            )
+            return True
+        parsed = parse_output_line(line)
+        if parsed is None or parsed.value is None:
+            problem = parsed.problem if parsed is not None else "not an OUTPUT line"
+            await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
+            return True
+        await self._wait_for_room()
+        self._pending.append((f"{self._key_prefix}:{self._seq}", parsed.value))
+        self._ensure_flusher()
+        self._wake.set()
+        return True
+
+    async def flush(self) -> None:
+        """Commit every event read so far (called when the consumer process ended)."""
+        while self._pending:
+            self._ensure_flusher()
+            self._wake.set()
+            self._committed.clear()
+            await self._committed.wait()
+
+    async def close(self) -> None:
+        await self.flush()
+        self._closing = True
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+
+    # -- internals ---------------------------------------------------------------------
+    async def _warn(self, step: str, text: str) -> None:
+        log.warning("event_source_line_skipped", trigger=self._trigger, reason=text)
+        await self._logs.write(
+            LogLine(self._job.id, step, LogStream.SYSTEM, f"warning: {text}", datetime.now(UTC))
+        )
+
+    def _room(self) -> int | None:
+        if self._max_in_flight is None:
+            return None
+        assert self._in_flight is not None
+        return self._max_in_flight - self._in_flight - len(self._pending)
+
+    async def _wait_for_room(self) -> None:
+        while len(self._pending) >= self._max_batch:
+            self._committed.clear()
+            self._wake.set()
+            await self._committed.wait()
+        if self._max_in_flight is None:
+            return
+        if self._in_flight is None:
+            self._in_flight = await self._emitter.in_flight(self._trigger)
+        while (room := self._room()) is not None and room <= 0:
+            if self._pending:
+                # Commit what we hold first; the count it returns is exact.
+                self._committed.clear()
+                self._wake.set()
+                await self._committed.wait()
+                continue
+            await self._emitter.wait_for_finished(2.0)
+            self._in_flight = await self._emitter.in_flight(self._trigger)
+
+    def _ensure_flusher(self) -> None:
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.create_task(self._flush_loop(), name="event-source-flush")
+
+    async def _flush_loop(self) -> None:
+        failures = 0
+        while not self._closing:
+            await self._wake.wait()
+            self._wake.clear()
+            if not self._pending:
+                self._committed.set()
+                continue
+            batch = list(self._pending)
+            try:
+                result = await self._emitter.emit(
+                    EmitBatch(self._trigger, self._job.id, self._target, self._defaults, batch)
+                )
+            except Exception as exc:
+                # Keep the events and try again; the reader is held back meanwhile by
+                # the batch limit, so the consumer blocks instead of losing events.
+                failures += 1
+                delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+                log.warning(
+                    "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
+                )
+                await asyncio.sleep(delay)
+                self._wake.set()
+                continue
+            failures = 0
+            del self._pending[: len(batch)]
+            self._in_flight = result.in_flight
+            self.accepted += result.accepted
+            self.rejected += result.rejected
+            if self._on_result is not None:
+                await self._on_result(result)
+            self._committed.set()
+            if self._pending:
+                self._wake.set()
