@@ -17,6 +17,8 @@ from rich.table import Table
 from rich.text import Text
 
 from headwater.cli import app
+from headwater.cli.client_cmds import ServerOpt, TokenOpt
+from headwater.cli.http_client import DEFAULT_SERVER
 from headwater.errors import Problem, Severity
 from headwater.workspace.loader import Report, check_workspace
 from headwater.workspace.models import (
@@ -218,13 +220,8 @@ def triggers(
     ] = None,
     name: Annotated[str | None, typer.Argument(hidden=True, show_default=False)] = None,
     as_json: JsonOpt = False,
-    server: Annotated[
-        str,
-        typer.Option(envvar="HEADWATER_SERVER", help="URL of a running headwater."),
-    ] = "http://127.0.0.1:8080",
-    token: Annotated[
-        str | None, typer.Option(envvar="HEADWATER_API_KEY", help="API key (bearer).")
-    ] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
 ) -> None:
     """List triggers (of a workspace, or of a running server), or act on one.
 
