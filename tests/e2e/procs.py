@@ -8,12 +8,16 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import httpx
 
 HEADWATER = str(Path(sys.executable).parent / "headwater")
 REPO = Path(__file__).resolve().parents[2]
+
+T = TypeVar("T")
 
 
 def free_port() -> int:
@@ -100,3 +104,31 @@ class Up:
             self.proc.wait(10)
         self.client.close()
         self._logf.close()
+
+
+def eventually(check: Callable[[], T | None], timeout: float = 20, what: str = "it") -> T:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def up_jobs(up: Up, **filters: str | int) -> list[dict[str, Any]]:
+    """``GET /api/jobs`` with filters (up to 1000 jobs, newest first)."""
+    params: dict[str, str | int] = {"limit": 1000, **filters}
+    resp = up.client.get("/api/jobs", params=params)
+    assert resp.status_code == 200, resp.text
+    jobs: list[dict[str, Any]] = resp.json()["jobs"]
+    return jobs
+
+
+def up_triggers(up: Up) -> dict[str, dict[str, Any]]:
+    """``GET /api/triggers`` by trigger name."""
+    resp = up.client.get("/api/triggers")
+    assert resp.status_code == 200, resp.text
+    return {t["name"]: t for t in resp.json()}

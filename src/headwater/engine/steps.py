@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -258,6 +259,8 @@ class StepRunner:
                     retryable=False,
                 )
             hook = self._line_hook(job, name, step_attempt)
+            if hook is not None:  # a consumer: it must not outlive this process
+                spec = dataclasses.replace(spec, die_with_parent=True)
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)

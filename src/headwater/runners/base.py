@@ -58,6 +58,9 @@ class StepSpec:
     manifest: Mapping[str, Any] | None = None
     resources: Mapping[str, str] | None = None
     labels: Mapping[str, str] = field(default_factory=dict)
+    # A long-running step (an event-source consumer) dies with the worker process, so
+    # that recovery never runs it twice.
+    die_with_parent: bool = False
 
 
 class StepOutcome(StrEnum):

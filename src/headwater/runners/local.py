@@ -117,7 +117,13 @@ class LocalRunner:
                 return stopped.result
             env = self._step_env(spec, venv)
             try:
-                child = await spawn(argv, cwd=spec.workdir, env=env, reaper=self._reaper)
+                child = await spawn(
+                    argv,
+                    cwd=spec.workdir,
+                    env=env,
+                    reaper=self._reaper,
+                    die_with_parent=spec.die_with_parent,
+                )
             except (OSError, ValueError) as exc:
                 return StepResult(StepOutcome.FAILED, None, _start_error(exc, argv[0], spec))
             return await self._supervise(child, spec, sink, cancel, deadline)

@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from enum import StrEnum
 from pathlib import Path
 
@@ -189,8 +191,14 @@ async def spawn(
     env: Mapping[str, str],
     reaper: Reaper,
     merge_stderr: bool = False,
+    die_with_parent: bool = False,
 ) -> ChildProcess:
     """Start ``argv`` in a new session with stdin from /dev/null and piped output.
+
+    ``die_with_parent``: the child gets SIGKILL when this process dies (Linux), so a
+    long-running step cannot outlive a ``kill -9`` of headwater and run next to the
+    step that recovery starts again. It costs a fork instead of a vfork, so it is
+    meant for long-running steps only.
 
     Raises ``OSError`` (missing executable, bad cwd) or ``ValueError`` (NUL byte in an
     argument) when the child could not start. ``reaper`` must be resolved (not AUTO).
@@ -207,6 +215,7 @@ async def spawn(
         env=env,
         start_new_session=True,
         bufsize=0,  # the transports read the fds directly; no Python buffer needed
+        preexec_fn=_die_with_parent(os.getpid()) if die_with_parent else None,
     )
     child = ChildProcess(popen, loop)
     try:
@@ -227,6 +236,27 @@ async def spawn(
                 pipe.close()
         raise
     return child
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """A preexec function asking the kernel to SIGKILL the child when we die."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # we already died before prctl took effect
+            os._exit(1)
+
+    return preexec
 
 
 async def _connect(
