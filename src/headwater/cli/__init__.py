@@ -14,6 +14,23 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from headwater import __version__
+
+        typer.echo(f"headwater {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """Event-driven job orchestrator: turn events into durable, observable jobs."""
+
+
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from headwater.cli import client_cmds, run_cmds, workspace_cmds  # noqa: F401
