@@ -42,6 +42,7 @@ from headwater.triggers.event_source import (
     iso,
     trigger_key,
 )
+from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
@@ -147,6 +148,9 @@ class Node:
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         self.event_sources = EventSourceManager(self.store, self.dispatcher, self.workspace)
+        self.receivers = ReceiverManager(
+            self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
+        )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
             dispatcher=self.batching,
@@ -198,6 +202,7 @@ class Node:
                 "events_accepted": await self.store.count_source(key),
                 "events_rejected": await self.store.count_rejected(key),
             }
+        result.update(await self.receivers.states())
         return result
 
     def _event_source_key(self, name: str) -> str:
@@ -219,6 +224,7 @@ class Node:
         ws = self.holder.reload()
         self.event_sources.wake()
         self.scheduler.wake()
+        self.receivers.wake()
         for callback in self.on_reload:
             callback(ws)
         log.info("workspace_reloaded", workspace=ws.name, tasks=len(ws.tasks))
@@ -330,6 +336,7 @@ class Node:
         tasks = [
             asyncio.create_task(self.event_sources.run(stop), name="event-sources"),
             asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
+            asyncio.create_task(self.receivers.run(stop), name="receivers"),
         ]
         if watch:
             tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))

@@ -141,11 +141,19 @@ def test_missing_required_keys(tmp_path: Path) -> None:
 def test_unknown_trigger_type(tmp_path: Path) -> None:
     report = check(tmp_path, "triggers:\n  s:\n    type: cron\n    task: handle\n")
     assert problems(report) == [
-        (16, "trigger 's': unknown type 'cron'; valid: scheduler, webhook, event_source")
+        (
+            16,
+            "trigger 's': unknown type 'cron'; valid: scheduler, webhook, event_source,"
+            " redis_stream",
+        )
     ]
     report = check(tmp_path, "triggers:\n  s:\n    task: handle\n")
     assert problems(report) == [
-        (15, "trigger 's': missing required key `type` (scheduler, webhook, event_source)")
+        (
+            15,
+            "trigger 's': missing required key `type` (scheduler, webhook, event_source,"
+            " redis_stream)",
+        )
     ]
 
 

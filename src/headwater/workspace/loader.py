@@ -24,6 +24,7 @@ from headwater.errors import Problem, Severity, WorkspaceError
 from headwater.workspace.models import (
     Action,
     EventSourceTrigger,
+    RedisStreamTrigger,
     SchedulerTrigger,
     Step,
     Task,
@@ -51,6 +52,7 @@ _TRIGGER_MODELS: dict[str, type[BaseModel]] = {
     "scheduler": SchedulerTrigger,
     "webhook": WebhookTrigger,
     "event_source": EventSourceTrigger,
+    "redis_stream": RedisStreamTrigger,
 }
 # Action fields a step may carry inline (the ones a Step does not have itself).
 _INLINE_KEYS = frozenset(Action.model_fields) - frozenset(Step.model_fields)

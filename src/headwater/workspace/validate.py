@@ -20,6 +20,7 @@ from headwater.workspace.models import (
     ActionType,
     EventSourceTrigger,
     Hook,
+    RedisStreamTrigger,
     RunnerKind,
     SchedulerTrigger,
     Step,
@@ -35,6 +36,8 @@ __all__ = ["DefinedNames", "semantic_problems"]
 
 _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
+# user:password@ (or :password@) in a URL whose password is not a template
+_CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
@@ -254,6 +257,9 @@ class _Checker:
     # -- triggers --------------------------------------------------------------------------
     def trigger(self, name: str, trigger: Any) -> None:
         path: YamlPath = ("triggers", name)
+        if isinstance(trigger, RedisStreamTrigger):
+            self.receiver_trigger(trigger, path)
+            return
         self.task_ref(trigger.task, (*path, "task"), "task")
         self.template(trigger.input, (*path, "input"))
         if isinstance(trigger, SchedulerTrigger):
@@ -276,6 +282,20 @@ class _Checker:
                 self.template(value, (*path, "env", key))
         elif isinstance(trigger, WebhookTrigger) and trigger.secret is not None:
             self.template(trigger.secret, (*path, "secret"))
+
+    def receiver_trigger(self, trigger: RedisStreamTrigger, path: YamlPath) -> None:
+        """A broker receiver: its target task, templates, and no password in clear."""
+        self.task_ref(trigger.target_task, (*path, "target_task"), "target_task")
+        self.template(trigger.input, (*path, "input"))
+        self.template(trigger.url, (*path, "url"))
+        if trigger.dedup_key is not None:
+            self.template(trigger.dedup_key, (*path, "dedup_key"))
+        if _CLEAR_PASSWORD.search(trigger.url):
+            self.warn(
+                (*path, "url"),
+                "the URL holds a password in clear; write it as `{{ secret.name }}` and"
+                " define the secret under `secrets:`",
+            )
 
     def task_ref(self, task: str, path: YamlPath, key: str) -> None:
         if task not in self.defined.tasks:

@@ -1,0 +1,63 @@
+"""Built-in realtime receivers: one folder per broker behind one interface.
+
+Each broker folder has the same layout (``config.py`` settings, ``receiver.py`` the
+``EventReceiver``, ``__init__.py`` exporting ``create_receiver``) and is imported only
+when a trigger of its type is used, so a broker's client library stays optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from headwater.errors import ConfigError
+from headwater.triggers.receivers.base import (
+    RECEIVER_NAMESPACE,
+    EventReceiver,
+    ReceiverContext,
+    ReceiverLag,
+    receiver_key,
+)
+from headwater.workspace.templating import TemplateEngine
+
+__all__ = [
+    "RECEIVER_MODULES",
+    "RECEIVER_NAMESPACE",
+    "EventReceiver",
+    "ReceiverContext",
+    "ReceiverFactory",
+    "ReceiverLag",
+    "create_receiver",
+    "is_receiver_trigger",
+    "receiver_key",
+]
+
+# trigger type → the module whose ``create_receiver(trigger, render, templates)`` builds it
+RECEIVER_MODULES: dict[str, str] = {
+    "redis_stream": "headwater.triggers.receivers.redis_stream",
+}
+
+ReceiverFactory = Callable[[Any, Callable[[Any, str], Any], TemplateEngine], EventReceiver]
+
+
+def is_receiver_trigger(trigger: Any) -> bool:
+    return getattr(trigger, "type", None) in RECEIVER_MODULES
+
+
+def create_receiver(
+    trigger: Any, render: Callable[[Any, str], Any], templates: TemplateEngine
+) -> EventReceiver:
+    """Build the receiver of ``trigger``; ``render(value, where)`` fills in secrets."""
+    module_name = RECEIVER_MODULES.get(trigger.type)
+    if module_name is None:
+        raise ConfigError(f"no built-in receiver for trigger type {trigger.type!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(
+            f"the {trigger.type} receiver needs a client library that is not installed"
+            f" ({exc.name}); install headwater with its extra"
+        ) from exc
+    factory: ReceiverFactory = module.create_receiver
+    return factory(trigger, render, templates)

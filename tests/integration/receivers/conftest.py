@@ -1,0 +1,132 @@
+"""Fixtures of the receiver suites: a harness per broker, a workspace, a running manager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from headwater.dispatch.dispatcher import Dispatcher
+from headwater.store.base import JobFilter, JobRecord, Store
+from headwater.triggers.receivers.manager import ReceiverManager
+from headwater.workspace.models import Workspace
+from headwater.workspace.templating import TemplateEngine
+from tests.integration.receivers.harness import HARNESSES, ReceiverHarness
+
+WS = "rcv"
+TRIGGER = "incoming"
+SOURCE_ID = f"{WS}/{TRIGGER}"
+SECRETS = {"redis_url": "redis://127.0.0.1:6379/0"}
+
+
+def workspace_with(trigger: dict[str, Any]) -> Workspace:
+    return Workspace.model_validate(
+        {
+            "name": WS,
+            "actions": {"noop": {"type": "script", "script": "true"}},
+            "tasks": {
+                "handle": {
+                    "input": {
+                        "payload": {"type": "object", "required": True},
+                        "metadata": {"type": "object"},
+                        "region": {"type": "string"},
+                    },
+                    "flow": {"run": {"action": "noop"}},
+                }
+            },
+            "triggers": {TRIGGER: trigger},
+        }
+    )
+
+
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 10.0, what: str = "condition"
+) -> Any:
+    """Poll ``check`` until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what} (last: {result!r})")
+        await asyncio.sleep(0.02)
+
+
+@dataclass
+class Rig:
+    store: Store
+    harness: ReceiverHarness
+    trigger: dict[str, Any]
+    dispatcher: Dispatcher | None = None
+    manager: ReceiverManager | None = None
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+
+    def workspace(self) -> Workspace:
+        return workspace_with(self.trigger)
+
+    async def start(self, dispatcher: Dispatcher | None = None) -> ReceiverManager:
+        self.dispatcher = dispatcher or Dispatcher(self.store, self.workspace)
+        self.stop = asyncio.Event()
+        self.manager = ReceiverManager(
+            self.store,
+            self.dispatcher,
+            self.workspace,
+            TemplateEngine(),
+            lambda: SECRETS,
+            backoff_initial=0.05,
+            backoff_max=0.2,
+        )
+        self.task = asyncio.create_task(self.manager.run(self.stop))
+        manager = self.manager
+        await eventually(lambda: _is_running(manager), what="the receiver to run")
+        return manager
+
+    async def halt(self) -> None:
+        self.stop.set()
+        if self.task is not None:
+            await self.task
+            self.task = None
+
+    async def jobs(self) -> list[JobRecord]:
+        return await self.store.list_jobs(JobFilter(source_id=SOURCE_ID, limit=10_000))
+
+    async def wait_jobs(self, n: int, timeout: float = 10.0) -> list[JobRecord]:
+        async def enough() -> list[JobRecord] | None:
+            jobs = await self.jobs()
+            assert len(jobs) <= n, f"{len(jobs)} jobs, more than {n}"
+            return jobs if len(jobs) == n else None
+
+        result: list[JobRecord] = await eventually(enough, timeout, what=f"{n} jobs")
+        return result
+
+
+async def _is_running(manager: ReceiverManager) -> bool:
+    states = await manager.states()
+    return states.get(TRIGGER, {}).get("state") == "running"
+
+
+@pytest.fixture(params=sorted(HARNESSES))
+async def harness(request: pytest.FixtureRequest) -> AsyncIterator[ReceiverHarness]:
+    h: ReceiverHarness = HARNESSES[request.param]()
+    await h.setup()
+    try:
+        yield h
+    finally:
+        await h.cleanup()
+
+
+@pytest.fixture
+async def rig(store: Store, harness: ReceiverHarness) -> AsyncIterator[Rig]:
+    r = Rig(store, harness, harness.trigger())
+    try:
+        yield r
+    finally:
+        with contextlib.suppress(Exception):
+            await r.halt()

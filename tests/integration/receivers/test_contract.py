@@ -1,0 +1,142 @@
+"""The promises every built-in receiver keeps, run against the real broker and store.
+
+Parametrised over ``HARNESSES`` (one per broker) and over SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
+
+
+async def test_n_messages_make_n_jobs_with_input_metadata_and_source(rig: Rig) -> None:
+    rig.trigger["input"] = {"region": "eu"}
+    await rig.start()
+    payloads = [{"order": i} for i in range(25)]
+    ids = await rig.harness.publish(payloads)
+    jobs = await rig.wait_jobs(25)
+    by_payload = {j.input["payload"]["order"]: j for j in jobs}
+    assert sorted(by_payload) == list(range(25))
+    for i, entry_id in enumerate(ids):
+        job = by_payload[i]
+        assert job.task == "handle"
+        assert job.source_type == rig.harness.trigger_type
+        assert job.source_id == SOURCE_ID
+        assert job.input["region"] == "eu"  # the trigger's input defaults are merged
+        assert job.input["metadata"]["id"] == entry_id
+    await eventually(lambda: _acked(rig), what="every message acknowledged")
+    states = await rig.manager.states() if rig.manager else {}
+    assert states[TRIGGER]["lag_events"] in (0, None)
+
+
+async def test_redelivered_message_makes_no_second_job(rig: Rig) -> None:
+    await rig.start()
+    await rig.harness.publish([{"n": 1}, {"n": 2}])
+    jobs = await rig.wait_jobs(2)
+    # The same messages dispatched again (what a redelivery does) are duplicates.
+    assert rig.dispatcher is not None
+    events = [
+        Event("handle", j.input, rig.harness.trigger_type, SOURCE_ID, dedup_key=_key(rig, j))
+        for j in jobs
+    ]
+    outcomes = await rig.dispatcher.dispatch(events)
+    assert {o.status.value for o in outcomes} == {"duplicate"}
+    assert len(await rig.jobs()) == 2
+
+
+async def test_poison_message_is_rejected_acknowledged_and_does_not_block(rig: Rig) -> None:
+    await rig.start()
+    await rig.harness.publish(["not an object"])  # the task wants an object payload
+    await rig.harness.publish([{"ok": True}])
+    jobs = await rig.wait_jobs(1)
+    assert jobs[0].input["payload"] == {"ok": True}
+    rejected = await rig.store.list_rejected(SOURCE_ID)
+    assert len(rejected) == 1
+    assert rejected[0].source_type == rig.harness.trigger_type
+    assert "payload" in rejected[0].reason
+    await eventually(lambda: _acked(rig), what="the poison message acknowledged")
+
+
+async def test_max_in_flight_is_never_exceeded_and_nothing_is_prefetched(rig: Rig) -> None:
+    rig.trigger["max_in_flight"] = 3
+    await rig.start()
+    await rig.harness.publish([{"n": i} for i in range(10)])
+    await rig.wait_jobs(3)
+    # The rest stays in the broker: not delivered to us, not buffered.
+    await eventually(lambda: _undelivered(rig, 7), what="7 messages left in the broker")
+    done = 0
+    while done < 10:
+        in_flight = await rig.store.count_in_flight(SOURCE_ID)
+        assert in_flight <= 3
+        pending = [j for j in await rig.jobs() if not j.status.is_terminal]
+        for job in pending:
+            await rig.store.request_cancel(job.id)  # a finished job leaves room
+        done += len(pending)
+        if done < 10:
+            await eventually(lambda: _has_pending(rig), what="the next jobs after room was made")
+    assert len(await rig.jobs()) == 10
+
+
+class _CancelAfterDispatch(Dispatcher):
+    """Commits the first batch, then cancels the receiver before it acknowledges."""
+
+    armed = True
+
+    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
+        outcomes = await super().dispatch(events)
+        if self.armed and events:
+            self.armed = False
+            task = asyncio.current_task()
+            assert task is not None
+            task.cancel()
+            await asyncio.sleep(0)  # the cancellation lands here: after commit, before ack
+        return outcomes
+
+
+async def test_stop_between_dispatch_and_ack_makes_each_message_one_job(rig: Rig) -> None:
+    await rig.harness.publish([{"n": i} for i in range(15)])
+    dispatcher = _CancelAfterDispatch(rig.store, rig.workspace)
+    await rig.start(dispatcher)
+    await eventually(lambda: _armed_fired(dispatcher), what="the cancellation")
+    # The manager restarts the receiver, which re-reads its unacknowledged messages.
+    jobs = await rig.wait_jobs(15)
+    assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(15))
+    await eventually(lambda: _acked(rig), what="every message acknowledged")
+    assert len(await rig.jobs()) == 15
+
+
+async def test_restart_backfills_what_arrived_while_stopped(rig: Rig) -> None:
+    await rig.start()
+    await rig.harness.publish([{"n": i} for i in range(5)])
+    await rig.wait_jobs(5)
+    await rig.halt()
+    await rig.harness.publish([{"n": i} for i in range(5, 12)])
+    await rig.start()
+    jobs = await rig.wait_jobs(12)
+    assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(12))
+    await eventually(lambda: _acked(rig), what="every message acknowledged")
+
+
+# -- helpers -------------------------------------------------------------------------------
+def _key(rig: Rig, job: Any) -> str:
+    return f"{rig.harness.trigger_type}:{SOURCE_ID}:{job.input['metadata']['id']}"
+
+
+async def _acked(rig: Rig) -> bool:
+    return await rig.harness.unacked() == 0 and await rig.harness.undelivered() == 0
+
+
+async def _undelivered(rig: Rig, n: int) -> bool:
+    return await rig.harness.undelivered() == n
+
+
+async def _has_pending(rig: Rig) -> bool:
+    return any(not j.status.is_terminal for j in await rig.jobs())
+
+
+async def _armed_fired(dispatcher: _CancelAfterDispatch) -> bool:
+    return not dispatcher.armed

@@ -1,0 +1,84 @@
+"""Receiver helpers and the redis_stream trigger model, without services."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from headwater.triggers.receivers import create_receiver, is_receiver_trigger
+from headwater.triggers.receivers.base import decode_body
+from headwater.triggers.receivers.redis_stream import RedisStreamReceiver, RedisStreamSettings
+from headwater.triggers.receivers.redis_stream.receiver import parse_id
+from headwater.workspace import check_workspace
+from headwater.workspace.models import RedisStreamTrigger, Workspace
+from headwater.workspace.templating import TemplateEngine
+
+
+def test_decode_body_json_text_binary() -> None:
+    assert decode_body(b'{"a": 1}').payload == {"a": 1}
+    assert decode_body(b"123").payload == "123"  # only documents are parsed
+    assert decode_body("hello").payload == "hello"
+    binary = decode_body(b"\xff\x00")
+    assert binary.content_type == "application/octet-stream"
+    assert binary.payload == "/wA="
+    with pytest.raises(ValueError, match="not JSON"):
+        decode_body(b"{bad", "json")
+    with pytest.raises(ValueError, match="UTF-8"):
+        decode_body(b"\xff", "text")
+
+
+def _trigger(**kw: object) -> RedisStreamTrigger:
+    data = {"type": "redis_stream", "target_task": "t", "url": "redis://h/0", "stream": "s"}
+    return RedisStreamTrigger.model_validate({**data, **kw})
+
+
+def test_trigger_defaults_and_limits() -> None:
+    t = _trigger()
+    assert (t.group, t.batch_size, t.start_id, t.task) == ("headwater", 100, "$", "t")
+    assert is_receiver_trigger(t)
+    with pytest.raises(ValidationError):
+        _trigger(start_id="5-0")
+    with pytest.raises(ValidationError):
+        _trigger(max_in_flight=0)
+
+
+def test_trigger_is_part_of_the_workspace_union() -> None:
+    ws = Workspace.model_validate(
+        {"triggers": {"r": {"type": "redis_stream", "target_task": "t", "url": "u", "stream": "s"}}}
+    )
+    assert isinstance(ws.triggers["r"], RedisStreamTrigger)
+
+
+def test_settings_render_secrets_and_hide_them() -> None:
+    engine = TemplateEngine()
+    ctx = {"secret": {"pw": "hunter2"}}
+    trigger = _trigger(url="redis://:{{ secret.pw }}@cache:6379/0")
+    receiver = create_receiver(trigger, lambda v, where: engine.render(v, ctx, where), engine)
+    assert isinstance(receiver, RedisStreamReceiver)
+    assert receiver.settings.url == "redis://:hunter2@cache:6379/0"
+    described = receiver.describe()
+    assert "hunter2" not in str(described)
+    assert described["url"] == "redis://•••@cache:6379/0"
+    assert ":" in receiver.settings.consumer  # host:pid by default
+
+
+def test_parse_id_orders_numerically() -> None:
+    assert parse_id("10-2") > parse_id("9-15")
+    assert RedisStreamSettings.model_fields["claim_idle_ms"].is_required()
+
+
+def test_validate_checks_target_task_and_clear_passwords(tmp_path: Path) -> None:
+    (tmp_path / "ws.yaml").write_text(
+        "triggers:\n"
+        "  orders:\n"
+        "    type: redis_stream\n"
+        "    target_task: nope\n"
+        "    url: redis://:hunter2@cache:6379/0\n"
+        "    stream: orders\n"
+    )
+    report = check_workspace(tmp_path / "ws.yaml", {})
+    messages = [p.message for p in report.problems]
+    assert any("target_task 'nope' is not defined" in m for m in messages), messages
+    assert any("password in clear" in m for m in messages), messages
