@@ -166,6 +166,8 @@ def trigger_rows(ws: Workspace) -> list[dict[str, Any]]:
                 backoff_secs=trigger.backoff_secs,
                 max_in_flight=trigger.max_in_flight,
             )
+        else:  # a built-in receiver: it feeds its target task directly
+            row.update(target_task=trigger.target_task, max_in_flight=trigger.max_in_flight)
         rows.append(row)
     return rows
 
