@@ -99,7 +99,7 @@ async def open_store(
     store = SqlStore(engine, connect_timeout=connect_timeout, busy_timeout=busy_timeout)
     try:
         if migrate:
-            await store.migrate()
+            await _migrate(store)
         else:
             await store.ping()
     except CommandError as exc:
@@ -112,6 +112,21 @@ async def open_store(
         raise ConfigError(unreachable_message(sa_url, exc)) from exc
     log.info("store.opened", url=shown, dialect=engine.dialect.name)
     return store
+
+
+async def _migrate(store: SqlStore, attempts: int = 8) -> None:
+    """Migrate; on SQLite retry a "database is locked" with backoff. SQLite reports it at
+    once, without its busy handler, when connections to a fresh database race to switch
+    it to WAL or to upgrade a read lock, as processes starting together do."""
+    for attempt in range(attempts):
+        try:
+            await store.migrate()
+            return
+        except DBAPIError as exc:
+            locked = store.dialect == "sqlite" and "locked" in str(exc).lower()
+            if not locked or attempt == attempts - 1:
+                raise
+            await asyncio.sleep(0.05 * 2**attempt)
 
 
 class SqlStore(StateOps, Store):
