@@ -24,6 +24,7 @@ from headwater.store.base import (
     JobFilter,
     JobRecord,
     JobStatus,
+    Lease,
     LogLine,
     LogRecord,
     LogStream,
@@ -61,6 +62,7 @@ class InMemoryStore(Store):
         self.steps: dict[str, dict[str, StepRecord]] = {}
         self.logs: list[LogRecord] = []
         self.state: dict[tuple[str, str], StateRecord] = {}
+        self.leases: dict[str, Lease] = {}
         self.broken = False  # True: count_jobs_by_status fails (health checks)
         self.closed = False
         self._broadcaster = Broadcaster()
@@ -329,11 +331,17 @@ class InMemoryStore(Store):
         raise NotImplementedError
 
     async def list_rejected(
-        self, source_id: str | None = None, limit: int = 100
+        self, source_id: str | None = None, limit: int = 100, pending_only: bool = False
     ) -> list[RejectedEvent]:
         raise NotImplementedError
 
     async def count_rejected(self, source_id: str) -> int:
+        raise NotImplementedError
+
+    async def get_rejected(self, ids: Sequence[int]) -> list[RejectedEvent]:
+        raise NotImplementedError
+
+    async def mark_replayed(self, rejected_id: int, job_id: str) -> None:
         raise NotImplementedError
 
     async def count_source(self, source_id: str) -> int:
@@ -365,6 +373,38 @@ class InMemoryStore(Store):
 
     async def delete_state(self, namespace: str, key: str) -> None:
         self.state.pop((namespace, key), None)
+
+    # -- leases ------------------------------------------------------------------------
+    async def acquire_lease(self, name: str, owner: str, ttl_secs: float) -> Lease | None:
+        now = datetime.now(UTC)
+        held = self.leases.get(name)
+        if held is not None and held.owner != owner and held.expires_at > now:
+            return None
+        expires = now + timedelta(seconds=ttl_secs)
+        if held is not None and held.owner == owner:
+            lease = Lease(name, owner, held.token, held.acquired_at, expires)
+        else:
+            lease = Lease(name, owner, (held.token + 1) if held else 1, now, expires)
+        self.leases[name] = lease
+        return lease
+
+    async def renew_lease(self, name: str, owner: str, token: int, ttl_secs: float) -> bool:
+        held = self.leases.get(name)
+        if held is None or held.owner != owner or held.token != token:
+            return False
+        expires = datetime.now(UTC) + timedelta(seconds=ttl_secs)
+        self.leases[name] = Lease(name, owner, token, held.acquired_at, expires)
+        return True
+
+    async def release_lease(self, name: str, owner: str, token: int) -> None:
+        held = self.leases.get(name)
+        if held is not None and held.owner == owner and held.token == token:
+            self.leases[name] = Lease(name, owner, token, held.acquired_at, datetime.now(UTC))
+
+    async def list_leases(self, prefix: str = "") -> list[Lease]:
+        return sorted(
+            (le for n, le in self.leases.items() if n.startswith(prefix)), key=lambda le: le.name
+        )
 
     # -- wake-ups ----------------------------------------------------------------------
     def subscribe(self, channel: Channel) -> Subscription:

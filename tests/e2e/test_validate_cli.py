@@ -15,7 +15,12 @@ HEADWATER = str(Path(sys.executable).parent / "headwater")
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 VALID_EXAMPLES = sorted(
-    [*EXAMPLES.glob("*.yaml"), *(EXAMPLES / "seed").glob("*.yaml"), EXAMPLES / "orders"]
+    [
+        *EXAMPLES.glob("*.yaml"),
+        *(EXAMPLES / "seed").glob("*.yaml"),
+        *(EXAMPLES / "receivers").glob("*.yaml"),
+        EXAMPLES / "orders",
+    ]
 )
 INVALID_EXAMPLES = sorted((EXAMPLES / "invalid").glob("*.yaml"))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -329,3 +330,57 @@ async def test_openapi_documents_the_job_json(client: httpx.AsyncClient) -> None
     run = paths["/api/tasks/{task}/run"]["post"]
     assert "201" in run["responses"]
     assert "422" in run["responses"]
+
+
+class _RuntimeWithTriggers(FakeRuntime):
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: dict[str, dict[str, Any]] = {
+            "orders": {"type": "kafka", "lag_events": 42, "lag_ms": 1500.5, "in_flight": 3},
+            "hook": {"type": "webhook", "lag_events": None},
+        }
+
+    async def trigger_states(self) -> dict[str, dict[str, Any]]:
+        return self.states
+
+
+async def test_metrics_export_receiver_lag_and_drop_triggers_that_went_away() -> None:
+    runtime = _RuntimeWithTriggers()
+    async with _client(create_app(runtime)) as client:
+        text = (await client.get("/metrics")).text
+        assert 'headwater_trigger_lag_events{trigger="orders",type="kafka"} 42.0' in text
+        assert 'headwater_trigger_lag_ms{trigger="orders",type="kafka"} 1500.5' in text
+        assert 'headwater_trigger_in_flight{trigger="orders",type="kafka"} 3.0' in text
+        assert 'trigger="hook"' not in text  # unknown lag is no series, not a zero
+        runtime.states = {}
+        assert 'trigger="orders"' not in (await client.get("/metrics")).text
+
+
+async def test_a_receiver_password_written_in_clear_is_not_listed() -> None:
+    from headwater.workspace.models import Workspace
+
+    ws = Workspace.model_validate(
+        {
+            "actions": {"noop": {"type": "script", "script": "true"}},
+            "tasks": {"handle": {"flow": {"run": {"action": "noop"}}}},
+            "triggers": {
+                "clear": {
+                    "type": "amqp",
+                    "url": "amqp://guest:hunter2@127.0.0.1:5672/",
+                    "queue": "q",
+                    "target_task": "handle",
+                },
+                "templated": {
+                    "type": "redis_stream",
+                    "url": "{{ secret.redis_url }}",
+                    "stream": "s",
+                    "target_task": "handle",
+                },
+            },
+        }
+    )
+    async with _client(create_app(FakeRuntime(workspace=ws))) as client:
+        listed = {t["name"]: t for t in (await client.get("/api/triggers")).json()}
+    assert "hunter2" not in json.dumps(listed)
+    assert listed["clear"]["task"] == "handle" and listed["clear"]["queue"] == "q"
+    assert listed["templated"]["url"] == "{{ secret.redis_url }}"

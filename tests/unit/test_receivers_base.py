@@ -82,3 +82,12 @@ def test_validate_checks_target_task_and_clear_passwords(tmp_path: Path) -> None
     messages = [p.message for p in report.problems]
     assert any("target_task 'nope' is not defined" in m for m in messages), messages
     assert any("password in clear" in m for m in messages), messages
+
+
+def test_every_receiver_trigger_type_has_a_receiver_and_a_contract_harness() -> None:
+    from headwater.triggers.receivers import RECEIVER_MODULES
+    from headwater.workspace.receiver_triggers import RECEIVER_TRIGGER_MODELS
+    from tests.integration.receivers.harness import HARNESS_MODULES
+
+    assert set(RECEIVER_MODULES) == set(RECEIVER_TRIGGER_MODELS) == set(HARNESS_MODULES)
+    assert len(RECEIVER_MODULES) == 8

@@ -33,7 +33,7 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from headwater.cli import client_cmds, run_cmds, workspace_cmds  # noqa: F401
+    from headwater.cli import client_cmds, dlq_cmds, run_cmds, workspace_cmds  # noqa: F401
 
 
 def main() -> None:

@@ -145,6 +145,24 @@ class HeadwaterClient:
         result: dict[str, Any] = self._request("POST", f"/api/triggers/{_seg(name)}/{_seg(action)}")
         return result
 
+    def list_dead_letters(
+        self, *, source_id: str | None = None, pending: bool = False, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"limit": limit, "pending": pending}
+        if source_id is not None:
+            params["source_id"] = source_id
+        found: list[dict[str, Any]] = self._request("GET", "/api/dead-letters", params=params)
+        return found
+
+    def replay_dead_letters(
+        self, ids: list[int], job_input: dict[str, Any] | None = None
+    ) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"ids": ids}
+        if job_input is not None:
+            body["input"] = job_input
+        result: list[dict[str, Any]] = self._request("POST", "/api/dead-letters/replay", json=body)
+        return result
+
     def reload_workspace(self) -> dict[str, Any]:
         result: dict[str, Any] = self._request("POST", "/api/workspaces/reload")
         return result

@@ -66,6 +66,10 @@ def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:
     if row.get("type") == "webhook":
         return str(row.get("path", ""))
     parts = []
+    if state.get("lag_events") is not None or state.get("lag_ms") is not None:
+        lag_ms = state.get("lag_ms")
+        age = f", oldest {lag_ms / 1000:.1f}s" if isinstance(lag_ms, int | float) else ""
+        parts.append(f"lag {state.get('lag_events', '?')}{age}")
     if state.get("restarts"):
         parts.append(f"{state['restarts']} restarts")
     if state.get("next_restart_at"):

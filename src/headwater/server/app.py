@@ -34,13 +34,19 @@ from headwater.errors import (
     WorkspaceError,
 )
 from headwater.server.auth import ApiKeyMiddleware, validate_api_keys
-from headwater.server.metrics import Metrics, RequestMetricsMiddleware, job_status_refresher
+from headwater.server.metrics import (
+    Metrics,
+    RequestMetricsMiddleware,
+    job_status_refresher,
+    trigger_state_refresher,
+)
 from headwater.server.routes_common import error_response
+from headwater.server.routes_dead_letters import dead_letters_router
 from headwater.server.routes_jobs import jobs_router
 from headwater.server.routes_ops import ops_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
-from headwater.server.runtime import Runtime
+from headwater.server.runtime import Runtime, TriggerStateProvider
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "error_status"]
 
@@ -86,6 +92,8 @@ def create_app(
     validate_api_keys(api_keys)
     metrics = Metrics()
     metrics.on_scrape(job_status_refresher(metrics, runtime.store))
+    if isinstance(runtime, TriggerStateProvider):
+        metrics.on_scrape(trigger_state_refresher(metrics, runtime.trigger_states))
 
     app = FastAPI(
         title="headwater",
@@ -105,6 +113,7 @@ def create_app(
     app.include_router(jobs_router(api_deps))
     app.include_router(tasks_router(api_deps))
     app.include_router(triggers_router(api_deps))
+    app.include_router(dead_letters_router(api_deps))
     app.include_router(ops_router())
 
     _install_error_handlers(app)

@@ -10,7 +10,8 @@ store-derived values at scrape time through ``Metrics.on_scrape``.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import structlog
 from prometheus_client import (
@@ -25,7 +26,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.store.base import JobStatus, Store
 
-__all__ = ["Metrics", "RequestMetricsMiddleware", "job_status_refresher"]
+__all__ = [
+    "Metrics",
+    "RequestMetricsMiddleware",
+    "job_status_refresher",
+    "trigger_state_refresher",
+]
 
 log = structlog.get_logger(__name__)
 
@@ -120,6 +126,43 @@ def job_status_refresher(metrics: Metrics, store: Store) -> Refresher:
         # drops to 0 instead of keeping its last count.
         for status in JobStatus:
             metrics.jobs.labels(status=status.value).set(counts.get(status.value, 0))
+
+    return refresh
+
+
+# Per-trigger numbers a trigger state may carry, exported as gauges of the same name.
+_TRIGGER_GAUGES = {
+    "lag_events": "Messages not yet acknowledged by a receiver (undelivered + pending)",
+    "lag_pending": "Messages a receiver has read but not yet acknowledged",
+    "lag_ms": "Age in milliseconds of a receiver's oldest unacknowledged message",
+    "in_flight": "Jobs of the trigger that are pending or running",
+    "events_accepted": "Events of the trigger that became jobs",
+    "events_rejected": "Events of the trigger stored as dead letters",
+}
+
+
+def trigger_state_refresher(
+    metrics: Metrics, states: Callable[[], Awaitable[Mapping[str, Mapping[str, Any]]]]
+) -> Refresher:
+    """Sets ``headwater_trigger_<number>{trigger, type}`` from the triggers' live state.
+
+    A trigger that no longer reports a number (removed, lag unknown) loses its series
+    rather than keeping a stale value."""
+    gauges = {
+        key: metrics.gauge(f"trigger_{key}", doc, ("trigger", "type"))
+        for key, doc in _TRIGGER_GAUGES.items()
+    }
+
+    async def refresh() -> None:
+        current = await states()
+        for gauge in gauges.values():
+            gauge.clear()
+        for name, state in current.items():
+            kind = str(state.get("type") or "")
+            for key, gauge in gauges.items():
+                value = state.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    gauge.labels(trigger=name, type=kind).set(value)
 
     return refresh
 

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.errors import ConfigError
 from headwater.server.routes_common import RuntimeDep
-from headwater.server.runtime import Runtime, TriggerControl, TriggerStateProvider
-from headwater.workspace.models import Trigger, WebhookTrigger
+from headwater.server.runtime import REDACTED, Runtime, TriggerControl, TriggerStateProvider
+from headwater.workspace.models import ReceiverTriggerBase, Trigger, WebhookTrigger
 
 __all__ = ["TriggerOut", "trigger_json", "triggers_router"]
 
@@ -95,8 +95,21 @@ def trigger_json(
         # A webhook's own ``name`` is its URL name; it must not replace the trigger's.
         **trigger.model_dump(mode="json", exclude={"secret", "name"}),
     }
+    data["task"] = trigger.task  # a receiver's is its target task (a property)
     if isinstance(trigger, WebhookTrigger):
         data["has_secret"] = trigger.secret is not None
         data["path"] = f"/hooks/{trigger.name or name}"
+    if isinstance(trigger, ReceiverTriggerBase):
+        # Connection settings written in clear (not as {{ secret.x }}) may hold passwords.
+        for field, value in trigger.templated().items():
+            if "{{" not in value and _may_hold_secret(field, value):
+                data[field] = REDACTED
     data["state"] = dict(state) if state is not None else None
     return data
+
+
+def _may_hold_secret(field: str, value: str) -> bool:
+    if any(word in field for word in ("password", "secret", "token", "key")):
+        return True
+    _, sep, rest = value.partition("://")
+    return bool(sep) and "@" in rest.split("/", 1)[0]  # user:password@host

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -22,6 +22,7 @@ __all__ = [
     "JobFilter",
     "JobRecord",
     "JobStatus",
+    "Lease",
     "LogLine",
     "LogRecord",
     "LogStream",
@@ -265,6 +266,8 @@ class RejectedEvent:
     reason: str
     dedup_key: str | None
     created_at: datetime | None = None
+    replayed_at: datetime | None = None  # set when ``headwater dlq replay`` made it a job
+    replay_job_id: str | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -276,6 +279,8 @@ class RejectedEvent:
             "reason": self.reason,
             "dedup_key": self.dedup_key,
             "created_at": _iso(self.created_at),
+            "replayed_at": _iso(self.replayed_at),
+            "replay_job_id": self.replay_job_id,
         }
 
 
@@ -288,6 +293,18 @@ class StateRecord:
     value: dict[str, Any]
     version: int  # 1 for the first write; compare-and-set on it
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who holds ``name`` until when. ``token`` is the fencing token: it grows whenever the
+    holder changes, so work stamped with an older token is refused."""
+
+    name: str
+    owner: str
+    token: int
+    acquired_at: datetime
+    expires_at: datetime
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -404,11 +421,20 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_rejected(
-        self, source_id: str | None = None, limit: int = 100
-    ) -> list[RejectedEvent]: ...
+        self, source_id: str | None = None, limit: int = 100, pending_only: bool = False
+    ) -> list[RejectedEvent]:
+        """Newest first; ``pending_only`` leaves out the ones already replayed."""
 
     @abc.abstractmethod
     async def count_rejected(self, source_id: str) -> int: ...
+
+    @abc.abstractmethod
+    async def get_rejected(self, ids: Sequence[int]) -> list[RejectedEvent]:
+        """The dead letters with these ids (missing ids are left out), in id order."""
+
+    @abc.abstractmethod
+    async def mark_replayed(self, rejected_id: int, job_id: str) -> None:
+        """Record that a dead letter became job ``job_id``."""
 
     @abc.abstractmethod
     async def count_source(self, source_id: str) -> int:
@@ -435,6 +461,29 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_state(self, namespace: str, key: str) -> None: ...
+
+    # -- leases (one holder per name; fencing tokens) ---------------------------------
+    @abc.abstractmethod
+    async def acquire_lease(self, name: str, owner: str, ttl_secs: float) -> Lease | None:
+        """Take ``name`` if it is free, expired or already ``owner``'s (then renewed, same
+        token); None while another owner holds it. A new holder gets token + 1."""
+
+    @abc.abstractmethod
+    async def renew_lease(self, name: str, owner: str, token: int, ttl_secs: float) -> bool:
+        """Extend a lease still held with ``token``; False when it was lost."""
+
+    @abc.abstractmethod
+    async def release_lease(self, name: str, owner: str, token: int) -> None:
+        """Give the lease up at once (it expires now; the next holder gets token + 1)."""
+
+    @abc.abstractmethod
+    async def list_leases(self, prefix: str = "") -> list[Lease]: ...
+
+    async def lease_is_current(self, name: str, token: int) -> bool:
+        """Whether ``token`` is the live holder's (the check a fenced write makes)."""
+        leases = await self.list_leases(name)
+        held = next((le for le in leases if le.name == name), None)
+        return held is not None and held.token == token and held.expires_at > datetime.now(UTC)
 
     # -- wake-ups --------------------------------------------------------------------
     @abc.abstractmethod

@@ -37,6 +37,7 @@ __all__ = [
     "FinishRequest",
     "NewJobRow",
     "NoLock",
+    "StepRow",
     "Transaction",
     "chunks",
     "driver_connection",
@@ -62,6 +63,21 @@ STEP_COLUMNS = (
 #  parent_job_id, max_attempts): one job to insert, already encoded.
 NewJobRow = tuple[str, str, str, str, str, str | None, str | None, str, str | None, int]
 
+# (job_id, name, action, status, exit_code, output JSON text or None, error, attempts,
+#  started_at, finished_at): one step row to upsert, already encoded.
+StepRow = tuple[
+    str,
+    str,
+    str | None,
+    str,
+    int | None,
+    str | None,
+    str | None,
+    int,
+    datetime | None,
+    datetime | None,
+]
+
 # (job_id, worker_id, status, output, error), as ``Store.finish_jobs`` takes it.
 FinishRequest = tuple[str, str | None, JobStatus, Any, str | None]
 
@@ -86,6 +102,10 @@ class FastPath(Protocol):
         ...
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None: ...
+
+    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
+        """Rows with distinct (job_id, name); raises on a job that does not exist."""
+        ...
 
     async def close(self) -> None: ...
 

@@ -29,6 +29,7 @@ from headwater.store.fastpath import (
     STEP_COLUMNS,
     FinishRequest,
     NewJobRow,
+    StepRow,
     driver_connection,
     job_record,
     step_record,
@@ -265,6 +266,30 @@ def _json_text(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
+_STEP_FIELDS = (
+    "action",
+    "status",
+    "exit_code",
+    "output",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+)
+_UPSERT_STEPS = f"""
+INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,
+                   started_at, finished_at)
+SELECT u.job_id, u.name, u.action, u.status, u.exit_code, CAST(u.output AS jsonb), u.error,
+       u.attempts, u.started_at, u.finished_at
+  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
+              $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
+       AS u(job_id, name, action, status, exit_code, output, error, attempts, started_at,
+            finished_at)
+ON CONFLICT (job_id, name) DO UPDATE
+   SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_FIELDS)}
+"""
+
+
 class PgFastPath:
     """The hot paths on PostgreSQL, each a single self-committing statement."""
 
@@ -327,6 +352,12 @@ class PgFastPath:
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
             await db.fetchval(_APPEND_LOGS, *columns)
+
+    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
+        columns = list(zip(*rows, strict=True))
+        async with self._engine.connect() as conn:
+            db = await driver_connection(conn)
+            await db.execute(_UPSERT_STEPS, *columns)
 
     async def close(self) -> None:
         return None  # its connections belong to the engine's pool

@@ -83,7 +83,6 @@ __all__ = [
     "step_from_row",
     "steps_of",
     "touch_worker",
-    "upsert_steps",
     "worker_from_row",
 ]
 
@@ -179,6 +178,8 @@ def rejected_from_row(row: Row[Any]) -> RejectedEvent:
         reason=row.reason,
         dedup_key=row.dedup_key,
         created_at=row.created_at,
+        replayed_at=row.replayed_at,
+        replay_job_id=row.replay_job_id,
     )
 
 
@@ -222,26 +223,6 @@ def list_jobs(flt: JobFilter) -> Select[Any]:
         cursor = tuple_(anchor, bindparam("before", flt.before_id))
         stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < cursor)
     return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(max(flt.limit, 0))
-
-
-def upsert_steps(dialect: str) -> Insert:
-    """Executed with a list of rows: one multi-VALUES upsert by (job_id, name)."""
-    stmt = insert_for(dialect)(steps)
-    updated = (
-        "action",
-        "status",
-        "exit_code",
-        "output",
-        "error",
-        "attempts",
-        "started_at",
-        "finished_at",
-    )
-    result: Insert = stmt.on_conflict_do_update(
-        index_elements=[steps.c.job_id, steps.c.name],
-        set_={name: stmt.excluded[name] for name in updated},
-    )
-    return result
 
 
 def request_cancel(job_id: str, now: datetime) -> Update:
@@ -375,10 +356,12 @@ def insert_rejected(dialect: str) -> Insert:
     return stmt
 
 
-def list_rejected(source_id: str | None, limit: int) -> Select[Any]:
+def list_rejected(source_id: str | None, limit: int, pending_only: bool = False) -> Select[Any]:
     stmt = select(rejected_events)
     if source_id is not None:
         stmt = stmt.where(rejected_events.c.source_id == source_id)
+    if pending_only:
+        stmt = stmt.where(rejected_events.c.replayed_at.is_(None))
     return stmt.order_by(rejected_events.c.id.desc()).limit(max(limit, 0))
 
 

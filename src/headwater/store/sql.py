@@ -18,7 +18,7 @@ from typing import Any
 
 import structlog
 from alembic.util.exc import CommandError
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headwater.errors import ConfigError, ConflictError, NotFoundError
@@ -34,15 +34,26 @@ from headwater.store.base import (
     LogRecord,
     NewJob,
     RecoveredJob,
-    RejectedEvent,
     StepRecord,
     StepUpdate,
     Store,
     Subscription,
     WorkerRecord,
 )
-from headwater.store.fastpath import FastPath, NewJobRow, NoLock, Transaction, chunks, hint
+from headwater.store.dead_letter_ops import DeadLetterOps
+from headwater.store.fastpath import (
+    FastPath,
+    FinishRequest,
+    NewJobRow,
+    NoLock,
+    StepRow,
+    Transaction,
+    chunks,
+    hint,
+)
+from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
+from headwater.store.lease_ops import LeaseOps
 from headwater.store.notify import Broadcaster
 from headwater.store.postgres import (
     PgFastPath,
@@ -129,7 +140,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-class SqlStore(StateOps, Store):
+class SqlStore(StateOps, LeaseOps, DeadLetterOps, Store):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
     def __init__(
@@ -168,7 +179,8 @@ class SqlStore(StateOps, Store):
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
             self._fast = SqliteFastPath(writer, self._write_lock, self._broadcaster.publish)
-        self._upsert_steps = q.upsert_steps(self._dialect)
+        self._step_commits: GroupCommit[StepRow, None] = GroupCommit(self._write_steps)
+        self._finish_commits: GroupCommit[FinishRequest, bool] = GroupCommit(self._write_finishes)
         self._insert_rejected = q.insert_rejected(self._dialect)
 
     @property
@@ -212,6 +224,8 @@ class SqlStore(StateOps, Store):
         self._closed = True
         if self._listener is not None:
             await self._listener.close()
+        await self._step_commits.close()
+        await self._finish_commits.close()
         self._broadcaster.close_all()
         await self._fast.close()
         await self._engine.dispose()
@@ -305,13 +319,18 @@ class SqlStore(StateOps, Store):
         output: Any = None,
         error: str | None = None,
     ) -> bool:
-        return (await self.finish_jobs([(job_id, worker_id, status, output, error)]))[0]
+        # Jobs finishing at the same time share one transaction (see group_commit).
+        (changed,) = await self._finish_commits.submit([(job_id, worker_id, status, output, error)])
+        return changed
 
     async def finish_jobs(
         self, results: Sequence[tuple[str, str | None, JobStatus, Any, str | None]]
     ) -> list[bool]:
         if not results:
             return []
+        return await self._write_finishes(results)
+
+    async def _write_finishes(self, results: Sequence[FinishRequest]) -> list[bool]:
         first: dict[str, int] = {}
         unique = []
         for i, result in enumerate(results):
@@ -327,29 +346,35 @@ class SqlStore(StateOps, Store):
         if not steps:
             return
         latest = {s.name: s for s in steps}  # one row per name: the last state wins
-        rows = [
-            {
-                "job_id": job_id,
-                "name": s.name,
-                "action": s.action,
-                "status": s.status.value,
-                "exit_code": s.exit_code,
-                "output": s.output,
-                "error": s.error,
-                "attempts": s.attempts,
-                "started_at": s.started_at,
-                "finished_at": s.finished_at,
-            }
+        rows: list[StepRow] = [
+            (
+                job_id,
+                s.name,
+                s.action,
+                s.status.value,
+                s.exit_code,
+                None if s.output is None else q.dumps(s.output),
+                s.error,
+                s.attempts,
+                s.started_at,
+                s.finished_at,
+            )
             for s in latest.values()
         ]
         try:
-            async with self._write() as tx:
-                for chunk in chunks(rows, q.MAX_PARAMS // len(rows[0])):
-                    await tx.conn.execute(self._upsert_steps, list(chunk))
-        except IntegrityError as exc:
+            # Concurrent jobs' step records share one transaction (see group_commit).
+            await self._step_commits.submit(rows)
+        except Exception as exc:
             if await self.get_job(job_id) is None:
                 raise NotFoundError(f"job {job_id} not found") from exc
             raise
+
+    async def _write_steps(self, rows: Sequence[StepRow]) -> list[None]:
+        # Callers write in order, so of two rows for one step the later is the newer.
+        latest = {(r[0], r[1]): r for r in rows}
+        for chunk in chunks(list(latest.values()), q.MAX_PARAMS // 10):
+            await self._fast.upsert_steps(chunk)
+        return [None] * len(rows)
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         async with self._write() as tx:
@@ -463,38 +488,6 @@ class SqlStore(StateOps, Store):
                 "store.job_recovered", job_id=job.id, requeued=job.requeued, reason=job.reason
             )
         return recovered
-
-    # -- rejected events -----------------------------------------------------------------
-    async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:
-        if not events:
-            return
-        now = utcnow()
-        rows = [
-            {
-                "source_type": e.source_type,
-                "source_id": e.source_id,
-                "target_task": e.target_task,
-                "payload": e.payload,
-                "reason": e.reason,
-                "dedup_key": e.dedup_key,
-                "created_at": e.created_at or now,
-            }
-            for e in events
-        ]
-        async with self._write() as tx:
-            for chunk in chunks(rows, q.MAX_PARAMS // len(rows[0])):
-                await tx.conn.execute(self._insert_rejected, list(chunk))
-
-    async def list_rejected(
-        self, source_id: str | None = None, limit: int = 100
-    ) -> list[RejectedEvent]:
-        async with self._reader.connect() as conn:
-            result = await conn.execute(q.list_rejected(source_id, limit))
-            return [q.rejected_from_row(r) for r in result]
-
-    async def count_rejected(self, source_id: str) -> int:
-        async with self._reader.connect() as conn:
-            return int((await conn.execute(q.count_rejected(source_id))).scalar_one())
 
     # -- wake-ups ------------------------------------------------------------------------
     def subscribe(self, channel: Channel) -> Subscription:

@@ -31,6 +31,7 @@ from headwater.store.fastpath import (
     STEP_COLUMNS,
     FinishRequest,
     NewJobRow,
+    StepRow,
     hint,
     job_record,
     step_record,
@@ -242,6 +243,24 @@ def _claim(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[JobR
     return jobs
 
 
+_STEP_FIELDS = (
+    "action",
+    "status",
+    "exit_code",
+    "output",
+    "error",
+    "attempts",
+    "started_at",
+    "finished_at",
+)
+_UPSERT_STEPS = (
+    "INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,"
+    " started_at, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (job_id, name) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in _STEP_FIELDS)
+)
+
+
 class SqliteFastPath:
     """The hot paths on SQLite: one writer-thread transaction each, under the store's
     write lock (so they never wait on our own Core writes through the busy handler);
@@ -305,6 +324,14 @@ class SqliteFastPath:
             await self._writer.transaction(lambda db: db.executemany(_INSERT_LOG, rows))
         for job_id in dict.fromkeys(x.job_id for x in lines):
             self._publish(Channel.LOGS.value, job_id)
+
+    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
+        encoded = [
+            (*row[:8], to_text(row[8]) if row[8] else None, to_text(row[9]) if row[9] else None)
+            for row in rows
+        ]
+        async with self._lock:
+            await self._writer.transaction(lambda db: db.executemany(_UPSERT_STEPS, encoded))
 
     async def close(self) -> None:
         await self._writer.close()

@@ -35,6 +35,7 @@ __all__ = [
     "LIVE_JOB_STATUSES",
     "UtcDateTime",
     "jobs",
+    "leases",
     "logs",
     "metadata",
     "rejected_events",
@@ -223,6 +224,8 @@ rejected_events = Table(
     Column("reason", Text, nullable=False),
     Column("dedup_key", Text, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
+    Column("replayed_at", UtcDateTime),
+    Column("replay_job_id", Text),
     Index("ix_rejected_events_source_id_id", "source_id", "id"),
     sqlite_autoincrement=True,
 )
@@ -237,4 +240,16 @@ state = Table(
     Column("value", _json(), nullable=False),
     Column("version", BigInteger, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Leases: exactly one holder per name (a trigger, a consumer) at a time. ``token`` grows
+# by one whenever the holder changes: the fencing token a stale holder is refused by.
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", Text, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("token", BigInteger, nullable=False),
+    Column("acquired_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
 )

@@ -22,9 +22,9 @@ from pydantic import BaseModel, ValidationError
 
 from headwater.errors import Problem, Severity, WorkspaceError
 from headwater.workspace.models import (
+    RECEIVER_TRIGGER_MODELS,
     Action,
     EventSourceTrigger,
-    RedisStreamTrigger,
     SchedulerTrigger,
     Step,
     Task,
@@ -52,7 +52,7 @@ _TRIGGER_MODELS: dict[str, type[BaseModel]] = {
     "scheduler": SchedulerTrigger,
     "webhook": WebhookTrigger,
     "event_source": EventSourceTrigger,
-    "redis_stream": RedisStreamTrigger,
+    **RECEIVER_TRIGGER_MODELS,
 }
 # Action fields a step may carry inline (the ones a Step does not have itself).
 _INLINE_KEYS = frozenset(Action.model_fields) - frozenset(Step.model_fields)

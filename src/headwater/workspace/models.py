@@ -15,7 +15,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from headwater.workspace.receiver_triggers import (
+    RECEIVER_TRIGGER_MODELS,
+    ReceiverTrigger,
+    ReceiverTriggerBase,
+    RedisStreamTrigger,
+)
+
 __all__ = [
+    "RECEIVER_TRIGGER_MODELS",
     "Action",
     "ActionType",
     "Duration",
@@ -25,6 +33,7 @@ __all__ = [
     "InputField",
     "Language",
     "ReceiverTrigger",
+    "ReceiverTriggerBase",
     "RedisStreamTrigger",
     "RestartPolicy",
     "RetryPolicy",
@@ -358,38 +367,8 @@ class EventSourceTrigger(_TriggerBase):
         return float(min(300.0, self.backoff_secs * (2 ** (n - 1))))
 
 
-class RedisStreamTrigger(_TriggerBase):
-    """A built-in receiver: each Redis Stream entry read through a consumer group becomes
-    one job of ``target_task`` (``headwater.triggers.receivers.redis_stream``)."""
-
-    type: Literal["redis_stream"]
-    target_task: str
-    url: str  # templated: redis://:{{ secret.redis_password }}@host:6379/0
-    stream: str
-    group: str = "headwater"
-    consumer: str | None = None  # default host:pid
-    batch_size: int = Field(default=100, ge=1, le=10_000)
-    block_ms: int = Field(default=5_000, ge=1, le=600_000)
-    start_id: Literal["$", "0"] = "$"  # where a new group starts: new entries or all
-    input: dict[str, Any] = Field(default_factory=dict)
-    max_in_flight: int | None = Field(default=None, ge=1)
-    dedup_key: str | None = None  # template; default redis_stream:{ws}/{trigger}:{id}
-    payload_field: str = "payload"  # the entry field holding the body; others: metadata
-    format: Literal["auto", "json", "text"] = "auto"  # json: a non-JSON body is poison
-    claim_idle_ms: int = Field(default=60_000, ge=1_000)  # take over a dead consumer's
-
-    @property
-    def task(self) -> str:
-        # Trigger listings show every trigger's task; a receiver's is the target.
-        return self.target_task
-
-
-# Every built-in receiver trigger; grows with each broker (kafka, amqp, mqtt, …).
-ReceiverTrigger = RedisStreamTrigger
-
-
 Trigger = Annotated[
-    SchedulerTrigger | WebhookTrigger | EventSourceTrigger | RedisStreamTrigger,
+    SchedulerTrigger | WebhookTrigger | EventSourceTrigger | ReceiverTrigger,
     Field(discriminator="type"),
 ]
 

@@ -20,7 +20,7 @@ from headwater.workspace.models import (
     ActionType,
     EventSourceTrigger,
     Hook,
-    RedisStreamTrigger,
+    ReceiverTriggerBase,
     RunnerKind,
     SchedulerTrigger,
     Step,
@@ -257,7 +257,7 @@ class _Checker:
     # -- triggers --------------------------------------------------------------------------
     def trigger(self, name: str, trigger: Any) -> None:
         path: YamlPath = ("triggers", name)
-        if isinstance(trigger, RedisStreamTrigger):
+        if isinstance(trigger, ReceiverTriggerBase):
             self.receiver_trigger(trigger, path)
             return
         self.task_ref(trigger.task, (*path, "task"), "task")
@@ -283,19 +283,22 @@ class _Checker:
         elif isinstance(trigger, WebhookTrigger) and trigger.secret is not None:
             self.template(trigger.secret, (*path, "secret"))
 
-    def receiver_trigger(self, trigger: RedisStreamTrigger, path: YamlPath) -> None:
+    def receiver_trigger(self, trigger: ReceiverTriggerBase, path: YamlPath) -> None:
         """A broker receiver: its target task, templates, and no password in clear."""
         self.task_ref(trigger.target_task, (*path, "target_task"), "target_task")
         self.template(trigger.input, (*path, "input"))
-        self.template(trigger.url, (*path, "url"))
         if trigger.dedup_key is not None:
             self.template(trigger.dedup_key, (*path, "dedup_key"))
-        if _CLEAR_PASSWORD.search(trigger.url):
-            self.warn(
-                (*path, "url"),
-                "the URL holds a password in clear; write it as `{{ secret.name }}` and"
-                " define the secret under `secrets:`",
-            )
+        for name, value in trigger.templated().items():
+            self.template(value, (*path, name))
+            if _CLEAR_PASSWORD.search(value) or (
+                ("password" in name or "secret" in name) and "{{" not in value
+            ):
+                self.warn(
+                    (*path, name),
+                    f"`{name}` holds a password in clear; write it as `{{{{ secret.name }}}}`"
+                    " and define the secret under `secrets:`",
+                )
 
     def task_ref(self, task: str, path: YamlPath, key: str) -> None:
         if task not in self.defined.tasks:

@@ -72,6 +72,9 @@ class Rig:
         return workspace_with(self.trigger)
 
     async def start(self, dispatcher: Dispatcher | None = None) -> ReceiverManager:
+        attach = getattr(self.harness, "attach", None)
+        if attach is not None:  # a harness that reads the receiver's checkpoint
+            attach(self.store)
         self.dispatcher = dispatcher or Dispatcher(self.store, self.workspace)
         self.stop = asyncio.Event()
         self.manager = ReceiverManager(
@@ -79,7 +82,7 @@ class Rig:
             self.dispatcher,
             self.workspace,
             TemplateEngine(),
-            lambda: SECRETS,
+            lambda: {**SECRETS, **getattr(self.harness, "secrets", dict)()},
             backoff_initial=0.05,
             backoff_max=0.2,
         )

@@ -1,15 +1,14 @@
 """One harness per broker: what the contract suite needs to drive a receiver.
 
-Adding a broker to the suite means adding a harness here and to ``HARNESSES``.
+Adding a broker to the suite means adding ``harnesses/<trigger type>.py`` with one class
+that has ``trigger_type`` and listing it in ``HARNESS_MODULES``. A harness may define
+``secrets()`` returning the workspace secrets its trigger templates refer to.
 """
 
 from __future__ import annotations
 
-import json
-import uuid
+import importlib
 from typing import Any, Protocol
-
-from tests.conftest import require_service
 
 
 class ReceiverHarness(Protocol):
@@ -37,67 +36,35 @@ class ReceiverHarness(Protocol):
         """Messages the receiver has not read yet (what backpressure leaves in the broker)."""
         ...
 
-
-class RedisStreamHarness:
-    trigger_type = "redis_stream"
-    url = "redis://127.0.0.1:6379/0"
-
-    def __init__(self) -> None:
-        require_service("redis")
-        import redis.asyncio as aioredis
-
-        self.stream = f"hw_test_{uuid.uuid4().hex[:10]}"
-        self.group = "headwater"
-        self.client: Any = aioredis.from_url(self.url)
-
-    def trigger(self, **overrides: Any) -> dict[str, Any]:
-        return {
-            "type": "redis_stream",
-            "target_task": "handle",
-            "url": "{{ secret.redis_url }}",
-            "stream": self.stream,
-            "group": self.group,
-            "consumer": "test-consumer",
-            "start_id": "0",
-            "block_ms": 200,
-            "batch_size": 10,
-            **overrides,
-        }
-
-    async def setup(self) -> None:
-        await self.client.delete(self.stream)
-
-    async def cleanup(self) -> None:
-        await self.client.delete(self.stream)
-        await self.client.aclose()
-
-    async def publish(self, payloads: list[Any]) -> list[str]:
-        pipe = self.client.pipeline(transaction=False)
-        for p in payloads:
-            pipe.xadd(self.stream, {"payload": json.dumps(p), "origin": "test"})
-        return [i.decode() for i in await pipe.execute()]
-
-    async def publish_raw(self, body: bytes) -> str:
-        entry_id = await self.client.xadd(self.stream, {"payload": body})
-        return str(entry_id.decode())
-
-    async def _group(self) -> dict[str, Any] | None:
-        if not await self.client.exists(self.stream):
-            return None
-        for g in await self.client.xinfo_groups(self.stream):
-            if g["name"].decode() == self.group:
-                return dict(g)
-        return None
-
-    async def unacked(self) -> int:
-        g = await self._group()
-        return int(g["pending"]) if g else 0
-
-    async def undelivered(self) -> int:
-        g = await self._group()
-        if g is None:
-            return int(await self.client.xlen(self.stream))
-        return int(g["lag"])
+    async def interrupt(self) -> None:
+        """Cut the receiver off the way a broker restart does: restart the broker when that
+        is cheap and keeps its messages, otherwise close the receiver's connections from
+        the server side. Other tests' connections to a shared broker must survive."""
+        ...
 
 
-HARNESSES: dict[str, type[Any]] = {"redis_stream": RedisStreamHarness}
+HARNESS_MODULES = (
+    "redis_stream",
+    "redis_list",
+    "amqp",
+    "mqtt",
+    "nats",
+    "kafka",
+    "sqs",
+    "postgres",
+)
+
+
+def _load() -> dict[str, type[Any]]:
+    found: dict[str, type[Any]] = {}
+    for name in HARNESS_MODULES:
+        module = importlib.import_module(f"tests.integration.receivers.harnesses.{name}")
+        for value in vars(module).values():
+            if isinstance(value, type) and getattr(value, "trigger_type", None) == name:
+                found[name] = value
+    missing = set(HARNESS_MODULES) - set(found)
+    assert not missing, f"harness modules without a harness class: {sorted(missing)}"
+    return found
+
+
+HARNESSES: dict[str, type[Any]] = _load()

@@ -140,3 +140,14 @@ async def _has_pending(rig: Rig) -> bool:
 
 async def _armed_fired(dispatcher: _CancelAfterDispatch) -> bool:
     return not dispatcher.armed
+
+
+async def test_broker_interruption_mid_stream_loses_nothing(rig: Rig) -> None:
+    await rig.start()
+    await rig.harness.publish([{"n": i} for i in range(10)])
+    await rig.wait_jobs(10)
+    await rig.harness.interrupt()
+    await rig.harness.publish([{"n": i} for i in range(10, 20)])
+    jobs = await rig.wait_jobs(20, timeout=30)
+    assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(20))
+    await eventually(lambda: _acked(rig), timeout=30, what="every message acknowledged")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
-from tests.integration.receivers.harness import RedisStreamHarness
+from tests.integration.receivers.harnesses.redis_stream import RedisStreamHarness
 
 pytestmark = pytest.mark.parametrize("harness", ["redis_stream"], indirect=True)
 

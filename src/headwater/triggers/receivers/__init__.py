@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeGuard
 
 from headwater.errors import ConfigError
 from headwater.triggers.receivers.base import (
@@ -19,6 +19,7 @@ from headwater.triggers.receivers.base import (
     ReceiverLag,
     receiver_key,
 )
+from headwater.workspace.receiver_triggers import ReceiverTriggerBase
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = [
@@ -36,13 +37,20 @@ __all__ = [
 # trigger type → the module whose ``create_receiver(trigger, render, templates)`` builds it
 RECEIVER_MODULES: dict[str, str] = {
     "redis_stream": "headwater.triggers.receivers.redis_stream",
+    "redis_list": "headwater.triggers.receivers.redis_list",
+    "amqp": "headwater.triggers.receivers.amqp",
+    "mqtt": "headwater.triggers.receivers.mqtt",
+    "nats": "headwater.triggers.receivers.nats",
+    "kafka": "headwater.triggers.receivers.kafka",
+    "sqs": "headwater.triggers.receivers.sqs",
+    "postgres": "headwater.triggers.receivers.postgres",
 }
 
 ReceiverFactory = Callable[[Any, Callable[[Any, str], Any], TemplateEngine], EventReceiver]
 
 
-def is_receiver_trigger(trigger: Any) -> bool:
-    return getattr(trigger, "type", None) in RECEIVER_MODULES
+def is_receiver_trigger(trigger: object) -> TypeGuard[ReceiverTriggerBase]:
+    return isinstance(trigger, ReceiverTriggerBase) and trigger.type in RECEIVER_MODULES
 
 
 def create_receiver(

@@ -28,6 +28,7 @@ from headwater.triggers.receivers import (
     ReceiverFactory,
     create_receiver,
     is_receiver_trigger,
+    receiver_key,
 )
 from headwater.workspace.models import Workspace
 from headwater.workspace.templating import TemplateEngine
@@ -210,6 +211,7 @@ class ReceiverManager:
             if not is_receiver_trigger(trigger):
                 continue
             slot = self._slots.get(name)
+            source_id = receiver_key(ws.name, name)
             state: dict[str, Any] = {
                 "type": trigger.type,
                 "state": slot.phase if slot else ("starting" if trigger.enabled else "disabled"),
@@ -219,6 +221,10 @@ class ReceiverManager:
                 "lag_events": None,
                 "lag_pending": None,
                 "lag_ms": None,
+                "in_flight": await self._store.count_in_flight(source_id),
+                "max_in_flight": trigger.max_in_flight,
+                "events_accepted": await self._store.count_source(source_id),
+                "events_rejected": await self._store.count_rejected(source_id),
             }
             if slot is not None and slot.receiver is not None:
                 with contextlib.suppress(Exception):

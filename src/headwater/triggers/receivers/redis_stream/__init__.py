@@ -21,5 +21,5 @@ def create_receiver(
     if not isinstance(trigger, RedisStreamTrigger):
         raise TypeError(f"not a redis_stream trigger: {type(trigger).__name__}")
     return RedisStreamReceiver(
-        RedisStreamSettings.from_trigger(trigger, render), templates, trigger.target_task
+        RedisStreamSettings.from_trigger(trigger, render), templates, trigger
     )

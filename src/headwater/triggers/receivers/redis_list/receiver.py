@@ -1,0 +1,152 @@
+"""Redis lists as work queues: each element pushed by a producer becomes one job.
+
+Producers ``LPUSH`` to the list. A list element has no identity of its own, so the move
+to the processing list (one Lua script, atomic) stamps each element with a number from a
+counter beside the list: ``{list}:seq``. The processing list holds ``<seq>:<element>``,
+and the sequence number is the message id, hence the dedup key. After the batch's jobs
+committed, its entries are removed from the processing list (``LREM``); after a crash
+they are still there, are dispatched again on start, and come back as duplicates. Two
+identical payloads pushed twice are two messages with two numbers: two jobs.
+
+Waiting for elements uses ``BLMOVE list list RIGHT RIGHT``: on a list of one element
+or more it moves the tail onto itself (a no-op), so it only blocks until the list is not
+empty, without taking the element; the script then takes up to the room left.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from headwater.triggers.receivers.base import ReceiverLag
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.workspace.receiver_triggers import RedisListTrigger
+from headwater.workspace.templating import TemplateEngine
+
+__all__ = ["RedisListReceiver", "RedisListSettings"]
+
+# KEYS: list, processing list, counter; ARGV: how many. Returns the stamped entries.
+_TAKE = """
+local taken = {}
+for i = 1, tonumber(ARGV[1]) do
+  local value = redis.call('RPOP', KEYS[1])
+  if not value then break end
+  local entry = redis.call('INCR', KEYS[3]) .. ':' .. value
+  redis.call('LPUSH', KEYS[2], entry)
+  taken[#taken + 1] = entry
+end
+return taken
+"""
+
+
+class RedisListSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str
+    list: str
+    processing_list: str
+    consumer: str
+    batch_size: int
+    block_secs: float
+
+    @classmethod
+    def from_trigger(
+        cls, trigger: RedisListTrigger, render: Callable[[Any, str], Any]
+    ) -> RedisListSettings:
+        consumer = trigger.consumer or f"{socket.gethostname()}:{os.getpid()}"
+        return cls(
+            url=str(render(trigger.url, "url")),
+            list=trigger.list,
+            processing_list=trigger.processing_list or f"{trigger.list}:processing:{consumer}",
+            consumer=consumer,
+            batch_size=trigger.batch_size,
+            block_secs=trigger.block_secs,
+        )
+
+
+class RedisListReceiver(BatchReceiver):
+    trigger_type = "redis_list"
+    dropped = (RedisConnectionError, RedisTimeoutError, OSError)
+
+    def __init__(
+        self, settings: RedisListSettings, templates: TemplateEngine, trigger: RedisListTrigger
+    ) -> None:
+        super().__init__(templates, trigger)
+        self.settings = settings
+        self._client: Any = None  # redis-py types asyncio methods as T | Awaitable[T]
+        self._take: Any = None
+
+    def public_settings(self) -> dict[str, Any]:
+        data = self.settings.model_dump(exclude={"url"})
+        data["url"] = without_credentials(self.settings.url)
+        return data
+
+    async def connect(self) -> None:
+        # The name lets operators (and tests) find our connections in CLIENT LIST.
+        self._client = aioredis.from_url(
+            self.settings.url,
+            decode_responses=False,
+            client_name=f"headwater:redis_list:{self.ctx.source_id}",
+        )
+        self._take = self._client.register_script(_TAKE)
+
+    async def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            try:
+                await client.aclose()
+            except Exception:  # already gone
+                self.log.debug("receiver_close_failed")
+
+    async def backfill(self) -> None:
+        """Entries moved but not removed before a crash or a stop: dispatch them again."""
+        s = self.settings
+        while not self.stopping:
+            raw = await self._client.lrange(s.processing_list, -s.batch_size, -1)
+            if not raw:
+                return
+            # Oldest first: the processing list grows at its head.
+            await self.handle([self._message(entry) for entry in reversed(raw)])
+
+    async def fetch(self, room: int) -> Sequence[BrokerMessage]:
+        s = self.settings
+        keys = [s.list, s.processing_list, f"{s.list}:seq"]
+        taken = await self._take(keys=keys, args=[room])
+        if not taken:
+            # Block until the list has an element (a no-op move), then take it.
+            if await self._client.blmove(s.list, s.list, s.block_secs, "RIGHT", "RIGHT") is None:
+                return []
+            taken = await self._take(keys=keys, args=[room])
+        return [self._message(entry) for entry in taken]
+
+    async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for message in messages:
+            pipe.lrem(self.settings.processing_list, 1, message.handle)
+        await pipe.execute()
+
+    async def lag(self) -> ReceiverLag | None:
+        if self._client is None:
+            return None
+        try:
+            waiting = int(await self._client.llen(self.settings.list))
+            pending = int(await self._client.llen(self.settings.processing_list))
+        except self.dropped:
+            return None
+        return ReceiverLag(events=waiting + pending, pending=pending, ms=None)
+
+    def _message(self, entry: bytes) -> BrokerMessage:
+        seq, _, body = entry.partition(b":")
+        return BrokerMessage(
+            id=seq.decode(),
+            body=body,
+            metadata={"list": self.settings.list, "seq": int(seq)},
+            handle=entry,
+        )
