@@ -1,0 +1,130 @@
+"""Event-source ingest: a consumer prints N ``OUTPUT:`` lines as fast as it can; how many
+target jobs per second are committed (the targets are not run: no worker has their tag).
+
+Printed next to the machine's limit measured in the same run: the store's own batched
+insert of the same jobs (``insert_jobs`` in 500-row batches).
+
+    python bench/ingest.py [--n 100000] [--pg postgresql://postgres@127.0.0.1:5432/test]
+                           [--skip-pg] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
+
+from headwater.dispatch.dispatcher import Event  # noqa: E402
+from headwater.node import Node, NodeSettings  # noqa: E402
+from headwater.worker.worker import WorkerSettings  # noqa: E402
+
+WORKSPACE = """
+actions:
+  produce:
+    type: script
+    language: python
+    script: |
+      import sys
+      out = sys.stdout
+      for i in range({n}):
+          out.write('OUTPUT: {{"n": %d}}\\n' % i)
+      out.flush()
+      import time
+      time.sleep(3600)  # a consumer does not end; the benchmark stops it
+  handle:
+    type: script
+    script: "true"
+    tags: [not-in-this-benchmark]
+tasks:
+  consumer:
+    flow:
+      produce: {{ action: produce }}
+  target:
+    input:
+      n: {{ type: integer }}
+    flow:
+      handle: {{ action: handle }}
+triggers:
+  firehose:
+    type: event_source
+    task: consumer
+    target_task: target
+"""
+
+
+async def ingest(db_url: str, n: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        ws = Path(tmp) / "ws.yaml"
+        ws.write_text(textwrap.dedent(WORKSPACE.format(n=n)))
+        node = Node(ws, NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=2)))
+        await node.start()
+        stop = asyncio.Event()
+        try:
+            source = f"{node.workspace().name}/firehose"
+            started = time.perf_counter()
+            tasks = [
+                asyncio.create_task(node.run_worker(stop)),
+                asyncio.create_task(node.run_triggers(stop, watch=False)),
+            ]
+            first: float | None = None
+            while True:
+                count = await node.store.count_source(source)
+                now = time.perf_counter()
+                if count and first is None:
+                    first = now
+                if count >= n or now - started > 600:
+                    break
+                await asyncio.sleep(0.02)
+            elapsed = now - (first or started)
+            stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            # The limit: the same jobs through the store's batched insert, no pipe.
+            job = node.dispatcher.prepare(Event("target", {"n": 1}, "bench"))
+            t0 = time.perf_counter()
+            for start in range(0, n, 500):
+                await node.store.insert_jobs([job] * min(500, n - start))
+            insert_rate = n / (time.perf_counter() - t0)
+            return {"events_per_s": count / elapsed, "jobs": count, "insert_per_s": insert_rate}
+        finally:
+            await node.close()
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--n", type=int, default=100_000)
+    ap.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
+    ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = await ingest(f"sqlite:///{tmp}/ingest.db", args.n)
+    if not args.skip_pg:
+        url = await create_pg_database("hw_bench")
+        try:
+            results["postgresql"] = await ingest(url, args.n)
+        finally:
+            await drop_pg_database(url)
+    print(f"\nevent-source ingest, n={args.n:,} (OUTPUT: lines → committed target jobs)")
+    print(f"{'database':12} {'events/s':>10} {'batched insert/s':>17} {'% of insert':>12}")
+    for db, r in results.items():
+        pct = r["events_per_s"] / r["insert_per_s"] * 100
+        print(f"{db:12} {r['events_per_s']:>10,.0f} {r['insert_per_s']:>17,.0f} {pct:>11.0f}%")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
