@@ -34,14 +34,16 @@ from headwater.runners.base import Runner
 from headwater.runners.local import LocalRunner
 from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
 from headwater.store.sql import open_store
+from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_trigger
 from headwater.triggers.context import CallbackTriggerContext
-from headwater.triggers.emitter import EventSourceLineHook, LocalEmitter
+from headwater.triggers.emitter import LocalEmitter
 from headwater.triggers.event_source import (
     CONSUMER_SOURCE_TYPE,
     EventSourceManager,
     iso,
     trigger_key,
 )
+from headwater.triggers.owner import TriggerOwner
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
 from headwater.worker.worker import Worker, WorkerSettings
@@ -96,6 +98,9 @@ class Node:
         self.store: Store  # set by start()
         self.templates = TemplateEngine()
         self.on_reload: list[Callable[[Workspace], None]] = []
+        # Set before start() by ``headwater server``: serve only the triggers whose lease
+        # this process holds (None: every trigger, as ``headwater up`` does).
+        self.owner: TriggerOwner | None = None
         self._started = False
 
     # -- Runtime protocol (used by the HTTP app) -------------------------------------------
@@ -147,9 +152,16 @@ class Node:
             max_line_bytes=self.settings.max_line_bytes,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
-        self.event_sources = EventSourceManager(self.store, self.dispatcher, self.workspace)
+        self.event_sources = EventSourceManager(
+            self.store, self.dispatcher, self.workspace, owner=self.owner
+        )
         self.receivers = ReceiverManager(
-            self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
+            self.store,
+            self.dispatcher,
+            self.workspace,
+            self.templates,
+            lambda: self.holder.secrets,
+            owner=self.owner,
         )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
@@ -159,7 +171,7 @@ class Node:
             secrets=lambda: self.holder.secrets,
             redact=self.redact,
         )
-        self.scheduler = Scheduler(self.trigger_ctx)
+        self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner)
         self.executor = JobExecutor(self.steps)
         self.worker: Worker | None = None
         if self.settings.run_worker:
@@ -243,51 +255,23 @@ class Node:
     # -- event sources -------------------------------------------------------------------
     def consumer_trigger(self, job: JobRecord) -> tuple[str, EventSourceTrigger] | None:
         """The event-source trigger a consumer job serves (None for other jobs)."""
-        if job.source_type != CONSUMER_SOURCE_TYPE or job.source_id is None:
-            return None
-        key = job.source_id.removesuffix("#consumer")
-        ws = self.holder.workspace
-        name = key.removeprefix(f"{ws.name}/")
-        trigger = ws.triggers.get(name)
-        if isinstance(trigger, EventSourceTrigger):
-            return key, trigger
-        return None
-
-    def _secret_context(self) -> dict[str, Any]:
-        secrets = self.holder.secrets
-        return {"secret": secrets, "secrets": secrets}
+        return consumer_trigger(self.holder.workspace, job)
 
     def _line_hook(self, job: JobRecord, step: str, step_attempt: int) -> LineHook | None:
-        found = self.consumer_trigger(job)
-        if found is None:
-            return None
-        key, trigger = found
-        defaults = self.templates.render(
-            trigger.input, self._secret_context(), where=f"trigger {key!r} input"
-        )
-        return EventSourceLineHook(
+        h = self.holder
+        return consumer_line_hook(
+            h.workspace,
+            self.templates,
+            h.secrets,
             job,
             step,
             step_attempt,
-            key,
-            trigger.target_task,
-            defaults if isinstance(defaults, Mapping) else {},
-            trigger.max_in_flight,
-            trigger.max_line_bytes,
-            self.emitter,
+            lambda key, trigger: self.emitter,
             self.logs,
         )
 
     def _extra_env(self, job: JobRecord) -> Mapping[str, str]:
-        found = self.consumer_trigger(job)
-        if found is None:
-            return {}
-        key, trigger = found
-        ctx = self._secret_context()
-        return {
-            k: str(self.templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
-            for k, v in trigger.env.items()
-        }
+        return consumer_env(self.holder.workspace, self.templates, self.holder.secrets, job)
 
     def _tag_signatures(self) -> Sequence[str]:
         return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]

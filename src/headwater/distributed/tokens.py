@@ -33,7 +33,7 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
-TOKEN_PREFIX = "hwt"
+TOKEN_PREFIX = "hwt"  # noqa: S105 (a format marker, not a secret)
 _ID_HEX = 12
 _SECRET_HEX = 64
 _MAX_TOKEN_LENGTH = 200

@@ -63,7 +63,8 @@ class WorkerOps:
                         for i in ids
                     ],
                 )
-                await tx.notify(Channel.JOBS, (hint([s]) for s in sorted({r.tags for r in orphans})))
+                signatures = sorted({r.tags for r in orphans})
+                await tx.notify(Channel.JOBS, (hint([s]) for s in signatures))
                 await tx.notify(Channel.LOGS, ids)
         lost = tuple(i for i in active if i not in running)
         return WorkerJobsReconciled(requeued=tuple(r.id for r in orphans), lost=lost)

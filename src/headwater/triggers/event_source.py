@@ -30,6 +30,7 @@ import structlog
 from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.errors import ConflictError, HeadwaterError, NotFoundError
 from headwater.store.base import Channel, JobRecord, JobStatus, Store
+from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.workspace.models import EventSourceTrigger, RestartPolicy, Workspace
 
 __all__ = [
@@ -107,10 +108,13 @@ class EventSourceManager:
         store: Store,
         dispatcher: Dispatcher,
         workspace: Any,  # Callable[[], Workspace]
+        owner: TriggerOwner | None = None,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._workspace = workspace
+        # Several servers: each reconciles only the triggers whose lease it holds.
+        self._owner: TriggerOwner = owner or ServesAll()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -151,9 +155,13 @@ class EventSourceManager:
                 continue
             key = trigger_key(ws.name, name)
             seen.add(key)
+            if not self._owner.owns(name):
+                continue
             due = await self._reconcile_one(ws, key, trigger, now)
             if due is not None:
                 next_due = min(next_due, max(0.0, due - now))
+        if not self._owner.is_janitor():
+            return next_due
         for record in await self._store.list_state(STATE_NAMESPACE):
             if record.key.startswith(f"{ws.name}/") and record.key not in seen:
                 await self._retire(record.key, TriggerState.from_json(record.value))
