@@ -132,8 +132,9 @@ class Node:
         return {"worker": worker, "workspace": self.holder.workspace.name}
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> None:
-        self.store = await open_store(self.settings.db_url)
+    async def start(self, store: Store | None = None) -> None:
+        """Open the store (or take ``store``, already open: the node closes it)."""
+        self.store = store if store is not None else await open_store(self.settings.db_url)
         self.dispatcher = Dispatcher(self.store, self.workspace)
         self.batching = BatchingDispatcher(self.dispatcher)
         self.logs = LogWriter(self.store, redact=self._redact_text)

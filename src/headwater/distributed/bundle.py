@@ -29,6 +29,7 @@ __all__ = [
     "MAX_BUNDLE_BYTES",
     "WorkspaceBundle",
     "build_bundle",
+    "is_cached",
     "revision_of",
     "unpack_bundle",
 ]
@@ -103,12 +104,19 @@ def revision_of(bundle: WorkspaceBundle, secrets: Mapping[str, str]) -> str:
     return digest.hexdigest()[:32]
 
 
-def unpack_bundle(archive: bytes, sha256: str, cache_dir: Path, name: str, entry: str) -> Workspace:
-    """Unpack into ``cache_dir/<sha256>`` (once) and load the workspace from there."""
-    if hashlib.sha256(archive).hexdigest() != sha256:
-        raise HeadwaterError("the workspace archive does not match its checksum")
+def is_cached(cache_dir: Path, sha256: str) -> bool:
+    return (cache_dir / sha256 / ".complete").exists()
+
+
+def unpack_bundle(
+    archive: bytes | None, sha256: str, cache_dir: Path, name: str, entry: str
+) -> Workspace:
+    """Unpack into ``cache_dir/<sha256>`` (unless already there: ``archive`` may then be
+    None) and load the workspace from there under the server's ``name``."""
     target = cache_dir / sha256
-    if not (target / ".complete").exists():
+    if not is_cached(cache_dir, sha256):
+        if archive is None or hashlib.sha256(archive).hexdigest() != sha256:
+            raise HeadwaterError("the workspace archive does not match its checksum")
         staging = cache_dir / f".{sha256}.partial"
         if staging.exists():
             _remove_tree(staging)

@@ -70,7 +70,7 @@ class TriggerOwnership:
         self._ttl = ttl
         self._check = check_interval
         self._margin = min(1.0, ttl / 4)
-        self._on_change = on_change
+        self.on_change = on_change  # called when the set of held leases changes
         self._held: dict[str, _Held] = {}
         self._taken_over: set[str] = set()
 
@@ -147,7 +147,7 @@ class TriggerOwnership:
                 changed |= await self._acquire(name, lease)
         self._expire_unconfirmed()
         if changed:
-            self._on_change()
+            self.on_change()
 
     async def _renew(self, name: str, held: _Held) -> bool:
         started = time.monotonic()
@@ -167,8 +167,12 @@ class TriggerOwnership:
         self._held[name] = _Held(lease.token, started + self._ttl - self._margin, started)
         if previous is not None and previous.owner != self.owner:
             self._taken_over.add(name)
-            log.info("trigger_lease_taken_over", lease=name, token=lease.token,
-                     previous_owner=previous.owner)  # fmt: skip
+            log.info(
+                "trigger_lease_taken_over",
+                lease=name,
+                token=lease.token,
+                previous_owner=previous.owner,
+            )
         else:
             log.info("trigger_lease_acquired", lease=name, token=lease.token)
         return True
@@ -180,7 +184,7 @@ class TriggerOwnership:
             log.warning("trigger_lease_unconfirmed", lease=name)
             del self._held[name]
         if gone:
-            self._on_change()
+            self.on_change()
 
     async def release_all(self) -> None:
         held, self._held = self._held, {}
