@@ -101,6 +101,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     tasks: list[asyncio.Task[None]] = []
     server: _EmbeddedServer | None = None
     serve: asyncio.Task[None] | None = None
+    service: WorkerService | None = None
     try:
         protocol = WorkerServiceSettings(stale_after=s.stale_after, orphan_grace=s.stale_after)
         service = WorkerService(node, protocol)
@@ -120,7 +121,14 @@ async def run_server(s: ServerSettings, err: Console) -> None:
         hook_body_limit(node.workspace())
         node.on_reload.append(hook_body_limit)
         server = _EmbeddedServer(
-            uvicorn.Config(app, host=s.host, port=s.port, log_level="warning", lifespan="off")
+            uvicorn.Config(
+                app,
+                host=s.host,
+                port=s.port,
+                log_level="warning",
+                lifespan="off",
+                timeout_graceful_shutdown=10,
+            )
         )
         ws = node.workspace()
         err.print(
@@ -148,6 +156,8 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     finally:
         err.print("headwater server: shutting down…")
         stop.set()
+        if service is not None:
+            service.close()
         for t in tasks:  # triggers, then the worker's jobs, then leases are released
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(t), 60)

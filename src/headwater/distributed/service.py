@@ -34,6 +34,7 @@ from headwater.store.base import (
     LogLine,
     StepUpdate,
     Store,
+    Subscription,
     WorkerJobsReconciled,
 )
 from headwater.store.ids import parse_tags
@@ -103,6 +104,26 @@ class WorkerService:
         self.settings = settings or WorkerServiceSettings()
         self._shipped: _Shipped | None = None
         self._seen_signatures: set[str] = set()
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """The server stops: every long-poll answers now (with nothing)."""
+        self._closing.set()
+
+    async def _wait(self, subscription: Subscription, timeout: float) -> list[str]:
+        """``subscription.wait(timeout)``, cut short when the server stops."""
+        if self._closing.is_set():
+            return []
+        waiter = asyncio.ensure_future(subscription.wait(timeout))
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            await asyncio.wait([waiter, closing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+        if not waiter.done():
+            waiter.cancel()
+            return []
+        return waiter.result()
 
     @property
     def store(self) -> Store:
@@ -193,9 +214,9 @@ class WorkerService:
                     return jobs
                 while True:
                     remaining = deadline - time.monotonic()
-                    if remaining <= 0:
+                    if remaining <= 0 or self._closing.is_set():
                         return []
-                    payloads = await wakeups.wait(remaining)
+                    payloads = await self._wait(wakeups, remaining)
                     self._note(payloads)
                     if any(p == "*" or parse_tags(p) <= tags for p in payloads):
                         break
@@ -258,12 +279,12 @@ class WorkerService:
                 remaining = deadline - time.monotonic()
                 if any(j.status.is_terminal for j in jobs) or len(jobs) < len(wanted):
                     return jobs
-                while remaining > 0:
-                    payloads = await finished.wait(remaining)
+                while remaining > 0 and not self._closing.is_set():
+                    payloads = await self._wait(finished, remaining)
                     if any(p == "*" or wanted & set(p.split(",")) for p in payloads):
                         break
                     remaining = deadline - time.monotonic()
-                if remaining <= 0:
+                if remaining <= 0 or self._closing.is_set():
                     return await store.get_jobs(job_ids)
 
     async def submit_child(
@@ -387,9 +408,9 @@ class WorkerService:
             while True:
                 count = await store.count_in_flight(trigger_key)
                 remaining = deadline - time.monotonic()
-                if count < below or remaining <= 0:
+                if count < below or remaining <= 0 or self._closing.is_set():
                     return count
-                await finished.wait(remaining)
+                await self._wait(finished, remaining)
 
 
 def _consumer_owner(worker_id: str, job_id: str, attempt: int) -> str:

@@ -36,25 +36,41 @@ class WorkerOps:
         now = utcnow()
         known = set(active)
         async with self._write() as tx:
+            # No row locks: a job another transaction is writing (its steps, its finish)
+            # is still the worker's, and SKIP LOCKED would wrongly call it lost.
             rows = (
                 await tx.conn.execute(
-                    select(jobs.c.id, jobs.c.started_at, jobs.c.tags)
-                    .where(jobs.c.worker_id == worker_id, jobs.c.status == "running")
-                    .with_for_update(skip_locked=True)
+                    select(jobs.c.id, jobs.c.started_at, jobs.c.tags).where(
+                        jobs.c.worker_id == worker_id, jobs.c.status == "running"
+                    )
                 )
             ).all()
             running = {r.id for r in rows}
             cutoff = now - timedelta(seconds=grace_secs)
-            orphans = [
+            candidates = [
                 r
                 for r in rows
                 if r.id not in known and (r.started_at is None or r.started_at < cutoff)
             ]
+            orphans: list[Any] = []
+            for chunk in chunks(candidates, q.MAX_PARAMS):
+                # Only if still running as this worker's (the guard makes it race-free).
+                requeued = await tx.conn.execute(
+                    update(jobs)
+                    .where(
+                        jobs.c.id.in_([r.id for r in chunk]),
+                        jobs.c.status == "running",
+                        jobs.c.worker_id == worker_id,
+                    )
+                    .values(status="pending", worker_id=None)
+                    .returning(jobs.c.id)
+                )
+                done = set(requeued.scalars())
+                orphans.extend(r for r in chunk if r.id in done)
             if orphans:
                 ids = [r.id for r in orphans]
-                for chunk in chunks(ids, q.MAX_PARAMS):
-                    await tx.conn.execute(q.interrupt_steps(chunk, _ORPHAN_STEP_ERROR, now))
-                    await tx.conn.execute(q.requeue(chunk))
+                for chunk_ids in chunks(ids, q.MAX_PARAMS):
+                    await tx.conn.execute(q.interrupt_steps(chunk_ids, _ORPHAN_STEP_ERROR, now))
                 line = f"worker {worker_id} never received this job (lost answer); requeued"
                 await tx.conn.execute(
                     q.insert_logs(),
