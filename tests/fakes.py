@@ -324,7 +324,7 @@ class InMemoryStore(Store):
         raise NotImplementedError
 
     async def list_workers(self) -> list[WorkerRecord]:
-        raise NotImplementedError
+        return []
 
     async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
         raise NotImplementedError

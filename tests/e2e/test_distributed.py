@@ -82,6 +82,8 @@ async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_d
     tmp_path: Path, pg_url: str
 ) -> None:
     require_service("postgres")
+    t0 = time.monotonic()
+    phases: dict[str, float] = {}
     workspace = write_workspace(tmp_path / "ws", EVENTS)
     token = create_token(pg_url, "e2e")
     s1 = Server("server1", workspace, pg_url, tmp_path)
@@ -97,6 +99,7 @@ async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_d
         failures: list[str] = []
         hooks = threading.Thread(target=_post_hooks, args=(servers, HOOKS, failures))
         hooks.start()
+        phases["started"] = time.monotonic() - t0
 
         def kill_owner(label: str) -> None:
             owner, token_before = wait_for(lambda: lease_owner(pg_url, lease), 20, "an owner")
@@ -138,7 +141,9 @@ async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_d
         kill_consumer_worker("worker (running the consumer) → other worker")
         kill_owner("server (new owner) → restarted server")
         kill_consumer_worker("worker (running the consumer) → restarted worker")
+        phases["killed and restarted all four"] = time.monotonic() - t0
         hooks.join(120)
+        phases["webhooks posted"] = time.monotonic() - t0
         assert not failures, failures[:5]
 
         def counts() -> tuple[int, int, int] | None:
@@ -157,6 +162,7 @@ async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_d
         except AssertionError:
             print(pg_query(pg_url, "SELECT source_type, status, count(*) FROM jobs GROUP BY 1, 2"))
             raise
+        phases["every job completed"] = time.monotonic() - t0
         for source in ("event_source", "webhook"):
             dups = pg_query(
                 pg_url,
@@ -180,6 +186,10 @@ async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_d
         print("\nfailover after SIGKILL (seconds):")
         for label, seconds in failovers.items():
             print(f"  {label}: {seconds:.2f}")
+        print(
+            "timeline (seconds since start): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in phases.items())
+        )
     finally:
         for p in procs:
             p.kill()

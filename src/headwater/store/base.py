@@ -184,6 +184,7 @@ class JobRecord:
             "source_type": self.source_type,
             "source_id": self.source_id,
             "dedup_key": self.dedup_key,
+            "tags": sorted(self.tags),
             "parent_job_id": self.parent_job_id,
             "worker_id": self.worker_id,
             "attempt": self.attempt,
