@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +206,166 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# -- the failover scenario (tests/e2e/test_distributed.py small, bench/distributed.py big) --
+
+
+def post_hooks(servers: list[Server], count: int, failures: list[str], threads: int = 4) -> None:
+    """POST each webhook once (its Idempotency-Key makes a retry harmless), moving to the
+    other server while one is down."""
+    clients = [httpx.Client(base_url=s.url, timeout=5) for s in servers]
+    lock = threading.Lock()
+    numbers = iter(range(count))
+
+    def sender(offset: int) -> None:
+        while True:
+            with lock:
+                n = next(numbers, None)
+            if n is None:
+                return
+            for attempt in range(400):
+                client = clients[(n + offset + attempt) % len(clients)]
+                try:
+                    resp = client.post(
+                        "/hooks/hook", json={"n": n}, headers={"Idempotency-Key": f"hook-{n}"}
+                    )
+                except httpx.HTTPError:
+                    time.sleep(0.05)
+                    continue
+                if resp.status_code in (200, 202):
+                    break
+                time.sleep(0.05)
+            else:
+                failures.append(f"webhook {n} was never accepted")
+
+    try:
+        workers = [threading.Thread(target=sender, args=(i,)) for i in range(threads)]
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+    finally:
+        for c in clients:
+            c.close()
+
+
+@dataclass
+class ScenarioResult:
+    failovers: list[tuple[str, float]] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    by_source: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # jobs, distinct, dup
+
+
+def run_failover_scenario(
+    tmp: Path, pg_url: str, events: int, hooks: int, rounds: int = 1, timeout: float = 90
+) -> ScenarioResult:
+    """2 servers, 2 remote workers; ``events`` through the event source and ``hooks``
+    webhooks while, ``rounds`` times, the trigger owner, the worker running the consumer,
+    the new owner and the other worker are SIGKILLed in turn (and restarted). Returns the
+    failover times and, per source, (jobs, distinct events, events with several jobs)."""
+    t0 = time.monotonic()
+    result = ScenarioResult()
+    workspace = write_workspace(tmp / "ws", events)
+    token = create_token(pg_url, "scenario")
+    s1 = Server("server1", workspace, pg_url, tmp)
+    s2 = Server("server2", workspace, pg_url, tmp)
+    servers = [s1, s2]
+    workers = {
+        "worker1": RemoteWorkerProc("worker1", [s1.url, s2.url], token, tmp),
+        "worker2": RemoteWorkerProc("worker2", [s2.url, s1.url], token, tmp),
+    }
+    lease = "trigger:cluster/stream"
+    failures: list[str] = []
+    try:
+        poster = threading.Thread(target=post_hooks, args=(servers, hooks, failures))
+        poster.start()
+        result.phases["started"] = time.monotonic() - t0
+
+        def kill_owner(label: str) -> None:
+            owner, token_before = wait_for(lambda: lease_owner(pg_url, lease), 20, "an owner")
+            pid = int(owner.split(":")[1])
+            victim = next(s for s in servers if s.proc and s.proc.pid == pid)
+            victim.kill()
+            killed = time.monotonic()
+            wait_for(
+                lambda: (o := lease_owner(pg_url, lease)) and o[0] != owner and o[1] > token_before,
+                30,
+                "another server to take the trigger",
+            )
+            result.failovers.append((label, time.monotonic() - killed))
+            victim.restart()
+
+        def kill_consumer_worker(label: str) -> None:
+            job = wait_for(
+                lambda: (j := consumer_job(pg_url)) and j[3] == "running" and j[1] in workers and j,
+                30,
+                "a running consumer",
+            )
+            job_id, name, attempt, _ = job
+            workers[name].kill()
+            killed = time.monotonic()
+            wait_for(
+                lambda: (
+                    (j := consumer_job(pg_url))
+                    and j[3] == "running"
+                    and j[1] != name
+                    and (j[0] != job_id or j[2] > attempt)
+                ),
+                30,
+                "the consumer to run on another worker",
+            )
+            result.failovers.append((label, time.monotonic() - killed))
+            workers[name].start()
+
+        time.sleep(1.0)
+        for _ in range(rounds):
+            kill_owner("server (trigger owner) -> other server")
+            kill_consumer_worker("worker (running the consumer) -> other worker")
+            kill_owner("server (new owner) -> restarted server")
+            kill_consumer_worker("worker (running the consumer) -> restarted worker")
+        result.phases["killed and restarted"] = time.monotonic() - t0
+        poster.join(timeout)
+        result.phases["webhooks posted"] = time.monotonic() - t0
+        assert not failures, failures[:5]
+
+        def settled() -> bool:
+            (row,) = pg_query(
+                pg_url,
+                "SELECT count(*) FILTER (WHERE source_type = 'event_source'),"
+                " count(*) FILTER (WHERE source_type = 'webhook'),"
+                " count(*) FILTER (WHERE source_type IN ('event_source', 'webhook')"
+                "  AND status <> 'completed') FROM jobs",
+            )
+            es, wh, unfinished = (int(x) for x in row)
+            return es >= events and wh >= hooks and unfinished == 0
+
+        try:
+            wait_for(settled, timeout, "every event's job to complete", interval=0.5)
+        except AssertionError:
+            summary = pg_query(
+                pg_url, "SELECT source_type, status, count(*) FROM jobs GROUP BY 1, 2"
+            )
+            raise AssertionError(f"not every job completed: {summary}") from None
+        result.phases["every job completed"] = time.monotonic() - t0
+        for source in ("event_source", "webhook"):
+            (row,) = pg_query(
+                pg_url,
+                "SELECT count(*), count(DISTINCT input->>'n'),"
+                " (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE source_type = %s"
+                "  GROUP BY input->>'n' HAVING count(*) > 1) AS d)"
+                " FROM jobs WHERE source_type = %s",
+                source,
+                source,
+            )
+            result.by_source[source] = (int(row[0]), int(row[1]), int(row[2]))
+        (live,) = pg_query(
+            pg_url,
+            "SELECT count(*) FROM jobs WHERE source_type = 'event_source_consumer'"
+            " AND status IN ('pending', 'running')",
+        )
+        result.phases["live consumers at the end"] = float(live[0])
+        return result
+    finally:
+        for p in [*servers, *workers.values()]:
+            p.kill()
