@@ -127,26 +127,28 @@ class Server(Proc):
         super().__init__(name, args, cwd)
         self.wait_healthy()
 
-    def start(self) -> None:
-        super().start()
-
     def restart(self) -> None:
         self.start()
         self.wait_healthy()
 
     def wait_healthy(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.output()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not become healthy: {self.output()}")
+        wait_healthy(self, self.url, timeout)
+
+
+def wait_healthy(proc: Proc, url: str, timeout: float = 30) -> None:
+    """Until ``url``/healthz answers 200 (fails when the process exits first)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.proc is not None
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"{proc.name} exited: {proc.output()}")
+        try:
+            if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not become healthy: {proc.output()}")
 
 
 class RemoteWorkerProc(Proc):

@@ -105,21 +105,27 @@ class WorkerService:
         self._shipped: _Shipped | None = None
         self._seen_signatures: set[str] = set()
         self._closing = asyncio.Event()
+        self._kicks: dict[str, set[asyncio.Event]] = {}  # worker id -> its waiting claims
 
     def close(self) -> None:
         """The server stops: every long-poll answers now (with nothing)."""
         self._closing.set()
 
-    async def _wait(self, subscription: Subscription, timeout: float) -> list[str]:
-        """``subscription.wait(timeout)``, cut short when the server stops."""
-        if self._closing.is_set():
+    async def _wait(
+        self, subscription: Subscription, timeout: float, kick: asyncio.Event | None = None
+    ) -> list[str]:
+        """``subscription.wait(timeout)``, cut short when the server stops (or ``kick``)."""
+        if self._closing.is_set() or (kick is not None and kick.is_set()):
             return []
         waiter = asyncio.ensure_future(subscription.wait(timeout))
-        closing = asyncio.ensure_future(self._closing.wait())
+        stoppers = [asyncio.ensure_future(self._closing.wait())]
+        if kick is not None:
+            stoppers.append(asyncio.ensure_future(kick.wait()))
         try:
-            await asyncio.wait([waiter, closing], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([waiter, *stoppers], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            closing.cancel()
+            for stopper in stoppers:
+                stopper.cancel()
         if not waiter.done():
             waiter.cancel()
             return []
@@ -207,21 +213,30 @@ class WorkerService:
         ``Channel.JOBS`` (LISTEN/NOTIFY on PostgreSQL), never by a polling timer."""
         store = self._node.store
         deadline = time.monotonic() + max(0.0, min(wait, MAX_WAIT_SECS))
-        with store.subscribe(Channel.JOBS) as wakeups:  # before the claim: no lost wake-up
-            while True:
-                jobs = await store.claim_jobs(worker_id, self.eligible_signatures(tags), limit)
-                if jobs:
-                    return jobs
+        kick = asyncio.Event()
+        self._kicks.setdefault(worker_id, set()).add(kick)
+        try:
+            with store.subscribe(Channel.JOBS) as wakeups:  # before the claim: no lost wake-up
                 while True:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0 or self._closing.is_set():
-                        return []
-                    payloads = await self._wait(wakeups, remaining)
-                    self._note(payloads)
-                    if any(p == "*" or parse_tags(p) <= tags for p in payloads):
-                        break
-                if await gone():
-                    return []  # nobody would receive what we claim
+                    jobs = await store.claim_jobs(worker_id, self.eligible_signatures(tags), limit)
+                    if jobs:
+                        return jobs
+                    while True:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or self._closing.is_set() or kick.is_set():
+                            return []
+                        payloads = await self._wait(wakeups, remaining, kick)
+                        self._note(payloads)
+                        if any(p == "*" or parse_tags(p) <= tags for p in payloads):
+                            break
+                    if await gone():
+                        return []  # nobody would receive what we claim
+        finally:
+            waiting = self._kicks.get(worker_id)
+            if waiting is not None:
+                waiting.discard(kick)
+                if not waiting:
+                    del self._kicks[worker_id]
 
     # -- job records -------------------------------------------------------------------
     async def _owned(self, worker_id: str, job_ids: Sequence[str]) -> set[str]:
@@ -260,13 +275,24 @@ class WorkerService:
         worker_id: str,
         results: Sequence[tuple[str, JobStatus, Any, str | None]],
         leases: Sequence[ConsumerLease] = (),
-    ) -> list[bool]:
+        claim: tuple[int, frozenset[str]] | None = None,
+    ) -> tuple[list[bool], list[JobRecord]]:
+        """Record results; with ``claim`` (limit, tags) also claim that many next jobs at
+        once (the slots the finished jobs free), saving the worker a round trip per job.
+        A claim of this worker waiting on this server answers at once, so that the
+        worker's loop takes the jobs claimed here."""
         store = self._node.store
         changed = await store.finish_jobs([(j, worker_id, s, o, e) for j, s, o, e in results])
         for lease in leases:  # the consumer ended: its trigger's next consumer may start
             owner = _consumer_owner(worker_id, lease.job_id, lease.attempt)
             await store.release_lease(consumer_lease_name(lease.trigger), owner, lease.token)
-        return changed
+        jobs: list[JobRecord] = []
+        if claim is not None and claim[0] > 0 and not self._closing.is_set():
+            jobs = await store.claim_jobs(worker_id, self.eligible_signatures(claim[1]), claim[0])
+            if jobs:
+                for kick in self._kicks.get(worker_id, ()):
+                    kick.set()
+        return changed, jobs
 
     async def wait_finished(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]:
         """The jobs, once one of them is final or after ``timeout`` s."""

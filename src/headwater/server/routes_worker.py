@@ -10,7 +10,7 @@ create``). Requests and answers are JSON; the records use ``headwater.distribute
 | ``POST /worker/register`` / ``deregister`` | a worker's start and clean stop |
 | ``POST /worker/claim`` | long-poll: jobs for the worker's tags, or ``[]`` after ``wait`` s |
 | ``POST /worker/heartbeat`` | proof of life; answers the jobs to stop and the revision |
-| ``POST /worker/steps`` / ``logs`` / ``finish`` | step records, log batches, results |
+| ``POST /worker/sync`` | log lines, step records and results, in order (+ next claims) |
 | ``GET  /worker/jobs/{id}``, ``POST /worker/jobs/wait`` | follow a sub-task's job |
 | ``POST /worker/jobs/{id}/children``, ``/cancel`` | start or cancel a sub-task's job |
 | ``POST /worker/event-source/emit`` | a consumer's events, fenced by its lease token |
@@ -68,15 +68,6 @@ class _Heartbeat(BaseModel):
     leases: list[_Lease] = Field(default_factory=list, max_length=10_000)
 
 
-class _Steps(BaseModel):
-    worker_id: _Id
-    steps: list[dict[str, Any]] = Field(max_length=100_000)
-
-
-class _Logs(BaseModel):
-    lines: list[list[Any]] = Field(max_length=100_000)
-
-
 class _Result(BaseModel):
     job_id: _Id
     status: JobStatus
@@ -85,9 +76,19 @@ class _Result(BaseModel):
     lease: _Lease | None = None
 
 
-class _Finish(BaseModel):
+class _NextClaim(BaseModel):
+    limit: int = Field(ge=0, le=1000)
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(max_length=100)
+
+
+class _Sync(BaseModel):
+    """What a worker wrote since its last sync, applied in this order."""
+
     worker_id: _Id
-    results: list[_Result] = Field(max_length=10_000)
+    logs: list[list[Any]] = Field(default_factory=list, max_length=100_000)
+    steps: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
+    results: list[_Result] = Field(default_factory=list, max_length=10_000)
+    claim: _NextClaim | None = None  # claim the freed slots' next jobs in the same trip
 
 
 class _Wait(BaseModel):
@@ -180,33 +181,30 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
             "revision": answer.revision,
         }
 
-    @router.post("/steps", summary="Step records of the worker's jobs")
-    async def steps(body: _Steps) -> dict[str, Any]:
+    @router.post("/sync", summary="Log lines, step records and job results, in order")
+    async def sync(body: _Sync) -> dict[str, Any]:
+        if any(not r.status.is_terminal for r in body.results):
+            raise _bad("a result needs a final status (completed, failed or cancelled)")
         try:
+            lines = [log_from_wire(x) for x in body.logs]
             updates = [step_from_wire(s) for s in body.steps]
         except (KeyError, ValueError, TypeError) as exc:
-            raise _bad(f"malformed step record: {exc}") from None
-        return {"refused": await service.upsert_steps(body.worker_id, updates)}
-
-    @router.post("/logs", summary="A batch of log lines")
-    async def logs(body: _Logs) -> dict[str, Any]:
-        try:
-            lines = [log_from_wire(x) for x in body.lines]
-        except (KeyError, ValueError, TypeError) as exc:
-            raise _bad(f"malformed log line: {exc}") from None
-        await service.append_logs(lines)
-        return {"stored": len(lines)}
-
-    @router.post("/finish", summary="Final results of the worker's jobs")
-    async def finish(body: _Finish) -> dict[str, Any]:
-        if any(not r.status.is_terminal for r in body.results):
-            raise _bad("finish needs a final status (completed, failed or cancelled)")
-        changed = await service.finish(
+            raise _bad(f"malformed log line or step record: {exc}") from None
+        if lines:
+            await service.append_logs(lines)
+        refused = await service.upsert_steps(body.worker_id, updates) if updates else []
+        changed, jobs = await service.finish(
             body.worker_id,
             [(r.job_id, r.status, r.output, r.error) for r in body.results],
             [_lease(r.lease) for r in body.results if r.lease is not None],
+            (body.claim.limit, frozenset(body.claim.tags)) if body.claim else None,
         )
-        return {"changed": changed}
+        return {
+            "refused": refused,
+            "changed": changed,
+            "jobs": [job_to_wire(j) for j in jobs],
+            "revision": service.shipped().revision,
+        }
 
     @router.get("/jobs/{job_id}", summary="One job (a sub-task's child)")
     async def get_job(job_id: str) -> dict[str, Any]:

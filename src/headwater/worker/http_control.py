@@ -1,8 +1,9 @@
 """``HttpControlPlane``: the ControlPlane of a remote worker, over HTTP to the servers.
 
-One ``httpx.AsyncClient`` (keep-alive, HTTP/1.1) for everything. Step records and
-results of concurrent jobs share one request (``GroupCommit``, as the store shares one
-transaction), log lines arrive already batched by the LogWriter. A request that cannot
+One ``httpx.AsyncClient`` (keep-alive, HTTP/1.1) for everything. Log lines, step
+records and results go out in order through one ``SyncOutbox`` (one request carries all
+that accumulated meanwhile); a result's request also claims the next jobs for the slots
+it frees. A request that cannot
 reach a server (refused, reset, 502-504) moves on to the next server of the list and is
 retried with backoff, so a worker rides through a server's death; errors the server
 answers (4xx) are raised.
@@ -45,8 +46,8 @@ from headwater.store.base import (
     StepUpdate,
     WorkerRecord,
 )
-from headwater.store.group_commit import GroupCommit
 from headwater.store.notify import Broadcaster, Subscription
+from headwater.worker.outbox import SyncOutbox
 
 __all__ = ["HttpControlPlane"]
 
@@ -83,11 +84,12 @@ class HttpControlPlane:
             transport=transport,
         )
         self._broadcaster = Broadcaster()
-        self._steps: GroupCommit[tuple[str, StepUpdate], None] = GroupCommit(self._post_steps)
-        self._finishes: GroupCommit[_FinishRow, bool] = GroupCommit(self._post_finishes)
+        self._outbox = SyncOutbox(self._sync)
         self._closing = False
         self._polls: set[asyncio.Task[Any]] = set()
         self._watched: set[str] = set()  # non-final jobs read by get_job (sub-task children)
+        # Jobs claimed along with a finish (for the slots it frees), not started yet.
+        self._prefetched: list[JobRecord] = []
         # Set by the remote worker process:
         self.active_jobs: Callable[[], list[str]] = list
         self.on_revision: Callable[[str], Awaitable[None]] | None = None
@@ -158,8 +160,7 @@ class HttpControlPlane:
 
     async def close(self) -> None:
         self.stop_waiting()
-        await self._steps.close()
-        await self._finishes.close()
+        await self._outbox.close()
         self._broadcaster.close_all()
         await self._client.aclose()
 
@@ -206,7 +207,11 @@ class HttpControlPlane:
         answer = await self.request(
             "POST",
             "/worker/heartbeat",
-            {"worker_id": worker_id, "active": self.active_jobs(), "leases": leases},
+            {
+                "worker_id": worker_id,
+                "active": [*self.active_jobs(), *(j.id for j in self._prefetched)],
+                "leases": leases,
+            },
             retry=False,  # the next beat retries; a slow server must not stack them up
         )
         for job_id in answer.get("lost_leases", []):
@@ -231,6 +236,10 @@ class HttpControlPlane:
         # embedded worker's notion); it answers as soon as one exists.
         if self._closing:
             return []
+        if self._prefetched:
+            jobs, self._prefetched = self._prefetched[:limit], self._prefetched[limit:]
+            self._broadcaster.publish(Channel.JOBS.value, "*")
+            return jobs
         body = {
             "worker_id": worker_id,
             "tags": sorted(self.tags),
@@ -247,8 +256,14 @@ class HttpControlPlane:
             raise
         await self._revision_seen(answer.get("revision"))
         jobs = [job_from_wire(j) for j in answer["jobs"]]
-        if not jobs and not self._closing:
-            self._broadcaster.publish(Channel.JOBS.value, "*")  # ask again at once
+        if len(jobs) < limit and self._prefetched:  # claimed by a finish meanwhile
+            extra = limit - len(jobs)
+            jobs += self._prefetched[:extra]
+            self._prefetched = self._prefetched[extra:]
+        if not self._closing:
+            # The wait happens in the server (this long-poll), not in the claim loop: let
+            # the loop ask again at once whenever it has a free slot.
+            self._broadcaster.publish(Channel.JOBS.value, "*")
         return jobs
 
     async def finish_job(
@@ -259,14 +274,12 @@ class HttpControlPlane:
         output: Any = None,
         error: str | None = None,
     ) -> bool:
-        (changed,) = await self._finishes.submit([(job_id, worker_id, status, output, error)])
+        (changed,) = await self.finish_jobs([(job_id, worker_id, status, output, error)])
         return changed
 
-    async def finish_jobs(self, results: Sequence[_FinishRow]) -> list[bool]:
-        return await self._finishes.submit(results)
-
-    async def _post_finishes(self, rows: Sequence[_FinishRow]) -> list[bool]:
+    async def finish_jobs(self, rows: Sequence[_FinishRow]) -> list[bool]:
         results: list[dict[str, Any]] = []
+        size = 0
         for job_id, _, status, output, error in rows:
             item: dict[str, Any] = {
                 "job_id": job_id,
@@ -283,39 +296,44 @@ class HttpControlPlane:
                     "token": lease.token,
                 }
             results.append(item)
-        worker_id = rows[0][1] if rows else None
-        answer = await self.request(
-            "POST", "/worker/finish", {"worker_id": worker_id, "results": results}
-        )
-        return [bool(c) for c in answer["changed"]]
+            size += 200 + len(json.dumps(output, default=str)) + len(error or "")
+        return await self._outbox.add_results(results, size)
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
-        await self._steps.submit([(job_id, s) for s in steps])
-
-    async def _post_steps(self, rows: Sequence[tuple[str, StepUpdate]]) -> list[None]:
-        answer = await self.request(
-            "POST",
-            "/worker/steps",
-            {"worker_id": self.worker_id, "steps": [step_to_wire(j, s) for j, s in rows]},
-        )
-        for job_id in answer.get("refused", []):
-            log.warning("step_record_refused", job_id=job_id, reason="job is not ours anymore")
-        return [None] * len(rows)
-
-    worker_id: str | None = None  # set by the remote worker before it starts
+        wire = [step_to_wire(job_id, s) for s in steps]
+        size = sum(300 + len(str(s.output or "")) + len(s.error or "") for s in steps)
+        await self._outbox.add_steps(wire, size)
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        batch: list[list[Any]] = []
-        size = 0
-        for line in lines:
-            wire = log_to_wire(line)
-            batch.append(wire)
-            size += len(line.line) + 100
-            if size >= _MAX_REQUEST_BYTES:
-                await self.request("POST", "/worker/logs", {"lines": batch})
-                batch, size = [], 0
-        if batch:
-            await self.request("POST", "/worker/logs", {"lines": batch})
+        await self._outbox.add_logs(
+            [log_to_wire(x) for x in lines], sum(len(x.line) + 100 for x in lines)
+        )
+
+    async def flush(self, timeout: float = 30.0) -> None:
+        """Until everything written so far reached a server."""
+        await self._outbox.drain(timeout)
+
+    async def _sync(self, batch: Any) -> list[bool]:
+        body: dict[str, Any] = {
+            "worker_id": self.worker_id,
+            "logs": batch.logs,
+            "steps": batch.steps,
+            "results": batch.results,
+        }
+        if batch.results and not self._closing:
+            # Each finished job frees a slot: claim its next job in the same round trip.
+            body["claim"] = {"limit": len(batch.results), "tags": sorted(self.tags)}
+        answer = await self.request("POST", "/worker/sync", body)
+        for job_id in answer.get("refused", []):
+            log.warning("step_record_refused", job_id=job_id, reason="job is not ours anymore")
+        jobs = [job_from_wire(j) for j in answer.get("jobs", [])]
+        if jobs:
+            await self._revision_seen(answer.get("revision"))
+            self._prefetched.extend(jobs)
+            self._broadcaster.publish(Channel.JOBS.value, "*")
+        return [bool(c) for c in answer.get("changed", [])]
+
+    worker_id: str | None = None  # set by the remote worker before it starts
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         try:
