@@ -48,7 +48,12 @@ from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
-from headwater.workspace.models import EventSourceTrigger, RunnerKind, Workspace
+from headwater.workspace.models import (
+    EventSourceTrigger,
+    RunnerKind,
+    SchedulerTrigger,
+    Workspace,
+)
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
@@ -216,6 +221,15 @@ class Node:
                 "events_rejected": await self.store.count_rejected(key),
             }
         result.update(await self.receivers.states())
+        if self.owner is not None:  # several servers: say where each trigger is served
+            for name, trigger in ws.triggers.items():
+                if name not in result and not isinstance(trigger, SchedulerTrigger):
+                    continue
+                here = self.owner.owns(name)
+                entry = result.setdefault(name, {})
+                entry["owned_here"] = here
+                if not here and not isinstance(trigger, EventSourceTrigger):
+                    entry["state"] = "elsewhere"  # another server fires or reads it
         return result
 
     def _event_source_key(self, name: str) -> str:

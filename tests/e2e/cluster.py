@@ -213,7 +213,7 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> A
 # -- the failover scenario (tests/e2e/test_distributed.py small, bench/distributed.py big) --
 
 
-def post_hooks(servers: list[Server], count: int, failures: list[str], threads: int = 4) -> None:
+def post_hooks(servers: list[Server], count: int, failures: list[str], threads: int = 8) -> None:
     """POST each webhook once (its Idempotency-Key makes a retry harmless), moving to the
     other server while one is down."""
     clients = [httpx.Client(base_url=s.url, timeout=5) for s in servers]

@@ -442,3 +442,22 @@ async def test_event_sources_start_only_the_consumers_of_owned_triggers(cluster:
     await manager.reconcile()
     consumers = await node.store.list_jobs(JobFilter(source_type=CONSUMER_SOURCE_TYPE))
     assert len(consumers) == 1
+
+
+async def test_a_cleanly_stopped_worker_frees_its_consumer_leases_at_once(
+    cluster: Cluster,
+) -> None:
+    store, service = cluster.store, cluster.service
+    job_id = await _consumer_job(cluster)
+    await store.register_worker("w-a", "a", frozenset({"script"}))
+    await service.claim("w-a", frozenset({"script"}), 1, 0)
+    answer = await service.emit("w-a", "ws/stream", job_id, 1, None, [("k1", {"n": 1})])
+    assert await store.lease_is_current(consumer_lease_name("ws/stream"), answer.token)
+    await service.deregister("w-a")
+    assert not await store.lease_is_current(consumer_lease_name("ws/stream"), answer.token)
+    # Its job is recovered and the next consumer gets the lease without waiting.
+    await store.recover_stale_jobs(60)
+    await store.register_worker("w-b", "b", frozenset({"script"}))
+    await service.claim("w-b", frozenset({"script"}), 1, 0)
+    second = await service.emit("w-b", "ws/stream", job_id, 2, None, [("k2", {"n": 2})])
+    assert second.token > answer.token

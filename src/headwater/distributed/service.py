@@ -164,7 +164,13 @@ class WorkerService:
         return self.shipped().revision
 
     async def deregister(self, worker_id: str) -> None:
-        await self._node.store.deregister_worker(worker_id)
+        """A clean stop: its consumers' leases are freed at once, so their jobs (recovered
+        by the next sweep) start elsewhere without waiting for the leases to expire."""
+        store = self._node.store
+        await store.deregister_worker(worker_id)
+        for lease in await store.list_leases("consumer:"):
+            if lease.owner.startswith(f"{worker_id}/"):
+                await store.release_lease(lease.name, lease.owner, lease.token)
 
     async def heartbeat(
         self, worker_id: str, active: Sequence[str], leases: Sequence[ConsumerLease]
