@@ -195,31 +195,32 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=25_000)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--skip-latency", action="store_true", help="Only the failover run.")
     args = parser.parse_args()
     results: dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="hw-bench-dist-") as tmp_text:
-        tmp = Path(tmp_text)
+    tmp = Path(tempfile.mkdtemp(prefix="hw-bench-dist-"))
+    print(f"logs of every process: {tmp}", file=sys.stderr)
+    db_url = asyncio.run(create_pg_database("hw_bench"))
+    try:
+        for i, mode in enumerate(() if args.skip_latency else ("embedded", "http-1", "http-2")):
+            (tmp / mode).mkdir()
+            results[mode] = measure(db_url, tmp / mode, mode, args, i * 10_000_000)
+    finally:
+        asyncio.run(drop_pg_database(db_url))
+    if args.failover:
         db_url = asyncio.run(create_pg_database("hw_bench"))
         try:
-            for i, mode in enumerate(("embedded", "http-1", "http-2")):
-                (tmp / mode).mkdir()
-                results[mode] = measure(db_url, tmp / mode, mode, args, i * 10_000_000)
+            (tmp / "failover").mkdir()
+            scenario = run_failover_scenario(
+                tmp / "failover", db_url, args.events, args.events, args.rounds, timeout=600
+            )
+            results["failover"] = {
+                "failovers_s": scenario.failovers,
+                "phases_s": scenario.phases,
+                "by_source": scenario.by_source,
+            }
         finally:
             asyncio.run(drop_pg_database(db_url))
-        if args.failover:
-            db_url = asyncio.run(create_pg_database("hw_bench"))
-            try:
-                (tmp / "failover").mkdir()
-                scenario = run_failover_scenario(
-                    tmp / "failover", db_url, args.events, args.events, args.rounds, timeout=600
-                )
-                results["failover"] = {
-                    "failovers_s": scenario.failovers,
-                    "phases_s": scenario.phases,
-                    "by_source": scenario.by_source,
-                }
-            finally:
-                asyncio.run(drop_pg_database(db_url))
 
     print(
         f"\nclaim → step start at {args.rate:g} jobs/s, and jobs/s from a backlog of "
@@ -232,6 +233,8 @@ def main() -> None:
         "http-2": "HTTP, 2 remote workers",
     }
     for mode, label in names.items():
+        if mode not in results:
+            continue
         r = results[mode]
         lat = r.get("claim_to_start_ms", {})
         cells = [f"{lat[k]:8.1f}" if k in lat else f"{'':>8}" for k in ("p50", "p95", "p99")]

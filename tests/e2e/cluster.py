@@ -213,9 +213,15 @@ def wait_for(check: Any, timeout: float, what: str, interval: float = 0.05) -> A
 # -- the failover scenario (tests/e2e/test_distributed.py small, bench/distributed.py big) --
 
 
-def post_hooks(servers: list[Server], count: int, failures: list[str], threads: int = 8) -> None:
+def post_hooks(
+    servers: list[Server],
+    count: int,
+    failures: list[str],
+    stop: threading.Event,
+    threads: int = 8,
+) -> None:
     """POST each webhook once (its Idempotency-Key makes a retry harmless), moving to the
-    other server while one is down."""
+    other server while one is down; gives up when ``stop`` is set."""
     clients = [httpx.Client(base_url=s.url, timeout=5) for s in servers]
     lock = threading.Lock()
     numbers = iter(range(count))
@@ -224,7 +230,7 @@ def post_hooks(servers: list[Server], count: int, failures: list[str], threads: 
         while True:
             with lock:
                 n = next(numbers, None)
-            if n is None:
+            if n is None or stop.is_set():
                 return
             for attempt in range(400):
                 client = clients[(n + offset + attempt) % len(clients)]
@@ -242,7 +248,7 @@ def post_hooks(servers: list[Server], count: int, failures: list[str], threads: 
                 failures.append(f"webhook {n} was never accepted")
 
     try:
-        workers = [threading.Thread(target=sender, args=(i,)) for i in range(threads)]
+        workers = [threading.Thread(target=sender, args=(i,), daemon=True) for i in range(threads)]
         for t in workers:
             t.start()
         for t in workers:
@@ -279,8 +285,11 @@ def run_failover_scenario(
     }
     lease = "trigger:cluster/stream"
     failures: list[str] = []
+    stop = threading.Event()
     try:
-        poster = threading.Thread(target=post_hooks, args=(servers, hooks, failures))
+        poster = threading.Thread(
+            target=post_hooks, args=(servers, hooks, failures, stop), daemon=True
+        )
         poster.start()
         result.phases["started"] = time.monotonic() - t0
 
@@ -369,5 +378,6 @@ def run_failover_scenario(
         result.phases["live consumers at the end"] = float(live[0])
         return result
     finally:
+        stop.set()
         for p in [*servers, *workers.values()]:
             p.kill()

@@ -47,6 +47,10 @@ log = structlog.get_logger(__name__)
 CONSUMER_SOURCE_TYPE = "event_source_consumer"
 STATE_NAMESPACE = "trigger"
 MAX_BACKOFF = 300.0
+# A consumer job whose worker died goes back to the head of the queue (it keeps its
+# place) for up to this many workers; a new consumer job would queue behind every
+# job created since, and a crashing consumer is the restart policy's business anyway.
+CONSUMER_MAX_ATTEMPTS = 10
 
 
 def trigger_key(workspace: str, name: str) -> str:
@@ -292,6 +296,7 @@ class EventSourceManager:
                     CONSUMER_SOURCE_TYPE,
                     source_id=consumer_source_id(key),
                     dedup_key=f"consumer:{key}:{generation}",
+                    max_attempts=CONSUMER_MAX_ATTEMPTS,
                 )
             ]
         )
