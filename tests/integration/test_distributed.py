@@ -162,7 +162,9 @@ async def cluster(db_url: str, tmp_path: Path) -> AsyncIterator[Cluster]:
     issued = issue_token("test")
     await node.store.insert_worker_token(issued.record)
     app = create_app(node)
-    app.include_router(create_worker_router(service, WorkerTokenVerifier(node.store)))
+    app.include_router(
+        create_worker_router(service, WorkerTokenVerifier(node.store, cache_secs=0.2))
+    )
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -461,3 +463,21 @@ async def test_a_cleanly_stopped_worker_frees_its_consumer_leases_at_once(
     await service.claim("w-b", frozenset({"script"}), 1, 0)
     second = await service.emit("w-b", "ws/stream", job_id, 2, None, [("k2", {"n": 2})])
     assert second.token > answer.token
+
+
+async def test_a_worker_whose_token_is_revoked_stops(cluster: Cluster) -> None:
+    worker = RemoteWorker(
+        RemoteWorkerSettings(
+            servers=(cluster.url,),
+            token=cluster.token,
+            cache_dir=cluster.tmp / "cache",
+            worker=WorkerSettings(heartbeat_interval=0.2, shutdown_timeout=0.5),
+            claim_wait=5.0,
+        )
+    )
+    run = asyncio.create_task(worker.run(asyncio.Event()))
+    await _until(lambda: worker.worker is not None and worker.worker.ready.is_set())
+    (token,) = await cluster.store.list_worker_tokens()
+    await cluster.store.revoke_worker_token(token.id)
+    with pytest.raises(AuthError, match="revoked"):
+        await asyncio.wait_for(run, 20)

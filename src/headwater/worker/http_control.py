@@ -95,6 +95,8 @@ class HttpControlPlane:
         self.on_revision: Callable[[str], Awaitable[None]] | None = None
         self.revision: str | None = None
         self.consumer_leases: dict[str, ConsumerLease] = {}  # job id -> its consumer lease
+        self.auth_failed = False
+        self.on_auth_failure: Callable[[], None] | None = None
 
     # -- plumbing --------------------------------------------------------------------------
     @property
@@ -128,6 +130,10 @@ class HttpControlPlane:
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
+                if resp.status_code == 401:
+                    self.auth_failed = True  # revoked: the worker stops (see RemoteWorker)
+                    if self.on_auth_failure is not None:
+                        self.on_auth_failure()
                 if resp.status_code not in _RETRY_STATUSES:
                     return _answer(resp)
                 problem = f"HTTP {resp.status_code}"

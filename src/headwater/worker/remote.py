@@ -23,7 +23,7 @@ from headwater.distributed.service import ConsumerLease
 from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
-from headwater.errors import ConflictError, StaleConsumerError
+from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.runners.base import Runner
 from headwater.runners.local import LocalRunner
 from headwater.store.base import JobRecord
@@ -249,6 +249,7 @@ class RemoteWorker:
             worker.name = self.settings.name
         self.worker = worker
         control.active_jobs = lambda: worker.active_jobs
+        control.on_auth_failure = stop.set  # the token was revoked: stop, do not spin
         stopper = asyncio.create_task(self._stop_polls(stop))
         try:
             await worker.run(stop)
@@ -256,6 +257,8 @@ class RemoteWorker:
             stopper.cancel()
             await logs.close()
             await control.close()
+        if control.auth_failed:
+            raise AuthError("the server refused this worker's token (revoked?); stopped")
 
     async def _stop_polls(self, stop: asyncio.Event) -> None:
         await stop.wait()
