@@ -1,0 +1,594 @@
+"""The pod runner: a step as a Kubernetes pod, through the official Python client.
+
+Per step: create the pod (``pod_spec.build_pod``: the step's image, env, command and
+resources with the action's ``manifest`` merged in) in the worker's namespace, watch
+it (a watch, not polling) until its ``main`` container runs, follow its log, read the
+exit code from the container's terminated state, delete the pod.
+
+Starting fails with a clear error when the pod cannot start: at once for a waiting
+reason that never recovers (``InvalidImageName``, ``CreateContainerConfigError``…),
+after ``image_pull_grace`` of ``ErrImagePull``/``ImagePullBackOff``, and after
+``start_timeout`` otherwise (still unscheduled: the scheduler's message is included).
+Timeout and cancel delete the pod with ``kill_grace`` as its grace period (the kubelet
+sends SIGTERM, waits, then SIGKILL) and drain the log; the pod is deleted in every
+case. A ``die_with_parent`` step also gets a watchdog process (see
+``headwater.runners.watchdog``). Logs: see ``headwater.runners.pod_logs``.
+
+Secrets: the rendered env is part of the pod spec (as with any pod, anyone allowed to
+read pods in the namespace can read it); nothing here logs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import structlog
+
+from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
+from headwater.runners.config import KubeConfig
+from headwater.runners.containers import (
+    HOST_LABEL,
+    MANAGED_LABEL,
+    WORKER_LABEL,
+    StartError,
+    check_image_spec,
+    object_name,
+)
+from headwater.runners.identity import ProcessIdentity
+from headwater.runners.lines import CHUNK_SIZE, LineSplitter, decode_line
+from headwater.runners.pod_logs import LogCursor
+from headwater.runners.pod_spec import (
+    MAIN_CONTAINER,
+    PULL_WAITING,
+    TERMINAL_WAITING,
+    PodState,
+    build_pod,
+    label_value,
+    pod_state,
+    privileged_problem,
+)
+from headwater.runners.threads import (
+    ApiThreads,
+    Reason,
+    ThreadedReader,
+    drain,
+    first_of,
+    shielded,
+    stopped_result,
+)
+from headwater.runners.watchdog import CleanupOrder, Watchdog
+from headwater.store.base import LogStream
+
+__all__ = ["PodRunner"]
+
+log = structlog.get_logger(__name__)
+
+_WATCH_SECONDS = 240  # one watch request; renewed from the last resourceVersion
+_EOF_RECHECK = 5.0  # after the log ends, wait this long for the exit before re-following
+_STOP_WAIT = 30.0  # after the grace period, wait this long for the container to end
+
+
+class _PodWatch:
+    """The latest known state of one pod, kept current by a watch in its own thread."""
+
+    def __init__(self, reader: ThreadedReader[tuple[str, dict[str, Any]]], first: PodState):
+        self.reader = reader
+        self.state = first
+        self.gone = False
+        self.error: BaseException | None = None
+        self.changed = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.reader.start()
+        self.task = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        try:
+            while (event := await self.reader.get()) is not None:
+                kind, pod = event
+                if kind == "DELETED":
+                    self.gone = True
+                if pod:
+                    self.state = pod_state(pod)
+                self.changed.set()
+        except Exception as exc:
+            self.error = exc
+        self.gone = self.gone or self.error is None
+        self.changed.set()
+
+    async def until(
+        self,
+        ready: Callable[[], bool],
+        cancel: asyncio.Event,
+        deadline: float | None,
+        timeout: float | None = None,
+    ) -> Reason | None:
+        """Wait until ``ready()``: None when it is (or after ``timeout``, or when the
+        watch ended), else the step's TIMEOUT or CANCEL."""
+        loop = asyncio.get_running_loop()
+        until = None if timeout is None else loop.time() + timeout
+        while True:
+            self.changed.clear()  # no await between this and the check: no lost wake-up
+            if ready() or self.gone or self.error is not None:
+                return None
+            stop_at = min((t for t in (deadline, until) if t is not None), default=None)
+            waiter = asyncio.ensure_future(self.changed.wait())
+            try:
+                reason = await first_of(waiter, cancel, stop_at)
+            finally:
+                waiter.cancel()
+            if reason is Reason.CANCEL:
+                return reason
+            if reason is Reason.TIMEOUT:
+                if deadline is not None and loop.time() >= deadline:
+                    return Reason.TIMEOUT
+                return None
+
+    def stop(self) -> None:
+        self.reader.stop()
+        if self.task is not None:
+            self.task.cancel()
+
+
+class PodRunner:
+    """Runs image steps as Kubernetes pods. Implements ``Runner``."""
+
+    def __init__(
+        self,
+        config: KubeConfig | None = None,
+        *,
+        identity: ProcessIdentity | None = None,
+        eof_grace: float = 0.5,
+    ) -> None:
+        self.config = config or KubeConfig()
+        self.identity = identity or ProcessIdentity.current()
+        self._eof_grace = eof_grace
+        self._threads = ApiThreads(self.config.api_threads, "headwater-kube")
+        self._core: Any = None
+        self._namespace = ""
+        self._lock = asyncio.Lock()
+
+    async def core(self) -> tuple[Any, str]:
+        """The ``CoreV1Api`` and the namespace, set up on first use."""
+        async with self._lock:
+            if self._core is None:
+
+                def connect() -> tuple[Any, str]:
+                    from kubernetes.client import CoreV1Api
+
+                    return CoreV1Api(self.config.api_client()), self.config.resolve_namespace()
+
+                self._core, self._namespace = await self._threads.call(connect)
+            return self._core, self._namespace
+
+    async def aclose(self) -> None:
+        if self._core is not None:
+            with contextlib.suppress(Exception):
+                self._core.api_client.close()
+        self._threads.close()
+
+    # -- a step --------------------------------------------------------------------------
+    async def run(self, spec: StepSpec, sink: LineSink, cancel: asyncio.Event) -> StepResult:
+        check_image_spec(spec, "pod")
+        if cancel.is_set():
+            return StepResult(StepOutcome.CANCELLED, None, "cancelled before it started")
+        loop = asyncio.get_running_loop()
+        deadline = None if spec.timeout is None else loop.time() + spec.timeout
+        name = object_name(spec.job_id, spec.step)
+        try:
+            pod = build_pod(spec, self.identity, name)
+        except StartError as exc:
+            return StepResult(StepOutcome.FAILED, None, str(exc))
+        problem = _pod_problem(pod, self.config)
+        if problem is not None:
+            return StepResult(StepOutcome.FAILED, None, problem)
+        core: Any = None
+        namespace = ""
+        created = False
+        watch: _PodWatch | None = None
+        watchdog: Watchdog | None = None
+        try:
+            try:
+                core, namespace = await self.core()
+                answer = await self._threads.call(_create, core, namespace, pod)
+            except Exception as exc:
+                if not _is_api_error(exc):
+                    raise
+                return StepResult(StepOutcome.FAILED, None, self._describe(exc))
+            created = True
+            log.info(
+                "pod_created", pod=name, namespace=namespace, job_id=spec.job_id, step=spec.step
+            )
+            if spec.die_with_parent:
+                watchdog = Watchdog.start(
+                    CleanupOrder(
+                        "pod", name, self.config.to_json(), namespace, grace=spec.kill_grace
+                    )
+                )
+            version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
+            watch = _PodWatch(
+                ThreadedReader(
+                    partial(_watch_pod, core, namespace, name, version),
+                    name=f"headwater-watch-{name}",
+                    maxsize=16,
+                ),
+                pod_state(answer),
+            )
+            watch.start()
+            started = await self._wait_started(watch, name, spec, cancel, deadline)
+            if started is not None:
+                return started
+            return await self._supervise(core, namespace, name, watch, spec, sink, cancel, deadline)
+        finally:
+            if watch is not None:
+                watch.stop()
+            if created:
+                await shielded(self._delete(core, namespace, name, spec.kill_grace))
+            if watchdog is not None:
+                await shielded(watchdog.release())
+
+    async def _wait_started(
+        self,
+        watch: _PodWatch,
+        name: str,
+        spec: StepSpec,
+        cancel: asyncio.Event,
+        deadline: float | None,
+    ) -> StepResult | None:
+        """None once the main container runs (or already ended); else the result."""
+        loop = asyncio.get_running_loop()
+        start_by = loop.time() + self.config.start_timeout
+        pull_failing_since: float | None = None
+        while True:
+            state = watch.state
+            if state.started or state.finished:
+                return None
+            if watch.error is not None:
+                return StepResult(StepOutcome.FAILED, None, self._lost(name, watch.error))
+            if watch.gone:
+                return StepResult(
+                    StepOutcome.FAILED, None, f"pod {name} was deleted before it started"
+                )
+            now = loop.time()
+            wake = start_by
+            if state.waiting is not None:
+                reason, message = state.waiting
+                if reason in TERMINAL_WAITING:
+                    return StepResult(
+                        StepOutcome.FAILED, None, f"pod {name} cannot start: {reason}: {message}"
+                    )
+                if reason in PULL_WAITING:
+                    pull_failing_since = pull_failing_since or now
+                    give_up = pull_failing_since + self.config.image_pull_grace
+                    if now >= give_up:
+                        return StepResult(
+                            StepOutcome.FAILED,
+                            None,
+                            f"pod {name} cannot pull image {spec.image!r}: {reason}: {message}",
+                        )
+                    wake = min(wake, give_up)
+            else:
+                pull_failing_since = None
+            if now >= start_by:
+                return StepResult(StepOutcome.FAILED, None, _not_started(name, state, self.config))
+            seen = state
+            stopped = await watch.until(
+                lambda: watch.state is not seen,  # noqa: B023 - awaited at once, not kept
+                cancel,
+                deadline,
+                timeout=wake - now,
+            )
+            if stopped is not None:
+                return stopped_result(stopped, spec, None, " while the pod was starting")
+
+    async def _supervise(
+        self,
+        core: Any,
+        namespace: str,
+        name: str,
+        watch: _PodWatch,
+        spec: StepSpec,
+        sink: LineSink,
+        cancel: asyncio.Event,
+        deadline: float | None,
+    ) -> StepResult:
+        loop = asyncio.get_running_loop()
+        cursor = LogCursor(spec.max_line_bytes)
+        quiet_since: float | None = None  # the log ended, and no exit status since
+        while True:
+            logs: ThreadedReader[bytes] = ThreadedReader(
+                partial(_follow_log, core, namespace, name, cursor.since_seconds(time.time())),
+                name=f"headwater-log-{name}",
+            )
+            logs.start()
+            errors: list[BaseException] = []
+            pump = asyncio.ensure_future(_pump_log(logs, cursor, sink, errors))
+            lines_before = cursor.lines
+            try:
+                reason = await first_of(pump, cancel, deadline)
+                if reason is not Reason.EXIT:
+                    return await self._stop(core, namespace, name, watch, pump, logs, reason, spec)
+                pump.result()  # a sink error is the caller's: re-raise it
+            except BaseException:
+                pump.cancel()
+                logs.stop()
+                raise
+            logs.stop()
+            if cursor.lines > lines_before or quiet_since is None:
+                quiet_since = loop.time()
+            stopped = await watch.until(
+                lambda: watch.state.finished, cancel, deadline, timeout=_EOF_RECHECK
+            )
+            if stopped is not None:
+                return await self._stop(core, namespace, name, watch, None, None, stopped, spec)
+            state = watch.state
+            if state.finished:
+                return _exit_result(name, state)
+            if watch.error is not None:
+                return StepResult(StepOutcome.FAILED, None, self._lost(name, watch.error))
+            if watch.gone:
+                return StepResult(StepOutcome.FAILED, None, f"pod {name} was deleted while running")
+            if loop.time() - quiet_since >= self.config.exit_status_timeout:
+                error = errors[0] if errors else None
+                why = f" ({self._describe(error)})" if error is not None else ""
+                return StepResult(
+                    StepOutcome.FAILED,
+                    None,
+                    f"pod {name}: its log ended but Kubernetes reported no exit status within"
+                    f" {self.config.exit_status_timeout:g}s{why}",
+                )
+            # The log stream broke while the container runs on: follow it again.
+            cursor.reconnect()
+            log.info("pod_log_reconnect", pod=name, error=str(errors[0]) if errors else None)
+
+    async def _stop(
+        self,
+        core: Any,
+        namespace: str,
+        name: str,
+        watch: _PodWatch,
+        pump: asyncio.Future[None] | None,
+        logs: ThreadedReader[bytes] | None,
+        reason: Reason,
+        spec: StepSpec,
+    ) -> StepResult:
+        await self._delete(core, namespace, name, spec.kill_grace)
+        await watch.until(
+            lambda: watch.state.finished, asyncio.Event(), None, spec.kill_grace + _STOP_WAIT
+        )
+        if pump is not None and logs is not None:
+            await drain(pump, logs, self._eof_grace)
+            pump.result()
+        return stopped_result(reason, spec, watch.state.exit_code)
+
+    async def _delete(self, core: Any, namespace: str, name: str, grace: float) -> None:
+        try:
+            await self._threads.call(_delete_pod, core, namespace, name, max(0, round(grace)))
+        except Exception as exc:
+            if getattr(exc, "status", None) == 404:
+                return
+            log.error("pod_delete_failed", pod=name, namespace=namespace, error=str(exc))
+
+    # -- orphans -------------------------------------------------------------------------
+    async def sweep_orphans(self) -> int:
+        """Delete the pods that headwater processes of this host, now gone, left behind."""
+        core, namespace = await self.core()
+        selector = f"{MANAGED_LABEL}=true,{HOST_LABEL}={label_value(self.identity.host)}"
+        found = await self._threads.call(_list_pods, core, namespace, selector)
+        removed = 0
+        for pod in found:
+            metadata = pod.get("metadata") or {}
+            annotations = metadata.get("annotations") or {}
+            owner = ProcessIdentity.parse(str(annotations.get(WORKER_LABEL, "")))
+            if owner is None or not owner.is_gone(self.identity):
+                continue
+            await self._delete(core, namespace, str(metadata.get("name")), 0)
+            log.warning("orphan_pod_deleted", pod=metadata.get("name"), owner=owner.token)
+            removed += 1
+        return removed
+
+    def _lost(self, name: str, error: BaseException) -> str:
+        return f"lost track of pod {name}: {self._describe(error)}"
+
+    def _describe(self, exc: BaseException) -> str:
+        status = getattr(exc, "status", None)
+        if isinstance(status, int) and hasattr(exc, "body"):
+            message = getattr(exc, "reason", "") or ""
+            with contextlib.suppress(Exception):
+                message = json.loads(exc.body).get("message") or message
+            return f"Kubernetes API ({status}): {message}"
+        return f"cannot reach the Kubernetes API at {self.config.where}: {exc}"
+
+
+def _pod_problem(pod: Mapping[str, Any], config: KubeConfig) -> str | None:
+    containers = (pod.get("spec") or {}).get("containers") or []
+    main = next((c for c in containers if c.get("name") == MAIN_CONTAINER), None)
+    if main is None or not main.get("image"):
+        return (
+            "the manifest replaced the step's container: give each container in"
+            " `spec.containers` a `name` (`main` is the step's own)"
+        )
+    if not config.allow_privileged:
+        problem = privileged_problem(pod)
+        if problem is not None:
+            return (
+                f"the pod would get access to its node through {problem}; this worker's"
+                " pod runner does not allow that (KubeConfig.allow_privileged)"
+            )
+    return None
+
+
+def _not_started(name: str, state: PodState, config: KubeConfig) -> str:
+    limit = f"{config.start_timeout:g}s (HEADWATER_POD_START_TIMEOUT)"
+    if state.unschedulable is not None:
+        return f"pod {name} was not scheduled within {limit}: {state.unschedulable}"
+    return f"pod {name} did not start within {limit} (phase {state.phase})"
+
+
+def _exit_result(name: str, state: PodState) -> StepResult:
+    code = state.exit_code
+    if code == 0 or (code is None and state.phase == "Succeeded"):
+        return StepResult(StepOutcome.SUCCEEDED, 0)
+    if code is None:
+        why = state.reason or "no reason given"
+        return StepResult(StepOutcome.FAILED, None, f"pod {name} failed: {why}")
+    reason = f" ({state.reason})" if state.reason and state.reason != "Error" else ""
+    if state.reason == "OOMKilled":
+        reason = " (out of memory: the container reached its memory limit)"
+    return StepResult(StepOutcome.FAILED, code, f"exit code {code}{reason}")
+
+
+def _is_api_error(exc: BaseException) -> bool:
+    from kubernetes.client.exceptions import ApiException, OpenApiException
+    from urllib3.exceptions import HTTPError
+
+    return isinstance(exc, ApiException | OpenApiException | HTTPError | OSError)
+
+
+# -- blocking calls (run in threads) -----------------------------------------------------
+def _json(response: Any) -> Any:
+    return json.loads(response.data or b"{}")
+
+
+def _create(core: Any, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any]:
+    answer: dict[str, Any] = _json(
+        core.create_namespaced_pod(namespace, pod, _preload_content=False)
+    )
+    return answer
+
+
+def _delete_pod(core: Any, namespace: str, name: str, grace: int) -> None:
+    core.delete_namespaced_pod(
+        name,
+        namespace,
+        grace_period_seconds=grace,
+        propagation_policy="Background",
+        _preload_content=False,
+    )
+
+
+def _list_pods(core: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
+    answer = _json(
+        core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
+    )
+    return list(answer.get("items") or [])
+
+
+def _watch_pod(
+    core: Any,
+    namespace: str,
+    name: str,
+    version: str,
+    feed: ThreadedReader[tuple[str, dict[str, Any]]],
+) -> None:
+    """Pod events until the pod is deleted or the reader stopped. An expired
+    resourceVersion (410) is recovered by reading the pod; connection errors retry
+    with backoff, up to 6 times in a row."""
+    from kubernetes import watch
+    from kubernetes.client.exceptions import ApiException
+
+    failures = 0
+    while not feed.stopped:
+        watcher = watch.Watch()
+        feed.set_interrupt(watcher.stop)
+        try:
+            kwargs: dict[str, Any] = {
+                "field_selector": f"metadata.name={name}",
+                "timeout_seconds": _WATCH_SECONDS,
+                "deserialize": False,
+            }
+            if version:
+                kwargs["resource_version"] = version
+            for event in watcher.stream(core.list_namespaced_pod, namespace, **kwargs):
+                failures = 0
+                kind, pod = event.get("type"), event.get("object") or {}
+                version = str((pod.get("metadata") or {}).get("resourceVersion") or version)
+                if kind == "BOOKMARK":
+                    continue
+                if not feed.put((str(kind), pod)) or kind == "DELETED":
+                    return
+        except ApiException as exc:
+            if exc.status == 410:  # our resourceVersion is too old: start from now
+                try:
+                    pod = _json(core.read_namespaced_pod(name, namespace, _preload_content=False))
+                except ApiException as gone:
+                    if gone.status == 404:
+                        feed.put(("DELETED", {}))
+                        return
+                    raise
+                version = str(pod["metadata"]["resourceVersion"])
+                if not feed.put(("MODIFIED", pod)):
+                    return
+                continue
+            if exc.status == 404:
+                feed.put(("DELETED", {}))
+                return
+            raise
+        except Exception:
+            if feed.stopped:
+                return
+            failures += 1
+            if failures > 6:
+                raise
+            feed.pause(min(30.0, 0.5 * 2**failures))
+
+
+def _follow_log(
+    core: Any, namespace: str, name: str, since: int | None, feed: ThreadedReader[bytes]
+) -> None:
+    kwargs: dict[str, Any] = {"container": MAIN_CONTAINER, "follow": True, "timestamps": True}
+    if since is not None:
+        kwargs["since_seconds"] = since
+    response = core.read_namespaced_pod_log(name, namespace, _preload_content=False, **kwargs)
+    feed.set_interrupt(partial(_shutdown, response))
+    try:
+        # read1: whatever has arrived (up to a chunk), so lines are not held back until
+        # 64 KiB have accumulated; it handles chunked and plain bodies alike.
+        while chunk := response.read1(CHUNK_SIZE):
+            if not feed.put(chunk):
+                return
+    finally:
+        response.release_conn()
+
+
+def _shutdown(response: Any) -> None:
+    import socket
+
+    sock = getattr(getattr(response, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+
+async def _pump_log(
+    logs: ThreadedReader[bytes], cursor: LogCursor, sink: LineSink, errors: list[BaseException]
+) -> None:
+    """Lines to the sink until the stream ends; a stream error is kept in ``errors``
+    (the caller decides whether to follow again), a sink error propagates."""
+    splitter = LineSplitter(cursor.max_raw)
+    while True:
+        try:
+            chunk = await logs.get()
+        except Exception as exc:
+            errors.append(exc)
+            break
+        if chunk is None:
+            break
+        for raw, truncated in splitter.feed(chunk):
+            await _emit(cursor, sink, raw, truncated)
+    for raw, truncated in splitter.close():
+        await _emit(cursor, sink, raw, truncated)
+
+
+async def _emit(cursor: LogCursor, sink: LineSink, raw: bytes, truncated: bool) -> None:
+    accepted = cursor.accept(raw, truncated)
+    if accepted is not None:
+        content, cut = accepted
+        await sink(LogStream.STDOUT, decode_line(content, cut), cut)
