@@ -154,8 +154,14 @@ class DockerRunner:
         watchdog: Watchdog | None = None
         api: Any = None
         try:
+            api = await self.api()
+        except Exception as exc:
+            if not _is_api_error(exc):
+                raise
+            reason = f"cannot reach the Docker engine at {self.config.where}: {_root_cause(exc)}"
+            return StepResult(StepOutcome.FAILED, None, reason)
+        try:
             try:
-                api = await self.api()
                 created = await self._create(api, request, spec, sink, cancel, deadline)
                 if isinstance(created, StepResult):
                     return created
@@ -376,7 +382,7 @@ class DockerRunner:
         import requests
 
         if isinstance(exc, requests.exceptions.ConnectionError):
-            return f"cannot reach the Docker engine at {self.config.where}: {exc}"
+            return f"cannot reach the Docker engine at {self.config.where}: {_root_cause(exc)}"
         if isinstance(exc, docker.errors.APIError):
             return f"Docker engine: {exc.explanation or exc}"
         return f"Docker engine: {exc}"
@@ -387,6 +393,22 @@ def _is_api_error(exc: BaseException) -> bool:
     import requests
 
     return isinstance(exc, docker.errors.DockerException | requests.exceptions.RequestException)
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The operating system's reason under the SDK's and urllib3's wrappers, if any
+    ("[Errno 111] Connection refused"), else the error itself."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, OSError) and type(item).__module__ == "builtins":
+            return str(item)
+        todo.extend((item.__cause__, item.__context__, getattr(item, "reason", None), *item.args))
+    return str(exc)
 
 
 def _read_frames(sock: Any, feed: ThreadedReader[tuple[LogStream, bytes]]) -> None:

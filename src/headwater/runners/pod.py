@@ -70,7 +70,6 @@ __all__ = ["PodRunner"]
 log = structlog.get_logger(__name__)
 
 _WATCH_SECONDS = 240  # one watch request; renewed from the last resourceVersion
-_EOF_RECHECK = 5.0  # after the log ends, wait this long for the exit before re-following
 _STOP_WAIT = 30.0  # after the grace period, wait this long for the container to end
 
 
@@ -146,10 +145,15 @@ class PodRunner:
         *,
         identity: ProcessIdentity | None = None,
         eof_grace: float = 0.5,
+        eof_recheck: float = 2.0,
     ) -> None:
+        """``eof_recheck``: after a log ends, how long to wait for the exit status before
+        following the log again (the kubelet reports an exit a second or so after the
+        log ends; a log that ended while the container runs on is a broken stream)."""
         self.config = config or KubeConfig()
         self.identity = identity or ProcessIdentity.current()
         self._eof_grace = eof_grace
+        self._eof_recheck = eof_recheck
         self._threads = ApiThreads(self.config.api_threads, "headwater-kube")
         self._core: Any = None
         self._namespace = ""
@@ -324,7 +328,7 @@ class PodRunner:
             if cursor.lines > lines_before or quiet_since is None:
                 quiet_since = loop.time()
             stopped = await watch.until(
-                lambda: watch.state.finished, cancel, deadline, timeout=_EOF_RECHECK
+                lambda: watch.state.finished, cancel, deadline, timeout=self._eof_recheck
             )
             if stopped is not None:
                 return await self._stop(core, namespace, name, watch, None, None, stopped, spec)
