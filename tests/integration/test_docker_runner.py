@@ -539,3 +539,18 @@ def _watchdogs() -> set[int]:
             if f"PPid:\t{os.getpid()}\n" in status:
                 found.add(int(entry.name))
     return found
+
+
+async def test_open_runners_sweeps_the_engine_at_start(engine: FakeDockerEngine) -> None:
+    from headwater.runners import close_runners, open_runners
+    from headwater.runners.config import RunnersConfig
+    from headwater.workspace.models import RunnerKind
+
+    config = RunnersConfig(frozenset({RunnerKind.DOCKER}), docker=DockerConfig(base_url=engine.url))
+    runners = await open_runners(config)
+    try:
+        assert set(runners) == {RunnerKind.DOCKER}
+        (listing,) = engine.calls(lambda r: r.path == "/containers/json")
+        assert '"headwater.managed=true"' in listing.query["filters"]
+    finally:
+        await close_runners(runners)

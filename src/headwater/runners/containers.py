@@ -94,5 +94,5 @@ def object_name(job_id: str, step: str) -> str:
     """``hw-<step>-<job>-<random>``: valid as a container name and as a pod name
     (DNS-1123 label), and unique per attempt."""
     step_part = _NAME_BAD.sub("-", step.lower()).strip("-")[:30].strip("-") or "step"
-    job_part = job_id.replace("-", "").lower()[-8:]
-    return f"hw-{step_part}-{job_part}-{_random.token_hex(3)[:5]}"
+    job_part = _NAME_BAD.sub("", job_id.lower())[-8:]
+    return "-".join(p for p in ("hw", step_part, job_part, _random.token_hex(3)[:5]) if p)

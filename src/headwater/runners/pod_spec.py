@@ -152,7 +152,7 @@ def deep_merge(base: Any, override: Any, key: str | None = None) -> Any:
             elif k in merged:
                 merged[k] = deep_merge(merged[k], v, k)
             else:
-                merged[k] = copy.deepcopy(v)
+                merged[k] = _fresh(v)
         return merged
     if _named(base) and _named(override):
         merged_list = [copy.deepcopy(item) for item in base]
@@ -161,13 +161,18 @@ def deep_merge(base: Any, override: Any, key: str | None = None) -> Any:
             i = index.get(item["name"])
             if i is None:
                 index[item["name"]] = len(merged_list)
-                merged_list.append(copy.deepcopy(item))
+                merged_list.append(_fresh(item))
             elif key == "env":
-                merged_list[i] = copy.deepcopy(item)
+                merged_list[i] = _fresh(item)
             else:
                 merged_list[i] = deep_merge(merged_list[i], item)
         return merged_list
-    return copy.deepcopy(override)
+    return _fresh(override)
+
+
+def _fresh(value: Any) -> Any:
+    """A new value: a copy, where a ``null`` inside an object means "absent" as well."""
+    return deep_merge({}, value) if isinstance(value, Mapping) else copy.deepcopy(value)
 
 
 def _named(value: Any) -> bool:
