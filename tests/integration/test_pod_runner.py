@@ -443,3 +443,16 @@ current-context: ctx
     (create,) = api.calls(lambda r: r.method == "POST")
     assert create.path == "/api/v1/namespaces/team-jobs/pods"
     assert create.headers.get("authorization") == "Bearer tok-123"
+
+
+async def test_a_broken_kubeconfig_fails_the_step_with_the_reason(tmp_path: Path) -> None:
+    runner = PodRunner(KubeConfig(kubeconfig=str(tmp_path / "missing")), identity=ME)
+    try:
+        result, _ = await run(runner, spec())
+    finally:
+        await runner.aclose()
+    assert result.outcome is StepOutcome.FAILED
+    assert result.error is not None
+    assert result.error.startswith(
+        f"cannot use the Kubernetes configuration at {tmp_path / 'missing'}: "
+    )

@@ -415,22 +415,29 @@ def _read_frames(sock: Any, feed: ThreadedReader[tuple[LogStream, bytes]]) -> No
     """The attach stream's frames (an 8-byte header: stream id, size) as bounded chunks."""
     from docker.utils.socket import SocketError, read, read_exactly
 
-    while True:
-        try:
-            header = read_exactly(sock, 8)
-        except SocketError:
-            return  # end of the stream
-        stream_id, size = struct.unpack(">BxxxL", header)
-        stream = LogStream.STDERR if stream_id == 2 else LogStream.STDOUT
-        while size > 0:
-            data = read(sock, min(size, CHUNK_SIZE))
-            if data is None:
-                continue  # EINTR and friends
-            if not data:
-                return
-            size -= len(data)
-            if not feed.put((stream, data)):
-                return
+    try:
+        while True:
+            try:
+                header = read_exactly(sock, 8)
+            except SocketError:
+                return  # end of the stream
+            stream_id, size = struct.unpack(">BxxxL", header)
+            stream = LogStream.STDERR if stream_id == 2 else LogStream.STDOUT
+            while size > 0:
+                data = read(sock, min(size, CHUNK_SIZE))
+                if data is None:
+                    continue  # EINTR and friends
+                if not data:
+                    return
+                size -= len(data)
+                if not feed.put((stream, data)):
+                    return
+    finally:
+        # This thread owns the connection: hang up (the engine sees the end of the
+        # attach) and let the response go.
+        _shutdown(sock)
+        with contextlib.suppress(Exception):
+            sock._response.close()
 
 
 def _shutdown(sock: Any) -> None:

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -41,7 +41,15 @@ from headwater.runners.containers import (
     object_name,
 )
 from headwater.runners.identity import ProcessIdentity
-from headwater.runners.lines import CHUNK_SIZE, LineSplitter, decode_line
+from headwater.runners.lines import LineSplitter, decode_line
+from headwater.runners.pod_api import (
+    PodWatch,
+    create_pod,
+    delete_pod,
+    follow_log,
+    list_pods,
+    watch_pod,
+)
 from headwater.runners.pod_logs import LogCursor
 from headwater.runners.pod_spec import (
     MAIN_CONTAINER,
@@ -69,71 +77,8 @@ __all__ = ["PodRunner"]
 
 log = structlog.get_logger(__name__)
 
-_WATCH_SECONDS = 240  # one watch request; renewed from the last resourceVersion
 _STOP_WAIT = 30.0  # after the grace period, wait this long for the container to end
-
-
-class _PodWatch:
-    """The latest known state of one pod, kept current by a watch in its own thread."""
-
-    def __init__(self, reader: ThreadedReader[tuple[str, dict[str, Any]]], first: PodState):
-        self.reader = reader
-        self.state = first
-        self.gone = False
-        self.error: BaseException | None = None
-        self.changed = asyncio.Event()
-        self.task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self.reader.start()
-        self.task = asyncio.ensure_future(self._follow())
-
-    async def _follow(self) -> None:
-        try:
-            while (event := await self.reader.get()) is not None:
-                kind, pod = event
-                if kind == "DELETED":
-                    self.gone = True
-                if pod:
-                    self.state = pod_state(pod)
-                self.changed.set()
-        except Exception as exc:
-            self.error = exc
-        self.gone = self.gone or self.error is None
-        self.changed.set()
-
-    async def until(
-        self,
-        ready: Callable[[], bool],
-        cancel: asyncio.Event,
-        deadline: float | None,
-        timeout: float | None = None,
-    ) -> Reason | None:
-        """Wait until ``ready()``: None when it is (or after ``timeout``, or when the
-        watch ended), else the step's TIMEOUT or CANCEL."""
-        loop = asyncio.get_running_loop()
-        until = None if timeout is None else loop.time() + timeout
-        while True:
-            self.changed.clear()  # no await between this and the check: no lost wake-up
-            if ready() or self.gone or self.error is not None:
-                return None
-            stop_at = min((t for t in (deadline, until) if t is not None), default=None)
-            waiter = asyncio.ensure_future(self.changed.wait())
-            try:
-                reason = await first_of(waiter, cancel, stop_at)
-            finally:
-                waiter.cancel()
-            if reason is Reason.CANCEL:
-                return reason
-            if reason is Reason.TIMEOUT:
-                if deadline is not None and loop.time() >= deadline:
-                    return Reason.TIMEOUT
-                return None
-
-    def stop(self) -> None:
-        self.reader.stop()
-        if self.task is not None:
-            self.task.cancel()
+_LIVELY_STREAM = 10.0  # a log stream open this long was following a running container
 
 
 class PodRunner:
@@ -196,12 +141,17 @@ class PodRunner:
         core: Any = None
         namespace = ""
         created = False
-        watch: _PodWatch | None = None
+        watch: PodWatch | None = None
         watchdog: Watchdog | None = None
         try:
+            core, namespace = await self.core()
+        except Exception as exc:
+            # A missing or broken kubeconfig, an unreadable service account token...
+            error = f"cannot use the Kubernetes configuration at {self.config.where}: {exc}"
+            return StepResult(StepOutcome.FAILED, None, error)
+        try:
             try:
-                core, namespace = await self.core()
-                answer = await self._threads.call(_create, core, namespace, pod)
+                answer = await self._threads.call(create_pod, core, namespace, pod)
             except Exception as exc:
                 if not _is_api_error(exc):
                     raise
@@ -217,9 +167,9 @@ class PodRunner:
                     )
                 )
             version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
-            watch = _PodWatch(
+            watch = PodWatch(
                 ThreadedReader(
-                    partial(_watch_pod, core, namespace, name, version),
+                    partial(watch_pod, core, namespace, name, version),
                     name=f"headwater-watch-{name}",
                     maxsize=16,
                 ),
@@ -240,7 +190,7 @@ class PodRunner:
 
     async def _wait_started(
         self,
-        watch: _PodWatch,
+        watch: PodWatch,
         name: str,
         spec: StepSpec,
         cancel: asyncio.Event,
@@ -297,7 +247,7 @@ class PodRunner:
         core: Any,
         namespace: str,
         name: str,
-        watch: _PodWatch,
+        watch: PodWatch,
         spec: StepSpec,
         sink: LineSink,
         cancel: asyncio.Event,
@@ -308,10 +258,11 @@ class PodRunner:
         quiet_since: float | None = None  # the log ended, and no exit status since
         while True:
             logs: ThreadedReader[bytes] = ThreadedReader(
-                partial(_follow_log, core, namespace, name, cursor.since_seconds(time.time())),
+                partial(follow_log, core, namespace, name, cursor.since_seconds(time.time())),
                 name=f"headwater-log-{name}",
             )
             logs.start()
+            following_since = loop.time()
             errors: list[BaseException] = []
             pump = asyncio.ensure_future(_pump_log(logs, cursor, sink, errors))
             lines_before = cursor.lines
@@ -325,7 +276,10 @@ class PodRunner:
                 logs.stop()
                 raise
             logs.stop()
-            if cursor.lines > lines_before or quiet_since is None:
+            # New lines, or a stream that stayed open a while, mean the container was
+            # running; a log that keeps ending at once means it is over.
+            lively = loop.time() - following_since >= _LIVELY_STREAM
+            if cursor.lines > lines_before or lively or quiet_since is None:
                 quiet_since = loop.time()
             stopped = await watch.until(
                 lambda: watch.state.finished, cancel, deadline, timeout=self._eof_recheck
@@ -357,7 +311,7 @@ class PodRunner:
         core: Any,
         namespace: str,
         name: str,
-        watch: _PodWatch,
+        watch: PodWatch,
         pump: asyncio.Future[None] | None,
         logs: ThreadedReader[bytes] | None,
         reason: Reason,
@@ -374,7 +328,7 @@ class PodRunner:
 
     async def _delete(self, core: Any, namespace: str, name: str, grace: float) -> None:
         try:
-            await self._threads.call(_delete_pod, core, namespace, name, max(0, round(grace)))
+            await self._threads.call(delete_pod, core, namespace, name, max(0, round(grace)))
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return
@@ -385,7 +339,7 @@ class PodRunner:
         """Delete the pods that headwater processes of this host, now gone, left behind."""
         core, namespace = await self.core()
         selector = f"{MANAGED_LABEL}=true,{HOST_LABEL}={label_value(self.identity.host)}"
-        found = await self._threads.call(_list_pods, core, namespace, selector)
+        found = await self._threads.call(list_pods, core, namespace, selector)
         removed = 0
         for pod in found:
             metadata = pod.get("metadata") or {}
@@ -454,121 +408,6 @@ def _is_api_error(exc: BaseException) -> bool:
     from urllib3.exceptions import HTTPError
 
     return isinstance(exc, ApiException | OpenApiException | HTTPError | OSError)
-
-
-# -- blocking calls (run in threads) -----------------------------------------------------
-def _json(response: Any) -> Any:
-    return json.loads(response.data or b"{}")
-
-
-def _create(core: Any, namespace: str, pod: Mapping[str, Any]) -> dict[str, Any]:
-    answer: dict[str, Any] = _json(
-        core.create_namespaced_pod(namespace, pod, _preload_content=False)
-    )
-    return answer
-
-
-def _delete_pod(core: Any, namespace: str, name: str, grace: int) -> None:
-    core.delete_namespaced_pod(
-        name,
-        namespace,
-        grace_period_seconds=grace,
-        propagation_policy="Background",
-        _preload_content=False,
-    )
-
-
-def _list_pods(core: Any, namespace: str, selector: str) -> list[dict[str, Any]]:
-    answer = _json(
-        core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False)
-    )
-    return list(answer.get("items") or [])
-
-
-def _watch_pod(
-    core: Any,
-    namespace: str,
-    name: str,
-    version: str,
-    feed: ThreadedReader[tuple[str, dict[str, Any]]],
-) -> None:
-    """Pod events until the pod is deleted or the reader stopped. An expired
-    resourceVersion (410) is recovered by reading the pod; connection errors retry
-    with backoff, up to 6 times in a row."""
-    from kubernetes import watch
-    from kubernetes.client.exceptions import ApiException
-
-    failures = 0
-    while not feed.stopped:
-        watcher = watch.Watch()
-        feed.set_interrupt(watcher.stop)
-        try:
-            kwargs: dict[str, Any] = {
-                "field_selector": f"metadata.name={name}",
-                "timeout_seconds": _WATCH_SECONDS,
-                "deserialize": False,
-            }
-            if version:
-                kwargs["resource_version"] = version
-            for event in watcher.stream(core.list_namespaced_pod, namespace, **kwargs):
-                failures = 0
-                kind, pod = event.get("type"), event.get("object") or {}
-                version = str((pod.get("metadata") or {}).get("resourceVersion") or version)
-                if kind == "BOOKMARK":
-                    continue
-                if not feed.put((str(kind), pod)) or kind == "DELETED":
-                    return
-        except ApiException as exc:
-            if exc.status == 410:  # our resourceVersion is too old: start from now
-                try:
-                    pod = _json(core.read_namespaced_pod(name, namespace, _preload_content=False))
-                except ApiException as gone:
-                    if gone.status == 404:
-                        feed.put(("DELETED", {}))
-                        return
-                    raise
-                version = str(pod["metadata"]["resourceVersion"])
-                if not feed.put(("MODIFIED", pod)):
-                    return
-                continue
-            if exc.status == 404:
-                feed.put(("DELETED", {}))
-                return
-            raise
-        except Exception:
-            if feed.stopped:
-                return
-            failures += 1
-            if failures > 6:
-                raise
-            feed.pause(min(30.0, 0.5 * 2**failures))
-
-
-def _follow_log(
-    core: Any, namespace: str, name: str, since: int | None, feed: ThreadedReader[bytes]
-) -> None:
-    kwargs: dict[str, Any] = {"container": MAIN_CONTAINER, "follow": True, "timestamps": True}
-    if since is not None:
-        kwargs["since_seconds"] = since
-    response = core.read_namespaced_pod_log(name, namespace, _preload_content=False, **kwargs)
-    feed.set_interrupt(partial(_shutdown, response))
-    try:
-        # read1: whatever has arrived (up to a chunk), so lines are not held back until
-        # 64 KiB have accumulated; it handles chunked and plain bodies alike.
-        while chunk := response.read1(CHUNK_SIZE):
-            if not feed.put(chunk):
-                return
-    finally:
-        response.release_conn()
-
-
-def _shutdown(response: Any) -> None:
-    import socket
-
-    sock = getattr(getattr(response, "connection", None), "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
 
 
 async def _pump_log(
