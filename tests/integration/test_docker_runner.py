@@ -31,6 +31,8 @@ SECRET = "s3cr3t-brokers-password"
 ME = ProcessIdentity("worker-host", os.getpid(), "boot/1")
 OUT, ERR = 1, 2
 
+pytest.importorskip("docker", reason="the runners extra: pip install -e '.[runners]'")
+
 
 @pytest.fixture
 def engine() -> Iterator[FakeDockerEngine]:

@@ -44,6 +44,8 @@ SEED_MANIFEST: dict[str, Any] = {
     },
 }
 
+pytest.importorskip("kubernetes", reason="the runners extra: pip install -e '.[runners]'")
+
 
 @pytest.fixture
 def api() -> Iterator[FakeKubeApi]:

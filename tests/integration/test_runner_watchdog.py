@@ -26,6 +26,8 @@ from headwater.runners.watchdog import CleanupOrder, Watchdog
 from tests.fake_docker import FakeDockerEngine, Script
 from tests.integration.test_docker_runner import IMAGE, OUT, Sink, runner_for, spec
 
+pytest.importorskip("docker", reason="the runners extra: pip install -e '.[runners]'")
+
 
 @pytest.fixture
 def engine() -> Iterator[FakeDockerEngine]:
