@@ -11,6 +11,7 @@ the worker and passed the same way. ``dependencies`` belong in the image.
 
 from __future__ import annotations
 
+import math
 import re
 import secrets as _random
 import shlex
@@ -28,6 +29,7 @@ __all__ = [
     "check_image_spec",
     "container_argv",
     "object_name",
+    "seconds",
     "step_env",
 ]
 
@@ -84,6 +86,12 @@ def container_argv(spec: StepSpec) -> tuple[tuple[str, ...] | None, tuple[str, .
     else:
         prefix = ("sh",)
     return (*prefix, "-c"), (script,)
+
+
+def seconds(grace: float) -> int:
+    """A grace period in whole seconds, as both APIs take it: rounded up, so a grace of
+    0.5 s is not turned into an immediate SIGKILL."""
+    return math.ceil(max(0.0, grace))
 
 
 def step_env(spec: StepSpec) -> dict[str, str]:

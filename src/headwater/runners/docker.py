@@ -40,6 +40,7 @@ from headwater.runners.containers import (
     check_image_spec,
     container_argv,
     object_name,
+    seconds,
     step_env,
 )
 from headwater.runners.identity import ProcessIdentity
@@ -167,11 +168,10 @@ class DockerRunner:
                     return created
                 container = created
                 if spec.die_with_parent:
-                    watchdog = Watchdog.start(
-                        CleanupOrder(
-                            "docker", container, self.config.to_json(), grace=spec.kill_grace
-                        )
+                    order = CleanupOrder(
+                        "docker", container, self.config.to_json(), grace=spec.kill_grace
                     )
+                    watchdog = _start_watchdog(order)
                 sock = await self._threads.call(
                     api.attach_socket,
                     container,
@@ -324,7 +324,7 @@ class DockerRunner:
         import docker.errors
 
         try:
-            await self._threads.call(api.stop, container, timeout=max(0, round(grace)))
+            await self._threads.call(api.stop, container, timeout=seconds(grace))
         except docker.errors.NotFound:
             return
         except Exception as exc:
@@ -386,6 +386,13 @@ class DockerRunner:
         if isinstance(exc, docker.errors.APIError):
             return f"Docker engine: {exc.explanation or exc}"
         return f"Docker engine: {exc}"
+
+
+def _start_watchdog(order: CleanupOrder) -> Watchdog:
+    try:
+        return Watchdog.start(order)
+    except OSError as exc:  # out of processes or memory: the step must not run unguarded
+        raise StartError(f"cannot start the watchdog of a long-running step: {exc}") from None
 
 
 def _is_api_error(exc: BaseException) -> bool:

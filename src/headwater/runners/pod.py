@@ -39,6 +39,7 @@ from headwater.runners.containers import (
     StartError,
     check_image_spec,
     object_name,
+    seconds,
 )
 from headwater.runners.identity import ProcessIdentity
 from headwater.runners.lines import LineSplitter, decode_line
@@ -161,11 +162,14 @@ class PodRunner:
                 "pod_created", pod=name, namespace=namespace, job_id=spec.job_id, step=spec.step
             )
             if spec.die_with_parent:
-                watchdog = Watchdog.start(
-                    CleanupOrder(
-                        "pod", name, self.config.to_json(), namespace, grace=spec.kill_grace
-                    )
+                order = CleanupOrder(
+                    "pod", name, self.config.to_json(), namespace, grace=spec.kill_grace
                 )
+                try:
+                    watchdog = Watchdog.start(order)
+                except OSError as exc:  # the step must not run unguarded
+                    error = f"cannot start the watchdog of a long-running step: {exc}"
+                    return StepResult(StepOutcome.FAILED, None, error)
             version = str((answer.get("metadata") or {}).get("resourceVersion") or "")
             watch = PodWatch(
                 ThreadedReader(
@@ -328,7 +332,7 @@ class PodRunner:
 
     async def _delete(self, core: Any, namespace: str, name: str, grace: float) -> None:
         try:
-            await self._threads.call(delete_pod, core, namespace, name, max(0, round(grace)))
+            await self._threads.call(delete_pod, core, namespace, name, seconds(grace))
         except Exception as exc:
             if getattr(exc, "status", None) == 404:
                 return

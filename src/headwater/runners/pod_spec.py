@@ -35,6 +35,7 @@ from headwater.runners.containers import (
     MANAGED_LABEL,
     WORKER_LABEL,
     container_argv,
+    seconds,
     step_env,
 )
 from headwater.runners.identity import ProcessIdentity
@@ -110,7 +111,7 @@ def build_pod(spec: StepSpec, identity: ProcessIdentity, name: str) -> dict[str,
         },
         "spec": {
             "restartPolicy": "Never",
-            "terminationGracePeriodSeconds": max(0, round(spec.kill_grace)),
+            "terminationGracePeriodSeconds": seconds(spec.kill_grace),
             "containers": [container],
         },
     }

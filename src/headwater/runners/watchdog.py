@@ -112,12 +112,14 @@ def _resolve(future: asyncio.Future[None]) -> None:
 
 
 def _cleanup(order: CleanupOrder) -> None:
+    from headwater.runners.containers import seconds
+
     if order.kind == "docker":
         from headwater.runners.config import DockerConfig
 
         client = DockerConfig.from_json(order.connection).client()
         with contextlib.suppress(Exception):
-            client.api.stop(order.target, timeout=round(order.grace))
+            client.api.stop(order.target, timeout=seconds(order.grace))
         client.api.remove_container(order.target, force=True, v=True)
     elif order.kind == "pod":
         from kubernetes.client import CoreV1Api
@@ -129,7 +131,7 @@ def _cleanup(order: CleanupOrder) -> None:
         core.delete_namespaced_pod(
             order.target,
             order.namespace or config.resolve_namespace(),
-            grace_period_seconds=round(order.grace),
+            grace_period_seconds=seconds(order.grace),
             _preload_content=False,
         )
 
