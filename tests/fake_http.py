@@ -107,6 +107,7 @@ class FakeApi:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # as Go's net/http: no 40 ms delayed-ACK stalls
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
