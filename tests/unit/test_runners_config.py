@@ -25,6 +25,11 @@ def test_auto_offers_what_is_configured(tmp_path: Path, monkeypatch: pytest.Monk
     kubeconfig = tmp_path / "kube.yaml"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
     assert kinds({"KUBECONFIG": str(kubeconfig)}) == {"local", "pod"}
+    # A developer's own ~/.kube/config could point at any cluster: not without asking.
+    (tmp_path / ".kube").mkdir()
+    (tmp_path / ".kube" / "config").write_text("apiVersion: v1\nkind: Config\n")
+    assert kinds({}) == {"local"}
+    assert kinds({"HEADWATER_RUNNERS": "local,pod"}) == {"local", "pod"}
     (tmp_path / "sock").touch()
     monkeypatch.setattr("headwater.runners.config.DEFAULT_DOCKER_SOCKET", tmp_path / "sock")
     assert kinds({}) == {"local", "docker"}

@@ -7,8 +7,10 @@ the same dataclasses):
     ``auto`` (default) or a comma-separated list of ``local``, ``docker``, ``pod``.
     ``auto`` offers ``docker`` when the Docker SDK is installed and ``DOCKER_HOST`` is
     set or ``/var/run/docker.sock`` exists, and ``pod`` when the Kubernetes client is
-    installed and the process runs in a cluster, ``KUBECONFIG`` is set or
-    ``~/.kube/config`` exists. Naming a runner whose SDK is missing is an error.
+    installed and the process runs in a cluster or ``KUBECONFIG`` is set. A personal
+    ``~/.kube/config`` alone does not count: a developer's current context could be any
+    cluster, so pods there need ``HEADWATER_RUNNERS=local,pod``. Naming a runner whose
+    SDK is missing is an error.
 ``DOCKER_HOST``, ``DOCKER_TLS_VERIFY``, ``DOCKER_CERT_PATH``
     The engine, as for the ``docker`` CLI (default: the local socket).
 ``HEADWATER_DOCKER_PULL``
@@ -213,8 +215,7 @@ class RunnersConfig:
             kinds = {RunnerKind.LOCAL}
             if _installed("docker") and (docker.base_url or DEFAULT_DOCKER_SOCKET.exists()):
                 kinds.add(RunnerKind.DOCKER)
-            kube_file = Path(kube.kubeconfig or Path.home() / ".kube" / "config")
-            if _installed("kubernetes") and (kube.in_cluster or kube_file.exists()):
+            if _installed("kubernetes") and (kube.in_cluster or kube.kubeconfig):
                 kinds.add(RunnerKind.POD)
             return cls(frozenset(kinds), docker, kube)
         kinds = set()
