@@ -30,8 +30,8 @@ from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
+from headwater.runners import close_runners, open_runners
 from headwater.runners.base import Runner
-from headwater.runners.local import LocalRunner
 from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
 from headwater.store.sql import open_store
 from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_trigger
@@ -144,7 +144,7 @@ class Node:
         self.batching = BatchingDispatcher(self.dispatcher)
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
-        runners: dict[RunnerKind, Runner] = {RunnerKind.LOCAL: LocalRunner()}
+        runners: dict[RunnerKind, Runner] = await open_runners()
         self.steps = StepRunner(
             store=self.store,
             logs=self.logs,
@@ -323,6 +323,7 @@ class Node:
         self.emitter.close()
         await self.batching.close()
         await self.logs.close()
+        await close_runners(self.steps.runners)
         await self.store.close()
         self._started = False
 

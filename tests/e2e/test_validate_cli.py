@@ -19,7 +19,9 @@ VALID_EXAMPLES = sorted(
         *EXAMPLES.glob("*.yaml"),
         *(EXAMPLES / "seed").glob("*.yaml"),
         *(EXAMPLES / "receivers").glob("*.yaml"),
+        *(EXAMPLES / "runners").glob("*.yaml"),
         EXAMPLES / "orders",
+        EXAMPLES / "runners",
     ]
 )
 INVALID_EXAMPLES = sorted((EXAMPLES / "invalid").glob("*.yaml"))
@@ -50,6 +52,8 @@ def test_the_examples_are_all_there() -> None:
         "batch-consumer.yaml",
         "multi-step-kafka.yaml",
         "disabled.yaml",
+        "docker.yaml",
+        "pod.yaml",
     } <= names
     assert [p.name for p in INVALID_EXAMPLES] == ["event-source-inline-script.yaml"]
 
@@ -70,6 +74,15 @@ def test_the_seeds_image_spelling_prints_a_note() -> None:
         result.stdout
     )
     assert "write `type: docker`" in result.stdout
+
+
+def test_the_seeds_pod_spelling_prints_a_note_and_the_canonical_one_none() -> None:
+    result = headwater("validate", str(EXAMPLES / "seed" / "rabbitmq-pod.yaml"))
+    assert result.returncode == 0
+    assert "write `type: pod` (Strøm's spelling, same meaning)" in result.stdout
+    canonical = headwater("validate", str(EXAMPLES / "runners" / "pod.yaml"))
+    assert canonical.returncode == 0
+    assert ": note:" not in canonical.stdout
 
 
 def test_the_orders_example_counts() -> None:

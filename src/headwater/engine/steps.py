@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -294,6 +295,23 @@ class StepRunner:
             else None
         )
         workdir = workspace.root / action.workdir if action.workdir else workspace.root
+        # Image fields are templates too (Strøm renders image, cmd and manifest).
+        image = (
+            self.templates.render_str(action.image, action_context, where=f"{where} image")
+            if action.image
+            else None
+        )
+        entrypoint, cmd = _image_command(
+            self.templates.render(action.entrypoint, action_context, where=f"{where} entrypoint"),
+            self.templates.render(action.cmd, action_context, where=f"{where} cmd"),
+            self.templates.render(action.command, action_context, where=f"{where} command"),
+            where,
+        )
+        manifest = (
+            self.templates.render(action.manifest, action_context, where=f"{where} manifest")
+            if action.manifest
+            else None
+        )
         return StepSpec(
             job_id=job.id,
             step=name,
@@ -307,10 +325,10 @@ class StepRunner:
             language=action.language,
             interpreter=action.interpreter,
             dependencies=tuple(action.dependencies),
-            image=action.image,
-            cmd=_argv(action.cmd),
-            entrypoint=_argv(action.entrypoint),
-            manifest=action.manifest,
+            image=image,
+            cmd=cmd,
+            entrypoint=entrypoint,
+            manifest=manifest,
             resources=action.resources,
             labels={"headwater.job": job.id, "headwater.step": name},
         )
@@ -386,12 +404,33 @@ class StepRunner:
         return _Attempt(StepStatus.COMPLETED, output=outcome.value)
 
 
-def _argv(value: str | list[str] | None) -> tuple[str, ...] | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return ("/bin/sh", "-c", value)
-    return tuple(value)
+def _image_command(
+    entrypoint: Any, cmd: Any, command: Any, where: str
+) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """``(entrypoint, cmd)`` of a container: the image's ENTRYPOINT and CMD replaced.
+
+    ``entrypoint`` (a list, or a string split like a shell would) replaces ENTRYPOINT;
+    ``command`` (Strøm's list) or a list ``cmd`` replaces CMD. A string ``cmd`` is a
+    shell command (``/bin/sh -c CMD``) when there is no entrypoint, and the
+    entrypoint's arguments (split like a shell would) when there is one."""
+
+    def words(value: Any, field_name: str) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if isinstance(value, list):
+            return tuple(str(v) for v in value)
+        try:
+            return tuple(shlex.split(str(value)))
+        except ValueError as exc:
+            message = f"{where} {field_name}: cannot be split into words: {exc}"
+            raise TemplateError(message) from None
+
+    first = words(entrypoint, "entrypoint")
+    if command is not None:
+        return first, words(command, "command")
+    if isinstance(cmd, str) and first is None:
+        return ("/bin/sh", "-c"), (cmd,)
+    return first, words(cmd, "cmd")
 
 
 def _from_result(result: StepResult, output: Any) -> _Attempt:

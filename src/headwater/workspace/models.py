@@ -206,9 +206,10 @@ class Action(_Model):
             data["type"] = runner
         return data
 
-    @field_validator("env", mode="before")
+    @field_validator("env", "resources", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
+        # `cpu: 2` under resources: is "2", like an env var.
         if isinstance(value, dict):
             return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
         return value

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.errors import Problem, Severity
+from headwater.runners.pod_spec import manifest_problems
+from headwater.runners.quantities import resource_problems
 from headwater.workspace.cron import cron_problem, timezone_problem
 from headwater.workspace.models import (
     Action,
@@ -147,6 +149,46 @@ class _Checker:
             self.template(value, (*path, "env", key))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
+        self.image_fields(action, path)
+
+    def image_fields(self, action: Action, path: YamlPath) -> None:
+        """The docker and pod runners' fields: command, resources, manifest."""
+        runner = action.effective_runner
+        if runner is RunnerKind.LOCAL:
+            if action.resources and action.type is ActionType.SCRIPT:
+                self.warn(
+                    (*path, "resources"),
+                    "`resources` is only used by the docker and pod runners; ignored",
+                )
+            return
+        if action.cmd is not None and action.command is not None:
+            self.error(
+                (*path, "command"),
+                "`cmd` and `command` are exclusive: `cmd` is a shell command (or the"
+                " entrypoint's arguments), `command` the list of arguments; keep one",
+            )
+        if action.type is ActionType.SCRIPT:
+            if not action.image and (action.script is not None or action.source is not None):
+                self.warn(
+                    (*path, "runner"),
+                    f"a script run by `runner: {runner.value}` needs an `image` to run in"
+                    " (e.g. `image: python:3.12-slim`); without one the step fails",
+                )
+            if action.dependencies:
+                self.error(
+                    (*path, "dependencies"),
+                    "`dependencies` are installed by the local runner only; in a container,"
+                    " build them into the image",
+                )
+        for key, problem in resource_problems(action.resources or {}):
+            self.error((*path, "resources", key), problem)
+        if action.manifest is not None and runner is RunnerKind.POD:
+            for sub_path, problem in manifest_problems(action.manifest):
+                self.error((*path, "manifest", *sub_path), f"`manifest`: {problem}")
+        for key in ("image", "cmd", "entrypoint", "command", "manifest"):
+            value = getattr(action, key)
+            if value is not None:
+                self.template(value, (*path, key))
 
     def script_action(self, action: Action, path: YamlPath) -> None:
         if action.script is not None and action.source is not None:
