@@ -105,7 +105,7 @@ class WorkerConfig(BaseModel):
 
     server: str | list[str] | None = None
     worker_token: str | None = None
-    tags: list[str] = Field(default_factory=lambda: ["script"])
+    tags: list[str] | None = None  # default: the runners' tags (script, docker, pod)
     concurrency: int = Field(default=8, ge=1, le=1000)
     name: str | None = None
     cache_dir: str | None = None
@@ -200,7 +200,8 @@ def worker_cmd(
             "'headwater worker-tokens create NAME' next to the database)"
         )
         raise typer.Exit(2)
-    offered = frozenset(_split(tags) or cfg.tags)
+    chosen = _split(tags) or cfg.tags
+    offered = frozenset(chosen) if chosen else None
     settings = RemoteWorkerSettings(
         servers=tuple(servers),
         token=secret,
@@ -218,7 +219,8 @@ def worker_cmd(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        shown = f"servers {', '.join(servers)} · tags {', '.join(sorted(offered))}"
+        shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
+        shown = f"servers {', '.join(servers)} · tags {shown_tags}"
         _err.print(f"headwater worker: {shown} · concurrency {settings.worker.concurrency}")
         await RemoteWorker(settings).run(stop)
 

@@ -24,19 +24,18 @@ from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import AuthError, ConflictError, StaleConsumerError
-from headwater.runners.base import Runner
-from headwater.runners.local import LocalRunner
+from headwater.runners import RUNNER_TAGS, close_runners, open_runners, runner_tags
 from headwater.store.base import JobRecord
 from headwater.triggers.consumers import consumer_env, consumer_line_hook
 from headwater.triggers.emitter import EmitBatch, EmitResult
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.http_control import HttpControlPlane
 from headwater.worker.worker import Worker, WorkerSettings
-from headwater.workspace.models import EventSourceTrigger, RunnerKind, Workspace
+from headwater.workspace.models import EventSourceTrigger, Workspace
 from headwater.workspace.secrets import Redactor
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["RemoteEmitter", "RemoteWorker", "RemoteWorkerSettings", "available_runners"]
+__all__ = ["RemoteEmitter", "RemoteWorker", "RemoteWorkerSettings"]
 
 log = structlog.get_logger(__name__)
 
@@ -44,16 +43,11 @@ _MAX_EMIT_EVENTS = 2000
 _MAX_EMIT_BYTES = 4 * 1024 * 1024
 
 
-def available_runners() -> dict[RunnerKind, Runner]:
-    """The runners of this process. (Docker and pod runners register here too.)"""
-    return {RunnerKind.LOCAL: LocalRunner()}
-
-
 @dataclass(frozen=True, slots=True)
 class RemoteWorkerSettings:
     servers: tuple[str, ...]
     token: str
-    tags: frozenset[str] = frozenset({"script"})
+    tags: frozenset[str] | None = None  # None: the tags of the runners this process has
     name: str | None = None
     cache_dir: Path = Path(".headwater") / "worker-cache"
     worker: WorkerSettings = field(default_factory=WorkerSettings)
@@ -198,7 +192,10 @@ class RemoteWorker:
     def __init__(self, settings: RemoteWorkerSettings) -> None:
         self.settings = settings
         self.control = HttpControlPlane(
-            settings.servers, settings.token, settings.tags, claim_wait=settings.claim_wait
+            settings.servers,
+            settings.token,
+            settings.tags or frozenset({"script"}),
+            claim_wait=settings.claim_wait,
         )
         self.holder = _RemoteWorkspace(self.control, settings.cache_dir)
         self.templates = TemplateEngine()
@@ -213,14 +210,18 @@ class RemoteWorker:
         control.on_revision = self.holder.refresh
         logs = LogWriter(control, redact=lambda text: self.holder.redactor.redact_text(text))
         logs.start()
-        runners = available_runners()
-        for tag, kind in (("docker", RunnerKind.DOCKER), ("pod", RunnerKind.POD)):
-            if tag in self.settings.tags and kind not in runners:
+        runners = await open_runners()  # local, and docker / pod where configured
+        if self.settings.tags is None:  # not configured: what the runners can do
+            control.tags = runner_tags(runners)
+        for kind, tag in RUNNER_TAGS.items():
+            if tag in control.tags and kind not in runners:
                 log.warning(
                     "runner_missing_for_tag",
                     tag=tag,
-                    hint=f"jobs needing {tag} will fail on this worker",
+                    hint=f"this worker offers {tag!r} but has no {kind.value} runner: "
+                    "its jobs would fail here",
                 )
+        log.info("worker_tags", tags=sorted(control.tags))
         steps = StepRunner(
             store=control,
             logs=logs,
@@ -257,6 +258,8 @@ class RemoteWorker:
             stopper.cancel()
             await logs.close()
             await control.close()
+            await close_runners(runners)
+            await close_runners(runners)
         if control.auth_failed:
             raise AuthError("the server refused this worker's token (revoked?); stopped")
 
