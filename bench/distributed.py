@@ -194,6 +194,8 @@ def main() -> None:
     parser.add_argument("--failover", action="store_true")
     parser.add_argument("--events", type=int, default=25_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--stale-after", type=float, default=2.0, help="servers' setting")
+    parser.add_argument("--lease-ttl", type=float, default=2.0, help="servers' setting")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--skip-latency", action="store_true", help="Only the failover run.")
     args = parser.parse_args()
@@ -212,7 +214,14 @@ def main() -> None:
         try:
             (tmp / "failover").mkdir()
             scenario = run_failover_scenario(
-                tmp / "failover", db_url, args.events, args.events, args.rounds, timeout=600
+                tmp / "failover",
+                db_url,
+                args.events,
+                args.events,
+                args.rounds,
+                timeout=600,
+                stale_after=args.stale_after,
+                lease_ttl=args.lease_ttl,
             )
             results["failover"] = {
                 "failovers_s": scenario.failovers,
@@ -243,7 +252,8 @@ def main() -> None:
         f = results["failover"]
         print(
             f"\nfailover scenario ({args.events} events + {args.events} webhooks, "
-            f"{args.rounds} round(s) of 4 SIGKILLs):"
+            f"{args.rounds} round(s) of 4 SIGKILLs; --stale-after {args.stale_after:g} s, "
+            f"--lease-ttl {args.lease_ttl:g} s):"
         )
         for label, seconds in f["failovers_s"]:
             print(f"  {label}: {seconds:.2f} s")

@@ -116,12 +116,21 @@ class Proc:
 
 
 class Server(Proc):
-    def __init__(self, name: str, workspace: Path, db_url: str, cwd: Path, *extra: str) -> None:
+    def __init__(
+        self,
+        name: str,
+        workspace: Path,
+        db_url: str,
+        cwd: Path,
+        *extra: str,
+        stale_after: float = STALE_AFTER,
+        lease_ttl: float = LEASE_TTL,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         args = [
             HEADWATER, "server", str(workspace), "--db", db_url, "--port", str(self.port),
-            "--stale-after", str(STALE_AFTER), "--lease-ttl", str(LEASE_TTL),
+            "--stale-after", str(stale_after), "--lease-ttl", str(lease_ttl),
             "--log-level", "warning", *extra,
         ]  # fmt: skip
         super().__init__(name, args, cwd)
@@ -266,7 +275,14 @@ class ScenarioResult:
 
 
 def run_failover_scenario(
-    tmp: Path, pg_url: str, events: int, hooks: int, rounds: int = 1, timeout: float = 90
+    tmp: Path,
+    pg_url: str,
+    events: int,
+    hooks: int,
+    rounds: int = 1,
+    timeout: float = 90,
+    stale_after: float = STALE_AFTER,
+    lease_ttl: float = LEASE_TTL,
 ) -> ScenarioResult:
     """2 servers, 2 remote workers; ``events`` through the event source and ``hooks``
     webhooks while, ``rounds`` times, the trigger owner, the worker running the consumer,
@@ -276,8 +292,9 @@ def run_failover_scenario(
     result = ScenarioResult()
     workspace = write_workspace(tmp / "ws", events)
     token = create_token(pg_url, "scenario")
-    s1 = Server("server1", workspace, pg_url, tmp)
-    s2 = Server("server2", workspace, pg_url, tmp)
+    timing = {"stale_after": stale_after, "lease_ttl": lease_ttl}
+    s1 = Server("server1", workspace, pg_url, tmp, **timing)
+    s2 = Server("server2", workspace, pg_url, tmp, **timing)
     servers = [s1, s2]
     workers = {
         "worker1": RemoteWorkerProc("worker1", [s1.url, s2.url], token, tmp),
