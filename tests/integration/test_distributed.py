@@ -481,3 +481,18 @@ async def test_a_worker_whose_token_is_revoked_stops(cluster: Cluster) -> None:
     await cluster.store.revoke_worker_token(token.id)
     with pytest.raises(AuthError, match="revoked"):
         await asyncio.wait_for(run, 20)
+
+
+async def test_a_remote_worker_picks_up_a_reloaded_workspace_before_its_next_job(
+    cluster: Cluster,
+) -> None:
+    async with cluster.remote_worker():
+        first = await cluster.wait_job(await cluster.submit("hello", n=1))
+        assert first.status is JobStatus.COMPLETED
+        path = cluster.node.holder.path
+        added_task = "  added:\n    flow:\n      go: { action: echo, input: { n: 42 } }\n"
+        path.write_text(path.read_text().replace("tasks:\n", "tasks:\n" + added_task, 1))
+        await cluster.node.reload_workspace()
+        added = await cluster.wait_job(await cluster.submit("added"))
+        assert added.status is JobStatus.COMPLETED, added.error
+        assert added.output == {"go": {"n": 42}}
