@@ -36,7 +36,9 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
     Store,
+    WorkerJobsReconciled,
     WorkerRecord,
+    WorkerTokenRecord,
 )
 from headwater.store.notify import Broadcaster, Subscription
 from headwater.workspace.models import (
@@ -322,9 +324,29 @@ class InMemoryStore(Store):
         raise NotImplementedError
 
     async def list_workers(self) -> list[WorkerRecord]:
-        raise NotImplementedError
+        return []
 
     async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        raise NotImplementedError
+
+    async def reconcile_worker_jobs(
+        self, worker_id: str, active: Sequence[str], grace_secs: float
+    ) -> WorkerJobsReconciled:
+        raise NotImplementedError
+
+    async def insert_worker_token(self, token: WorkerTokenRecord) -> None:
+        raise NotImplementedError
+
+    async def get_worker_token(self, token_id: str) -> WorkerTokenRecord | None:
+        raise NotImplementedError
+
+    async def list_worker_tokens(self) -> list[WorkerTokenRecord]:
+        raise NotImplementedError
+
+    async def revoke_worker_token(self, token_id: str) -> bool:
+        raise NotImplementedError
+
+    async def touch_worker_token(self, token_id: str) -> None:
         raise NotImplementedError
 
     async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:

@@ -88,3 +88,16 @@ class RunnerError(HeadwaterError):
 
 class ConfigError(HeadwaterError):
     """Bad command-line or process configuration (database URL, ports, tokens)."""
+
+
+class AuthError(HeadwaterError):
+    """A credential (API key, worker token) is missing, unknown or revoked."""
+
+
+class StaleConsumerError(ConflictError):
+    """An event-source consumer whose fencing token (or job attempt) is no longer the
+    trigger's current one: its events are refused, so two consumers never feed a trigger."""
+
+
+class ServerUnavailableError(HeadwaterError):
+    """No headwater server answered a worker's request (after retries)."""

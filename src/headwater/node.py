@@ -34,19 +34,26 @@ from headwater.runners import close_runners, open_runners
 from headwater.runners.base import Runner
 from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
 from headwater.store.sql import open_store
+from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_trigger
 from headwater.triggers.context import CallbackTriggerContext
-from headwater.triggers.emitter import EventSourceLineHook, LocalEmitter
+from headwater.triggers.emitter import LocalEmitter
 from headwater.triggers.event_source import (
     CONSUMER_SOURCE_TYPE,
     EventSourceManager,
     iso,
     trigger_key,
 )
+from headwater.triggers.owner import TriggerOwner
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
-from headwater.workspace.models import EventSourceTrigger, RunnerKind, Workspace
+from headwater.workspace.models import (
+    EventSourceTrigger,
+    RunnerKind,
+    SchedulerTrigger,
+    Workspace,
+)
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
@@ -96,6 +103,9 @@ class Node:
         self.store: Store  # set by start()
         self.templates = TemplateEngine()
         self.on_reload: list[Callable[[Workspace], None]] = []
+        # Set before start() by ``headwater server``: serve only the triggers whose lease
+        # this process holds (None: every trigger, as ``headwater up`` does).
+        self.owner: TriggerOwner | None = None
         self._started = False
 
     # -- Runtime protocol (used by the HTTP app) -------------------------------------------
@@ -127,8 +137,9 @@ class Node:
         return {"worker": worker, "workspace": self.holder.workspace.name}
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def start(self) -> None:
-        self.store = await open_store(self.settings.db_url)
+    async def start(self, store: Store | None = None) -> None:
+        """Open the store (or take ``store``, already open: the node closes it)."""
+        self.store = store if store is not None else await open_store(self.settings.db_url)
         self.dispatcher = Dispatcher(self.store, self.workspace)
         self.batching = BatchingDispatcher(self.dispatcher)
         self.logs = LogWriter(self.store, redact=self._redact_text)
@@ -147,9 +158,16 @@ class Node:
             max_line_bytes=self.settings.max_line_bytes,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
-        self.event_sources = EventSourceManager(self.store, self.dispatcher, self.workspace)
+        self.event_sources = EventSourceManager(
+            self.store, self.dispatcher, self.workspace, owner=self.owner
+        )
         self.receivers = ReceiverManager(
-            self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
+            self.store,
+            self.dispatcher,
+            self.workspace,
+            self.templates,
+            lambda: self.holder.secrets,
+            owner=self.owner,
         )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
@@ -159,7 +177,7 @@ class Node:
             secrets=lambda: self.holder.secrets,
             redact=self.redact,
         )
-        self.scheduler = Scheduler(self.trigger_ctx)
+        self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner)
         self.executor = JobExecutor(self.steps)
         self.worker: Worker | None = None
         if self.settings.run_worker:
@@ -203,6 +221,15 @@ class Node:
                 "events_rejected": await self.store.count_rejected(key),
             }
         result.update(await self.receivers.states())
+        if self.owner is not None:  # several servers: say where each trigger is served
+            for name, trigger in ws.triggers.items():
+                if name not in result and not isinstance(trigger, SchedulerTrigger):
+                    continue
+                here = self.owner.owns(name)
+                entry = result.setdefault(name, {})
+                entry["owned_here"] = here
+                if not here and not isinstance(trigger, EventSourceTrigger):
+                    entry["state"] = "elsewhere"  # another server fires or reads it
         return result
 
     def _event_source_key(self, name: str) -> str:
@@ -243,51 +270,23 @@ class Node:
     # -- event sources -------------------------------------------------------------------
     def consumer_trigger(self, job: JobRecord) -> tuple[str, EventSourceTrigger] | None:
         """The event-source trigger a consumer job serves (None for other jobs)."""
-        if job.source_type != CONSUMER_SOURCE_TYPE or job.source_id is None:
-            return None
-        key = job.source_id.removesuffix("#consumer")
-        ws = self.holder.workspace
-        name = key.removeprefix(f"{ws.name}/")
-        trigger = ws.triggers.get(name)
-        if isinstance(trigger, EventSourceTrigger):
-            return key, trigger
-        return None
-
-    def _secret_context(self) -> dict[str, Any]:
-        secrets = self.holder.secrets
-        return {"secret": secrets, "secrets": secrets}
+        return consumer_trigger(self.holder.workspace, job)
 
     def _line_hook(self, job: JobRecord, step: str, step_attempt: int) -> LineHook | None:
-        found = self.consumer_trigger(job)
-        if found is None:
-            return None
-        key, trigger = found
-        defaults = self.templates.render(
-            trigger.input, self._secret_context(), where=f"trigger {key!r} input"
-        )
-        return EventSourceLineHook(
+        h = self.holder
+        return consumer_line_hook(
+            h.workspace,
+            self.templates,
+            h.secrets,
             job,
             step,
             step_attempt,
-            key,
-            trigger.target_task,
-            defaults if isinstance(defaults, Mapping) else {},
-            trigger.max_in_flight,
-            trigger.max_line_bytes,
-            self.emitter,
+            lambda key, trigger: self.emitter,
             self.logs,
         )
 
     def _extra_env(self, job: JobRecord) -> Mapping[str, str]:
-        found = self.consumer_trigger(job)
-        if found is None:
-            return {}
-        key, trigger = found
-        ctx = self._secret_context()
-        return {
-            k: str(self.templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
-            for k, v in trigger.env.items()
-        }
+        return consumer_env(self.holder.workspace, self.templates, self.holder.secrets, job)
 
     def _tag_signatures(self) -> Sequence[str]:
         return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]

@@ -131,6 +131,12 @@ def jobs(
             _duration(j.get("started_at"), j.get("finished_at")),
         )
     out.print(table)
+    waiting = [j for j in found if j.get("waiting_for")]
+    if waiting:  # pending because no worker can run them: say so, not just "pending"
+        out.print(
+            f"{len(waiting)} pending job(s) wait for a worker: {escape(waiting[0]['waiting_for'])}",
+            style="yellow",
+        )
 
 
 @app.command(rich_help_panel="Server")
@@ -164,6 +170,8 @@ def job(
         fields.append(("error", f"[red]{escape(data['error'])}[/red]"))
     if data.get("cancel_requested") and data["status"] == "running":
         fields.append(("cancel", "[magenta]requested[/magenta]"))
+    if data.get("waiting_for"):
+        fields.append(("waiting", f"[yellow]{escape(data['waiting_for'])}[/yellow]"))
     for name, value in fields:
         out.print(f"  [dim]{name:<9}[/dim] {value}", soft_wrap=True)
     steps = data.get("steps") or []

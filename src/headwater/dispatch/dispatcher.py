@@ -49,6 +49,7 @@ class Event:
     defaults: Mapping[str, Any] = field(default_factory=dict)  # rendered trigger input
     parent_job_id: str | None = None
     tags: frozenset[str] | None = None  # worker tags; None: what the task's steps need
+    max_attempts: int | None = None  # claims before recovery fails it; None: the default
 
 
 class DispatchStatus(StrEnum):
@@ -104,7 +105,7 @@ class Dispatcher:
             dedup_key=event.dedup_key,
             tags=event.tags if event.tags is not None else task_tags(ws, task),
             parent_job_id=event.parent_job_id,
-            max_attempts=self._max_attempts,
+            max_attempts=event.max_attempts or self._max_attempts,
         )
 
     async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:

@@ -8,7 +8,8 @@ from collections.abc import Callable
 
 import structlog
 
-from headwater.store.base import LogLine, Store
+from headwater.store.base import LogLine
+from headwater.worker.control import ControlPlane
 
 __all__ = ["LogWriter"]
 
@@ -24,7 +25,7 @@ class LogWriter:
 
     def __init__(
         self,
-        store: Store,
+        store: ControlPlane,
         redact: Callable[[str], str] = lambda s: s,
         flush_interval: float = 0.05,
         max_batch: int = 2000,

@@ -32,8 +32,8 @@ from headwater.store.base import (
     LogStream,
     StepStatus,
     StepUpdate,
-    Store,
 )
+from headwater.worker.control import ControlPlane
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
 from headwater.workspace.templating import TemplateEngine, build_context
 
@@ -115,7 +115,7 @@ class StepRunner:
 
     def __init__(
         self,
-        store: Store,
+        store: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
         logs: LogWriter,
         templates: TemplateEngine,
         runners: Mapping[RunnerKind, Runner],

@@ -23,12 +23,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater import __version__
 from headwater.errors import (
+    AuthError,
     ConfigError,
     ConflictError,
     HeadwaterError,
     InputValidationError,
     NotFoundError,
     RunnerError,
+    StaleConsumerError,
     StoreError,
     TemplateError,
     WorkspaceError,
@@ -56,6 +58,8 @@ DEFAULT_MAX_BODY_BYTES = 1_048_576
 
 # Most specific first: the first class the error is an instance of decides.
 _ERROR_MAP: tuple[tuple[type[HeadwaterError], int, str], ...] = (
+    (AuthError, 401, "unauthorized"),
+    (StaleConsumerError, 409, "stale_consumer"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (InputValidationError, 422, "invalid_input"),

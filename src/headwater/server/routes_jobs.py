@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
@@ -67,17 +68,25 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         if len(jobs) > limit:
             jobs = jobs[:limit]
             next_before = jobs[-1].id
-        return {
-            "jobs": runtime.redact([job.to_api(include_steps=False) for job in jobs]),
-            "next_before": next_before,
-        }
+        waiting = await waiting_reasons(runtime.store, jobs)
+        listed = []
+        for job in jobs:
+            item = job.to_api(include_steps=False)
+            if job.id in waiting:
+                item["waiting_for"] = waiting[job.id]
+            listed.append(item)
+        return {"jobs": runtime.redact(listed), "next_before": next_before}
 
     @router.get(
         "/jobs/{job_id}", response_model=JobOut, responses=ERRORS_404, summary="One job with steps"
     )
     async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
         job = await _job_or_404(runtime.store, job_id)
-        return _job_json(runtime, job)
+        data = _job_json(runtime, job)
+        waiting = await waiting_reasons(runtime.store, [job])
+        if job.id in waiting:
+            data["waiting_for"] = waiting[job.id]
+        return data
 
     @router.post(
         "/jobs/{job_id}/cancel",
@@ -141,6 +150,30 @@ async def _job_or_404(store: Store, job_id: str) -> JobRecord:
     if job is None:
         raise NotFoundError(f"job {job_id!r} not found")
     return job
+
+
+# A worker that heartbeated this recently counts as able to take a job.
+LIVE_WORKER_SECS = 30.0
+
+
+async def waiting_reasons(store: Store, jobs: Sequence[JobRecord]) -> dict[str, str]:
+    """Why pending jobs wait: no live worker has every tag they need (job id -> reason).
+    One query (the workers), and only when a pending job is listed."""
+    pending = [j for j in jobs if j.status is JobStatus.PENDING]
+    if not pending:
+        return {}
+    cutoff = datetime.now(UTC) - timedelta(seconds=LIVE_WORKER_SECS)
+    offered = [w.tags for w in await store.list_workers() if w.last_heartbeat >= cutoff]
+    reasons: dict[str, str] = {}
+    for job in pending:
+        if any(job.tags <= tags for tags in offered):
+            continue
+        need = ", ".join(sorted(job.tags)) or "(none)"
+        if not offered:
+            reasons[job.id] = f"no live worker: start one with the tags {need}"
+        else:
+            reasons[job.id] = f"no live worker has all the tags {need}"
+    return reasons
 
 
 def _job_json(runtime: Runtime, job: JobRecord) -> dict[str, Any]:

@@ -35,7 +35,9 @@ __all__ = [
     "StepUpdate",
     "Store",
     "Subscription",
+    "WorkerJobsReconciled",
     "WorkerRecord",
+    "WorkerTokenRecord",
 ]
 
 
@@ -182,6 +184,7 @@ class JobRecord:
             "source_type": self.source_type,
             "source_id": self.source_id,
             "dedup_key": self.dedup_key,
+            "tags": sorted(self.tags),
             "parent_job_id": self.parent_job_id,
             "worker_id": self.worker_id,
             "attempt": self.attempt,
@@ -307,6 +310,36 @@ class Lease:
     expires_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class WorkerTokenRecord:
+    """A worker token as stored: its public id and the SHA-256 of its secret part."""
+
+    id: str
+    name: str
+    secret_sha256: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+    last_used_at: datetime | None = None
+
+    def to_api(self) -> dict[str, Any]:
+        """Everything but the hash."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": _iso(self.created_at),
+            "revoked_at": _iso(self.revoked_at),
+            "last_used_at": _iso(self.last_used_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerJobsReconciled:
+    """What a remote worker's heartbeat found when its job list met the store's."""
+
+    requeued: tuple[str, ...] = ()  # running as the worker's, unknown to it: back to pending
+    lost: tuple[str, ...] = ()  # the worker runs them, but they are no longer its
+
+
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
@@ -413,6 +446,34 @@ class Store(abc.ABC):
         """Running jobs whose worker has not heartbeated for ``stale_after`` seconds (or is
         unknown): back to pending when attempts remain, failed otherwise. Their running
         steps are marked failed with the reason."""
+
+    @abc.abstractmethod
+    async def reconcile_worker_jobs(
+        self, worker_id: str, active: Sequence[str], grace_secs: float
+    ) -> WorkerJobsReconciled:
+        """Compare the jobs a (remote) worker says it runs with the store. A running job
+        of the worker that it does not know and that was claimed more than ``grace_secs``
+        ago (its claim answer was lost) goes back to pending; ids the worker runs that are
+        not running as its anymore are returned as ``lost`` (the worker stops them)."""
+
+    # -- worker tokens ---------------------------------------------------------------
+    @abc.abstractmethod
+    async def insert_worker_token(self, token: WorkerTokenRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def get_worker_token(self, token_id: str) -> WorkerTokenRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_worker_tokens(self) -> list[WorkerTokenRecord]:
+        """Oldest first, revoked ones included."""
+
+    @abc.abstractmethod
+    async def revoke_worker_token(self, token_id: str) -> bool:
+        """Refuse the token from now on; False when there is no live token with that id."""
+
+    @abc.abstractmethod
+    async def touch_worker_token(self, token_id: str) -> None:
+        """Record that the token was just used (``last_used_at``)."""
 
     # -- rejected events -------------------------------------------------------------
     @abc.abstractmethod

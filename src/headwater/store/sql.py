@@ -70,6 +70,7 @@ from headwater.store.sqlite import (
 )
 from headwater.store.state_ops import StateOps
 from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
+from headwater.store.worker_ops import WorkerOps
 
 __all__ = ["SqlStore", "default_sqlite_url", "normalise_url", "open_store"]
 
@@ -140,7 +141,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-class SqlStore(StateOps, LeaseOps, DeadLetterOps, Store):
+class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
     def __init__(

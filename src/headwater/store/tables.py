@@ -41,6 +41,7 @@ __all__ = [
     "rejected_events",
     "state",
     "steps",
+    "worker_tokens",
     "workers",
 ]
 
@@ -252,4 +253,17 @@ leases = Table(
     Column("token", BigInteger, nullable=False),
     Column("acquired_at", UtcDateTime, nullable=False),
     Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# Worker tokens: ``hw_<id>_<secret>``; only the SHA-256 of the secret is kept, so a copy
+# of the database grants nothing. ``revoked_at`` set: the token is refused.
+worker_tokens = Table(
+    "worker_tokens",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("secret_sha256", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Column("last_used_at", UtcDateTime),
 )

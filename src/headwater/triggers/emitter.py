@@ -59,6 +59,9 @@ class EmitResult:
     duplicates: int
     rejected: int
     in_flight: int  # the trigger's pending + running target jobs after this batch
+    # Events a server refused because this consumer is no longer the trigger's (a stale
+    # fencing token): dropped on purpose, the current consumer owns the stream now.
+    refused: int = 0
 
 
 class Emitter(Protocol):
@@ -125,6 +128,7 @@ class EventSourceLineHook:
         logs: LogWriter,
         on_result: Callable[[EmitResult], Awaitable[None]] | None = None,
         max_batch: int = 500,
+        event_key: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> None:
         self._job = job
         # Unique per consumer run, step and step attempt; the line number completes it.
@@ -138,6 +142,7 @@ class EventSourceLineHook:
         self._logs = logs
         self._on_result = on_result
         self._max_batch = max_batch
+        self._event_key = event_key  # the trigger's dedup_key template, rendered
         self._seq = 0
         self._pending: list[tuple[str, Mapping[str, Any]]] = []
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
@@ -164,7 +169,13 @@ class EventSourceLineHook:
             await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
             return True
         await self._wait_for_room()
-        self._pending.append((f"{self._key_prefix}:{self._seq}", parsed.value))
+        key = f"{self._key_prefix}:{self._seq}"
+        if self._event_key is not None:
+            try:
+                key = f"es:{self._trigger}:{self._event_key(parsed.value)}"
+            except Exception as exc:  # no identity: keep the event, keyed by its line
+                await self._warn(step, f"OUTPUT line {self._seq}: dedup_key failed ({exc})")
+        self._pending.append((key, parsed.value))
         self._ensure_flusher()
         self._wake.set()
         return True

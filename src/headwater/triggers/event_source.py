@@ -30,6 +30,7 @@ import structlog
 from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.errors import ConflictError, HeadwaterError, NotFoundError
 from headwater.store.base import Channel, JobRecord, JobStatus, Store
+from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.workspace.models import EventSourceTrigger, RestartPolicy, Workspace
 
 __all__ = [
@@ -46,6 +47,10 @@ log = structlog.get_logger(__name__)
 CONSUMER_SOURCE_TYPE = "event_source_consumer"
 STATE_NAMESPACE = "trigger"
 MAX_BACKOFF = 300.0
+# A consumer job whose worker died goes back to the head of the queue (it keeps its
+# place) for up to this many workers; a new consumer job would queue behind every
+# job created since, and a crashing consumer is the restart policy's business anyway.
+CONSUMER_MAX_ATTEMPTS = 10
 
 
 def trigger_key(workspace: str, name: str) -> str:
@@ -107,10 +112,13 @@ class EventSourceManager:
         store: Store,
         dispatcher: Dispatcher,
         workspace: Any,  # Callable[[], Workspace]
+        owner: TriggerOwner | None = None,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._workspace = workspace
+        # Several servers: each reconciles only the triggers whose lease it holds.
+        self._owner: TriggerOwner = owner or ServesAll()
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -151,9 +159,13 @@ class EventSourceManager:
                 continue
             key = trigger_key(ws.name, name)
             seen.add(key)
+            if not self._owner.owns(name):
+                continue
             due = await self._reconcile_one(ws, key, trigger, now)
             if due is not None:
                 next_due = min(next_due, max(0.0, due - now))
+        if not self._owner.is_janitor():
+            return next_due
         for record in await self._store.list_state(STATE_NAMESPACE):
             if record.key.startswith(f"{ws.name}/") and record.key not in seen:
                 await self._retire(record.key, TriggerState.from_json(record.value))
@@ -284,6 +296,7 @@ class EventSourceManager:
                     CONSUMER_SOURCE_TYPE,
                     source_id=consumer_source_id(key),
                     dedup_key=f"consumer:{key}:{generation}",
+                    max_attempts=CONSUMER_MAX_ATTEMPTS,
                 )
             ]
         )

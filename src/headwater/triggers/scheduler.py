@@ -39,6 +39,7 @@ from headwater.errors import TemplateError
 from headwater.store.base import JobFilter, RejectedEvent
 from headwater.triggers.context import TriggerContext, secret_context
 from headwater.triggers.cron_schedule import CronSchedule
+from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.workspace.models import SchedulerTrigger
 
 __all__ = [
@@ -100,6 +101,7 @@ class _Entry:
     workspace: str
     after: datetime  # every tick at or before this was fired (or skipped)
     next: datetime | None  # first tick after ``after``; None: the expression never matches
+    late_from: datetime | None = None  # taken over: ticks after this fire even if late
 
 
 class Scheduler:
@@ -113,12 +115,18 @@ class Scheduler:
         max_catch_up: int = 1000,
         max_sleep: float = 60.0,
         clock: Callable[[], datetime] | None = None,
+        owner: TriggerOwner | None = None,
+        takeover_window: float = 60.0,
     ) -> None:
         self._ctx = ctx
         self._tolerance = timedelta(seconds=tolerance)
         self._max_catch_up = max_catch_up
         self._max_sleep = max_sleep
         self._clock = clock or _utcnow
+        # Several servers: a trigger fires on the one server holding its lease; the new
+        # holder after a failover fires the ticks of the gap (up to ``takeover_window``).
+        self._owner: TriggerOwner = owner or ServesAll()
+        self._takeover_window = timedelta(seconds=takeover_window)
         self._entries: dict[str, _Entry] = {}
         self._disabled: set[str] = set()
         self._broken: dict[str, tuple[str, str]] = {}  # name -> (cron, tz) already reported
@@ -181,7 +189,11 @@ class Scheduler:
     # -- workspace changes ------------------------------------------------------------------
     async def _sync(self, now: datetime) -> None:
         ws = self._ctx.workspace()
-        wanted = {n: t for n, t in ws.triggers.items() if isinstance(t, SchedulerTrigger)}
+        wanted = {
+            n: t
+            for n, t in ws.triggers.items()
+            if isinstance(t, SchedulerTrigger) and self._owner.owns(n)
+        }
         self._disabled = {n for n, t in wanted.items() if not t.enabled}
         for name in list(self._entries):
             trig = wanted.get(name)
@@ -220,14 +232,24 @@ class Scheduler:
         self._broken.pop(name, None)
         source_id = scheduler_source_id(ws_name, name)
         after = now
+        late_from: datetime | None = None
+        took_over = entry is None and self._owner.took_over(name)
         if entry is None and not self._synced_once and trig.catch_up:
             last = await self._last_fired(source_id)
             if last is not None:
                 after = min(last, now)
                 log.info("scheduler_catch_up_from", trigger=name, last_fired=_iso(last))
+        elif took_over:
+            # The previous owner died: fire what it did not, within the window.
+            last = await self._last_fired(source_id)
+            floor = now - self._takeover_window
+            after = min(now, max(last, floor)) if last is not None else now
+            late_from = after
+            log.info("scheduler_took_over", trigger=name, from_time=_iso(after))
         self._entries[name] = _Entry(
-            name, trig, schedule, source_id, ws_name, after, _next(schedule, name, after)
-        )
+            name, trig, schedule, source_id, ws_name, after, _next(schedule, name, after),
+            late_from,
+        )  # fmt: skip
         if entry is not None:
             log.info("scheduler_trigger_rescheduled", trigger=name, cron=trig.cron)
 
@@ -292,7 +314,12 @@ class Scheduler:
                     missed_since=_iso(entry.after),
                 )
             return ticks
-        on_time = [t for t in ticks if now - t <= self._tolerance]
+        late_from, entry.late_from = entry.late_from, None
+        on_time = [
+            t
+            for t in ticks
+            if now - t <= self._tolerance or (late_from is not None and t > late_from)
+        ]
         missed = len(ticks) - len(on_time)
         if missed or capped:
             log.warning(

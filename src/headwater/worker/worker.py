@@ -22,8 +22,9 @@ import structlog
 
 from headwater.engine.executor import JobExecutor, JobOutcome
 from headwater.engine.logwriter import LogWriter
-from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream, Store
+from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream
 from headwater.store.notify import Subscription
+from headwater.worker.control import ControlPlane
 from headwater.workspace.models import Workspace
 
 __all__ = ["Worker", "WorkerSettings", "worker_name"]
@@ -60,7 +61,7 @@ class _Active:
 class Worker:
     def __init__(
         self,
-        store: Store,
+        store: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
         executor: JobExecutor,
         logs: LogWriter,
         workspace: Callable[[], Workspace],

@@ -351,6 +351,9 @@ class EventSourceTrigger(_TriggerBase):
     backoff_secs: float = Field(default=5.0, ge=0)
     max_in_flight: int | None = Field(default=None, ge=0)
     max_line_bytes: int = Field(default=1_048_576, ge=1)
+    # The event's own identity, e.g. "{{ payload.order_id }}": a consumer that restarts
+    # and re-emits what it already emitted then makes no second job.
+    dedup_key: str | None = None
     max_crashes: int = Field(default=5, ge=1)
     crash_window_secs: float = Field(default=60.0, gt=0)
     healthy_run_secs: float = Field(default=60.0, gt=0)

@@ -322,6 +322,8 @@ class _Checker:
                 )
             for key, value in trigger.env.items():
                 self.template(value, (*path, "env", key))
+            if trigger.dedup_key is not None:
+                self.template(trigger.dedup_key, (*path, "dedup_key"))
         elif isinstance(trigger, WebhookTrigger) and trigger.secret is not None:
             self.template(trigger.secret, (*path, "secret"))
 

@@ -22,6 +22,7 @@ import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.store.base import Store
+from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.triggers.receivers import (
     EventReceiver,
     ReceiverContext,
@@ -68,6 +69,7 @@ class ReceiverManager:
         factory: ReceiverFactory = create_receiver,
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
+        owner: TriggerOwner | None = None,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
@@ -79,6 +81,8 @@ class ReceiverManager:
         self._backoff_max = backoff_max
         self._slots: dict[str, _Slot] = {}
         self._wake = asyncio.Event()
+        # Several servers: a receiver runs on the one server holding its trigger's lease.
+        self._owner: TriggerOwner = owner or ServesAll()
 
     def wake(self) -> None:
         """Reconcile now (workspace reloaded, a receiver ended)."""
@@ -106,7 +110,9 @@ class ReceiverManager:
         """Bring receivers to the workspace; returns seconds until a restart is due."""
         ws = self._workspace()
         wanted = {
-            name: t for name, t in ws.triggers.items() if is_receiver_trigger(t) and t.enabled
+            name: t
+            for name, t in ws.triggers.items()
+            if is_receiver_trigger(t) and t.enabled and self._owner.owns(name)
         }
         for name in list(self._slots):
             slot = self._slots[name]

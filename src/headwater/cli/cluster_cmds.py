@@ -1,0 +1,315 @@
+"""Distributed mode: ``headwater server``, ``headwater worker``, ``headwater worker-tokens``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from rich.console import Console
+
+from headwater.cli import app
+from headwater.cli.run_cmds import DbOpt, PathArg, _print_problems, default_db_url
+from headwater.errors import ConfigError, HeadwaterError, WorkspaceError
+from headwater.logging_setup import configure_logging
+
+__all__ = ["WorkerConfig", "load_worker_config"]
+
+tokens_app = typer.Typer(
+    help="Create, list and revoke the tokens remote workers authenticate with.",
+    no_args_is_help=True,
+)
+app.add_typer(tokens_app, name="worker-tokens")
+
+_err = Console(stderr=True, highlight=False)
+
+
+def _keys(api_key: list[str] | None) -> list[str]:
+    keys = [k for k in (api_key or []) if k]
+    if len(keys) == 1 and "," in keys[0]:
+        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
+    return keys
+
+
+def _fail(exc: HeadwaterError) -> typer.Exit:
+    if isinstance(exc, WorkspaceError):
+        _print_problems(_err, exc)
+    else:
+        _err.print(f"error: {exc}", markup=False)
+    return typer.Exit(1)
+
+
+@app.command()
+def server(
+    path: PathArg,
+    db: DbOpt = None,
+    host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+    worker: Annotated[
+        bool, typer.Option("--worker/--no-worker", help="Also run a worker in this process.")
+    ] = False,
+    concurrency: Annotated[int, typer.Option(help="Jobs the local worker runs at once.")] = 8,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--api-key",
+            envvar="HEADWATER_API_KEYS",
+            help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
+        ),
+    ] = None,
+    stale_after: Annotated[
+        float,
+        typer.Option(help="Seconds without a heartbeat after which a worker loses its jobs."),
+    ] = 10.0,
+    lease_ttl: Annotated[
+        float,
+        typer.Option(
+            help="Seconds a trigger lease lasts: a dead server's triggers move "
+            "to another server within this (plus 1 s)."
+        ),
+    ] = 6.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+) -> None:
+    """Serve the API and /worker/* on a shared database, run the triggers this server owns
+    (one owner per trigger across servers) and, with --worker, a local worker."""
+    from headwater.distributed.server import ServerSettings, run_server
+
+    configure_logging(log_level, log_format)
+    settings = ServerSettings(
+        workspace=path,
+        db_url=db or default_db_url(),
+        host=host,
+        port=port,
+        api_keys=tuple(_keys(api_key)),
+        run_worker=worker,
+        concurrency=concurrency,
+        stale_after=stale_after,
+        lease_ttl=lease_ttl,
+    )
+    try:
+        asyncio.run(run_server(settings, _err))
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
+
+
+class WorkerConfig(BaseModel):
+    """worker-config.yaml (the seed's ``worker_token`` and ``tags``, and a few more)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    server: str | list[str] | None = None
+    worker_token: str | None = None
+    tags: list[str] | None = None  # default: the runners' tags (script, docker, pod)
+    concurrency: int = Field(default=8, ge=1, le=1000)
+    name: str | None = None
+    cache_dir: str | None = None
+    heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
+
+
+def load_worker_config(path: Path) -> WorkerConfig:
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read the worker config: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the worker config must be a mapping of keys to values")
+    try:
+        return WorkerConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
+        )
+        known = ", ".join(WorkerConfig.model_fields)
+        raise ConfigError(f"{path}: {problems} (known keys: {known})") from None
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(x.strip() for x in v.split(",") if x.strip())
+    return out
+
+
+@app.command(name="worker")
+def worker_cmd(
+    server_url: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--server",
+            envvar="HEADWATER_SERVER",
+            help="Server URL; repeat it (or separate with commas) to fail over between servers.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="worker-config.yaml (worker_token, tags, ...).",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="HEADWATER_WORKER_TOKEN", help="The worker token."),
+    ] = None,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tags",
+            envvar="HEADWATER_WORKER_TAGS",
+            help="Tags this worker offers (script, docker, pod, function, your own).",
+        ),
+    ] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (default 8).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name shown for this worker.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where workspace copies are kept.")] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+) -> None:
+    """Run jobs for headwater servers over HTTP (a worker on another host)."""
+    from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
+    from headwater.worker.worker import WorkerSettings
+
+    configure_logging(log_level, log_format)
+    try:
+        cfg = load_worker_config(config) if config is not None else WorkerConfig()
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
+    servers = _split(server_url)
+    if not servers and cfg.server is not None:
+        servers = _split(cfg.server if isinstance(cfg.server, list) else [cfg.server])
+    secret = token or cfg.worker_token
+    if not servers:
+        _err.print(
+            "error: no server: pass --server URL, set HEADWATER_SERVER or `server:` "
+            "in the worker config"
+        )
+        raise typer.Exit(2)
+    if not secret:
+        _err.print(
+            "error: no worker token: pass --token, set HEADWATER_WORKER_TOKEN or "
+            "`worker_token:` in the worker config (create one with "
+            "'headwater worker-tokens create NAME' next to the database)"
+        )
+        raise typer.Exit(2)
+    chosen = _split(tags) or cfg.tags
+    offered = frozenset(chosen) if chosen else None
+    settings = RemoteWorkerSettings(
+        servers=tuple(servers),
+        token=secret,
+        tags=offered,
+        name=name or cfg.name,
+        cache_dir=cache_dir or Path(cfg.cache_dir or Path(".headwater") / "worker-cache"),
+        worker=WorkerSettings(
+            concurrency=concurrency or cfg.concurrency,
+            heartbeat_interval=cfg.heartbeat_interval,
+        ),
+    )
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
+        shown = f"servers {', '.join(servers)} · tags {shown_tags}"
+        _err.print(f"headwater worker: {shown} · concurrency {settings.worker.concurrency}")
+        await RemoteWorker(settings).run(stop)
+
+    try:
+        asyncio.run(main())
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
+
+
+# -- worker tokens ---------------------------------------------------------------------------
+def _with_store(db: str | None, action: Any) -> Any:
+    from headwater.store.sql import open_store
+
+    configure_logging("warning")
+
+    async def main() -> Any:
+        store = await open_store(db or default_db_url())
+        try:
+            return await action(store)
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(main())
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+@tokens_app.command("create")
+def tokens_create(
+    name: Annotated[str, typer.Argument(help="What the token is for, e.g. the worker host.")],
+    db: DbOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a worker token; it is printed once (only its hash is stored)."""
+    from headwater.distributed.tokens import issue_token
+
+    issued = issue_token(name)
+
+    async def action(store: Any) -> None:
+        await store.insert_worker_token(issued.record)
+
+    _with_store(db, action)
+    if as_json:
+        typer.echo(json.dumps({**issued.record.to_api(), "token": issued.token}))
+        return
+    typer.echo(issued.token)
+    _err.print(
+        f"worker token {issued.record.id} ({name}) created; it is shown only now. "
+        "Give it to the worker as worker_token: or HEADWATER_WORKER_TOKEN."
+    )
+
+
+@tokens_app.command("list")
+def tokens_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
+    """List worker tokens (ids and names; the tokens themselves are not stored)."""
+
+    async def action(store: Any) -> list[Any]:
+        return list(await store.list_worker_tokens())
+
+    records = _with_store(db, action)
+    if as_json:
+        typer.echo(json.dumps([r.to_api() for r in records]))
+        return
+    out = Console(highlight=False)
+    if not records:
+        out.print("no worker tokens (create one with 'headwater worker-tokens create NAME')")
+    for r in records:
+        state = f"revoked {r.to_api()['revoked_at']}" if r.revoked_at else "active"
+        used = r.to_api()["last_used_at"] or "never used"
+        out.print(
+            f"{r.id}  {r.name}  {state}  created {r.to_api()['created_at']}  {used}", markup=False
+        )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(
+    token_id: Annotated[str, typer.Argument(help="The token id (from 'list').")],
+    db: DbOpt = None,
+) -> None:
+    """Revoke a worker token: servers refuse it within seconds."""
+
+    async def action(store: Any) -> bool:
+        return bool(await store.revoke_worker_token(token_id))
+
+    if not _with_store(db, action):
+        _err.print(f"error: no active worker token with id {token_id!r}", markup=False)
+        raise typer.Exit(1)
+    typer.echo(f"worker token {token_id} revoked")

@@ -1,0 +1,91 @@
+"""What a worker needs to run an event-source consumer job: which trigger it serves, the
+trigger's ``env`` (secrets rendered, never stored) and the line hook that turns its
+``OUTPUT:`` lines into events. Shared by the embedded Node and remote workers, which
+differ only in the ``Emitter`` (the store, or a server over HTTP)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from headwater.engine.logwriter import LogWriter
+from headwater.store.base import JobRecord
+from headwater.triggers.emitter import Emitter, EventSourceLineHook
+from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
+from headwater.workspace.models import EventSourceTrigger, Workspace
+from headwater.workspace.templating import TemplateEngine
+
+__all__ = ["consumer_env", "consumer_line_hook", "consumer_trigger"]
+
+
+def consumer_trigger(ws: Workspace, job: JobRecord) -> tuple[str, EventSourceTrigger] | None:
+    """The event-source trigger (key, definition) a consumer job serves; None otherwise."""
+    if job.source_type != CONSUMER_SOURCE_TYPE or job.source_id is None:
+        return None
+    key = job.source_id.removesuffix("#consumer")
+    name = key.removeprefix(f"{ws.name}/")
+    trigger = ws.triggers.get(name)
+    if isinstance(trigger, EventSourceTrigger):
+        return key, trigger
+    return None
+
+
+def _secret_context(secrets: Mapping[str, str]) -> dict[str, Any]:
+    return {"secret": secrets, "secrets": secrets}
+
+
+def consumer_env(
+    ws: Workspace, templates: TemplateEngine, secrets: Mapping[str, str], job: JobRecord
+) -> Mapping[str, str]:
+    found = consumer_trigger(ws, job)
+    if found is None:
+        return {}
+    key, trigger = found
+    ctx = _secret_context(secrets)
+    return {
+        k: str(templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
+        for k, v in trigger.env.items()
+    }
+
+
+def consumer_line_hook(
+    ws: Workspace,
+    templates: TemplateEngine,
+    secrets: Mapping[str, str],
+    job: JobRecord,
+    step: str,
+    step_attempt: int,
+    emitter_for: Callable[[str, EventSourceTrigger], Emitter],
+    logs: LogWriter,
+) -> EventSourceLineHook | None:
+    """The hook of a consumer job's step (None for any other job). ``emitter_for(key,
+    trigger)`` gives the Emitter (embedded: one shared; remote: one per consumer run)."""
+    found = consumer_trigger(ws, job)
+    if found is None:
+        return None
+    key, trigger = found
+    where = f"trigger {key!r} input"
+    defaults = templates.render(trigger.input, _secret_context(secrets), where=where)
+    event_key: Callable[[Mapping[str, Any]], str] | None = None
+    template = trigger.dedup_key
+    if template is not None:
+
+        def event_key(payload: Mapping[str, Any]) -> str:
+            rendered = templates.render_str(template, {"payload": payload}, where="dedup_key")
+            if not rendered:
+                raise ValueError("dedup_key rendered empty")
+            return rendered
+
+    return EventSourceLineHook(
+        job,
+        step,
+        step_attempt,
+        key,
+        trigger.target_task,
+        defaults if isinstance(defaults, Mapping) else {},
+        trigger.max_in_flight,
+        trigger.max_line_bytes,
+        emitter_for(key, trigger),
+        logs,
+        event_key=event_key,
+    )
