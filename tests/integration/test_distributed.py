@@ -217,6 +217,34 @@ async def test_worker_routes_need_a_valid_token(cluster: Cluster) -> None:
         assert doc["name"] == "ws"
 
 
+async def test_a_token_acts_only_for_workers_under_its_own_id(cluster: Cluster) -> None:
+    import httpx
+
+    other = issue_token("other-host")
+    await cluster.store.insert_worker_token(other.record)
+    mine = cluster.token.split("_")[1]
+    body = {"name": "h:1", "tags": ["script"]}
+    async with httpx.AsyncClient(base_url=cluster.url) as client:
+        as_other = {"Authorization": f"Bearer {other.token}"}
+        ok = await client.post(
+            "/worker/register",
+            json={**body, "worker_id": f"{other.record.id}.a1"},
+            headers=as_other,
+        )
+        assert ok.status_code == 200, ok.text
+        # The other token may not register, heartbeat or finish as this token's worker.
+        for path, extra in (
+            ("/worker/register", body),
+            ("/worker/heartbeat", {}),
+            ("/worker/sync", {}),
+        ):
+            refused = await client.post(
+                path, json={**extra, "worker_id": f"{mine}.b2"}, headers=as_other
+            )
+            assert refused.status_code == 401, (path, refused.text)
+            assert "does not belong to this worker token" in refused.text
+
+
 # -- remote worker end to end ----------------------------------------------------------
 
 

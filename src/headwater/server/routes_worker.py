@@ -1,7 +1,9 @@
 """``/worker/*``: the HTTP face of ``WorkerService``, for remote ``headwater worker``s.
 
 Every route needs ``Authorization: Bearer <worker token>`` (``headwater worker-tokens
-create``). Requests and answers are JSON; the records use ``headwater.distributed.wire``.
+create``). A worker id must start with its token's id (``<token id>.<random>``), so one
+token cannot heartbeat, finish or emit as the worker of another. Requests and answers are
+JSON; the records use ``headwater.distributed.wire``.
 
 | route | what |
 |---|---|
@@ -31,7 +33,7 @@ from headwater.distributed.wire import job_to_wire, log_from_wire, step_from_wir
 from headwater.errors import AuthError, NotFoundError
 from headwater.store.base import JobStatus, WorkerTokenRecord
 
-__all__ = ["WORKER_BODY_LIMIT", "create_worker_router"]
+__all__ = ["WORKER_BODY_LIMIT", "create_worker_router", "worker_bound"]
 
 WORKER_BODY_LIMIT = 64 * 1024 * 1024
 
@@ -123,6 +125,16 @@ class _Room(BaseModel):
     timeout: float = Field(default=10.0, ge=0, le=30)
 
 
+def worker_bound(token: WorkerTokenRecord, worker_id: str) -> str:
+    """``worker_id`` when it belongs to ``token``; AuthError otherwise."""
+    if not worker_id.startswith(f"{token.id}."):
+        raise AuthError(
+            f"worker id {worker_id!r} does not belong to this worker token: a worker's id "
+            f"must start with its token id ({token.id}.)"
+        )
+    return worker_id
+
+
 def _lease(le: _Lease) -> ConsumerLease:
     return ConsumerLease(le.trigger, le.job_id, le.attempt, le.token)
 
@@ -135,7 +147,9 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
                 "the worker API needs 'Authorization: Bearer <worker token>' "
                 "(create one with 'headwater worker-tokens create NAME')"
             )
-        return await verifier.verify(token.strip())
+        record = await verifier.verify(token.strip())
+        request.state.worker_token = record  # for the routes' worker_bound check
+        return record
 
     router = APIRouter(prefix="/worker", tags=["worker"], dependencies=[Depends(authenticated)])
 
@@ -154,24 +168,28 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         )
 
     @router.post("/register", summary="A worker starts")
-    async def register(body: _Register) -> dict[str, Any]:
+    async def register(body: _Register, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         revision = await service.register(body.worker_id, body.name, frozenset(body.tags))
         return {"worker_id": body.worker_id, "revision": revision}
 
     @router.post("/deregister", summary="A worker stops cleanly")
-    async def deregister(body: _WorkerRef) -> dict[str, Any]:
+    async def deregister(body: _WorkerRef, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         await service.deregister(body.worker_id)
         return {"worker_id": body.worker_id}
 
     @router.post("/claim", summary="Long-poll for jobs the worker's tags can run")
     async def claim(body: _Claim, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         jobs = await service.claim(
             body.worker_id, frozenset(body.tags), body.limit, body.wait, request.is_disconnected
         )
         return {"jobs": [job_to_wire(j) for j in jobs], "revision": service.shipped().revision}
 
     @router.post("/heartbeat", summary="Proof of life; answers the jobs to stop")
-    async def heartbeat(body: _Heartbeat) -> dict[str, Any]:
+    async def heartbeat(body: _Heartbeat, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         answer = await service.heartbeat(
             body.worker_id, body.active, [_lease(le) for le in body.leases]
         )
@@ -182,7 +200,8 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         }
 
     @router.post("/sync", summary="Log lines, step records and job results, in order")
-    async def sync(body: _Sync) -> dict[str, Any]:
+    async def sync(body: _Sync, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         if any(not r.status.is_terminal for r in body.results):
             raise _bad("a result needs a final status (completed, failed or cancelled)")
         try:
@@ -219,7 +238,8 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         return {"jobs": [job_to_wire(j) for j in jobs]}
 
     @router.post("/jobs/{job_id}/children", summary="Start a sub-task's child job")
-    async def child(job_id: str, body: _Child) -> dict[str, Any]:
+    async def child(job_id: str, body: _Child, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         child_id = await service.submit_child(
             body.worker_id, job_id, body.step, body.task, body.input
         )
@@ -230,7 +250,8 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         return job_to_wire(await service.store.request_cancel(job_id))
 
     @router.post("/event-source/emit", summary="A consumer's events, fenced by its lease")
-    async def emit(body: _Emit) -> dict[str, Any]:
+    async def emit(body: _Emit, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
         answer = await service.emit(
             body.worker_id,
             body.trigger,

@@ -20,6 +20,7 @@ import structlog
 
 from headwater.distributed.bundle import is_cached, unpack_bundle
 from headwater.distributed.service import ConsumerLease
+from headwater.distributed.tokens import parse_token
 from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
@@ -203,7 +204,9 @@ class RemoteWorker:
 
     async def run(self, stop: asyncio.Event) -> None:
         control = self.control
-        worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        # The server only accepts worker ids under the token's own id (see worker_bound).
+        parsed = parse_token(self.settings.token)
+        worker_id = f"{parsed[0] if parsed else 'w'}.{uuid.uuid4().hex[:12]}"
         control.worker_id = worker_id
         await self.holder.refresh()
         control.revision = self.holder.revision
