@@ -33,7 +33,14 @@ def _root(
 
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
-    from headwater.cli import client_cmds, dlq_cmds, run_cmds, workspace_cmds  # noqa: F401
+    from headwater.cli import (  # noqa: F401
+        client_cmds,
+        dlq_cmds,
+        outbox_cmds,
+        run_cmds,
+        sdk_cmds,
+        workspace_cmds,
+    )
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import importlib
 import inspect
 import json
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,10 +37,13 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
 
 
 class FunctionCache:
-    """Imports each callable once; calls it with the step input as keyword arguments."""
+    """Imports each callable once; calls it with the step input as keyword arguments.
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Callable[..., Any]] = {}
+    ``preloaded`` maps refs to callables already in hand (the SDK's registrations), so a
+    function defined where importing by name cannot reach it still resolves."""
+
+    def __init__(self, preloaded: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        self._cache: dict[str, Callable[..., Any]] = dict(preloaded or {})
 
     def get(self, ref: str) -> Callable[..., Any]:
         fn = self._cache.get(ref)

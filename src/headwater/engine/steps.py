@@ -124,6 +124,7 @@ class StepRunner:
         extra_env: Callable[[JobRecord], Mapping[str, str]] = lambda job: {},
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
+        functions: FunctionCache | None = None,
     ) -> None:
         self.store = store
         self.logs = logs
@@ -135,7 +136,7 @@ class StepRunner:
         self._extra_env = extra_env
         self._kill_grace = kill_grace
         self._max_line_bytes = max_line_bytes
-        self._functions = FunctionCache()
+        self._functions = functions or FunctionCache()
 
     async def record(self, job_id: str, state: StepState) -> None:
         await self.store.upsert_steps(job_id, [state.update()])

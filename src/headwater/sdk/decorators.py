@@ -60,9 +60,7 @@ def on_amqp(queue: str, *, name: str, url: str, **options: Any) -> Callable[[F],
     return default_registry().on_amqp(queue, name=name, url=url, **options)
 
 
-def on_mqtt(
-    topic: str, *, name: str, url: str, client_id: str, **options: Any
-) -> Callable[[F], F]:
+def on_mqtt(topic: str, *, name: str, url: str, client_id: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_mqtt(topic, name=name, url=url, client_id=client_id, **options)
 
 

@@ -11,7 +11,7 @@ from types import ModuleType
 from headwater.errors import RegistrationError
 from headwater.sdk.registry import Registry, default_registry
 
-__all__ = ["import_app", "load_registry"]
+__all__ = ["app_root", "import_app", "load_registry", "split_spec"]
 
 
 def import_app(module: str) -> ModuleType:
@@ -36,11 +36,25 @@ def import_app(module: str) -> ModuleType:
         raise
 
 
+def split_spec(spec: str) -> tuple[str, str]:
+    """``"pkg.mod:registry"`` → ("pkg.mod", "registry"); no attribute → (spec, "")."""
+    head, sep, tail = spec.rpartition(":")
+    if sep and head and tail.isidentifier():
+        return head, tail
+    return spec, ""
+
+
+def app_root(spec: str) -> Path:
+    """Where the application lives: the file's folder, else the working directory."""
+    module, _ = split_spec(spec)
+    return Path(module).resolve().parent if module.endswith(".py") else Path.cwd()
+
+
 def load_registry(spec: str) -> Registry:
     """The registry ``spec`` names: ``module:attr``, else the default registry the
     module's decorators wrote to, else the one ``Registry`` the module defines."""
-    module_spec, sep, attr = spec.rpartition(":") if _has_attr(spec) else (spec, "", "")
-    loaded = import_app(module_spec if sep else spec)
+    module_spec, attr = split_spec(spec)
+    loaded = import_app(module_spec)
     if attr:
         found = getattr(loaded, attr, None)
         if not isinstance(found, Registry):
@@ -60,8 +74,3 @@ def load_registry(spec: str) -> Registry:
         f"{spec!r} registers nothing: decorate functions with @headwater.consumer(...) or"
         " @headwater.on_<broker>(...)"
     )
-
-
-def _has_attr(spec: str) -> bool:
-    head, sep, tail = spec.rpartition(":")
-    return bool(sep) and tail.isidentifier() and not tail.endswith("py")

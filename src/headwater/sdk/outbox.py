@@ -24,11 +24,11 @@ from headwater.errors import InvalidEventError
 from headwater.sdk.events import CREATION_TS_KEY
 from headwater.store.tables import outbox_events
 
-__all__ = ["MAX_EVENT_BYTES", "OUTBOX_CHANNEL", "asend_event", "outbox_row", "send_event"]
+__all__ = ["MAX_EVENT_BYTES", "NOTIFY", "OUTBOX_CHANNEL", "asend_event", "outbox_row", "send_event"]
 
 OUTBOX_CHANNEL = "headwater_outbox"
 MAX_EVENT_BYTES = 1_048_576  # payload + metadata as JSON
-_NOTIFY = text(f"SELECT pg_notify('{OUTBOX_CHANNEL}', :stream)")
+NOTIFY = text(f"SELECT pg_notify('{OUTBOX_CHANNEL}', :stream)")
 
 
 def outbox_row(
@@ -48,9 +48,7 @@ def outbox_row(
             f"payload must be a JSON object (a dict), not {type(payload).__name__}"
         )
     if metadata is not None and not isinstance(metadata, Mapping):
-        raise InvalidEventError(
-            f"metadata must be a dict or None, not {type(metadata).__name__}"
-        )
+        raise InvalidEventError(f"metadata must be a dict or None, not {type(metadata).__name__}")
     now = datetime.now(UTC)
     stamped = {**(metadata or {}), CREATION_TS_KEY: int(time.time() * 1000)}
     try:
@@ -89,7 +87,7 @@ def send_event(
     session.execute(insert(outbox_events).values(**row))
     dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
     if dialect.name == "postgresql":
-        session.execute(_NOTIFY, {"stream": stream})
+        session.execute(NOTIFY, {"stream": stream})
     return str(row["event_uuid"])
 
 
@@ -105,5 +103,5 @@ async def asend_event(
     await session.execute(insert(outbox_events).values(**row))
     dialect = session.get_bind().dialect if isinstance(session, AsyncSession) else session.dialect
     if dialect.name == "postgresql":
-        await session.execute(_NOTIFY, {"stream": stream})
+        await session.execute(NOTIFY, {"stream": stream})
     return str(row["event_uuid"])

@@ -47,7 +47,7 @@ async def stream_entries(
 def _creation_ms(entry_id: str, fields: Any) -> float:
     named = {_text(k): v for k, v in (fields or {}).items()}
     try:
-        metadata = json.loads(_text(named.get(b"metadata", named.get("metadata", b"null"))))
+        metadata = json.loads(_text(named.get("metadata", b"null")))
         stamped = metadata.get(CREATION_TS_KEY) if isinstance(metadata, dict) else None
     except ValueError:
         stamped = None

@@ -45,7 +45,7 @@ def check_name(name: object) -> str:
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise RegistrationError(
             f"name={name!r} is not a valid consumer name: use letters, digits and _ . : -"
-            " (it is the consumer's stable identity, e.g. name=\"handle_user_event\")"
+            ' (it is the consumer\'s stable identity, e.g. name="handle_user_event")'
         )
     return name
 
@@ -59,9 +59,7 @@ def function_ref(fn: Callable[..., Any]) -> str:
 def _positional_arity(fn: Callable[..., Any]) -> tuple[int, int | None]:
     """(required, maximum) positional parameters; maximum None for *args."""
     params = inspect.signature(fn).parameters.values()
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     required = sum(1 for p in positional if p.default is p.empty)
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
     return required, None if varargs else len(positional)
@@ -106,8 +104,7 @@ class ConsumerRegistration:
                 else f"under {self.guarantee.name} the handler gets no session"
             )
             raise RegistrationError(
-                f"consumer {self.name!r}: {function_ref(self.function)} must take {shape}:"
-                f" {why}"
+                f"consumer {self.name!r}: {function_ref(self.function)} must take {shape}: {why}"
             )
 
     @property
@@ -165,11 +162,8 @@ class ReceiverRegistration:
             return RECEIVER_KWARGS
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
             return RECEIVER_KWARGS
-        return tuple(
-            k
-            for k in RECEIVER_KWARGS
-            if k in params and params[k].kind in (params[k].POSITIONAL_OR_KEYWORD, params[k].KEYWORD_ONLY)
-        )
+        by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        return tuple(k for k in RECEIVER_KWARGS if k in params and params[k].kind in by_name)
 
     @property
     def full_name(self) -> str:

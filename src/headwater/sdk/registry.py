@@ -184,9 +184,13 @@ class Registry:
     def _on(self, trigger_type: str, fields: dict[str, Any], name: str) -> Callable[[F], F]:
         retry = fields.pop("retry", None)
         timeout = fields.pop("timeout", None)
-        return self.on_receiver_trigger(trigger_type, fields, name=name, retry=retry, timeout=timeout)
+        return self.on_receiver_trigger(
+            trigger_type, fields, name=name, retry=retry, timeout=timeout
+        )
 
-    def on_redis_stream(self, stream: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    def on_redis_stream(
+        self, stream: str, *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
         """Each entry of a Redis Stream (read through a consumer group) calls the function."""
         return self._on("redis_stream", {"stream": stream, "url": url, **options}, name)
 

@@ -166,7 +166,7 @@ async def advance_checkpoint(
         )
         .values(**values)
     )
-    result = await conn.execute(stmt)
+    result: Any = await conn.execute(stmt)
     return bool(result.rowcount)
 
 
@@ -200,7 +200,11 @@ async def upsert_dead_letter(
 ) -> None:
     """Store the dead letter; one that was replayed and failed again is re-opened."""
     now = utcnow()
-    insert = _insert(_dialect(conn))(rejected_events).values(
+    insert = _insert(
+        _dialect(conn)
+    )(
+        rejected_events
+    ).values(
         source_type=CONSUMER_SOURCE_TYPE,
         source_id=consumer,
         target_task=None,  # the payload holds the event, with its stream
@@ -238,7 +242,7 @@ async def cleanup_processed(
     stmt = delete(processed_events).where(
         tuple_(processed_events.c.consumer_name, processed_events.c.event_uuid).in_(oldest)
     )
-    result = await conn.execute(stmt)
+    result: Any = await conn.execute(stmt)
     return int(result.rowcount or 0)
 
 

@@ -89,6 +89,7 @@ class Supervisor:
             settings.max_crashes, settings.crash_window, settings.healthy_run
         )
         self._wake = asyncio.Event()
+        self._pending: set[asyncio.Future[None]] = set()  # quarantine writes in flight
         self.units = self._plan()
 
     def _plan(self) -> list[Unit]:
@@ -195,7 +196,9 @@ class Supervisor:
                 window_seconds=self.settings.crash_window,
             )
             self.metrics.quarantined_total.labels(unit.key).inc()
-            asyncio.ensure_future(self._persist_quarantine(unit, crashes))
+            write = asyncio.ensure_future(self._persist_quarantine(unit, crashes))
+            self._pending.add(write)
+            write.add_done_callback(self._pending.discard)
 
     async def _persist_quarantine(self, unit: Unit, crashes: int) -> None:
         try:

@@ -217,7 +217,11 @@ class ConsumerWorker:
             self._last = entry_id
             return
         if kind is EntryKind.MALFORMED or event is None:
-            payload = {"stream_name": self.stream, "redis_id": entry_id, "fields": _text_map(fields)}
+            payload = {
+                "stream_name": self.stream,
+                "redis_id": entry_id,
+                "fields": _text_map(fields),
+            }
             await self._dead_letter(fence, entry_id, payload, f"malformed entry: {problem}", None)
             return
         target = (event.metadata or {}).get(REPLAY_FOR_KEY)
@@ -245,8 +249,8 @@ class ConsumerWorker:
                     event_type=event.event_type,
                     attempt=attempts,
                     error=str(failed),
-                    traceback=error,
                     dead_letter=final,
+                    exc_info=failed.error,
                 )
                 self.heartbeat.beat(failures=self.heartbeat.report.failures + 1)
                 if final:
