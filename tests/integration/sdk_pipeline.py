@@ -21,7 +21,9 @@ from headwater.sdk.redis_util import connect
 from headwater.sdk.registrations import ConsumerRegistration
 from headwater.store.sql import SqlStore, open_store
 
-EFFECTS_DDL = "CREATE TABLE IF NOT EXISTS effects (consumer TEXT NOT NULL, event_uuid TEXT NOT NULL)"
+EFFECTS_DDL = (
+    "CREATE TABLE IF NOT EXISTS effects (consumer TEXT NOT NULL, event_uuid TEXT NOT NULL)"
+)
 
 
 def sync_url(db_url: str) -> str:

@@ -45,6 +45,7 @@ log = structlog.get_logger(__name__)
 
 PUBLISHER_LEASE = "outbox-publisher"
 _INFRA_ERRORS = (DBAPIError, OSError, RedisError, TimeoutError)
+_VERIFY_SECS = 1.0  # an idle publisher checks Redis's epoch this often
 
 # KEYS: the epoch key, then the streams; ARGV: the epoch, the entry count, then six
 # values per entry (index of its stream in KEYS, uuid, type, outbox id, payload, meta).
@@ -154,18 +155,25 @@ class Publisher:
     async def _publish_until(self, stop: asyncio.Event, wakeups: Any) -> None:
         backoff = 0.2
         checked = False
+        verified = 0.0
         while not stop.is_set():
             try:
                 if not checked:  # on every (re)connect: did Redis lose what we wrote?
                     if await self._epoch.ensure():
                         self.stats.recoveries += 1
                     checked = True
+                    verified = time.monotonic()
                 if not await self._keep():
                     return  # the lease is gone: acquire it again
                 published = await self.publish_batch()
                 backoff = 0.2
                 if published < self.settings.batch_size:
-                    await wakeups.wait(self._poll)
+                    if time.monotonic() - verified >= _VERIFY_SECS:
+                        verified = time.monotonic()
+                        if not await self._epoch.verify():
+                            checked = False
+                            continue
+                    await _first(wakeups.wait(min(self._poll, _VERIFY_SECS)), stop.wait())
             except _INFRA_ERRORS as exc:
                 if isinstance(exc, ResponseError) and "HEADWATER_EPOCH" in str(exc):
                     log.error("outbox_redis_epoch_changed", error=str(exc))
@@ -281,3 +289,13 @@ class Publisher:
         self.stats.backlog = count
         age = (utcnow() - oldest).total_seconds() * 1000 if oldest is not None else 0.0
         return count, age
+
+
+async def _first(*waits: Any) -> None:
+    """Wait until the first of ``waits`` finishes; cancel the others."""
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()

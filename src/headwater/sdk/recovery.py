@@ -83,6 +83,11 @@ class EpochGuard:
         await self.recover()
         return True
 
+    async def verify(self) -> bool:
+        """One GET: is the epoch still there? (An idle publisher asks every second, so a
+        Redis that came back empty is refilled even when nothing new is published.)"""
+        return bool(self.key) and _text(await self._redis.get(self.key)) == self.current
+
     async def _first_start(self) -> None:
         store_id, epoch = uuid.uuid4().hex, uuid.uuid4().hex
         try:

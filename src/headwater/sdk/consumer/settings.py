@@ -23,6 +23,7 @@ class WorkerSettings:
     db_url: str
     redis_url: str = DEFAULT_REDIS_URL
     batch_size: int = 100  # max events per XREAD
+    events_per_transaction: int = 100  # events sharing a commit (1: one each, as the seed)
     block_ms: int = 1_000  # XREAD BLOCK: how long an idle read waits
     lease_duration: float = 30.0
     lease_renewal: float = 25.0  # renew after this many seconds
@@ -32,8 +33,8 @@ class WorkerSettings:
     heartbeat_interval: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError("batch size must be at least 1")
+        if self.batch_size < 1 or self.events_per_transaction < 1:
+            raise ValueError("batch size and events per transaction must be at least 1")
         if not 0 < self.lease_renewal < self.lease_duration:
             raise ValueError("the lease renewal must come before the lease expires")
 

@@ -28,11 +28,12 @@ __all__ = [
     "Fence",
     "advance_checkpoint",
     "claim_dedup",
+    "claim_dedup_many",
     "cleanup_processed",
     "dead_letter_key",
     "ensure_checkpoint",
     "forget_dedup",
-    "is_processed",
+    "processed_among",
     "record_failure",
     "upsert_dead_letter",
 ]
@@ -120,11 +121,30 @@ async def claim_dedup(conn: Executor, consumer: str, event_uuid: str) -> bool:
     return (await conn.execute(stmt)).first() is not None
 
 
-async def is_processed(conn: Executor, consumer: str, event_uuid: str) -> bool:
-    stmt = select(processed_events.c.event_uuid).where(
-        processed_events.c.consumer_name == consumer, processed_events.c.event_uuid == event_uuid
+async def claim_dedup_many(conn: Executor, consumer: str, event_uuids: list[str]) -> set[str]:
+    """``claim_dedup`` for a batch in one statement; returns the UUIDs that were new."""
+    if not event_uuids:
+        return set()
+    now = utcnow()
+    rows = [{"consumer_name": consumer, "event_uuid": u, "processed_at": now} for u in event_uuids]
+    stmt: Insert = (
+        _insert(_dialect(conn))(processed_events)
+        .values(rows)
+        .on_conflict_do_nothing()
+        .returning(processed_events.c.event_uuid)
     )
-    return (await conn.execute(stmt)).first() is not None
+    return {str(u) for u in (await conn.execute(stmt)).scalars()}
+
+
+async def processed_among(conn: Executor, consumer: str, event_uuids: list[str]) -> set[str]:
+    """Which of ``event_uuids`` have a dedup record already."""
+    if not event_uuids:
+        return set()
+    stmt = select(processed_events.c.event_uuid).where(
+        processed_events.c.consumer_name == consumer,
+        processed_events.c.event_uuid.in_(event_uuids),
+    )
+    return {str(u) for u in (await conn.execute(stmt)).scalars()}
 
 
 async def forget_dedup(conn: Executor, consumer: str, event_uuid: str) -> None:

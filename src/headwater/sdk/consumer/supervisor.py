@@ -20,9 +20,11 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +37,7 @@ from sqlalchemy.exc import DBAPIError
 from headwater.runners.process import _die_with_parent
 from headwater.sdk.consumer.crashloop import CrashLoopGuard, Verdict
 from headwater.sdk.consumer.quarantine import list_quarantined, record_quarantine
-from headwater.sdk.consumer.settings import SupervisorSettings
+from headwater.sdk.consumer.settings import SupervisorSettings, lease_name
 from headwater.sdk.events import format_id
 from headwater.sdk.metrics import PipelineMetrics
 from headwater.sdk.redis_util import count_after
@@ -50,6 +52,7 @@ log = structlog.get_logger(__name__)
 RECEIVERS_UNIT = "@receivers"  # the one process running every receiver-bound function
 SETTINGS_ENV = "HEADWATER_CONSUMER_SETTINGS"
 HEARTBEAT_ENV = "HEADWATER_HEARTBEAT_FILE"
+OWNER_ENV = "HEADWATER_LEASE_OWNER"
 _INFRA_ERRORS = (DBAPIError, OSError, RedisError, TimeoutError)
 _LAG_WARN = 100_000
 
@@ -66,6 +69,7 @@ class Unit:
     waiter: asyncio.Task[int] | None = None
     restarts: int = 0
     last_exit: int | None = None
+    owner: str = ""  # the lease owner the running worker was told to be
 
 
 class Supervisor:
@@ -89,7 +93,8 @@ class Supervisor:
             settings.max_crashes, settings.crash_window, settings.healthy_run
         )
         self._wake = asyncio.Event()
-        self._pending: set[asyncio.Future[None]] = set()  # quarantine writes in flight
+        self._pending: set[asyncio.Future[None]] = set()  # store writes in flight
+        self._spawned = 0
         self.units = self._plan()
 
     def _plan(self) -> list[Unit]:
@@ -143,10 +148,13 @@ class Supervisor:
 
     async def _spawn(self, unit: Unit) -> None:
         unit.heartbeat.unlink(missing_ok=True)
+        self._spawned += 1
+        unit.owner = f"{socket.gethostname()}:{os.getpid()}:{self._spawned}:{uuid.uuid4().hex[:6]}"
         env = {
             **os.environ,
             SETTINGS_ENV: self.settings.worker.to_json(),
             HEARTBEAT_ENV: str(unit.heartbeat),
+            OWNER_ENV: unit.owner,
         }
         try:
             unit.proc = await asyncio.create_subprocess_exec(
@@ -180,6 +188,24 @@ class Supervisor:
                 uptime=round(now - unit.started, 3),
             )
             self._crashed(unit, now)
+            if unit.stream is not None:
+                self._background(self._release_lease(unit.key, unit.stream, unit.owner))
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _release_lease(self, consumer: str, stream: str, owner: str) -> None:
+        """The worker is dead for sure: free its lease now rather than when it expires,
+        so its replacement starts at once."""
+        name = lease_name(stream, consumer)
+        try:
+            for lease in await self._store.list_leases(name):
+                if lease.name == name and lease.owner == owner:
+                    await self._store.release_lease(name, owner, lease.token)
+        except _INFRA_ERRORS as exc:
+            log.warning("failed_to_release_lease", consumer=consumer, error=repr(exc))
 
     def _crashed(self, unit: Unit, now: float) -> None:
         verdict = self.guard.crashed(unit.key, now)
@@ -196,9 +222,7 @@ class Supervisor:
                 window_seconds=self.settings.crash_window,
             )
             self.metrics.quarantined_total.labels(unit.key).inc()
-            write = asyncio.ensure_future(self._persist_quarantine(unit, crashes))
-            self._pending.add(write)
-            write.add_done_callback(self._pending.discard)
+            self._background(self._persist_quarantine(unit, crashes))
 
     async def _persist_quarantine(self, unit: Unit, crashes: int) -> None:
         try:
@@ -317,3 +341,5 @@ class Supervisor:
                 await asyncio.wait(pending, timeout=5)
         for unit in self.units:
             unit.heartbeat.unlink(missing_ok=True)
+        if self._pending:
+            await asyncio.wait(self._pending, timeout=5)

@@ -32,7 +32,7 @@ from sqlalchemy.exc import DBAPIError
 
 from headwater.errors import LeaseLostError
 from headwater.sdk.consumer import sql
-from headwater.sdk.consumer.handling import EventProcessor, HandlerFailed, Processed, make_sessions
+from headwater.sdk.consumer.handling import EventProcessor, HandlerFailed, make_sessions
 from headwater.sdk.consumer.heartbeat import Heartbeat
 from headwater.sdk.consumer.settings import WorkerSettings, lease_name
 from headwater.sdk.events import (
@@ -188,11 +188,7 @@ class ConsumerWorker:
                     self.settings.batch_size,
                     self.settings.block_ms,
                 )
-                for entry_id, fields in entries:
-                    if stop.is_set():
-                        break
-                    await self._entry(fence, entry_id, fields, stop)
-                    await self._keep(fence)
+                await self._entries(fence, entries, stop)
                 if self._last != self._committed and not stop.is_set():
                     await self.processor.advance(fence, self._last)
                     self._committed = self._last
@@ -209,82 +205,126 @@ class ConsumerWorker:
         lag = await entry_lag_ms(self._redis, self.stream, self._last)
         self.heartbeat.beat(lag_ms=lag)
 
-    async def _entry(
-        self, fence: sql.Fence, entry_id: str, fields: Any, stop: asyncio.Event
+    async def _entries(
+        self, fence: sql.Fence, entries: list[tuple[str, Any]], stop: asyncio.Event
     ) -> None:
-        kind, event, problem = decode_entry(self.stream, entry_id, fields)
-        if kind is EntryKind.MARKER:
-            self._last = entry_id
-            return
-        if kind is EntryKind.MALFORMED or event is None:
-            payload = {
-                "stream_name": self.stream,
-                "redis_id": entry_id,
-                "fields": _text_map(fields),
-            }
-            await self._dead_letter(fence, entry_id, payload, f"malformed entry: {problem}", None)
-            return
-        target = (event.metadata or {}).get(REPLAY_FOR_KEY)
-        if target is not None and target != self.consumer:
-            self._last = entry_id  # a dead letter replayed for another consumer
-            return
-        await self._apply(fence, event, stop)
-
-    async def _apply(self, fence: sql.Fence, event: StreamEvent, stop: asyncio.Event) -> None:
-        reg = self.registration
-        infra_delay = 0.2
-        while True:
-            try:
-                outcome = await self.processor.process(event, fence)
-            except HandlerFailed as failed:
-                attempts = self._attempts.get(event.event_uuid, 0) + 1
-                self._attempts[event.event_uuid] = attempts
-                error = _describe(failed.error)
-                final = reg.guarantee is Guarantee.AT_MOST_ONCE or (
-                    reg.max_attempts is not None and attempts >= reg.max_attempts
-                )
-                self.log.error(
-                    "consumer_handler_failed",
-                    event_uuid=event.event_uuid,
-                    event_type=event.event_type,
-                    attempt=attempts,
-                    error=str(failed),
-                    dead_letter=final,
-                    exc_info=failed.error,
-                )
-                self.heartbeat.beat(failures=self.heartbeat.report.failures + 1)
-                if final:
-                    reason = f"handler failed {attempts} time(s): {failed}\n{error}"
-                    await self._dead_letter(fence, event.redis_id, event.to_json(), reason, event)
-                    return
-                async with self._sessions() as session, session.begin():
-                    await sql.record_failure(session, fence, event.event_uuid, attempts, error)
-                delay = min(reg.retry_max_backoff, reg.retry_backoff * 2 ** (attempts - 1))
-                self.heartbeat.beat(force=True, state="backoff")
-                await _sleep(stop, delay, self.heartbeat)
-                self.heartbeat.beat(state="consuming")
+        """Cut the entries into runs of events (at most ``events_per_transaction`` each,
+        broken by malformed entries) and apply each run."""
+        run: list[StreamEvent] = []
+        run_end = self._last
+        for entry_id, fields in entries:
+            kind, event, problem = decode_entry(self.stream, entry_id, fields)
+            if kind is EntryKind.EVENT and event is not None:
+                target = (event.metadata or {}).get(REPLAY_FOR_KEY)
+                if target is None or target == self.consumer:
+                    run.append(event)
+                # else: a dead letter replayed for another consumer: skip it
+                run_end = entry_id
+                if len(run) >= self.settings.events_per_transaction:
+                    await self._run(fence, run, run_end, stop)
+                    run = []
+            elif kind is EntryKind.MARKER:
+                run_end = entry_id
+            else:
+                if run:
+                    await self._run(fence, run, run_end, stop)
+                    run = []
                 if stop.is_set():
                     return
-                await self._keep(fence)
+                payload = {
+                    "stream_name": self.stream,
+                    "redis_id": entry_id,
+                    "fields": _text_map(fields),
+                }
+                reason = f"malformed entry: {problem}"
+                await self._dead_letter(fence, entry_id, payload, reason, None)
+                run_end = entry_id
+            if stop.is_set():
+                return
+        if run:
+            await self._run(fence, run, run_end, stop)
+        elif not stop.is_set():
+            self._last = run_end  # only skipped entries: the caller advances
+
+    async def _run(
+        self, fence: sql.Fence, run: list[StreamEvent], last_id: str, stop: asyncio.Event
+    ) -> None:
+        """Apply ``run`` and move the checkpoint to ``last_id``: one transaction while the
+        handlers succeed; a failing event is retried with backoff (or dead-lettered)
+        while the events before it are committed first."""
+        reg = self.registration
+        infra_delay = 0.2
+        while run and not stop.is_set():
+            await self._keep(fence)
+            try:
+                outcome = await self.processor.process_batch(run, fence, last_id)
+            except HandlerFailed as failed:
+                index = failed.index
+                if index and reg.guarantee is Guarantee.EXACTLY_ONCE:
+                    # All of it rolled back; the events before the failure go first.
+                    await self._run(fence, run[:index], run[index - 1].redis_id, stop)
+                    if stop.is_set():
+                        return
+                elif index:  # AT_LEAST_ONCE recorded them as done already
+                    self._last = self._committed = run[index - 1].redis_id
+                    self.processed += index
+                if await self._failed(fence, run[index], failed, stop):
+                    run = run[index + 1 :]  # dead-lettered: go on after it
+                else:
+                    run = run[index:]  # retry from the failing event
+                if not run and not stop.is_set() and last_id != self._committed:
+                    await self.processor.advance(fence, last_id)
+                    self._last = self._committed = last_id
                 continue
             except LeaseLostError:
                 raise
             except _INFRA_ERRORS as exc:
-                # The transaction rolled back: nothing of this event is committed.
-                self.log.warning(
-                    "consumer_transaction_failed", event_uuid=event.event_uuid, error=repr(exc)
-                )
+                # The transaction rolled back: nothing of this batch is committed.
+                self.log.warning("consumer_transaction_failed", error=repr(exc), delay=infra_delay)
                 await _sleep(stop, infra_delay, self.heartbeat)
                 infra_delay = min(infra_delay * 2, _INFRA_BACKOFF_MAX)
-                if stop.is_set():
-                    return
-                await self._keep(fence)
                 continue
-            self._attempts.pop(event.event_uuid, None)
-            self._last = self._committed = event.redis_id
-            if outcome is Processed.DONE:
-                self.processed += 1
+            self._last = self._committed = last_id
+            self.processed += outcome.applied
+            for event in run:
+                self._attempts.pop(event.event_uuid, None)
+            for event, error in outcome.failures:  # AT_MOST_ONCE: never called twice
+                await self._failed(fence, event, error, stop)
             return
+
+    async def _failed(
+        self, fence: sql.Fence, event: StreamEvent, failed: HandlerFailed, stop: asyncio.Event
+    ) -> bool:
+        """Count the attempt; dead-letter the event when it was the last one allowed
+        (True), else wait the backoff (False: try again)."""
+        reg = self.registration
+        attempts = self._attempts.get(event.event_uuid, 0) + 1
+        self._attempts[event.event_uuid] = attempts
+        final = reg.guarantee is Guarantee.AT_MOST_ONCE or (
+            reg.max_attempts is not None and attempts >= reg.max_attempts
+        )
+        self.log.error(
+            "consumer_handler_failed",
+            event_uuid=event.event_uuid,
+            event_type=event.event_type,
+            attempt=attempts,
+            error=str(failed),
+            dead_letter=final,
+            exc_info=failed.error,
+        )
+        self.heartbeat.beat(failures=self.heartbeat.report.failures + 1)
+        error = _describe(failed.error)
+        if final:
+            reason = f"handler failed {attempts} time(s): {failed}\n{error}"
+            await self._dead_letter(fence, event.redis_id, event.to_json(), reason, event)
+            return True
+        async with self._sessions() as session, session.begin():
+            await sql.record_failure(session, fence, event.event_uuid, attempts, error)
+        delay = min(reg.retry_max_backoff, reg.retry_backoff * 2 ** (attempts - 1))
+        self.heartbeat.beat(force=True, state="backoff")
+        await _sleep(stop, delay, self.heartbeat)
+        self.heartbeat.beat(state="consuming")
+        return False
 
     async def _dead_letter(
         self,
@@ -295,17 +335,21 @@ class ConsumerWorker:
         event: StreamEvent | None,
     ) -> None:
         key = sql.dead_letter_key(self.consumer, event.event_uuid if event else entry_id)
+        after_call = event is not None and self.registration.guarantee is Guarantee.AT_MOST_ONCE
         async with self._sessions() as session, session.begin():
             await sql.upsert_dead_letter(session, self.consumer, key, payload, reason)
-            if event is not None and self.registration.guarantee is Guarantee.AT_MOST_ONCE:
-                # Its dedup record was committed before the call; without it a replay runs.
+            if after_call:
+                # Its dedup record and checkpoint were committed before the call; without
+                # the record a replay runs.
+                assert event is not None
                 await sql.forget_dedup(session, self.consumer, event.event_uuid)
-            if not await sql.advance_checkpoint(session, fence, parse_id(entry_id), 0, None):
+            elif not await sql.advance_checkpoint(session, fence, parse_id(entry_id), 0, None):
                 raise LeaseLostError(f"the lease of {self.consumer!r} was taken over")
         self.log.warning("consumer_dead_letter", entry_id=entry_id, dedup_key=key)
         if event is not None:
             self._attempts.pop(event.event_uuid, None)
-        self._last = self._committed = entry_id
+        if not after_call:
+            self._last = self._committed = entry_id
 
 
 async def _sleep(stop: asyncio.Event, seconds: float, heartbeat: Heartbeat | None = None) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumer.heartbeat import Heartbeat
 from headwater.sdk.consumer.settings import WorkerSettings
-from headwater.sdk.consumer.supervisor import HEARTBEAT_ENV, SETTINGS_ENV
+from headwater.sdk.consumer.supervisor import HEARTBEAT_ENV, OWNER_ENV, SETTINGS_ENV
 from headwater.sdk.consumer.worker import ConsumerWorker
 from headwater.sdk.loading import load_registry
 from headwater.sdk.redis_util import connect
@@ -41,7 +41,14 @@ async def run(spec: str, name: str, settings: WorkerSettings, heartbeat: Path | 
     store = await open_store(settings.db_url, migrate=False, pool_size=2)
     redis = connect(settings.redis_url)
     try:
-        worker = ConsumerWorker(registration, settings, store=store, redis=redis, heartbeat=beat)
+        worker = ConsumerWorker(
+            registration,
+            settings,
+            store=store,
+            redis=redis,
+            heartbeat=beat,
+            owner=os.environ.get(OWNER_ENV) or None,
+        )
         await worker.run(stop)
     finally:
         await redis.aclose()
