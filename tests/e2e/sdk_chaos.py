@@ -96,8 +96,8 @@ def run_chaos(
     *,
     seed: int = 7,
     timeout: float = 150.0,
-    self_kill: float = 0.0005,
-    kill_every: tuple[float, float] = (0.4, 1.2),
+    self_kill: float = 0.0003,
+    kill_every: tuple[float, float] = (1.0, 2.5),
     produce_secs: float = 4.0,
 ) -> ChaosReport:
     rng = random.Random(seed)
@@ -113,7 +113,7 @@ def run_chaos(
             "HEADWATER_LOG_LEVEL": "warning",
         }
         common = ["--db", db_url, "--redis", redis.url, "--log-level", "warning"]
-        leases = ["--lease-duration", "4", "--lease-renewal", "1.5"]
+        leases = ["--lease-duration", "2", "--lease-renewal", "0.7"]
         publisher = _Proc([HEADWATER, "publisher", "run", *common, *leases],
                           workdir / "publisher.log", env)  # fmt: skip
         supervisor = _Proc(
@@ -165,15 +165,15 @@ def run_chaos(
                     redis_restarted = True
                     report.kills["redis"] += 1
                     continue
-                if progress > 0.95 or NO_KILLS:
+                if progress > 0.9 or NO_KILLS:
                     continue  # let it finish; the kills so far are the test
                 roll = rng.random()
-                if roll < 0.70:
+                if roll < 0.75:
                     workers = supervisor.children()
                     if workers:
                         os.kill(rng.choice(workers), signal.SIGKILL)
                         report.kills["worker"] += 1
-                elif roll < 0.85:
+                elif roll < 0.875:
                     supervisor.kill()
                     report.kills["supervisor"] += 1
                     supervisor.start()
