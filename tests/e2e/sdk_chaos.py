@@ -29,6 +29,7 @@ from tests.redis_server import RedisServer
 
 APP = str(Path(__file__).with_name("sdk_crash_app.py"))
 CONSUMERS = ("exactly", "at_least", "at_most")
+EFFECTS_DDL = "CREATE TABLE effects (consumer TEXT NOT NULL, event_uuid TEXT NOT NULL)"
 NO_KILLS = bool(os.environ.get("CHAOS_NO_KILLS"))
 
 
@@ -126,7 +127,7 @@ def run_chaos(
                         "--event-type", "Migrate", "--payload", "{}"],
                        check=True, capture_output=True, env=env)  # fmt: skip
         with sync.begin() as conn:
-            conn.execute(text("CREATE TABLE effects (consumer TEXT NOT NULL, event_uuid TEXT NOT NULL)"))
+            conn.execute(text(EFFECTS_DDL))
 
         def produce() -> None:
             batches = 20
@@ -193,8 +194,9 @@ def run_chaos(
             report.applied[name] = Counter()
         for consumer, event_uuid in rows:
             report.applied[consumer][event_uuid] += 1
-        report.kills["self"] = sum(
-            log.count("code=-9") for log in [(workdir / "supervisor.log").read_text()]
-        ) - report.kills["worker"]
+        report.kills["self"] = (
+            sum(log.count("code=-9") for log in [(workdir / "supervisor.log").read_text()])
+            - report.kills["worker"]
+        )
     sync.dispose()
     return report

@@ -22,9 +22,7 @@ pytestmark = pytest.mark.timeout(120)
 
 
 async def _published(p: Pipeline) -> int:
-    return int(
-        await p.scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL")
-    )
+    return int(await p.scalar("SELECT count(*) FROM outbox_events WHERE published_at IS NOT NULL"))
 
 
 async def test_rows_are_published_in_batches_in_order_and_marked(db_url: str) -> None:
@@ -41,7 +39,8 @@ async def test_rows_are_published_in_batches_in_order_and_marked(db_url: str) ->
         assert fields[b"payload"].decode() == '{"i":0,"name":"ünïcode"}'
         assert b"__creation_timestamp_ms__" in fields[b"metadata"]
         ids = await p.scalar(
-            "SELECT count(*) FROM outbox_events WHERE redis_ms IS NOT NULL AND redis_seq IS NOT NULL"
+            "SELECT count(*) FROM outbox_events"
+            " WHERE redis_ms IS NOT NULL AND redis_seq IS NOT NULL"
         )
         assert ids == 120
 
