@@ -14,8 +14,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import headwater
-from headwater.sdk.consumer.settings import WorkerSettings
-from headwater.sdk.consumer.worker import ConsumerWorker
+from headwater.sdk.consumers.settings import WorkerSettings
+from headwater.sdk.consumers.worker import ConsumerWorker
 from headwater.sdk.publisher import Publisher, PublisherSettings
 from headwater.sdk.redis_util import connect
 from headwater.sdk.registrations import ConsumerRegistration

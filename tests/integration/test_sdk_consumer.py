@@ -14,9 +14,9 @@ from headwater import Guarantee, StreamEvent
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.dispatch.replay import ReplayStatus, replay_dead_letters
 from headwater.errors import LeaseLostError
-from headwater.sdk.consumer import sql
-from headwater.sdk.consumer.handling import EventProcessor, make_sessions
-from headwater.sdk.consumer.settings import lease_name
+from headwater.sdk.consumers import sql
+from headwater.sdk.consumers.handling import EventProcessor, make_sessions
+from headwater.sdk.consumers.settings import lease_name
 from headwater.sdk.status import pipeline_status
 from headwater.store.ids import utcnow
 from headwater.store.tables import processed_events, rejected_events

@@ -15,7 +15,7 @@ from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, default_db_url
 from headwater.cli.sdk_cmds import RedisOpt, duration, run_async
 from headwater.logging_setup import configure_logging
-from headwater.sdk.consumer.settings import DEFAULT_REDIS_URL
+from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
 
 __all__ = ["publisher_app", "send_event_cmd"]
 

@@ -24,7 +24,7 @@ from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, default_db_url
 from headwater.errors import HeadwaterError
 from headwater.logging_setup import configure_logging
-from headwater.sdk.consumer.settings import DEFAULT_REDIS_URL
+from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
 from headwater.workspace.models import parse_duration
 
 __all__ = ["RedisOpt", "consumer_app", "consumers_app", "quarantine_app", "run_async"]
@@ -171,7 +171,7 @@ def consumer_run(
 
     Receiver-bound functions (@headwater.on_kafka …) run in one more supervised process,
     as jobs. Ctrl-C or SIGTERM stop the workers gracefully."""
-    from headwater.sdk.consumer.settings import SupervisorSettings, WorkerSettings
+    from headwater.sdk.consumers.settings import SupervisorSettings, WorkerSettings
 
     configure_logging(log_level, log_format)
     try:
@@ -204,7 +204,7 @@ def consumer_run(
 
 
 async def _supervise(spec: str, settings: Any) -> None:
-    from headwater.sdk.consumer.supervisor import Supervisor
+    from headwater.sdk.consumers.supervisor import Supervisor
     from headwater.sdk.loading import load_registry
     from headwater.sdk.metrics import PipelineMetrics
     from headwater.sdk.redis_util import connect
@@ -303,7 +303,7 @@ def quarantine_list(
     """Quarantined consumers (they stay so across supervisor restarts)."""
 
     async def gather() -> list[dict[str, Any]]:
-        from headwater.sdk.consumer.quarantine import list_quarantined
+        from headwater.sdk.consumers.quarantine import list_quarantined
         from headwater.store.sql import open_store
 
         store = await open_store(db or default_db_url())
@@ -335,7 +335,7 @@ def quarantine_release(
     """Release a quarantined consumer: a running supervisor respawns it at its next pass."""
 
     async def release() -> dict[str, Any]:
-        from headwater.sdk.consumer.quarantine import release_quarantine
+        from headwater.sdk.consumers.quarantine import release_quarantine
         from headwater.store.sql import open_store
 
         store = await open_store(db or default_db_url())

@@ -23,7 +23,7 @@ __all__ = ["ReplayOutcome", "ReplayStatus", "replay_dead_letters"]
 
 log = structlog.get_logger(__name__)
 
-CONSUMER_SOURCE_TYPE = "consumer"  # headwater.sdk.consumer.sql.CONSUMER_SOURCE_TYPE
+CONSUMER_SOURCE_TYPE = "consumer"  # headwater.sdk.consumers.sql.CONSUMER_SOURCE_TYPE
 
 
 class ReplayStatus(StrEnum):

@@ -81,8 +81,11 @@ def send_event(
 
     Nothing is committed here: the event is sent when (and only if) the caller commits.
     Use ``asend_event`` with an ``AsyncSession`` or ``AsyncConnection``."""
-    if isinstance(session, AsyncSession | AsyncConnection):
-        raise TypeError("send_event needs a sync Session or Connection; use `await asend_event`")
+    if not isinstance(session, Session | Connection):
+        raise TypeError(
+            f"send_event needs a SQLAlchemy Session or Connection, not {type(session).__name__}"
+            " (with an AsyncSession: `await headwater.asend_event(session, …)`)"
+        )
     row = outbox_row(stream, event_type, payload, metadata)
     session.execute(insert(outbox_events).values(**row))
     dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect

@@ -31,7 +31,7 @@ from redis.exceptions import RedisError, ResponseError
 from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 
-from headwater.sdk.consumer.settings import DAY, DEFAULT_REDIS_URL
+from headwater.sdk.consumers.settings import DAY, DEFAULT_REDIS_URL
 from headwater.sdk.events import encode_fields
 from headwater.sdk.recovery import EpochGuard
 from headwater.store.base import Channel

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from headwater.logging_setup import configure_logging
-from headwater.sdk.consumer.heartbeat import Heartbeat
-from headwater.sdk.consumer.settings import WorkerSettings
+from headwater.sdk.consumers.heartbeat import Heartbeat
+from headwater.sdk.consumers.settings import WorkerSettings
 from headwater.sdk.loading import app_root, load_registry
 from headwater.sdk.registry import Registry
 from headwater.workspace.models import Workspace
@@ -74,7 +74,7 @@ async def run(spec: str, db_url: str, heartbeat: Path | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from headwater.sdk.consumer.supervisor import HEARTBEAT_ENV, SETTINGS_ENV
+    from headwater.sdk.consumers.supervisor import HEARTBEAT_ENV, SETTINGS_ENV
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1:

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from headwater.sdk.consumer.quarantine import list_quarantined
-from headwater.sdk.consumer.sql import CONSUMER_SOURCE_TYPE
+from headwater.sdk.consumers.quarantine import list_quarantined
+from headwater.sdk.consumers.sql import CONSUMER_SOURCE_TYPE
 from headwater.sdk.events import format_id
 from headwater.sdk.publisher import PUBLISHER_LEASE
 from headwater.sdk.redis_util import count_after, entry_lag_ms

@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, SessionTransaction
 
 from headwater.errors import CommitInTransactionError, LeaseLostError
-from headwater.sdk.consumer import sql
+from headwater.sdk.consumers import sql
 from headwater.sdk.events import Guarantee, StreamEvent, parse_id
 from headwater.sdk.registrations import ConsumerRegistration
 

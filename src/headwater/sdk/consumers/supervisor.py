@@ -35,9 +35,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
 from headwater.runners.process import _die_with_parent
-from headwater.sdk.consumer.crashloop import CrashLoopGuard, Verdict
-from headwater.sdk.consumer.quarantine import list_quarantined, record_quarantine
-from headwater.sdk.consumer.settings import SupervisorSettings, lease_name
+from headwater.sdk.consumers.crashloop import CrashLoopGuard, Verdict
+from headwater.sdk.consumers.quarantine import list_quarantined, record_quarantine
+from headwater.sdk.consumers.settings import SupervisorSettings, lease_name
 from headwater.sdk.events import format_id
 from headwater.sdk.metrics import PipelineMetrics
 from headwater.sdk.redis_util import count_after
@@ -49,6 +49,7 @@ __all__ = ["RECEIVERS_UNIT", "Supervisor", "Unit"]
 
 log = structlog.get_logger(__name__)
 
+_WORKER_MODULE = "headwater.sdk.consumers.worker_main"
 RECEIVERS_UNIT = "@receivers"  # the one process running every receiver-bound function
 SETTINGS_ENV = "HEADWATER_CONSUMER_SETTINGS"
 HEARTBEAT_ENV = "HEADWATER_HEARTBEAT_FILE"
@@ -105,7 +106,13 @@ class Supervisor:
         for reg in self.registry.consumers:
             if only and reg.name not in only:
                 continue
-            argv = [sys.executable, "-m", "headwater.sdk.consumer.worker_main", self.spec, reg.name]
+            argv = [
+                sys.executable,
+                "-m",
+                "headwater.sdk.consumers.worker_main",
+                self.spec,
+                reg.name,
+            ]
             beat = folder / f"{app}.{reg.name}.{os.getpid()}.json"
             units.append(Unit(reg.full_name, reg.name, reg.stream, argv, beat))
         if self.registry.receivers and (not only or RECEIVERS_UNIT in only):
@@ -281,7 +288,7 @@ class Supervisor:
 
     # -- metrics ---------------------------------------------------------------------------
     def _export(self) -> None:
-        from headwater.sdk.consumer.heartbeat import read_heartbeat
+        from headwater.sdk.consumers.heartbeat import read_heartbeat
 
         self.metrics.quarantined.set(len(self.guard.quarantined))
         for unit in self.units:

@@ -31,10 +31,10 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import DBAPIError
 
 from headwater.errors import LeaseLostError
-from headwater.sdk.consumer import sql
-from headwater.sdk.consumer.handling import EventProcessor, HandlerFailed, make_sessions
-from headwater.sdk.consumer.heartbeat import Heartbeat
-from headwater.sdk.consumer.settings import WorkerSettings, lease_name
+from headwater.sdk.consumers import sql
+from headwater.sdk.consumers.handling import EventProcessor, HandlerFailed, make_sessions
+from headwater.sdk.consumers.heartbeat import Heartbeat
+from headwater.sdk.consumers.settings import WorkerSettings, lease_name
 from headwater.sdk.events import (
     REPLAY_FOR_KEY,
     EntryKind,

@@ -1,6 +1,6 @@
 """One consumer's worker process (spawned by ``headwater consumer run``):
 
-    python -m headwater.sdk.consumer.worker_main APP_SPEC CONSUMER_NAME
+    python -m headwater.sdk.consumers.worker_main APP_SPEC CONSUMER_NAME
 
 Settings come from ``$HEADWATER_CONSUMER_SETTINGS`` (JSON), the heartbeat file from
 ``$HEADWATER_HEARTBEAT_FILE``. SIGTERM or SIGINT: finish the current event, release the
@@ -16,10 +16,10 @@ import sys
 from pathlib import Path
 
 from headwater.logging_setup import configure_logging
-from headwater.sdk.consumer.heartbeat import Heartbeat
-from headwater.sdk.consumer.settings import WorkerSettings
-from headwater.sdk.consumer.supervisor import HEARTBEAT_ENV, OWNER_ENV, SETTINGS_ENV
-from headwater.sdk.consumer.worker import ConsumerWorker
+from headwater.sdk.consumers.heartbeat import Heartbeat
+from headwater.sdk.consumers.settings import WorkerSettings
+from headwater.sdk.consumers.supervisor import HEARTBEAT_ENV, OWNER_ENV, SETTINGS_ENV
+from headwater.sdk.consumers.worker import ConsumerWorker
 from headwater.sdk.loading import load_registry
 from headwater.sdk.redis_util import connect
 from headwater.sdk.registrations import ConsumerRegistration
@@ -58,7 +58,7 @@ async def run(spec: str, name: str, settings: WorkerSettings, heartbeat: Path | 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 2:
-        raise SystemExit("usage: python -m headwater.sdk.consumer.worker_main APP NAME")
+        raise SystemExit("usage: python -m headwater.sdk.consumers.worker_main APP NAME")
     configure_logging(os.environ.get("HEADWATER_LOG_LEVEL", "info"),
                       os.environ.get("HEADWATER_LOG_FORMAT", "console"))  # fmt: skip
     settings = WorkerSettings.from_json(os.environ[SETTINGS_ENV])
