@@ -48,7 +48,7 @@ def publisher_run(
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per XADD batch.")] = 500,
     poll_interval: Annotated[
         float | None,
-        typer.Option(help="Polling fallback in seconds (default: 1 with NOTIFY, else 0.02)."),
+        typer.Option(help="Polling fallback in seconds (default: 1 with NOTIFY, else 0.01)."),
     ] = None,
     lease_duration: Annotated[float, typer.Option(help="Lease duration in seconds.")] = 30.0,
     lease_renewal: Annotated[float, typer.Option(help="Renew the lease after N seconds.")] = 25.0,
@@ -154,3 +154,23 @@ def send_event_cmd(
 
     for event_uuid in run_async(send):
         typer.echo(event_uuid)
+
+
+@app.command("migrate", rich_help_panel="Python SDK")
+def migrate_cmd(db: DbOpt = None) -> None:
+    """Create or upgrade headwater's tables (the outbox's among them) in the database.
+
+    Every headwater command does it when it starts; run this first when your own code
+    calls send_event() before any of them has run."""
+
+    async def migrate() -> str:
+        from headwater.store.sql import open_store
+
+        store = await open_store(db or default_db_url())
+        try:
+            return store.dialect
+        finally:
+            await store.close()
+
+    dialect = run_async(migrate)
+    Console(highlight=False).print(f"headwater's tables are up to date ({dialect})")

@@ -133,6 +133,12 @@ def consumer_run(
         float, typer.Option(help="Seconds between supervisor passes (quarantine releases).")
     ] = 5.0,
     batch_size: Annotated[int, typer.Option(min=1, help="Max events per XREAD.")] = 100,
+    events_per_transaction: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Events that share a commit while their handlers succeed (1: each alone)."
+        ),
+    ] = 100,
     heartbeat_dir: Annotated[
         Path, typer.Option(help="Directory for the workers' heartbeat files.")
     ] = Path("/tmp/headwater/consumer-heartbeats"),
@@ -179,6 +185,7 @@ def consumer_run(
             db_url=db or default_db_url(),
             redis_url=redis_url,
             batch_size=batch_size,
+            events_per_transaction=events_per_transaction,
             lease_duration=lease_duration,
             lease_renewal=lease_renewal,
             cleanup_retention=duration(cleanup_retention, "--cleanup-retention"),

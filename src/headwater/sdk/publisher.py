@@ -71,7 +71,7 @@ class PublisherSettings:
     db_url: str
     redis_url: str = DEFAULT_REDIS_URL
     batch_size: int = 500
-    poll_interval: float | None = None  # None: 1 s behind NOTIFY (PostgreSQL), else 20 ms
+    poll_interval: float | None = None  # None: 1 s behind NOTIFY (PostgreSQL), else 10 ms
     lease_duration: float = 30.0
     lease_renewal: float = 25.0
     cleanup_retention: float = 7 * DAY  # keep published rows (and stream entries) this long
@@ -107,7 +107,7 @@ class Publisher:
         self._cleaned = time.monotonic()
         self._token: int | None = None
         pg = store.dialect == "postgresql"
-        self._poll = settings.poll_interval or (1.0 if pg else 0.02)
+        self._poll = settings.poll_interval or (1.0 if pg else 0.01)
         self._mark = (
             update(outbox_events)
             .where(outbox_events.c.id == bindparam("b_id"))

@@ -158,6 +158,7 @@ class Supervisor:
         self._spawned += 1
         unit.owner = f"{socket.gethostname()}:{os.getpid()}:{self._spawned}:{uuid.uuid4().hex[:6]}"
         env = {
+            "PYTHONUNBUFFERED": "1",  # a handler's print() shows up at once in the logs
             **os.environ,
             SETTINGS_ENV: self.settings.worker.to_json(),
             HEARTBEAT_ENV: str(unit.heartbeat),
