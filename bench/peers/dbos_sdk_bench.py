@@ -1,6 +1,7 @@
 """DBOS running the SDK benchmark's handler: each event is a workflow whose one step is
-a ``@DBOS.transaction`` inserting the same row our consumer's handler inserts (its
-exactly-once path: the transaction's output is recorded in the same commit).
+a datasource transaction (``@ds.transaction``, DBOS 3's exactly-once database step: its
+output is recorded in the same commit) inserting the same row our consumer's handler
+inserts, at READ COMMITTED like ours.
 
 Backlog: N workflows enqueued at once → completed/s. Latency: events enqueued at RATE
 for SECONDS → enqueue-to-handler p50/p99. Settings per PEERS.md (worker_concurrency 32,
@@ -15,9 +16,11 @@ import sys
 import time
 
 import sqlalchemy as sa
-from dbos import DBOS, DBOSConfig
+from dbos import DBOS, DBOSConfig, SQLAlchemyDatasource
 
 LATENCY: list[float] = []
+URL = sys.argv[1] if len(sys.argv) > 1 else ""
+ds = SQLAlchemyDatasource.create(URL.replace("postgresql://", "postgresql+psycopg://", 1))
 
 
 def pct(values: list[float], p: float) -> float:
@@ -27,10 +30,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
-@DBOS.transaction()
+@ds.transaction(isolation_level="READ COMMITTED")
 def apply(event_id: str, created_ms: float) -> None:
     now = time.time() * 1000
-    DBOS.sql_session.execute(
+    ds.sql_session().execute(
         sa.text(
             "INSERT INTO bench_applied (event_uuid, created_ms, applied_ms) VALUES (:u, :c, :a)"
         ),
@@ -49,7 +52,6 @@ def main(url: str, n: int, rate: float, seconds: float) -> None:
     config: DBOSConfig = {
         "name": "hw-sdk-bench",
         "system_database_url": url,
-        "application_database_url": url,
         "log_level": "WARNING",
     }
     DBOS(config=config)

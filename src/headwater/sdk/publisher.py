@@ -108,6 +108,11 @@ class Publisher:
         self._token: int | None = None
         pg = store.dialect == "postgresql"
         self._poll = settings.poll_interval or (1.0 if pg else 0.01)
+        # Reads need no transaction: on PostgreSQL that saves the BEGIN and ROLLBACK
+        # round trips around every poll.
+        self._reader = store.engine.execution_options(isolation_level="AUTOCOMMIT") if pg else (
+            store.engine
+        )  # fmt: skip
         self._mark = (
             update(outbox_events)
             .where(outbox_events.c.id == bindparam("b_id"))
@@ -215,7 +220,7 @@ class Publisher:
             .order_by(outbox_events.c.id)
             .limit(self.settings.batch_size)
         )
-        async with self._store.engine.connect() as conn:
+        async with self._reader.connect() as conn:
             rows = (await conn.execute(query)).all()
         if not rows:
             return 0
