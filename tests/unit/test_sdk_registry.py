@@ -254,3 +254,36 @@ def test_an_app_is_found_by_file_path_and_by_module_attribute(
             load_registry("sdk_no_such_app")
     finally:
         set_default_registry(previous)
+
+
+def test_a_yaml_workspace_can_name_a_custom_receiver(tmp_path: Path) -> None:
+    from headwater.workspace import check_workspace
+
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(
+        textwrap.dedent(
+            """
+            actions:
+              show: { type: script, script: "echo hi" }
+            tasks:
+              t:
+                flow:
+                  s: { action: show }
+            triggers:
+              mine:
+                type: custom
+                receiver: "my.receivers:Ticks"
+                options: { every: 1 }
+                target_task: t
+              bad:
+                type: custom
+                receiver: "my.receivers.Ticks"
+                target_task: t
+            """
+        )
+    )
+    report = check_workspace(ws)
+    assert [p.format() for p in report.errors] == [
+        f"{ws}:16:15: error: trigger 'bad': `receiver`: write receiver:"
+        " \"package.module:ClassName\", not 'my.receivers.Ticks'"
+    ]

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from headwater.workspace.receiver_triggers.base import ReceiverTriggerBase
 
@@ -18,3 +19,13 @@ class CustomTrigger(ReceiverTriggerBase):
     type: Literal["custom"]
     receiver: str  # "package.module:Class", importable where headwater runs
     options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("receiver")
+    @classmethod
+    def _import_path(cls, value: str) -> str:
+        if not _REF.match(value):
+            raise ValueError(f'write receiver: "package.module:ClassName", not {value!r}')
+        return value
+
+
+_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
