@@ -59,8 +59,11 @@ def main() -> None:
     )
     print(json.dumps(summary, indent=2))
     for name in CONSUMERS:
-        print(f"{name:9} applied {summary[name]['applied']:>8,}  missing"
-              f" {summary[name]['missing']:>6,}  duplicates {summary[name]['duplicates']:>6,}")  # fmt: skip
+        row = summary[name]
+        print(
+            f"{name:9} applied {row['applied']:>8,}  missing {row['missing']:>6,}"
+            f"  duplicates {row['duplicates']:>6,}"
+        )
     print("guarantees held" if ok else "GUARANTEE VIOLATED")
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
