@@ -4,6 +4,7 @@ supervisor and the publisher are SIGKILLed at random and a private Redis is rest
 empty once; then how often each event was applied, per guarantee.
 
     python bench/sdk_crash.py [--events 100000] [--db sqlite|postgresql|URL] [--seed 7]
+                              [--kill-every 3,8]
 """
 
 from __future__ import annotations
@@ -28,8 +29,12 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--db", default="postgresql")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument(
+        "--kill-every", default="3,8", help="seconds between kills, min,max (the test: 1,2.5)"
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    low, _, high = args.kill_every.partition(",")
     with tempfile.TemporaryDirectory() as tmp:
         created = None
         if args.db == "sqlite":
@@ -44,6 +49,7 @@ def main() -> None:
                 Path(tmp),
                 args.events,
                 seed=args.seed,
+                kill_every=(float(low), float(high)),
                 timeout=max(300.0, args.events / 50),
                 produce_secs=max(4.0, args.events / 2500),
             )

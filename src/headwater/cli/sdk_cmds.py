@@ -294,6 +294,8 @@ def consumer_status(
             escape(note),
         )
     out.print(table)
+    if status.get("redis_error"):
+        out.print(f"lag unknown: Redis did not answer ({escape(status['redis_error'])})")
     pub = status["publisher"]
     held = (pub.get("lease") or {}).get("held")
     out.print(

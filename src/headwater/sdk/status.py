@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
 from headwater.sdk.consumers.quarantine import list_quarantined
@@ -63,6 +64,7 @@ async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -
         ).one()
     quarantined = {r.key: r.value for r in await list_quarantined(store, app)}
     consumers: list[dict[str, Any]] = []
+    redis_error: str | None = None
     for row in rows:
         if not row.consumer_name.startswith(prefix):
             continue
@@ -87,15 +89,19 @@ async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -
                 "attempts": int(row.failing_attempts),
                 "last_error": (row.last_error or "").strip().splitlines()[-1:],
             }
-        if redis is not None:
-            item["lag_ms"] = await entry_lag_ms(redis, row.stream, checkpoint)
-            item["lag_events"] = await count_after(redis, row.stream, checkpoint)
+        if redis is not None and redis_error is None:
+            try:
+                item["lag_ms"] = await entry_lag_ms(redis, row.stream, checkpoint)
+                item["lag_events"] = await count_after(redis, row.stream, checkpoint)
+            except (RedisError, OSError) as exc:  # the rest of the status is still true
+                redis_error = f"{type(exc).__name__}: {exc}"
         consumers.append(item)
     for name, info in quarantined.items():  # quarantined before its first checkpoint
         consumers.append({"name": name, "stream": info.get("stream_name"), "quarantined": info})
     publisher = next(iter(await store.list_leases(PUBLISHER_LEASE)), None)
     backlog_ms = (now - oldest).total_seconds() * 1000 if oldest is not None else 0.0
     return {
+        "redis_error": redis_error,
         "consumers": consumers,
         "publisher": {
             "lease": _lease(publisher, now),
