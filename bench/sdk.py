@@ -73,7 +73,7 @@ import time
 import headwater
 from sqlalchemy import create_engine, text
 
-registry = headwater.Registry(app="benchfn")
+registry = headwater.Registry(app="{app}")
 INSERT = text("INSERT INTO bench_applied (event_uuid, created_ms, applied_ms) VALUES (:u, :c, :a)")
 
 @functools.cache
@@ -254,11 +254,11 @@ async def function_jobs(url: str, events: int, rates: list[int], seconds: float)
             stream = f"stream:benchfn:{uuid.uuid4().hex[:8]}"
             module = f"bench_fn_{uuid.uuid4().hex[:8]}"
             app = Path(tmp) / f"{module}.py"
-            app.write_text(
-                textwrap.dedent(
-                    FUNCTION_APP.format(stream=stream, redis=REDIS, sync_url=sync_url(url))
-                )
+            text_ = FUNCTION_APP.format(
+                app=module.replace("_", "-"), stream=stream, redis=REDIS, sync_url=sync_url(url)
             )
+            app.write_text(textwrap.dedent(text_))
+            source = f"{module.replace('_', '-')}/record"  # this phase's jobs only
             set_default_registry(None)
             node = node_for(
                 str(app), NodeSettings(db_url=url, worker=WorkerSettings(concurrency=64))
@@ -285,13 +285,13 @@ async def function_jobs(url: str, events: int, rates: list[int], seconds: float)
                     await client.xadd(stream, {"payload": json.dumps({"sent": time.time() * 1000})})
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                done = (await node.store.count_jobs_by_status()).get("completed", 0)
-                if done >= count:
+                made = await node.store.count_source(source)
+                if made >= count and await node.store.count_in_flight(source) == 0:
                     break
                 await asyncio.sleep(0.2)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            jobs = await node.store.list_jobs(JobFilter(task="record", limit=count + 10))
+            jobs = await node.store.list_jobs(JobFilter(source_id=source, limit=count + 10))
             await node.close()
             await client.delete(stream)
             sys.modules.pop(module, None)
@@ -349,6 +349,7 @@ async def main() -> None:
     ap.add_argument("--skip-pg", action="store_true")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-dbos", action="store_true")
+    ap.add_argument("--skip-pipeline", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r]
@@ -369,10 +370,11 @@ async def main() -> None:
                 await prepared(url)
                 print(f"[{db}] limits …", flush=True)
                 results[f"{db}.limits"] = limits(url)
-                print(f"[{db}] pipeline …", flush=True)
-                results[f"{db}.pipeline"] = await asyncio.to_thread(
-                    pipeline, url, args.events, rates, args.seconds
-                )
+                if not args.skip_pipeline:
+                    print(f"[{db}] pipeline …", flush=True)
+                    results[f"{db}.pipeline"] = await asyncio.to_thread(
+                        pipeline, url, args.events, rates, args.seconds
+                    )
                 print(f"[{db}] function jobs …", flush=True)
                 results[f"{db}.functions"] = await function_jobs(
                     url, args.events, rates, args.seconds

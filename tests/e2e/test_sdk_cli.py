@@ -12,10 +12,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.conftest import require_service
-from tests.e2e.procs import HEADWATER, Up, eventually, run_cli
+from tests.e2e.procs import HEADWATER, Up, eventually, free_port, run_cli
 
 pytestmark = pytest.mark.timeout(150)
 
@@ -66,6 +67,15 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([HEADWATER, *args], capture_output=True, text=True, timeout=60, env=env)
 
 
+def _series(body: str, name: str, consumer: str) -> list[float]:
+    """The values of ``name`` for ``consumer`` in a Prometheus text page."""
+    return [
+        float(line.rsplit(" ", 1)[1])
+        for line in body.splitlines()
+        if line.startswith(name + "{") and f'consumer_name="{consumer}"' in line
+    ]
+
+
 def status(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     result = cli(env, "consumer", "status", "--json")
     assert result.returncode == 0, result.stderr
@@ -103,8 +113,10 @@ def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
                    "--payload", "[1]")  # fmt: skip
     assert rejected.returncode == 2 and "must be a JSON object" in rejected.stderr
     publisher = Bg(["publisher", "run"], tmp_path / "pub.log", env)
+    port = free_port()
     supervisor = Bg(["consumer", "run", APP, "--heartbeat-dir", str(tmp_path / "beats"),
-                     "--poll-interval", "0.5"], tmp_path / "sup.log", env)  # fmt: skip
+                     "--poll-interval", "0.5", "--metrics-port", str(port)],
+                    tmp_path / "sup.log", env)  # fmt: skip
     try:
 
         def settled() -> dict[str, Any] | None:
@@ -115,6 +127,18 @@ def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
             return None
 
         found = eventually(settled, timeout=60, what="4 events and a dead letter")
+
+        def metrics() -> str | None:
+            try:
+                body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            except httpx.HTTPError:
+                return None
+            caught_up = _series(body, "headwater_consumer_lag_events_count", "e2e.ledger")
+            return body if caught_up == [0.0] else None  # recounted every 10 s
+
+        body = eventually(metrics, timeout=30, what="the lag on /metrics")
+        assert _series(body, "headwater_consumer_lag_ms", "e2e.ledger") == [0.0]
+        assert "headwater_supervisor_workers_quarantined 0.0" in body
         assert found["e2e.ledger"]["lease"]["held"] is True
         assert found["e2e.ledger"]["lag_events"] == 0
         assert found["e2e.picky"]["events_processed"] == 3
