@@ -21,7 +21,7 @@ def test_each_guarantee_holds_through_kills_and_a_redis_restart(
 ) -> None:
     if db_url.startswith("postgresql"):
         require_service("postgres")
-    report = run_chaos(db_url, tmp_path, EVENTS)
+    report = run_chaos(db_url, tmp_path, EVENTS, kill_every=(1.5, 3.0))
     print(report.summary())
     assert report.kills["worker"] + report.kills["supervisor"] >= 3, report.summary()
     sent = report.sent
