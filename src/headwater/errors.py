@@ -101,3 +101,20 @@ class StaleConsumerError(ConflictError):
 
 class ServerUnavailableError(HeadwaterError):
     """No headwater server answered a worker's request (after retries)."""
+
+
+class RegistrationError(HeadwaterError):
+    """An SDK registration is invalid (bad name, duplicate name, wrong handler shape)."""
+
+
+class InvalidEventError(HeadwaterError, ValueError):
+    """``send_event`` was given something that cannot be an outbox event."""
+
+
+class CommitInTransactionError(HeadwaterError):
+    """A consumer handler called ``session.commit()``: the worker owns the transaction,
+    because the dedup record, the handler's writes and the checkpoint commit together."""
+
+
+class LeaseLostError(HeadwaterError):
+    """Another process took the lease: work stamped with the old token is refused."""

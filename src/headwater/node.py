@@ -27,6 +27,7 @@ from headwater.dispatch.dispatcher import (
     task_tags,
 )
 from headwater.engine.executor import JobExecutor
+from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
@@ -65,17 +66,23 @@ log = structlog.get_logger(__name__)
 class WorkspaceHolder:
     """The current workspace, its resolved secrets and redactor; swapped on reload."""
 
-    def __init__(self, path: Path, environ: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        environ: Mapping[str, str] | None = None,
+        loader: Callable[[Path], Workspace] = load_workspace,
+    ) -> None:
         self.path = path
         self._environ = environ if environ is not None else os.environ
-        self.workspace: Workspace = load_workspace(path)
+        self._loader = loader
+        self.workspace: Workspace = loader(path)
         self.secrets: dict[str, str] = resolve_secrets(self.workspace, self._environ)
         self.redactor = Redactor(list(self.secrets.values()))
 
     def reload(self) -> Workspace:
         """Load again; on error the previous workspace stays in force (and the error is
         raised for the caller to report)."""
-        workspace = load_workspace(self.path)
+        workspace = self._loader(self.path)
         secrets = resolve_secrets(workspace, self._environ)
         self.workspace, self.secrets = workspace, secrets
         self.redactor = Redactor(list(secrets.values()))
@@ -97,9 +104,21 @@ class NodeSettings:
 
 
 class Node:
-    def __init__(self, workspace_path: Path, settings: NodeSettings) -> None:
+    """``loader`` builds the workspace from ``workspace_path`` (YAML by default; the SDK
+    passes one that imports a Python module); ``functions`` are ``type: function``
+    callables already in hand, by ref."""
+
+    def __init__(
+        self,
+        workspace_path: Path,
+        settings: NodeSettings,
+        *,
+        loader: Callable[[Path], Workspace] = load_workspace,
+        functions: Mapping[str, Callable[..., Any]] | None = None,
+    ) -> None:
         self.settings = settings
-        self.holder = WorkspaceHolder(workspace_path)
+        self.holder = WorkspaceHolder(workspace_path, loader=loader)
+        self._functions = dict(functions or {})
         self.store: Store  # set by start()
         self.templates = TemplateEngine()
         self.on_reload: list[Callable[[Workspace], None]] = []
@@ -156,6 +175,7 @@ class Node:
             extra_env=self._extra_env,
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
+            functions=FunctionCache(self._functions),
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         self.event_sources = EventSourceManager(

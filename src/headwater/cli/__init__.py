@@ -37,7 +37,9 @@ def _register() -> None:
         client_cmds,
         cluster_cmds,
         dlq_cmds,
+        outbox_cmds,
         run_cmds,
+        sdk_cmds,
         workspace_cmds,
     )
 

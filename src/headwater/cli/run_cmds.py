@@ -26,7 +26,8 @@ DB_ENV = "HEADWATER_DATABASE_URL"
 PathArg = Annotated[
     Path,
     typer.Argument(
-        help="Workspace: a YAML file or a directory of *.yaml/*.yml files.",
+        help="Workspace: a YAML file or a directory of *.yaml/*.yml files"
+        " (`up` also takes a Python app, app.py, whose @headwater.on_… functions it runs).",
         exists=True,
         resolve_path=True,
     ),
@@ -203,7 +204,13 @@ async def _up(
 
     require_api_key_for(host, keys)
     settings = NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=concurrency))
-    node = Node(path, settings)
+    sdk_app = path.suffix == ".py"
+    if sdk_app:  # a Python app: its receiver-bound functions are the workspace
+        from headwater.sdk.receiver_node import node_for
+
+        node = node_for(str(path), settings)
+    else:
+        node = Node(path, settings)
     await node.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -227,7 +234,7 @@ async def _up(
     )
     serve = asyncio.create_task(server.serve(), name="http")
     worker = asyncio.create_task(node.run_worker(stop), name="worker")
-    triggers = asyncio.create_task(node.run_triggers(stop), name="triggers")
+    triggers = asyncio.create_task(node.run_triggers(stop, watch=not sdk_app), name="triggers")
     stopper = asyncio.create_task(stop.wait())
     try:
         done, _ = await asyncio.wait(

@@ -23,6 +23,8 @@ __all__ = ["ReplayOutcome", "ReplayStatus", "replay_dead_letters"]
 
 log = structlog.get_logger(__name__)
 
+CONSUMER_SOURCE_TYPE = "consumer"  # headwater.sdk.consumers.sql.CONSUMER_SOURCE_TYPE
+
 
 class ReplayStatus(StrEnum):
     CREATED = "created"  # a new job
@@ -76,6 +78,11 @@ async def _replay_one(
     assert record.id is not None
     if record.replayed_at is not None:
         return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED, record.replay_job_id)
+    if record.source_type == CONSUMER_SOURCE_TYPE:
+        # An outbox consumer's dead letter: its event goes back through the outbox.
+        from headwater.sdk.dead_letters import replay_consumer_dead_letter
+
+        return await replay_consumer_dead_letter(store, record, job_input)
     if record.target_task is None:
         return ReplayOutcome(
             record.id, ReplayStatus.STILL_INVALID, reason="the dead letter names no target task"

@@ -7,9 +7,11 @@ import contextlib
 import importlib
 import inspect
 import json
+import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 __all__ = ["FunctionCache", "FunctionOutcome", "resolve_callable"]
@@ -37,33 +39,54 @@ def resolve_callable(ref: str) -> Callable[..., Any]:
 
 
 class FunctionCache:
-    """Imports each callable once; calls it with the step input as keyword arguments."""
+    """Imports each callable once; calls it with the step input as keyword arguments.
 
-    def __init__(self) -> None:
-        self._cache: dict[str, Callable[..., Any]] = {}
+    ``preloaded`` maps refs to callables already in hand (the SDK's registrations), so a
+    function defined where importing by name cannot reach it still resolves."""
 
-    def get(self, ref: str) -> Callable[..., Any]:
+    def __init__(self, preloaded: Mapping[str, Callable[..., Any]] | None = None) -> None:
+        self._cache: dict[str, Callable[..., Any]] = dict(preloaded or {})
+
+    def get(self, ref: str, root: Path | None = None) -> Callable[..., Any]:
+        """The callable; a module not found on ``sys.path`` is looked for in ``root``
+        (the workspace folder), appended so it never shadows an installed module."""
         fn = self._cache.get(ref)
         if fn is None:
-            fn = self._cache[ref] = resolve_callable(ref)
+            try:
+                fn = resolve_callable(ref)
+            except ModuleNotFoundError as exc:
+                top = ref.partition(":")[0].split(".")[0]
+                folder = str(root.resolve()) if root is not None else None
+                if exc.name != top or folder is None or folder in sys.path:
+                    raise
+                sys.path.append(folder)
+                fn = resolve_callable(ref)
+            self._cache[ref] = fn
         return fn
 
     async def call(
-        self, ref: str, kwargs: dict[str, Any], timeout: float | None, cancel: asyncio.Event
+        self,
+        ref: str,
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        cancel: asyncio.Event,
+        root: Path | None = None,
     ) -> FunctionOutcome:
         try:
-            fn = self.get(ref)
+            fn = self.get(ref, root)
         except Exception as exc:
             return FunctionOutcome(
                 error=f"cannot load function {ref!r}: {exc}",
                 traceback=tuple(traceback.format_exc().splitlines()),
             )
-        if inspect.iscoroutinefunction(fn):
+        if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+        ):
             call = asyncio.ensure_future(fn(**kwargs))
         else:
             # A sync callable runs in a thread so it cannot stall the worker's event loop;
             # a thread cannot be killed, so on timeout/cancel it is abandoned.
-            call = asyncio.ensure_future(asyncio.to_thread(fn, **kwargs))
+            call = asyncio.ensure_future(_in_thread(fn, kwargs))
         stopper = asyncio.ensure_future(cancel.wait())
         try:
             done, _ = await asyncio.wait(
@@ -91,3 +114,10 @@ class FunctionCache:
         except (TypeError, ValueError) as err:
             return FunctionOutcome(error=f"returned a value that is not JSON: {err}")
         return FunctionOutcome(value=value)
+
+
+async def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    result = await asyncio.to_thread(fn, **kwargs)
+    if inspect.isawaitable(result):  # e.g. functools.partial of an async function
+        return await result
+    return result

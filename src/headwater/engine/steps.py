@@ -10,6 +10,7 @@ import shlex
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
@@ -125,6 +126,7 @@ class StepRunner:
         extra_env: Callable[[JobRecord], Mapping[str, str]] = lambda job: {},
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
+        functions: FunctionCache | None = None,
     ) -> None:
         self.store = store
         self.logs = logs
@@ -136,7 +138,7 @@ class StepRunner:
         self._extra_env = extra_env
         self._kill_grace = kill_grace
         self._max_line_bytes = max_line_bytes
-        self._functions = FunctionCache()
+        self._functions = functions or FunctionCache()
 
     async def record(self, job_id: str, state: StepState) -> None:
         await self.store.upsert_steps(job_id, [state.update()])
@@ -250,7 +252,9 @@ class StepRunner:
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
-                return await self._run_function(job, name, action, step, step_input, stop)
+                return await self._run_function(
+                    job, name, action, step, step_input, stop, workspace.root
+                )
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
             runner = self.runners.get(action.effective_runner)
             if runner is None:
@@ -391,11 +395,14 @@ class StepRunner:
         step: Step,
         step_input: Any,
         stop: StopSignal,
+        root: Path,
     ) -> _Attempt:
         assert action.function is not None
         kwargs = step_input if isinstance(step_input, Mapping) else {"value": step_input}
         timeout = step.timeout if step.timeout is not None else action.timeout
-        outcome = await self._functions.call(action.function, dict(kwargs), timeout, stop.event)
+        outcome = await self._functions.call(
+            action.function, dict(kwargs), timeout, stop.event, root
+        )
         for line in outcome.traceback:
             await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))
         if outcome.error is not None:

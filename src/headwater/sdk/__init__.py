@@ -1,1 +1,55 @@
-"""headwater.sdk"""
+"""headwater's Python SDK: bind functions to event sources, in code.
+
+- ``@consumer(stream, name=…, guarantee=…)``: an outbox consumer (seed 003), run by
+  ``headwater consumer run MODULE``; ``send_event(session, …)`` writes its events in the
+  caller's transaction and ``headwater publisher run`` moves them to Redis Streams.
+- ``@on_redis_stream``, ``@on_redis_list``, ``@on_amqp``, ``@on_mqtt``, ``@on_nats``,
+  ``@on_kafka``, ``@on_sqs``, ``@on_postgres`` and ``@on_receiver(MyReceiver, …)``: each
+  message becomes a durable job whose one step calls the function (seed 004).
+"""
+
+from headwater.errors import CommitInTransactionError, RegistrationError
+from headwater.sdk.decorators import (
+    consumer,
+    on_amqp,
+    on_kafka,
+    on_mqtt,
+    on_nats,
+    on_postgres,
+    on_receiver,
+    on_redis_list,
+    on_redis_stream,
+    on_sqs,
+)
+from headwater.sdk.events import Guarantee, StreamEvent
+from headwater.sdk.outbox import asend_event, send_event
+from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
+from headwater.sdk.registry import Registry, default_registry, set_default_registry
+from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, ReceiverLag
+
+__all__ = [
+    "CommitInTransactionError",
+    "ConsumerRegistration",
+    "EventReceiver",
+    "Guarantee",
+    "ReceiverContext",
+    "ReceiverLag",
+    "ReceiverRegistration",
+    "RegistrationError",
+    "Registry",
+    "StreamEvent",
+    "asend_event",
+    "consumer",
+    "default_registry",
+    "on_amqp",
+    "on_kafka",
+    "on_mqtt",
+    "on_nats",
+    "on_postgres",
+    "on_receiver",
+    "on_redis_list",
+    "on_redis_stream",
+    "on_sqs",
+    "send_event",
+    "set_default_registry",
+]

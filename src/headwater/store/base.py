@@ -82,6 +82,8 @@ class Channel(StrEnum):
     CANCEL = "headwater_cancel"  # payload: job id whose cancel was requested
     FINISHED = "headwater_finished"  # payload: comma-separated job ids that reached a final state
     LOGS = "headwater_logs"  # payload: job id that got new log lines
+    # an outbox row was committed (sent by ``headwater.send_event``); payload: its stream
+    OUTBOX = "headwater_outbox"
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,13 @@ __all__ = [
     "FINAL_JOB_STATUSES",
     "LIVE_JOB_STATUSES",
     "UtcDateTime",
+    "consumer_checkpoints",
     "jobs",
     "leases",
     "logs",
     "metadata",
+    "outbox_events",
+    "processed_events",
     "rejected_events",
     "state",
     "steps",
@@ -255,7 +258,7 @@ leases = Table(
     Column("expires_at", UtcDateTime, nullable=False),
 )
 
-# Worker tokens: ``hw_<id>_<secret>``; only the SHA-256 of the secret is kept, so a copy
+# Worker tokens: ``hwt_<id>_<secret>``; only the SHA-256 of the secret is kept, so a copy
 # of the database grants nothing. ``revoked_at`` set: the token is refused.
 worker_tokens = Table(
     "worker_tokens",
@@ -266,4 +269,69 @@ worker_tokens = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime),
     Column("last_used_at", UtcDateTime),
+)
+
+# -- the SDK's outbox pipeline (headwater.sdk) ---------------------------------------------
+# ``send_event`` inserts here in the caller's own transaction; the publisher moves rows to
+# Redis Streams and stamps where it put them (redis_ms, redis_seq: the entry id).
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("event_uuid", Text, nullable=False),
+    Column("stream", Text, nullable=False),
+    Column("event_type", Text, nullable=False),
+    Column("payload", _json(), nullable=False),
+    Column("event_metadata", _json()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("published_at", UtcDateTime),
+    Column("redis_ms", BigInteger),
+    Column("redis_seq", BigInteger),
+    # The publisher's queue, oldest first. Partial: it only holds what is not published.
+    Index(
+        "ix_outbox_events_unpublished",
+        "id",
+        postgresql_where=text("published_at IS NULL"),
+        sqlite_where=text("published_at IS NULL"),
+    ),
+    # Republishing after Redis lost data (entries past the slowest checkpoint), lag.
+    Index("ix_outbox_events_stream_redis", "stream", "redis_ms", "redis_seq"),
+    # Cleanup of published rows past their retention.
+    Index(
+        "ix_outbox_events_published_at",
+        "published_at",
+        postgresql_where=text("published_at IS NOT NULL"),
+        sqlite_where=text("published_at IS NOT NULL"),
+    ),
+    sqlite_autoincrement=True,
+)
+
+# Dedup records of the consumers: one row per (consumer, event) processed. The primary key
+# is what makes a second processing of an event impossible: a concurrent insert of the
+# same key waits for the first transaction, then conflicts.
+processed_events = Table(
+    "processed_events",
+    metadata,
+    Column("consumer_name", Text, primary_key=True),
+    Column("event_uuid", Text, primary_key=True),
+    Column("processed_at", UtcDateTime, nullable=False),
+    Index("ix_processed_events_consumer_name_processed_at", "consumer_name", "processed_at"),
+)
+
+# Where each consumer is in its stream: the last entry id it committed, written in the
+# same transaction as the handler's work and fenced by the consumer's lease token.
+consumer_checkpoints = Table(
+    "consumer_checkpoints",
+    metadata,
+    Column("stream", Text, primary_key=True),
+    Column("consumer_name", Text, primary_key=True),
+    Column("last_ms", BigInteger, nullable=False),
+    Column("last_seq", BigInteger, nullable=False),
+    Column("lease_token", BigInteger, nullable=False),
+    Column("events_processed", BigInteger, nullable=False, server_default=text("0")),
+    Column("last_created_at", UtcDateTime),  # creation time of the last event consumed
+    Column("failing_event_uuid", Text),  # the event the handler keeps failing on
+    Column("failing_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("last_error", Text),
+    Column("updated_at", UtcDateTime, nullable=False),
 )

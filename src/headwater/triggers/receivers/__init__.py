@@ -44,6 +44,7 @@ RECEIVER_MODULES: dict[str, str] = {
     "kafka": "headwater.triggers.receivers.kafka",
     "sqs": "headwater.triggers.receivers.sqs",
     "postgres": "headwater.triggers.receivers.postgres",
+    "custom": "headwater.triggers.receivers.custom",
 }
 
 ReceiverFactory = Callable[[Any, Callable[[Any, str], Any], TemplateEngine], EventReceiver]

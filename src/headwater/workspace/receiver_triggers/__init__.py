@@ -6,6 +6,7 @@ from pydantic import BaseModel
 
 from headwater.workspace.receiver_triggers.amqp import AmqpTrigger
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
+from headwater.workspace.receiver_triggers.custom import CustomTrigger
 from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
@@ -18,6 +19,7 @@ __all__ = [
     "RECEIVER_TRIGGER_MODELS",
     "AmqpTrigger",
     "BodyFormat",
+    "CustomTrigger",
     "KafkaTrigger",
     "MqttTrigger",
     "NatsTrigger",
@@ -38,6 +40,7 @@ ReceiverTrigger = (
     | KafkaTrigger
     | SqsTrigger
     | PostgresTrigger
+    | CustomTrigger
 )
 
 RECEIVER_TRIGGER_MODELS: dict[str, type[BaseModel]] = {
@@ -49,4 +52,5 @@ RECEIVER_TRIGGER_MODELS: dict[str, type[BaseModel]] = {
     "kafka": KafkaTrigger,
     "sqs": SqsTrigger,
     "postgres": PostgresTrigger,
+    "custom": CustomTrigger,
 }

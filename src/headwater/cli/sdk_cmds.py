@@ -1,0 +1,357 @@
+"""The Python SDK's commands: ``consumers list``, ``consumer run|status|list``,
+``quarantine list|release``.
+
+They talk to the database (``--db``) and Redis (``--redis``) directly, like the
+consumer supervisor itself: an outbox pipeline does not need a headwater server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import structlog
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from headwater.cli import app
+from headwater.cli.run_cmds import DbOpt, default_db_url
+from headwater.errors import HeadwaterError
+from headwater.logging_setup import configure_logging
+from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
+from headwater.workspace.models import parse_duration
+
+__all__ = ["RedisOpt", "consumer_app", "consumers_app", "quarantine_app", "run_async"]
+
+T = TypeVar("T")
+
+consumers_app = typer.Typer(help="Registrations of a Python app (SDK).", no_args_is_help=True)
+consumer_app = typer.Typer(
+    help="Outbox consumers (SDK): run them, see their state.", no_args_is_help=True
+)
+quarantine_app = typer.Typer(
+    help="Consumers parked by crash-loop protection, and their release.", no_args_is_help=True
+)
+app.add_typer(consumers_app, name="consumers", rich_help_panel="Python SDK")
+app.add_typer(consumer_app, name="consumer", rich_help_panel="Python SDK")
+app.add_typer(quarantine_app, name="quarantine", rich_help_panel="Python SDK")
+
+RedisOpt = Annotated[
+    str,
+    typer.Option("--redis", envvar="HEADWATER_REDIS_URL", help="Redis URL of the streams."),
+]
+AppArg = Annotated[
+    str,
+    typer.Argument(
+        help="The app: a module (pkg.consumers), a file (app.py), optionally :registry.",
+        show_default=False,
+    ),
+]
+AppFilter = Annotated[
+    str | None, typer.Option("--app", help="Only this app's consumers ({app}.{name}).")
+]
+JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+
+
+def _err() -> Console:
+    return Console(stderr=True, highlight=False)
+
+
+def run_async(make: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; HeadwaterError becomes one line on stderr and exit code 1."""
+    if not structlog.is_configured():
+        configure_logging("warning")
+    try:
+        return asyncio.run(make())  # type: ignore[arg-type]
+    except HeadwaterError as exc:
+        _err().print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def duration(value: str, option: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        _err().print(f"error: {option}: {exc}", markup=False)
+        raise typer.Exit(2) from None
+
+
+# -- consumers list ----------------------------------------------------------------------
+def _list(spec: str, as_json: bool) -> None:
+    from headwater.sdk.loading import load_registry
+
+    try:
+        registry = load_registry(spec)
+    except HeadwaterError as exc:
+        _err().print(f"error: {exc}", markup=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    items = registry.describe()
+    if as_json:
+        typer.echo(json.dumps({"app": registry.app, "registrations": items}, indent=2))
+        return
+    out = Console(highlight=False)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NAME", "KIND", "SOURCE", "FUNCTION", "GUARANTEE"):
+        table.add_column(column, overflow="fold")
+    for item in items:
+        guarantee = item.get("guarantee") or "one job per message"
+        table.add_row(
+            escape(item["full_name"]),
+            item["kind"],
+            escape(item["source"]),
+            escape(item["function"]),
+            guarantee,
+        )
+    out.print(table)
+
+
+@consumers_app.command("list")
+def consumers_list(spec: AppArg, as_json: JsonFlag = False) -> None:
+    """Every registration of the app: its source, name and the function it calls."""
+    _list(spec, as_json)
+
+
+@consumer_app.command("list")
+def consumer_list(spec: AppArg, as_json: JsonFlag = False) -> None:
+    """Same as `headwater consumers list`."""
+    _list(spec, as_json)
+
+
+# -- consumer run ------------------------------------------------------------------------
+@consumer_app.command("run")
+def consumer_run(
+    spec: AppArg,
+    db: DbOpt = None,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between supervisor passes (quarantine releases).")
+    ] = 5.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Max events per XREAD.")] = 100,
+    events_per_transaction: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Events that share a commit while their handlers succeed (1: each alone)."
+        ),
+    ] = 100,
+    heartbeat_dir: Annotated[
+        Path, typer.Option(help="Directory for the workers' heartbeat files.")
+    ] = Path("/tmp/headwater/consumer-heartbeats"),
+    heartbeat_timeout: Annotated[
+        float, typer.Option(help="Kill a worker with no heartbeat for this many seconds.")
+    ] = 30.0,
+    graceful_shutdown_timeout: Annotated[
+        float, typer.Option(help="On stop, SIGKILL workers still running after this.")
+    ] = 30.0,
+    lease_duration: Annotated[float, typer.Option(help="Lease duration in seconds.")] = 30.0,
+    lease_renewal: Annotated[float, typer.Option(help="Renew the lease after N seconds.")] = 25.0,
+    cleanup_retention: Annotated[
+        str, typer.Option(help="Keep dedup records this long (7d, 36h, 3600).")
+    ] = "7d",
+    cleanup_interval: Annotated[str, typer.Option(help="Time between cleanup runs.")] = "5m",
+    cleanup_batch_size: Annotated[
+        int, typer.Option(min=1, help="Max rows deleted per cleanup batch.")
+    ] = 1000,
+    max_crashes: Annotated[
+        int, typer.Option(min=1, help="Crashes within --crash-window that quarantine.")
+    ] = 5,
+    crash_window: Annotated[float, typer.Option(help="Seconds of the crash window.")] = 60.0,
+    healthy_run: Annotated[
+        float, typer.Option(help="A worker alive this long clears its crash history.")
+    ] = 60.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run only this registration (repeat).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+) -> None:
+    """Run every registered consumer of the app, one supervised worker process each.
+
+    Receiver-bound functions (@headwater.on_kafka …) run in one more supervised process,
+    as jobs. Ctrl-C or SIGTERM stop the workers gracefully."""
+    from headwater.sdk.consumers.settings import SupervisorSettings, WorkerSettings
+
+    configure_logging(log_level, log_format)
+    try:
+        worker = WorkerSettings(
+            db_url=db or default_db_url(),
+            redis_url=redis_url,
+            batch_size=batch_size,
+            events_per_transaction=events_per_transaction,
+            lease_duration=lease_duration,
+            lease_renewal=lease_renewal,
+            cleanup_retention=duration(cleanup_retention, "--cleanup-retention"),
+            cleanup_interval=duration(cleanup_interval, "--cleanup-interval"),
+            cleanup_batch_size=cleanup_batch_size,
+        )
+    except ValueError as exc:
+        _err().print(f"error: {exc}", markup=False)
+        raise typer.Exit(2) from None
+    settings = SupervisorSettings(
+        worker=worker,
+        poll_interval=poll_interval,
+        heartbeat_dir=heartbeat_dir,
+        heartbeat_timeout=heartbeat_timeout,
+        graceful_shutdown_timeout=graceful_shutdown_timeout,
+        max_crashes=max_crashes,
+        crash_window=crash_window,
+        healthy_run=healthy_run,
+        metrics_port=metrics_port,
+        only=tuple(only or ()),
+    )
+    run_async(lambda: _supervise(spec, settings))
+
+
+async def _supervise(spec: str, settings: Any) -> None:
+    from headwater.sdk.consumers.supervisor import Supervisor
+    from headwater.sdk.loading import load_registry
+    from headwater.sdk.metrics import PipelineMetrics
+    from headwater.sdk.redis_util import connect
+    from headwater.store.sql import open_store
+
+    registry = load_registry(spec)
+    registry.log_registered_endpoints()
+    store = await open_store(settings.worker.db_url)
+    redis = connect(settings.worker.redis_url)
+    metrics = PipelineMetrics()
+    if settings.metrics_port is not None:
+        metrics.serve(settings.metrics_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        supervisor = Supervisor(spec, registry, settings, store=store, redis=redis, metrics=metrics)
+        if not supervisor.units:
+            raise HeadwaterError(f"{spec!r} has no registration to run (see --only)")
+        await supervisor.run(stop)
+    finally:
+        await redis.aclose()
+        await store.close()
+
+
+# -- consumer status ---------------------------------------------------------------------
+@consumer_app.command("status")
+def consumer_status(
+    db: DbOpt = None,
+    redis_url: RedisOpt = DEFAULT_REDIS_URL,
+    app_name: AppFilter = None,
+    no_redis: Annotated[bool, typer.Option("--no-redis", help="Skip the lag (no Redis).")] = False,
+    as_json: JsonFlag = False,
+) -> None:
+    """Leases, checkpoints, lag, failing events, dead letters and quarantine."""
+
+    async def gather() -> dict[str, Any]:
+        from headwater.sdk.redis_util import connect
+        from headwater.sdk.status import pipeline_status
+        from headwater.store.sql import open_store
+
+        store = await open_store(db or default_db_url())
+        redis = None if no_redis else connect(redis_url)
+        try:
+            return await pipeline_status(store, redis, app_name)
+        finally:
+            if redis is not None:
+                await redis.aclose()
+            await store.close()
+
+    status = run_async(gather)
+    if as_json:
+        typer.echo(json.dumps(status, indent=2))
+        return
+    out = Console(highlight=False)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("CONSUMER", "STREAM", "STATE", "CHECKPOINT", "DONE", "LAG", "DLQ", "NOTE"):
+        table.add_column(column, overflow="fold")
+    for c in status["consumers"]:
+        lease = c.get("lease") or {}
+        state = "quarantined" if c.get("quarantined") else (
+            "running" if lease.get("held") else "stopped"
+        )  # fmt: skip
+        lag = "-" if c.get("lag_events") is None else f"{c['lag_events']} / {c['lag_ms']:.0f} ms"
+        failing = c.get("failing")
+        note = ""
+        if failing:
+            note = f"failing {failing['event_uuid']} ×{failing['attempts']}"
+        elif c.get("quarantined"):
+            note = f"since {c['quarantined'].get('quarantined_at')}"
+        table.add_row(
+            escape(c["name"]),
+            escape(str(c.get("stream") or "-")),
+            state,
+            str(c.get("checkpoint") or "-"),
+            str(c.get("events_processed", "-")),
+            lag,
+            str(c.get("dead_letters", 0)),
+            escape(note),
+        )
+    out.print(table)
+    if status.get("redis_error"):
+        out.print(f"lag unknown: Redis did not answer ({escape(status['redis_error'])})")
+    pub = status["publisher"]
+    held = (pub.get("lease") or {}).get("held")
+    out.print(
+        f"publisher: {'running' if held else 'stopped'} · outbox backlog {pub['backlog']}"
+        f" (oldest {pub['backlog_ms'] / 1000:.1f} s)"
+    )
+
+
+# -- quarantine --------------------------------------------------------------------------
+@quarantine_app.command("list")
+def quarantine_list(
+    db: DbOpt = None, app_name: AppFilter = None, as_json: JsonFlag = False
+) -> None:
+    """Quarantined consumers (they stay so across supervisor restarts)."""
+
+    async def gather() -> list[dict[str, Any]]:
+        from headwater.sdk.consumers.quarantine import list_quarantined
+        from headwater.store.sql import open_store
+
+        store = await open_store(db or default_db_url())
+        try:
+            return [{"name": r.key, **r.value} for r in await list_quarantined(store, app_name)]
+        finally:
+            await store.close()
+
+    found = run_async(gather)
+    if as_json:
+        typer.echo(json.dumps(found, indent=2))
+        return
+    out = Console(highlight=False)
+    if not found:
+        out.print("no quarantined consumers", style="dim")
+        return
+    for item in found:
+        out.print(
+            f"{escape(item['name'])}  {item.get('reason')}  since {item.get('quarantined_at')}"
+            f"  ({item.get('crash_count')} crashes in {item.get('window_seconds')} s)"
+        )
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    name: Annotated[str, typer.Argument(help="The consumer ({app}.{name}, or just name).")],
+    db: DbOpt = None,
+) -> None:
+    """Release a quarantined consumer: a running supervisor respawns it at its next pass."""
+
+    async def release() -> dict[str, Any]:
+        from headwater.sdk.consumers.quarantine import release_quarantine
+        from headwater.store.sql import open_store
+
+        store = await open_store(db or default_db_url())
+        try:
+            return await release_quarantine(store, name)
+        finally:
+            await store.close()
+
+    released = run_async(release)
+    Console(highlight=False).print(f"released {escape(released['name'])}")

@@ -1,0 +1,71 @@
+"""Replaying a consumer's dead letter: its event goes back through the outbox.
+
+The replay is a new outbox row with the same event UUID and the metadata key
+``__replay_for__`` naming the consumer, so only that consumer applies it (the others
+already did, or skip it anyway). The dead letter is marked replayed in the same
+transaction, and only if it was not yet: replaying twice sends the event once. If the
+consumer fails on it again, the dead letter is re-opened with the new reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import insert, update
+
+from headwater.dispatch.replay import ReplayOutcome, ReplayStatus
+from headwater.errors import InvalidEventError
+from headwater.sdk.events import REPLAY_FOR_KEY
+from headwater.sdk.outbox import NOTIFY, outbox_row
+from headwater.store.base import RejectedEvent, Store
+from headwater.store.ids import utcnow
+from headwater.store.tables import outbox_events, rejected_events
+
+__all__ = ["replay_consumer_dead_letter"]
+
+
+async def replay_consumer_dead_letter(
+    store: Store, record: RejectedEvent, payload: Mapping[str, Any] | None
+) -> ReplayOutcome:
+    from headwater.store.sql import SqlStore
+
+    assert record.id is not None
+    if record.replayed_at is not None:
+        return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED, record.replay_job_id)
+    event = record.payload if isinstance(record.payload, Mapping) else {}
+    if not isinstance(store, SqlStore):
+        return ReplayOutcome(record.id, ReplayStatus.STILL_INVALID, reason="needs the SQL store")
+    if "event_uuid" not in event or "stream_name" not in event:
+        return ReplayOutcome(
+            record.id,
+            ReplayStatus.STILL_INVALID,
+            reason="a malformed stream entry is not an event: nothing to replay",
+        )
+    metadata = {**(event.get("metadata") or {}), REPLAY_FOR_KEY: record.source_id}
+    try:
+        row = outbox_row(
+            str(event["stream_name"]),
+            str(event.get("event_type") or "unknown"),
+            payload if payload is not None else event.get("payload") or {},
+            metadata,
+            event_uuid=str(event["event_uuid"]),
+        )
+    except InvalidEventError as exc:
+        return ReplayOutcome(record.id, ReplayStatus.STILL_INVALID, reason=str(exc))
+    async with store.engine.begin() as conn:
+        outbox_id = (
+            await conn.execute(insert(outbox_events).values(**row).returning(outbox_events.c.id))
+        ).scalar_one()
+        job_id = f"outbox:{outbox_id}"
+        marked = await conn.execute(
+            update(rejected_events)
+            .where(rejected_events.c.id == record.id, rejected_events.c.replayed_at.is_(None))
+            .values(replayed_at=utcnow(), replay_job_id=job_id)
+        )
+        if not marked.rowcount:
+            await conn.rollback()
+            return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED)
+        if conn.dialect.name == "postgresql":
+            await conn.execute(NOTIFY, {"stream": row["stream"]})
+    return ReplayOutcome(record.id, ReplayStatus.CREATED, job_id)

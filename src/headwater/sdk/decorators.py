@@ -1,0 +1,86 @@
+"""The module-level decorators: the default registry's methods, looked up at call time.
+
+``@headwater.consumer(...)`` is ``default_registry().consumer(...)``; an application
+with its own ``Registry`` uses ``registry.consumer(...)`` instead, with the same shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from headwater.sdk.events import Guarantee
+from headwater.sdk.registry import default_registry
+
+__all__ = [
+    "consumer",
+    "on_amqp",
+    "on_kafka",
+    "on_mqtt",
+    "on_nats",
+    "on_postgres",
+    "on_receiver",
+    "on_redis_list",
+    "on_redis_stream",
+    "on_sqs",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def consumer(
+    stream: str,
+    *,
+    name: str,
+    guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
+    max_attempts: int | None = None,
+    retry_backoff: float = 5.0,
+    retry_max_backoff: float = 300.0,
+) -> Callable[[F], F]:
+    """Bind a handler to an outbox stream (see ``Registry.consumer``)."""
+    return default_registry().consumer(
+        stream,
+        name=name,
+        guarantee=guarantee,
+        max_attempts=max_attempts,
+        retry_backoff=retry_backoff,
+        retry_max_backoff=retry_max_backoff,
+    )
+
+
+def on_redis_stream(stream: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_redis_stream(stream, name=name, url=url, **options)
+
+
+def on_redis_list(key: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_redis_list(key, name=name, url=url, **options)
+
+
+def on_amqp(queue: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_amqp(queue, name=name, url=url, **options)
+
+
+def on_mqtt(topic: str, *, name: str, url: str, client_id: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_mqtt(topic, name=name, url=url, client_id=client_id, **options)
+
+
+def on_nats(stream: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_nats(stream, name=name, **options)
+
+
+def on_kafka(topic: str, *, name: str, bootstrap_servers: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_kafka(
+        topic, name=name, bootstrap_servers=bootstrap_servers, **options
+    )
+
+
+def on_sqs(queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_sqs(queue_url, name=name, **options)
+
+
+def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_postgres(table, name=name, url=url, **options)
+
+
+def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_receiver(receiver, name=name, **options)

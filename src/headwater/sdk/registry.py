@@ -1,0 +1,313 @@
+"""The registry: decorators record registrations here; runners read them back.
+
+``headwater.consumer``, ``headwater.on_kafka`` … write to the default registry, which is
+the only module-level state of the SDK and is replaceable (``set_default_registry``).
+An application that wants no default at all makes its own ``Registry(app="shop")`` and
+uses its methods as decorators; ``headwater consumer run shop.consumers:registry`` then
+finds it by name. Like DBOS's ``logRegisteredEndpoints``, ``describe()`` (and
+``headwater consumers list``) shows every source, name and function.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import structlog
+from pydantic import ValidationError
+
+from headwater.errors import RegistrationError
+from headwater.sdk.events import Guarantee
+from headwater.sdk.registrations import (
+    ConsumerRegistration,
+    ReceiverRegistration,
+    Registration,
+    check_name,
+    function_ref,
+)
+from headwater.workspace.models import (
+    RECEIVER_TRIGGER_MODELS,
+    Action,
+    ActionType,
+    RetryPolicy,
+    Step,
+    Task,
+    Workspace,
+    parse_duration,
+)
+from headwater.workspace.receiver_triggers import ReceiverTriggerBase
+
+__all__ = ["APP_ENV", "Registry", "default_registry", "set_default_registry"]
+
+log = structlog.get_logger(__name__)
+
+APP_ENV = "HEADWATER_APP"
+F = TypeVar("F", bound=Callable[..., Any])
+_TRIGGER_LEVEL = ("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled")
+HANDLER_STEP = "handler"
+
+
+class Registry:
+    """Registrations of one application. ``app`` namespaces every consumer name
+    (``{app}.{name}``); default: ``$HEADWATER_APP``, else ``"default"``."""
+
+    def __init__(self, app: str | None = None, *, secrets: Mapping[str, str] | None = None):
+        self.app = check_name(app or os.environ.get(APP_ENV) or "default")
+        self.secrets = dict(secrets or {})
+        self._registrations: dict[str, Registration] = {}
+
+    # -- reading ---------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Registration]:
+        return iter(self._registrations.values())
+
+    def __len__(self) -> int:
+        return len(self._registrations)
+
+    def get(self, name: str) -> Registration:
+        try:
+            return self._registrations[name]
+        except KeyError:
+            known = ", ".join(sorted(self._registrations)) or "none"
+            raise RegistrationError(f"no registration named {name!r} (known: {known})") from None
+
+    @property
+    def consumers(self) -> list[ConsumerRegistration]:
+        return [r for r in self if isinstance(r, ConsumerRegistration)]
+
+    @property
+    def receivers(self) -> list[ReceiverRegistration]:
+        return [r for r in self if isinstance(r, ReceiverRegistration)]
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [r.describe() for r in self]
+
+    def log_registered_endpoints(self, logger: Any = None) -> None:
+        """One log line per registration: source, name, function (DBOS's
+        ``logRegisteredEndpoints``)."""
+        out = logger or log
+        for item in self.describe():
+            out.info(
+                "registered_endpoint",
+                source=item["source"],
+                name=item["full_name"],
+                function=item["function"],
+            )
+
+    # -- registering -----------------------------------------------------------------------
+    def add(self, registration: Registration) -> None:
+        existing = self._registrations.get(registration.name)
+        if existing is not None and existing.function is not registration.function:
+            raise RegistrationError(
+                f"two registrations are named {registration.name!r}: "
+                f"{function_ref(existing.function)} and {function_ref(registration.function)};"
+                " the name is the consumer's identity, so it must be unique"
+            )
+        self._registrations[registration.name] = registration
+
+    def consumer(
+        self,
+        stream: str,
+        *,
+        name: str,
+        guarantee: Guarantee = Guarantee.EXACTLY_ONCE,
+        max_attempts: int | None = None,
+        retry_backoff: float = 5.0,
+        retry_max_backoff: float = 300.0,
+    ) -> Callable[[F], F]:
+        """Bind a handler to an outbox stream. Under ``EXACTLY_ONCE`` it is called as
+        ``handler(event, session)`` inside the worker's transaction; otherwise as
+        ``handler(event)``. ``max_attempts`` failures send the event to the dead letters
+        (None: retry forever)."""
+
+        def decorate(fn: F) -> F:
+            self.add(
+                ConsumerRegistration(
+                    name=name,
+                    app=self.app,
+                    stream=stream,
+                    function=fn,
+                    guarantee=Guarantee(guarantee),
+                    max_attempts=max_attempts,
+                    retry_backoff=retry_backoff,
+                    retry_max_backoff=retry_max_backoff,
+                )
+            )
+            return fn
+
+        return decorate
+
+    def on_receiver_trigger(
+        self,
+        trigger_type: str,
+        fields: Mapping[str, Any],
+        *,
+        name: str,
+        retry: int | RetryPolicy | Mapping[str, Any] | None = None,
+        timeout: float | str | None = None,
+    ) -> Callable[[F], F]:
+        """The general form behind ``on_redis_stream`` … ``on_receiver``: ``fields`` are
+        the workspace trigger's fields (validated now, so a typo fails at import)."""
+        check_name(name)
+        model = RECEIVER_TRIGGER_MODELS.get(trigger_type)
+        if model is None:
+            raise RegistrationError(f"no receiver of type {trigger_type!r}")
+        try:
+            trigger = model.model_validate({**fields, "type": trigger_type, "target_task": name})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise RegistrationError(f"{trigger_type} receiver {name!r}: {problems}") from None
+        assert isinstance(trigger, ReceiverTriggerBase)
+        policy = _retry(retry, name)
+        seconds = parse_duration(timeout) if timeout is not None else None
+
+        def decorate(fn: F) -> F:
+            self.add(
+                ReceiverRegistration(
+                    name=name,
+                    app=self.app,
+                    trigger=trigger,
+                    function=fn,
+                    retry=policy,
+                    timeout=seconds,
+                )
+            )
+            return fn
+
+        return decorate
+
+    # -- one decorator per built-in receiver (options: the trigger's fields) --------------
+    def _on(self, trigger_type: str, fields: dict[str, Any], name: str) -> Callable[[F], F]:
+        retry = fields.pop("retry", None)
+        timeout = fields.pop("timeout", None)
+        return self.on_receiver_trigger(
+            trigger_type, fields, name=name, retry=retry, timeout=timeout
+        )
+
+    def on_redis_stream(
+        self, stream: str, *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each entry of a Redis Stream (read through a consumer group) calls the function."""
+        return self._on("redis_stream", {"stream": stream, "url": url, **options}, name)
+
+    def on_redis_list(self, key: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+        """Each element pushed to a Redis list calls the function."""
+        return self._on("redis_list", {"list": key, "url": url, **options}, name)
+
+    def on_amqp(self, queue: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+        """Each message of a RabbitMQ queue calls the function."""
+        return self._on("amqp", {"queue": queue, "url": url, **options}, name)
+
+    def on_mqtt(
+        self, topic: str, *, name: str, url: str, client_id: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each message on an MQTT topic filter (QoS 1, persistent session) calls it."""
+        fields = {"topic": topic, "url": url, "client_id": client_id, **options}
+        return self._on("mqtt", fields, name)
+
+    def on_nats(self, stream: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of a NATS JetStream stream (durable pull consumer) calls it."""
+        return self._on("nats", {"stream": stream, **options}, name)
+
+    def on_kafka(
+        self, topic: str, *, name: str, bootstrap_servers: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each record of a Kafka topic (consumer group ``group_id``) calls the function."""
+        fields = {"topic": topic, "bootstrap_servers": bootstrap_servers, **options}
+        return self._on("kafka", fields, name)
+
+    def on_sqs(self, queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of an SQS queue calls the function."""
+        return self._on("sqs", {"queue_url": queue_url, **options}, name)
+
+    def on_postgres(self, table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+        """Each new row of a PostgreSQL table (in key order, from a checkpoint) calls it."""
+        return self._on("postgres", {"table": table, "url": url, **options}, name)
+
+    def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
+        """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
+        it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and
+        ``timeout`` are headwater's, not the receiver's."""
+        from headwater.triggers.receivers.base import EventReceiver
+
+        if not (isinstance(receiver, type) and issubclass(receiver, EventReceiver)):
+            raise RegistrationError(
+                f"on_receiver needs an EventReceiver subclass, not {receiver!r}"
+            )
+        fields: dict[str, Any] = {k: options.pop(k) for k in _TRIGGER_LEVEL if k in options}
+        for key in ("retry", "timeout"):
+            if key in options:
+                fields[key] = options.pop(key)
+        fields.update(receiver=function_ref(receiver), options=options)
+        return self._on("custom", fields, name)
+
+    # -- what runs it ---------------------------------------------------------------------
+    def functions(self) -> dict[str, Callable[..., Any]]:
+        """Function refs of the receiver registrations → the callables (so functions
+        defined where import by name cannot reach them still resolve in-process)."""
+        return {function_ref(r.function): r.function for r in self.receivers}
+
+    def workspace(self, root: Path | None = None) -> Workspace:
+        """The workspace the receiver registrations run as: per registration a task
+        ``{name}`` with one ``type: function`` step and a receiver trigger ``{name}``."""
+        tasks: dict[str, Task] = {}
+        triggers: dict[str, Any] = {}
+        for reg in self.receivers:
+            step_input = {k: f"{{{{ input.{k} }}}}" for k in reg.accepted_kwargs}
+            if "content_type" in step_input:  # only binary messages carry it
+                step_input["content_type"] = "{{ input.content_type | default(none) }}"
+            action = Action(
+                type=ActionType.FUNCTION, function=function_ref(reg.function), timeout=reg.timeout
+            )
+            tasks[reg.name] = Task(
+                description=f"{reg.source} → {function_ref(reg.function)}",
+                flow={HANDLER_STEP: Step(inline=action, input=step_input, retry=reg.retry)},
+            )
+            triggers[reg.name] = reg.trigger
+        return Workspace.model_validate(
+            {
+                "name": self.app,
+                "root": root or Path.cwd(),
+                "tasks": tasks,
+                "triggers": triggers,
+                "secrets": self.secrets,
+            }
+        )
+
+
+def _retry(value: int | RetryPolicy | Mapping[str, Any] | None, name: str) -> RetryPolicy | None:
+    if value is None or isinstance(value, RetryPolicy):
+        return value
+    try:
+        if isinstance(value, int):
+            return RetryPolicy(count=value)
+        return RetryPolicy.model_validate(dict(value))
+    except ValidationError as exc:
+        raise RegistrationError(f"receiver {name!r}: retry: {exc.errors()[0]['msg']}") from None
+
+
+class _DefaultHolder:
+    """Holds the default registry (the SDK's one piece of module state), replaceable."""
+
+    def __init__(self) -> None:
+        self.registry: Registry | None = None
+
+
+_holder = _DefaultHolder()
+
+
+def default_registry() -> Registry:
+    """The registry the module-level decorators write to (created on first use)."""
+    if _holder.registry is None:
+        _holder.registry = Registry()
+    return _holder.registry
+
+
+def set_default_registry(registry: Registry | None) -> Registry | None:
+    """Replace the default registry (None: a fresh one on next use); returns the old."""
+    previous, _holder.registry = _holder.registry, registry
+    return previous

@@ -1,0 +1,111 @@
+"""``headwater consumer status``: leases, checkpoints, lag, failures, quarantine — read
+from the store and Redis directly, so it works without the supervisor running."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import func, select
+
+from headwater.sdk.consumers.quarantine import list_quarantined
+from headwater.sdk.consumers.sql import CONSUMER_SOURCE_TYPE
+from headwater.sdk.events import format_id
+from headwater.sdk.publisher import PUBLISHER_LEASE
+from headwater.sdk.redis_util import count_after, entry_lag_ms
+from headwater.store.base import Lease
+from headwater.store.sql import SqlStore
+from headwater.store.tables import consumer_checkpoints, outbox_events, rejected_events
+
+__all__ = ["pipeline_status"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def _lease(lease: Lease | None, now: datetime) -> dict[str, Any] | None:
+    if lease is None:
+        return None
+    return {
+        "owner": lease.owner,
+        "token": lease.token,
+        "held": lease.expires_at > now,
+        "expires_at": _iso(lease.expires_at),
+    }
+
+
+async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    prefix = f"{app}." if app else ""
+    leases = {le.name: le for le in await store.list_leases("consumer:")}
+    async with store.engine.connect() as conn:
+        by_name = consumer_checkpoints.c.consumer_name
+        rows = (await conn.execute(select(consumer_checkpoints).order_by(by_name))).all()
+        letters: dict[str, int] = dict(
+            (
+                await conn.execute(
+                    select(rejected_events.c.source_id, func.count())
+                    .where(
+                        rejected_events.c.source_type == CONSUMER_SOURCE_TYPE,
+                        rejected_events.c.replayed_at.is_(None),
+                    )
+                    .group_by(rejected_events.c.source_id)
+                )
+            ).all()
+        )
+        backlog, oldest = (
+            await conn.execute(
+                select(func.count(), func.min(outbox_events.c.created_at)).where(
+                    outbox_events.c.published_at.is_(None)
+                )
+            )
+        ).one()
+    quarantined = {r.key: r.value for r in await list_quarantined(store, app)}
+    consumers: list[dict[str, Any]] = []
+    redis_error: str | None = None
+    for row in rows:
+        if not row.consumer_name.startswith(prefix):
+            continue
+        checkpoint = format_id(int(row.last_ms), int(row.last_seq))
+        item: dict[str, Any] = {
+            "name": row.consumer_name,
+            "stream": row.stream,
+            "checkpoint": checkpoint,
+            "events_processed": int(row.events_processed),
+            "last_event_created_at": _iso(row.last_created_at),
+            "updated_at": _iso(row.updated_at),
+            "lease": _lease(leases.get(f"consumer:{row.stream}:{row.consumer_name}"), now),
+            "lag_ms": None,
+            "lag_events": None,
+            "failing": None,
+            "dead_letters": int(letters.get(row.consumer_name, 0)),
+            "quarantined": quarantined.pop(row.consumer_name, None),
+        }
+        if row.failing_event_uuid:
+            item["failing"] = {
+                "event_uuid": row.failing_event_uuid,
+                "attempts": int(row.failing_attempts),
+                "last_error": (row.last_error or "").strip().splitlines()[-1:],
+            }
+        if redis is not None and redis_error is None:
+            try:
+                item["lag_ms"] = await entry_lag_ms(redis, row.stream, checkpoint)
+                item["lag_events"] = await count_after(redis, row.stream, checkpoint)
+            except (RedisError, OSError) as exc:  # the rest of the status is still true
+                redis_error = f"{type(exc).__name__}: {exc}"
+        consumers.append(item)
+    for name, info in quarantined.items():  # quarantined before its first checkpoint
+        consumers.append({"name": name, "stream": info.get("stream_name"), "quarantined": info})
+    publisher = next(iter(await store.list_leases(PUBLISHER_LEASE)), None)
+    backlog_ms = (now - oldest).total_seconds() * 1000 if oldest is not None else 0.0
+    return {
+        "redis_error": redis_error,
+        "consumers": consumers,
+        "publisher": {
+            "lease": _lease(publisher, now),
+            "backlog": int(backlog),
+            "backlog_ms": backlog_ms,
+        },
+    }

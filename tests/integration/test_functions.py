@@ -1,0 +1,95 @@
+"""``type: function`` actions as a user writes them: the module next to the workspace,
+sync and async callables, the input as keyword arguments, the return value as the step
+output, and an exception's traceback in the job log."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import uuid
+from pathlib import Path
+
+from headwater.store.base import JobStatus
+from tests.integration.test_engine import start_node
+
+FUNCS = """
+import asyncio
+import functools
+import threading
+
+async def total(items, tax=0.0):
+    await asyncio.sleep(0)
+    return {"total": round(sum(items) * (1 + tax), 2)}
+
+def where(**kwargs):
+    return {"thread": threading.current_thread().name != "MainThread", "got": sorted(kwargs)}
+
+async def _greet(name, greeting):
+    return {"text": f"{greeting}, {name}"}
+
+greet = functools.partial(_greet, greeting="hej")
+
+def broken(order_id):
+    raise KeyError(f"order {order_id} has no customer")
+
+def not_json():
+    return {"when": object()}
+"""
+
+
+async def test_functions_next_to_the_workspace_run_in_the_worker(
+    tmp_path: Path, db_url: str
+) -> None:
+    module = f"hw_funcs_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(FUNCS))
+    assert str(tmp_path) not in sys.path  # found because it sits next to the workspace
+    node = await start_node(
+        tmp_path,
+        db_url,
+        f"""
+        actions:
+          total: {{ type: function, function: "{module}:total" }}
+          where: {{ type: function, function: "{module}:where" }}
+          greet: {{ type: function, function: "{module}:greet" }}
+          broken: {{ type: function, function: "{module}:broken" }}
+          not_json: {{ type: function, function: "{module}:not_json" }}
+        tasks:
+          checkout:
+            input: {{ items: {{ type: array }} }}
+            flow:
+              sum: {{ action: total, input: {{ items: "{{{{ input.items }}}}", tax: 0.25 }} }}
+              where:
+                action: where
+                depends_on: sum
+                input: {{ a: 1, b: "{{{{ sum.output.total }}}}" }}
+              greet: {{ action: greet, input: {{ name: ada }} }}
+          fails:
+            flow:
+              s: {{ action: broken, input: {{ order_id: 7 }} }}
+          odd:
+            flow:
+              s: {{ action: not_json }}
+        """,
+    )
+    try:
+        job = await node.run_one("checkout", {"items": [1, 2, 3]})
+        assert job.status is JobStatus.COMPLETED, job.error
+        assert job.output == {
+            "sum": {"total": 7.5},
+            "where": {"thread": True, "got": ["a", "b"]},  # sync: off the event loop
+            "greet": {"text": "hej, ada"},
+        }
+        job = await node.run_one("fails", {})
+        assert job.status is JobStatus.FAILED
+        assert job.error == "step 's' failed: raised KeyError: 'order 7 has no customer'"
+        lines = [r.line for r in await node.store.get_logs(job.id)]
+        assert any("Traceback (most recent call last)" in line for line in lines)
+        assert any(f"{module}.py" in line and "in broken" in line for line in lines)
+        job = await node.run_one("odd", {})
+        assert job.status is JobStatus.FAILED
+        assert "returned a value that is not JSON" in (job.error or "")
+    finally:
+        await node.close()
+        sys.modules.pop(module, None)
+        if str(tmp_path.resolve()) in sys.path:
+            sys.path.remove(str(tmp_path.resolve()))
