@@ -61,19 +61,24 @@ def run_script(name: str, args: list[str], out: Path) -> Any:
     return json.loads(target.read_text())
 
 
-def run_peers(n: int, rate: float, seconds: float, out: Path) -> list[dict[str, Any]]:
+def run_peers(n: int, rates: str, seconds: float, out: Path) -> list[dict[str, Any]]:
     if not PEERS_PY.exists():
         print("peers skipped: run `bash bench/peers/setup.sh` first")
         return []
     results = []
-    plan = [
-        ("dbos", min(n, 1000), min(rate, 50.0)),  # DBOS saturates below 200/s (PEERS.md)
-        ("pgqueuer", n, rate),
-        ("procrastinate", n, rate),
-        ("faststream", n, rate),
+    # (script, extra arguments, backlog size, rates): the same N and rates as ours where
+    # the peer can take them; DBOS saturates below 200/s (PEERS.md), so its backlog is
+    # smaller and it is also paced at 50/s; its defaults poll once a second.
+    plan: list[tuple[str, list[str], int, str]] = [
+        ("dbos", ["tuned"], min(n, 1000), f"50,{rates}"),
+        ("dbos", ["defaults"], 0, "50"),
+        ("pgqueuer", [], n, rates),
+        ("procrastinate", ["10"], n, rates),
+        ("procrastinate", ["1"], min(n, 1000), rates.split(",")[0]),
+        ("faststream", [], n, rates),
     ]
-    for peer, count, at in plan:
-        print(f"\n=== peer {peer} ===", flush=True)
+    for peer, extra, count, at in plan:
+        print(f"\n=== peer {peer} {' '.join(extra)} ===", flush=True)
         if peer == "faststream":
             target = "redis://127.0.0.1:6379"
             url = None
@@ -87,8 +92,9 @@ def run_peers(n: int, rate: float, seconds: float, out: Path) -> list[dict[str, 
                     str(BENCH / "peers" / f"{peer}_bench.py"),
                     target,
                     str(count),
-                    str(at),
+                    at,
                     str(seconds),
+                    *extra,
                 ],
                 capture_output=True,
                 text=True,
@@ -174,7 +180,7 @@ def main() -> None:
             results[name] = run_script(name, plan[name], out)
     if wanted is None or "peers" in wanted:
         n = 2000 if args.quick else 5000
-        results["peers"] = run_peers(n, 200.0, 3.0 if args.quick else 5.0, out)
+        results["peers"] = run_peers(n, "100,1000", 3.0 if args.quick else 5.0, out)
     if wanted is None or "soak" in wanted:
         results["soak"] = run_script("soak", plan["soak"], out)
     summary(results)
