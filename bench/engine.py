@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from headwater.dispatch.dispatcher import Event  # noqa: E402
-from headwater.node import Node, NodeSettings  # noqa: E402
+from headwater.node import Node, NodeSettings, freeze_startup_heap  # noqa: E402
 from headwater.store.base import JobFilter  # noqa: E402
 from headwater.worker.worker import WorkerSettings  # noqa: E402
 
@@ -90,6 +90,7 @@ async def raw_spawn_rate(n: int, concurrency: int, shell: str) -> float:
 async def make_node(db_url: str, ws: Path, concurrency: int) -> Node:
     node = Node(ws, NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=concurrency)))
     await node.start()
+    freeze_startup_heap()  # as `headwater up` does
     return node
 
 

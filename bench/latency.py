@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import select  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
-from headwater.node import Node, NodeSettings  # noqa: E402
+from headwater.node import Node, NodeSettings, freeze_startup_heap  # noqa: E402
 from headwater.store.base import JobFilter  # noqa: E402
 from headwater.store.tables import steps  # noqa: E402
 from headwater.worker.worker import WorkerSettings  # noqa: E402
@@ -88,6 +88,7 @@ async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
         ws.write_text(textwrap.dedent(WORKSPACE.format(rate=rate, seconds=seconds)))
         node = Node(ws, NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=64)))
         await node.start()
+        freeze_startup_heap()  # as `headwater up` does
         stop = asyncio.Event()
         n = int(rate * seconds)
         source = f"{node.workspace().name}/paced"

@@ -22,7 +22,7 @@ import structlog
 
 from headwater.errors import InputValidationError, NotFoundError
 from headwater.store.base import NewJob, RejectedEvent, Store
-from headwater.workspace.inputs import apply_input_schema
+from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
 
 __all__ = [
@@ -83,18 +83,32 @@ class Dispatcher:
         self._store = store
         self._workspace = workspace
         self._max_attempts = max_attempts
+        # Per task of the current workspace: its input checker and the tags its steps
+        # need, worked out once (an event source sends tens of thousands a second).
+        self._tasks_of: Workspace | None = None
+        self._tasks: dict[str, tuple[InputChecker, frozenset[str]]] = {}
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
-        ws = self._workspace()
-        task = ws.tasks.get(event.target_task)
-        if task is None:
-            raise NotFoundError(
-                f"task {event.target_task!r} is not defined in workspace {ws.name!r}"
-            )
+        return self._prepare(self._workspace(), event)
+
+    def _task(self, ws: Workspace, name: str) -> tuple[InputChecker, frozenset[str]]:
+        if ws is not self._tasks_of:  # reloaded: a new workspace object
+            self._tasks_of, self._tasks = ws, {}
+        found = self._tasks.get(name)
+        if found is None:
+            task = ws.tasks.get(name)
+            if task is None:
+                raise NotFoundError(f"task {name!r} is not defined in workspace {ws.name!r}")
+            found = self._tasks[name] = (compile_input_schema(task.input), task_tags(ws, task))
+        return found
+
+    def _prepare(self, ws: Workspace, event: Event) -> NewJob:
+        check_input, tags = self._task(ws, event.target_task)
         # Event fields win over the trigger's defaults (top-level keys), as the seed says.
-        merged = {**event.defaults, **event.payload} if event.defaults else dict(event.payload)
-        job_input = apply_input_schema(event.target_task, task.input, merged)
+        # (The checker copies what it is given: the caller's payload is never changed.)
+        payload = {**event.defaults, **event.payload} if event.defaults else event.payload
+        job_input = check_input(event.target_task, payload)
         return NewJob(
             workspace=ws.name,
             task=event.target_task,
@@ -102,7 +116,7 @@ class Dispatcher:
             source_type=event.source_type,
             source_id=event.source_id,
             dedup_key=event.dedup_key,
-            tags=event.tags if event.tags is not None else task_tags(ws, task),
+            tags=event.tags if event.tags is not None else tags,
             parent_job_id=event.parent_job_id,
             max_attempts=self._max_attempts,
         )
@@ -113,9 +127,10 @@ class Dispatcher:
         jobs: list[NewJob] = []
         job_slots: list[int] = []
         rejected: list[RejectedEvent] = []
+        ws = self._workspace()
         for i, event in enumerate(events):
             try:
-                jobs.append(self.prepare(event))
+                jobs.append(self._prepare(ws, event))
                 job_slots.append(i)
             except (InputValidationError, NotFoundError) as exc:
                 reason = str(exc)

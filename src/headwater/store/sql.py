@@ -151,6 +151,7 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, Store):
         self._pg = self._dialect == "postgresql"
         self._broadcaster = Broadcaster()
         self._new_id = UuidV7Generator()
+        self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
         self._listener: PgListener | None = None
         self._write_lock: asyncio.Lock | NoLock
@@ -240,40 +241,52 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, Store):
         row_of: list[int] = []  # per input: the row that stands for it
         by_key: dict[str, int] = {}
         by_id: dict[str, int] = {}
+        new_ids = self._new_id.take(len(jobs))  # one each; a duplicate's goes unused
+        signatures = self._signatures
+        dumps = q.dumps
         for i, job in enumerate(jobs):
             # Duplicates inside the batch are resolved here: later ones share the first
             # one's outcome (created=False), exactly as if they came in a later batch.
-            index = by_key.get(job.dedup_key) if job.dedup_key is not None else None
+            key = job.dedup_key
+            index = by_key.get(key) if key is not None else None
             if index is None and job.id is not None:
                 index = by_id.get(job.id)
             if index is None:
                 index = len(rows)
                 if job.id is None:
-                    job_id = self._new_id()
+                    job_id = new_ids[i]
                 else:
                     job_id = job.id
                     by_id[job_id] = index
                     caller_ids.append(job_id)
+                signature = signatures.get(job.tags)
+                if signature is None:
+                    if len(signatures) > 1_000:  # a bound, not a policy: tag sets are few
+                        signatures.clear()
+                    signature = signatures[job.tags] = tag_signature(job.tags)
+                job_input = job.input
                 rows.append(
                     (
                         job_id,
                         job.workspace,
                         job.task,
-                        q.dumps(job.input if type(job.input) is dict else dict(job.input)),
+                        dumps(job_input if type(job_input) is dict else dict(job_input)),
                         job.source_type,
                         job.source_id,
-                        job.dedup_key,
-                        tag_signature(job.tags),
+                        key,
+                        signature,
                         job.parent_job_id,
                         job.max_attempts,
                     )
                 )
                 first_input.append(i)
-                if job.dedup_key is not None:
-                    by_key[job.dedup_key] = index
+                if key is not None:
+                    by_key[key] = index
             row_of.append(index)
 
         created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids)
+        if len(created) == len(rows) == len(jobs):  # the usual case: every job is new
+            return [InsertOutcome(row[0], True) for row in rows]
         outcomes: list[InsertOutcome] = []
         for i, index in enumerate(row_of):
             job_id, key = rows[index][0], rows[index][6]

@@ -51,6 +51,9 @@ class EmitBatch:
     target_task: str
     defaults: Mapping[str, Any]
     events: Sequence[tuple[str, Mapping[str, Any]]]  # (dedup key, payload)
+    # Whether the caller needs ``EmitResult.in_flight`` (only a trigger with
+    # ``max_in_flight`` does): counting is a query per batch, and grows with the queue.
+    want_in_flight: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +61,9 @@ class EmitResult:
     accepted: int
     duplicates: int
     rejected: int
-    in_flight: int  # the trigger's pending + running target jobs after this batch
+    # The trigger's pending + running target jobs after this batch; None when the batch
+    # did not ask for it (``EmitBatch.want_in_flight``).
+    in_flight: int | None
 
 
 class Emitter(Protocol):
@@ -95,8 +100,9 @@ class LocalEmitter:
         outcomes: list[DispatchOutcome] = await self._dispatcher.dispatch(events)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
-        rejected = sum(o.status is DispatchStatus.REJECTED for o in outcomes)
-        return EmitResult(accepted, duplicates, rejected, await self.in_flight(batch.trigger))
+        rejected = len(outcomes) - accepted - duplicates
+        in_flight = await self.in_flight(batch.trigger) if batch.want_in_flight else None
+        return EmitResult(accepted, duplicates, rejected, in_flight)
 
     async def in_flight(self, trigger: str) -> int:
         return await self._store.count_in_flight(trigger)
@@ -124,7 +130,7 @@ class EventSourceLineHook:
         emitter: Emitter,
         logs: LogWriter,
         on_result: Callable[[EmitResult], Awaitable[None]] | None = None,
-        max_batch: int = 500,
+        max_batch: int = 2000,
     ) -> None:
         self._job = job
         # Unique per consumer run, step and step attempt; the line number completes it.
@@ -232,7 +238,14 @@ class EventSourceLineHook:
             batch = list(self._pending)
             try:
                 result = await self._emitter.emit(
-                    EmitBatch(self._trigger, self._job.id, self._target, self._defaults, batch)
+                    EmitBatch(
+                        self._trigger,
+                        self._job.id,
+                        self._target,
+                        self._defaults,
+                        batch,
+                        want_in_flight=self._max_in_flight is not None,
+                    )
                 )
             except Exception as exc:
                 # Keep the events and try again; the reader is held back meanwhile by
@@ -247,7 +260,8 @@ class EventSourceLineHook:
                 continue
             failures = 0
             del self._pending[: len(batch)]
-            self._in_flight = result.in_flight
+            if result.in_flight is not None:
+                self._in_flight = result.in_flight
             self.accepted += result.accepted
             self.rejected += result.rejected
             if self._on_result is not None:
