@@ -82,6 +82,9 @@ class StepState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     failed_upstream: bool = False  # skipped because a dependency failed
+    # The final state is not stored yet: it was the job's last step, so the worker stores
+    # it with the job's finish, in one transaction (``Store.finish_job(steps=…)``).
+    unsaved: bool = False
 
     def update(self) -> StepUpdate:
         return StepUpdate(
@@ -155,15 +158,19 @@ class StepRunner:
     ) -> None:
         step = task.flow[name]
         state = states[name]
-        context = self._context(job, states)
+        # Built when first needed (many steps need none), which is before the first await:
+        # it holds the other steps' states as they were when this step started.
+        context = _LazyContext(lambda: self._context(job, states))
         if step.when is not None:
             try:
-                condition = self.templates.render(step.when, context, where=f"step {name!r} when")
+                condition = self.templates.render(step.when, context(), where=f"step {name!r} when")
             except TemplateError as exc:
-                await self._final(job, state, StepStatus.FAILED, error=str(exc))
+                await self._final(job, states, state, StepStatus.FAILED, error=str(exc))
                 return
             if not self.templates.is_truthy(condition):
-                await self._final(job, state, StepStatus.SKIPPED, error="when condition is false")
+                await self._final(
+                    job, states, state, StepStatus.SKIPPED, error="when condition is false"
+                )
                 return
         retries_used = 0
         while True:
@@ -171,8 +178,15 @@ class StepRunner:
             state.status = StepStatus.RUNNING
             state.started_at = _now()
             state.error = None
-            await self.record(job.id, state)
-            attempt = await self._attempt(workspace, job, name, step, context, stop, state.attempts)
+            # Stored while the attempt starts (a spawn or a function call needs no wait
+            # for a commit), and awaited before anything else is stored for the step.
+            running = asyncio.ensure_future(self.store.upsert_steps(job.id, [state.update()]))
+            try:
+                attempt = await self._attempt(
+                    workspace, job, name, step, context, stop, state.attempts
+                )
+            finally:
+                await running
             if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
                 attempt = _Attempt(
                     StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
@@ -187,7 +201,7 @@ class StepRunner:
                 and not stop.event.is_set()
             )
             if not can_retry:
-                await self._final(job, state, attempt.status, error=attempt.error)
+                await self._final(job, states, state, attempt.status, error=attempt.error)
                 return
             retries_used += 1
             assert step.retry is not None
@@ -202,15 +216,25 @@ class StepRunner:
                 await asyncio.wait_for(stop.event.wait(), delay)
             if stop.event.is_set():
                 status = StepStatus.CANCELLED if stop.reason is None else StepStatus.FAILED
-                await self._final(job, state, status, error=stop.reason or "cancelled")
+                await self._final(job, states, state, status, error=stop.reason or "cancelled")
                 return
 
     async def _final(
-        self, job: JobRecord, state: StepState, status: StepStatus, error: str | None
+        self,
+        job: JobRecord,
+        states: Mapping[str, StepState],
+        state: StepState,
+        status: StepStatus,
+        error: str | None,
     ) -> None:
         state.status = status
         state.error = error
         state.finished_at = _now()
+        if all(s.status.is_terminal for s in states.values() if s is not state):
+            # The job's last step: its state goes with the job's finish (one transaction
+            # instead of two; see JobOutcome.steps).
+            state.unsaved = True
+            return
         await self.record(job.id, state)
 
     def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
@@ -238,18 +262,23 @@ class StepRunner:
         job: JobRecord,
         name: str,
         step: Step,
-        context: Mapping[str, Any],
+        context: Callable[[], Mapping[str, Any]],
         stop: StopSignal,
         step_attempt: int,
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
-            step_input = self.templates.render(step.input, context, where=f"step {name!r} input")
-            action_context = {**context, "input": step_input}
+            if _has_template(step.input):
+                step_input = self.templates.render(
+                    step.input, context(), where=f"step {name!r} input"
+                )
+            else:  # read only below (functions and sub-jobs get copies)
+                step_input = step.input
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
                 return await self._run_function(job, name, action, step, step_input, stop)
+            action_context = {**context(), "input": step_input}
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
             runner = self.runners.get(action.effective_runner)
             if runner is None:
@@ -384,6 +413,32 @@ class StepRunner:
             status = StepStatus.CANCELLED if outcome.cancelled else StepStatus.FAILED
             return _Attempt(status, error=outcome.error)
         return _Attempt(StepStatus.COMPLETED, output=outcome.value)
+
+
+class _LazyContext:
+    """A template context made on first use, then kept."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], dict[str, Any]]) -> None:
+        self._make = make
+        self._value: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
+def _has_template(value: Any) -> bool:
+    """Whether rendering could change ``value`` (a string with a "{" somewhere in it)."""
+    if isinstance(value, str):
+        return "{" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def _argv(value: str | list[str] | None) -> tuple[str, ...] | None:

@@ -22,18 +22,17 @@ import structlog
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
+from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
     PAYLOAD_LIMIT,
     STEP_COLUMNS,
-    FinishRequest,
     NewJobRow,
-    StepRow,
     driver_connection,
     job_record,
     step_record,
 )
+from headwater.store.job_writes import WritePlan
 from headwater.store.notify import Broadcaster
 from headwater.store.queries import dumps
 
@@ -228,27 +227,6 @@ SELECT {", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))},
  ORDER BY c.created_at, c.id, s.started_at NULLS LAST, s.name
 """
 
-_FINISH = f"""
-WITH done AS (
-    UPDATE jobs
-       SET status = v.status, output = CAST(v.output AS jsonb), error = v.error,
-           finished_at = $6
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-           AS v(id, worker_id, status, output, error)
-     WHERE jobs.id = v.id
-       AND jobs.status IN ('pending', 'running')
-       AND (v.worker_id IS NULL OR jobs.worker_id = v.worker_id)
-    RETURNING jobs.id
-), woke AS (
-    SELECT pg_notify('{Channel.FINISHED.value}',
-                     CASE WHEN sum(octet_length(id) + 1) > {PAYLOAD_LIMIT} THEN '*'
-                          ELSE string_agg(id, ',') END)
-      FROM done
-    HAVING count(*) > 0
-)
-SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
-"""
-
 _APPEND_LOGS = f"""
 WITH ins AS (
     INSERT INTO logs (job_id, step, stream, line, ts)
@@ -276,18 +254,61 @@ _STEP_FIELDS = (
     "started_at",
     "finished_at",
 )
-_UPSERT_STEPS = f"""
-INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,
-                   started_at, finished_at)
-SELECT u.job_id, u.name, u.action, u.status, u.exit_code, CAST(u.output AS jsonb), u.error,
-       u.attempts, u.started_at, u.finished_at
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-              $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
-       AS u(job_id, name, action, status, exit_code, output, error, attempts, started_at,
-            finished_at)
-ON CONFLICT (job_id, name) DO UPDATE
-   SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_FIELDS)}
+
+
+def _steps_from(first: int) -> str:
+    """An upsert of the step rows bound as ten arrays from ``$first``."""
+    a = [f"${first + i}" for i in range(10)]
+    return f"""
+    INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,
+                       started_at, finished_at)
+    SELECT u.job_id, u.name, u.action, u.status, u.exit_code, CAST(u.output AS jsonb),
+           u.error, u.attempts, u.started_at, u.finished_at
+      FROM unnest({a[0]}::text[], {a[1]}::text[], {a[2]}::text[], {a[3]}::text[],
+                  {a[4]}::int[], {a[5]}::text[], {a[6]}::text[], {a[7]}::int[],
+                  {a[8]}::timestamptz[], {a[9]}::timestamptz[])
+           AS u(job_id, name, action, status, exit_code, output, error, attempts,
+                started_at, finished_at)"""
+
+
+_CONFLICT = "ON CONFLICT (job_id, name) DO UPDATE SET " + ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in _STEP_FIELDS
+)
+
+# The worker's writes of one group commit (see job_writes): plain step rows, finishes,
+# and the steps that go with a finish, only for the jobs it changed. The plan never lets
+# two parts touch one step row (one statement may not modify a row twice).
+_WRITE = f"""
+WITH plain AS (
+    {_steps_from(1)}
+    {_CONFLICT}
+), done AS (
+    UPDATE jobs
+       SET status = v.status, output = CAST(v.output AS jsonb), error = v.error,
+           finished_at = $16
+      FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[])
+           AS v(id, worker_id, status, output, error)
+     WHERE jobs.id = v.id
+       AND jobs.status IN ('pending', 'running')
+       AND (v.worker_id IS NULL OR jobs.worker_id = v.worker_id)
+    RETURNING jobs.id
+), carried AS (
+    {_steps_from(17)}
+     WHERE u.job_id IN (SELECT id FROM done)
+    {_CONFLICT}
+), woke AS (
+    SELECT pg_notify('{Channel.FINISHED.value}',
+                     CASE WHEN sum(octet_length(id) + 1) > {PAYLOAD_LIMIT} THEN '*'
+                          ELSE string_agg(id, ',') END)
+      FROM done
+    HAVING count(*) > 0
+)
+SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
 """
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> list[list[Any]]:
+    return [list(c) for c in zip(*rows, strict=True)] if rows else [[] for _ in range(width)]
 
 
 class PgFastPath:
@@ -330,15 +351,20 @@ class PgFastPath:
             jobs.append(job_record(current, steps, _json_text))
         return jobs
 
-    async def finish(self, results: Sequence[FinishRequest], now: datetime) -> set[str]:
-        ids = [r[0] for r in results]
-        workers = [r[1] for r in results]
-        statuses = [r[2].value for r in results]
-        outputs = [None if r[3] is None else dumps(r[3]) for r in results]
-        errors = [r[4] for r in results]
+    async def write(self, plan: WritePlan, now: datetime) -> set[str]:
+        finishes = [
+            (r[0], r[1], JobStatus(r[2]).value, None if r[3] is None else dumps(r[3]), r[4])
+            for r in plan.finishes
+        ]
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            rows = await db.fetch(_FINISH, ids, workers, statuses, outputs, errors, now)
+            rows = await db.fetch(
+                _WRITE,
+                *_columns(plan.steps, 10),
+                *_columns(finishes, 5),
+                now,
+                *_columns(plan.finish_steps, 10),
+            )
         return {r[0] for r in rows}
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
@@ -352,12 +378,6 @@ class PgFastPath:
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
             await db.fetchval(_APPEND_LOGS, *columns)
-
-    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
-        columns = list(zip(*rows, strict=True))
-        async with self._engine.connect() as conn:
-            db = await driver_connection(conn)
-            await db.execute(_UPSERT_STEPS, *columns)
 
     async def close(self) -> None:
         return None  # its connections belong to the engine's pool

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
@@ -27,7 +27,6 @@ from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
     STEP_COLUMNS,
-    FinishRequest,
     NewJobRow,
     StepRow,
     hint,
@@ -35,6 +34,9 @@ from headwater.store.fastpath import (
     step_record,
 )
 from headwater.store.queries import dumps
+
+if TYPE_CHECKING:
+    from headwater.store.job_writes import WritePlan
 from headwater.store.sqlite_writer import SqliteWriter
 
 __all__ = [
@@ -134,7 +136,11 @@ _INSERT_LOGS = (
 
 
 def to_text(value: datetime) -> str:
-    return value.astimezone(UTC).strftime(_TS_FORMAT)
+    """The text SQLAlchemy stores (``_TS_FORMAT``), in UTC. ``isoformat`` with a fixed
+    precision writes exactly that and is four times faster than ``strftime``."""
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -225,6 +231,20 @@ _UPSERT_STEPS = (
 )
 
 
+# Claims and finishes return a row per job (RETURNING): on the writer thread each row is
+# a GIL hand-off, so they stay inline up to here (a claim of 1,000 jobs: ~10 ms).
+_RETURNING_INLINE_MAX = 1_000
+
+
+def _encode_steps(rows: Sequence[StepRow]) -> str:
+    return dumps(
+        [
+            (*row[:8], to_text(row[8]) if row[8] else None, to_text(row[9]) if row[9] else None)
+            for row in rows
+        ]
+    )
+
+
 class SqliteFastPath:
     """The hot paths on SQLite: one writer-thread transaction each, under the store's
     write lock (so they never wait on our own Core writes through the busy handler);
@@ -265,22 +285,38 @@ class SqliteFastPath:
             params += (signature, limit)
         params.append(limit)
         async with self._lock:
-            return await self._writer.transaction(lambda db: _claim(db, sql, params), limit)
-
-    async def finish(self, results: Sequence[FinishRequest], now: datetime) -> set[str]:
-        batch = []
-        for job_id, worker_id, status, output, error in results:
-            item: dict[str, Any] = {"id": job_id, "worker_id": worker_id, "status": status.value}
-            if output is not None:  # a missing key reads as SQL NULL; JSON null would not
-                item["output"] = output
-            item["error"] = error
-            batch.append(item)
-        params = (to_text(now), dumps(batch))
-        async with self._lock:
-            rows = await self._writer.transaction(
-                lambda db: db.execute(_FINISH, params).fetchall(), len(batch)
+            return await self._writer.transaction(
+                lambda db: _claim(db, sql, params), limit, inline_max=_RETURNING_INLINE_MAX
             )
-        changed = {job_id for (job_id,) in rows}
+
+    async def write(self, plan: WritePlan, now: datetime) -> set[str]:
+        steps = _encode_steps(plan.steps) if plan.steps else None
+        finishes = None
+        if plan.finishes:
+            batch = []
+            for job_id, worker_id, status, output, error in plan.finishes:
+                item: dict[str, Any] = {"id": job_id, "worker_id": worker_id, "status": status}
+                if output is not None:  # a missing key reads as SQL NULL; JSON null would not
+                    item["output"] = output
+                item["error"] = error
+                batch.append(item)
+            finishes = (to_text(now), dumps(batch))
+        carried = plan.finish_steps
+
+        def work(db: sqlite3.Connection) -> set[str]:
+            if steps is not None:
+                db.execute(_UPSERT_STEPS, (steps,))
+            if finishes is None:
+                return set()
+            changed = {job_id for (job_id,) in db.execute(_FINISH, finishes)}
+            rows = [r for r in carried if r[0] in changed]
+            if rows:
+                db.execute(_UPSERT_STEPS, (_encode_steps(rows),))
+            return changed
+
+        size = len(plan.steps) + len(plan.finishes) + len(carried)
+        async with self._lock:
+            changed = await self._writer.transaction(work, size, _RETURNING_INLINE_MAX)
         if changed:
             self._publish(Channel.FINISHED.value, hint(sorted(changed)))
         return changed
@@ -293,18 +329,6 @@ class SqliteFastPath:
             )
         for job_id in dict.fromkeys(x.job_id for x in lines):
             self._publish(Channel.LOGS.value, job_id)
-
-    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
-        encoded = dumps(
-            [
-                (*row[:8], to_text(row[8]) if row[8] else None, to_text(row[9]) if row[9] else None)
-                for row in rows
-            ]
-        )
-        async with self._lock:
-            await self._writer.transaction(
-                lambda db: db.execute(_UPSERT_STEPS, (encoded,)), len(rows)
-            )
 
     async def close(self) -> None:
         await self._writer.close()

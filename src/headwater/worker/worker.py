@@ -166,13 +166,15 @@ class Worker:
                 outcome = JobOutcome(JobStatus.FAILED, None, f"internal error: {exc!r}")
             if active.interrupted:
                 # Shutdown stopped it: the next start recovers it (requeue) instead.
+                if outcome.steps:
+                    await self.store.upsert_steps(job.id, outcome.steps)
                 await self.logs.write(
                     LogLine(job.id, None, LogStream.SYSTEM, "interrupted by shutdown", _now())
                 )
                 return
             await self.logs.flush()
             changed = await self.store.finish_job(
-                job.id, self.id, outcome.status, outcome.output, outcome.error
+                job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
             )
             if not changed:
                 log.warning("job_finish_refused", job_id=job.id, worker_id=self.id)
