@@ -65,6 +65,8 @@ class WorkspaceHolder:
         self.workspace: Workspace = load_workspace(path)
         self.secrets: dict[str, str] = resolve_secrets(self.workspace, self._environ)
         self.redactor = Redactor(list(self.secrets.values()))
+        self._signatures: list[str] = []
+        self._signatures_of: Workspace | None = None
 
     def reload(self) -> Workspace:
         """Load again; on error the previous workspace stays in force (and the error is
@@ -77,7 +79,12 @@ class WorkspaceHolder:
 
     def tag_signatures(self) -> list[str]:
         ws = self.workspace
-        return sorted({",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()})
+        if self._signatures_of is not ws:  # the worker asks before every claim
+            self._signatures = sorted(
+                {",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()}
+            )
+            self._signatures_of = ws
+        return list(self._signatures)
 
 
 @dataclass(frozen=True, slots=True)
