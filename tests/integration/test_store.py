@@ -180,11 +180,23 @@ async def test_dedup_inside_one_batch_keeps_order(store: SqlStore) -> None:
 
 
 async def test_insert_large_batch(store: SqlStore) -> None:
-    outcomes = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(3000)])
+    with store.subscribe(Channel.JOBS) as woken:
+        await listening(store, woken)
+        outcomes = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(3000)])
+        assert "script" in await payloads_until(woken, lambda seen: "script" in seen)
     assert all(o.created for o in outcomes)
     again = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(2990, 3010)])
     assert [o.created for o in again] == [False] * 10 + [True] * 10
     assert [o.id for o in again[:10]] == [o.id for o in outcomes[2990:]]
+    # A large batch with a clash (PostgreSQL: the COPY fails as a whole; the batch is then
+    # inserted row by row with ON CONFLICT) still creates exactly the new ones, and wakes.
+    with store.subscribe(Channel.JOBS) as woken:  # (the LISTEN connection is up already)
+        big = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(2500, 3500)])
+        assert [o.created for o in big] == [False] * 510 + [True] * 490
+        assert [o.id for o in big[:500]] == [o.id for o in outcomes[2500:]]
+        assert "script" in await payloads_until(woken, lambda seen: "script" in seen)
+    counts = await store.count_jobs_by_status()
+    assert counts["pending"] == 3000 + 10 + 490
 
 
 # -- claim ---------------------------------------------------------------------------------

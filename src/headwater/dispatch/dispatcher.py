@@ -31,6 +31,7 @@ __all__ = [
     "DispatchStatus",
     "Dispatcher",
     "Event",
+    "PreparedBatch",
     "task_tags",
 ]
 
@@ -123,18 +124,19 @@ class Dispatcher:
 
     async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
         """Insert every valid event in one transaction; store the others as rejected."""
-        outcomes: list[DispatchOutcome | None] = [None] * len(events)
-        jobs: list[NewJob] = []
-        job_slots: list[int] = []
-        rejected: list[RejectedEvent] = []
+        return await self.commit(self.prepare_batch(events))
+
+    def prepare_batch(self, events: Sequence[Event]) -> PreparedBatch:
+        """The CPU half of ``dispatch``: merge and validate every event (no I/O)."""
+        batch = PreparedBatch([None] * len(events))
         ws = self._workspace()
         for i, event in enumerate(events):
             try:
-                jobs.append(self._prepare(ws, event))
-                job_slots.append(i)
+                batch.jobs.append(self._prepare(ws, event))
+                batch.job_slots.append(i)
             except (InputValidationError, NotFoundError) as exc:
                 reason = str(exc)
-                rejected.append(
+                batch.rejected.append(
                     RejectedEvent(
                         id=None,
                         source_type=event.source_type,
@@ -145,19 +147,34 @@ class Dispatcher:
                         dedup_key=event.dedup_key,
                     )
                 )
-                outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
-        if rejected:
-            await self._store.insert_rejected(rejected)
-            for r in rejected:
+                batch.outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
+        return batch
+
+    async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
+        """The I/O half of ``dispatch``: store the jobs (one transaction) and the rejects."""
+        outcomes = batch.outcomes
+        if batch.rejected:
+            await self._store.insert_rejected(batch.rejected)
+            for r in batch.rejected:
                 log.warning(
                     "event_rejected", source_id=r.source_id, task=r.target_task, reason=r.reason
                 )
-        if jobs:
-            results = await self._store.insert_jobs(jobs)
-            for slot, result in zip(job_slots, results, strict=True):
+        if batch.jobs:
+            results = await self._store.insert_jobs(batch.jobs)
+            for slot, result in zip(batch.job_slots, results, strict=True):
                 status = DispatchStatus.ACCEPTED if result.created else DispatchStatus.DUPLICATE
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
         return [o for o in outcomes if o is not None]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """Events merged and validated, not stored yet (``Dispatcher.prepare_batch``)."""
+
+    outcomes: list[DispatchOutcome | None]  # per event; set for the rejected ones
+    jobs: list[NewJob] = field(default_factory=list)
+    job_slots: list[int] = field(default_factory=list)  # per job: its event's index
+    rejected: list[RejectedEvent] = field(default_factory=list)
 
 
 class BatchingDispatcher:
