@@ -150,6 +150,50 @@ class Dispatcher:
                 batch.outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
         return batch
 
+    def prepare_keyed(
+        self,
+        target_task: str,
+        source_type: str,
+        source_id: str,
+        defaults: Mapping[str, Any],
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+    ) -> PreparedBatch:
+        """``prepare_batch`` for one source's events, given as (dedup key, payload): an
+        event source's batch, without an ``Event`` per payload."""
+        ws = self._workspace()
+        try:
+            check_input, tags = self._task(ws, target_task)
+        except NotFoundError:  # every event is rejected: the general path says why
+            return self.prepare_batch(
+                [Event(target_task, p, source_type, source_id, key, defaults) for key, p in events]
+            )
+        batch = PreparedBatch([None] * len(events))
+        jobs, slots, max_attempts = batch.jobs, batch.job_slots, self._max_attempts
+        for i, (key, payload) in enumerate(events):
+            merged = {**defaults, **payload} if defaults else payload
+            try:
+                job_input = check_input(target_task, merged)
+            except InputValidationError:  # the general path records why
+                event = Event(target_task, payload, source_type, source_id, key, defaults)
+                one = self.prepare_batch([event])
+                batch.outcomes[i] = one.outcomes[0]
+                batch.rejected.extend(one.rejected)
+                continue
+            jobs.append(
+                NewJob(
+                    workspace=ws.name,
+                    task=target_task,
+                    input=job_input,
+                    source_type=source_type,
+                    source_id=source_id,
+                    dedup_key=key,
+                    tags=tags,
+                    max_attempts=max_attempts,
+                )
+            )
+            slots.append(i)
+        return batch
+
     async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
         """The I/O half of ``dispatch``: store the jobs (one transaction) and the rejects."""
         outcomes = batch.outcomes

@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus
 from headwater.engine.logwriter import LogWriter
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
@@ -92,18 +92,9 @@ class LocalEmitter:
         self._in_order = asyncio.Lock()
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
-        events = [
-            Event(
-                batch.target_task,
-                payload,
-                "event_source",
-                source_id=batch.trigger,
-                dedup_key=key,
-                defaults=batch.defaults,
-            )
-            for key, payload in batch.events
-        ]
-        prepared = self._dispatcher.prepare_batch(events)
+        prepared = self._dispatcher.prepare_keyed(
+            batch.target_task, "event_source", batch.trigger, batch.defaults, batch.events
+        )
         async with self._in_order:
             outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
@@ -180,7 +171,8 @@ class EventSourceLineHook:
             problem = parsed.problem if parsed is not None else "not an OUTPUT line"
             await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
             return True
-        await self._wait_for_room()
+        if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
+            await self._wait_for_room()
         self._pending.append((f"{self._key_prefix}:{self._seq}", parsed.value))
         self._ensure_flusher()
         self._wake.set()
