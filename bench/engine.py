@@ -6,7 +6,9 @@ Prints, per database:
 - latency: jobs submitted one at a time at a fixed rate → job creation to step start,
   p50/p99 (ms);
 - function jobs: N jobs of a one-step ``type: function`` task (a no-op Python callable
-  run in the worker process) queued at once → completed jobs/s;
+  run in the worker process: a plain function runs in a thread, an ``async def`` on the
+  event loop, as PgQueuer's and Procrastinate's handlers do) queued at once →
+  completed jobs/s;
 next to the raw rate of spawning the same command with asyncio (no orchestrator), with
 the faster of asyncio's child watchers (``PidfdChildWatcher``, as our runner uses pidfds).
 
@@ -45,6 +47,9 @@ actions:
   fn:
     type: function
     function: "hw_engine_funcs:noop"
+  afn:
+    type: function
+    function: "hw_engine_funcs:anoop"
 tasks:
   one-step:
     flow:
@@ -52,9 +57,12 @@ tasks:
   one-function:
     flow:
       f: {{ action: fn }}
+  one-async-function:
+    flow:
+      f: {{ action: afn }}
 """
 
-FUNCS = "def noop(**kwargs):\n    return {}\n"
+FUNCS = "def noop(**kwargs):\n    return {}\n\n\nasync def anoop(**kwargs):\n    return {}\n"
 
 
 def pct(values: list[float], p: float) -> float:
@@ -203,19 +211,21 @@ async def main() -> None:
         labels = ["sqlite"] if args.skip_pg else ["sqlite", "postgresql"]
         for label in labels:
             measured: dict[str, Any] = {}
-            for what in ("function", "shell"):
+            for what in ("function", "async-function", "shell"):
                 # Every measurement on a fresh database.
                 if label == "sqlite":
                     url, name = f"sqlite:///{tmp}/bench-{what}.db", None
                 else:
                     url, name = await pg_database(args.pg)
                 try:
-                    if what == "function":
+                    if what in ("function", "async-function"):
+                        task = "one-function" if what == "function" else "one-async-function"
                         fn = await throughput(
-                            url, ws, args.function_n, args.function_concurrency, "one-function"
+                            url, ws, args.function_n, args.function_concurrency, task
                         )
-                        measured["function_jobs_per_s"] = fn["jobs_per_s"]
-                        measured["function_failed"] = fn["failed"]
+                        key = what.replace("-", "_")
+                        measured[f"{key}_jobs_per_s"] = fn["jobs_per_s"]
+                        measured[f"{key}_failed"] = fn["failed"]
                     else:
                         measured.update(await throughput(url, ws, args.n, args.concurrency))
                         measured.update(
@@ -233,7 +243,7 @@ async def main() -> None:
     )
     print(
         f"{'database':<12}{'enqueue/s':>12}{'jobs/s':>10}{'% of raw':>10}"
-        f"{'start p50 ms':>14}{'p99 ms':>9}{'function jobs/s':>17}"
+        f"{'start p50 ms':>14}{'p99 ms':>9}{'function jobs/s':>17}{'async fn/s':>12}"
     )
     for label in ("sqlite", "postgresql"):
         r = results.get(label)
@@ -242,7 +252,7 @@ async def main() -> None:
         print(
             f"{label:<12}{r['enqueue_per_s']:>12,.0f}{r['jobs_per_s']:>10,.0f}"
             f"{100 * r['jobs_per_s'] / raw:>9.0f}%{r['p50_ms']:>14.2f}{r['p99_ms']:>9.2f}"
-            f"{r['function_jobs_per_s']:>17,.0f}"
+            f"{r['function_jobs_per_s']:>17,.0f}{r['async_function_jobs_per_s']:>12,.0f}"
         )
     print(f"{'raw spawn':<12}{'':>12}{raw:>10,.0f}")
     if args.json:
