@@ -178,15 +178,13 @@ class StepRunner:
             state.status = StepStatus.RUNNING
             state.started_at = _now()
             state.error = None
-            # Stored while the attempt starts (a spawn or a function call needs no wait
-            # for a commit), and awaited before anything else is stored for the step.
-            running = asyncio.ensure_future(self.store.upsert_steps(job.id, [state.update()]))
+            running = _RunningRecord(self.store, job.id, state.update())
             try:
                 attempt = await self._attempt(
                     workspace, job, name, step, context, stop, state.attempts
                 )
             finally:
-                await running
+                await running.settle()
             if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
                 attempt = _Attempt(
                     StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
@@ -413,6 +411,35 @@ class StepRunner:
             status = StepStatus.CANCELLED if outcome.cancelled else StepStatus.FAILED
             return _Attempt(status, error=outcome.error)
         return _Attempt(StepStatus.COMPLETED, output=outcome.value)
+
+
+# A step that ends sooner than this is stored once, when it ends (with the job's finish
+# when it is the job's last): most function and short shell steps take milliseconds,
+# and a commit each for "running" was a third of a job's writes.
+RUNNING_RECORD_DELAY = 0.05
+
+
+class _RunningRecord:
+    """A step's running state, stored ``RUNNING_RECORD_DELAY`` after it started unless
+    it has ended by then. ``settle`` (before anything else is stored for the step) drops
+    it if it was not written, and waits for it (raising what it raised) if it was."""
+
+    __slots__ = ("_job_id", "_store", "_timer", "_update", "_write")
+
+    def __init__(self, store: Store, job_id: str, update: StepUpdate) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._update = update
+        self._write: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(RUNNING_RECORD_DELAY, self._start)
+
+    def _start(self) -> None:
+        self._write = asyncio.ensure_future(self._store.upsert_steps(self._job_id, [self._update]))
+
+    async def settle(self) -> None:
+        self._timer.cancel()
+        if self._write is not None:
+            await self._write
 
 
 class _LazyContext:
