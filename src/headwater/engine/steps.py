@@ -369,10 +369,16 @@ class StepRunner:
                 if stop.event.is_set():
                     with contextlib.suppress(HeadwaterError):
                         await self.store.request_cancel(child_id)
-                waiter = asyncio.ensure_future(finished.wait(5.0))
                 stopper = asyncio.ensure_future(stop.event.wait())
-                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                while True:  # every job's finish is announced: wait for the child's
+                    waiter = asyncio.ensure_future(finished.wait(5.0))
+                    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if stopper.done() or not waiter.done() or waiter.cancelled():
+                        break
+                    payloads = waiter.result()  # [] after 5 s: look anyway
+                    if not payloads or any(p == "*" or child_id in p.split(",") for p in payloads):
+                        break
                 stopper.cancel()
         if child.status.value == "completed":
             return _Attempt(StepStatus.COMPLETED, output=child.output)
