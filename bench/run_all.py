@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -31,15 +32,15 @@ def sizes(quick: bool) -> dict[str, list[str]]:
     if quick:
         return {
             "limits": ["--n", "1000", "--rows", "20000"],
-            "engine": ["--n", "1000", "--seconds", "3"],
+            "engine": ["--n", "1000", "--seconds", "3", "--function-n", "5000"],
             "ingest": ["--n", "30000"],
-            "latency": ["--rates", "100,1000", "--seconds", "3"],
+            "latency": ["--rates", "100,1000", "--seconds", "5"],
             "receivers": ["--n", "2000", "--seconds", "3"],
             "soak": ["--minutes", "1"],
         }
     return {
         "limits": [],
-        "engine": ["--n", "2000", "--seconds", "5"],
+        "engine": ["--n", "3000", "--seconds", "5", "--function-n", "20000"],
         "ingest": ["--n", "100000"],
         "latency": ["--rates", "100,1000", "--seconds", "10"],
         "receivers": ["--n", "5000", "--seconds", "5"],
@@ -61,19 +62,24 @@ def run_script(name: str, args: list[str], out: Path) -> Any:
     return json.loads(target.read_text())
 
 
-def run_peers(n: int, rate: float, seconds: float, out: Path) -> list[dict[str, Any]]:
+def run_peers(n: int, rates: str, seconds: float, out: Path) -> list[dict[str, Any]]:
     if not PEERS_PY.exists():
         print("peers skipped: run `bash bench/peers/setup.sh` first")
         return []
     results = []
-    plan = [
-        ("dbos", min(n, 1000), min(rate, 50.0)),  # DBOS saturates below 200/s (PEERS.md)
-        ("pgqueuer", n, rate),
-        ("procrastinate", n, rate),
-        ("faststream", n, rate),
+    # (script, extra arguments, backlog size, rates): the same N and rates as ours where
+    # the peer can take them; DBOS saturates below 200/s (PEERS.md), so its backlog is
+    # smaller and it is also paced at 50/s; its defaults poll once a second.
+    plan: list[tuple[str, list[str], int, str]] = [
+        ("dbos", ["tuned"], min(n, 1000), f"50,{rates}"),
+        ("dbos", ["defaults"], 0, "50"),
+        ("pgqueuer", [], n, rates),
+        ("procrastinate", ["10"], n, rates),
+        ("procrastinate", ["1"], min(n, 1000), rates.split(",")[0]),
+        ("faststream", [], n, rates),
     ]
-    for peer, count, at in plan:
-        print(f"\n=== peer {peer} ===", flush=True)
+    for peer, extra, count, at in plan:
+        print(f"\n=== peer {peer} {' '.join(extra)} ===", flush=True)
         if peer == "faststream":
             target = "redis://127.0.0.1:6379"
             url = None
@@ -87,8 +93,9 @@ def run_peers(n: int, rate: float, seconds: float, out: Path) -> list[dict[str, 
                     str(BENCH / "peers" / f"{peer}_bench.py"),
                     target,
                     str(count),
-                    str(at),
+                    at,
                     str(seconds),
+                    *extra,
                 ],
                 capture_output=True,
                 text=True,
@@ -107,43 +114,115 @@ def run_peers(n: int, rate: float, seconds: float, out: Path) -> list[dict[str, 
     return results
 
 
+GOALS = {  # ../shared/PEERS.md, "Our goals against these"
+    "ingest": {"sqlite": 60_000, "postgresql": 30_000},
+    "shell": 900,
+    "function": 10_000,
+    "latency_1000": (2.0, 10.0),
+}
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(ours: Any, theirs: Any) -> str:
+    if not ours or not theirs or ours != ours or theirs != theirs:
+        return "-"
+    return f"{ours / theirs:.2f}x" if ours < theirs * 10 else f"{ours / theirs:.0f}x"
+
+
 def summary(r: dict[str, Any]) -> None:
-    print("\n" + "=" * 78)
-    print(f"headwater benchmarks, {dt.date.today()}, 2 cores")
+    """One table of ours next to the machine's limits and the goals, one of the peers, and
+    the ratios between them; every figure measured in this run."""
     lim = r.get("limits") or {}
     eng = r.get("engine") or {}
     ing = r.get("ingest") or {}
-    lat = r.get("latency") or []
-    rows: list[tuple[str, str, str]] = []
-    for db in ("sqlite", "postgresql"):
-        if db in ing:
-            raw = lim.get("sqlite_insert_per_s" if db == "sqlite" else "pg_insert_per_s")
-            ratio = f"{ing[db]['events_per_s'] / ing[db]['insert_per_s']:.0%} of store insert"
-            if raw:
-                ratio += f", {ing[db]['events_per_s'] / raw:.0%} of bare-table insert"
-            rows.append((f"ingest {db}", f"{ing[db]['events_per_s']:,.0f} events/s", ratio))
-    for db in ("sqlite", "postgresql"):
-        e = eng.get(db) if isinstance(eng, dict) else None
-        if e:
-            spawn = eng.get("raw_spawn_per_s") or lim.get("spawn_per_s_c8")
-            ratio = f"{e['jobs_per_s'] / spawn:.0%} of raw spawn" if spawn else ""
-            rows.append((f"shell jobs {db}", f"{e['jobs_per_s']:,.0f} jobs/s", ratio))
-    for x in lat:
+    lat = {(x["db"], x["rate"]): x for x in (r.get("latency") or [])}
+    peers = r.get("peers") or []
+    print("\n" + "=" * 100)
+    print(f"headwater benchmarks, {dt.date.today()}, {os.cpu_count()} cores (all in this run)")
+    if lim:
+        print(
+            f"\nlimits: spawn sh -c true {_f(lim.get('spawn_per_s_c1'))}/s (c1), "
+            f"{_f(lim.get('spawn_best_per_s_c8'))}/s (c8, best watcher) | SQLite insert "
+            f"bare {_f(lim.get('sqlite_insert_per_s'))}, jobs table "
+            f"{_f(lim.get('sqlite_jobs_insert_per_s'))} rows/s | PostgreSQL insert bare "
+            f"{_f(lim.get('pg_insert_per_s'))}, jobs table {_f(lim.get('pg_jobs_insert_per_s'))}"
+            f" (COPY {_f(lim.get('pg_jobs_copy_per_s'))}) rows/s | NOTIFY rtt p50 "
+            f"{_f(lim.get('notify_p50_ms'), 2)} ms"
+        )
+    rows: list[tuple[str, str, str, str, str]] = []
+    for db, raw_key in (("sqlite", "sqlite_jobs_insert_per_s"), ("postgresql", None)):
+        x = ing.get(db)
+        if not x:
+            continue
+        raw = (
+            lim.get(raw_key)
+            if raw_key
+            else max(lim.get("pg_jobs_insert_per_s") or 0, lim.get("pg_jobs_copy_per_s") or 0)
+        )
         rows.append(
             (
-                f"latency {x['db']} @{x['rate']}/s",
-                f"start p50 {x['start_p50']:.1f} / p99 {x['start_p99']:.1f} ms",
-                f"function jobs {x['function_jobs_per_s']:,.0f}/s",
+                f"ingest {db}",
+                f"{_f(x['events_per_s'])} events/s",
+                f">= {GOALS['ingest'][db]:,}",
+                f"{x['events_per_s'] / GOALS['ingest'][db]:.0%} of goal",
+                f"{x['events_per_s'] / x['insert_per_s']:.0%} of store insert, "
+                + (f"{x['events_per_s'] / raw:.0%} of raw jobs-table insert" if raw else ""),
             )
         )
-    if lim.get("notify_p50_ms") is not None:
-        rows.append(("LISTEN/NOTIFY rtt", f"p50 {lim['notify_p50_ms']:.2f} ms", ""))
-    for p in r.get("peers") or []:
+    spawn = eng.get("raw_spawn_per_s") or lim.get("spawn_best_per_s_c8")
+    for db in ("sqlite", "postgresql"):
+        e = eng.get(db)
+        if not e:
+            continue
         rows.append(
             (
-                f"peer {p['peer']}",
-                f"{p['processed_per_s']:,.0f} processed/s",
-                f"p50 {p['start_p50_ms']:.1f} / p99 {p['start_p99_ms']:.1f} ms @{p['rate']:g}/s",
+                f"shell jobs {db}",
+                f"{_f(e['jobs_per_s'])} jobs/s",
+                f">= {GOALS['shell']:,}",
+                f"{e['jobs_per_s'] / GOALS['shell']:.0%} of goal",
+                f"{e['jobs_per_s'] / spawn:.0%} of raw spawn (c8)" if spawn else "",
+            )
+        )
+        for kind in ("function", "async_function"):
+            value = e.get(f"{kind}_jobs_per_s")
+            if value:
+                rows.append(
+                    (
+                        f"{kind.replace('_', ' ')} jobs {db}",
+                        f"{_f(value)} jobs/s",
+                        f">= {GOALS['function']:,}",
+                        f"{value / GOALS['function']:.0%} of goal",
+                        "",
+                    )
+                )
+        rows.append(
+            (
+                f"submit -> shell step {db}",
+                f"p50 {_f(e.get('p50_ms'), 2)} / p99 {_f(e.get('p99_ms'), 2)} ms",
+                "",
+                "",
+                "jobs one at a time at the engine's --rate",
+            )
+        )
+    p50_goal, p99_goal = GOALS["latency_1000"]
+    for (db, rate), x in sorted(lat.items()):
+        goal = f"<= {p50_goal:g} / {p99_goal:g} ms" if rate == 1000 else ""
+        met = ""
+        if rate == 1000:
+            met = "met" if x["start_p50"] <= p50_goal and x["start_p99"] <= p99_goal else "missed"
+        rows.append(
+            (
+                f"event -> step @{rate}/s {db}",
+                f"p50 {_f(x['start_p50'], 2)} / p99 {_f(x['start_p99'], 2)} ms",
+                goal,
+                met,
+                f"commit p50 {_f(x['created_p50'], 2)} ms, "
+                f"completed {_f(x['function_jobs_per_s'])}/s",
             )
         )
     soak = r.get("soak")
@@ -151,12 +230,51 @@ def summary(r: dict[str, Any]) -> None:
         rows.append(
             (
                 "memory soak",
-                f"{soak['rss_start_mb']:.0f} → {soak['rss_end_mb']:.0f} MB",
+                f"{soak['rss_start_mb']:.0f} -> {soak['rss_end_mb']:.0f} MB",
+                "flat",
                 f"{soak['slope_mb_per_min_after_warmup']:+.2f} MB/min",
+                f"{soak['minutes']:g} min at {soak['rate']}/s, {_f(soak.get('created_per_s'))} "
+                f"jobs/s, most alive {soak.get('max_alive')} of max_in_flight "
+                f"{soak.get('max_in_flight')}",
             )
         )
-    for name, value, note in rows:
-        print(f"{name:28} {value:34} {note}")
+    print(f"\n{'what':32} {'ours':30} {'goal':18} {'':14} against")
+    for what, value, goal, met, note in rows:
+        print(f"{what:32} {value:30} {goal:18} {met:14} {note}")
+    if peers:
+        head = f"{'peer (same machine and database)':34} {'enqueue/s':>10} {'processed/s':>12}"
+        print(f"\n{head}  start p50 / p99 (ms) by rate")
+        for x in peers:
+            by_rate = ", ".join(
+                f"@{rate}/s {_f(v['p50_ms'], 1)} / {_f(v['p99_ms'], 1)}"
+                for rate, v in (x.get("latency") or {}).items()
+            )
+            counts = f"{_f(x['enqueue_per_s']):>10} {_f(x['processed_per_s']):>12}"
+            print(f"{x['peer']:34} {counts}  {by_rate}")
+        ratios(r, peers)
+
+
+def ratios(r: dict[str, Any], peers: list[dict[str, Any]]) -> None:
+    """Ours divided by each peer's figure for the same thing (> 1: we are faster)."""
+    eng = r.get("engine") or {}
+    ing = (r.get("ingest") or {}).get("postgresql") or {}
+    pg = eng.get("postgresql") or {}
+    lat = {(x["db"], x["rate"]): x for x in (r.get("latency") or [])}
+    print("\nratios on PostgreSQL (ours / peer; latency: peer / ours, > 1 means ours is lower)")
+    for x in peers:
+        parts = [
+            f"ingest/enqueue {_ratio(ing.get('events_per_s'), x['enqueue_per_s'])}",
+            "function jobs/processed "
+            f"{_ratio(pg.get('function_jobs_per_s'), x['processed_per_s'])}",
+            f"async function jobs/processed "
+            f"{_ratio(pg.get('async_function_jobs_per_s'), x['processed_per_s'])}",
+            f"shell jobs/processed {_ratio(pg.get('jobs_per_s'), x['processed_per_s'])}",
+        ]
+        for rate, v in (x.get("latency") or {}).items():
+            ours = lat.get(("postgresql", int(float(rate))))
+            if ours:
+                parts.append(f"p50 @{rate}/s {_ratio(v['p50_ms'], ours['start_p50'])}")
+        print(f"  {x['peer']:18} " + ", ".join(parts))
 
 
 def main() -> None:
@@ -174,7 +292,7 @@ def main() -> None:
             results[name] = run_script(name, plan[name], out)
     if wanted is None or "peers" in wanted:
         n = 2000 if args.quick else 5000
-        results["peers"] = run_peers(n, 200.0, 3.0 if args.quick else 5.0, out)
+        results["peers"] = run_peers(n, "100,1000", 3.0 if args.quick else 5.0, out)
     if wanted is None or "soak" in wanted:
         results["soak"] = run_script("soak", plan["soak"], out)
     summary(results)

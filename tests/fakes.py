@@ -233,10 +233,13 @@ class InMemoryStore(Store):
         status: JobStatus,
         output: Any = None,
         error: str | None = None,
+        steps: Sequence[StepUpdate] = (),
     ) -> bool:
         job = self.jobs.get(job_id)
         if job is None or job.status.is_terminal:
             return False
+        if steps:
+            await self.upsert_steps(job_id, steps)
         self.jobs[job_id] = dataclasses.replace(
             job, status=status, output=output, error=error, finished_at=datetime.now(UTC)
         )

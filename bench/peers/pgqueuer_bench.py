@@ -1,7 +1,8 @@
 """PgQueuer on the same PostgreSQL: enqueue rate, processing rate, enqueue → start latency.
 
-Run with the peers' venv (bench/peers/setup.sh); prints one JSON object.
-    bench/.peers-venv/bin/python bench/peers/pgqueuer_bench.py URL N RATE SECONDS
+Run with the peers' venv (bench/peers/setup.sh); prints one JSON object. RATES is one
+rate or several separated by commas (latency is measured at each).
+    bench/.peers-venv/bin/python bench/peers/pgqueuer_bench.py URL N RATES SECONDS
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ async def process(url: str, expected: int, on_job: object = None) -> float:
     return expected / elapsed
 
 
-async def main(url: str, n: int, rate: float, seconds: float) -> None:
+async def main(url: str, n: int, rates: list[float], seconds: float) -> None:
     conn = await asyncpg.connect(url)
     queries = Queries(AsyncpgDriver(conn))
     await queries.install()
@@ -52,7 +53,29 @@ async def main(url: str, n: int, rate: float, seconds: float) -> None:
     enqueue = n / (time.perf_counter() - t0)
     processed = await process(url, n)
 
-    # Latency at a fixed rate: payload = the enqueue time.
+    latency = {}
+    for rate in rates:
+        latency[f"{rate:g}"] = await paced(url, queries, rate, seconds)
+    await conn.close()
+    first = latency[f"{rates[0]:g}"]
+    print(
+        json.dumps(
+            {
+                "peer": "pgqueuer",
+                "settings": "batch_size 100",
+                "enqueue_per_s": enqueue,
+                "processed_per_s": processed,
+                "rate": rates[0],
+                "start_p50_ms": first["p50_ms"],
+                "start_p99_ms": first["p99_ms"],
+                "latency": latency,
+            }
+        )
+    )
+
+
+async def paced(url: str, queries: Queries, rate: float, seconds: float) -> dict[str, float]:
+    """Enqueue at a fixed rate (payload = the enqueue time) → handler start."""
     latencies: list[float] = []
 
     def on_job(job: object) -> None:
@@ -67,20 +90,9 @@ async def main(url: str, n: int, rate: float, seconds: float) -> None:
         await asyncio.sleep(max(0.0, t0 + i / rate - time.monotonic()))
         await queries.enqueue("bench", str(time.time()).encode())
     await asyncio.wait_for(worker, 120)
-    await conn.close()
-    print(
-        json.dumps(
-            {
-                "peer": "pgqueuer",
-                "enqueue_per_s": enqueue,
-                "processed_per_s": processed,
-                "rate": rate,
-                "start_p50_ms": pct(latencies, 50),
-                "start_p99_ms": pct(latencies, 99),
-            }
-        )
-    )
+    return {"p50_ms": pct(latencies, 50), "p99_ms": pct(latencies, 99), "samples": len(latencies)}
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])))
+    rates = [float(r) for r in sys.argv[3].split(",")]
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), rates, float(sys.argv[4])))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -58,7 +59,7 @@ from headwater.workspace.models import (
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["Node", "NodeSettings", "WorkspaceHolder"]
+__all__ = ["Node", "NodeSettings", "WorkspaceHolder", "freeze_startup_heap"]
 
 log = structlog.get_logger(__name__)
 
@@ -78,6 +79,8 @@ class WorkspaceHolder:
         self.workspace: Workspace = loader(path)
         self.secrets: dict[str, str] = resolve_secrets(self.workspace, self._environ)
         self.redactor = Redactor(list(self.secrets.values()))
+        self._signatures: list[str] = []
+        self._signatures_of: Workspace | None = None
 
     def reload(self) -> Workspace:
         """Load again; on error the previous workspace stays in force (and the error is
@@ -90,7 +93,12 @@ class WorkspaceHolder:
 
     def tag_signatures(self) -> list[str]:
         ws = self.workspace
-        return sorted({",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()})
+        if self._signatures_of is not ws:  # the worker asks before every claim
+            self._signatures = sorted(
+                {",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()}
+            )
+            self._signatures_of = ws
+        return list(self._signatures)
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +431,18 @@ class Node:
         final = await self.store.get_job(outcome.id)
         assert final is not None
         return final
+
+
+def freeze_startup_heap() -> None:
+    """Exempt what exists after start-up from the garbage collector's full collections.
+
+    A long-running process (``headwater up``) holds some 100k long-lived objects from its
+    imports (SQLAlchemy, pydantic, the workspace). Every full collection walks them all:
+    measured 80 ms at 1,000 events/s, which was the whole p99 of event → step start.
+    Frozen objects are never freed, so this is for a process's start-up, once, not for
+    code that makes many nodes (tests)."""
+    gc.collect()
+    gc.freeze()
 
 
 def _is_consumer(job: JobRecord) -> bool:

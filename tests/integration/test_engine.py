@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
+
 from headwater.node import Node, NodeSettings
-from headwater.store.base import JobStatus, StepStatus
+from headwater.store.base import JobStatus, StepStatus, StepUpdate
 from headwater.worker.worker import WorkerSettings
 
 
@@ -423,3 +426,51 @@ def _flt(**kw: object) -> object:
     from headwater.store.base import JobFilter
 
     return JobFilter(**kw)  # type: ignore[arg-type]
+
+
+async def test_a_long_step_is_shown_running_and_a_short_one_is_written_once(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    marker = tmp_path / "started"
+    node = await start_node(
+        tmp_path,
+        db_url,
+        f"""
+        actions:
+          quick: {{ type: script, script: "true" }}
+          slow: {{ type: script, script: "touch {marker}; sleep 1" }}
+        tasks:
+          t:
+            flow:
+              quick: {{ action: quick }}
+              slow: {{ action: slow, depends_on: [quick] }}
+        """,
+    )
+    writes: list[tuple[str, str]] = []
+    upsert = node.store.upsert_steps
+
+    async def recording(job_id: str, steps: Sequence[StepUpdate]) -> None:
+        writes.extend((s.name, s.status.value) for s in steps)
+        await upsert(job_id, steps)
+
+    monkeypatch.setattr(node.store, "upsert_steps", recording)
+    try:
+        run = asyncio.create_task(node.run_one("t", {}))
+        for _ in range(100):
+            if marker.exists():
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # past the running record's delay
+        (job,) = await node.store.list_jobs(_flt())
+        got = await node.store.get_job(job.id)
+        assert got is not None
+        states = {s.name: s.status for s in got.steps}
+        assert states == {"quick": StepStatus.COMPLETED, "slow": StepStatus.RUNNING}
+        done = await asyncio.wait_for(run, 15)
+        assert done.status is JobStatus.COMPLETED
+        assert [s.status for s in done.steps] == [StepStatus.COMPLETED] * 2
+        # quick ended before its running record was due: one write, its final state;
+        # slow was shown running, and its final state went with the job's finish.
+        assert writes == [("quick", "completed"), ("slow", "running")]
+    finally:
+        await node.close()

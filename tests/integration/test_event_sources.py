@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from headwater.node import Node, NodeSettings
-from headwater.store.base import JobFilter, JobRecord, JobStatus, LogStream
+from headwater.store.base import JobFilter, JobRecord, JobStatus, LogStream, NewJob
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.worker import WorkerSettings
 
@@ -400,3 +400,44 @@ async def test_multi_step_consumer_and_secret_env(
         assert "queue is ••••••" in logs
         assert not any("s3cr3t" in line for line in logs)
         assert len(await rt.jobs("target")) == 1
+
+
+async def test_only_a_consumer_finishing_wakes_the_manager(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every job's finish is announced; the manager reconciles for its consumers' only
+    # (at 1,000 jobs/s reconciling on each announcement took most of the event loop).
+    workspace = CONSUMER.replace("restart_policy: never", "restart_policy: always")
+    workspace = workspace.replace('print("done")', "import time; time.sleep(3600)")
+    async with running(tmp_path, db_url, workspace) as r:
+        manager = r.node.event_sources
+        calls = 0
+        reconcile = manager.reconcile
+
+        async def counted() -> float:
+            nonlocal calls
+            calls += 1
+            return await reconcile()
+
+        monkeypatch.setattr(manager, "reconcile", counted)
+        await r.wait_for(
+            lambda: r.jobs("process-order", status=JobStatus.COMPLETED), what="target jobs"
+        )
+        before = calls
+        outcomes = await r.node.store.insert_jobs(
+            [NewJob("ws", "other", {}, "api", tags=frozenset({"nobody"})) for _ in range(10)]
+        )
+        for outcome in outcomes:  # ten announcements, one at a time
+            assert await r.node.store.finish_job(outcome.id, None, JobStatus.CANCELLED)
+            await asyncio.sleep(0.05)
+        assert calls - before <= 1  # (one may be due anyway)
+        (consumer,) = await r.jobs("consumer")
+        await r.node.store.request_cancel(consumer.id)
+        await r.wait_for(
+            lambda: _restarted(r, consumer.id), what="a restart after the consumer ended"
+        )
+        assert calls > before
+
+
+async def _restarted(r: Running, old: str) -> bool:
+    return any(j.id != old for j in await r.jobs("consumer"))

@@ -180,11 +180,23 @@ async def test_dedup_inside_one_batch_keeps_order(store: SqlStore) -> None:
 
 
 async def test_insert_large_batch(store: SqlStore) -> None:
-    outcomes = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(3000)])
+    with store.subscribe(Channel.JOBS) as woken:
+        await listening(store, woken)
+        outcomes = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(3000)])
+        assert "script" in await payloads_until(woken, lambda seen: "script" in seen)
     assert all(o.created for o in outcomes)
     again = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(2990, 3010)])
     assert [o.created for o in again] == [False] * 10 + [True] * 10
     assert [o.id for o in again[:10]] == [o.id for o in outcomes[2990:]]
+    # A large batch with a clash (PostgreSQL: the COPY fails as a whole; the batch is then
+    # inserted row by row with ON CONFLICT) still creates exactly the new ones, and wakes.
+    with store.subscribe(Channel.JOBS) as woken:  # (the LISTEN connection is up already)
+        big = await store.insert_jobs([job(dedup_key=f"k{i}") for i in range(2500, 3500)])
+        assert [o.created for o in big] == [False] * 510 + [True] * 490
+        assert [o.id for o in big[:500]] == [o.id for o in outcomes[2500:]]
+        assert "script" in await payloads_until(woken, lambda seen: "script" in seen)
+    counts = await store.count_jobs_by_status()
+    assert counts["pending"] == 3000 + 10 + 490
 
 
 # -- claim ---------------------------------------------------------------------------------
@@ -295,6 +307,60 @@ async def test_finish_is_fenced(store: SqlStore) -> None:
     with pytest.raises(ValueError):
         await store.finish_job(b, None, JobStatus.RUNNING)
     assert await store.finish_jobs([]) == []
+
+
+async def test_finish_writes_its_steps_only_when_it_finishes_the_job(store: SqlStore) -> None:
+    a, b = await insert(store, job(), job())
+    await store.claim_jobs("w1", ["script"], 2)
+    t0 = datetime.now(UTC)
+    done = StepUpdate("s", "act", StepStatus.COMPLETED, 0, {"x": 1}, None, 1, t0, t0)
+    assert await store.finish_job(a, "w1", DONE, {"s": {"x": 1}}, steps=[done])
+    got = await store.get_job(a)
+    assert got is not None and got.status == "completed"
+    assert [(s.name, s.status, s.output) for s in got.steps] == [("s", "completed", {"x": 1})]
+    # A worker that lost the job (not its owner) writes neither the finish nor the steps.
+    assert not await store.finish_job(b, "w2", DONE, steps=[done])
+    got = await store.get_job(b)
+    assert got is not None and got.status == "running" and got.steps == ()
+
+
+async def test_concurrent_step_records_and_finishes_keep_the_newest_state(
+    store: SqlStore,
+) -> None:
+    ids = await insert(store, *(job() for _ in range(20)))
+    await store.claim_jobs("w", ["script"], 20)
+    t0 = datetime.now(UTC)
+    running = StepUpdate("s", "act", StepStatus.RUNNING, attempts=1, started_at=t0)
+    done = StepUpdate("s", "act", StepStatus.COMPLETED, 0, None, None, 1, t0, t0)
+    other = StepUpdate("t", "act", StepStatus.RUNNING, attempts=1, started_at=t0)
+
+    async def one(job_id: str) -> bool:
+        # Submitted one after the other, so they mostly share transactions: the finish
+        # (the newer state of step s) wins.
+        record = asyncio.ensure_future(store.upsert_steps(job_id, [running, other]))
+        await asyncio.sleep(0)  # the record is queued
+        finished = await store.finish_job(job_id, "w", DONE, steps=[done])
+        await record
+        return finished
+
+    assert await asyncio.gather(*(one(i) for i in ids)) == [True] * 20
+    for job_id in ids:
+        got = await store.get_job(job_id)
+        assert got is not None and got.status == "completed"
+        assert {s.name: s.status for s in got.steps} == {"s": "completed", "t": "running"}
+
+
+async def test_a_bad_step_record_fails_alone_in_a_shared_transaction(store: SqlStore) -> None:
+    (a,) = await insert(store, job())
+    await store.claim_jobs("w", ["script"], 1)
+    step = StepUpdate("s", "act", StepStatus.COMPLETED, 0, None, None, 1)
+    bad = asyncio.ensure_future(store.upsert_steps("missing", [step]))
+    await asyncio.sleep(0)  # queued: the finish joins its transaction
+    assert await store.finish_job(a, "w", DONE, steps=[step])
+    with pytest.raises(NotFoundError):
+        await bad
+    got = await store.get_job(a)
+    assert got is not None and got.status == "completed" and len(got.steps) == 1
 
 
 async def test_upsert_steps(store: SqlStore) -> None:

@@ -352,3 +352,53 @@ async def test_close_without_events_does_not_emit() -> None:
     assert await hook(STEP, LogStream.STDOUT, "just a log line", False) is False
     await asyncio.wait_for(hook.close(), 2.0)
     assert emitter.attempts == []
+
+
+# -- pipelining (no max_in_flight) --------------------------------------------------------
+
+
+class GatedEmitter(FakeEmitter):
+    """Holds each emit until the test releases it; the first emit fails when released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gates: list[asyncio.Event] = []
+        self.concurrent = 0
+        self.most_concurrent = 0
+
+    async def emit(self, batch: EmitBatch) -> EmitResult:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        first = len(self.gates) == 1
+        self.concurrent += 1
+        self.most_concurrent = max(self.most_concurrent, self.concurrent)
+        try:
+            await gate.wait()
+        finally:
+            self.concurrent -= 1
+        if first:
+            self.attempts.append([key for key, _ in batch.events])
+            raise ConnectionError("store is down")
+        return await super().emit(batch)
+
+
+async def test_a_second_batch_is_sent_while_the_first_is_stored_and_nothing_is_lost() -> None:
+    emitter = GatedEmitter()
+    hook = make_hook(emitter, FakeLogs(), max_batch=10)
+    for n in (1, 2):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await eventually(lambda: len(emitter.gates) == 1)
+    for n in (3, 4):  # read while the first batch is on its way: a second batch goes
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await eventually(lambda: len(emitter.gates) == 2)
+    assert emitter.most_concurrent == 2
+    emitter.gates[1].set()  # the second commits first ...
+    await asyncio.sleep(0.05)
+    emitter.gates[0].set()  # ... and the first fails: only its events are sent again
+    await eventually(lambda: len(emitter.gates) == 3)
+    emitter.gates[2].set()
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert sorted(emitter.created) == [f"{PREFIX}:{n}" for n in range(1, 5)]
+    assert len(emitter.created) == 4  # each once
+    assert emitter.created[:2] == [f"{PREFIX}:3", f"{PREFIX}:4"]
+    assert hook.accepted == 4 and hook._pending == []

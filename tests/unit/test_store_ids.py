@@ -37,6 +37,23 @@ def test_counter_overflow_borrows_the_next_millisecond(monkeypatch: pytest.Monke
     assert ids == sorted(ids) and len(set(ids)) == 5000
 
 
+def test_take_gives_the_same_ids_as_calls_in_one_go(monkeypatch: pytest.MonkeyPatch) -> None:
+    new_id = UuidV7Generator()
+    ids = [*new_id.take(3000), new_id(), *new_id.take(1), *new_id.take(0), *new_id.take(700)]
+    assert len(ids) == 3702 and ids == sorted(ids) and len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(value)
+        assert parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert str(parsed) == value
+    # All in one millisecond: the counter overflows into the next one, still in order.
+    monkeypatch.setattr("headwater.store.ids.time.time_ns", lambda: 1_700_000_000_000_000_000)
+    frozen = UuidV7Generator()
+    ids = [*frozen.take(5000), frozen(), *frozen.take(5000)]
+    assert ids == sorted(ids) and len(set(ids)) == 10_001
+    ms = {int(value.replace("-", "")[:12], 16) for value in ids}
+    assert min(ms) == 1_700_000_000_000 and len(ms) >= 3
+
+
 @given(st.frozensets(st.text(alphabet="abcdefgh-_", min_size=1, max_size=5), max_size=5))
 def test_tag_signature_round_trips(tags: frozenset[str]) -> None:
     signature = tag_signature(tags)

@@ -1,13 +1,16 @@
-"""apply_input_schema: defaults, required, types, options, extra keys."""
+"""apply_input_schema (and its compiled form): defaults, required, types, options, extra
+keys."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater.errors import InputValidationError
-from headwater.workspace.inputs import apply_input_schema
+from headwater.workspace.inputs import apply_input_schema, compile_input_schema
 from headwater.workspace.models import InputField
 
 
@@ -122,3 +125,47 @@ def test_a_default_can_be_rendered() -> None:
 def test_the_error_message_names_the_task() -> None:
     with pytest.raises(InputValidationError, match=r"input for task 'orders' is invalid: missing"):
         apply_input_schema("orders", schema(a={"required": True}), {})
+
+
+_KINDS = ["string", "integer", "number", "boolean", "array", "object", "date", "any"]
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(-5, 5, allow_nan=False),
+    st.sampled_from(["a", "b", "2026-01-02", "2026-01-02T03:04:05", ""]),
+    st.lists(st.sampled_from(["a", "b", 1]), max_size=3),
+    st.dictionaries(st.sampled_from(["x", "y"]), st.integers(0, 2), max_size=2),
+)
+_FIELD = st.fixed_dictionaries(
+    {"type": st.sampled_from(_KINDS)},
+    optional={
+        "required": st.booleans(),
+        "default": _VALUES,
+        "options": st.lists(st.sampled_from(["a", "b", 1, 2, True]), min_size=1, max_size=3),
+        "allow_custom": st.booleans(),
+        "multiple": st.booleans(),
+    },
+)
+
+
+@given(
+    fields=st.dictionaries(st.sampled_from(["p", "q", "r"]), _FIELD, max_size=3),
+    data=st.dictionaries(st.sampled_from(["p", "q", "r", "extra"]), _VALUES, max_size=4),
+)
+def test_the_compiled_checker_agrees_with_apply_input_schema(
+    fields: dict[str, dict[str, Any]], data: dict[str, Any]
+) -> None:
+    parsed = schema(**fields)
+    check = compile_input_schema(parsed)
+    try:
+        expected: Any = apply_input_schema("t", parsed, data)
+    except InputValidationError as exc:
+        expected = exc.reasons
+    try:
+        got: Any = check("t", data)
+    except InputValidationError as exc:
+        got = exc.reasons
+    assert got == expected
+    if isinstance(got, dict):
+        assert got is not data

@@ -222,6 +222,9 @@ def worker_cmd(
         shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
         shown = f"servers {', '.join(servers)} · tags {shown_tags}"
         _err.print(f"headwater worker: {shown} · concurrency {settings.worker.concurrency}")
+        from headwater.node import freeze_startup_heap
+
+        freeze_startup_heap()  # what is loaded by now lives as long as the process
         await RemoteWorker(settings).run(stop)
 
     try:

@@ -197,7 +197,7 @@ async def _up(
 ) -> None:
     import uvicorn
 
-    from headwater.node import Node, NodeSettings
+    from headwater.node import Node, NodeSettings, freeze_startup_heap
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
     from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
@@ -218,6 +218,7 @@ async def _up(
         loop.add_signal_handler(sig, stop.set)
     app_ = create_app(node, api_keys=keys)
     app_.include_router(create_webhook_router(node.trigger_ctx))
+    freeze_startup_heap()
 
     def hook_body_limit(ws: Workspace) -> None:
         app_.state.body_limits["/hooks"] = max(max_webhook_body_bytes(ws), 1)

@@ -22,7 +22,7 @@ import structlog
 
 from headwater.errors import InputValidationError, NotFoundError
 from headwater.store.base import NewJob, RejectedEvent, Store
-from headwater.workspace.inputs import apply_input_schema
+from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "DispatchStatus",
     "Dispatcher",
     "Event",
+    "PreparedBatch",
     "task_tags",
 ]
 
@@ -84,18 +85,32 @@ class Dispatcher:
         self._store = store
         self._workspace = workspace
         self._max_attempts = max_attempts
+        # Per task of the current workspace: its input checker and the tags its steps
+        # need, worked out once (an event source sends tens of thousands a second).
+        self._tasks_of: Workspace | None = None
+        self._tasks: dict[str, tuple[InputChecker, frozenset[str]]] = {}
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
-        ws = self._workspace()
-        task = ws.tasks.get(event.target_task)
-        if task is None:
-            raise NotFoundError(
-                f"task {event.target_task!r} is not defined in workspace {ws.name!r}"
-            )
+        return self._prepare(self._workspace(), event)
+
+    def _task(self, ws: Workspace, name: str) -> tuple[InputChecker, frozenset[str]]:
+        if ws is not self._tasks_of:  # reloaded: a new workspace object
+            self._tasks_of, self._tasks = ws, {}
+        found = self._tasks.get(name)
+        if found is None:
+            task = ws.tasks.get(name)
+            if task is None:
+                raise NotFoundError(f"task {name!r} is not defined in workspace {ws.name!r}")
+            found = self._tasks[name] = (compile_input_schema(task.input), task_tags(ws, task))
+        return found
+
+    def _prepare(self, ws: Workspace, event: Event) -> NewJob:
+        check_input, tags = self._task(ws, event.target_task)
         # Event fields win over the trigger's defaults (top-level keys), as the seed says.
-        merged = {**event.defaults, **event.payload} if event.defaults else dict(event.payload)
-        job_input = apply_input_schema(event.target_task, task.input, merged)
+        # (The checker copies what it is given: the caller's payload is never changed.)
+        payload = {**event.defaults, **event.payload} if event.defaults else event.payload
+        job_input = check_input(event.target_task, payload)
         return NewJob(
             workspace=ws.name,
             task=event.target_task,
@@ -103,24 +118,26 @@ class Dispatcher:
             source_type=event.source_type,
             source_id=event.source_id,
             dedup_key=event.dedup_key,
-            tags=event.tags if event.tags is not None else task_tags(ws, task),
+            tags=event.tags if event.tags is not None else tags,
             parent_job_id=event.parent_job_id,
             max_attempts=event.max_attempts or self._max_attempts,
         )
 
     async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
         """Insert every valid event in one transaction; store the others as rejected."""
-        outcomes: list[DispatchOutcome | None] = [None] * len(events)
-        jobs: list[NewJob] = []
-        job_slots: list[int] = []
-        rejected: list[RejectedEvent] = []
+        return await self.commit(self.prepare_batch(events))
+
+    def prepare_batch(self, events: Sequence[Event]) -> PreparedBatch:
+        """The CPU half of ``dispatch``: merge and validate every event (no I/O)."""
+        batch = PreparedBatch([None] * len(events))
+        ws = self._workspace()
         for i, event in enumerate(events):
             try:
-                jobs.append(self.prepare(event))
-                job_slots.append(i)
+                batch.jobs.append(self._prepare(ws, event))
+                batch.job_slots.append(i)
             except (InputValidationError, NotFoundError) as exc:
                 reason = str(exc)
-                rejected.append(
+                batch.rejected.append(
                     RejectedEvent(
                         id=None,
                         source_type=event.source_type,
@@ -131,19 +148,78 @@ class Dispatcher:
                         dedup_key=event.dedup_key,
                     )
                 )
-                outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
-        if rejected:
-            await self._store.insert_rejected(rejected)
-            for r in rejected:
+                batch.outcomes[i] = DispatchOutcome(DispatchStatus.REJECTED, reason=reason)
+        return batch
+
+    def prepare_keyed(
+        self,
+        target_task: str,
+        source_type: str,
+        source_id: str,
+        defaults: Mapping[str, Any],
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+    ) -> PreparedBatch:
+        """``prepare_batch`` for one source's events, given as (dedup key, payload): an
+        event source's batch, without an ``Event`` per payload."""
+        ws = self._workspace()
+        try:
+            check_input, tags = self._task(ws, target_task)
+        except NotFoundError:  # every event is rejected: the general path says why
+            return self.prepare_batch(
+                [Event(target_task, p, source_type, source_id, key, defaults) for key, p in events]
+            )
+        batch = PreparedBatch([None] * len(events))
+        jobs, slots, max_attempts = batch.jobs, batch.job_slots, self._max_attempts
+        for i, (key, payload) in enumerate(events):
+            merged = {**defaults, **payload} if defaults else payload
+            try:
+                job_input = check_input(target_task, merged)
+            except InputValidationError:  # the general path records why
+                event = Event(target_task, payload, source_type, source_id, key, defaults)
+                one = self.prepare_batch([event])
+                batch.outcomes[i] = one.outcomes[0]
+                batch.rejected.extend(one.rejected)
+                continue
+            jobs.append(
+                NewJob(
+                    workspace=ws.name,
+                    task=target_task,
+                    input=job_input,
+                    source_type=source_type,
+                    source_id=source_id,
+                    dedup_key=key,
+                    tags=tags,
+                    max_attempts=max_attempts,
+                )
+            )
+            slots.append(i)
+        return batch
+
+    async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
+        """The I/O half of ``dispatch``: store the jobs (one transaction) and the rejects."""
+        outcomes = batch.outcomes
+        if batch.rejected:
+            await self._store.insert_rejected(batch.rejected)
+            for r in batch.rejected:
                 log.warning(
                     "event_rejected", source_id=r.source_id, task=r.target_task, reason=r.reason
                 )
-        if jobs:
-            results = await self._store.insert_jobs(jobs)
-            for slot, result in zip(job_slots, results, strict=True):
+        if batch.jobs:
+            results = await self._store.insert_jobs(batch.jobs)
+            for slot, result in zip(batch.job_slots, results, strict=True):
                 status = DispatchStatus.ACCEPTED if result.created else DispatchStatus.DUPLICATE
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
         return [o for o in outcomes if o is not None]
+
+
+@dataclass(slots=True)
+class PreparedBatch:
+    """Events merged and validated, not stored yet (``Dispatcher.prepare_batch``)."""
+
+    outcomes: list[DispatchOutcome | None]  # per event; set for the rejected ones
+    jobs: list[NewJob] = field(default_factory=list)
+    job_slots: list[int] = field(default_factory=list)  # per job: its event's index
+    rejected: list[RejectedEvent] = field(default_factory=list)
 
 
 class BatchingDispatcher:

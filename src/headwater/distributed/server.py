@@ -25,7 +25,7 @@ from headwater.distributed.ownership import TriggerOwnership
 from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.errors import HeadwaterError
-from headwater.node import Node, NodeSettings
+from headwater.node import Node, NodeSettings, freeze_startup_heap
 from headwater.store.base import Store
 from headwater.store.sql import open_store
 from headwater.worker.worker import WorkerSettings
@@ -90,6 +90,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     ownership = TriggerOwnership(store, node.workspace, ttl=s.lease_ttl)
     node.owner = ownership
     await node.start(store)
+    freeze_startup_heap()
 
     def wake_triggers() -> None:
         node.event_sources.wake()

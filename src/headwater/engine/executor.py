@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,7 +23,14 @@ from typing import Any
 import structlog
 
 from headwater.engine.steps import StepRunner, StepState, StopSignal
-from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream, StepStatus
+from headwater.store.base import (
+    JobRecord,
+    JobStatus,
+    LogLine,
+    LogStream,
+    StepStatus,
+    StepUpdate,
+)
 from headwater.workspace.models import Step, Task, Workspace
 
 __all__ = ["JobExecutor", "JobOutcome"]
@@ -35,6 +43,8 @@ class JobOutcome:
     status: JobStatus
     output: Any
     error: str | None
+    # Final step states not stored yet: the worker stores them with the finish.
+    steps: tuple[StepUpdate, ...] = ()
 
 
 def _now() -> datetime:
@@ -56,6 +66,12 @@ class JobExecutor:
             await self._system(job, None, error)
             return JobOutcome(JobStatus.FAILED, None, error)
         states = self._initial_states(workspace, task, job)
+        if task.timeout is None:
+            # Only a cancel can stop the job: the steps watch the cancel event itself (a
+            # watcher task per job costs more than a no-op function step).
+            stop = StopSignal(event=cancel)
+            await self._run_flow(workspace, task, job, states, stop)
+            return self._finished(task, states, cancel, stop)
         stop = StopSignal()
 
         async def watch() -> None:
@@ -76,7 +92,14 @@ class JobExecutor:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        return self._outcome(task, states, cancelled=cancel.is_set(), stop=stop)
+        return self._finished(task, states, cancel, stop)
+
+    def _finished(
+        self, task: Task, states: Mapping[str, StepState], cancel: asyncio.Event, stop: StopSignal
+    ) -> JobOutcome:
+        outcome = self._outcome(task, states, cancelled=cancel.is_set(), stop=stop)
+        unsaved = tuple(st.update() for st in states.values() if st.unsaved)
+        return dataclasses.replace(outcome, steps=unsaved) if unsaved else outcome
 
     def _initial_states(
         self, workspace: Workspace, task: Task, job: JobRecord

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import importlib
 import inspect
 import json
@@ -79,19 +81,36 @@ class FunctionCache:
                 error=f"cannot load function {ref!r}: {exc}",
                 traceback=tuple(traceback.format_exc().splitlines()),
             )
+        if cancel.is_set():
+            return FunctionOutcome(error="cancelled", cancelled=True)
+        call: asyncio.Future[Any]
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
         ):
             call = asyncio.ensure_future(fn(**kwargs))
         else:
             # A sync callable runs in a thread so it cannot stall the worker's event loop;
-            # a thread cannot be killed, so on timeout/cancel it is abandoned.
-            call = asyncio.ensure_future(_in_thread(fn, kwargs))
+            # a thread cannot be killed, so on timeout/cancel it is abandoned. (What
+            # asyncio.to_thread does, without wrapping the future in one more task.)
+            context = contextvars.copy_context()
+            call = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(context.run, fn, **kwargs)
+            )
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         stopper = asyncio.ensure_future(cancel.wait())
         try:
             done, _ = await asyncio.wait(
                 [call, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
             )
+            if call in done and call.exception() is None and inspect.isawaitable(call.result()):
+                # A sync callable that returned an awaitable (e.g. a partial of an async
+                # function): await it within what is left of the timeout.
+                call = asyncio.ensure_future(call.result())
+                left = None if deadline is None else max(0.0, deadline - loop.time())
+                done, _ = await asyncio.wait(
+                    [call, stopper], timeout=left, return_when=asyncio.FIRST_COMPLETED
+                )
         finally:
             stopper.cancel()
         if call not in done:
@@ -114,10 +133,3 @@ class FunctionCache:
         except (TypeError, ValueError) as err:
             return FunctionOutcome(error=f"returned a value that is not JSON: {err}")
         return FunctionOutcome(value=value)
-
-
-async def _in_thread(fn: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
-    result = await asyncio.to_thread(fn, **kwargs)
-    if inspect.isawaitable(result):  # e.g. functools.partial of an async function
-        return await result
-    return result

@@ -84,6 +84,9 @@ class StepState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     failed_upstream: bool = False  # skipped because a dependency failed
+    # The final state is not stored yet: it was the job's last step, so the worker stores
+    # it with the job's finish, in one transaction (``Store.finish_job(steps=…)``).
+    unsaved: bool = False
 
     def update(self) -> StepUpdate:
         return StepUpdate(
@@ -158,15 +161,19 @@ class StepRunner:
     ) -> None:
         step = task.flow[name]
         state = states[name]
-        context = self._context(job, states)
+        # Built when first needed (many steps need none), which is before the first await:
+        # it holds the other steps' states as they were when this step started.
+        context = _LazyContext(lambda: self._context(job, states))
         if step.when is not None:
             try:
-                condition = self.templates.render(step.when, context, where=f"step {name!r} when")
+                condition = self.templates.render(step.when, context(), where=f"step {name!r} when")
             except TemplateError as exc:
-                await self._final(job, state, StepStatus.FAILED, error=str(exc))
+                await self._final(job, states, state, StepStatus.FAILED, error=str(exc))
                 return
             if not self.templates.is_truthy(condition):
-                await self._final(job, state, StepStatus.SKIPPED, error="when condition is false")
+                await self._final(
+                    job, states, state, StepStatus.SKIPPED, error="when condition is false"
+                )
                 return
         retries_used = 0
         while True:
@@ -174,8 +181,13 @@ class StepRunner:
             state.status = StepStatus.RUNNING
             state.started_at = _now()
             state.error = None
-            await self.record(job.id, state)
-            attempt = await self._attempt(workspace, job, name, step, context, stop, state.attempts)
+            running = _RunningRecord(self.store, job.id, state.update())
+            try:
+                attempt = await self._attempt(
+                    workspace, job, name, step, context, stop, state.attempts
+                )
+            finally:
+                await running.settle()
             if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
                 attempt = _Attempt(
                     StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
@@ -190,7 +202,7 @@ class StepRunner:
                 and not stop.event.is_set()
             )
             if not can_retry:
-                await self._final(job, state, attempt.status, error=attempt.error)
+                await self._final(job, states, state, attempt.status, error=attempt.error)
                 return
             retries_used += 1
             assert step.retry is not None
@@ -205,15 +217,25 @@ class StepRunner:
                 await asyncio.wait_for(stop.event.wait(), delay)
             if stop.event.is_set():
                 status = StepStatus.CANCELLED if stop.reason is None else StepStatus.FAILED
-                await self._final(job, state, status, error=stop.reason or "cancelled")
+                await self._final(job, states, state, status, error=stop.reason or "cancelled")
                 return
 
     async def _final(
-        self, job: JobRecord, state: StepState, status: StepStatus, error: str | None
+        self,
+        job: JobRecord,
+        states: Mapping[str, StepState],
+        state: StepState,
+        status: StepStatus,
+        error: str | None,
     ) -> None:
         state.status = status
         state.error = error
         state.finished_at = _now()
+        if all(s.status.is_terminal for s in states.values() if s is not state):
+            # The job's last step: its state goes with the job's finish (one transaction
+            # instead of two; see JobOutcome.steps).
+            state.unsaved = True
+            return
         await self.record(job.id, state)
 
     def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
@@ -241,20 +263,25 @@ class StepRunner:
         job: JobRecord,
         name: str,
         step: Step,
-        context: Mapping[str, Any],
+        context: Callable[[], Mapping[str, Any]],
         stop: StopSignal,
         step_attempt: int,
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
-            step_input = self.templates.render(step.input, context, where=f"step {name!r} input")
-            action_context = {**context, "input": step_input}
+            if _has_template(step.input):
+                step_input = self.templates.render(
+                    step.input, context(), where=f"step {name!r} input"
+                )
+            else:  # read only below (functions and sub-jobs get copies)
+                step_input = step.input
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
                 return await self._run_function(
                     job, name, action, step, step_input, stop, workspace.root
                 )
+            action_context = {**context(), "input": step_input}
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
             runner = self.runners.get(action.effective_runner)
             if runner is None:
@@ -364,10 +391,16 @@ class StepRunner:
                 if stop.event.is_set():
                     with contextlib.suppress(HeadwaterError):
                         await self.store.request_cancel(child_id)
-                waiter = asyncio.ensure_future(finished.wait(5.0))
                 stopper = asyncio.ensure_future(stop.event.wait())
-                await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
-                waiter.cancel()
+                while True:  # every job's finish is announced: wait for the child's
+                    waiter = asyncio.ensure_future(finished.wait(5.0))
+                    await asyncio.wait([waiter, stopper], return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if stopper.done() or not waiter.done() or waiter.cancelled():
+                        break
+                    payloads = waiter.result()  # [] after 5 s: look anyway
+                    if not payloads or any(p == "*" or child_id in p.split(",") for p in payloads):
+                        break
                 stopper.cancel()
         if child.status.value == "completed":
             return _Attempt(StepStatus.COMPLETED, output=child.output)
@@ -438,6 +471,61 @@ def _image_command(
     if isinstance(cmd, str) and first is None:
         return ("/bin/sh", "-c"), (cmd,)
     return first, words(cmd, "cmd")
+
+
+# A step that ends sooner than this is stored once, when it ends (with the job's finish
+# when it is the job's last): most function and short shell steps take milliseconds,
+# and a commit each for "running" was a third of a job's writes.
+RUNNING_RECORD_DELAY = 0.05
+
+
+class _RunningRecord:
+    """A step's running state, stored ``RUNNING_RECORD_DELAY`` after it started unless
+    it has ended by then. ``settle`` (before anything else is stored for the step) drops
+    it if it was not written, and waits for it (raising what it raised) if it was."""
+
+    __slots__ = ("_job_id", "_store", "_timer", "_update", "_write")
+
+    def __init__(self, store: ControlPlane, job_id: str, update: StepUpdate) -> None:
+        self._store = store
+        self._job_id = job_id
+        self._update = update
+        self._write: asyncio.Future[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(RUNNING_RECORD_DELAY, self._start)
+
+    def _start(self) -> None:
+        self._write = asyncio.ensure_future(self._store.upsert_steps(self._job_id, [self._update]))
+
+    async def settle(self) -> None:
+        self._timer.cancel()
+        if self._write is not None:
+            await self._write
+
+
+class _LazyContext:
+    """A template context made on first use, then kept."""
+
+    __slots__ = ("_make", "_value")
+
+    def __init__(self, make: Callable[[], dict[str, Any]]) -> None:
+        self._make = make
+        self._value: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any]:
+        if self._value is None:
+            self._value = self._make()
+        return self._value
+
+
+def _has_template(value: Any) -> bool:
+    """Whether rendering could change ``value`` (a string with a "{" somewhere in it)."""
+    if isinstance(value, str):
+        return "{" in value
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return False
 
 
 def _from_result(result: StepResult, output: Any) -> _Attempt:

@@ -392,9 +392,14 @@ class Store(abc.ABC):
         status: JobStatus,
         output: Any = None,
         error: str | None = None,
+        steps: Sequence[StepUpdate] = (),
     ) -> bool:
         """Set a final status if the job is not final yet and (when ``worker_id`` is given)
-        still owned by that worker. Returns whether it changed. Wakes ``Channel.FINISHED``."""
+        still owned by that worker. Returns whether it changed. Wakes ``Channel.FINISHED``.
+
+        ``steps``: step states not stored yet (the job's last steps), upserted in the same
+        transaction, and only when the finish changed the job: a worker that lost the job
+        does not overwrite the steps of whoever has it now."""
 
     @abc.abstractmethod
     async def finish_jobs(

@@ -2,7 +2,8 @@
 
 Measured first (bench/store_ingest.py): for a 500-job insert, a 50-job claim and a
 500-job finish, SQLAlchemy's per-row parameter and result processing cost several times
-the database's own work. These four operations therefore talk to the driver connection
+the database's own work. These operations (insert, claim, the worker's step and finish
+writes, log appends) therefore talk to the driver connection
 (asyncpg, checked out of SQLAlchemy's pool; on SQLite a dedicated writer thread, see
 ``sqlite.SqliteWriter``) with fixed statement texts; everything else stays SQLAlchemy
 Core. The statements live next to their dialect (``sqlite.py``, ``postgres.py``) and are
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,6 +28,9 @@ from headwater.store.base import (
 )
 from headwater.store.ids import parse_tags
 from headwater.store.queries import PG_NOTIFY
+
+if TYPE_CHECKING:
+    from headwater.store.job_writes import WritePlan
 
 T = TypeVar("T")
 
@@ -97,15 +101,13 @@ class FastPath(Protocol):
         """Claimed jobs, oldest first, with their steps."""
         ...
 
-    async def finish(self, results: Sequence[FinishRequest], now: datetime) -> set[str]:
-        """Distinct job ids; returns those that changed. Wakes ``Channel.FINISHED``."""
+    async def write(self, plan: WritePlan, now: datetime) -> set[str]:
+        """In one transaction: ``plan.steps``, then ``plan.finishes`` (stamped ``now``), then
+        ``plan.finish_steps`` of the jobs that changed; returns those job ids. Raises on a
+        step of a job that does not exist. Wakes ``Channel.FINISHED``."""
         ...
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None: ...
-
-    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
-        """Rows with distinct (job_id, name); raises on a job that does not exist."""
-        ...
 
     async def close(self) -> None: ...
 

@@ -35,13 +35,12 @@ class GroupCommit(Generic[T, R]):
     async def submit(self, rows: Sequence[T]) -> list[R]:
         """Returns once ``rows`` are committed; raises what their transaction raised."""
         future: asyncio.Future[list[R]] = asyncio.get_running_loop().create_future()
-        # Marks a failure as seen even when its caller was cancelled and never looks.
-        future.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._queue.append((rows, future))
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.create_task(self._flush_all())
-        # Shielded: a caller that is cancelled must not cancel the others' transaction.
-        return await asyncio.shield(future)
+        # The transaction runs in the flusher task: a caller that is cancelled cancels
+        # only its own future (its results are then dropped), never the others' commit.
+        return await future
 
     async def close(self) -> None:
         if self._flusher is not None:

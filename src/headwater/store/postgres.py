@@ -22,18 +22,18 @@ import structlog
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
+from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
     PAYLOAD_LIMIT,
     STEP_COLUMNS,
-    FinishRequest,
     NewJobRow,
     StepRow,
     driver_connection,
     job_record,
     step_record,
 )
+from headwater.store.job_writes import WritePlan
 from headwater.store.notify import Broadcaster
 from headwater.store.queries import dumps
 
@@ -172,21 +172,19 @@ class PgListener:
 # -- hot paths on the asyncpg connection -----------------------------------------------------
 # Each is ONE statement, run outside an explicit transaction (so it commits by itself: one
 # round trip, no BEGIN/COMMIT), with its NOTIFY in a CTE of the same statement, hence in
-# the same transaction as the change. Arrays are bound whole (unnest), so one prepared
-# statement serves every batch size.
+# the same transaction as the change. The rows are bound as ONE JSON array (of arrays),
+# unpacked by PostgreSQL, so one prepared statement serves every batch size. (Bound as
+# one array per column, asyncpg checks every element against three ABCs: 3.4-8.7 us of
+# event-loop time per row, against 1.2 us for encoding the JSON.)
 
 _INSERT_JOBS = f"""
 WITH ins AS (
     INSERT INTO jobs (id, workspace, task, input, source_type, source_id, dedup_key, tags,
                       parent_job_id, max_attempts, status, created_at, attempt,
                       cancel_requested)
-    SELECT u.id, u.workspace, u.task, CAST(u.input AS jsonb), u.source_type, u.source_id,
-           u.dedup_key, u.tags, u.parent_job_id, u.max_attempts, 'pending',
-           CAST($11 AS timestamptz), 0, false
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-                  $7::text[], $8::text[], $9::text[], $10::int[])
-           AS u(id, workspace, task, input, source_type, source_id, dedup_key, tags,
-                parent_job_id, max_attempts)
+    SELECT e->>0, e->>1, e->>2, CAST(e->>3 AS jsonb), e->>4, e->>5, e->>6, e->>7, e->>8,
+           CAST(e->>9 AS int), 'pending', CAST($2 AS timestamptz), 0, false
+      FROM json_array_elements(CAST($1 AS json)) AS e
     ON CONFLICT DO NOTHING
     RETURNING id, tags
 ), woke AS (
@@ -228,31 +226,11 @@ SELECT {", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))},
  ORDER BY c.created_at, c.id, s.started_at NULLS LAST, s.name
 """
 
-_FINISH = f"""
-WITH done AS (
-    UPDATE jobs
-       SET status = v.status, output = CAST(v.output AS jsonb), error = v.error,
-           finished_at = $6
-      FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
-           AS v(id, worker_id, status, output, error)
-     WHERE jobs.id = v.id
-       AND jobs.status IN ('pending', 'running')
-       AND (v.worker_id IS NULL OR jobs.worker_id = v.worker_id)
-    RETURNING jobs.id
-), woke AS (
-    SELECT pg_notify('{Channel.FINISHED.value}',
-                     CASE WHEN sum(octet_length(id) + 1) > {PAYLOAD_LIMIT} THEN '*'
-                          ELSE string_agg(id, ',') END)
-      FROM done
-    HAVING count(*) > 0
-)
-SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
-"""
-
 _APPEND_LOGS = f"""
 WITH ins AS (
     INSERT INTO logs (job_id, step, stream, line, ts)
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    SELECT e->>0, e->>1, e->>2, e->>3, CAST(e->>4 AS timestamptz)
+      FROM json_array_elements(CAST($1 AS json)) AS e
     RETURNING job_id
 ), woke AS (
     SELECT pg_notify('{Channel.LOGS.value}', j.job_id) FROM (SELECT DISTINCT job_id FROM ins) AS j
@@ -276,18 +254,90 @@ _STEP_FIELDS = (
     "started_at",
     "finished_at",
 )
-_UPSERT_STEPS = f"""
-INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,
-                   started_at, finished_at)
-SELECT u.job_id, u.name, u.action, u.status, u.exit_code, CAST(u.output AS jsonb), u.error,
-       u.attempts, u.started_at, u.finished_at
-  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::text[],
-              $7::text[], $8::int[], $9::timestamptz[], $10::timestamptz[])
-       AS u(job_id, name, action, status, exit_code, output, error, attempts, started_at,
-            finished_at)
-ON CONFLICT (job_id, name) DO UPDATE
-   SET {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_FIELDS)}
+
+
+def _steps_from(param: int) -> str:
+    """An upsert of the step rows bound as one JSON array in ``$param``."""
+    return f"""
+    INSERT INTO steps (job_id, name, action, status, exit_code, output, error, attempts,
+                       started_at, finished_at)
+    SELECT e->>0, e->>1, e->>2, e->>3, CAST(e->>4 AS int), CAST(e->>5 AS jsonb), e->>6,
+           CAST(e->>7 AS int), CAST(e->>8 AS timestamptz), CAST(e->>9 AS timestamptz)
+      FROM json_array_elements(CAST(${param} AS json)) AS e"""
+
+
+_CONFLICT = "ON CONFLICT (job_id, name) DO UPDATE SET " + ", ".join(
+    f"{c} = EXCLUDED.{c}" for c in _STEP_FIELDS
+)
+
+# The worker's writes of one group commit (see job_writes): plain step rows, finishes,
+# and the steps that go with a finish, only for the jobs it changed. The plan never lets
+# two parts touch one step row (one statement may not modify a row twice).
+_WRITE = f"""
+WITH plain AS (
+    {_steps_from(1)}
+    {_CONFLICT}
+), done AS (
+    UPDATE jobs
+       SET status = e->>2, output = CAST(e->>3 AS jsonb), error = e->>4, finished_at = $3
+      FROM json_array_elements(CAST($2 AS json)) AS e
+     WHERE jobs.id = e->>0
+       AND jobs.status IN ('pending', 'running')
+       AND (e->>1 IS NULL OR jobs.worker_id = e->>1)
+    RETURNING jobs.id
+), carried AS (
+    {_steps_from(4)}
+     WHERE e->>0 IN (SELECT id FROM done)
+    {_CONFLICT}
+), woke AS (
+    SELECT pg_notify('{Channel.FINISHED.value}',
+                     CASE WHEN sum(octet_length(id) + 1) > {PAYLOAD_LIMIT} THEN '*'
+                          ELSE string_agg(id, ',') END)
+      FROM done
+    HAVING count(*) > 0
+)
+SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
 """
+
+
+def _ts(value: datetime | None) -> str | None:
+    """ISO text PostgreSQL reads as the same instant (naive values are UTC, as asyncpg
+    takes them)."""
+    if value is None:
+        return None
+    text = value.isoformat()
+    return text if value.tzinfo is not None else text + "+00:00"
+
+
+def _encode_steps(rows: Sequence[StepRow]) -> str:
+    return dumps([(*r[:8], _ts(r[8]), _ts(r[9])) for r in rows])
+
+
+# A batch at least this large is first tried with COPY (measured: 2x the rows/s of one
+# INSERT ... SELECT; a COPY costs four round trips instead of one, so not for small ones).
+COPY_MIN_ROWS = 200
+
+_COPY_COLUMNS = [
+    "id", "workspace", "task", "input", "source_type", "source_id", "dedup_key", "tags",
+    "parent_job_id", "max_attempts", "created_at", "status", "attempt", "cancel_requested",
+]  # fmt: skip
+
+_NOTIFY_JOBS = "SELECT pg_notify($1, s) FROM unnest($2::text[]) AS s"
+
+
+async def _copy_jobs(db: Any, rows: Sequence[NewJobRow], now: datetime) -> bool:
+    """COPY the rows in, with their wake-ups, in one transaction. COPY has no ON CONFLICT:
+    when a dedup key (or id) exists already it fails as a whole and nothing is written;
+    returns False then, and the caller inserts the batch with ON CONFLICT instead."""
+    records = [(*r, now, "pending", 0, False) for r in rows]
+    signatures = sorted({r[7] if len(r[7]) <= PAYLOAD_LIMIT else "*" for r in rows})
+    try:
+        async with db.transaction():
+            await db.copy_records_to_table("jobs", records=records, columns=_COPY_COLUMNS)
+            await db.execute(_NOTIFY_JOBS, Channel.JOBS.value, signatures)
+    except asyncpg.UniqueViolationError:
+        return False
+    return True
 
 
 class PgFastPath:
@@ -299,11 +349,12 @@ class PgFastPath:
     async def insert_jobs(
         self, rows: Sequence[NewJobRow], now: datetime, caller_ids: Sequence[str]
     ) -> tuple[set[str], dict[str, str]]:
-        columns = list(zip(*rows, strict=True))
         existing: dict[str, str] = {}
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            created = {r[0] for r in await db.fetch(_INSERT_JOBS, *columns, now)}
+            if len(rows) >= COPY_MIN_ROWS and not caller_ids and await _copy_jobs(db, rows, now):
+                return {r[0] for r in rows}, existing
+            created = {r[0] for r in await db.fetch(_INSERT_JOBS, dumps(rows), now)}
             if len(created) < len(rows):  # clashes: look the existing jobs up
                 keys = [r[6] for r in rows if r[0] not in created and r[6] is not None]
                 if keys:
@@ -330,34 +381,29 @@ class PgFastPath:
             jobs.append(job_record(current, steps, _json_text))
         return jobs
 
-    async def finish(self, results: Sequence[FinishRequest], now: datetime) -> set[str]:
-        ids = [r[0] for r in results]
-        workers = [r[1] for r in results]
-        statuses = [r[2].value for r in results]
-        outputs = [None if r[3] is None else dumps(r[3]) for r in results]
-        errors = [r[4] for r in results]
-        async with self._engine.connect() as conn:
-            db = await driver_connection(conn)
-            rows = await db.fetch(_FINISH, ids, workers, statuses, outputs, errors, now)
-        return {r[0] for r in rows}
-
-    async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        columns = (
-            [x.job_id for x in lines],
-            [x.step for x in lines],
-            [x.stream.value for x in lines],
-            [x.line for x in lines],
-            [x.ts for x in lines],
+    async def write(self, plan: WritePlan, now: datetime) -> set[str]:
+        finishes = dumps(
+            [
+                (r[0], r[1], JobStatus(r[2]).value, None if r[3] is None else dumps(r[3]), r[4])
+                for r in plan.finishes
+            ]
         )
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            await db.fetchval(_APPEND_LOGS, *columns)
+            rows = await db.fetch(
+                _WRITE,
+                _encode_steps(plan.steps),
+                finishes,
+                now,
+                _encode_steps(plan.finish_steps),
+            )
+        return {r[0] for r in rows}
 
-    async def upsert_steps(self, rows: Sequence[StepRow]) -> None:
-        columns = list(zip(*rows, strict=True))
+    async def append_logs(self, lines: Sequence[LogLine]) -> None:
+        encoded = dumps([(x.job_id, x.step, x.stream.value, x.line, _ts(x.ts)) for x in lines])
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            await db.execute(_UPSERT_STEPS, *columns)
+            await db.fetchval(_APPEND_LOGS, encoded)
 
     async def close(self) -> None:
         return None  # its connections belong to the engine's pool

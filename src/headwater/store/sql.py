@@ -22,6 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headwater.errors import ConfigError, ConflictError, NotFoundError
+from headwater.store import job_writes
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.base import (
@@ -43,16 +44,15 @@ from headwater.store.base import (
 from headwater.store.dead_letter_ops import DeadLetterOps
 from headwater.store.fastpath import (
     FastPath,
-    FinishRequest,
     NewJobRow,
     NoLock,
-    StepRow,
     Transaction,
     chunks,
     hint,
 )
 from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
+from headwater.store.job_writes import JobWrite, step_rows
 from headwater.store.lease_ops import LeaseOps
 from headwater.store.notify import Broadcaster
 from headwater.store.postgres import (
@@ -152,6 +152,7 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         self._pg = self._dialect == "postgresql"
         self._broadcaster = Broadcaster()
         self._new_id = UuidV7Generator()
+        self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
         self._listener: PgListener | None = None
         self._write_lock: asyncio.Lock | NoLock
@@ -180,8 +181,8 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
             self._fast = SqliteFastPath(writer, self._write_lock, self._broadcaster.publish)
-        self._step_commits: GroupCommit[StepRow, None] = GroupCommit(self._write_steps)
-        self._finish_commits: GroupCommit[FinishRequest, bool] = GroupCommit(self._write_finishes)
+        # Step records and finishes of concurrent jobs share one transaction (job_writes).
+        self._job_writes: GroupCommit[JobWrite, Any] = GroupCommit(self._write_jobs)
         self._insert_rejected = q.insert_rejected(self._dialect)
 
     @property
@@ -225,8 +226,7 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         self._closed = True
         if self._listener is not None:
             await self._listener.close()
-        await self._step_commits.close()
-        await self._finish_commits.close()
+        await self._job_writes.close()
         self._broadcaster.close_all()
         await self._fast.close()
         await self._engine.dispose()
@@ -241,40 +241,52 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         row_of: list[int] = []  # per input: the row that stands for it
         by_key: dict[str, int] = {}
         by_id: dict[str, int] = {}
+        new_ids = self._new_id.take(len(jobs))  # one each; a duplicate's goes unused
+        signatures = self._signatures
+        dumps = q.dumps
         for i, job in enumerate(jobs):
             # Duplicates inside the batch are resolved here: later ones share the first
             # one's outcome (created=False), exactly as if they came in a later batch.
-            index = by_key.get(job.dedup_key) if job.dedup_key is not None else None
+            key = job.dedup_key
+            index = by_key.get(key) if key is not None else None
             if index is None and job.id is not None:
                 index = by_id.get(job.id)
             if index is None:
                 index = len(rows)
                 if job.id is None:
-                    job_id = self._new_id()
+                    job_id = new_ids[i]
                 else:
                     job_id = job.id
                     by_id[job_id] = index
                     caller_ids.append(job_id)
+                signature = signatures.get(job.tags)
+                if signature is None:
+                    if len(signatures) > 1_000:  # a bound, not a policy: tag sets are few
+                        signatures.clear()
+                    signature = signatures[job.tags] = tag_signature(job.tags)
+                job_input = job.input
                 rows.append(
                     (
                         job_id,
                         job.workspace,
                         job.task,
-                        q.dumps(job.input if type(job.input) is dict else dict(job.input)),
+                        dumps(job_input if type(job_input) is dict else dict(job_input)),
                         job.source_type,
                         job.source_id,
-                        job.dedup_key,
-                        tag_signature(job.tags),
+                        key,
+                        signature,
                         job.parent_job_id,
                         job.max_attempts,
                     )
                 )
                 first_input.append(i)
-                if job.dedup_key is not None:
-                    by_key[job.dedup_key] = index
+                if key is not None:
+                    by_key[key] = index
             row_of.append(index)
 
         created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids)
+        if len(created) == len(rows) == len(jobs):  # the usual case: every job is new
+            return [InsertOutcome(row[0], True) for row in rows]
         outcomes: list[InsertOutcome] = []
         for i, index in enumerate(row_of):
             job_id, key = rows[index][0], rows[index][6]
@@ -319,63 +331,35 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         status: JobStatus,
         output: Any = None,
         error: str | None = None,
+        steps: Sequence[StepUpdate] = (),
     ) -> bool:
-        # Jobs finishing at the same time share one transaction (see group_commit).
-        (changed,) = await self._finish_commits.submit([(job_id, worker_id, status, output, error)])
-        return changed
+        if not JobStatus(status).is_terminal:
+            raise ValueError(f"finish_job needs a final status, not {status!r}")
+        write = JobWrite(step_rows(job_id, steps), (job_id, worker_id, status, output, error))
+        (changed,) = await self._job_writes.submit([write])
+        return bool(changed)
 
     async def finish_jobs(
         self, results: Sequence[tuple[str, str | None, JobStatus, Any, str | None]]
     ) -> list[bool]:
         if not results:
             return []
-        return await self._write_finishes(results)
-
-    async def _write_finishes(self, results: Sequence[FinishRequest]) -> list[bool]:
-        first: dict[str, int] = {}
-        unique = []
-        for i, result in enumerate(results):
-            if not JobStatus(result[2]).is_terminal:
-                raise ValueError(f"finish_jobs needs a final status, not {result[2]!r}")
-            if result[0] not in first:  # a repeat would find the job final already
-                first[result[0]] = i
-                unique.append(result)
-        changed = await self._fast.finish(unique, utcnow())
-        return [r[0] in changed and first[r[0]] == i for i, r in enumerate(results)]
+        return await self._write_jobs([JobWrite(finish=r) for r in results])
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
         if not steps:
             return
-        latest = {s.name: s for s in steps}  # one row per name: the last state wins
-        rows: list[StepRow] = [
-            (
-                job_id,
-                s.name,
-                s.action,
-                s.status.value,
-                s.exit_code,
-                None if s.output is None else q.dumps(s.output),
-                s.error,
-                s.attempts,
-                s.started_at,
-                s.finished_at,
-            )
-            for s in latest.values()
-        ]
         try:
-            # Concurrent jobs' step records share one transaction (see group_commit).
-            await self._step_commits.submit(rows)
+            await self._job_writes.submit([JobWrite(step_rows(job_id, steps))])
         except Exception as exc:
             if await self.get_job(job_id) is None:
                 raise NotFoundError(f"job {job_id} not found") from exc
             raise
 
-    async def _write_steps(self, rows: Sequence[StepRow]) -> list[None]:
-        # Callers write in order, so of two rows for one step the later is the newer.
-        latest = {(r[0], r[1]): r for r in rows}
-        for chunk in chunks(list(latest.values()), q.MAX_PARAMS // 10):
-            await self._fast.upsert_steps(chunk)
-        return [None] * len(rows)
+    async def _write_jobs(self, batch: Sequence[JobWrite]) -> list[Any]:
+        planned = job_writes.plan(batch)
+        changed = await self._fast.write(planned, utcnow())
+        return job_writes.results(batch, planned, changed)
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         async with self._write() as tx:

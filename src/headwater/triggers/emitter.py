@@ -9,7 +9,9 @@ backpressure). It waits when:
 - the store cannot accept events (the commit keeps failing): nothing more is read until
   it succeeds, so nothing is dropped.
 Events are committed by a flusher that takes everything read so far in one transaction
-(group commit): low latency at low rates, large batches at high rates.
+(group commit): low latency at low rates, large batches at high rates. Without
+``max_in_flight`` a second batch is taken (and prepared) while the first is being
+stored; batches are committed in line order.
 
 Each event's dedup key is ``es:{consumer job}:{job attempt}:{step}:{step attempt}:{line
 number}``, so a retried emission never creates a second job.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,7 +29,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus
 from headwater.engine.logwriter import LogWriter
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
@@ -51,6 +54,9 @@ class EmitBatch:
     target_task: str
     defaults: Mapping[str, Any]
     events: Sequence[tuple[str, Mapping[str, Any]]]  # (dedup key, payload)
+    # Whether the caller needs ``EmitResult.in_flight`` (only a trigger with
+    # ``max_in_flight`` does): counting is a query per batch, and grows with the queue.
+    want_in_flight: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +64,9 @@ class EmitResult:
     accepted: int
     duplicates: int
     rejected: int
-    in_flight: int  # the trigger's pending + running target jobs after this batch
+    # The trigger's pending + running target jobs after this batch; None when the batch
+    # did not ask for it (``EmitBatch.want_in_flight``).
+    in_flight: int | None
     # Events a server refused because this consumer is no longer the trigger's (a stale
     # fencing token): dropped on purpose, the current consumer owns the stream now.
     refused: int = 0
@@ -82,24 +90,21 @@ class LocalEmitter:
         self._store = store
         self._dispatcher = dispatcher
         self._finished = store.subscribe(Channel.FINISHED)
+        # Batches are stored in the order their emits began, one at a time; a batch is
+        # prepared (merged, validated) while the one before it is being stored.
+        self._in_order = asyncio.Lock()
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
-        events = [
-            Event(
-                batch.target_task,
-                payload,
-                "event_source",
-                source_id=batch.trigger,
-                dedup_key=key,
-                defaults=batch.defaults,
-            )
-            for key, payload in batch.events
-        ]
-        outcomes: list[DispatchOutcome] = await self._dispatcher.dispatch(events)
+        prepared = self._dispatcher.prepare_keyed(
+            batch.target_task, "event_source", batch.trigger, batch.defaults, batch.events
+        )
+        async with self._in_order:
+            outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
-        rejected = sum(o.status is DispatchStatus.REJECTED for o in outcomes)
-        return EmitResult(accepted, duplicates, rejected, await self.in_flight(batch.trigger))
+        rejected = len(outcomes) - accepted - duplicates
+        in_flight = await self.in_flight(batch.trigger) if batch.want_in_flight else None
+        return EmitResult(accepted, duplicates, rejected, in_flight)
 
     async def in_flight(self, trigger: str) -> int:
         return await self._store.count_in_flight(trigger)
@@ -127,7 +132,7 @@ class EventSourceLineHook:
         emitter: Emitter,
         logs: LogWriter,
         on_result: Callable[[EmitResult], Awaitable[None]] | None = None,
-        max_batch: int = 500,
+        max_batch: int = 4000,
         event_key: Callable[[Mapping[str, Any]], str] | None = None,
     ) -> None:
         self._job = job
@@ -143,6 +148,9 @@ class EventSourceLineHook:
         self._on_result = on_result
         self._max_batch = max_batch
         self._event_key = event_key  # the trigger's dedup_key template, rendered
+        # Two emits on their way at once (the next batch is prepared while one is being
+        # stored), unless max_in_flight needs each batch's exact count before the next.
+        self._depth = 2 if max_in_flight is None else 1
         self._seq = 0
         self._pending: list[tuple[str, Mapping[str, Any]]] = []
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
@@ -168,7 +176,8 @@ class EventSourceLineHook:
             problem = parsed.problem if parsed is not None else "not an OUTPUT line"
             await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
             return True
-        await self._wait_for_room()
+        if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
+            await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
         if self._event_key is not None:
             try:
@@ -233,6 +242,9 @@ class EventSourceLineHook:
             self._flusher = asyncio.create_task(self._flush_loop(), name="event-source-flush")
 
     async def _flush_loop(self) -> None:
+        if self._depth > 1:
+            await self._flush_pipelined()
+            return
         failures = 0
         while not self._closing:
             await self._wake.wait()
@@ -242,9 +254,7 @@ class EventSourceLineHook:
                 continue
             batch = list(self._pending)
             try:
-                result = await self._emitter.emit(
-                    EmitBatch(self._trigger, self._job.id, self._target, self._defaults, batch)
-                )
+                result = await self._emit(batch)
             except Exception as exc:
                 # Keep the events and try again; the reader is held back meanwhile by
                 # the batch limit, so the consumer blocks instead of losing events.
@@ -258,11 +268,83 @@ class EventSourceLineHook:
                 continue
             failures = 0
             del self._pending[: len(batch)]
-            self._in_flight = result.in_flight
-            self.accepted += result.accepted
-            self.rejected += result.rejected
-            if self._on_result is not None:
-                await self._on_result(result)
-            self._committed.set()
+            await self._committed_batch(result)
             if self._pending:
                 self._wake.set()
+
+    async def _flush_pipelined(self) -> None:
+        """The flusher without max_in_flight: up to ``self._depth`` emits on their way,
+        so the next batch is prepared while the one before it is being stored."""
+        failures = 0
+        sending: deque[tuple[int, asyncio.Future[EmitResult]]] = deque()  # oldest first
+        try:
+            while not self._closing:
+                taken = sum(count for count, _ in sending)
+                if len(sending) < self._depth and len(self._pending) > taken:
+                    batch = self._pending[taken:]
+                    sending.append((len(batch), asyncio.ensure_future(self._emit(batch))))
+                    continue
+                if not sending:
+                    self._committed.set()
+                    await self._wake.wait()
+                    self._wake.clear()
+                    continue
+                count, oldest = sending[0]
+                if len(sending) < self._depth:  # also start the next one as lines arrive
+                    woken: asyncio.Future[Any] = asyncio.ensure_future(self._wake.wait())
+                    await asyncio.wait({oldest, woken}, return_when=asyncio.FIRST_COMPLETED)
+                    woken.cancel()
+                    self._wake.clear()
+                    if not oldest.done():
+                        continue
+                else:
+                    await asyncio.wait({oldest})
+                sending.popleft()
+                if oldest.exception() is None:
+                    failures = 0
+                    del self._pending[:count]
+                    await self._committed_batch(oldest.result())
+                    continue
+                # Keep the events and try again; the reader is held back meanwhile by the
+                # batch limit, so the consumer blocks instead of losing events. What the
+                # emits after it stored is done: those events leave the queue.
+                exc = oldest.exception()
+                offset = count
+                for later_count, later in list(sending):
+                    await asyncio.wait({later})
+                    if later.exception() is None:
+                        del self._pending[offset : offset + later_count]
+                        await self._committed_batch(later.result())
+                    else:
+                        offset += later_count
+                sending.clear()
+                failures += 1
+                delay = min(5.0, 0.1 * 2 ** min(failures, 6))
+                log.warning(
+                    "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
+                )
+                await asyncio.sleep(delay)
+        finally:
+            for _, emit in sending:
+                emit.cancel()
+
+    async def _emit(self, batch: list[tuple[str, Mapping[str, Any]]]) -> EmitResult:
+        return await self._emitter.emit(
+            EmitBatch(
+                self._trigger,
+                self._job.id,
+                self._target,
+                self._defaults,
+                batch,
+                want_in_flight=self._max_in_flight is not None,
+            )
+        )
+
+    async def _committed_batch(self, result: EmitResult) -> None:
+        if result.in_flight is not None:
+            self._in_flight = result.in_flight
+        self.accepted += result.accepted
+        self.rejected += result.rejected
+        if self._on_result is not None:
+            await self._on_result(result)
+        self._committed.set()

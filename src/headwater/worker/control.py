@@ -55,7 +55,11 @@ class ControlPlane(Protocol):
         status: JobStatus,
         output: Any = None,
         error: str | None = None,
-    ) -> bool: ...
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        """``steps``: the job's step states not stored yet, stored only if the finish
+        applies (see ``Store.finish_job``)."""
+        ...
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None: ...
 

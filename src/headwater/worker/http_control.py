@@ -279,7 +279,12 @@ class HttpControlPlane:
         status: JobStatus,
         output: Any = None,
         error: str | None = None,
+        steps: Sequence[StepUpdate] = (),
     ) -> bool:
+        if steps:
+            # /worker/sync applies steps before results, and the server stores a step
+            # record only from the worker that runs the job: as in Store.finish_job.
+            await self.upsert_steps(job_id, steps)
         (changed,) = await self.finish_jobs([(job_id, worker_id, status, output, error)])
         return changed
 

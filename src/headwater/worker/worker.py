@@ -48,12 +48,13 @@ class WorkerSettings:
 
 
 class _Active:
-    __slots__ = ("cancel", "consumer", "interrupted", "job", "task")
+    __slots__ = ("cancel", "consumer", "finishing", "interrupted", "job", "task")
 
     def __init__(self, job: JobRecord, consumer: bool) -> None:
         self.job = job
         self.cancel = asyncio.Event()
         self.interrupted = False  # stopped by shutdown: leave it for recovery
+        self.finishing = False  # ran to its end; only its finish is being stored
         self.consumer = consumer
         self.task: asyncio.Task[None] | None = None
 
@@ -80,6 +81,11 @@ class Worker:
         self.id = worker_id or f"w-{uuid.uuid4().hex[:12]}"
         self.name = worker_name()
         self._active: dict[str, _Active] = {}
+        # Jobs that ran to their end and are storing their finish: their slot is free
+        # already, so the next job's claim and start overlap that commit.
+        self._finishing = 0
+        self._claiming = 0  # slots reserved by claims on their way
+        self._drained = False  # the last claim came back short: the queue was empty
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self.ready = asyncio.Event()
@@ -115,40 +121,62 @@ class Worker:
             log.info("worker_stopped", worker_id=self.id)
 
     async def _claim_loop(self, stop: asyncio.Event, jobs_sub: Subscription) -> None:
+        """Keep every slot busy. A slot that frees up is claimed for at once, also while
+        another claim is on its way (on PostgreSQL a claim is a round trip; waiting for
+        the one in flight left slots idle for two). Once a claim comes back short the
+        queue is empty: the loop waits for a ``Channel.JOBS`` wake-up before asking
+        again."""
         stop_wait = asyncio.ensure_future(stop.wait())
+        claims: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
-                free = self.settings.concurrency - len(self._active)
-                claimed: list[JobRecord] = []
-                if free > 0:
-                    try:
-                        claimed = await self.store.claim_jobs(
-                            self.id, list(self._tag_signatures()), free
-                        )
-                    except Exception:
-                        log.exception("claim_failed", worker_id=self.id)
-                        await asyncio.sleep(1.0)
-                        continue
-                    for job in claimed:
-                        self._start(job)
-                if claimed and len(claimed) == free:
-                    continue  # there may be more; loop while slots remain
+                free = self.settings.concurrency - self._busy() - self._claiming
+                if free > 0 and not self._drained:
+                    self._claiming += free
+                    claim = asyncio.create_task(self._claim(free), name="worker-claim")
+                    claims.add(claim)
+                    claim.add_done_callback(claims.discard)
+                    continue
                 self._slot_freed.clear()
-                waiter: asyncio.Future[Any]
-                if len(self._active) < self.settings.concurrency:
-                    waiter = asyncio.ensure_future(jobs_sub.wait(self.settings.safety_wakeup))
-                else:
-                    waiter = asyncio.ensure_future(self._slot_freed.wait())
-                waiters = [waiter]
-                await asyncio.wait(
+                waiters: list[asyncio.Future[Any]] = [
+                    asyncio.ensure_future(self._slot_freed.wait())
+                ]
+                if free > 0:  # drained: new jobs are announced on Channel.JOBS
+                    jobs = asyncio.ensure_future(jobs_sub.wait(self.settings.safety_wakeup))
+                    waiters.append(jobs)
+                done, _ = await asyncio.wait(
                     [*waiters, stop_wait],
                     timeout=self.settings.safety_wakeup,
                     return_when=asyncio.FIRST_COMPLETED,
                 )
+                if free > 0 and (jobs in done or not done):
+                    self._drained = False  # something was enqueued (or it is time to look)
                 for w in waiters:
                     w.cancel()
         finally:
             stop_wait.cancel()
+            if claims:  # their jobs are started (and then stopped by the shutdown)
+                await asyncio.wait(list(claims))
+
+    async def _claim(self, limit: int) -> None:
+        """One claim of up to ``limit`` jobs (``limit`` slots are reserved for it)."""
+        try:
+            claimed = await self.store.claim_jobs(self.id, list(self._tag_signatures()), limit)
+        except Exception:
+            log.exception("claim_failed", worker_id=self.id)
+            await asyncio.sleep(1.0)  # keeps its slots reserved: no storm of retries
+            self._claiming -= limit
+            self._slot_freed.set()
+            return
+        self._claiming -= limit
+        for job in claimed:
+            self._start(job)
+        if len(claimed) < limit:
+            self._drained = True
+        self._slot_freed.set()
+
+    def _busy(self) -> int:
+        return len(self._active) - self._finishing
 
     def _start(self, job: JobRecord) -> None:
         active = _Active(job, self._is_long_running(job))
@@ -167,19 +195,26 @@ class Worker:
                 outcome = JobOutcome(JobStatus.FAILED, None, f"internal error: {exc!r}")
             if active.interrupted:
                 # Shutdown stopped it: the next start recovers it (requeue) instead.
+                if outcome.steps:
+                    await self.store.upsert_steps(job.id, outcome.steps)
                 await self.logs.write(
                     LogLine(job.id, None, LogStream.SYSTEM, "interrupted by shutdown", _now())
                 )
                 return
+            active.finishing = True
+            self._finishing += 1
+            self._slot_freed.set()
             await self.logs.flush()
             changed = await self.store.finish_job(
-                job.id, self.id, outcome.status, outcome.output, outcome.error
+                job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
             )
             if not changed:
                 log.warning("job_finish_refused", job_id=job.id, worker_id=self.id)
         except Exception:
             log.exception("job_finish_failed", job_id=job.id)
         finally:
+            if active.finishing:
+                self._finishing -= 1
             self._active.pop(job.id, None)
             self._slot_freed.set()
 

@@ -21,7 +21,10 @@ from typing import Any
 from headwater.errors import InputValidationError
 from headwater.workspace.models import FieldType, InputField
 
-__all__ = ["apply_input_schema", "type_name"]
+__all__ = ["InputChecker", "apply_input_schema", "compile_input_schema", "type_name"]
+
+# (task name, data) → data with defaults filled in; raises InputValidationError.
+InputChecker = Callable[[str, Mapping[str, Any]], dict[str, Any]]
 
 
 def _is_str(v: Any) -> bool:
@@ -149,6 +152,54 @@ def apply_input_schema(
     if reasons:
         raise InputValidationError(task_name, reasons)
     return result
+
+
+def compile_input_schema(schema: Mapping[str, InputField]) -> InputChecker:
+    """``apply_input_schema`` for one schema, with the per-field lookups done once.
+
+    The dispatcher validates every event against the same few schemas: the checker keeps
+    each field's rule as plain values (no model attributes, no enum lookups per call) and
+    only takes the slow path, with its messages, for a value that fails."""
+    if not schema:
+        return lambda task_name, data: dict(data)
+    rules = [
+        (
+            name,
+            field,
+            field.default,
+            field.required,
+            _CHECKS[field.type][0],
+            None if field.allow_custom else field.options,
+            field.multiple,
+        )
+        for name, field in schema.items()
+    ]
+
+    def check(task_name: str, data: Mapping[str, Any]) -> dict[str, Any]:
+        result = dict(data)
+        reasons: list[str] | None = None
+        for name, field, default, required, is_valid, options, multiple in rules:
+            value = result.get(name)
+            if value is None:
+                if default is None:
+                    if required:
+                        reasons = reasons or []
+                        reasons.append(f"missing required field `{name}`")
+                    continue
+                result[name] = (
+                    copy.deepcopy(default) if isinstance(default, dict | list) else default
+                )
+                continue
+            if multiple or not is_valid(value) or (options is not None and value not in options):
+                reason = _check(name, field, value)
+                if reason is not None:
+                    reasons = reasons or []
+                    reasons.append(reason)
+        if reasons:
+            raise InputValidationError(task_name, reasons)
+        return result
+
+    return check
 
 
 def _check(name: str, field: InputField, value: Any) -> str | None:
