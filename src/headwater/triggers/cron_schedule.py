@@ -169,11 +169,19 @@ class CronSchedule:
         estimate (the forward walk then trims to ``limit``)."""
         after_wall = self._wall(after)
         it = croniter(self.expression, self._wall(until) + _ONE_US, second_at_beginning=self._six)
-        for _ in range(limit + 1):
+        counted = 0
+        while counted <= limit:
             wall: datetime = it.get_prev(datetime)
             if wall <= after_wall:
                 return after, False
-        estimate = min(self._instants(wall))  # the earlier reading of a gap or repeat
+            first, second = self._instants(wall)
+            # A wall inside a spring-forward gap is no tick of its own (dropped, or one
+            # of several collapsing onto the gap's end): counting it would start the
+            # window too late and lose real ticks. Counting too few is safe, as the
+            # forward walk keeps only the newest ``limit``.
+            if first == second or self._wall(first) == wall:
+                counted += 1
+        estimate = min(self._instants(wall))  # the earlier reading of a repeat
         if estimate <= after:
             return after, False
         return estimate, self.next_after(after) <= estimate
