@@ -14,7 +14,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from headwater.cli import app
-from headwater.cli.run_cmds import DbOpt, PathArg, _print_problems, default_db_url
+from headwater.cli.run_cmds import (
+    ApiKeysOpt,
+    DbOpt,
+    HostOpt,
+    LogFormatOpt,
+    LogLevelOpt,
+    PathArg,
+    PortOpt,
+    _print_problems,
+    default_db_url,
+)
 from headwater.errors import ConfigError, HeadwaterError, WorkspaceError
 from headwater.logging_setup import configure_logging
 
@@ -48,20 +58,13 @@ def _fail(exc: HeadwaterError) -> typer.Exit:
 def server(
     path: PathArg,
     db: DbOpt = None,
-    host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8080,
     worker: Annotated[
         bool, typer.Option("--worker/--no-worker", help="Also run a worker in this process.")
     ] = False,
     concurrency: Annotated[int, typer.Option(help="Jobs the local worker runs at once.")] = 8,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            envvar="HEADWATER_API_KEYS",
-            help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
-        ),
-    ] = None,
+    api_key: ApiKeysOpt = None,
     stale_after: Annotated[
         float,
         typer.Option(help="Seconds without a heartbeat after which a worker loses its jobs."),
@@ -73,8 +76,8 @@ def server(
             "to another server within this (plus 1 s)."
         ),
     ] = 6.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "console",
 ) -> None:
     """Serve the API and /worker/* on a shared database, run the triggers this server owns
     (one owner per trigger across servers) and, with --worker, a local worker."""
@@ -171,8 +174,8 @@ def worker_cmd(
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (default 8).")] = None,
     name: Annotated[str | None, typer.Option(help="Name shown for this worker.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Where workspace copies are kept.")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "console",
 ) -> None:
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
     from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from headwater.cli import app
-from headwater.cli.run_cmds import DbOpt, default_db_url
+from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
 from headwater.cli.sdk_cmds import RedisOpt, duration, run_async
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
@@ -62,8 +62,8 @@ def publisher_run(
     metrics_port: Annotated[
         int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "console",
 ) -> None:
     """Move committed outbox rows to Redis Streams, oldest first, in batches.
 

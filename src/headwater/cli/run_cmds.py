@@ -41,6 +41,18 @@ DbOpt = Annotated[
         "(default: .headwater/headwater.db in the current directory).",
     ),
 ]
+HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
+PortOpt = Annotated[int, typer.Option(help="Port of the HTTP API.")]
+ApiKeysOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--api-key",
+        envvar="HEADWATER_API_KEYS",
+        help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
+    ),
+]
+LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]
+LogFormatOpt = Annotated[str, typer.Option(help="console or json.")]
 
 
 def default_db_url() -> str:
@@ -162,19 +174,12 @@ def _print_result(out: Console, job: JobRecord, seconds: float) -> None:
 def up(
     path: PathArg,
     db: DbOpt = None,
-    host: Annotated[str, typer.Option(help="Address the HTTP API listens on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port of the HTTP API.")] = 8080,
+    host: HostOpt = "127.0.0.1",
+    port: PortOpt = 8080,
     concurrency: Annotated[int, typer.Option(help="Jobs the embedded worker runs at once.")] = 8,
-    api_key: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--api-key",
-            envvar="HEADWATER_API_KEYS",
-            help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
-        ),
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+    api_key: ApiKeysOpt = None,
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "console",
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
     configure_logging(log_level, log_format)

@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli import app
-from headwater.cli.run_cmds import DbOpt, default_db_url
+from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
 from headwater.errors import HeadwaterError
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
@@ -170,8 +170,8 @@ def consumer_run(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only this registration (repeat).")
     ] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
-    log_format: Annotated[str, typer.Option(help="console or json.")] = "console",
+    log_level: LogLevelOpt = "info",
+    log_format: LogFormatOpt = "console",
 ) -> None:
     """Run every registered consumer of the app, one supervised worker process each.
 
