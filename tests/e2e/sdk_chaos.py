@@ -100,6 +100,7 @@ def run_chaos(
     self_kill: float = 0.0003,
     kill_every: tuple[float, float] = (1.0, 2.5),
     produce_secs: float = 4.0,
+    max_kills: int | None = None,
 ) -> ChaosReport:
     rng = random.Random(seed)
     report = ChaosReport(events)
@@ -166,7 +167,8 @@ def run_chaos(
                     redis_restarted = True
                     report.kills["redis"] += 1
                     continue
-                if progress > 0.9 or NO_KILLS:
+                killed = sum(n for what, n in report.kills.items() if what != "redis")
+                if progress > 0.9 or NO_KILLS or (max_kills is not None and killed >= max_kills):
                     continue  # let it finish; the kills so far are the test
                 roll = rng.random()
                 if roll < 0.75:

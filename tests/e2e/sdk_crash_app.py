@@ -16,6 +16,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import create_engine, text
+from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Engine
 
 import headwater
@@ -31,8 +32,22 @@ registry = headwater.Registry(app="crash")
 @cache
 def _engine() -> Engine:
     url = os.environ["CRASH_DB"].replace("postgresql://", "postgresql+psycopg://", 1)
-    args = {"timeout": 60} if url.startswith("sqlite") else {}
-    return create_engine(url, connect_args=args, pool_size=1)
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 60}, pool_size=1)
+        # WAL + synchronous=NORMAL, as headwater's own store: a commit survives SIGKILL
+        # (what this test does) without an fsync each.
+        sa_event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    # Likewise: a commit survives the death of the process that made it; only a crash
+    # of the server itself could lose the last ones, and this test kills no server.
+    return create_engine(url, connect_args={"options": "-c synchronous_commit=off"}, pool_size=1)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
 
 
 def _maybe_die() -> None:

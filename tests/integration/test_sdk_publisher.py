@@ -128,3 +128,32 @@ async def test_what_redis_loses_is_republished_and_applied_once(
 
 async def _count(p: Pipeline) -> int:
     return len(await p.effects("ledger"))
+
+
+async def test_a_stream_nobody_reads_is_refilled_once_after_redis_loses_it(
+    db_url: str, tmp_path: Path
+) -> None:
+    stream = unique_stream("unread")
+    with RedisServer(tmp_path) as redis:
+        async with Pipeline(db_url, redis.url) as p:
+            sent = p.send(stream, 7)
+            p.publisher()
+            await eventually(lambda: _equal(_published(p), 7), what="7 published")
+            await p.halt()
+            redis.restart()  # the stream, read by no consumer yet, is gone
+            pub = p.publisher()
+            await eventually(lambda: _true(pub.stats.recoveries == 1), what="a recovery")
+            await eventually(lambda: _equal(_published(p), 7), what="7 republished")
+            await p.redis.connection_pool.disconnect()  # its sockets died with the restart
+            entries = await p.redis.xrange(stream)
+            events = [e[1][b"event_uuid"].decode() for e in entries if b"event_uuid" in e[1]]
+            assert events == sent  # a consumer that starts now finds every event
+            await p.halt()
+            again = p.publisher()  # a restart finds Redis whole: no second recovery
+            p.send(stream, 1)
+            await eventually(lambda: _equal(_published(p), 8), what="the 8th row")
+            assert again.stats.recoveries == 0
+
+
+async def _true(value: bool) -> bool:
+    return value

@@ -145,7 +145,7 @@ def send_event_cmd(
 
         store = await open_store(db or default_db_url())
         try:
-            async with store.engine.begin() as conn:
+            async with store.write_engine.begin() as conn:
                 return [
                     await asend_event(conn, stream, event_type, body, meta) for _ in range(count)
                 ]

@@ -53,7 +53,7 @@ async def replay_consumer_dead_letter(
         )
     except InvalidEventError as exc:
         return ReplayOutcome(record.id, ReplayStatus.STILL_INVALID, reason=str(exc))
-    async with store.engine.begin() as conn:
+    async with store.write_engine.begin() as conn:
         outbox_id = (
             await conn.execute(insert(outbox_events).values(**row).returning(outbox_events.c.id))
         ).scalar_one()

@@ -238,7 +238,7 @@ class Publisher:
         for row, raw in zip(rows, ids, strict=True):
             ms, _, seq = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
             marks.append({"b_id": row.id, "b_at": now, "b_ms": int(ms), "b_seq": int(seq)})
-        async with self._store.engine.begin() as conn:
+        async with self._store.write_engine.begin() as conn:
             await conn.execute(self._mark, marks)
         self.stats.published += len(rows)
         self.stats.batches += 1
@@ -255,7 +255,7 @@ class Publisher:
                 .where(outbox_events.c.published_at < cutoff)
                 .limit(self.settings.cleanup_batch_size)
             )
-            async with self._store.engine.begin() as conn:
+            async with self._store.write_engine.begin() as conn:
                 result = await conn.execute(
                     delete(outbox_events).where(outbox_events.c.id.in_(oldest))
                 )

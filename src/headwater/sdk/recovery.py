@@ -9,8 +9,9 @@ failover to a replica that lagged. The publisher notices in two ways:
 - on every (re)connect, each stream's ``last-generated-id`` must not be older than the
   newest entry we published to it (a stale replica keeps the epoch key).
 Recovery, per stream: every row published past the slowest consumer checkpoint of that
-stream is marked unpublished again (republished, in id order, by the normal loop);
-consumers that had already applied some of them skip them through their dedup records.
+stream (every kept row, when the stream has no consumer yet) is marked unpublished again
+(republished, in id order, by the normal loop); consumers that had already applied some
+of them skip them through their dedup records.
 First a marker entry is written with an id above every id any consumer has seen, so
 the new entries sort after the old checkpoints even when the new Redis's clock is
 behind. Then the new epoch is set. A crash half-way just runs recovery again.
@@ -142,7 +143,7 @@ class EpochGuard:
         published = await self._published_streams()
         cutoff = utcnow() - timedelta(seconds=self._retention)
         for stream, newest in published.items():
-            async with self._store.engine.begin() as conn:
+            async with self._store.write_engine.begin() as conn:
                 checkpoints = (
                     await conn.execute(
                         select(consumer_checkpoints.c.last_ms, consumer_checkpoints.c.last_seq)
@@ -150,10 +151,10 @@ class EpochGuard:
                         .where(consumer_checkpoints.c.updated_at >= cutoff)
                     )
                 ).all()
-                if not checkpoints:
-                    log.warning("outbox_recovery_no_consumers", stream=stream)
-                    continue
-                slowest = min((int(ms), int(seq)) for ms, seq in checkpoints)
+                # A stream nobody reads yet gets all its kept rows back: a consumer
+                # that starts later must find them, and a stream left missing would
+                # look lost again at every restart and trigger recovery once more.
+                slowest = min(((int(ms), int(seq)) for ms, seq in checkpoints), default=(0, 0))
                 highest = max([newest, *((int(ms), int(seq)) for ms, seq in checkpoints)])
                 past = or_(
                     outbox_events.c.redis_ms > slowest[0],

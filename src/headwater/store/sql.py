@@ -190,6 +190,14 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         return self._engine
 
     @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine for a transaction that writes. On SQLite it begins IMMEDIATE: a
+        transaction that reads first and writes later would otherwise fail at once with
+        "database is locked" whenever another process committed in between (WAL cannot
+        upgrade a stale read snapshot, and SQLite's busy handler is not asked)."""
+        return self._writer
+
+    @property
     def dialect(self) -> str:
         return self._dialect
 

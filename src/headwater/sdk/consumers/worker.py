@@ -47,7 +47,6 @@ from headwater.sdk.events import (
 from headwater.sdk.redis_util import entry_lag_ms, stream_entries
 from headwater.sdk.registrations import ConsumerRegistration
 from headwater.store.sql import SqlStore
-from headwater.store.sqlite import BEGIN_OPTION
 
 __all__ = ["ConsumerWorker"]
 
@@ -81,10 +80,7 @@ class ConsumerWorker:
         self.consumer = registration.full_name
         self.stream = registration.stream
         self.lease = lease_name(self.stream, self.consumer)
-        bind = store.engine
-        if store.dialect == "sqlite":  # take the write lock up front: see store/sqlite.py
-            bind = bind.execution_options(**{BEGIN_OPTION: "IMMEDIATE"})
-        self._sessions = make_sessions(bind)
+        self._sessions = make_sessions(store.write_engine)
         self.processor = EventProcessor(registration, self._sessions)
         self.log = log.bind(consumer=self.consumer, stream=self.stream)
         self._last = "0-0"  # the newest entry id handled (committed or skipped)
