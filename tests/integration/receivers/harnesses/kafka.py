@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -42,7 +44,7 @@ class KafkaHarness:
         }
 
     async def setup(self) -> None:
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+        from aiokafka import AIOKafkaProducer
         from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
         await self.proxy.start()
@@ -51,11 +53,7 @@ class KafkaHarness:
         await self.admin.create_topics([NewTopic(self.topic, 2, 1)])
         self.producer = AIOKafkaProducer(bootstrap_servers=self.broker.advertised)
         await self.producer.start()
-        # Reads end and committed offsets; it subscribes to nothing, so it never joins
-        # (or disturbs) the receiver's group.
-        self.probe = AIOKafkaConsumer(
-            bootstrap_servers=self.broker.advertised, group_id=self.group, enable_auto_commit=False
-        )
+        self.probe = self._new_probe()
         await self.probe.start()
 
     async def cleanup(self) -> None:
@@ -74,6 +72,20 @@ class KafkaHarness:
         return f"{meta.topic}:{meta.partition}:{meta.offset}"
 
     async def _lag(self) -> int:
+        """Records after the committed offsets. aiokafka retries a coordinator it lost
+        without end, so a probe that does not answer in time is replaced and asked again
+        (seen once in CI: the probe's coordinator connection closed, and it waited)."""
+        for _ in range(5):
+            try:
+                return await asyncio.wait_for(self._probe_lag(), 5.0)
+            except TimeoutError:
+                stuck, self.probe = self.probe, self._new_probe()
+                await self.probe.start()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(stuck.stop(), 2.0)
+        raise AssertionError("the Kafka probe did not answer five times in a row")
+
+    async def _probe_lag(self) -> int:
         from aiokafka import TopicPartition
 
         parts = [TopicPartition(self.topic, p) for p in (0, 1)]
@@ -82,6 +94,15 @@ class KafkaHarness:
         for tp in parts:
             total += ends[tp] - (await self.probe.committed(tp) or 0)
         return total
+
+    def _new_probe(self) -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        # It reads end and committed offsets and subscribes to nothing, so it never
+        # joins (or disturbs) the receiver's group.
+        return AIOKafkaConsumer(
+            bootstrap_servers=self.broker.advertised, group_id=self.group, enable_auto_commit=False
+        )
 
     async def unacked(self) -> int:
         return 0  # records are not taken from Kafka: the committed offsets say it all

@@ -10,6 +10,7 @@ a crash loses from that buffer is simply read again from the committed offsets.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +24,8 @@ from headwater.workspace.receiver_triggers import KafkaTrigger
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["KafkaReceiver"]
+
+_LAG_TIMEOUT = 5.0  # seconds a lag reading may take before it is reported unknown
 
 
 class KafkaReceiver(BatchReceiver):
@@ -108,18 +111,24 @@ class KafkaReceiver(BatchReceiver):
         consumer = self._consumer
         if consumer is None:
             return None
+        partitions = list(consumer.assignment())
+        if not partitions:
+            return None
         try:
-            partitions = list(consumer.assignment())
-            if not partitions:
-                return None
-            ends = await consumer.end_offsets(partitions)
-            total = 0
-            for tp in partitions:
-                committed = await consumer.committed(tp) or 0
-                total += max(0, ends[tp] - committed)
-        except (*self.dropped, kafka_errors.KafkaError):
+            # aiokafka retries a lost coordinator without end: a status call must not.
+            total = await asyncio.wait_for(self._lag_of(consumer, partitions), _LAG_TIMEOUT)
+        except (*self.dropped, kafka_errors.KafkaError, TimeoutError):
             return None
         return ReceiverLag(events=total, pending=None)
+
+    @staticmethod
+    async def _lag_of(consumer: aiokafka.AIOKafkaConsumer, partitions: list[Any]) -> int:
+        ends = await consumer.end_offsets(partitions)
+        total = 0
+        for tp in partitions:
+            committed = await consumer.committed(tp) or 0
+            total += max(0, ends[tp] - committed)
+        return total
 
     def _require_consumer(self) -> aiokafka.AIOKafkaConsumer:
         if self._consumer is None:
