@@ -13,7 +13,16 @@ from rich.console import Console
 
 from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
-from headwater.cli.sdk_cmds import RedisOpt, duration, run_async
+from headwater.cli.sdk_cmds import (
+    CleanupBatchOpt,
+    CleanupIntervalOpt,
+    LeaseDurationOpt,
+    LeaseRenewalOpt,
+    MetricsPortOpt,
+    RedisOpt,
+    duration,
+    run_async,
+)
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
 
@@ -50,18 +59,14 @@ def publisher_run(
         float | None,
         typer.Option(help="Polling fallback in seconds (default: 1 with NOTIFY, else 0.01)."),
     ] = None,
-    lease_duration: Annotated[float, typer.Option(help="Lease duration in seconds.")] = 30.0,
-    lease_renewal: Annotated[float, typer.Option(help="Renew the lease after N seconds.")] = 25.0,
+    lease_duration: LeaseDurationOpt = 30.0,
+    lease_renewal: LeaseRenewalOpt = 25.0,
     cleanup_retention: Annotated[
         str, typer.Option(help="Keep published rows and stream entries this long.")
     ] = "7d",
-    cleanup_interval: Annotated[str, typer.Option(help="Time between cleanup runs.")] = "5m",
-    cleanup_batch_size: Annotated[
-        int, typer.Option(min=1, help="Max rows deleted per cleanup batch.")
-    ] = 1000,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
-    ] = None,
+    cleanup_interval: CleanupIntervalOpt = "5m",
+    cleanup_batch_size: CleanupBatchOpt = 1000,
+    metrics_port: MetricsPortOpt = None,
     log_level: LogLevelOpt = "info",
     log_format: LogFormatOpt = "console",
 ) -> None:

@@ -46,6 +46,13 @@ RedisOpt = Annotated[
     str,
     typer.Option("--redis", envvar="HEADWATER_REDIS_URL", help="Redis URL of the streams."),
 ]
+LeaseDurationOpt = Annotated[float, typer.Option(help="Lease duration in seconds.")]
+LeaseRenewalOpt = Annotated[float, typer.Option(help="Renew the lease after N seconds.")]
+CleanupIntervalOpt = Annotated[str, typer.Option(help="Time between cleanup runs.")]
+CleanupBatchOpt = Annotated[int, typer.Option(min=1, help="Max rows deleted per cleanup batch.")]
+MetricsPortOpt = Annotated[
+    int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
+]
 AppArg = Annotated[
     str,
     typer.Argument(
@@ -148,15 +155,13 @@ def consumer_run(
     graceful_shutdown_timeout: Annotated[
         float, typer.Option(help="On stop, SIGKILL workers still running after this.")
     ] = 30.0,
-    lease_duration: Annotated[float, typer.Option(help="Lease duration in seconds.")] = 30.0,
-    lease_renewal: Annotated[float, typer.Option(help="Renew the lease after N seconds.")] = 25.0,
+    lease_duration: LeaseDurationOpt = 30.0,
+    lease_renewal: LeaseRenewalOpt = 25.0,
     cleanup_retention: Annotated[
         str, typer.Option(help="Keep dedup records this long (7d, 36h, 3600).")
     ] = "7d",
-    cleanup_interval: Annotated[str, typer.Option(help="Time between cleanup runs.")] = "5m",
-    cleanup_batch_size: Annotated[
-        int, typer.Option(min=1, help="Max rows deleted per cleanup batch.")
-    ] = 1000,
+    cleanup_interval: CleanupIntervalOpt = "5m",
+    cleanup_batch_size: CleanupBatchOpt = 1000,
     max_crashes: Annotated[
         int, typer.Option(min=1, help="Crashes within --crash-window that quarantine.")
     ] = 5,
@@ -164,9 +169,7 @@ def consumer_run(
     healthy_run: Annotated[
         float, typer.Option(help="A worker alive this long clears its crash history.")
     ] = 60.0,
-    metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
-    ] = None,
+    metrics_port: MetricsPortOpt = None,
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only this registration (repeat).")
     ] = None,
