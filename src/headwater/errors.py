@@ -61,6 +61,13 @@ class TemplateError(HeadwaterError):
     """A template failed to parse or render; the message names the template and variable."""
 
 
+class TemplateCallError(TemplateError):
+    """A filter, test or function refused its arguments, or ``throw()`` was called.
+
+    Raised without a location; the template engine adds which template it was.
+    """
+
+
 class InputValidationError(HeadwaterError):
     """A job's input does not match its task's input schema."""
 

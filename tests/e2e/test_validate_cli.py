@@ -64,7 +64,12 @@ def test_every_example_validates(example: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert last.startswith(f"✓ {example}: ")
-    assert ": error:" not in result.stdout and ": warning:" not in result.stdout
+    warnings = [line for line in result.stdout.splitlines() if ": warning:" in line]
+    if example.parent.name == "seed":
+        # The seed's own examples paste event data into shell scripts, as Strøm's docs
+        # do; validate says so, and that is all it may say about them.
+        warnings = [w for w in warnings if "into a shell script unquoted" not in w]
+    assert ": error:" not in result.stdout and not warnings
 
 
 def test_the_seeds_image_spelling_prints_a_note() -> None:
@@ -94,7 +99,10 @@ def test_the_inline_script_event_source_is_rejected_with_the_fix() -> None:
     path = EXAMPLES / "invalid" / "event-source-inline-script.yaml"
     result = headwater("validate", str(path))
     assert result.returncode == 1
-    first = result.stdout.splitlines()[0]
+    lines = result.stdout.splitlines()
+    # the seed's script pastes `{{ input.region }}` into the shell: a warning comes first
+    assert "into a shell script unquoted" in lines[0]
+    first = lines[1]
     assert first.startswith(f"{path}:21:5: error: trigger 'secure-consumer': an event source")
     for expected in (
         "event sources run a task",
@@ -105,7 +113,7 @@ def test_the_inline_script_event_source_is_rejected_with_the_fix() -> None:
         "        task: secure-consumer\n        target_task: protected-task",
     ):
         assert expected in result.stdout
-    assert result.stdout.rstrip().endswith(f"✗ {path}: 1 error")
+    assert result.stdout.rstrip().endswith(f"✗ {path}: 1 error, 1 warning")
 
 
 BROKEN = """

@@ -2,9 +2,13 @@
 
 Jinja2 in an immutable sandbox with ``StrictUndefined`` (a missing variable is an error,
 never an empty string) and no autoescaping (we render shell scripts and JSON, not HTML).
-The syntax is close enough to Strøm's Tera for everything its docs show; the ``default``
-and ``join`` filters also accept Tera's keyword spelling (``default(value='x')``,
-``join(sep=', ')``).
+On top of Jinja, the Tera layer (``tera_filters``, ``tera_collections``, ``tera_builtins``)
+gives every Tera built-in filter, test and function with Tera's argument names and
+results (``split(pat='/')``, ``is starting_with('prod')``, ``range(end=3)``...), Tera's
+``{% for key, value in object %}`` and ``{% break %}``/``{% continue %}``. Jinja's own
+positional spellings keep working where the two differ. An attribute of an undefined
+value is undefined (not an error), so ``{{ input.a.b | default(value=1) }}`` and
+``input.a.b is defined`` behave as in Tera; using an undefined value is still an error.
 
 Typing rule: a string that is exactly one expression, ``"{{ input.amount }}"`` (spaces
 around allowed), keeps the type of its result (a number stays a number, an object an
@@ -29,6 +33,7 @@ Context layout (what the engine passes to ``render``; ``build_context`` builds i
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -37,7 +42,16 @@ from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from headwater.errors import TemplateError
+from headwater.errors import TemplateCallError, TemplateError
+from headwater.workspace.tera_builtins import (
+    DATE_FILTERS,
+    ENV_ALLOW_VARIABLE,
+    TESTS,
+    allowed_env_names,
+    functions,
+)
+from headwater.workspace.tera_collections import COLLECTION_FILTERS
+from headwater.workspace.tera_filters import STRING_FILTERS
 
 __all__ = [
     "RESERVED_NAMES",
@@ -122,8 +136,14 @@ def _default_filter(*args: Any, **kwargs: Any) -> Any:
     return value
 
 
-def _join_filter(value: Iterable[Any], d: str = "", sep: str | None = None) -> str:
-    return (sep if sep is not None else d).join(str(_json_finalize(v)) for v in value)
+def _pairs(value: Any) -> Any:
+    # `{% for k, v in obj %}` (Tera) iterates an object's items.
+    if isinstance(value, Mapping):
+        return list(value.items())
+    return value
+
+
+_PAIRS = "_tera_items"
 
 
 def _to_json(value: Any, indent: int | None = None) -> str:
@@ -133,7 +153,28 @@ def _to_json(value: Any, indent: int | None = None) -> str:
 class _Environment(ImmutableSandboxedEnvironment):
     """Dict keys win over dict methods: ``{{ input.items }}`` is the ``items`` field."""
 
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            if isinstance(loop.target, nodes.Tuple) and len(loop.target.items) == 2:
+                loop.iter = nodes.Call(
+                    nodes.Name(_PAIRS, "load", lineno=loop.lineno),
+                    [loop.iter],
+                    [],
+                    None,
+                    None,
+                    lineno=loop.lineno,
+                )
+        return tree
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        if isinstance(obj, Undefined):
+            return obj  # the first missing part is the one worth reporting
+        return super().getitem(obj, argument)
+
     def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Undefined):
+            return obj
         if isinstance(obj, Mapping):
             try:
                 return obj[attribute]
@@ -146,20 +187,38 @@ class _Environment(ImmutableSandboxedEnvironment):
 class TemplateEngine:
     """Renders workspace templates; compiled templates are cached per instance."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        environ: Mapping[str, str] | None = None,
+        env_allow: Iterable[str] | None = None,
+    ) -> None:
+        """``get_env`` reads ``environ`` (default: ``os.environ``), only the names in
+        ``env_allow`` (default: ``$HEADWATER_TEMPLATE_ENV``, comma-separated)."""
+        environ = os.environ if environ is None else environ
+        allow = (
+            allowed_env_names(environ.get(ENV_ALLOW_VARIABLE))
+            if env_allow is None
+            else tuple(env_allow)
+        )
         self.env = _Environment(
             undefined=StrictUndefined,
             autoescape=False,
             keep_trailing_newline=True,
             finalize=_json_finalize,
+            extensions=["jinja2.ext.loopcontrols"],
         )
+        self.env.filters.update(STRING_FILTERS)
+        self.env.filters.update(COLLECTION_FILTERS)
+        self.env.filters.update(DATE_FILTERS)
         self.env.filters.update(
             default=_default_filter,
             d=_default_filter,
-            join=_join_filter,
             tojson=_to_json,
-            json_encode=_to_json,
         )
+        self.env.tests.update(TESTS)
+        self.env.globals.update(functions(dict(environ), allow))
+        self.env.globals[_PAIRS] = _pairs
         self._cache: dict[str, _Compiled] = {}
 
     @staticmethod
@@ -231,6 +290,8 @@ class TemplateEngine:
             if single and isinstance(result, tuple):
                 return list(result)
             return result
+        except TemplateCallError as exc:
+            raise TemplateError(f"cannot render {_where(where, path, template)}: {exc}") from None
         except TemplateError:
             raise
         except UndefinedError as exc:
@@ -301,9 +362,14 @@ class TemplateEngine:
         if not any(marker in template for marker in _TEMPLATE_MARKERS):
             return None
         try:
-            self.env.parse(template)
+            # compile, not only parse: an unknown filter or test is found by the compiler
+            self.env.compile(template)
         except TemplateSyntaxError as exc:
             return _syntax(exc)
+        except RecursionError:
+            return "the template is nested too deeply"
+        except Exception as exc:  # a template must never crash the caller
+            return f"{type(exc).__name__}: {exc}"
         return None
 
     def referenced_names(
@@ -319,11 +385,37 @@ class TemplateEngine:
             return set()
         try:
             tree = self.env.parse(template)
-        except TemplateSyntaxError:
+        except (TemplateSyntaxError, RecursionError):
             return set()
         wanted = frozenset(roots)
         found: set[str] = set()
         _collect_paths(tree, wanted, found)
+        return found
+
+    def unquoted_values(
+        self, template: str, roots: Iterable[str] = ("input",)
+    ) -> list[tuple[str, int]]:
+        """``(dotted path, line)`` of each ``{{ }}`` that writes a value read from ``roots``
+        into the text as it is, e.g. ``echo {{ input.name }}`` (line 1 of the template).
+
+        An expression whose last filter makes the value a safe shell word (``shell_quote``,
+        ``int``, ``length``...) is not listed; neither are templates that do not parse.
+        """
+        if not any(marker in template for marker in _TEMPLATE_MARKERS):
+            return []
+        try:
+            tree = self.env.parse(template)
+        except (TemplateSyntaxError, RecursionError):
+            return []
+        wanted = frozenset(roots)
+        found: list[tuple[str, int]] = []
+        for output in tree.find_all(nodes.Output):
+            for node in output.nodes:
+                if isinstance(node, nodes.TemplateData) or _shell_safe(node):
+                    continue
+                paths: set[str] = set()
+                _collect_paths(node, wanted, paths)
+                found.extend((path, node.lineno) for path in sorted(paths))
         return found
 
     def free_names(self, template: str) -> set[str]:
@@ -334,9 +426,10 @@ class TemplateEngine:
 
         try:
             tree = self.env.parse(template)
-        except TemplateSyntaxError:
+            names = set(meta.find_undeclared_variables(tree))
+        except (TemplateSyntaxError, RecursionError):
             return set()
-        return set(meta.find_undeclared_variables(tree)) - set(self.env.globals)
+        return names - set(self.env.globals)
 
     # -- error messages ------------------------------------------------------------------
     def _undefined_error(
@@ -357,13 +450,13 @@ class TemplateEngine:
     def _first_missing_path(
         self, template: str, context: Mapping[str, Any]
     ) -> tuple[str, list[str] | None] | None:
-        try:
-            tree = self.env.parse(template)
-        except TemplateSyntaxError:
-            return None
         from jinja2 import meta
 
-        free = set(meta.find_undeclared_variables(tree))
+        try:
+            tree = self.env.parse(template)
+            free = set(meta.find_undeclared_variables(tree))
+        except (TemplateSyntaxError, RecursionError):
+            return None
         chains: list[list[str]] = []
         _collect_chains(tree, free, chains)
         for chain in chains:
@@ -379,6 +472,30 @@ class TemplateEngine:
                     keys = None  # never list the whole context
                 return ".".join(chain[: depth + 1]), keys
         return None
+
+
+# Filters whose result is one harmless shell word whatever their input.
+_SHELL_SAFE_FILTERS = frozenset(
+    {
+        "shell_quote",
+        "int",
+        "float",
+        "length",
+        "count",
+        "abs",
+        "round",
+        "slugify",
+        "urlencode_strict",
+        "wordcount",
+        "filesizeformat",
+    }
+)
+
+
+def _shell_safe(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.Filter):
+        return node.name in _SHELL_SAFE_FILTERS
+    return isinstance(node, nodes.Test | nodes.Const)
 
 
 def _where(where: str, path: tuple[str, ...], template: str) -> str:

@@ -80,7 +80,19 @@ def semantic_problems(
     ws: Workspace, source_map: SourceMap, defined: DefinedNames, engine: TemplateEngine
 ) -> list[Problem]:
     checker = _Checker(ws, source_map, defined, engine)
-    checker.run()
+    try:
+        checker.run()
+    except Exception as exc:  # never a traceback from validate: report it as a problem
+        first = next(iter(source_map.entries()), None)
+        file = first[1].file if first else str(ws.root)
+        checker.problems.append(
+            Problem(
+                message=f"the workspace could not be fully checked: {type(exc).__name__}: {exc}",
+                file=file,
+                line=1,
+                column=1,
+            )
+        )
     return checker.problems
 
 
@@ -149,7 +161,28 @@ class _Checker:
             self.template(value, (*path, "env", key))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
+            if action.language.is_shell:
+                self.unquoted_shell_values(action.script, (*path, "script"))
         self.image_fields(action, path)
+
+    def unquoted_shell_values(self, script: str, path: YamlPath) -> None:
+        """Event data pasted into a shell script as it is runs as shell code."""
+        found = self.engine.unquoted_values(script)
+        if not found:
+            return
+        paths = list(dict.fromkeys(dotted for dotted, _ in found))
+        lines = sorted({line for _, line in found})
+        shown = ", ".join(f"`{{{{ {p} }}}}`" for p in paths[:3]) + (", …" if len(paths) > 3 else "")
+        first = paths[0]
+        name = first.rpartition(".")[2].upper() or "VALUE"
+        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
+        self.warn(
+            path,
+            f"`script` ({where}) pastes {shown} into a shell script unquoted: a value"
+            " holding a quote, `;` or `$(...)` runs as shell code. Write"
+            f" `{{{{ {first} | shell_quote }}}}`, or pass it through `env:`"
+            f' ({name}: "{{{{ {first} }}}}") and use "${name}" in the script',
+        )
 
     def image_fields(self, action: Action, path: YamlPath) -> None:
         """The docker and pod runners' fields: command, resources, manifest."""
@@ -366,17 +399,23 @@ class _Checker:
     # -- templates -------------------------------------------------------------------------
     def template(self, value: Any, path: YamlPath, scope: _StepScope | None = None) -> None:
         for sub_path, text in _strings(value, path):
-            problem = self.engine.syntax_error(text)
             label = field_label(describe(sub_path)[1])
-            if problem is not None:
-                self.error(sub_path, f"`{label}` is not a valid template: {problem}")
-                continue
-            for dotted in self.engine.referenced_names(text):
-                parts = dotted.split(".")
-                if len(parts) >= 2:
-                    self.secret_uses.append((sub_path, parts[1]))
-            if scope is not None:
-                self.step_references(text, sub_path, label, scope)
+            try:
+                self.one_template(text, sub_path, label, scope)
+            except Exception as exc:  # a template must never crash validate
+                self.error(sub_path, f"`{label}` could not be checked: {type(exc).__name__}: {exc}")
+
+    def one_template(self, text: str, path: YamlPath, label: str, scope: _StepScope | None) -> None:
+        problem = self.engine.syntax_error(text)
+        if problem is not None:
+            self.error(path, f"`{label}` is not a valid template: {problem}")
+            return
+        for dotted in self.engine.referenced_names(text):
+            parts = dotted.split(".")
+            if len(parts) >= 2:
+                self.secret_uses.append((path, parts[1]))
+        if scope is not None:
+            self.step_references(text, path, label, scope)
 
     def step_references(self, text: str, path: YamlPath, label: str, scope: _StepScope) -> None:
         read: set[str] = set()
