@@ -239,3 +239,61 @@ def test_listing_an_invalid_workspace_exits_1(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert "unknown key `scirpt`" in result.stderr
+
+
+TERA_WORKSPACE = """\
+actions:
+  deploy:
+    type: script
+    script: |
+      echo deploying {{ input.service | shell_quote }}
+      echo "{{ input.service | nope }}"
+tasks:
+  release:
+    input:
+      env: { type: string, default: production }
+      service: { type: string, default: api }
+    flow:
+      deploy:
+        action: deploy
+        when: "{{ input.env is starting_with('prod') }}"
+        input:
+          service: "{{ input.service | split(pat='-') | first | slugify }}"
+      notify:
+        action: deploy
+        depends_on: [deploy]
+        when: "{{ input.env is bogus_test }}"
+        input:
+          service: "{{ input.service | replace(from='a', to='b') }}"
+"""
+
+
+def test_tera_tests_and_filters_validate_and_unknown_ones_are_located_errors(
+    tmp_path: Path,
+) -> None:
+    # `is starting_with(...)` in `when:` printed a TemplateAssertionError traceback, and
+    # an unknown filter inside `script:` was not reported at all.
+    path = tmp_path / "tera.yaml"
+    path.write_text(TERA_WORKSPACE)
+    result = headwater("validate", str(path))
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"{path}:4:13: error: action 'deploy': `script` is not a valid template:"
+        " No filter named 'nope'. (line 2)",
+        f"{path}:21:15: error: step 'notify' of task 'release': `when` is not a valid template:"
+        " No test named 'bogus_test'. (line 1)",
+        f"✗ {path}: 2 errors",
+    ]
+    fixed = TERA_WORKSPACE.replace(" | nope", "").replace("bogus_test", "containing('prod')")
+    path.write_text(fixed)
+    result = headwater("validate", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # `echo "{{ input.service }}"` pastes input into the shell: a warning, exit code 0
+    (warning, ok) = result.stdout.splitlines()
+    assert warning.startswith(
+        f"{path}:4:13: warning: action 'deploy': `script` (line 2) pastes `{{{{ input.service }}}}`"
+        " into a shell script unquoted"
+    )
+    assert "`{{ input.service | shell_quote }}`" in warning
+    assert ok == f"✓ {path}: 1 action, 1 task, 0 triggers"

@@ -43,6 +43,7 @@ from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from headwater.errors import TemplateCallError, TemplateError
+from headwater.workspace.template_ast import collect_chains, collect_paths, shell_safe
 from headwater.workspace.tera_builtins import (
     DATE_FILTERS,
     ENV_ALLOW_VARIABLE,
@@ -389,7 +390,7 @@ class TemplateEngine:
             return set()
         wanted = frozenset(roots)
         found: set[str] = set()
-        _collect_paths(tree, wanted, found)
+        collect_paths(tree, wanted, found)
         return found
 
     def unquoted_values(
@@ -411,10 +412,10 @@ class TemplateEngine:
         found: list[tuple[str, int]] = []
         for output in tree.find_all(nodes.Output):
             for node in output.nodes:
-                if isinstance(node, nodes.TemplateData) or _shell_safe(node):
+                if isinstance(node, nodes.TemplateData) or shell_safe(node):
                     continue
                 paths: set[str] = set()
-                _collect_paths(node, wanted, paths)
+                collect_paths(node, wanted, paths)
                 found.extend((path, node.lineno) for path in sorted(paths))
         return found
 
@@ -458,7 +459,7 @@ class TemplateEngine:
         except (TemplateSyntaxError, RecursionError):
             return None
         chains: list[list[str]] = []
-        _collect_chains(tree, free, chains)
+        collect_chains(tree, free, chains)
         for chain in chains:
             current: Any = context
             for depth, part in enumerate(chain):
@@ -474,30 +475,6 @@ class TemplateEngine:
         return None
 
 
-# Filters whose result is one harmless shell word whatever their input.
-_SHELL_SAFE_FILTERS = frozenset(
-    {
-        "shell_quote",
-        "int",
-        "float",
-        "length",
-        "count",
-        "abs",
-        "round",
-        "slugify",
-        "urlencode_strict",
-        "wordcount",
-        "filesizeformat",
-    }
-)
-
-
-def _shell_safe(node: nodes.Node) -> bool:
-    if isinstance(node, nodes.Filter):
-        return node.name in _SHELL_SAFE_FILTERS
-    return isinstance(node, nodes.Test | nodes.Const)
-
-
 def _where(where: str, path: tuple[str, ...], template: str) -> str:
     if not where:
         short = template if len(template) <= 60 else template[:57] + "..."
@@ -507,45 +484,3 @@ def _where(where: str, path: tuple[str, ...], template: str) -> str:
 
 def _syntax(exc: TemplateSyntaxError) -> str:
     return f"{exc.message} (line {exc.lineno})" if exc.lineno else str(exc.message)
-
-
-def _chain(node: nodes.Node) -> tuple[list[str], nodes.Node] | None:
-    """``a.b['c']`` as (["a", "b", "c"], Name(a)); None when the root is not a name."""
-    parts: list[str] = []
-    while True:
-        if isinstance(node, nodes.Getattr):
-            parts.append(node.attr)
-            node = node.node
-        elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
-            parts.append(str(node.arg.value))
-            node = node.node
-        elif isinstance(node, nodes.Getitem):
-            parts.clear()  # a dynamic key: only the part before it is known
-            node = node.node
-        elif isinstance(node, nodes.Name):
-            parts.append(node.name)
-            parts.reverse()
-            return parts, node
-        else:
-            return None
-
-
-def _collect_paths(node: nodes.Node, roots: frozenset[str], found: set[str]) -> None:
-    if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
-        chain = _chain(node)
-        if chain is not None and chain[0] and chain[0][0] in roots:
-            found.add(".".join(chain[0]))
-            if isinstance(node, nodes.Getitem):
-                _collect_paths(node.arg, roots, found)
-            return
-    for child in node.iter_child_nodes():
-        _collect_paths(child, roots, found)
-
-
-def _collect_chains(node: nodes.Node, free: set[str], out: list[list[str]]) -> None:
-    if isinstance(node, nodes.Getattr | nodes.Getitem | nodes.Name):
-        chain = _chain(node)
-        if chain is not None and chain[0] and chain[0][0] in free:
-            out.append(chain[0])
-    for child in node.iter_child_nodes():
-        _collect_chains(child, free, out)

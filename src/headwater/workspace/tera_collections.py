@@ -82,7 +82,7 @@ def f_last(value: Any) -> Any:
     return items[-1] if items else ""
 
 
-def f_nth(value: Any, *args: Any, **kwargs: Any) -> Any:
+def f_nth(value: Any, /, *args: Any, **kwargs: Any) -> Any:
     items = need_list("nth", value)
     n = need_arg("nth", kwargs, "n", args)
     if isinstance(n, bool) or not isinstance(n, int):
@@ -90,7 +90,7 @@ def f_nth(value: Any, *args: Any, **kwargs: Any) -> Any:
     return items[n] if 0 <= n < len(items) else ""
 
 
-def f_join(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_join(value: Any, /, *args: Any, **kwargs: Any) -> str:
     items = need_list("join", value)
     sep = kwargs.get("sep", kwargs.get("d", args[0] if args else ""))
     attribute = kwargs.get("attribute", args[1] if len(args) > 1 else None)
@@ -116,7 +116,7 @@ def f_reverse(value: Any) -> Any:
     return need_list("reverse", value)[::-1]
 
 
-def f_sort(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
+def f_sort(value: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
     items = need_list("sort", value)
     attribute = kwargs.get("attribute", args[2] if len(args) > 2 else None)
     reverse = bool(kwargs.get("reverse", args[0] if args else False))
@@ -135,7 +135,7 @@ def f_sort(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
     return [items[i] for i in order]
 
 
-def f_unique(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
+def f_unique(value: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
     items = need_list("unique", value)
     case_sensitive = kwargs.get("case_sensitive", args[0] if args else False)
     if isinstance(case_sensitive, str):  # Tera's docs write case_sensitive="true"
@@ -156,7 +156,7 @@ def f_unique(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
     return out
 
 
-def f_slice(value: Any, *args: Any, **kwargs: Any) -> Any:
+def f_slice(value: Any, /, *args: Any, **kwargs: Any) -> Any:
     if args:  # Jinja's slice(count, fill_with): split into columns
         from jinja2.filters import do_slice
 
@@ -174,7 +174,7 @@ def _index(name: str, value: Any, length: int) -> int:
     return max(0, min(index, length))
 
 
-def f_group_by(value: Any, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
+def f_group_by(value: Any, /, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
     items = need_list("group_by", value)
     attribute = need_arg("group_by", kwargs, "attribute", args)
     groups: dict[str, list[Any]] = {}
@@ -186,7 +186,7 @@ def f_group_by(value: Any, *args: Any, **kwargs: Any) -> dict[str, list[Any]]:
     return groups
 
 
-def f_filter(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
+def f_filter(value: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
     items = need_list("filter", value)
     attribute = need_arg("filter", kwargs, "attribute", args)
     has_value = "value" in kwargs or len(args) > 1
@@ -202,7 +202,7 @@ def f_filter(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
 
 
 @pass_context
-def f_map(context: Context, value: Any, *args: Any, **kwargs: Any) -> list[Any]:
+def f_map(context: Context, value: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
     if args or set(kwargs) - {"attribute"}:  # Jinja's map('upper') and friends
         return list(sync_do_map(context, _defined(value), *args, **kwargs))
     items = need_list("map", value)
@@ -215,7 +215,7 @@ def f_map(context: Context, value: Any, *args: Any, **kwargs: Any) -> list[Any]:
     return out
 
 
-def f_concat(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
+def f_concat(value: Any, /, *args: Any, **kwargs: Any) -> list[Any]:
     items = need_list("concat", value)
     extra = _defined(need_arg("concat", kwargs, "with", args))
     if isinstance(extra, list | tuple):
@@ -223,7 +223,7 @@ def f_concat(value: Any, *args: Any, **kwargs: Any) -> list[Any]:
     return [*items, extra]
 
 
-def f_get(value: Any, *args: Any, **kwargs: Any) -> Any:
+def f_get(value: Any, /, *args: Any, **kwargs: Any) -> Any:
     value = _defined(value)
     if not isinstance(value, Mapping):
         raise TemplateCallError(f"filter `get` needs an object, got {type_name(value)}")

@@ -102,7 +102,7 @@ def f_wordcount(value: Any) -> int:
     return len(need_str("wordcount", value).split())
 
 
-def f_replace(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_replace(value: Any, /, *args: Any, **kwargs: Any) -> str:
     s = need_str("replace", value)
     if "from" in kwargs or "to" in kwargs:
         old = need_str("replace", need_arg("replace", kwargs, "from"), "from")
@@ -137,7 +137,7 @@ def f_trim_end(value: Any) -> str:
     return need_str("trim_end", value).rstrip()
 
 
-def f_trim_start_matches(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_trim_start_matches(value: Any, /, *args: Any, **kwargs: Any) -> str:
     s = need_str("trim_start_matches", value)
     pat = _unescape_pattern(need_str("trim_start_matches", need_arg("x", kwargs, "pat", args)))
     if pat:
@@ -146,7 +146,7 @@ def f_trim_start_matches(value: Any, *args: Any, **kwargs: Any) -> str:
     return s
 
 
-def f_trim_end_matches(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_trim_end_matches(value: Any, /, *args: Any, **kwargs: Any) -> str:
     s = need_str("trim_end_matches", value)
     pat = _unescape_pattern(need_str("trim_end_matches", need_arg("x", kwargs, "pat", args)))
     if pat:
@@ -155,7 +155,7 @@ def f_trim_end_matches(value: Any, *args: Any, **kwargs: Any) -> str:
     return s
 
 
-def f_truncate(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_truncate(value: Any, /, *args: Any, **kwargs: Any) -> str:
     s = need_str("truncate", value)
     if args or "killwords" in kwargs or "leeway" in kwargs:
         return _jinja_truncate(s, *args, **kwargs)
@@ -241,7 +241,7 @@ def f_urlencode_strict(value: Any) -> str:
     )
 
 
-def f_indent(value: Any, *args: Any, **kwargs: Any) -> str:
+def f_indent(value: Any, /, *args: Any, **kwargs: Any) -> str:
     s = need_str("indent", value)
     width: Any = kwargs.get("prefix", kwargs.get("width", args[0] if args else "    "))
     prefix = " " * width if isinstance(width, int) and not isinstance(width, bool) else str(width)
@@ -258,7 +258,7 @@ def f_indent(value: Any, *args: Any, **kwargs: Any) -> str:
     return "\n".join(out)
 
 
-def f_split(value: Any, *args: Any, **kwargs: Any) -> list[str]:
+def f_split(value: Any, /, *args: Any, **kwargs: Any) -> list[str]:
     s = need_str("split", value)
     pat = _unescape_pattern(need_str("split", need_arg("split", kwargs, "pat", args), "pat"))
     if not pat:
@@ -293,7 +293,7 @@ def f_abs(value: Any) -> int | float:
     return abs(_number("abs", value))
 
 
-def f_round(value: Any, *args: Any, **kwargs: Any) -> float:
+def f_round(value: Any, /, *args: Any, **kwargs: Any) -> float:
     num = float(_number("round", value))
     precision = int(kwargs.get("precision", args[0] if args else 0))
     method = str(kwargs.get("method", args[1] if len(args) > 1 else "common"))

@@ -31,6 +31,7 @@ from headwater.workspace.models import (
     Workspace,
 )
 from headwater.workspace.schema_errors import describe, did_you_mean, field_label
+from headwater.workspace.template_ast import shell_warning
 from headwater.workspace.templating import RESERVED_NAMES, TemplateEngine
 from headwater.workspace.yamlsource import SourceMap, YamlPath
 
@@ -161,28 +162,15 @@ class _Checker:
             self.template(value, (*path, "env", key))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
-            if action.language.is_shell:
+            if action.language.is_shell and self.engine.syntax_error(action.script) is None:
                 self.unquoted_shell_values(action.script, (*path, "script"))
         self.image_fields(action, path)
 
     def unquoted_shell_values(self, script: str, path: YamlPath) -> None:
         """Event data pasted into a shell script as it is runs as shell code."""
-        found = self.engine.unquoted_values(script)
-        if not found:
-            return
-        paths = list(dict.fromkeys(dotted for dotted, _ in found))
-        lines = sorted({line for _, line in found})
-        shown = ", ".join(f"`{{{{ {p} }}}}`" for p in paths[:3]) + (", …" if len(paths) > 3 else "")
-        first = paths[0]
-        name = first.rpartition(".")[2].upper() or "VALUE"
-        where = f"line {lines[0]}" if len(lines) == 1 else f"lines {', '.join(map(str, lines))}"
-        self.warn(
-            path,
-            f"`script` ({where}) pastes {shown} into a shell script unquoted: a value"
-            " holding a quote, `;` or `$(...)` runs as shell code. Write"
-            f" `{{{{ {first} | shell_quote }}}}`, or pass it through `env:`"
-            f' ({name}: "{{{{ {first} }}}}") and use "${name}" in the script',
-        )
+        warning = shell_warning(self.engine.unquoted_values(script))
+        if warning is not None:
+            self.warn(path, warning)
 
     def image_fields(self, action: Action, path: YamlPath) -> None:
         """The docker and pod runners' fields: command, resources, manifest."""

@@ -132,7 +132,17 @@ def parse_yaml_file(path: Path) -> ParsedFile:
 def parse_yaml_text(text: str, file: str) -> ParsedFile:
     source_map = SourceMap()
     problems: list[Problem] = []
-    loader = _Loader(text)
+    try:
+        # The reader refuses control characters as soon as it is built, before parsing.
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as exc:
+        before = text[: exc.position]
+        line = before.count("\n") + 1
+        column = exc.position - (before.rfind("\n") + 1) + 1
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)
+        message = f"invalid YAML: the character U+{char:04X} is not allowed in YAML"
+        problems.append(Problem(message=message, file=file, line=line, column=column))
+        return ParsedFile(file, None, source_map, problems)
     try:
         node = loader.get_single_node()
         if node is None:
