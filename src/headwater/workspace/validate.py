@@ -160,6 +160,9 @@ class _Checker:
             )
         for key, value in action.env.items():
             self.template(value, (*path, "env", key))
+        for field_name, spec in action.input.items():
+            if isinstance(spec.default, str):
+                self.template(spec.default, (*path, "input", field_name, "default"))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
             if action.language.is_shell and self.engine.syntax_error(action.script) is None:
