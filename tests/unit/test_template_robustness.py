@@ -163,7 +163,9 @@ def workspaces(draw: st.DrawFn) -> dict[str, Any]:
     if draw(st.booleans()):
         ws["tasks"]["t"]["input"] = {"v": {"type": "string", "default": draw(templates)}}
     if draw(st.booleans()):
-        ws[draw(st.sampled_from(["actions", "tasks", "junk"]))] = draw(json_values)
+        ws[draw(st.sampled_from(["actions", "tasks", "secrets", "triggers", "junk"]))] = draw(
+            json_values
+        )
     return ws
 
 
