@@ -20,7 +20,7 @@ from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, de
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["BatchReceiver", "BrokerMessage", "without_credentials"]
+__all__ = ["BatchReceiver", "BrokerMessage"]
 
 _STOP_GRACE_SECS = 10.0
 
@@ -34,14 +34,6 @@ class BrokerMessage:
     body: bytes | str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     handle: Any = None
-
-
-def without_credentials(url: str) -> str:
-    """A URL fit for logs and listings: user and password replaced."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://•••@{rest.split('@', 1)[1]}"
 
 
 class BatchReceiver(EventReceiver):

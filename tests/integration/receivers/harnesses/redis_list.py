@@ -11,6 +11,10 @@ from tests.conftest import require_service
 
 class RedisListHarness:
     trigger_type = "redis_list"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("block_secs",)
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
     url = "redis://127.0.0.1:6379/0"
 
     def __init__(self) -> None:

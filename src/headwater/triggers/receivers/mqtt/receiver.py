@@ -29,7 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from headwater.errors import ConfigError
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import MqttTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -65,7 +66,7 @@ class MqttReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "url": without_credentials(self._url),
+            "url": hide_password(self._url),
             "topic": t.topic,
             "client_id": t.client_id,
             "qos": t.qos,

@@ -27,7 +27,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from headwater.triggers.receivers.base import ReceiverLag
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import PostgresTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -64,7 +65,7 @@ class PostgresReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "url": without_credentials(self._url),
+            "url": hide_password(self._url),
             "table": t.table,
             "key_column": t.key_column,
             "payload_column": t.payload_column,

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from headwater.url_secrets import hide_password
 from headwater.workspace.models import RedisStreamTrigger
 
 __all__ = ["RedisStreamSettings", "default_consumer"]
@@ -62,12 +63,5 @@ class RedisStreamSettings(BaseModel):
     def public(self) -> dict[str, Any]:
         """For logs and listings: the URL without its credentials."""
         data = self.model_dump(exclude={"url", "reconnect_initial_secs", "reconnect_max_secs"})
-        data["url"] = _without_credentials(self.url)
+        data["url"] = hide_password(self.url)
         return data
-
-
-def _without_credentials(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://•••@{rest.split('@', 1)[1]}"

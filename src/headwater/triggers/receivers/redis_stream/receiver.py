@@ -20,13 +20,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headwater.triggers.receivers.base import ReceiverLag, decode_body
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.triggers.receivers.redis_client import blocking_client
 from headwater.triggers.receivers.redis_stream.config import RedisStreamSettings
 from headwater.workspace.receiver_triggers import RedisStreamTrigger
 from headwater.workspace.templating import TemplateEngine
@@ -73,7 +73,9 @@ class RedisStreamReceiver(BatchReceiver):
 
     # -- connection ----------------------------------------------------------------------
     async def connect(self) -> None:
-        self._client = aioredis.from_url(self.settings.url, decode_responses=False)
+        self._client = blocking_client(
+            self.settings.url, self.settings.block_ms / 1000, decode_responses=False
+        )
         await self._ensure_group()
 
     async def close(self) -> None:
@@ -128,11 +130,19 @@ class RedisStreamReceiver(BatchReceiver):
     async def _read(self, from_id: str, count: int) -> list[BrokerMessage]:
         s = self.settings
         block = s.block_ms if from_id == ">" else None
-        reply = await self._guard(
-            self._client.xreadgroup(
-                s.group, s.consumer, {s.stream: from_id}, count=count, block=block
+        try:
+            reply = await self._guard(
+                self._client.xreadgroup(
+                    s.group, s.consumer, {s.stream: from_id}, count=count, block=block
+                )
             )
-        )
+        except RedisTimeoutError:
+            if block is None:
+                raise
+            # Idle, not broken: the socket outlived the block time and still timed out
+            # (a slow server). redis-py drops that connection; the next read opens one.
+            self.log.debug("receiver_idle_timeout")
+            return []
         return [self._message(entry_id, fields) for entry_id, fields in _entries(reply)]
 
     async def _guard(self, call: Any) -> Any:
