@@ -41,7 +41,9 @@ class RedisListHarness:
         await self.client.delete(self.list, self.processing, f"{self.list}:seq")
 
     async def cleanup(self) -> None:
-        await self.client.delete(self.list, self.processing, f"{self.list}:seq")
+        # Every consumer's processing list, also those of a default consumer name.
+        taken = [k async for k in self.client.scan_iter(match=f"{self.list}:processing:*")]
+        await self.client.delete(self.list, self.processing, f"{self.list}:seq", *taken)
         await self.client.aclose()
 
     async def _next_ids(self, n: int) -> list[str]:

@@ -15,7 +15,6 @@ empty, without taking the element; the script then takes up to the room left.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,7 +60,9 @@ class RedisListSettings(BaseModel):
     def from_trigger(
         cls, trigger: RedisListTrigger, render: Callable[[Any, str], Any]
     ) -> RedisListSettings:
-        consumer = trigger.consumer or f"{socket.gethostname()}:{os.getpid()}"
+        # Stable across restarts (no pid): the processing list a crashed process left is
+        # the next one's, so what it had taken becomes jobs instead of being orphaned.
+        consumer = trigger.consumer or socket.gethostname()
         return cls(
             url=str(render(trigger.url, "url")),
             list=trigger.list,

@@ -7,7 +7,6 @@ never sees a template.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from typing import Any, Literal
@@ -21,7 +20,10 @@ __all__ = ["RedisStreamSettings", "default_consumer"]
 
 
 def default_consumer() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Stable across restarts (no pid): after a crash, the next process of this trigger on
+    this host finds the entries it left pending under its own name and reads them again
+    at once, and the group does not collect one dead consumer per restart."""
+    return socket.gethostname()
 
 
 class RedisStreamSettings(BaseModel):

@@ -4,10 +4,11 @@ Order of work, and why:
 1. ``XGROUP CREATE … MKSTREAM`` if the group is missing. A group that vanished (flush,
    failover to a replica without it) is recreated at our checkpoint, the last id we
    acknowledged, so nothing after it is lost and nothing before it is redone.
-2. Backfill: ``XAUTOCLAIM`` entries a dead consumer (another pid) left pending for
-   ``claim_idle_ms``, then re-read our own pending list (``XREADGROUP … 0``): entries
-   dispatched but not acknowledged before a crash. Their dedup keys already have jobs,
-   so they come back as duplicates and are simply acknowledged.
+2. Backfill: ``XAUTOCLAIM`` entries a dead consumer left pending (on start all of them:
+   this process is the trigger's owner now; later those idle for ``claim_idle_ms``),
+   then re-read our own pending list (``XREADGROUP … 0``): entries dispatched but not
+   acknowledged before a crash. Their dedup keys already have jobs, so they come back
+   as duplicates and are simply acknowledged.
 3. ``XREADGROUP … >`` in batches of at most the room ``max_in_flight`` leaves.
 Each batch is dispatched, and only then ``XACK``-ed. An entry that cannot be decoded is
 dead-lettered and acknowledged with its batch. A dropped connection is retried with
@@ -67,6 +68,7 @@ class RedisStreamReceiver(BatchReceiver):
         # redis-py types its asyncio methods as ``T | Awaitable[T]``; Any keeps await honest.
         self._client: Any = None
         self._last_claim = 0.0
+        self._first_backfill = True
 
     def public_settings(self) -> dict[str, Any]:
         return self.settings.public()
@@ -102,13 +104,19 @@ class RedisStreamReceiver(BatchReceiver):
     async def backfill(self) -> None:
         s = self.settings
         self._last_claim = time.monotonic()
+        # Just started: this process is the trigger's owner now (one server runs it, under
+        # its lease), so what other consumers left pending is a previous owner's, dead or
+        # being replaced: take it at once rather than after ``claim_idle_ms``. Should a
+        # live peer still hold an entry, its dedup key makes our dispatch a duplicate.
+        min_idle = 0 if self._first_backfill else s.claim_idle_ms
+        self._first_backfill = False
         cursor: Any = "0-0"
         while True:  # move a dead consumer's idle entries into our pending list
             # Not JUSTID: redis-py drops the cursor from that reply. The claimed entries
             # are read again below with the rest of our pending list.
             reply = await self._guard(
                 self._client.xautoclaim(
-                    s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, s.batch_size
+                    s.stream, s.group, s.consumer, min_idle, cursor, s.batch_size
                 )
             )
             if reply[1]:
