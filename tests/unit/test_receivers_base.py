@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -61,7 +62,7 @@ def test_settings_render_secrets_and_hide_them() -> None:
     described = receiver.describe()
     assert "hunter2" not in str(described)
     assert described["url"] == "redis://•••@cache:6379/0"
-    assert ":" in receiver.settings.consumer  # host:pid by default
+    assert receiver.settings.consumer == socket.gethostname()  # stable across restarts
 
 
 def test_parse_id_orders_numerically() -> None:

@@ -102,6 +102,9 @@ class NatsReceiver(BatchReceiver):
             # Our loop reconnects (with backoff, re-binding the consumer); the client's own
             # reconnection would hide a lost server from it.
             "allow_reconnect": False,
+            # Without it, a first connection to a server that is down is retried without
+            # end (nats-py), and start gives up only at the manager's 30 s start timeout.
+            "max_reconnect_attempts": 1,
         }
         if s.token:
             options["token"] = s.token
