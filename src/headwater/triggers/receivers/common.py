@@ -110,7 +110,16 @@ class BatchReceiver(EventReceiver):
             if not task.done():
                 task.cancel()  # the batch stays unacknowledged and is redelivered
                 await asyncio.wait([task])
-        await self.close()
+        try:
+            await self.close()
+        except asyncio.CancelledError:
+            # A client library's own tasks, cancelled by its close (aiokafka's, with the
+            # broker gone), must not look like a cancellation of whoever stops us.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            if self.log is not None:
+                self.log.debug("receiver_close_cancelled")
         if self.log is not None:
             self.log.info("receiver_stopped")
 
