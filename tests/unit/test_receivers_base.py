@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from headwater.triggers.receivers import create_receiver, is_receiver_trigger
 from headwater.triggers.receivers.base import decode_body
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.triggers.receivers.redis_client import blocking_client
 from headwater.triggers.receivers.redis_stream import RedisStreamReceiver, RedisStreamSettings
 from headwater.triggers.receivers.redis_stream.receiver import parse_id
 from headwater.workspace import check_workspace
@@ -121,3 +122,16 @@ async def test_stop_survives_a_client_library_cancelling_its_own_close() -> None
     await receiver.stop()  # returns: nobody cancelled us
     current = asyncio.current_task()
     assert current is not None and current.cancelling() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "block", "expected"),
+    [
+        ("redis://h:6379/0", 5.0, 15.0),  # redis-py's 5 s default would end an idle block
+        ("redis://h:6379/0", 60.0, 70.0),
+        ("redis://h:6379/0?socket_timeout=100", 5.0, 100.0),  # a larger one is kept
+    ],
+)
+def test_a_blocking_read_outlives_its_block_time(url: str, block: float, expected: float) -> None:
+    client = blocking_client(url, block)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == expected
