@@ -68,7 +68,7 @@ async def running(tmp_path: Path, db_url: str, workspace: str) -> AsyncIterator[
         yield Running(node, path, stop, tasks)
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        await asyncio.wait_for(asyncio.gather(*tasks), 30)  # a teardown error fails the test
         await node.close()
 
 

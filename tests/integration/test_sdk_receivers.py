@@ -136,7 +136,7 @@ async def test_receiver_bound_functions_run_as_jobs(
         await redis.aclose()
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks)  # a teardown error fails the test
         await node.close()
 
     # Restarted with more to emit: it resumes after its checkpoint, no job twice.
@@ -147,7 +147,7 @@ async def test_receiver_bound_functions_run_as_jobs(
         assert sorted(j.input["payload"]["n"] for j in counted) == [1, 2, 3, 4, 5]
     finally:
         stop.set()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks)  # a teardown error fails the test
         await node.close()
         set_default_registry(previous)
         sys.modules.pop(Path(spec).stem, None)

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from headwater.triggers.receivers import create_receiver, is_receiver_trigger
 from headwater.triggers.receivers.base import decode_body
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.triggers.receivers.redis_client import blocking_client
 from headwater.triggers.receivers.redis_stream import RedisStreamReceiver, RedisStreamSettings
 from headwater.triggers.receivers.redis_stream.receiver import parse_id
 from headwater.workspace import check_workspace
@@ -61,7 +67,7 @@ def test_settings_render_secrets_and_hide_them() -> None:
     described = receiver.describe()
     assert "hunter2" not in str(described)
     assert described["url"] == "redis://•••@cache:6379/0"
-    assert ":" in receiver.settings.consumer  # host:pid by default
+    assert receiver.settings.consumer == socket.gethostname()  # stable across restarts
 
 
 def test_parse_id_orders_numerically() -> None:
@@ -94,3 +100,38 @@ def test_every_receiver_trigger_type_has_a_receiver_and_a_contract_harness() -> 
     builtin = set(RECEIVER_MODULES) - {"custom"}
     assert builtin == set(HARNESS_MODULES)
     assert len(builtin) == 8
+
+
+async def test_stop_survives_a_client_library_cancelling_its_own_close() -> None:
+    """aiokafka's stop, with the broker gone, can raise CancelledError from its own
+    cancelled tasks: stopping the receiver must not look like a cancellation."""
+
+    class _Receiver(BatchReceiver):
+        async def connect(self) -> None: ...
+        async def fetch(self, room: int) -> Sequence[BrokerMessage]:
+            return []
+
+        async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None: ...
+        async def close(self) -> None:
+            raise asyncio.CancelledError
+
+        def public_settings(self) -> dict[str, Any]:
+            return {}
+
+    receiver = _Receiver(TemplateEngine(), _trigger())
+    await receiver.stop()  # returns: nobody cancelled us
+    current = asyncio.current_task()
+    assert current is not None and current.cancelling() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "block", "expected"),
+    [
+        ("redis://h:6379/0", 5.0, 15.0),  # redis-py's 5 s default would end an idle block
+        ("redis://h:6379/0", 60.0, 70.0),
+        ("redis://h:6379/0?socket_timeout=100", 5.0, 100.0),  # a larger one is kept
+    ],
+)
+def test_a_blocking_read_outlives_its_block_time(url: str, block: float, expected: float) -> None:
+    client = blocking_client(url, block)
+    assert client.connection_pool.connection_kwargs["socket_timeout"] == expected

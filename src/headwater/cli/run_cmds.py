@@ -18,6 +18,7 @@ from headwater.cli import app
 from headwater.errors import HeadwaterError, WorkspaceError
 from headwater.logging_setup import configure_logging
 from headwater.store.base import JobRecord, JobStatus, LogRecord, LogStream
+from headwater.url_secrets import hide_password
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.models import Workspace
 
@@ -236,7 +237,7 @@ async def _up(
     ws = node.workspace()
     err.print(
         f"headwater up: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
-        f"{len(ws.triggers)} triggers) · API http://{host}:{port} · db {_safe_url(db_url)}"
+        f"{len(ws.triggers)} triggers) · API http://{host}:{port} · db {hide_password(db_url)}"
     )
     serve = asyncio.create_task(server.serve(), name="http")
     worker = asyncio.create_task(node.run_worker(stop), name="worker")
@@ -263,16 +264,6 @@ async def _up(
             await asyncio.wait_for(serve, 10)
         stopper.cancel()
         await node.close()
-
-
-def _safe_url(url: str) -> str:
-    """The URL without its password."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, _, hostpart = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}@{hostpart}"
-    return url
 
 
 class _EmbeddedServer:

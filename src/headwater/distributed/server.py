@@ -73,11 +73,12 @@ async def _sweep(
 async def run_server(s: ServerSettings, err: Console) -> None:
     import uvicorn
 
-    from headwater.cli.run_cmds import _EmbeddedServer, _safe_url
+    from headwater.cli.run_cmds import _EmbeddedServer
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
     from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
+    from headwater.url_secrets import hide_password
 
     require_api_key_for(s.host, list(s.api_keys))
     worker = WorkerSettings(
@@ -135,7 +136,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
         err.print(
             f"headwater server: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
             f"{len(ws.triggers)} triggers) · API http://{s.host}:{s.port} · "
-            f"db {_safe_url(s.db_url)} · worker {'on' if s.run_worker else 'off'} · "
+            f"db {hide_password(s.db_url)} · worker {'on' if s.run_worker else 'off'} · "
             f"owner {ownership.owner}"
         )
         serve = asyncio.create_task(server.serve(), name="http")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -71,7 +70,10 @@ class Rig:
     def workspace(self) -> Workspace:
         return workspace_with(self.trigger)
 
-    async def start(self, dispatcher: Dispatcher | None = None) -> ReceiverManager:
+    async def start(
+        self, dispatcher: Dispatcher | None = None, *, default_backoff: bool = False
+    ) -> ReceiverManager:
+        """Run the manager; its restart backoff is shortened unless ``default_backoff``."""
         attach = getattr(self.harness, "attach", None)
         if attach is not None:  # a harness that reads the receiver's checkpoint
             attach(self.store)
@@ -83,8 +85,7 @@ class Rig:
             self.workspace,
             TemplateEngine(),
             lambda: {**SECRETS, **getattr(self.harness, "secrets", dict)()},
-            backoff_initial=0.05,
-            backoff_max=0.2,
+            **({} if default_backoff else {"backoff_initial": 0.05, "backoff_max": 0.2}),
         )
         self.task = asyncio.create_task(self.manager.run(self.stop))
         manager = self.manager
@@ -128,8 +129,5 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[ReceiverHarne
 @pytest.fixture
 async def rig(store: Store, harness: ReceiverHarness) -> AsyncIterator[Rig]:
     r = Rig(store, harness, harness.trigger())
-    try:
-        yield r
-    finally:
-        with contextlib.suppress(Exception):
-            await r.halt()
+    yield r
+    await r.halt()  # an error stopping the receivers fails the test

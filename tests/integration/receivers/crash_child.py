@@ -35,6 +35,25 @@ class _KillingDispatcher(Dispatcher):
         return outcomes
 
 
+async def run_and_kill(
+    db_url: str, kill_at: str, trigger: dict[str, Any], secrets: dict[str, str]
+) -> int | None:
+    """Run this module as a child process with ``trigger``; its exit code (-SIGKILL when
+    it reached its first batch)."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.integration.receivers.crash_child",
+        db_url,
+        kill_at,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    spec = {"trigger": trigger, "secrets": secrets}
+    await child.communicate(json.dumps(spec).encode())
+    return child.returncode
+
+
 async def main(db_url: str, kill_at: str, spec: dict[str, Any]) -> None:
     store = await open_store(db_url)
     ws = workspace_with(spec["trigger"])

@@ -13,6 +13,10 @@ from typing import Any, Protocol
 
 class ReceiverHarness(Protocol):
     trigger_type: str
+    # Keys ``trigger()`` sets to shortened timings; left out, the receiver's defaults apply.
+    shortened: tuple[str, ...]
+    # The longest one read waits for a first message at the default settings.
+    default_wait_secs: float
 
     def trigger(self, **overrides: Any) -> dict[str, Any]:
         """The trigger's workspace YAML (as a dict), targeting task ``handle``."""

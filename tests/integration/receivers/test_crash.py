@@ -7,39 +7,23 @@ A fresh receiver (as after a restart) must then make exactly one job of every me
 
 from __future__ import annotations
 
-import asyncio
-import json
 import signal
-import sys
 
 import pytest
 
 from tests.integration.receivers.conftest import SECRETS, Rig, eventually
+from tests.integration.receivers.crash_child import run_and_kill
 
 
 @pytest.mark.parametrize("kill_at", ["before_commit", "after_commit"])
 async def test_kill_9_mid_batch_then_restart_makes_one_job_per_message(
     rig: Rig, db_url: str, kill_at: str
 ) -> None:
-    if getattr(rig.harness, "crash_unsupported", None):
-        pytest.skip(rig.harness.crash_unsupported)
     await rig.store.migrate()
     await rig.harness.publish([{"n": i} for i in range(20)])
-    spec = {
-        "trigger": rig.trigger,
-        "secrets": {**SECRETS, **getattr(rig.harness, "secrets", dict)()},
-    }
-    child = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "tests.integration.receivers.crash_child",
-        db_url,
-        kill_at,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.DEVNULL,
-    )
-    await child.communicate(json.dumps(spec).encode())
-    assert child.returncode == -signal.SIGKILL, "the receiver did not reach its first batch"
+    secrets = {**SECRETS, **getattr(rig.harness, "secrets", dict)()}
+    returncode = await run_and_kill(db_url, kill_at, rig.trigger, secrets)
+    assert returncode == -signal.SIGKILL, "the receiver did not reach its first batch"
     committed = len(await rig.jobs())
     if kill_at == "before_commit":
         assert committed == 0

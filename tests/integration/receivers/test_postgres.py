@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import psycopg
 import pytest
@@ -52,3 +53,29 @@ async def test_the_other_columns_arrive_as_metadata_row(rig: Rig) -> None:
 
 async def _caught_up(rig: Rig) -> bool:
     return await rig.harness.undelivered() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_notified_row_held_by_an_older_transaction_is_read_when_it_ends(
+    rig: Rig,
+) -> None:
+    """A NOTIFY for a row that an older transaction (anywhere on the server) still holds
+    back: it becomes a job soon after that transaction ends, not a ``poll_secs`` later
+    (nothing notifies when it ends). Default ``poll_secs`` (5 s)."""
+    del rig.trigger["poll_secs"]
+    await rig.start()
+    older = await psycopg.AsyncConnection.connect(URL)
+    try:
+        await older.execute("SELECT txid_current()")  # an open transaction with an xid
+        await rig.harness.publish([{"n": 1}])  # committed and notified, held back
+        # Set-up, not an assertion: let the notification wake the receiver, which finds
+        # nothing readable (certain: the row cannot be read while ``older`` is open).
+        await asyncio.sleep(0.5)
+        assert await rig.jobs() == []
+        await older.rollback()
+        released = time.monotonic()
+        await rig.wait_jobs(1, timeout=10)
+        waited = time.monotonic() - released
+    finally:
+        await older.close()
+    assert waited < 2.5, f"{waited:.2f}s after the older transaction ended (poll is 5 s)"

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 
-from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
+from tests.integration.receivers.conftest import SECRETS, SOURCE_ID, TRIGGER, Rig, eventually
+from tests.integration.receivers.crash_child import run_and_kill
+from tests.integration.receivers.harnesses.redis_list import RedisListHarness
 
 pytestmark = pytest.mark.parametrize("harness", ["redis_list"], indirect=True)
 
@@ -53,3 +57,29 @@ async def test_lag_counts_waiting_and_taken_elements(rig: Rig) -> None:
 
 async def _empty(rig: Rig) -> bool:
     return await rig.harness.unacked() == 0 and await rig.harness.undelivered() == 0
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_elements_a_killed_process_had_taken_are_processed_by_the_next(
+    rig: Rig, db_url: str
+) -> None:
+    """kill -9 after taking elements, before their jobs commit: with the default consumer
+    name the next process of this trigger finds them in the same processing list (a
+    name with the pid left them in an orphaned list, never to become jobs)."""
+    del rig.trigger["consumer"]
+    await rig.store.migrate()
+    await rig.harness.publish([{"n": i} for i in range(5)])
+    secrets = {**SECRETS, **getattr(rig.harness, "secrets", dict)()}
+    assert await run_and_kill(db_url, "before_commit", rig.trigger, secrets) == -signal.SIGKILL
+    assert await rig.harness.undelivered() == 0  # taken by the dead process
+    await rig.start()
+    jobs = await rig.wait_jobs(5, timeout=20)
+    assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(5))
+    await eventually(lambda: _processing_lists_empty(rig), what="the processing list emptied")
+
+
+async def _processing_lists_empty(rig: Rig) -> bool:
+    harness = rig.harness
+    assert isinstance(harness, RedisListHarness)
+    keys = [k async for k in harness.client.scan_iter(match=f"{harness.list}:processing:*")]
+    return not keys or all(await harness.client.llen(k) == 0 for k in keys)

@@ -20,7 +20,7 @@ from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, de
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["BatchReceiver", "BrokerMessage", "without_credentials"]
+__all__ = ["BatchReceiver", "BrokerMessage"]
 
 _STOP_GRACE_SECS = 10.0
 
@@ -34,14 +34,6 @@ class BrokerMessage:
     body: bytes | str | None
     metadata: dict[str, Any] = field(default_factory=dict)
     handle: Any = None
-
-
-def without_credentials(url: str) -> str:
-    """A URL fit for logs and listings: user and password replaced."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://•••@{rest.split('@', 1)[1]}"
 
 
 class BatchReceiver(EventReceiver):
@@ -118,7 +110,16 @@ class BatchReceiver(EventReceiver):
             if not task.done():
                 task.cancel()  # the batch stays unacknowledged and is redelivered
                 await asyncio.wait([task])
-        await self.close()
+        try:
+            await self.close()
+        except asyncio.CancelledError:
+            # A client library's own tasks, cancelled by its close (aiokafka's, with the
+            # broker gone), must not look like a cancellation of whoever stops us.
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            if self.log is not None:
+                self.log.debug("receiver_close_cancelled")
         if self.log is not None:
             self.log.info("receiver_stopped")
 

@@ -19,5 +19,5 @@ class RedisListTrigger(ReceiverTriggerBase):
     url: str
     list: str  # the key producers LPUSH to
     processing_list: str | None = None  # default "{list}:processing:{consumer}"
-    consumer: str | None = None  # default host:pid
+    consumer: str | None = None  # default: the host name (stable across restarts)
     block_secs: float = Field(default=5.0, gt=0, le=600)

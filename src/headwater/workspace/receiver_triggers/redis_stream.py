@@ -19,7 +19,7 @@ class RedisStreamTrigger(ReceiverTriggerBase):
     url: str  # templated: redis://:{{ secret.redis_password }}@host:6379/0
     stream: str
     group: str = "headwater"
-    consumer: str | None = None  # default host:pid
+    consumer: str | None = None  # default: the host name (stable across restarts)
     block_ms: int = Field(default=5_000, ge=1, le=600_000)
     start_id: Literal["$", "0"] = "$"  # where a new group starts: new entries or all
     payload_field: str = "payload"  # the entry field holding the body; others: metadata

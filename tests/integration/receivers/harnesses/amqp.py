@@ -37,6 +37,10 @@ async def rabbitmqctl(*args: str) -> Any:
 
 class AmqpHarness:
     trigger_type = "amqp"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ()
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
 
     def __init__(self) -> None:
         require_service("rabbitmq")

@@ -15,6 +15,10 @@ from tests.kafka_broker import ensure_tansu
 
 class KafkaHarness:
     trigger_type = "kafka"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("poll_timeout_ms", "session_timeout_ms", "rebalance_timeout_ms")
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 1.0
 
     def __init__(self) -> None:
         self.broker = ensure_tansu()

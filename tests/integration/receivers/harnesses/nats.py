@@ -15,6 +15,10 @@ URL = "nats://127.0.0.1:4222"
 
 class NatsHarness:
     trigger_type = "nats"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("ack_wait_secs",)
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
 
     def __init__(self) -> None:
         require_service("nats")

@@ -14,6 +14,10 @@ SOURCE_ID = "rcv/incoming"
 
 class PostgresHarness:
     trigger_type = "postgres"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("poll_secs",)
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
 
     def __init__(self) -> None:
         require_service("postgres")

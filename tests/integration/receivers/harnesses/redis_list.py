@@ -11,6 +11,10 @@ from tests.conftest import require_service
 
 class RedisListHarness:
     trigger_type = "redis_list"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("block_secs",)
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
     url = "redis://127.0.0.1:6379/0"
 
     def __init__(self) -> None:
@@ -37,7 +41,9 @@ class RedisListHarness:
         await self.client.delete(self.list, self.processing, f"{self.list}:seq")
 
     async def cleanup(self) -> None:
-        await self.client.delete(self.list, self.processing, f"{self.list}:seq")
+        # Every consumer's processing list, also those of a default consumer name.
+        taken = [k async for k in self.client.scan_iter(match=f"{self.list}:processing:*")]
+        await self.client.delete(self.list, self.processing, f"{self.list}:seq", *taken)
         await self.client.aclose()
 
     async def _next_ids(self, n: int) -> list[str]:

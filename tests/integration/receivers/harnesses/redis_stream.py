@@ -13,6 +13,10 @@ _STREAM_COMMANDS = {"xreadgroup", "xack", "xautoclaim", "xgroup|create", "xinfo|
 
 class RedisStreamHarness:
     trigger_type = "redis_stream"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("block_ms",)
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 5.0
     url = "redis://127.0.0.1:6379/0"
 
     def __init__(self) -> None:

@@ -33,6 +33,10 @@ CREDENTIALS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing
 
 class SqsHarness:
     trigger_type = "sqs"
+    # Settings trigger() shortens for speed; the default-settings tests leave them out.
+    shortened: tuple[str, ...] = ("wait_time_secs", "visibility_timeout_secs")
+    # The longest a read waits for a message at the default settings (block, poll).
+    default_wait_secs = 20.0
 
     def __init__(self) -> None:
         self.endpoint = moto_endpoint()

@@ -25,7 +25,8 @@ import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractIncomingMessage, AbstractQueue
 
 from headwater.triggers.receivers.base import ReceiverLag
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import AmqpTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -72,7 +73,7 @@ class AmqpReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "url": without_credentials(self._url),
+            "url": hide_password(self._url),
             "queue": t.queue,
             "exchange": t.exchange,
             "routing_keys": list(t.routing_keys),

@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 
 from headwater.triggers.receivers.base import ReceiverLag
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import KafkaTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -53,7 +54,7 @@ class KafkaReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "bootstrap_servers": self._servers.split("@")[-1],
+            "bootstrap_servers": hide_password(self._servers),
             "topic": t.topic,
             "group_id": t.group_id,
             "auto_offset_reset": t.auto_offset_reset,

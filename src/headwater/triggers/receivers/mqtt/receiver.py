@@ -13,13 +13,20 @@ is its ``message-id`` user property when the publisher sets one, else its correl
 data, else a hash of topic and payload: then two identical messages on one topic are one
 job. Publishers that can should set ``message-id``; otherwise a ``dedup_key`` template on
 a field of the payload says what makes an event unique.
+
+Lag: MQTT has no way to ask the broker what it still holds for a session, so the lag
+reported is what this receiver holds: messages received but not yet jobs (queued in the
+client, or in the batch being committed; all of them not yet PUBACK-ed) and the age of
+the oldest of them, from when it arrived here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
+import time
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,7 +36,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from headwater.errors import ConfigError
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.base import ReceiverLag
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import MqttTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -48,6 +57,30 @@ def message_identity(topic: str, payload: bytes, user_properties: dict[str, str]
     return f"sha256-{digest}"
 
 
+class _ArrivalQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's incoming queue, remembering when each message arrived: those waiting in
+    it, then those taken out and not yet acknowledged (in order: MQTT is FIFO here)."""
+
+    def __init__(self, maxsize: int = 0) -> None:
+        super().__init__(maxsize)
+        self.waiting: collections.deque[float] = collections.deque()
+        self.taken: collections.deque[float] = collections.deque()
+
+    def _put(self, item: aiomqtt.Message) -> None:
+        self.waiting.append(time.time())
+        super()._put(item)
+
+    def _get(self) -> aiomqtt.Message:
+        if self.waiting:
+            self.taken.append(self.waiting.popleft())
+        item: aiomqtt.Message = super()._get()
+        return item
+
+    def acknowledged(self, n: int) -> None:
+        for _ in range(min(n, len(self.taken))):
+            self.taken.popleft()
+
+
 class MqttReceiver(BatchReceiver):
     trigger_type = "mqtt"
     dropped = (aiomqtt.MqttError, ConnectionError, OSError)
@@ -61,11 +94,12 @@ class MqttReceiver(BatchReceiver):
         self.trigger = trigger
         self._client: aiomqtt.Client | None = None
         self._next: asyncio.Task[aiomqtt.Message] | None = None
+        self._arrivals: _ArrivalQueue | None = None
 
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "url": without_credentials(self._url),
+            "url": hide_password(self._url),
             "topic": t.topic,
             "client_id": t.client_id,
             "qos": t.qos,
@@ -91,7 +125,10 @@ class MqttReceiver(BatchReceiver):
             clean_start=False,
             properties=props,
             tls_params=aiomqtt.TLSParameters() if parts.scheme == "mqtts" else None,
+            queue_type=_ArrivalQueue,
         )
+        assert isinstance(client._queue, _ArrivalQueue)
+        self._arrivals = client._queue
         # aiomqtt has no switch for it: manual acknowledgements are paho's, under it.
         client._client.manual_ack_set(True)
         await client.__aenter__()
@@ -104,6 +141,7 @@ class MqttReceiver(BatchReceiver):
             pending.cancel()
             await asyncio.gather(pending, return_exceptions=True)
         client, self._client = self._client, None
+        self._arrivals = None  # unacknowledged messages come again with the session
         if client is not None:
             with contextlib.suppress(Exception):  # already gone: the session keeps the rest
                 await client.__aexit__(None, None, None)
@@ -133,6 +171,18 @@ class MqttReceiver(BatchReceiver):
             mid, qos = message.handle
             if qos > 0:
                 client._client.ack(mid, qos)
+        if self._arrivals is not None:
+            self._arrivals.acknowledged(len(messages))
+
+    async def lag(self) -> ReceiverLag | None:
+        """What this receiver holds (the broker cannot be asked what it still holds)."""
+        arrivals = self._arrivals
+        if arrivals is None or self._client is None:
+            return None
+        held = len(arrivals.taken) + len(arrivals.waiting)
+        oldest = arrivals.taken[0] if arrivals.taken else (arrivals.waiting or [None])[0]
+        ms = max(0.0, (time.time() - oldest) * 1000) if oldest is not None else 0.0
+        return ReceiverLag(events=held, pending=held, ms=ms)
 
     def _message(self, message: aiomqtt.Message) -> BrokerMessage:
         props = message.properties

@@ -20,7 +20,8 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from pydantic import BaseModel, ConfigDict
 
 from headwater.triggers.receivers.base import ReceiverLag
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import NatsTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -83,7 +84,7 @@ class NatsReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "url": without_credentials(s.url),
+            "url": hide_password(s.url),
             "stream": s.stream,
             "subject": s.subject,
             "durable": s.durable,
@@ -101,6 +102,9 @@ class NatsReceiver(BatchReceiver):
             # Our loop reconnects (with backoff, re-binding the consumer); the client's own
             # reconnection would hide a lost server from it.
             "allow_reconnect": False,
+            # Without it, a first connection to a server that is down is retried without
+            # end (nats-py), and start gives up only at the manager's 30 s start timeout.
+            "max_reconnect_attempts": 1,
         }
         if s.token:
             options["token"] = s.token

@@ -27,12 +27,15 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from headwater.triggers.receivers.base import ReceiverLag
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import PostgresTrigger
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["PostgresReceiver"]
 
+# After a notification for a row the xid horizon still holds back: the first re-read.
+_RECHECK_SECS = 0.05
 _XID_HORIZON = sql.SQL(
     "{xmin}::text::bigint < mod(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 4294967296)"
 )
@@ -59,12 +62,13 @@ class PostgresReceiver(BatchReceiver):
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._position: Any = None  # the checkpoint: last key whose job committed
         self._woken = asyncio.Event()
+        self._recheck: float | None = None  # a notified row is held back: re-read sooner
         self._listener: asyncio.Task[None] | None = None
 
     def public_settings(self) -> dict[str, Any]:
         t = self.trigger
         return {
-            "url": without_credentials(self._url),
+            "url": hide_password(self._url),
             "table": t.table,
             "key_column": t.key_column,
             "payload_column": t.payload_column,
@@ -124,10 +128,24 @@ class PostgresReceiver(BatchReceiver):
         self._woken.clear()  # before reading: a row committed meanwhile still wakes us
         rows = await self._read(room)
         if rows:
+            self._recheck = None
             return rows
+        poll = self.trigger.poll_secs
+        woken = False
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._woken.wait(), self.trigger.poll_secs)
-        return await self._read(room)
+            await asyncio.wait_for(self._woken.wait(), min(self._recheck or poll, poll))
+            woken = True
+        rows = await self._read(room)
+        if rows:
+            self._recheck = None
+        elif woken:
+            # Notified, yet nothing readable: the new row waits for an older transaction
+            # (anywhere on the server) to end, and that sends no notification. Look again
+            # soon, then less and less often, back to ``poll_secs``.
+            self._recheck = _RECHECK_SECS
+        elif self._recheck is not None:
+            self._recheck = self._recheck * 2 if self._recheck * 2 < poll else None
+        return rows
 
     async def _read(self, room: int) -> list[BrokerMessage]:
         if self._conn is None or self._conn.closed:

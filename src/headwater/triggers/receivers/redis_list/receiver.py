@@ -15,18 +15,18 @@ empty, without taking the element; the script then takes up to the room left.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headwater.triggers.receivers.base import ReceiverLag
-from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage, without_credentials
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.triggers.receivers.redis_client import blocking_client
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import RedisListTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -60,7 +60,9 @@ class RedisListSettings(BaseModel):
     def from_trigger(
         cls, trigger: RedisListTrigger, render: Callable[[Any, str], Any]
     ) -> RedisListSettings:
-        consumer = trigger.consumer or f"{socket.gethostname()}:{os.getpid()}"
+        # Stable across restarts (no pid): the processing list a crashed process left is
+        # the next one's, so what it had taken becomes jobs instead of being orphaned.
+        consumer = trigger.consumer or socket.gethostname()
         return cls(
             url=str(render(trigger.url, "url")),
             list=trigger.list,
@@ -85,13 +87,14 @@ class RedisListReceiver(BatchReceiver):
 
     def public_settings(self) -> dict[str, Any]:
         data = self.settings.model_dump(exclude={"url"})
-        data["url"] = without_credentials(self.settings.url)
+        data["url"] = hide_password(self.settings.url)
         return data
 
     async def connect(self) -> None:
         # The name lets operators (and tests) find our connections in CLIENT LIST.
-        self._client = aioredis.from_url(
+        self._client = blocking_client(
             self.settings.url,
+            self.settings.block_secs,
             decode_responses=False,
             client_name=f"headwater:redis_list:{self.ctx.source_id}",
         )
@@ -121,7 +124,13 @@ class RedisListReceiver(BatchReceiver):
         taken = await self._take(keys=keys, args=[room])
         if not taken:
             # Block until the list has an element (a no-op move), then take it.
-            if await self._client.blmove(s.list, s.list, s.block_secs, "RIGHT", "RIGHT") is None:
+            try:
+                moved = await self._client.blmove(s.list, s.list, s.block_secs, "RIGHT", "RIGHT")
+            except RedisTimeoutError:
+                # Idle, not broken (see redis_client): the next call opens a connection.
+                self.log.debug("receiver_idle_timeout")
+                return []
+            if moved is None:
                 return []
             taken = await self._take(keys=keys, args=[room])
         return [self._message(entry) for entry in taken]

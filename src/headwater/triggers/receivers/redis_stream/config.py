@@ -7,20 +7,23 @@ never sees a template.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
+from headwater.url_secrets import hide_password
 from headwater.workspace.models import RedisStreamTrigger
 
 __all__ = ["RedisStreamSettings", "default_consumer"]
 
 
 def default_consumer() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Stable across restarts (no pid): after a crash, the next process of this trigger on
+    this host finds the entries it left pending under its own name and reads them again
+    at once, and the group does not collect one dead consumer per restart."""
+    return socket.gethostname()
 
 
 class RedisStreamSettings(BaseModel):
@@ -62,12 +65,5 @@ class RedisStreamSettings(BaseModel):
     def public(self) -> dict[str, Any]:
         """For logs and listings: the URL without its credentials."""
         data = self.model_dump(exclude={"url", "reconnect_initial_secs", "reconnect_max_secs"})
-        data["url"] = _without_credentials(self.url)
+        data["url"] = hide_password(self.url)
         return data
-
-
-def _without_credentials(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if not sep or "@" not in rest.split("/", 1)[0]:
-        return url
-    return f"{scheme}://•••@{rest.split('@', 1)[1]}"

@@ -4,10 +4,11 @@ Order of work, and why:
 1. ``XGROUP CREATE … MKSTREAM`` if the group is missing. A group that vanished (flush,
    failover to a replica without it) is recreated at our checkpoint, the last id we
    acknowledged, so nothing after it is lost and nothing before it is redone.
-2. Backfill: ``XAUTOCLAIM`` entries a dead consumer (another pid) left pending for
-   ``claim_idle_ms``, then re-read our own pending list (``XREADGROUP … 0``): entries
-   dispatched but not acknowledged before a crash. Their dedup keys already have jobs,
-   so they come back as duplicates and are simply acknowledged.
+2. Backfill: ``XAUTOCLAIM`` entries a dead consumer left pending (on start all of them:
+   this process is the trigger's owner now; later those idle for ``claim_idle_ms``),
+   then re-read our own pending list (``XREADGROUP … 0``): entries dispatched but not
+   acknowledged before a crash. Their dedup keys already have jobs, so they come back
+   as duplicates and are simply acknowledged.
 3. ``XREADGROUP … >`` in batches of at most the room ``max_in_flight`` leaves.
 Each batch is dispatched, and only then ``XACK``-ed. An entry that cannot be decoded is
 dead-lettered and acknowledged with its batch. A dropped connection is retried with
@@ -20,13 +21,13 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from headwater.triggers.receivers.base import ReceiverLag, decode_body
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.triggers.receivers.redis_client import blocking_client
 from headwater.triggers.receivers.redis_stream.config import RedisStreamSettings
 from headwater.workspace.receiver_triggers import RedisStreamTrigger
 from headwater.workspace.templating import TemplateEngine
@@ -67,13 +68,16 @@ class RedisStreamReceiver(BatchReceiver):
         # redis-py types its asyncio methods as ``T | Awaitable[T]``; Any keeps await honest.
         self._client: Any = None
         self._last_claim = 0.0
+        self._first_backfill = True
 
     def public_settings(self) -> dict[str, Any]:
         return self.settings.public()
 
     # -- connection ----------------------------------------------------------------------
     async def connect(self) -> None:
-        self._client = aioredis.from_url(self.settings.url, decode_responses=False)
+        self._client = blocking_client(
+            self.settings.url, self.settings.block_ms / 1000, decode_responses=False
+        )
         await self._ensure_group()
 
     async def close(self) -> None:
@@ -100,13 +104,19 @@ class RedisStreamReceiver(BatchReceiver):
     async def backfill(self) -> None:
         s = self.settings
         self._last_claim = time.monotonic()
+        # Just started: this process is the trigger's owner now (one server runs it, under
+        # its lease), so what other consumers left pending is a previous owner's, dead or
+        # being replaced: take it at once rather than after ``claim_idle_ms``. Should a
+        # live peer still hold an entry, its dedup key makes our dispatch a duplicate.
+        min_idle = 0 if self._first_backfill else s.claim_idle_ms
+        self._first_backfill = False
         cursor: Any = "0-0"
         while True:  # move a dead consumer's idle entries into our pending list
             # Not JUSTID: redis-py drops the cursor from that reply. The claimed entries
             # are read again below with the rest of our pending list.
             reply = await self._guard(
                 self._client.xautoclaim(
-                    s.stream, s.group, s.consumer, s.claim_idle_ms, cursor, s.batch_size
+                    s.stream, s.group, s.consumer, min_idle, cursor, s.batch_size
                 )
             )
             if reply[1]:
@@ -128,11 +138,19 @@ class RedisStreamReceiver(BatchReceiver):
     async def _read(self, from_id: str, count: int) -> list[BrokerMessage]:
         s = self.settings
         block = s.block_ms if from_id == ">" else None
-        reply = await self._guard(
-            self._client.xreadgroup(
-                s.group, s.consumer, {s.stream: from_id}, count=count, block=block
+        try:
+            reply = await self._guard(
+                self._client.xreadgroup(
+                    s.group, s.consumer, {s.stream: from_id}, count=count, block=block
+                )
             )
-        )
+        except RedisTimeoutError:
+            if block is None:
+                raise
+            # Idle, not broken: the socket outlived the block time and still timed out
+            # (a slow server). redis-py drops that connection; the next read opens one.
+            self.log.debug("receiver_idle_timeout")
+            return []
         return [self._message(entry_id, fields) for entry_id, fields in _entries(reply)]
 
     async def _guard(self, call: Any) -> Any:

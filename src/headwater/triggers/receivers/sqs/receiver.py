@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from headwater.triggers.receivers.base import ReceiverLag
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.url_secrets import hide_password
 from headwater.workspace.receiver_triggers import SqsTrigger
 from headwater.workspace.templating import TemplateEngine
 
@@ -77,9 +78,9 @@ class SqsReceiver(BatchReceiver):
     def public_settings(self) -> dict[str, Any]:
         s = self.settings
         return {
-            "queue_url": s.queue_url,
+            "queue_url": hide_password(s.queue_url),
             "region": s.region,
-            "endpoint_url": s.endpoint_url,
+            "endpoint_url": None if s.endpoint_url is None else hide_password(s.endpoint_url),
             "wait_time_secs": s.wait_time_secs,
             "visibility_timeout_secs": s.visibility_timeout_secs,
             "batch_size": self._batch_size,
