@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.errors import HeadwaterError, TemplateError
@@ -275,6 +276,9 @@ class StepRunner:
                 )
             else:  # read only below (functions and sub-jobs get copies)
                 step_input = step.input
+            step_input = complete_action_input(
+                step_input, action, job.input, self.templates, context, f"action {name!r} input"
+            )
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
