@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import json
 import shlex
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -305,7 +306,7 @@ class StepRunner:
         finally:
             if hook is not None:
                 await hook.close()
-        return _from_result(result, collector.output)
+        return _from_result(result, collector.output, collector.stderr_tail)
 
     def _spec(
         self,
@@ -532,7 +533,13 @@ def _has_template(value: Any) -> bool:
     return False
 
 
-def _from_result(result: StepResult, output: Any) -> _Attempt:
+# A failed step's error ends with the last lines it wrote to stderr (its cause: a
+# traceback's last lines, a command's complaint), at most this many lines and characters.
+STDERR_TAIL_LINES = 10
+STDERR_TAIL_CHARS = 2000
+
+
+def _from_result(result: StepResult, output: Any, stderr_tail: Iterable[str] = ()) -> _Attempt:
     if result.outcome is StepOutcome.SUCCEEDED:
         return _Attempt(StepStatus.COMPLETED, output=output, exit_code=result.exit_code)
     if result.outcome is StepOutcome.CANCELLED:
@@ -540,8 +547,20 @@ def _from_result(result: StepResult, output: Any) -> _Attempt:
             StepStatus.CANCELLED, output=output, error=result.error, exit_code=result.exit_code
         )
     return _Attempt(
-        StepStatus.FAILED, output=output, error=result.error, exit_code=result.exit_code
+        StepStatus.FAILED,
+        output=output,
+        error=_with_stderr(result.error, list(stderr_tail)),
+        exit_code=result.exit_code,
     )
+
+
+def _with_stderr(error: str | None, tail: list[str]) -> str | None:
+    if not tail:
+        return error
+    text = "\n".join(tail)
+    if len(text) > STDERR_TAIL_CHARS:
+        text = "…" + text[-STDERR_TAIL_CHARS:]
+    return f"{error or 'failed'}; stderr (last lines):\n{text}"
 
 
 class _OutputCollector:
@@ -556,12 +575,15 @@ class _OutputCollector:
         self._hook = hook
         self.output: Any = None
         self._warned_truncation = False
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     async def __call__(self, stream: LogStream, line: str, truncated: bool) -> None:
         if not line.strip():
             return
         if self._hook is not None and await self._hook(self._step, stream, line, truncated):
             return
+        if stream is LogStream.STDERR:
+            self.stderr_tail.append(line.rstrip())
         if stream is LogStream.STDOUT and line.startswith(OUTPUT_PREFIX):
             if truncated:
                 await self._runner.system(
