@@ -33,6 +33,7 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
 )
+from headwater.workspace.hooks import find_task
 from headwater.workspace.models import Step, Task, Workspace
 
 __all__ = ["JobExecutor", "JobOutcome"]
@@ -62,7 +63,7 @@ class JobExecutor:
     async def execute(
         self, workspace: Workspace, job: JobRecord, cancel: asyncio.Event
     ) -> JobOutcome:
-        task = workspace.tasks.get(job.task)
+        task = find_task(workspace, job.task)
         if task is None:
             error = f"task {job.task!r} is not defined in workspace {workspace.name!r}"
             await self._system(job, None, error)

@@ -37,6 +37,7 @@ from headwater.store.base import (
     StepUpdate,
 )
 from headwater.worker.control import ControlPlane
+from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
 from headwater.workspace.templating import TemplateEngine, build_context
 
@@ -271,7 +272,9 @@ class StepRunner:
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
-            if _has_template(step.input):
+            if job.source_type == "hook" and is_hook_task(job.task):
+                step_input = job.input  # a hook job's one step: the rendered hook input
+            elif _has_template(step.input):
                 step_input = self.templates.render(
                     step.input, context(), where=f"step {name!r} input"
                 )
