@@ -178,6 +178,8 @@ class StepRunner:
                     job, states, state, StepStatus.SKIPPED, error="when condition is false"
                 )
                 return
+        # Strøm: a step's own retry wins; else its action's.
+        retry = step.retry if step.retry is not None else workspace.action_for(step).retry
         retries_used = 0
         while True:
             state.attempts += 1
@@ -200,21 +202,21 @@ class StepRunner:
             can_retry = (
                 attempt.status is StepStatus.FAILED
                 and attempt.retryable
-                and step.retry is not None
-                and retries_used < step.retry.count
+                and retry is not None
+                and retries_used < retry.count
                 and not stop.event.is_set()
             )
             if not can_retry:
                 await self._final(job, states, state, attempt.status, error=attempt.error)
                 return
             retries_used += 1
-            assert step.retry is not None
-            delay = step.retry.delay(retries_used)
+            assert retry is not None
+            delay = retry.delay(retries_used)
             await self.system(
                 job.id,
                 name,
                 f"attempt {state.attempts} failed ({attempt.error}); "
-                f"retry {retries_used}/{step.retry.count} in {delay:g}s",
+                f"retry {retries_used}/{retry.count} in {delay:.3g}s",
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.event.wait(), delay)
