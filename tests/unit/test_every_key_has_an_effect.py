@@ -142,8 +142,8 @@ DESCRIPTIVE = frozenset(
 # Accepted, no effect: `validate` warns (the YAML that shows it, and the warning's words).
 WARNED: dict[str, tuple[str, str]] = {
     "Task.mode": (
-        "tasks:\n  t:\n    mode: distributed\n    flow:\n      a: {action: ok}\n",
-        "`mode: distributed` has no effect in headwater",
+        "tasks:\n  t:\n    mode: local\n    flow:\n      a: {action: ok}\n",
+        "`mode: local` has no effect in headwater",
     ),
 }
 

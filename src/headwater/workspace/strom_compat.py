@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from headwater.errors import Problem, Severity
+from headwater.workspace.models import TaskMode
 
 if TYPE_CHECKING:
     from headwater.workspace.models import Workspace
@@ -83,12 +84,12 @@ def no_effect_problems(ws: Workspace, source_map: SourceMap) -> list[Problem]:
     """Warnings for keys that are accepted (Strøm writes them) but change nothing here."""
     problems: list[Problem] = []
     for name, task in ws.tasks.items():
-        if "mode" in task.model_fields_set:
+        # Strøm knows one mode, `distributed` (the default, what happens here too).
+        if task.mode is TaskMode.LOCAL:
             problems.append(
                 source_map.problem(
-                    f"task {name!r}: `mode: {task.mode.value}` has no effect in headwater: a"
-                    " job's steps all run on the worker that claimed it (Strøm's `local`"
-                    " mode); remove it",
+                    f"task {name!r}: `mode: local` has no effect in headwater: every job runs"
+                    " on one worker that claims it (as `distributed` does); remove it",
                     ("tasks", name, "mode"),
                     severity=Severity.WARNING,
                     at_key=True,
