@@ -99,6 +99,7 @@ ACTED_ON: dict[str, str] = {
     "WebhookTrigger.timeout_secs": "triggers/webhook.py",
     "WebhookTrigger.max_body_bytes": "triggers/webhook.py",
     "WebhookTrigger.enabled": "triggers/webhook.py",
+    "WebhookTrigger.input_shape": "triggers/webhook.py",
     "EventSourceTrigger.type": "workspace/models.py",  # selects the trigger model
     "EventSourceTrigger.task": "triggers/event_source.py",
     "EventSourceTrigger.target_task": "triggers/consumers.py",

@@ -46,6 +46,7 @@ __all__ = [
     "Task",
     "TaskMode",
     "Trigger",
+    "WebhookInputShape",
     "WebhookMode",
     "WebhookTrigger",
     "Workspace",
@@ -397,6 +398,11 @@ class WebhookMode(StrEnum):
     SYNC = "sync"
 
 
+class WebhookInputShape(StrEnum):
+    BODY = "body"  # the JSON object body's fields are the input (headwater's default)
+    REQUEST = "request"  # Strøm's {body, headers, method, query}
+
+
 class WebhookTrigger(_TriggerBase):
     type: Literal["webhook"]
     task: str
@@ -406,6 +412,7 @@ class WebhookTrigger(_TriggerBase):
     mode: WebhookMode = WebhookMode.ASYNC
     timeout_secs: int = Field(default=30, ge=1, le=300)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    input_shape: WebhookInputShape = WebhookInputShape.BODY
 
 
 class EventSourceTrigger(_TriggerBase):
