@@ -275,3 +275,18 @@ def test_input_order_orders_the_fields_in_the_task_api() -> None:
         }
     )
     assert list(task_json(ws, "t", ws.tasks["t"])["input"]) == ["name", "zone", "free"]
+
+
+def test_a_webhook_task_reading_strom_request_fields_is_told_to_set_input_shape(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "ws.yaml"
+    path.write_text(
+        "actions:\n  ci: {type: script, script: 'echo {{ input.body.ref }}'}\n"
+        "tasks:\n  ci:\n    flow:\n      run: {action: ci}\n"
+        "triggers:\n  gh: {type: webhook, task: ci}\n"
+        "  strom: {type: webhook, name: s, task: ci, input_shape: request}\n"
+    )
+    report = check_workspace(path)
+    warned = [p.message for p in report.problems if "input_shape: request" in p.message]
+    assert len(warned) == 1 and "trigger 'gh'" in warned[0] and "`input.body`" in warned[0]

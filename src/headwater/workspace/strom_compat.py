@@ -7,11 +7,12 @@ yet" instead of "unknown key". (The README's "Coming from Strøm" table lists th
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+import re
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 from headwater.errors import Problem, Severity
-from headwater.workspace.models import TaskMode
+from headwater.workspace.models import TaskMode, WebhookInputShape, WebhookTrigger
 
 if TYPE_CHECKING:
     from headwater.workspace.models import Workspace
@@ -95,4 +96,54 @@ def no_effect_problems(ws: Workspace, source_map: SourceMap) -> list[Problem]:
                     at_key=True,
                 )
             )
+    problems.extend(_webhook_shape_problems(ws, source_map))
     return problems
+
+
+_REQUEST_FIELD = re.compile(r"\binput\s*(?:\.\s*|\[\s*['\"])(body|headers|method|query)\b")
+
+
+def _webhook_shape_problems(ws: Workspace, source_map: SourceMap) -> list[Problem]:
+    # A Strøm task behind a webhook reads `input.body`; headwater's default shape puts
+    # the body's fields at the top level, so that would fail at run time.
+    problems: list[Problem] = []
+    for key, trigger in ws.triggers.items():
+        if not isinstance(trigger, WebhookTrigger):
+            continue
+        if trigger.input_shape is WebhookInputShape.REQUEST:
+            continue
+        task = ws.tasks.get(trigger.task)
+        if task is None:
+            continue
+        texts = list(_strings(task.model_dump(mode="json")))
+        for step in task.flow.values():
+            if step.inline is None and step.action not in ws.actions:
+                continue
+            texts.extend(_strings(ws.action_for(step).model_dump(mode="json")))
+        read = sorted(
+            {m.group(1) for t in texts for m in _REQUEST_FIELD.finditer(t)} - task.input.keys()
+        )
+        if read:
+            names = ", ".join(f"`input.{name}`" for name in read)
+            problems.append(
+                source_map.problem(
+                    f"trigger {key!r}: task {trigger.task!r} reads {names}, but this webhook"
+                    " makes the body's fields the input; set `input_shape: request` for"
+                    " Strøm's {body, headers, method, query}",
+                    ("triggers", key),
+                    severity=Severity.WARNING,
+                    at_key=True,
+                )
+            )
+    return problems
+
+
+def _strings(value: Any) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
