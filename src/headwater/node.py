@@ -15,6 +15,7 @@ import os
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from headwater.dispatch.dispatcher import (
     Event,
     task_tags,
 )
+from headwater.dispatch.hooks import HookFirer
 from headwater.engine.executor import JobExecutor
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
@@ -34,7 +36,16 @@ from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
 from headwater.runners import close_runners, open_runners
 from headwater.runners.base import Runner
-from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
+from headwater.store.base import (
+    Channel,
+    InsertOutcome,
+    JobRecord,
+    JobStatus,
+    LogLine,
+    LogRecord,
+    LogStream,
+    Store,
+)
 from headwater.store.sql import open_store
 from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_trigger
 from headwater.triggers.context import CallbackTriggerContext
@@ -169,6 +180,9 @@ class Node:
         self.store = store if store is not None else await open_store(self.settings.db_url)
         self.dispatcher = Dispatcher(self.store, self.workspace)
         self.batching = BatchingDispatcher(self.dispatcher)
+        self.hooks = HookFirer(
+            self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
+        )
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
         runners: dict[RunnerKind, Runner] = await open_runners()
@@ -217,8 +231,12 @@ class Node:
                 self._tag_signatures,
                 self.settings.worker,
                 is_long_running=_is_consumer,
+                on_finished=self._job_finished,
             )
         self._started = True
+
+    async def _job_finished(self, job: JobRecord, status: JobStatus) -> None:
+        await self.hooks.fire_finished(job, status)
 
     # -- trigger state and control (TriggerStateProvider, TriggerControl) -----------------
     async def trigger_states(self) -> Mapping[str, Mapping[str, Any]]:
@@ -430,7 +448,48 @@ class Node:
         await self.logs.flush()
         final = await self.store.get_job(outcome.id)
         assert final is not None
+        await self._run_hooks(final, signature)
         return final
+
+    async def _run_hooks(self, job: JobRecord, signature: str) -> None:
+        """``headwater run``: the finished job's hooks run here too, to their end."""
+        hook_ids = await self.hooks.fire(job, tags=frozenset({signature}))
+        if not hook_ids:
+            return
+        stop = asyncio.Event()
+        worker = Worker(
+            self.store,
+            self.executor,
+            self.logs,
+            self.workspace,
+            lambda: [signature],
+            self.settings.worker,
+        )
+        with self.store.subscribe(Channel.FINISHED) as finished:
+            runner = asyncio.create_task(worker.run(stop))
+            try:
+                while True:
+                    hooks = await self.store.get_jobs(hook_ids)
+                    if all(h.status.is_terminal for h in hooks) or runner.done():
+                        break
+                    await finished.wait(2.0)
+            finally:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await runner
+        now = datetime.now(UTC)
+        await self.store.append_logs(
+            [
+                LogLine(job.id, None, LogStream.SYSTEM, _hook_line(h), now)
+                for h in sorted(hooks, key=lambda h: h.created_at)
+            ]
+        )
+        await self.logs.flush()
+
+
+def _hook_line(hook: JobRecord) -> str:
+    line = f"hook job {hook.id} ({hook.task}): {hook.status.value}"
+    return f"{line}: {hook.error}" if hook.error else line
 
 
 def freeze_startup_heap() -> None:

@@ -59,7 +59,16 @@ actions:
   child:
     type: task
     task: hello
+  boom:
+    type: script
+    script: "exit 3"
 tasks:
+  hooked:
+    flow:
+      fail: {{ action: boom }}
+    on_error:
+      - action: echo
+        input: {{ n: 5 }}
   hello:
     input:
       n: {{ type: integer, default: 1 }}
@@ -260,6 +269,21 @@ async def test_a_remote_worker_runs_jobs_sub_tasks_and_masks_secrets(cluster: Cl
         parent = await cluster.wait_job(await cluster.submit("parent"))
         assert parent.status is JobStatus.COMPLETED, parent.error
         assert parent.output == {"call": {"say": {"n": 7}}}
+
+
+async def test_the_server_fires_the_hooks_of_a_job_a_remote_worker_finished(
+    cluster: Cluster,
+) -> None:
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(await cluster.submit("hooked"))
+        assert job.status is JobStatus.FAILED
+        hooks = await _until(
+            lambda: cluster.store.list_jobs(JobFilter(source_type="hook", source_id=job.id)),
+            what="the hook job",
+        )
+        hook = await cluster.wait_job(hooks[0].id)
+        assert hook.task == "_hook:echo" and hook.status is JobStatus.COMPLETED, hook.error
+        assert hook.output == {"hook": {"n": 5}}
 
 
 async def test_a_job_waits_visibly_until_a_worker_with_its_tags_claims_it(

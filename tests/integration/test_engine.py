@@ -156,7 +156,7 @@ async def test_failure_skips_dependents_unless_continue_on_failure(
         await node.close()
 
 
-async def test_when_false_skips_but_dependents_still_run(tmp_path: Path, db_url: str) -> None:
+async def test_when_false_skips_and_a_join_after_it_still_runs(tmp_path: Path, db_url: str) -> None:
     node = await start_node(
         tmp_path,
         db_url,
@@ -168,8 +168,9 @@ async def test_when_false_skips_but_dependents_still_run(tmp_path: Path, db_url:
             input:
               env: { type: string, default: staging }
             flow:
-              deploy: { action: ok, when: "{{ input.env == 'production' }}" }
-              notify: { action: ok, depends_on: [deploy] }
+              setup: { action: ok }
+              deploy: { action: ok, depends_on: [setup], when: "{{ input.env == 'production' }}" }
+              notify: { action: ok, depends_on: [setup, deploy] }
         """,
     )
     try:

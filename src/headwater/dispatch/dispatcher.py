@@ -22,6 +22,7 @@ import structlog
 
 from headwater.errors import InputValidationError, NotFoundError
 from headwater.store.base import NewJob, RejectedEvent, Store
+from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
 
@@ -99,7 +100,7 @@ class Dispatcher:
             self._tasks_of, self._tasks = ws, {}
         found = self._tasks.get(name)
         if found is None:
-            task = ws.tasks.get(name)
+            task = find_task(ws, name)
             if task is None:
                 raise NotFoundError(f"task {name!r} is not defined in workspace {ws.name!r}")
             found = self._tasks[name] = (compile_input_schema(task.input), task_tags(ws, task))

@@ -24,7 +24,13 @@ import structlog
 
 from headwater.dispatch.dispatcher import DispatchStatus, Event, task_tags
 from headwater.distributed.bundle import WorkspaceBundle, build_bundle, revision_of
-from headwater.errors import ConflictError, InputValidationError, NotFoundError, StaleConsumerError
+from headwater.errors import (
+    ConflictError,
+    HeadwaterError,
+    InputValidationError,
+    NotFoundError,
+    StaleConsumerError,
+)
 from headwater.node import Node
 from headwater.store.base import (
     Channel,
@@ -289,6 +295,7 @@ class WorkerService:
         worker's loop takes the jobs claimed here."""
         store = self._node.store
         changed = await store.finish_jobs([(j, worker_id, s, o, e) for j, s, o, e in results])
+        await self._fire_hooks([r[0] for r, ok in zip(results, changed, strict=True) if ok])
         for lease in leases:  # the consumer ended: its trigger's next consumer may start
             owner = _consumer_owner(worker_id, lease.job_id, lease.attempt)
             await store.release_lease(consumer_lease_name(lease.trigger), owner, lease.token)
@@ -299,6 +306,18 @@ class WorkerService:
                 for kick in self._kicks.get(worker_id, ()):
                     kick.set()
         return changed, jobs
+
+    async def _fire_hooks(self, job_ids: Sequence[str]) -> None:
+        hooks = self._node.hooks
+        if not job_ids or not hooks.has_hooks():
+            return
+        for job_id in job_ids:
+            try:
+                job = await self._node.store.get_job(job_id)  # with its steps
+                if job is not None:
+                    await hooks.fire(job)
+            except HeadwaterError:  # best effort: the job's own finish stands
+                log.exception("hooks_failed", job_id=job_id)
 
     async def wait_finished(self, job_ids: Sequence[str], timeout: float) -> list[JobRecord]:
         """The jobs, once one of them is final or after ``timeout`` s."""

@@ -3,7 +3,9 @@
 Rules (also in the README):
 - a step starts when every ``depends_on`` step is final; independent steps run in parallel;
 - a failed step skips its dependents, unless a dependent sets ``continue_on_failure``;
-- a step skipped because its ``when`` was false counts as satisfied for its dependents;
+- a step skipped because its ``when`` was false counts as satisfied for its dependents,
+  but a step whose dependencies were all skipped is skipped too (cascade skip, as in
+  Strøm), unless it sets ``continue_on_failure``;
 - ``retry`` re-runs a failed (or timed-out) step after ``backoff × 2^(n−1)`` seconds;
 - step and task ``timeout`` stop the process group (SIGTERM, grace, SIGKILL);
 - the job fails when a step failed that did not set ``continue_on_failure``.
@@ -31,6 +33,7 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
 )
+from headwater.workspace.hooks import find_task
 from headwater.workspace.models import Step, Task, Workspace
 
 __all__ = ["JobExecutor", "JobOutcome"]
@@ -60,7 +63,7 @@ class JobExecutor:
     async def execute(
         self, workspace: Workspace, job: JobRecord, cancel: asyncio.Event
     ) -> JobOutcome:
-        task = workspace.tasks.get(job.task)
+        task = find_task(workspace, job.task)
         if task is None:
             error = f"task {job.task!r} is not defined in workspace {workspace.name!r}"
             await self._system(job, None, error)
@@ -145,6 +148,14 @@ class JobExecutor:
                             failed_upstream=True,
                         )
                         continue
+                    if self._all_dependencies_skipped(step, states):
+                        await self._finish_without_running(
+                            job,
+                            states[name],
+                            StepStatus.SKIPPED,
+                            "skipped: all dependencies were skipped",
+                        )
+                        continue
                     states[name].status = StepStatus.RUNNING  # reserved; the runner sets times
                     t = asyncio.create_task(
                         self._steps.run(workspace, task, job, name, states, stop),
@@ -182,6 +193,14 @@ class JobExecutor:
             if all(states[d].status.is_terminal for d in step.depends_on if d in states):
                 ready.append(name)
         return ready
+
+    @staticmethod
+    def _all_dependencies_skipped(step: Step, states: Mapping[str, StepState]) -> bool:
+        # Strøm's cascade skip: a step after a branch that was not taken is not taken
+        # either. ``continue_on_failure`` opts out (the step runs whatever came before).
+        if not step.depends_on or step.continue_on_failure:
+            return False
+        return all(states[d].status is StepStatus.SKIPPED for d in step.depends_on if d in states)
 
     @staticmethod
     def _failed_dependency(step: Step, states: Mapping[str, StepState]) -> str | None:

@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import json
 import shlex
-from collections.abc import Awaitable, Callable, Mapping
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Protocol
 
 import structlog
 
+from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.errors import HeadwaterError, TemplateError
@@ -35,6 +37,7 @@ from headwater.store.base import (
     StepUpdate,
 )
 from headwater.worker.control import ControlPlane
+from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
 from headwater.workspace.templating import TemplateEngine, build_context
 
@@ -175,6 +178,8 @@ class StepRunner:
                     job, states, state, StepStatus.SKIPPED, error="when condition is false"
                 )
                 return
+        # Strøm: a step's own retry wins; else its action's.
+        retry = step.retry if step.retry is not None else workspace.action_for(step).retry
         retries_used = 0
         while True:
             state.attempts += 1
@@ -197,21 +202,21 @@ class StepRunner:
             can_retry = (
                 attempt.status is StepStatus.FAILED
                 and attempt.retryable
-                and step.retry is not None
-                and retries_used < step.retry.count
+                and retry is not None
+                and retries_used < retry.count
                 and not stop.event.is_set()
             )
             if not can_retry:
                 await self._final(job, states, state, attempt.status, error=attempt.error)
                 return
             retries_used += 1
-            assert step.retry is not None
-            delay = step.retry.delay(retries_used)
+            assert retry is not None
+            delay = retry.delay(retries_used)
             await self.system(
                 job.id,
                 name,
                 f"attempt {state.attempts} failed ({attempt.error}); "
-                f"retry {retries_used}/{step.retry.count} in {delay:g}s",
+                f"retry {retries_used}/{retry.count} in {delay:.3g}s",
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.event.wait(), delay)
@@ -269,12 +274,17 @@ class StepRunner:
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
-            if _has_template(step.input):
+            if job.source_type == "hook" and is_hook_task(job.task):
+                step_input = job.input  # a hook job's one step: the rendered hook input
+            elif _has_template(step.input):
                 step_input = self.templates.render(
                     step.input, context(), where=f"step {name!r} input"
                 )
             else:  # read only below (functions and sub-jobs get copies)
                 step_input = step.input
+            step_input = complete_action_input(
+                step_input, action, job.input, self.templates, context, f"action {name!r} input"
+            )
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
@@ -301,7 +311,7 @@ class StepRunner:
         finally:
             if hook is not None:
                 await hook.close()
-        return _from_result(result, collector.output)
+        return _from_result(result, collector.output, collector.stderr_tail)
 
     def _spec(
         self,
@@ -528,7 +538,13 @@ def _has_template(value: Any) -> bool:
     return False
 
 
-def _from_result(result: StepResult, output: Any) -> _Attempt:
+# A failed step's error ends with the last lines it wrote to stderr (its cause: a
+# traceback's last lines, a command's complaint), at most this many lines and characters.
+STDERR_TAIL_LINES = 10
+STDERR_TAIL_CHARS = 2000
+
+
+def _from_result(result: StepResult, output: Any, stderr_tail: Iterable[str] = ()) -> _Attempt:
     if result.outcome is StepOutcome.SUCCEEDED:
         return _Attempt(StepStatus.COMPLETED, output=output, exit_code=result.exit_code)
     if result.outcome is StepOutcome.CANCELLED:
@@ -536,8 +552,20 @@ def _from_result(result: StepResult, output: Any) -> _Attempt:
             StepStatus.CANCELLED, output=output, error=result.error, exit_code=result.exit_code
         )
     return _Attempt(
-        StepStatus.FAILED, output=output, error=result.error, exit_code=result.exit_code
+        StepStatus.FAILED,
+        output=output,
+        error=_with_stderr(result.error, list(stderr_tail)),
+        exit_code=result.exit_code,
     )
+
+
+def _with_stderr(error: str | None, tail: list[str]) -> str | None:
+    if not tail:
+        return error
+    text = "\n".join(tail)
+    if len(text) > STDERR_TAIL_CHARS:
+        text = "…" + text[-STDERR_TAIL_CHARS:]
+    return f"{error or 'failed'}; stderr (last lines):\n{text}"
 
 
 class _OutputCollector:
@@ -552,12 +580,15 @@ class _OutputCollector:
         self._hook = hook
         self.output: Any = None
         self._warned_truncation = False
+        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
     async def __call__(self, stream: LogStream, line: str, truncated: bool) -> None:
         if not line.strip():
             return
         if self._hook is not None and await self._hook(self._step, stream, line, truncated):
             return
+        if stream is LogStream.STDERR:
+            self.stderr_tail.append(line.rstrip())
         if stream is LogStream.STDOUT and line.startswith(OUTPUT_PREFIX):
             if truncated:
                 await self._runner.system(

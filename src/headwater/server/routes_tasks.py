@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.errors import ConflictError
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
-from headwater.workspace.models import Task, Workspace
+from headwater.workspace.models import InputField, Task, Workspace
 
 __all__ = ["IDEMPOTENCY_PREFIX", "RunIn", "RunOut", "TaskOut", "task_json", "tasks_router"]
 
@@ -134,7 +134,13 @@ def task_json(ws: Workspace, name: str, task: Task) -> dict[str, Any]:
         "folder": task.folder,
         "input": {
             field: spec.model_dump(mode="json", exclude_none=True)
-            for field, spec in task.input.items()
+            # Strøm's `order` places a field in a form; unordered fields follow.
+            for field, spec in sorted(task.input.items(), key=_input_order)
         },
         "steps": steps,
     }
+
+
+def _input_order(item: tuple[str, InputField]) -> tuple[bool, int]:
+    order = item[1].order
+    return (order is None, order or 0)

@@ -38,7 +38,8 @@ from headwater.errors import HeadwaterError, InputValidationError
 from headwater.server.routes_common import error_response
 from headwater.store.base import Channel, JobRecord, Subscription
 from headwater.triggers.context import TriggerContext, secret_context
-from headwater.workspace.models import WebhookMode, WebhookTrigger, Workspace
+from headwater.triggers.webhook_request import request_input
+from headwater.workspace.models import WebhookInputShape, WebhookMode, WebhookTrigger, Workspace
 
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
@@ -115,13 +116,16 @@ def create_webhook_router(ctx: TriggerContext) -> APIRouter:
     """``POST /hooks/{name}`` for the webhook triggers of ``ctx.workspace()``."""
     router = APIRouter(tags=["webhooks"])
 
-    @router.post(
+    @router.api_route(
         "/hooks/{name}",
+        methods=["GET", "POST"],
         summary="Start the task of a webhook trigger",
         description=(
             "The JSON object body is the job input (merged over the trigger's input"
-            " defaults). `?secret=` is accepted for Strøm compatibility but ends up in"
-            " access logs: prefer the Authorization or signature headers."
+            " defaults; with `input_shape: request`, Strøm's {body, headers, method,"
+            " query}). GET is accepted, as in Strøm. `?secret=` is accepted for Strøm"
+            " compatibility but ends up in access logs: prefer the Authorization or"
+            " signature headers."
         ),
     )
     async def fire(request: Request, name: str) -> Response:
@@ -143,7 +147,11 @@ async def _handle(ctx: TriggerContext, request: Request, name: str) -> Response:
     secret = _render_secret(ctx, key, trig)
     if secret is not None:
         _authenticate(request, body, secret)
-    payload = _parse_body(body)
+    payload = (
+        request_input(request, body)
+        if trig.input_shape is WebhookInputShape.REQUEST
+        else _parse_body(body)
+    )
     wait, timeout = _wait_options(request, trig)
     dedup_key = _dedup_key(request, ws.name, key)
     try:

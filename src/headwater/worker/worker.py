@@ -13,7 +13,7 @@ import contextlib
 import os
 import socket
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -70,8 +70,10 @@ class Worker:
         settings: WorkerSettings = WorkerSettings(),
         is_long_running: Callable[[JobRecord], bool] = lambda job: False,
         worker_id: str | None = None,
+        on_finished: Callable[[JobRecord, JobStatus], Awaitable[None]] | None = None,
     ) -> None:
         self.store = store
+        self._on_finished = on_finished
         self.executor = executor
         self.logs = logs
         self._workspace = workspace
@@ -210,6 +212,8 @@ class Worker:
             )
             if not changed:
                 log.warning("job_finish_refused", job_id=job.id, worker_id=self.id)
+            elif self._on_finished is not None:
+                await self._on_finished(job, outcome.status)  # e.g. fire its hooks
         except Exception:
             log.exception("job_finish_failed", job_id=job.id)
         finally:

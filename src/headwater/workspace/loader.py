@@ -32,6 +32,7 @@ from headwater.workspace.models import (
     Workspace,
 )
 from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
+from headwater.workspace.strom_compat import no_effect_problems
 from headwater.workspace.suggestions import (
     EXECUTION_KEYS,
     event_source_script_problem,
@@ -47,7 +48,13 @@ _MAP_SECTIONS = ("actions", "tasks", "triggers", "secrets")
 _LIST_SECTIONS = ("on_success", "on_error")
 _SECTIONS = (*_MAP_SECTIONS, *_LIST_SECTIONS)
 # Strøm sections we do not support: warn and ignore rather than refuse the file.
-_UNSUPPORTED_SECTIONS = ("connections", "connection_types")
+_UNSUPPORTED_SECTIONS = (
+    "connections",
+    "connection_types",
+    "on_cancel",
+    "on_suspended",
+    "mcp_servers",
+)
 _TRIGGER_MODELS: dict[str, type[BaseModel]] = {
     "scheduler": SchedulerTrigger,
     "webhook": WebhookTrigger,
@@ -124,6 +131,7 @@ def check_workspace(
     # defined" everywhere, so cross-references are only checked when every file parsed.
     if not any(pf.data is None and pf.problems for pf in parsed):
         problems.extend(semantic_problems(workspace, source_map, defined, engine))
+        problems.extend(no_effect_problems(workspace, source_map))
     if check_secrets and workspace.secrets:
         problems.extend(_secret_warnings(workspace, source_map, environ, engine))
     problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
@@ -203,7 +211,8 @@ def _graft(
 def _unknown_section(section: str, source_map: SourceMap) -> Problem:
     if section in _UNSUPPORTED_SECTIONS:
         return source_map.problem(
-            f"`{section}` (a Strøm feature) is not supported by headwater; ignored",
+            f"`{section}` (a Strøm feature) is not supported yet by headwater: it is ignored"
+            " and has no effect here; remove it",
             (section,),
             severity=Severity.WARNING,
             at_key=True,

@@ -8,7 +8,9 @@ workspace is reported at once with its file and line.
 
 from __future__ import annotations
 
+import random
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,12 +39,14 @@ __all__ = [
     "RedisStreamTrigger",
     "RestartPolicy",
     "RetryPolicy",
+    "RetryStrategy",
     "RunnerKind",
     "SchedulerTrigger",
     "Step",
     "Task",
     "TaskMode",
     "Trigger",
+    "WebhookInputShape",
     "WebhookMode",
     "WebhookTrigger",
     "Workspace",
@@ -131,6 +135,86 @@ class InputField(_Model):
     order: int | None = None
 
 
+class RetryStrategy(StrEnum):
+    FIXED = "fixed"
+    EXPONENTIAL = "exponential"
+
+
+# Strøm's spelling: {max_attempts, delay, backoff: fixed|exponential, jitter}.
+_STROM_RETRY_KEYS = frozenset({"max_attempts", "delay", "jitter"})
+_STROM_DEFAULT_DELAY = 30.0  # Strøm's default `delay`
+_STROM_BACKOFF_CAP = 64  # Strøm's exponential backoff stops growing at 64 × delay
+
+
+class RetryPolicy(_Model):
+    """Re-run a failed step up to ``count`` more times.
+
+    headwater's form ``{count, backoff, max_backoff}`` waits ``backoff × 2^(n−1)``
+    (at most ``max_backoff``) before retry n. Strøm's form ``{max_attempts, delay,
+    backoff: fixed|exponential, jitter}`` is read into the same fields: ``max_attempts``
+    retries (Strøm retries while its retry count is below ``max_attempts``), ``delay``
+    each time or doubling up to 64 × ``delay``, plus up to 25 % random ``jitter``."""
+
+    count: int = Field(default=0, ge=0, le=100)
+    backoff: Duration = 1.0
+    max_backoff: Duration = 300.0
+    strategy: RetryStrategy = RetryStrategy.EXPONENTIAL
+    jitter: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _strom_form(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        strom = bool(_STROM_RETRY_KEYS & data.keys()) or data.get("backoff") in (
+            "fixed",
+            "exponential",
+        )
+        if not strom:
+            return data
+        mixed = sorted({"count", "max_backoff", "strategy"} & data.keys())
+        if mixed:
+            raise ValueError(
+                f"mixes Strøm's retry keys (max_attempts, delay, backoff: fixed|exponential,"
+                f" jitter) with headwater's ({', '.join(mixed)}): use one form"
+            )
+        unknown = sorted(data.keys() - _STROM_RETRY_KEYS - {"backoff"})
+        if unknown:
+            return data  # extra="forbid" names them
+        attempts = data.get("max_attempts", 3)
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 1 <= attempts <= 10:
+            raise ValueError(f"max_attempts must be a whole number from 1 to 10, not {attempts!r}")
+        delay = parse_duration(data.get("delay", _STROM_DEFAULT_DELAY))
+        if delay > 3600:
+            raise ValueError("delay must be at most 1h")
+        strategy = data.get("backoff", "fixed")
+        if strategy not in ("fixed", "exponential"):
+            raise ValueError(f"backoff must be fixed or exponential, not {strategy!r}")
+        return {
+            "count": attempts,
+            "backoff": delay,
+            "max_backoff": delay * _STROM_BACKOFF_CAP,
+            "strategy": strategy,
+            "jitter": data.get("jitter", False),
+        }
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait before retry number ``attempt`` (1-based)."""
+        if self.strategy is RetryStrategy.FIXED:
+            base = self.backoff
+        else:
+            base = min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1)))
+        if self.jitter:
+            base += base * 0.25 * rand()
+        return float(base)
+
+
+def _retry_shorthand(value: object) -> object:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return {"count": value}
+    return value
+
+
 class ActionType(StrEnum):
     SCRIPT = "script"
     DOCKER = "docker"
@@ -187,6 +271,8 @@ class Action(_Model):
     workdir: str | None = None
     input: dict[str, InputField] = Field(default_factory=dict)
     output: dict[str, InputField] | None = None
+    # The retry of every step that runs this action and sets no retry of its own.
+    retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
 
     @model_validator(mode="before")
     @classmethod
@@ -239,24 +325,6 @@ def _scalar_to_env(value: object) -> object:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    return value
-
-
-class RetryPolicy(_Model):
-    """Re-run a failed step up to ``count`` more times, waiting ``backoff × 2^(n−1)``."""
-
-    count: int = Field(default=0, ge=0, le=100)
-    backoff: Duration = 1.0
-    max_backoff: Duration = 300.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait before retry number ``attempt`` (1-based)."""
-        return float(min(self.max_backoff, self.backoff * (2 ** max(0, attempt - 1))))
-
-
-def _retry_shorthand(value: object) -> object:
-    if isinstance(value, int) and not isinstance(value, bool):
-        return {"count": value}
     return value
 
 
@@ -330,6 +398,11 @@ class WebhookMode(StrEnum):
     SYNC = "sync"
 
 
+class WebhookInputShape(StrEnum):
+    BODY = "body"  # the JSON object body's fields are the input (headwater's default)
+    REQUEST = "request"  # Strøm's {body, headers, method, query}
+
+
 class WebhookTrigger(_TriggerBase):
     type: Literal["webhook"]
     task: str
@@ -339,6 +412,7 @@ class WebhookTrigger(_TriggerBase):
     mode: WebhookMode = WebhookMode.ASYNC
     timeout_secs: int = Field(default=30, ge=1, le=300)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    input_shape: WebhookInputShape = WebhookInputShape.BODY
 
 
 class EventSourceTrigger(_TriggerBase):

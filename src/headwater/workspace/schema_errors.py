@@ -19,6 +19,7 @@ from pydantic_core import ErrorDetails
 from headwater.errors import Problem
 from headwater.workspace.inputs import type_name
 from headwater.workspace.models import Action, Step
+from headwater.workspace.strom_compat import not_yet_key, not_yet_type
 from headwater.workspace.yamlsource import SourceMap, YamlPath
 
 __all__ = ["describe", "did_you_mean", "field_label", "problems_from_validation_error"]
@@ -115,6 +116,15 @@ def _valid_keys(model: type[BaseModel], parent_loc: Sequence[int | str]) -> list
     return [k for k in dict.fromkeys(keys) if k != "inline"]
 
 
+def _model_names(model: type[BaseModel], parent_loc: Sequence[int | str]) -> list[str]:
+    names: list[str] = []
+    for found in _models_at(model, parent_loc):
+        names.append(found.__name__)
+        if found is Step:  # a step may carry an inline action's fields
+            names.append(Action.__name__)
+    return names
+
+
 def _expected(ctx: dict[str, Any] | None) -> list[str]:
     text = str((ctx or {}).get("expected", ""))
     return _QUOTED.findall(text) or ([text] if text else [])
@@ -163,6 +173,9 @@ def _problem(
 
     if kind == "extra_forbidden":
         key = str(loc[-1])
+        not_yet = not_yet_key(_model_names(model, loc[:-1]), key)
+        if not_yet is not None:
+            return source_map.problem(f"{entity}: {not_yet}", path, at_key=True)
         parent = field_label(rest[:-1])
         where = f" in `{parent}`" if parent else ""
         hint = did_you_mean(key, _valid_keys(model, loc[:-1]))
@@ -173,6 +186,8 @@ def _problem(
         return source_map.problem(
             f"{entity}: missing required key `{key}`{where}", path, at_key=True
         )
+    if kind in ("enum", "literal_error") and not_yet_type(value) is not None:
+        return source_map.problem(f"{entity}: {not_yet_type(value)}", path)
     if kind in ("enum", "literal_error"):
         valid = _expected(ctx)
         hint = did_you_mean(str(value), valid)

@@ -1,0 +1,195 @@
+"""``on_success`` / ``on_error`` hooks: a finished job's hooks become jobs of their own.
+
+Strøm's rules, which headwater follows:
+- a completed job fires its task's ``on_success`` hooks, a failed one its ``on_error``
+  hooks (a cancelled job fires none: Strøm has ``on_cancel`` for that, not supported yet);
+- the workspace's hooks of that kind fire instead when the task has none of its own, and
+  only for top-level jobs (not for the sub-job of a ``type: task`` step);
+- a hook's ``input`` is rendered with ``hook.*`` (the finished job) and ``secret.*``;
+- a hook runs as a job with ``source_type: hook`` and ``source_id`` the finished job:
+  task ``_hook:<action>`` (one step, ``hook``), or the task of a ``type: task`` action;
+- a hook job never fires hooks, so a failing hook cannot loop;
+- firing is best effort: a hook that cannot start is noted in the finished job's log and
+  never changes that job. Each hook has a dedup key, so firing twice makes one job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
+from headwater.errors import HeadwaterError
+from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream, StepStatus, Store
+from headwater.workspace.hooks import find_task, hook_task_name
+from headwater.workspace.models import ActionType, Hook, Workspace
+from headwater.workspace.templating import TemplateEngine, build_context
+
+__all__ = ["HOOK_SOURCE", "HookFirer", "hook_context", "select_hooks"]
+
+log = structlog.get_logger(__name__)
+
+HOOK_SOURCE = "hook"
+_EVENTS = {JobStatus.COMPLETED: "on_success", JobStatus.FAILED: "on_error"}
+
+
+def select_hooks(
+    ws: Workspace, task: str, status: JobStatus, source_type: str, parent_job_id: str | None
+) -> tuple[str, list[Hook]]:
+    """``(event, hooks)`` a job of ``task`` that ended with ``status`` fires."""
+    event = _EVENTS.get(status)
+    if event is None or source_type == HOOK_SOURCE:
+        return "", []
+    own = ws.tasks.get(task)
+    hooks: list[Hook] = list(getattr(own, event)) if own is not None else []
+    if not hooks and parent_job_id is None:
+        hooks = list(getattr(ws, event))
+    return event, hooks
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.isoformat() if ts is not None else None
+
+
+def hook_context(ws: Workspace, job: JobRecord) -> dict[str, Any]:
+    """The ``hook`` template variable, with Strøm's names."""
+    task = find_task(ws, job.task)
+    failed_steps = [
+        {
+            "step_name": s.name,
+            "action_name": s.action,
+            "error_message": s.error,
+            "continue_on_failure": bool(
+                task is not None and s.name in task.flow and task.flow[s.name].continue_on_failure
+            ),
+        }
+        for s in job.steps
+        if s.status is StepStatus.FAILED
+    ]
+    duration = (
+        (job.finished_at - job.started_at).total_seconds()
+        if job.finished_at is not None and job.started_at is not None
+        else None
+    )
+    return {
+        "workspace": job.workspace,
+        "task_name": job.task,
+        "job_id": job.id,
+        "status": job.status.value,
+        "is_success": job.status is JobStatus.COMPLETED,
+        "error_message": job.error,
+        "source_type": job.source_type,
+        "source_id": job.source_id,
+        "started_at": _iso(job.started_at),
+        "completed_at": _iso(job.finished_at),
+        "duration_secs": duration,
+        "failed_steps": failed_steps,
+        "output": job.output,
+    }
+
+
+class HookFirer:
+    """Turns a finished job's hooks into jobs, through the dispatcher."""
+
+    def __init__(
+        self,
+        store: Store,
+        dispatcher: Dispatcher,
+        workspace: Callable[[], Workspace],
+        templates: TemplateEngine,
+        secrets: Callable[[], Mapping[str, str]],
+    ) -> None:
+        self._store = store
+        self._dispatcher = dispatcher
+        self._workspace = workspace
+        self._templates = templates
+        self._secrets = secrets
+
+    def has_hooks(self) -> bool:
+        """Whether any hook is defined (else nothing needs to look at finished jobs)."""
+        ws = self._workspace()
+        return bool(
+            ws.on_success
+            or ws.on_error
+            or any(t.on_success or t.on_error for t in ws.tasks.values())
+        )
+
+    async def fire_finished(
+        self, job: JobRecord, status: JobStatus, tags: frozenset[str] | None = None
+    ) -> list[str]:
+        """Fire the hooks of ``job`` (as claimed) that just ended with ``status``;
+        returns the hook jobs' ids. ``tags`` pins the hook jobs to workers with them."""
+        ws = self._workspace()
+        _, hooks = select_hooks(ws, job.task, status, job.source_type, job.parent_job_id)
+        if not hooks:
+            return []
+        record = await self._store.get_job(job.id)
+        if record is None or not record.status.is_terminal:
+            return []
+        return await self.fire(record, tags)
+
+    async def fire(self, job: JobRecord, tags: frozenset[str] | None = None) -> list[str]:
+        """Fire the hooks of the finished ``job`` (a full record, with its steps)."""
+        ws = self._workspace()
+        event, hooks = select_hooks(ws, job.task, job.status, job.source_type, job.parent_job_id)
+        if not hooks:
+            return []
+        context = build_context(
+            input=job.input,
+            secrets=self._secrets(),
+            job={"id": job.id, "task": job.task, "workspace": job.workspace},
+            hook=hook_context(ws, job),
+        )
+        events: list[Event] = []
+        labels: list[str] = []
+        for i, hook in enumerate(hooks):
+            label = f"{event} hook {i + 1} ({hook.action})"
+            action = ws.actions.get(hook.action)
+            try:
+                if action is None:
+                    raise HeadwaterError(f"action {hook.action!r} is not defined")
+                rendered = self._templates.render(hook.input, context, where=f"{label} input")
+            except HeadwaterError as exc:
+                await self._note(job.id, f"{label} not started: {exc}")
+                continue
+            target = (
+                action.task
+                if action.type is ActionType.TASK and action.task
+                else hook_task_name(hook.action)
+            )
+            payload = rendered if isinstance(rendered, Mapping) else {"value": rendered}
+            events.append(
+                Event(
+                    target,
+                    payload,
+                    HOOK_SOURCE,
+                    source_id=job.id,
+                    dedup_key=f"hook:{job.id}:{event}:{i}",
+                    tags=tags,
+                )
+            )
+            labels.append(label)
+        if not events:
+            return []
+        ids: list[str] = []
+        outcomes = await self._dispatcher.dispatch(events)
+        for label, outcome in zip(labels, outcomes, strict=True):
+            if outcome.status is DispatchStatus.REJECTED or outcome.job_id is None:
+                await self._note(job.id, f"{label} not started: {outcome.reason}")
+                continue
+            ids.append(outcome.job_id)
+            if outcome.status is DispatchStatus.ACCEPTED:
+                await self._note(job.id, f"{label} started as job {outcome.job_id}")
+        log.info("hooks_fired", job_id=job.id, hook_event=event, jobs=ids)
+        return ids
+
+    async def _note(self, job_id: str, text: str) -> None:
+        try:
+            await self._store.append_logs(
+                [LogLine(job_id, None, LogStream.SYSTEM, text, datetime.now(UTC))]
+            )
+        except HeadwaterError:
+            log.warning("hook_note_failed", job_id=job_id, note=text)

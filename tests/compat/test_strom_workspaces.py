@@ -1,0 +1,92 @@
+"""Workspaces written in Strøm's documented syntax, run through `headwater run` (a real
+subprocess), with the result Strøm documents. One workspace per feature, under
+``workspaces/<feature>/.workflows/`` (Strøm's layout)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.procs import run_cli
+
+WORKSPACES = Path(__file__).parent / "workspaces"
+
+
+def run(tmp_path: Path, feature: str, task: str, **job_input: Any) -> dict[str, Any]:
+    result = run_cli(
+        "run",
+        str(WORKSPACES / feature),
+        task,
+        "--json",
+        "--input",
+        json.dumps(job_input),
+        cwd=tmp_path,
+    )
+    assert result.returncode in (0, 1), result.stdout + result.stderr
+    job: dict[str, Any] = json.loads(result.stdout)
+    return job
+
+
+def statuses(job: dict[str, Any]) -> dict[str, str]:
+    return {s["name"]: s["status"] for s in job["steps"]}
+
+
+def test_cascade_skip(tmp_path: Path) -> None:
+    job = run(tmp_path, "cascade_skip", "release")
+    assert job["status"] == "completed"
+    assert statuses(job) == {
+        "deploy-prod": "skipped",
+        "smoke-test": "skipped",  # all its dependencies were skipped
+        "fast-path": "completed",
+        "report": "completed",  # one dependency ran
+    }
+    job = run(tmp_path, "cascade_skip", "release", env="production")
+    assert statuses(job)["smoke-test"] == "completed"
+    assert statuses(job)["fast-path"] == "skipped"
+
+
+def test_action_input_defaults(tmp_path: Path) -> None:
+    job = run(tmp_path, "action_input", "hello")
+    assert job["status"] == "completed"
+    assert job["output"] == {
+        "default-greeting": {"text": "Hello world"},
+        "custom-name": {"text": "Hello Strøm"},
+    }
+
+
+def test_hooks(tmp_path: Path) -> None:
+    log = tmp_path / "notifications.txt"
+    job = run(tmp_path, "hooks", "deploy", file=str(log))
+    assert job["status"] == "completed"
+    assert log.read_text() == "deploy completed success=true\n"
+    job = run(tmp_path, "hooks", "fails", file=str(log))
+    assert job["status"] == "failed"
+    lines = log.read_text()
+    assert "fails failed at push: " in lines
+    assert "cannot connect to registry" in lines  # the step's stderr, via hook.error_message
+
+
+def test_retry(tmp_path: Path) -> None:
+    job = run(tmp_path, "retry", "fetch", dir=str(tmp_path))
+    steps = {s["name"]: s for s in job["steps"]}
+    assert steps["inherited"]["status"] == "completed"
+    assert steps["inherited"]["attempts"] == 3  # the action's retry
+    assert steps["overridden"]["status"] == "completed"
+    assert steps["overridden"]["attempts"] == 2  # the step's own retry
+    assert job["status"] == "completed"
+
+
+def test_step_error_carries_the_cause(tmp_path: Path) -> None:
+    job = run(tmp_path, "step_error", "load")
+    assert job["status"] == "failed"
+    (step,) = job["steps"]
+    assert "exit code 1" in step["error"]
+    assert "KeyError: 'database_url'" in step["error"]
+
+
+def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
+    result = run_cli("validate", str(WORKSPACES / "unsupported"), cwd=tmp_path)
+    assert result.returncode != 0
+    assert "`for_each` is not supported yet" in result.stdout + result.stderr
+    assert "`sequential` is not supported yet" in result.stdout + result.stderr
