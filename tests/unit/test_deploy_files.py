@@ -195,7 +195,9 @@ def _manifests(rendered: dict[str, str]) -> list[dict[str, Any]]:
 
 
 def _validate(doc: dict[str, Any]) -> None:
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    kubernetes_validate = pytest.importorskip(
+        "kubernetes_validate", reason="kubernetes-validate is not installed (the dev extra)"
+    )
     kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
 
 
