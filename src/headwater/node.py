@@ -171,6 +171,7 @@ class Node:
         self.batching = BatchingDispatcher(self.dispatcher)
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
+        self.functions = FunctionCache(self._functions)
         runners: dict[RunnerKind, Runner] = await open_runners()
         self.steps = StepRunner(
             store=self.store,
@@ -183,7 +184,7 @@ class Node:
             extra_env=self._extra_env,
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
-            functions=FunctionCache(self._functions),
+            functions=self.functions,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         self.event_sources = EventSourceManager(
@@ -277,6 +278,7 @@ class Node:
 
     async def reload_workspace(self) -> Mapping[str, Any]:
         ws = self.holder.reload()
+        self.functions.reload()  # edited function modules run their new code
         self.event_sources.wake()
         self.scheduler.wake()
         self.receivers.wake()

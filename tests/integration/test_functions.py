@@ -93,3 +93,50 @@ async def test_functions_next_to_the_workspace_run_in_the_worker(
         sys.modules.pop(module, None)
         if str(tmp_path.resolve()) in sys.path:
             sys.path.remove(str(tmp_path.resolve()))
+
+
+async def test_a_reload_runs_the_edited_function_module(tmp_path: Path, db_url: str) -> None:
+    module = f"hw_funcs_{uuid.uuid4().hex[:8]}"
+    helper = f"{module}_helper"
+    (tmp_path / f"{helper}.py").write_text("WORD = 'one'\n")
+    source = tmp_path / f"{module}.py"
+    source.write_text(
+        f"from {helper} import WORD\n\ndef version():\n    return {{'v': 1, 'w': WORD}}\n"
+    )
+    node = await start_node(
+        tmp_path,
+        db_url,
+        f"""
+        actions:
+          version: {{ type: function, function: "{module}:version" }}
+        tasks:
+          v:
+            flow:
+              s: {{ action: version }}
+        """,
+    )
+    try:
+        job = await node.run_one("v", {})
+        assert job.output == {"s": {"v": 1, "w": "one"}}, job.error
+        # The same size and mtime second as before: only a content check would see it.
+        source.write_text(source.read_text().replace("'v': 1", "'v': 2"))
+        (tmp_path / f"{helper}.py").write_text("WORD = 'two'\n")
+        await node.reload_workspace()
+        job = await node.run_one("v", {})
+        assert job.output == {"s": {"v": 2, "w": "two"}}, job.error
+        # A broken edit fails the step with the error; fixing it works again.
+        source.write_text("def version(:\n")
+        await node.reload_workspace()
+        job = await node.run_one("v", {})
+        assert job.status is JobStatus.FAILED
+        assert "cannot load function" in (job.error or "") and "invalid syntax" in (job.error or "")
+        source.write_text("def version():\n    return {'v': 3}\n")
+        await node.reload_workspace()
+        job = await node.run_one("v", {})
+        assert job.output == {"s": {"v": 3}}, job.error
+    finally:
+        await node.close()
+        for name in (module, helper):
+            sys.modules.pop(name, None)
+        if str(tmp_path.resolve()) in sys.path:
+            sys.path.remove(str(tmp_path.resolve()))
