@@ -76,9 +76,9 @@ class FunctionCache:
         (the workspace folder), appended so it never shadows an installed module."""
         if root is not None and root != self._given:  # not on every call: resolve() stats
             self._given = root
-            folder = str(root.resolve())
-            if folder != self._root:
-                self._move_to(folder)
+            resolved = str(root.resolve())
+            if resolved != self._root:
+                self._move_to(resolved)
         fn = self._cache.get(ref)
         if fn is None:
             try:
