@@ -28,6 +28,8 @@ from typing import Any
 
 import structlog
 
+from headwater.engine.function_output import FunctionOutput, LineSink, install_routing
+
 __all__ = ["FunctionCache", "FunctionOutcome", "resolve_callable"]
 
 
@@ -157,7 +159,10 @@ class FunctionCache:
         timeout: float | None,
         cancel: asyncio.Event,
         root: Path | None = None,
+        sink: LineSink | None = None,
     ) -> FunctionOutcome:
+        """Run the function; with ``sink``, what it prints or logs is handed to it (as
+        lines of the job's stdout/stderr) instead of going to the process's streams."""
         try:
             fn = self.get(ref, root)
         except Exception as exc:
@@ -167,20 +172,45 @@ class FunctionCache:
             )
         if cancel.is_set():
             return FunctionOutcome(error="cancelled", cancelled=True)
+        output: FunctionOutput | None = None
+        if sink is not None:
+            install_routing()
+            output = FunctionOutput(sink)
+            output.start()
+        try:
+            return await self._call(fn, kwargs, timeout, cancel, output)
+        finally:
+            if output is not None:
+                await output.close()
+
+    async def _call(
+        self,
+        fn: Callable[..., Any],
+        kwargs: dict[str, Any],
+        timeout: float | None,
+        cancel: asyncio.Event,
+        output: FunctionOutput | None,
+    ) -> FunctionOutcome:
+        loop = asyncio.get_running_loop()
+        # print() and logging inside the function go to its job's log (see function_output).
+        context = output.context() if output is not None else contextvars.copy_context()
+
+        def start(awaitable: Any) -> asyncio.Future[Any]:
+            if inspect.iscoroutine(awaitable):
+                return loop.create_task(awaitable, context=context)
+            future: asyncio.Future[Any] = asyncio.ensure_future(awaitable)
+            return future
+
         call: asyncio.Future[Any]
         if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
         ):
-            call = asyncio.ensure_future(fn(**kwargs))
+            call = start(fn(**kwargs))
         else:
             # A sync callable runs in a thread so it cannot stall the worker's event loop;
             # a thread cannot be killed, so on timeout/cancel it is abandoned. (What
             # asyncio.to_thread does, without wrapping the future in one more task.)
-            context = contextvars.copy_context()
-            call = asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(context.run, fn, **kwargs)
-            )
-        loop = asyncio.get_running_loop()
+            call = loop.run_in_executor(None, functools.partial(context.run, fn, **kwargs))
         deadline = None if timeout is None else loop.time() + timeout
         stopper = asyncio.ensure_future(cancel.wait())
         try:
@@ -190,7 +220,7 @@ class FunctionCache:
             if call in done and call.exception() is None and inspect.isawaitable(call.result()):
                 # A sync callable that returned an awaitable (e.g. a partial of an async
                 # function): await it within what is left of the timeout.
-                call = asyncio.ensure_future(call.result())
+                call = start(call.result())
                 left = None if deadline is None else max(0.0, deadline - loop.time())
                 done, _ = await asyncio.wait(
                     [call, stopper], timeout=left, return_when=asyncio.FIRST_COMPLETED
