@@ -48,6 +48,7 @@ from headwater.triggers.event_source import (
 from headwater.triggers.owner import TriggerOwner
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
+from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
 from headwater.workspace.models import (
@@ -56,6 +57,7 @@ from headwater.workspace.models import (
     SchedulerTrigger,
     Workspace,
 )
+from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
@@ -172,9 +174,13 @@ class Node:
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
         self.functions = FunctionCache(self._functions)
+        # What the worker side stores: secret references filled in, outputs masked.
+        self.control = SecretGuard(
+            self.store, lambda: self.holder.secrets, lambda: self.holder.redactor
+        )
         runners: dict[RunnerKind, Runner] = await open_runners()
         self.steps = StepRunner(
-            store=self.store,
+            store=self.control,
             logs=self.logs,
             templates=self.templates,
             runners=runners,
@@ -211,7 +217,7 @@ class Node:
         self.worker: Worker | None = None
         if self.settings.run_worker:
             self.worker = Worker(
-                self.store,
+                self.control,
                 self.executor,
                 self.logs,
                 self.workspace,
@@ -333,7 +339,7 @@ class Node:
             [
                 Event(
                     task,
-                    payload,
+                    seal(payload, self.holder.secrets, parent.id),  # no secret stored
                     "task",
                     source_id=parent.id,
                     dedup_key=f"task:{parent.id}:{step}",
@@ -389,7 +395,7 @@ class Node:
         job = dataclasses.replace(job, tags=frozenset({signature}))
         stop = asyncio.Event()
         worker = Worker(
-            self.store,
+            self.control,
             self.executor,
             self.logs,
             self.workspace,
