@@ -12,8 +12,8 @@ key derived (PBKDF2) from the secret's value. Someone who can read jobs and send
 therefore cannot paste a reference into an event of their own to make a worker reveal
 the secret elsewhere: a reference unseals only where the trigger itself put it. One that
 does not verify (forged, moved, or its secret's value changed while the job waited) is
-left as it is, and logged. A secret transformed by a filter (``| b64encode``) is not recognized here; the
-log and output masking still applies to its plain value only.
+left as it is, and logged. A secret transformed by a filter (``| b64encode``) is not
+recognized here; the log and output masking applies to its plain value only.
 """
 
 from __future__ import annotations
