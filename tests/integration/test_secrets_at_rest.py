@@ -41,12 +41,20 @@ def _workspace(module: str) -> str:
       token: "{SECRET}"
     actions:
       check: {{ type: function, function: "{module}:check" }}
+      feed:
+        type: script
+        script: |
+          echo 'OUTPUT: {{"source": "stream"}}'
+          sleep 60
       shell:
         type: script
         script: |
           echo "the token is {{{{ input.token }}}}"
           echo 'OUTPUT: {{"seen": "{{{{ input.token }}}}"}}'
     tasks:
+      consume:
+        flow:
+          read: {{ action: feed }}
       use:
         input:
           token: {{ type: string }}
@@ -73,6 +81,13 @@ def _workspace(module: str) -> str:
       open:
         type: webhook
         task: use
+      stream:
+        type: event_source
+        task: consume
+        target_task: use
+        input:
+          token: "{{{{ secret.token }}}}"
+          auth: "Bearer {{{{ secret.token }}}}"
       tick:
         type: scheduler
         cron: "* * * * * *"
@@ -170,6 +185,13 @@ async def test_a_triggers_secret_input_is_a_reference_filled_in_at_execution(
 
     (tick, *_) = await _until(scheduled, what="a scheduled job")
     assert tick.output is not None and tick.output["check"]["ok"] is True
+
+    async def streamed() -> list[JobRecord]:
+        jobs = await node.store.list_jobs(JobFilter(source_type="event_source", limit=5))
+        return [j for j in jobs if j.status is JobStatus.COMPLETED]
+
+    (event,) = await _until(streamed, what="an event source's job")
+    assert event.output is not None and event.output["check"]["ok"] is True
 
     failed = await client.post("/hooks/hook", json={"source": "boom"})
     job = await _finished(node, failed.json()["job_id"])
