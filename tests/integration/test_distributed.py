@@ -59,7 +59,17 @@ actions:
   child:
     type: task
     task: hello
+  repeat:
+    type: script
+    script: |
+      test "{{{{ input.word }}}}" = "{SECRET}" || exit 3
+      echo 'OUTPUT: {{"same": true, "word": "{{{{ input.word }}}}"}}'
 tasks:
+  repeat:
+    input:
+      word: {{ type: string }}
+    flow:
+      say: {{ action: repeat, input: {{ word: "{{{{ input.word }}}}" }} }}
   hello:
     input:
       n: {{ type: integer, default: 1 }}
@@ -558,3 +568,30 @@ async def test_a_token_reads_and_cancels_only_the_jobs_of_its_own_workers(
             assert cancel.status_code == 404, cancel.text
     untouched = await cluster.store.get_job(embedded)
     assert untouched is not None and not untouched.cancel_requested
+
+
+async def test_a_remote_worker_fills_in_secret_references_and_stores_no_secret(
+    cluster: Cluster,
+) -> None:
+    from headwater.workspace.secret_refs import seal
+
+    sealed = seal({"word": SECRET}, {"token": SECRET}, "ws/feed")
+    (outcome,) = await cluster.store.insert_jobs(
+        [
+            NewJob(
+                workspace="ws",
+                task="repeat",
+                input=sealed,
+                source_type="webhook",
+                source_id="ws/feed",
+                dedup_key=None,
+            )
+        ]
+    )
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(outcome.id)
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert job.input == sealed
+    assert job.output == {"say": {"same": True, "word": "••••••"}}
+    (step,) = job.steps
+    assert step.output == {"same": True, "word": "••••••"}
