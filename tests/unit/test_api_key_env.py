@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import headwater.cli.cluster_cmds as cluster_cmds
 import headwater.cli.run_cmds as run_cmds
 import headwater.distributed.server as distributed_server
 from headwater.cli import _register, app
@@ -48,6 +49,9 @@ def test_up_and_server_read_either_variable(
     async def fake_server(settings: Any, err: Any) -> None:
         seen.append(list(settings.api_keys))
 
+    # Logging set up on the runner's stderr would outlive it (closed) in later tests.
+    for module in (run_cmds, cluster_cmds):
+        monkeypatch.setattr(module, "configure_logging", lambda *args: None)
     monkeypatch.setattr(run_cmds, "_up", fake_up)
     monkeypatch.setattr(distributed_server, "run_server", fake_server)
     _register()
