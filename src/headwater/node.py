@@ -59,6 +59,7 @@ from headwater.triggers.event_source import (
 from headwater.triggers.owner import TriggerOwner
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
+from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
 from headwater.workspace.models import (
@@ -67,6 +68,7 @@ from headwater.workspace.models import (
     SchedulerTrigger,
     Workspace,
 )
+from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
@@ -185,9 +187,14 @@ class Node:
         )
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
+        self.functions = FunctionCache(self._functions)
+        # What the worker side stores: secret references filled in, outputs masked.
+        self.control = SecretGuard(
+            self.store, lambda: self.holder.secrets, lambda: self.holder.redactor
+        )
         runners: dict[RunnerKind, Runner] = await open_runners()
         self.steps = StepRunner(
-            store=self.store,
+            store=self.control,
             logs=self.logs,
             templates=self.templates,
             runners=runners,
@@ -197,7 +204,7 @@ class Node:
             extra_env=self._extra_env,
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
-            functions=FunctionCache(self._functions),
+            functions=self.functions,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         self.event_sources = EventSourceManager(
@@ -224,7 +231,7 @@ class Node:
         self.worker: Worker | None = None
         if self.settings.run_worker:
             self.worker = Worker(
-                self.store,
+                self.control,
                 self.executor,
                 self.logs,
                 self.workspace,
@@ -295,6 +302,7 @@ class Node:
 
     async def reload_workspace(self) -> Mapping[str, Any]:
         ws = self.holder.reload()
+        self.functions.reload()  # edited function modules run their new code
         self.event_sources.wake()
         self.scheduler.wake()
         self.receivers.wake()
@@ -349,7 +357,7 @@ class Node:
             [
                 Event(
                     task,
-                    payload,
+                    seal(payload, self.holder.secrets, parent.id),  # no secret stored
                     "task",
                     source_id=parent.id,
                     dedup_key=f"task:{parent.id}:{step}",
@@ -405,7 +413,7 @@ class Node:
         job = dataclasses.replace(job, tags=frozenset({signature}))
         stop = asyncio.Event()
         worker = Worker(
-            self.store,
+            self.control,
             self.executor,
             self.logs,
             self.workspace,

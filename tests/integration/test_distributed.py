@@ -62,6 +62,11 @@ actions:
   boom:
     type: script
     script: "exit 3"
+  repeat:
+    type: script
+    script: |
+      test "{{{{ input.word }}}}" = "{SECRET}" || exit 3
+      echo 'OUTPUT: {{"same": true, "word": "{{{{ input.word }}}}"}}'
 tasks:
   hooked:
     flow:
@@ -69,6 +74,11 @@ tasks:
     on_error:
       - action: echo
         input: {{ n: 5 }}
+  repeat:
+    input:
+      word: {{ type: string }}
+    flow:
+      say: {{ action: repeat, input: {{ word: "{{{{ input.word }}}}" }} }}
   hello:
     input:
       n: {{ type: integer, default: 1 }}
@@ -548,3 +558,64 @@ async def test_a_remote_worker_picks_up_a_reloaded_workspace_before_its_next_job
         added = await cluster.wait_job(await cluster.submit("added"))
         assert added.status is JobStatus.COMPLETED, added.error
         assert added.output == {"go": {"n": 42}}
+
+
+async def test_a_token_reads_and_cancels_only_the_jobs_of_its_own_workers(
+    cluster: Cluster,
+) -> None:
+    import httpx
+
+    other = issue_token("other-host")
+    await cluster.store.insert_worker_token(other.record)
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(await cluster.submit("hello", n=3))
+        parent = await cluster.wait_job(await cluster.submit("parent"))
+    assert job.status is JobStatus.COMPLETED, job.error
+    child = (await cluster.store.list_jobs(JobFilter(task="hello", limit=10)))[0]
+    assert child.parent_job_id == parent.id
+    embedded = await cluster.submit("hello", n=4)  # nobody claimed it (no embedded worker)
+    async with httpx.AsyncClient(base_url=cluster.url) as client:
+        mine = {"Authorization": f"Bearer {cluster.token}"}
+        theirs = {"Authorization": f"Bearer {other.token}"}
+        # The token whose worker ran the job (and the sub-task's child) reads them.
+        for job_id in (job.id, child.id):
+            assert (await client.get(f"/worker/jobs/{job_id}", headers=mine)).status_code == 200
+        # Another token neither reads, waits for nor cancels them, nor any unclaimed job.
+        for job_id in (job.id, child.id, embedded):
+            got = await client.get(f"/worker/jobs/{job_id}", headers=theirs)
+            assert got.status_code == 404, got.text
+            waited = await client.post(
+                "/worker/jobs/wait", json={"job_ids": [job_id], "timeout": 0}, headers=theirs
+            )
+            assert waited.status_code == 404, waited.text
+            cancel = await client.post(f"/worker/jobs/{job_id}/cancel", headers=theirs)
+            assert cancel.status_code == 404, cancel.text
+    untouched = await cluster.store.get_job(embedded)
+    assert untouched is not None and not untouched.cancel_requested
+
+
+async def test_a_remote_worker_fills_in_secret_references_and_stores_no_secret(
+    cluster: Cluster,
+) -> None:
+    from headwater.workspace.secret_refs import seal
+
+    sealed = seal({"word": SECRET}, {"token": SECRET}, "ws/feed")
+    (outcome,) = await cluster.store.insert_jobs(
+        [
+            NewJob(
+                workspace="ws",
+                task="repeat",
+                input=sealed,
+                source_type="webhook",
+                source_id="ws/feed",
+                dedup_key=None,
+            )
+        ]
+    )
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(outcome.id)
+    assert job.status is JobStatus.COMPLETED, job.error
+    assert job.input == sealed
+    assert job.output == {"say": {"same": True, "word": "••••••"}}
+    (step,) = job.steps
+    assert step.output == {"same": True, "word": "••••••"}

@@ -384,3 +384,16 @@ async def test_a_receiver_password_written_in_clear_is_not_listed() -> None:
     assert "hunter2" not in json.dumps(listed)
     assert listed["clear"]["task"] == "handle" and listed["clear"]["queue"] == "q"
     assert listed["templated"]["url"] == "{{ secret.redis_url }}"
+
+
+@pytest.mark.parametrize("error", [StoreError("down"), RuntimeError("bug")])
+async def test_metrics_count_5xx_responses_by_route_and_status(error: Exception) -> None:
+    app = create_app(ExplodingRuntime(error))
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    with structlog.testing.capture_logs():
+        async with httpx.AsyncClient(transport=transport, base_url="http://hw") as c:
+            failed = await c.get("/api/tasks")
+            text = (await c.get("/metrics")).text
+    assert failed.status_code == 500
+    line = 'headwater_api_requests_total{method="GET",route="/api/tasks",status="500"} 1.0'
+    assert line in text, text

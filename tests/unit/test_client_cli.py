@@ -76,7 +76,12 @@ def server(runtime: FakeRuntime) -> Iterator[ServerThread]:
     srv.stop()
 
 
-ENV = {"COLUMNS": "200", "HEADWATER_SERVER": None, "HEADWATER_API_KEY": None}
+ENV = {
+    "COLUMNS": "200",
+    "HEADWATER_SERVER": None,
+    "HEADWATER_API_KEY": None,
+    "HEADWATER_API_KEYS": None,
+}
 
 
 def hw(*args: str, env: dict[str, str | None] | None = None) -> Any:
@@ -363,6 +368,20 @@ def test_token_from_option_and_environment(runtime: FakeRuntime) -> None:
     assert wrong.stderr.strip() == "error: the API key is not valid"
     assert j.id in by_option.stdout
     assert j.id in by_env.stdout
+
+
+def test_the_client_reads_the_servers_key_variables(runtime: FakeRuntime) -> None:
+    """The server's HEADWATER_API_KEYS list works for the client too (first key sent)."""
+    srv = ServerThread(runtime, api_keys=("k-1", "k-2"))
+    srv.start()
+    try:
+        j = runtime.store.add_job()
+        plural = hw("jobs", "--server", srv.url, env={"HEADWATER_API_KEYS": "k-1,k-2"})
+        listed = hw("jobs", "--server", srv.url, env={"HEADWATER_API_KEY": "k-2, k-1"})
+    finally:
+        srv.stop()
+    assert j.id in plural.stdout, plural.output
+    assert j.id in listed.stdout, listed.output
 
 
 def test_a_follower_that_hangs_up_releases_its_subscriptions(

@@ -28,6 +28,7 @@ from headwater.workspace.models import (
     Task,
     Workspace,
 )
+from headwater.workspace.secret_refs import unseal
 from tests.unit.test_scheduler_fakes import FakeTriggerContext
 
 T0 = datetime(2025, 6, 2, 12, 0, 0, tzinfo=UTC)  # a Monday
@@ -198,7 +199,13 @@ async def test_fires_a_due_tick_with_rendered_defaults(ctx: FakeTriggerContext) 
     (job,) = await scheduler_jobs(ctx)
     assert job.dedup_key == "scheduler:ws/tick:2025-06-02T12:01:00Z"
     assert (job.source_type, job.source_id, job.task) == ("scheduler", "ws/tick", "report")
-    assert job.input == {"when": "2025-06-02T12:01:00Z", "token": "tok-123456", "kind": "cron"}
+    # The secret is stored as a reference the worker fills in.
+    assert job.input["token"].startswith("⟦secret:token:")
+    assert unseal(job.input, ctx.secrets(), job.source_id) == {
+        "when": "2025-06-02T12:01:00Z",
+        "token": "tok-123456",
+        "kind": "cron",
+    }
     assert sched.next_fire_times() == {"tick": T0 + timedelta(minutes=2)}
 
 

@@ -25,6 +25,7 @@ from headwater.workspace.models import (
     WebhookTrigger,
     Workspace,
 )
+from headwater.workspace.secret_refs import unseal
 from tests.unit.test_scheduler_fakes import FakeTriggerContext
 
 SECRET = "hook-secret-value-42"
@@ -127,7 +128,13 @@ async def test_the_body_is_the_input_over_rendered_defaults(
     body = r.json()
     assert body == {"job_id": body["job_id"], "created": True, "status": "pending"}
     job = ctx.store.jobs[body["job_id"]]
-    assert job.input == {"ref": "main", "env": "prod", "count": 3}
+    # "env" names a secret: stored as a reference the worker fills in.
+    assert job.input["env"].startswith("⟦secret:env:")
+    assert unseal(job.input, ctx.secrets(), job.source_id) == {
+        "ref": "main",
+        "env": "prod",
+        "count": 3,
+    }
     assert (job.source_type, job.source_id, job.dedup_key) == ("webhook", "ws/gh", None)
     # Body fields win over the trigger's defaults.
     r = await client.post("/hooks/github", json={"ref": "main", "env": "qa"}, headers=bearer())

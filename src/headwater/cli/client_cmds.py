@@ -39,7 +39,8 @@ TokenOpt = Annotated[
     str | None,
     typer.Option(
         "--token",
-        envvar="HEADWATER_API_KEY",
+        # The server's variables: with a comma-separated list the first key is sent.
+        envvar=["HEADWATER_API_KEY", "HEADWATER_API_KEYS"],
         help="API key of the server (sent as 'Authorization: Bearer ...').",
         show_default=False,
         rich_help_panel="Connection",
@@ -64,6 +65,8 @@ def _err() -> Console:
 @contextmanager
 def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
     """A client whose errors become one line on stderr and exit code 1."""
+    if token is not None and "," in token:
+        token = next((k.strip() for k in token.split(",") if k.strip()), None)
     try:
         with HeadwaterClient(server, token) as client:
             yield client

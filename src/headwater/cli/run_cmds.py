@@ -48,8 +48,10 @@ ApiKeysOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--api-key",
-        envvar="HEADWATER_API_KEYS",
-        help="Bearer key(s) the API requires; mandatory when --host is not loopback.",
+        # One name across server and client; the plural for a list of keys.
+        envvar=["HEADWATER_API_KEY", "HEADWATER_API_KEYS"],
+        help="Bearer key(s) the API requires; mandatory when --host is not loopback "
+        "(several: repeat the option, or separate them with commas).",
     ),
 ]
 LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]

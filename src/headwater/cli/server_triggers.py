@@ -20,6 +20,7 @@ _PHASE_STYLE = {
     "quarantined": "bold red",
     "disabled": "dim",
 }
+_MIN_DETAIL_WIDTH = 24
 
 
 def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
@@ -28,34 +29,46 @@ def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table(
-        "trigger",
-        "type",
-        "task",
-        "state",
-        "in flight",
-        "accepted",
-        "rejected",
-        "detail",
-        box=None,
-        pad_edge=False,
-    )
+    headers = ("trigger", "type", "task", "state", "in flight", "accepted", "rejected")
+    cells: list[list[Text]] = []
     for row in rows:
         state: dict[str, Any] = row.get("state") or {}
         phase = state.get("state") or ("enabled" if row.get("enabled") else "disabled")
         limit = state.get("max_in_flight")
         in_flight = state.get("in_flight")
-        table.add_row(
-            Text(row["name"]),
-            Text(row["type"]),
-            Text(row.get("target_task") or row.get("task") or ""),
-            Text(phase, style=_PHASE_STYLE.get(phase, "")),
-            Text("" if in_flight is None else f"{in_flight}/{limit if limit else '∞'}"),
-            Text(str(state.get("events_accepted", ""))),
-            Text(str(state.get("events_rejected", ""))),
-            Text(_detail(row, state)),
+        cells.append(
+            [
+                Text(row["name"]),
+                Text(row["type"]),
+                Text(row.get("target_task") or row.get("task") or ""),
+                Text(phase, style=_PHASE_STYLE.get(phase, "")),
+                Text("" if in_flight is None else f"{in_flight}/{limit if limit else '∞'}"),
+                Text(str(state.get("events_accepted", ""))),
+                Text(str(state.get("events_rejected", ""))),
+                Text(" ".join(_detail(row, state).split())),
+            ]
         )
-    Console(highlight=False).print(table)
+    console = Console(highlight=False)
+    # The detail (a consumer's last error can be a traceback) gets the width the other
+    # columns leave, on one line cut with "…" (wrapped, it took one word per line); on a
+    # screen too narrow for that, it goes under the table, one line per trigger.
+    widths = [max([len(h), *(c[i].cell_len for c in cells)]) for i, h in enumerate(headers)]
+    detail_width = console.width - sum(widths) - len(headers)  # one space between
+    inline = detail_width >= _MIN_DETAIL_WIDTH
+    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    if inline:
+        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=detail_width)
+    for row_cells in cells:
+        table.add_row(*(row_cells if inline else row_cells[:-1]))
+    console.print(table)
+    if not inline:
+        for row_cells in cells:
+            if row_cells[-1].plain:
+                line = Text(f"{row_cells[0].plain}: ") + row_cells[-1]
+                line.truncate(console.width, overflow="ellipsis")
+                console.print(line, no_wrap=True, overflow="ellipsis")
 
 
 def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:

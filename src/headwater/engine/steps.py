@@ -443,8 +443,12 @@ class StepRunner:
         assert action.function is not None
         kwargs = step_input if isinstance(step_input, Mapping) else {"value": step_input}
         timeout = step.timeout if step.timeout is not None else action.timeout
+
+        async def sink(stream: LogStream, line: str) -> None:  # print() and logging
+            await self.logs.write(LogLine(job.id, name, stream, line, _now()))
+
         outcome = await self._functions.call(
-            action.function, dict(kwargs), timeout, stop.event, root
+            action.function, dict(kwargs), timeout, stop.event, root, sink
         )
         for line in outcome.traceback:
             await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))

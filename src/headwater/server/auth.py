@@ -53,7 +53,8 @@ def require_api_key_for(host: str, keys: Sequence[str]) -> None:
     if not keys and not is_loopback(host):
         raise ConfigError(
             f"refusing to serve the API on {host!r} without an API key: set "
-            "HEADWATER_API_KEY (or --api-key), or bind to 127.0.0.1"
+            "HEADWATER_API_KEY (or HEADWATER_API_KEYS, comma-separated, or --api-key), "
+            "or bind to 127.0.0.1"
         )
 
 

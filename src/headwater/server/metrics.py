@@ -182,16 +182,30 @@ class RequestMetricsMiddleware:
         started = time.perf_counter()
         method = str(scope.get("method", "GET"))
 
+        started_response = False
+
+        def count(status: int) -> None:
+            route = _route_template(scope)
+            self.metrics.api_requests.labels(method, route, str(status)).inc()
+            self.metrics.api_request_seconds.labels(method, route).observe(
+                time.perf_counter() - started
+            )
+
         async def send_and_count(message: Message) -> None:
+            nonlocal started_response
             if message["type"] == "http.response.start":
-                route = _route_template(scope)
-                self.metrics.api_requests.labels(method, route, str(message["status"])).inc()
-                self.metrics.api_request_seconds.labels(method, route).observe(
-                    time.perf_counter() - started
-                )
+                started_response = True
+                count(int(message["status"]))
             await send(message)
 
-        await self.app(scope, receive, send_and_count)
+        try:
+            await self.app(scope, receive, send_and_count)
+        except Exception:
+            # An unhandled error is answered 500 by Starlette's outermost middleware,
+            # outside this one: count it here, or /metrics would never show a 500.
+            if not started_response:
+                count(500)
+            raise
 
 
 def _route_template(scope: Scope) -> str:

@@ -2,8 +2,10 @@
 
 Every route needs ``Authorization: Bearer <worker token>`` (``headwater worker-tokens
 create``). A worker id must start with its token's id (``<token id>.<random>``), so one
-token cannot heartbeat, finish or emit as the worker of another. Requests and answers are
-JSON; the records use ``headwater.distributed.wire``.
+token cannot heartbeat, finish or emit as the worker of another. A token reads, waits
+for and cancels only the jobs its own workers claimed and their sub-task children (404
+for any other job, the embedded worker's included). Requests and answers are JSON; the
+records use ``headwater.distributed.wire``.
 
 | route | what |
 |---|---|
@@ -31,7 +33,7 @@ from headwater.distributed.service import ConsumerLease, WorkerService
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.distributed.wire import job_to_wire, log_from_wire, step_from_wire
 from headwater.errors import AuthError, NotFoundError
-from headwater.store.base import JobStatus, WorkerTokenRecord
+from headwater.store.base import JobRecord, JobStatus, WorkerTokenRecord
 
 __all__ = ["WORKER_BODY_LIMIT", "create_worker_router", "worker_bound"]
 
@@ -135,6 +137,29 @@ def worker_bound(token: WorkerTokenRecord, worker_id: str) -> str:
     return worker_id
 
 
+async def _token_job(
+    service: WorkerService, token: WorkerTokenRecord, job_ids: list[str]
+) -> list[JobRecord]:
+    """The jobs, when each was claimed by a worker of ``token`` or is the child of such
+    a job; NotFoundError otherwise (another token's job is not even said to exist)."""
+    jobs = await service.store.get_jobs(job_ids)
+    prefix = f"{token.id}."
+    parent_ids = [j.parent_job_id for j in jobs if j.parent_job_id is not None]
+    parents = {p.id: p for p in await service.store.get_jobs(parent_ids)} if parent_ids else {}
+
+    def ours(job: JobRecord | None) -> bool:
+        return job is not None and (job.worker_id or "").startswith(prefix)
+
+    found = {j.id: j for j in jobs}
+    for job_id in job_ids:
+        job = found.get(job_id)
+        if job is None or not (
+            ours(job) or (job.parent_job_id is not None and ours(parents.get(job.parent_job_id)))
+        ):
+            raise NotFoundError(f"job {job_id} not found")
+    return [found[job_id] for job_id in dict.fromkeys(job_ids)]
+
+
 def _lease(le: _Lease) -> ConsumerLease:
     return ConsumerLease(le.trigger, le.job_id, le.attempt, le.token)
 
@@ -226,14 +251,16 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         }
 
     @router.get("/jobs/{job_id}", summary="One job (a sub-task's child)")
-    async def get_job(job_id: str) -> dict[str, Any]:
-        job = await service.store.get_job(job_id)
+    async def get_job(job_id: str, request: Request) -> dict[str, Any]:
+        await _token_job(service, request.state.worker_token, [job_id])
+        job = await service.store.get_job(job_id)  # with its steps
         if job is None:
             raise NotFoundError(f"job {job_id} not found")
         return job_to_wire(job)
 
     @router.post("/jobs/wait", summary="Long-poll until one of the jobs is final")
-    async def wait_jobs(body: _Wait) -> dict[str, Any]:
+    async def wait_jobs(body: _Wait, request: Request) -> dict[str, Any]:
+        await _token_job(service, request.state.worker_token, body.job_ids)
         jobs = await service.wait_finished(body.job_ids, body.timeout)
         return {"jobs": [job_to_wire(j) for j in jobs]}
 
@@ -246,7 +273,8 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         return {"job_id": child_id}
 
     @router.post("/jobs/{job_id}/cancel", summary="Cancel a sub-task's child job")
-    async def cancel(job_id: str) -> dict[str, Any]:
+    async def cancel(job_id: str, request: Request) -> dict[str, Any]:
+        await _token_job(service, request.state.worker_token, [job_id])
         return job_to_wire(await service.store.request_cancel(job_id))
 
     @router.post("/event-source/emit", summary="A consumer's events, fenced by its lease")

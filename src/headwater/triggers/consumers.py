@@ -13,6 +13,7 @@ from headwater.store.base import JobRecord
 from headwater.triggers.emitter import Emitter, EventSourceLineHook
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.workspace.models import EventSourceTrigger, Workspace
+from headwater.workspace.secret_refs import seal
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["consumer_env", "consumer_line_hook", "consumer_trigger"]
@@ -82,7 +83,8 @@ def consumer_line_hook(
         step_attempt,
         key,
         trigger.target_task,
-        defaults if isinstance(defaults, Mapping) else {},
+        # Secret values become references the worker fills in: never stored.
+        seal(defaults, secrets, key) if isinstance(defaults, Mapping) else {},
         trigger.max_in_flight,
         trigger.max_line_bytes,
         emitter_for(key, trigger),

@@ -41,6 +41,7 @@ from headwater.triggers.context import TriggerContext, secret_context
 from headwater.triggers.cron_schedule import CronSchedule
 from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.workspace.models import SchedulerTrigger
+from headwater.workspace.secret_refs import seal
 
 __all__ = [
     "SOURCE_TYPE",
@@ -366,7 +367,12 @@ class Scheduler:
             source_type=SOURCE_TYPE,
             source_id=entry.source_id,
             dedup_key=key,
-            defaults=defaults if isinstance(defaults, Mapping) else {},
+            # Secret values become references the worker fills in: never stored.
+            defaults=(
+                seal(defaults, base_context["secret"], entry.source_id)
+                if isinstance(defaults, Mapping)
+                else {}
+            ),
         )
 
     # -- sleeping ---------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from headwater.store.base import Channel, JobRecord, Subscription
 from headwater.triggers.context import TriggerContext, secret_context
 from headwater.triggers.webhook_request import request_input
 from headwater.workspace.models import WebhookInputShape, WebhookMode, WebhookTrigger, Workspace
+from headwater.workspace.secret_refs import seal
 
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
@@ -161,13 +162,15 @@ async def _handle(ctx: TriggerContext, request: Request, name: str) -> Response:
     except HeadwaterError as exc:
         log.error("webhook_input_error", hook=name, error=str(exc))
         raise _Refused(500, "webhook_misconfigured", _see_log(name)) from None
+    source_id = f"{ws.name}/{key}"
     event = Event(
         target_task=trig.task,
         payload=payload,
         source_type=SOURCE_TYPE,
-        source_id=f"{ws.name}/{key}",
+        source_id=source_id,
         dedup_key=dedup_key,
-        defaults=defaults if isinstance(defaults, Mapping) else {},
+        # Secret values become references the worker fills in: never stored.
+        defaults=seal(defaults, ctx.secrets(), source_id) if isinstance(defaults, Mapping) else {},
     )
     if not wait:
         return _accepted(await _dispatch(ctx, name, event))

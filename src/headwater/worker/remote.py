@@ -31,8 +31,10 @@ from headwater.triggers.consumers import consumer_env, consumer_line_hook
 from headwater.triggers.emitter import EmitBatch, EmitResult
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.http_control import HttpControlPlane
+from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace.models import EventSourceTrigger, Workspace
+from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor
 from headwater.workspace.templating import TemplateEngine
 
@@ -225,13 +227,20 @@ class RemoteWorker:
                     "its jobs would fail here",
                 )
         log.info("worker_tags", tags=sorted(control.tags))
+        # Secret references in inputs filled in, outputs and errors masked when stored.
+        guarded = SecretGuard(control, lambda: self.holder.secrets, lambda: self.holder.redactor)
+
+        async def submit_child(parent: JobRecord, step: str, task: str, payload: Any) -> str:
+            sealed = seal(payload, self.holder.secrets, parent.id)
+            return await control.submit_child(parent, step, task, sealed)
+
         steps = StepRunner(
-            store=control,
+            store=guarded,
             logs=logs,
             templates=self.templates,
             runners=runners,
             secrets=lambda: self.holder.secrets,
-            submit_child=control.submit_child,
+            submit_child=submit_child,
             line_hook=lambda job, step, n: self._line_hook(job, step, n, logs),
             extra_env=lambda job: consumer_env(
                 self.holder.current(), self.templates, self.holder.secrets, job
@@ -240,7 +249,7 @@ class RemoteWorker:
             max_line_bytes=self.settings.max_line_bytes,
         )
         worker = Worker(
-            control,
+            guarded,
             JobExecutor(steps),
             logs,
             self.holder.current,

@@ -32,6 +32,7 @@ from headwater.triggers.receivers import (
     receiver_key,
 )
 from headwater.workspace.models import Workspace
+from headwater.workspace.secret_refs import seal
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["ReceiverManager"]
@@ -154,7 +155,12 @@ class ReceiverManager:
                 trigger=name,
                 trigger_type=trigger.type,
                 target_task=trigger.target_task,
-                defaults=defaults if isinstance(defaults, Mapping) else {},
+                # Secret values become references the worker fills in: never stored.
+                defaults=(
+                    seal(defaults, secrets, receiver_key(ws.name, name))
+                    if isinstance(defaults, Mapping)
+                    else {}
+                ),
                 max_in_flight=trigger.max_in_flight,
             )
             await asyncio.wait_for(receiver.start(ctx), _START_TIMEOUT_SECS)
