@@ -8,13 +8,15 @@ import contextvars
 import functools
 import importlib
 import inspect
-import json
 import sys
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from headwater import jsonsafe
+from headwater.errors import JsonValueError
 
 __all__ = ["FunctionCache", "FunctionOutcome", "resolve_callable"]
 
@@ -129,7 +131,8 @@ class FunctionCache:
             )
         value = call.result()
         try:
-            json.dumps(value)
-        except (TypeError, ValueError) as err:
-            return FunctionOutcome(error=f"returned a value that is not JSON: {err}")
+            # Strict: NaN, a NUL or a lone surrogate would make the job's finish fail.
+            jsonsafe.check_value(value)
+        except JsonValueError as err:
+            return FunctionOutcome(error=f"returned a value that cannot be stored: {err}")
         return FunctionOutcome(value=value)

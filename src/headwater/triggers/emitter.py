@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -57,6 +57,9 @@ class EmitBatch:
     # Whether the caller needs ``EmitResult.in_flight`` (only a trigger with
     # ``max_in_flight`` does): counting is a query per batch, and grows with the queue.
     want_in_flight: bool = True
+    # Events that are rejected already (index in ``events`` → reason): valid JSON that
+    # no store can keep; the payload is the cleaned value, recorded as a rejected event.
+    rejected: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,12 @@ class LocalEmitter:
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
         prepared = self._dispatcher.prepare_keyed(
-            batch.target_task, "event_source", batch.trigger, batch.defaults, batch.events
+            batch.target_task,
+            "event_source",
+            batch.trigger,
+            batch.defaults,
+            batch.events,
+            rejected=batch.rejected,
         )
         async with self._in_order:
             outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
@@ -153,6 +161,7 @@ class EventSourceLineHook:
         self._depth = 2 if max_in_flight is None else 1
         self._seq = 0
         self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        self._rejects: dict[str, str] = {}  # dedup key → reason, for pending rejected events
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
@@ -172,19 +181,29 @@ class EventSourceLineHook:
             )
             return True
         parsed = parse_output_line(line)
-        if parsed is None or parsed.value is None:
+        if parsed is not None and parsed.unstorable and parsed.cleaned is not None:
+            # Valid JSON that no store can keep: a rejected event (cleaned) with its
+            # reason, so that it is seen, and the source goes on.
+            await self._warn(step, f"OUTPUT line {self._seq}: {parsed.problem}; rejected")
+            value: Mapping[str, Any] = parsed.cleaned
+            reason: str | None = parsed.problem
+        elif parsed is None or parsed.value is None:
             problem = parsed.problem if parsed is not None else "not an OUTPUT line"
             await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
             return True
+        else:
+            value, reason = parsed.value, None
         if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
             await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
         if self._event_key is not None:
             try:
-                key = f"es:{self._trigger}:{self._event_key(parsed.value)}"
+                key = f"es:{self._trigger}:{self._event_key(value)}"
             except Exception as exc:  # no identity: keep the event, keyed by its line
                 await self._warn(step, f"OUTPUT line {self._seq}: dedup_key failed ({exc})")
-        self._pending.append((key, parsed.value))
+        if reason is not None:
+            self._rejects[key] = reason
+        self._pending.append((key, value))
         self._ensure_flusher()
         self._wake.set()
         return True
@@ -329,7 +348,13 @@ class EventSourceLineHook:
                 emit.cancel()
 
     async def _emit(self, batch: list[tuple[str, Mapping[str, Any]]]) -> EmitResult:
-        return await self._emitter.emit(
+        rejects = self._rejects
+        rejected = (
+            {i: rejects[key] for i, (key, _) in enumerate(batch) if key in rejects}
+            if rejects
+            else {}
+        )
+        result = await self._emitter.emit(
             EmitBatch(
                 self._trigger,
                 self._job.id,
@@ -337,8 +362,12 @@ class EventSourceLineHook:
                 self._defaults,
                 batch,
                 want_in_flight=self._max_in_flight is not None,
+                rejected=rejected,
             )
         )
+        for i in rejected:
+            rejects.pop(batch[i][0], None)
+        return result
 
     async def _committed_batch(self, result: EmitResult) -> None:
         if result.in_flight is not None:

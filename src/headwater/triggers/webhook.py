@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +32,9 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from headwater import jsonsafe
 from headwater.dispatch.dispatcher import DispatchStatus, Event
-from headwater.errors import HeadwaterError, InputValidationError
+from headwater.errors import HeadwaterError, InputValidationError, JsonValueError
 from headwater.server.routes_common import error_response
 from headwater.store.base import Channel, JobRecord, Subscription
 from headwater.triggers.context import TriggerContext, secret_context
@@ -245,9 +245,11 @@ def _parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
-        raise _Refused(422, "invalid_body", f"the body is not valid JSON: {exc}") from None
+        data = jsonsafe.loads(body)
+    except JsonValueError as exc:
+        # Also NaN/Infinity, nesting deeper than jsonsafe.MAX_DEPTH, and strings no store
+        # can keep (\u0000, a lone surrogate): refused at the door, never a job.
+        raise _Refused(422, "invalid_body", f"the body is not acceptable JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _Refused(
             422,
