@@ -249,7 +249,7 @@ def _parse_body(body: bytes) -> dict[str, Any]:
     except JsonValueError as exc:
         # Also NaN/Infinity, nesting deeper than jsonsafe.MAX_DEPTH, and strings no store
         # can keep (\u0000, a lone surrogate): refused at the door, never a job.
-        raise _Refused(422, "invalid_body", f"the body is not acceptable JSON: {exc}") from None
+        raise _Refused(422, "invalid_body", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _Refused(
             422,

@@ -83,7 +83,7 @@ def decode_body(raw: bytes | str, fmt: str = "auto") -> DecodedBody:
         try:
             return DecodedBody(jsonsafe.loads(text))
         except JsonValueError as exc:
-            raise ValueError(f"the body is not acceptable JSON: {exc}") from None
+            raise ValueError(f"the body is not JSON: {exc}") from None
     if fmt == "text":
         if text is None:
             raise ValueError("the body is not UTF-8 text")

@@ -1,0 +1,117 @@
+"""One bad value never stops a source or fails its neighbours (issue 14, defects 1–4).
+
+Real stores (SQLite and PostgreSQL through ``db_url``), real consumer processes."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
+from headwater.store.base import JobFilter, JobStatus, Store
+from headwater.store.sql import open_store
+from headwater.workspace.loader import load_workspace
+from tests.integration.test_event_sources import _state_is, running
+
+BAD_LINES_CONSUMER = r"""
+actions:
+  consume:
+    type: script
+    language: python
+    script: |
+      import sys
+      w = sys.stdout.write
+      w('OUTPUT: {"orderId": "1"}\n')
+      w('OUTPUT: {"orderId": "\\ud800"}\n')
+      w('OUTPUT: {"orderId": "a\\u0000b"}\n')
+      w("OUTPUT: " + "[" * 100000 + "\n")
+      w('OUTPUT: {"orderId": "nan", "amount": NaN}\n')
+      w('OUTPUT: {"orderId": "2"}\n')
+  handle:
+    type: script
+    script: "echo handled"
+tasks:
+  consumer:
+    flow:
+      poll: { action: consume }
+  process-order:
+    input:
+      orderId: { type: string, required: true }
+      amount: { type: number }
+    flow:
+      handle: { action: handle }
+triggers:
+  orders:
+    type: event_source
+    task: consumer
+    target_task: process-order
+    restart_policy: never
+"""
+
+
+async def test_bad_output_lines_are_rejected_or_skipped_and_the_source_goes_on(
+    tmp_path: Path, db_url: str
+) -> None:
+    async with running(tmp_path, db_url, BAD_LINES_CONSUMER) as rt:
+        await rt.wait_for(lambda: _state_is(rt, "orders", "idle"), what="the consumer to end")
+        jobs = await rt.wait_for(
+            lambda: _all_final(rt, "process-order", 2), what="the two good events' jobs"
+        )
+        assert sorted(j.input["orderId"] for j in jobs) == ["1", "2"]
+        assert {j.status for j in jobs} == {JobStatus.COMPLETED}
+        (consumer,) = await rt.jobs("consumer")
+        assert consumer.status is JobStatus.COMPLETED  # no RecursionError on the deep line
+        state = await rt.state("orders")
+        assert state["last_error"] is None
+        rejected = await rt.node.store.list_rejected()
+        reasons = sorted(r.reason for r in rejected)
+        assert len(reasons) == 2, reasons
+        assert "\\u0000" in reasons[1] or "\\u0000" in reasons[0]
+        assert any("lone surrogate" in r for r in reasons)
+        # The rejected payloads are kept, cleaned, so that they can be looked at.
+        assert sorted(r.payload["orderId"] for r in rejected) == ["a\ufffdb", "\ufffd"]
+        logs = "\n".join(
+            line.line for line in await rt.node.store.get_logs(consumer.id, limit=1000)
+        )
+        assert "deeper than" in logs
+        assert "NaN is not a JSON number" in logs
+
+
+async def _all_final(rt: Any, task: str, n: int) -> Any:
+    jobs = await rt.jobs(task)
+    return jobs if len(jobs) == n and all(j.status.is_terminal for j in jobs) else None
+
+
+WS = """
+actions:
+  a: { type: script, script: "true" }
+tasks:
+  t:
+    flow:
+      s: { action: a }
+"""
+
+
+async def test_one_bad_row_never_fails_its_batch_mates(tmp_path: Path, db_url: str) -> None:
+    store: Store = await open_store(db_url)
+    try:
+        (tmp_path / "ws.yaml").write_text(WS)
+        ws = load_workspace(tmp_path / "ws.yaml")
+        dispatcher = Dispatcher(store, lambda: ws)
+        bad: list[dict[str, Any]] = [{"x": "\ud800"}, {"x": "a\x00b"}, {"x": math.nan}]
+        events = [Event("t", {"n": i}, "api", source_id="batch") for i in range(10)]
+        for slot, payload in zip((2, 5, 9), bad, strict=True):
+            events[slot] = Event("t", payload, "api", source_id="batch")
+        outcomes = await dispatcher.dispatch(events)
+        statuses = [o.status for o in outcomes]
+        assert [i for i, s in enumerate(statuses) if s is DispatchStatus.REJECTED] == [2, 5, 9]
+        assert statuses.count(DispatchStatus.ACCEPTED) == 7
+        assert all(outcomes[i].reason for i in (2, 5, 9))
+        jobs = await store.list_jobs(JobFilter(limit=100))
+        assert sorted(j.input["n"] for j in jobs) == [0, 1, 3, 4, 6, 7, 8]
+        rejected = await store.list_rejected(source_id="batch")
+        assert len(rejected) == 3
+        assert all("cannot keep" in r.reason for r in rejected)
+    finally:
+        await store.close()
