@@ -272,3 +272,26 @@ async def test_a_router_added_later_can_set_its_own_body_limit(runtime: FakeRunt
     assert hook_ok.json() == {"size": 500}
     assert hook_big.status_code == 413
     assert api_big.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"input": {"name": "ada", "times": NaN}}', "NaN is not a JSON number"),
+        (b'{"input": {"name": "ada", "times": Infinity}}', "Infinity is not a JSON number"),
+        (b'{"input": {"name": "\\u0000"}}', "\\u0000 (NUL)"),
+        (b'{"input": {"name": "\\udc00"}}', "lone surrogate"),
+        (b'{"input": ' + b"[" * 500 + b"}", "deeper than"),
+    ],
+)
+async def test_run_with_a_value_no_store_can_keep_is_422(
+    client: httpx.AsyncClient, content: bytes, message: str
+) -> None:
+    """Issue 14: never a 500, never a job that cannot finish."""
+    resp = await client.post(
+        "/api/tasks/hello/run", content=content, headers={"content-type": "application/json"}
+    )
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["type"] == "invalid_json"
+    assert message in resp.json()["error"]["message"]

@@ -150,6 +150,15 @@ async def test_an_empty_body_is_an_empty_object(
         (b"42", "not a JSON number"),
         (b"null", "not a JSON null"),
         (b"{oops", "not valid JSON"),
+        # Issue 14: refused at the door, never a job whose finish cannot be written.
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": [Infinity]}', "Infinity is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": 1e999}', "too large for a JSON number"),
+        (b'{"a": ' + b"[" * 100_000 + b"}", "deeper than 100 levels"),
+        (b'{"a": "x\\u0000y"}', "\\u0000 (NUL)"),
+        (b'{"a": "\\ud800"}', "lone surrogate"),
+        (b'{"\\udfff": 1}', "lone surrogate"),
     ],
 )
 async def test_a_body_that_is_not_a_json_object_is_422(
