@@ -5,6 +5,8 @@ Real stores (SQLite and PostgreSQL through ``db_url``), real consumer processes.
 from __future__ import annotations
 
 import math
+import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
 from headwater.store.base import JobFilter, JobStatus, Store
 from headwater.store.sql import open_store
 from headwater.workspace.loader import load_workspace
+from tests.integration.test_engine import start_node
 from tests.integration.test_event_sources import _state_is, running
 
 BAD_LINES_CONSUMER = r"""
@@ -115,3 +118,64 @@ async def test_one_bad_row_never_fails_its_batch_mates(tmp_path: Path, db_url: s
         assert all("cannot keep" in r.reason for r in rejected)
     finally:
         await store.close()
+
+
+STEP_FUNCS = """
+import math
+
+def nan():
+    return {"ratio": math.nan}
+
+def nul():
+    return {"text": "a\\x00b"}
+"""
+
+
+async def test_a_step_output_no_store_can_keep_fails_the_step_and_the_job_finishes(
+    tmp_path: Path, db_url: str
+) -> None:
+    module = f"hw_bad_{uuid.uuid4().hex[:8]}"
+    (tmp_path / f"{module}.py").write_text(STEP_FUNCS)
+    node = await start_node(
+        tmp_path,
+        db_url,
+        f"""
+        actions:
+          nan: {{ type: function, function: "{module}:nan" }}
+          nul: {{ type: function, function: "{module}:nul" }}
+          script_nul:
+            type: script
+            script: |
+              printf '%s\\n' 'OUTPUT: {{"text": "a\\u0000b"}}'
+          script_nan:
+            type: script
+            script: |
+              echo 'OUTPUT: {{"ratio": NaN}}'
+        tasks:
+          nan: {{ flow: {{ s: {{ action: nan }} }} }}
+          nul: {{ flow: {{ s: {{ action: nul }} }} }}
+          script_nul: {{ flow: {{ s: {{ action: script_nul }} }} }}
+          script_nan: {{ flow: {{ s: {{ action: script_nan }} }} }}
+        """,
+    )
+    try:
+        job = await node.run_one("nan", {})
+        assert job.status is JobStatus.FAILED
+        assert "Out of range float values are not JSON compliant" in (job.error or "")
+        job = await node.run_one("nul", {})
+        assert job.status is JobStatus.FAILED
+        assert "\\u0000 (NUL)" in (job.error or "")
+        job = await node.run_one("script_nul", {})
+        assert job.status is JobStatus.FAILED
+        assert "an OUTPUT value cannot be stored" in (job.error or "")
+        # Not JSON at all: skipped with a warning, like any malformed OUTPUT line.
+        job = await node.run_one("script_nan", {})
+        assert job.status is JobStatus.COMPLETED
+        assert not job.output
+        lines = [r.line for r in await node.store.get_logs(job.id)]
+        assert any("NaN is not a JSON number" in line for line in lines)
+    finally:
+        await node.close()
+        sys.modules.pop(module, None)
+        if str(tmp_path.resolve()) in sys.path:
+            sys.path.remove(str(tmp_path.resolve()))

@@ -134,5 +134,7 @@ class FunctionCache:
             # Strict: NaN, a NUL or a lone surrogate would make the job's finish fail.
             jsonsafe.check_value(value)
         except JsonValueError as err:
-            return FunctionOutcome(error=f"returned a value that cannot be stored: {err}")
+            return FunctionOutcome(
+                error=f"returned a value that is not JSON or cannot be stored: {err}"
+            )
         return FunctionOutcome(value=value)
