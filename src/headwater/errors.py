@@ -85,6 +85,10 @@ class JsonValueError(HeadwaterError, ValueError):
         super().__init__(message)
 
 
+class IdempotencyKeyReusedError(HeadwaterError):
+    """An ``Idempotency-Key`` already used for a request with another body (422)."""
+
+
 class StoreError(HeadwaterError):
     """The store failed or refused an operation."""
 

@@ -295,3 +295,31 @@ async def test_run_with_a_value_no_store_can_keep_is_422(
     assert resp.status_code == 422
     assert resp.json()["error"]["type"] == "invalid_json"
     assert message in resp.json()["error"]["message"]
+
+
+async def test_idempotency_key_reused_with_a_different_body_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue 14: the IETF draft on idempotency keys answers 422 for a key reused with
+    another payload; answering with the first job would hide the client's bug."""
+    headers = {"Idempotency-Key": "order-43"}
+    first = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a", "times": 2}}, headers=headers
+    )
+    same = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a", "times": 2}}, headers=headers
+    )
+    other = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "b", "times": 2}}, headers=headers
+    )
+    fewer = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a"}}, headers=headers
+    )
+
+    assert first.status_code == same.status_code == 201
+    assert same.json()["job_id"] == first.json()["job_id"]
+    assert other.status_code == 422
+    assert other.json()["error"]["type"] == "idempotency_key_reused"
+    assert "different body" in other.json()["error"]["message"]
+    # "times" has a default, but the first request set it to 2: not the same request.
+    assert fewer.status_code == 422
