@@ -10,6 +10,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
 from headwater.store.base import JobFilter, JobStatus, Store
 from headwater.store.sql import open_store
@@ -179,3 +181,63 @@ async def test_a_step_output_no_store_can_keep_fails_the_step_and_the_job_finish
         sys.modules.pop(module, None)
         if str(tmp_path.resolve()) in sys.path:
             sys.path.remove(str(tmp_path.resolve()))
+
+
+WAITING_CONSUMER = """
+actions:
+  consume:
+    type: script
+    language: python
+    script: |
+      import os, sys, time
+      print('OUTPUT: {"orderId": "1"}', flush=True)
+      while not os.path.exists(os.environ["DONE_FILE"]):
+          time.sleep(0.05)
+  handle: { type: script, script: "true" }
+tasks:
+  consumer:
+    flow:
+      poll: { action: consume }
+  process-order:
+    input:
+      orderId: { type: string, required: true }
+    flow:
+      handle: { action: handle }
+triggers:
+  orders:
+    type: event_source
+    task: consumer
+    target_task: process-order
+    restart_policy: never
+"""
+
+
+async def test_a_store_write_that_keeps_failing_shows_as_the_triggers_last_error(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    done = tmp_path / "done"
+    monkeypatch.setenv("DONE_FILE", str(done))
+    async with running(tmp_path, db_url, WAITING_CONSUMER) as rt:
+        store = rt.node.store
+        insert = store.insert_jobs
+        failing = True
+
+        async def flaky_insert(jobs: Any) -> Any:
+            if failing and any(j.task == "process-order" for j in jobs):
+                raise ConnectionError("the database is unreachable")
+            return await insert(jobs)
+
+        monkeypatch.setattr(store, "insert_jobs", flaky_insert)
+
+        async def last_error() -> Any:
+            return (await rt.state("orders"))["last_error"]
+
+        error = await rt.wait_for(last_error, what="the failing emit in last_error")
+        assert "events cannot be stored" in error
+        assert "unreachable" in error
+        assert (await rt.state("orders"))["state"] == "running"
+        failing = False
+        await rt.wait_for(lambda: rt.jobs("process-order"), what="the event's job")
+        assert await last_error() is None
+        done.touch()
+        await rt.wait_for(lambda: _state_is(rt, "orders", "idle"), what="the consumer to end")

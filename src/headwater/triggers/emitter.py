@@ -96,6 +96,9 @@ class LocalEmitter:
         # Batches are stored in the order their emits began, one at a time; a batch is
         # prepared (merged, validated) while the one before it is being stored.
         self._in_order = asyncio.Lock()
+        # Per trigger: why its last emit failed, until one succeeds (the consumer's
+        # hook retries; ``headwater triggers`` shows this as the trigger's last error).
+        self._errors: dict[str, str] = {}
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
         prepared = self._dispatcher.prepare_keyed(
@@ -107,12 +110,23 @@ class LocalEmitter:
             rejected=batch.rejected,
         )
         async with self._in_order:
-            outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+            try:
+                outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+            except Exception as exc:
+                text = str(exc).strip().splitlines()
+                why = (text[0] if text else type(exc).__name__)[:500]
+                self._errors[batch.trigger] = f"events cannot be stored (retrying): {why}"
+                raise
+        self._errors.pop(batch.trigger, None)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
         rejected = len(outcomes) - accepted - duplicates
         in_flight = await self.in_flight(batch.trigger) if batch.want_in_flight else None
         return EmitResult(accepted, duplicates, rejected, in_flight)
+
+    def error(self, trigger: str) -> str | None:
+        """Why the trigger's events are not being stored right now (None: they are)."""
+        return self._errors.get(trigger)
 
     async def in_flight(self, trigger: str) -> int:
         return await self._store.count_in_flight(trigger)
@@ -146,6 +160,7 @@ class EventSourceLineHook:
         self._job = job
         # Unique per consumer run, step and step attempt; the line number completes it.
         self._key_prefix = f"es:{job.id}:{job.attempt}:{step}:{step_attempt}"
+        self._step = step
         self._trigger = trigger
         self._target = target_task
         self._defaults = defaults
@@ -231,6 +246,21 @@ class EventSourceLineHook:
             LogLine(self._job.id, step, LogStream.SYSTEM, f"warning: {text}", datetime.now(UTC))
         )
 
+    async def _failing(self, failures: int, exc: BaseException | None) -> None:
+        """Say in the consumer's log (once per run of failures) that its events wait."""
+        if failures != 1:
+            return
+        with contextlib.suppress(Exception):  # the log may live in the failing store
+            await self._logs.write(
+                LogLine(
+                    self._job.id,
+                    self._step,
+                    LogStream.SYSTEM,
+                    f"warning: events cannot be stored, retrying until they are: {exc}",
+                    datetime.now(UTC),
+                )
+            )
+
     def _room(self) -> int | None:
         if self._max_in_flight is None:
             return None
@@ -282,6 +312,7 @@ class EventSourceLineHook:
                 log.warning(
                     "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
                 )
+                await self._failing(failures, exc)
                 await asyncio.sleep(delay)
                 self._wake.set()
                 continue
@@ -342,6 +373,7 @@ class EventSourceLineHook:
                 log.warning(
                     "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
                 )
+                await self._failing(failures, exc)
                 await asyncio.sleep(delay)
         finally:
             for _, emit in sending:
