@@ -26,9 +26,18 @@ _NO_BODY = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 class StrictJsonMiddleware:
-    def __init__(self, app: ASGIApp, prefixes: Sequence[str] = ("/api/", "/worker/")) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        prefixes: Sequence[str] = ("/api/", "/worker/"),
+        lenient: Sequence[str] = ("/worker/",),
+    ) -> None:
         self.app = app
         self.prefixes = tuple(prefixes)
+        # Under these, strings no store can keep pass: a worker's log lines may hold a
+        # NUL its step printed, and refusing the whole batch would stall the worker
+        # (step outputs are checked where they are made, see headwater.engine).
+        self.lenient = tuple(lenient)
 
     def _applies(self, scope: Scope) -> bool:
         if scope["type"] != "http" or scope["method"] in _NO_BODY:
@@ -62,11 +71,19 @@ class StrictJsonMiddleware:
             try:
                 jsonsafe.loads(body)
             except JsonValueError as exc:
+                if exc.unstorable and scope["path"].startswith(self.lenient):
+                    await self._pass_on(scope, receive, send, body, tail)
+                    return
                 response = error_response(
                     422, "invalid_json", f"the request body is not acceptable JSON: {exc}"
                 )
                 await response(scope, receive, send)
                 return
+        await self._pass_on(scope, receive, send, body, tail)
+
+    async def _pass_on(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes, tail: list[Message]
+    ) -> None:
         replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
         replay += tail
 
