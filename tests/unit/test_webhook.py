@@ -317,6 +317,19 @@ async def test_an_idempotency_key_makes_a_repeat_answer_with_the_first_job(
     assert other.status_code == 202 and other.json()["job_id"] != first.json()["job_id"]
 
 
+async def test_an_idempotency_key_reused_with_another_body_is_422(
+    client: httpx.AsyncClient, ctx: FakeTriggerContext
+) -> None:
+    """Issue 14 (the IETF draft on idempotency keys): not the first delivery's job."""
+    headers = {**bearer(), "Idempotency-Key": "delivery-9"}
+    first = await client.post("/hooks/plain", json={"ref": "x"}, headers=headers)
+    other = await client.post("/hooks/plain", json={"ref": "y"}, headers=headers)
+    same = await client.post("/hooks/plain", json={"ref": "x"}, headers=headers)
+    assert (first.status_code, other.status_code, same.status_code) == (202, 422, 200)
+    assert other.json()["error"]["type"] == "idempotency_key_reused"
+    assert len(ctx.store.jobs) == 1
+
+
 async def test_without_an_idempotency_key_every_post_is_a_job(
     client: httpx.AsyncClient, ctx: FakeTriggerContext
 ) -> None:

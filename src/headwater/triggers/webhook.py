@@ -315,8 +315,26 @@ async def _dispatch(ctx: TriggerContext, name: str, event: Event) -> _Accepted:
     if not created:
         job = await ctx.store.get_job(outcome.job_id)
         status = job.status.value if job is not None else status
+        if job is not None and job.input != _job_input(ctx, event, job.input):
+            # The IETF draft on idempotency keys: a key reused with another payload is
+            # refused, never answered with the first delivery's job.
+            raise _Refused(
+                422,
+                "idempotency_key_reused",
+                "the Idempotency-Key was already used with a different body; use a new key"
+                " for a different request",
+            )
     log.info("webhook_received", hook=name, job_id=outcome.job_id, created=created)
     return _Accepted(outcome.job_id, created, status)
+
+
+def _job_input(ctx: TriggerContext, event: Event, stored: Any) -> Any:
+    """The input ``event`` would give its job now (``stored`` when that cannot be told:
+    the workspace changed in between)."""
+    try:
+        return ctx.dispatcher.dispatcher.prepare(event).input
+    except HeadwaterError:
+        return stored
 
 
 def _accepted(accepted: _Accepted) -> JSONResponse:
