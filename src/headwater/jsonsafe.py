@@ -53,7 +53,9 @@ _NOT_BRACKET = re.compile(r"[^\[\]{}]++")
 _DELTA = {"[": 1, "{": 1, "]": -1, "}": -1}
 # Escapes or characters that may decode to a string the stores cannot keep; only a
 # text that has one is walked to find out (paired surrogate escapes are fine).
-_SUSPECT_TEXT = re.compile(r"\\u0000|\\u[dD][89a-fA-F]|[\ud800-\udfff]")
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89a-fA-F])")
+_BIG_EXPONENT = re.compile(r"[eE][+-]?\d\d\d")
+_LONG_DIGITS = re.compile(r"\d{309}")
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
@@ -78,6 +80,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+# Built once: json.loads with options builds a new decoder on every call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_CHECKED_DECODER = json.JSONDecoder(parse_constant=_refuse_constant, parse_float=_finite_float)
+
+
 def loads(
     data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH, max_bytes: int = MAX_BYTES
 ) -> Any:
@@ -99,20 +106,35 @@ def loads(
             raise JsonValueError(f"the JSON text is larger than {max_bytes} bytes")
     if text.count("[") + text.count("{") > max_depth and depth(text) > max_depth:
         raise JsonValueError(f"the JSON nests deeper than {max_depth} levels")
+    # Only a number with a 3-digit exponent or 309+ digits can overflow to inf: the
+    # (slower) checked float parser is used only when the text has one.
+    big = _BIG_EXPONENT.search(text) or (len(text) > 308 and _LONG_DIGITS.search(text))
+    decoder = _CHECKED_DECODER if big else _DECODER
     try:
-        value = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
+        value = decoder.decode(text)
     except JsonValueError:
         raise
     except RecursionError:  # cannot happen after the depth check; kept as a backstop
         raise JsonValueError(f"the JSON nests deeper than {max_depth} levels") from None
     except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
         raise JsonValueError(f"malformed JSON ({exc})") from None
-    if _SUSPECT_TEXT.search(text):
+    if ("\\u" in text and _SUSPECT_ESCAPE.search(text)) or not _is_utf8(text):
         try:
             _check_strings(value)
         except JsonValueError as exc:
             raise JsonValueError(str(exc), unstorable=True, cleaned=clean(value)) from None
     return value
+
+
+def _is_utf8(text: str) -> bool:
+    """No surrogate code point (the encoder says so at C speed; a regex is slower)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode(value: Any, *, max_depth: int = STORE_MAX_DEPTH) -> str:
@@ -129,7 +151,7 @@ def encode(value: Any, *, max_depth: int = STORE_MAX_DEPTH) -> str:
     if text.count("[") + text.count("{") > max_depth and depth(text) > max_depth:
         raise JsonValueError(f"the value nests deeper than {max_depth} levels", unstorable=True)
     # ensure_ascii=False: a NUL is written as the escape, a surrogate as itself.
-    if "\\u0000" in text or _BAD_CHAR.search(text):
+    if "\\u0000" in text or not _is_utf8(text):
         _check_strings(value)
     return text
 
