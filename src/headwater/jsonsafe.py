@@ -37,6 +37,7 @@ __all__ = [
     "clean",
     "depth",
     "encode",
+    "is_data_error",
     "loads",
 ]
 
@@ -217,3 +218,22 @@ def clean(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else repr(value)
     return repr(value)
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """Whether a store failure is about the values written (one bad row), not the store
+    (unreachable, locked, full): only then is a batch split to find the bad rows."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the driver's error is wrapped once or twice
+        if seen is None:
+            return False
+        if isinstance(seen, JsonValueError | UnicodeError | TypeError):
+            return True
+        names = {cls.__name__ for cls in type(seen).__mro__}
+        sqlstate = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if "DataError" in names or (isinstance(sqlstate, str) and sqlstate.startswith("22")):
+            return True  # PostgreSQL's class 22: data exception
+        if "malformed JSON" in str(seen):  # SQLite's JSON functions
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -4,6 +4,8 @@ Real stores (SQLite and PostgreSQL through ``db_url``), real consumer processes.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import math
 import sys
 import uuid
@@ -241,3 +243,26 @@ async def test_a_store_write_that_keeps_failing_shows_as_the_triggers_last_error
         assert await last_error() is None
         done.touch()
         await rt.wait_for(lambda: _state_is(rt, "orders", "idle"), what="the consumer to end")
+
+
+async def test_an_output_the_store_refuses_at_finish_fails_the_job_instead_of_hanging(
+    tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last line of defence: whatever produced it, an output the store refuses makes
+    the job fail with the reason (before, the job stayed running and was requeued)."""
+    node = await start_node(tmp_path, db_url, WS)
+    try:
+        execute = node.executor.execute
+
+        async def nan_output(*args: Any, **kwargs: Any) -> Any:
+            outcome = await execute(*args, **kwargs)
+            steps = tuple(dataclasses.replace(s, output={"x": math.nan}) for s in outcome.steps)
+            return dataclasses.replace(outcome, output={"s": {"x": math.nan}}, steps=steps)
+
+        monkeypatch.setattr(node.executor, "execute", nan_output)
+        job = await asyncio.wait_for(node.run_one("t", {}), 30)
+        assert job.status is JobStatus.FAILED
+        assert "the job's output cannot be stored" in (job.error or "")
+        assert job.output is None
+    finally:
+        await node.close()

@@ -33,7 +33,6 @@ __all__ = [
     "Dispatcher",
     "Event",
     "PreparedBatch",
-    "is_data_error",
     "task_tags",
 ]
 
@@ -231,7 +230,7 @@ class Dispatcher:
             try:
                 results: Sequence[InsertOutcome | str] = await self._store.insert_jobs(batch.jobs)
             except Exception as exc:
-                if not is_data_error(exc):
+                if not jsonsafe.is_data_error(exc):
                     raise  # the store failed: every event of the batch learns it
                 results = await self._isolate(batch)
             for slot, result in zip(batch.job_slots, results, strict=True):
@@ -257,7 +256,7 @@ class Dispatcher:
             try:
                 results += await self._store.insert_jobs(batch.jobs[start:end])
             except Exception as exc:
-                if not is_data_error(exc):
+                if not jsonsafe.is_data_error(exc):
                     raise
                 if end - start > 1:
                     mid = (start + end) // 2
@@ -291,25 +290,6 @@ class Dispatcher:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:500]
-
-
-def is_data_error(exc: BaseException) -> bool:
-    """Whether a store failure is about the values written (one bad row), not the store
-    (unreachable, locked, full): only then is a batch split to find the bad rows."""
-    seen: BaseException | None = exc
-    for _ in range(5):  # the driver's error is wrapped once or twice
-        if seen is None:
-            return False
-        if isinstance(seen, JsonValueError | UnicodeError | TypeError):
-            return True
-        names = {cls.__name__ for cls in type(seen).__mro__}
-        sqlstate = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
-        if "DataError" in names or (isinstance(sqlstate, str) and sqlstate.startswith("22")):
-            return True  # PostgreSQL's class 22: data exception
-        if "malformed JSON" in str(seen):  # SQLite's JSON functions
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 @dataclass(slots=True)
