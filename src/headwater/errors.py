@@ -77,6 +77,25 @@ class InputValidationError(HeadwaterError):
         super().__init__(f"input for task {task!r} is invalid: " + "; ".join(reasons))
 
 
+class JsonValueError(HeadwaterError, ValueError):
+    """A JSON text or value headwater refuses (see ``headwater.jsonsafe``).
+
+    ``unstorable`` is False for text that is not acceptable JSON at all (malformed,
+    nested too deep, too large, ``NaN``/``Infinity``) and True for valid JSON holding a
+    string no store can keep (``\\u0000``, a lone surrogate): such a value can still be
+    recorded, cleaned, as a rejected event with this error as its reason: ``cleaned``
+    is then the decoded value with those characters replaced by U+FFFD."""
+
+    def __init__(self, message: str, *, unstorable: bool = False, cleaned: object = None) -> None:
+        self.unstorable = unstorable
+        self.cleaned = cleaned
+        super().__init__(message)
+
+
+class IdempotencyKeyReusedError(HeadwaterError):
+    """An ``Idempotency-Key`` already used for a request with another body (422)."""
+
+
 class StoreError(HeadwaterError):
     """The store failed or refused an operation."""
 

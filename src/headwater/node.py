@@ -267,7 +267,7 @@ class Node:
                 "next_restart_at": iso(st.next_restart_at) if st else None,
                 "quarantined_at": iso(st.quarantined_at) if st else None,
                 "idle_reason": st.idle_reason if st else None,
-                "last_error": st.last_error if st else None,
+                "last_error": self.emitter.error(key) or (st.last_error if st else None),
                 "in_flight": await self.store.count_in_flight(key),
                 "max_in_flight": trigger.max_in_flight,
                 "events_accepted": await self.store.count_source(key),

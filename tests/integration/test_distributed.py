@@ -619,3 +619,25 @@ async def test_a_remote_worker_fills_in_secret_references_and_stores_no_secret(
     assert job.output == {"say": {"same": True, "word": "••••••"}}
     (step,) = job.steps
     assert step.output == {"same": True, "word": "••••••"}
+
+
+async def test_emit_records_the_events_a_worker_refused_as_rejected(cluster: Cluster) -> None:
+    """Issue 14: an OUTPUT line no store can keep, refused by the consumer's worker, is a
+    rejected event with its reason on the server, and its batch-mates are jobs."""
+    job_id = await _consumer_job(cluster)
+    await cluster.store.register_worker("w-a", "a", frozenset({"script"}))
+    await cluster.service.claim("w-a", frozenset({"script"}), 1, 0)
+    reason = "the string at $.n contains \\u0000 (NUL), which the store cannot keep"
+    answer = await cluster.service.emit(
+        "w-a",
+        "ws/stream",
+        job_id,
+        1,
+        None,
+        [("a", {"n": 1}), ("b", {"n": "a\ufffdb"}), ("c", {"n": 3})],
+        {1: reason},
+    )
+    assert (answer.accepted, answer.rejected) == (2, 1)
+    (rejected,) = await cluster.store.list_rejected(source_id="ws/stream")
+    assert rejected.reason == reason
+    assert rejected.payload == {"n": "a\ufffdb"}

@@ -385,3 +385,17 @@ async def test_follow_ends_when_the_store_closes(
 
     # No end event: the client knows the job did not finish and may reconnect.
     assert _ndjson(resp.text) == []
+
+
+@pytest.mark.parametrize("before", ["junk", "1", "' OR 1=1 --"])
+async def test_list_with_a_cursor_that_is_not_a_job_id_is_422(
+    client: httpx.AsyncClient, store: InMemoryStore, before: str
+) -> None:
+    """Issue 14: an empty 200 would look like the end of the list."""
+    store.add_job()
+    resp = await client.get("/api/jobs", params={"before": before})
+
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["type"] == "invalid_request"
+    assert error["details"][0]["loc"] == ["query", "before"]

@@ -272,3 +272,54 @@ async def test_a_router_added_later_can_set_its_own_body_limit(runtime: FakeRunt
     assert hook_ok.json() == {"size": 500}
     assert hook_big.status_code == 413
     assert api_big.status_code == 413
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b'{"input": {"name": "ada", "times": NaN}}', "NaN is not a JSON number"),
+        (b'{"input": {"name": "ada", "times": Infinity}}', "Infinity is not a JSON number"),
+        (b'{"input": {"name": "\\u0000"}}', "\\u0000 (NUL)"),
+        (b'{"input": {"name": "\\udc00"}}', "lone surrogate"),
+        (b'{"input": ' + b"[" * 500 + b"}", "deeper than"),
+    ],
+)
+async def test_run_with_a_value_no_store_can_keep_is_422(
+    client: httpx.AsyncClient, content: bytes, message: str
+) -> None:
+    """Issue 14: never a 500, never a job that cannot finish."""
+    resp = await client.post(
+        "/api/tasks/hello/run", content=content, headers={"content-type": "application/json"}
+    )
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["type"] == "invalid_json"
+    assert message in resp.json()["error"]["message"]
+
+
+async def test_idempotency_key_reused_with_a_different_body_is_422(
+    client: httpx.AsyncClient,
+) -> None:
+    """Issue 14: the IETF draft on idempotency keys answers 422 for a key reused with
+    another payload; answering with the first job would hide the client's bug."""
+    headers = {"Idempotency-Key": "order-43"}
+    first = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a", "times": 2}}, headers=headers
+    )
+    same = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a", "times": 2}}, headers=headers
+    )
+    other = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "b", "times": 2}}, headers=headers
+    )
+    fewer = await client.post(
+        "/api/tasks/hello/run", json={"input": {"name": "a"}}, headers=headers
+    )
+
+    assert first.status_code == same.status_code == 201
+    assert same.json()["job_id"] == first.json()["job_id"]
+    assert other.status_code == 422
+    assert other.json()["error"]["type"] == "idempotency_key_reused"
+    assert "different body" in other.json()["error"]["message"]
+    # "times" has a default, but the first request set it to 2: not the same request.
+    assert fewer.status_code == 422

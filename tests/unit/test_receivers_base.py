@@ -35,6 +35,22 @@ def test_decode_body_json_text_binary() -> None:
         decode_body(b"\xff", "text")
 
 
+def test_decode_body_is_strict_and_bounded() -> None:
+    """Issue 14: a broker payload is read by the same strict decoder as everything else."""
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert decode_body(deep).payload == deep.decode()  # not JSON we take: it stays text
+    with pytest.raises(ValueError, match="deeper than"):
+        decode_body(deep, "json")
+    assert decode_body(b'{"a": NaN}').payload == '{"a": NaN}'
+    with pytest.raises(ValueError, match="NaN is not a JSON number"):
+        decode_body(b'{"a": NaN}', "json")
+    for fmt in ("auto", "json"):  # valid JSON that no store can keep: dead-lettered
+        with pytest.raises(ValueError, match="NUL"):
+            decode_body(b'{"a": "\\u0000"}', fmt)
+        with pytest.raises(ValueError, match="lone surrogate"):
+            decode_body(b'["\\ud800"]', fmt)
+
+
 def _trigger(**kw: object) -> RedisStreamTrigger:
     data = {"type": "redis_stream", "target_task": "t", "url": "redis://h/0", "stream": "s"}
     return RedisStreamTrigger.model_validate({**data, **kw})

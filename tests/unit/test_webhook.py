@@ -157,6 +157,15 @@ async def test_an_empty_body_is_an_empty_object(
         (b"42", "not a JSON number"),
         (b"null", "not a JSON null"),
         (b"{oops", "not valid JSON"),
+        # Issue 14: refused at the door, never a job whose finish cannot be written.
+        (b'{"a": NaN}', "NaN is not a JSON number"),
+        (b'{"a": [Infinity]}', "Infinity is not a JSON number"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON number"),
+        (b'{"a": 1e999}', "too large for a JSON number"),
+        (b'{"a": ' + b"[" * 100_000 + b"}", "deeper than 100 levels"),
+        (b'{"a": "x\\u0000y"}', "\\u0000 (NUL)"),
+        (b'{"a": "\\ud800"}', "lone surrogate"),
+        (b'{"\\udfff": 1}', "lone surrogate"),
     ],
 )
 async def test_a_body_that_is_not_a_json_object_is_422(
@@ -313,6 +322,19 @@ async def test_an_idempotency_key_makes_a_repeat_answer_with_the_first_job(
         "/hooks/plain", json={"ref": "x"}, headers={**bearer(), "Idempotency-Key": "delivery-2"}
     )
     assert other.status_code == 202 and other.json()["job_id"] != first.json()["job_id"]
+
+
+async def test_an_idempotency_key_reused_with_another_body_is_422(
+    client: httpx.AsyncClient, ctx: FakeTriggerContext
+) -> None:
+    """Issue 14 (the IETF draft on idempotency keys): not the first delivery's job."""
+    headers = {**bearer(), "Idempotency-Key": "delivery-9"}
+    first = await client.post("/hooks/plain", json={"ref": "x"}, headers=headers)
+    other = await client.post("/hooks/plain", json={"ref": "y"}, headers=headers)
+    same = await client.post("/hooks/plain", json={"ref": "x"}, headers=headers)
+    assert (first.status_code, other.status_code, same.status_code) == (202, 422, 200)
+    assert other.json()["error"]["type"] == "idempotency_key_reused"
+    assert len(ctx.store.jobs) == 1
 
 
 async def test_without_an_idempotency_key_every_post_is_a_job(

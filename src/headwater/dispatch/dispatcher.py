@@ -20,8 +20,9 @@ from typing import Any
 
 import structlog
 
-from headwater.errors import InputValidationError, NotFoundError
-from headwater.store.base import NewJob, RejectedEvent, Store
+from headwater import jsonsafe
+from headwater.errors import InputValidationError, JsonValueError, NotFoundError
+from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
@@ -52,6 +53,9 @@ class Event:
     parent_job_id: str | None = None
     tags: frozenset[str] | None = None  # worker tags; None: what the task's steps need
     max_attempts: int | None = None  # claims before recovery fails it; None: the default
+    # Refused by its source already (e.g. valid JSON that no store can keep; the payload
+    # is then cleaned): stored as a rejected event with this reason, never a job.
+    rejected: str | None = None
 
 
 class DispatchStatus(StrEnum):
@@ -134,9 +138,12 @@ class Dispatcher:
         ws = self._workspace()
         for i, event in enumerate(events):
             try:
+                if event.rejected is not None:
+                    raise JsonValueError(event.rejected, unstorable=True)
                 batch.jobs.append(self._prepare(ws, event))
                 batch.job_slots.append(i)
-            except (InputValidationError, NotFoundError) as exc:
+                batch.payloads.append(event.payload)
+            except (InputValidationError, NotFoundError, JsonValueError) as exc:
                 reason = str(exc)
                 batch.rejected.append(
                     RejectedEvent(
@@ -159,10 +166,13 @@ class Dispatcher:
         source_id: str,
         defaults: Mapping[str, Any],
         events: Sequence[tuple[str, Mapping[str, Any]]],
+        rejected: Mapping[int, str] | None = None,
     ) -> PreparedBatch:
         """``prepare_batch`` for one source's events, given as (dedup key, payload): an
-        event source's batch, without an ``Event`` per payload."""
+        event source's batch, without an ``Event`` per payload. ``rejected``: events the
+        source refused already (index → reason)."""
         ws = self._workspace()
+        refused = rejected or {}
         try:
             check_input, tags = self._task(ws, target_task)
         except NotFoundError:  # every event is rejected: the general path says why
@@ -171,12 +181,23 @@ class Dispatcher:
             )
         batch = PreparedBatch([None] * len(events))
         jobs, slots, max_attempts = batch.jobs, batch.job_slots, self._max_attempts
+        payloads = batch.payloads
         for i, (key, payload) in enumerate(events):
             merged = {**defaults, **payload} if defaults else payload
             try:
+                if refused and i in refused:
+                    raise InputValidationError(target_task, [refused[i]])
                 job_input = check_input(target_task, merged)
             except InputValidationError:  # the general path records why
-                event = Event(target_task, payload, source_type, source_id, key, defaults)
+                event = Event(
+                    target_task,
+                    payload,
+                    source_type,
+                    source_id,
+                    key,
+                    defaults,
+                    rejected=refused.get(i),
+                )
                 one = self.prepare_batch([event])
                 batch.outcomes[i] = one.outcomes[0]
                 batch.rejected.extend(one.rejected)
@@ -194,6 +215,7 @@ class Dispatcher:
                 )
             )
             slots.append(i)
+            payloads.append(payload)
         return batch
 
     async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
@@ -206,11 +228,69 @@ class Dispatcher:
                     "event_rejected", source_id=r.source_id, task=r.target_task, reason=r.reason
                 )
         if batch.jobs:
-            results = await self._store.insert_jobs(batch.jobs)
+            try:
+                results: Sequence[InsertOutcome | str] = await self._store.insert_jobs(batch.jobs)
+            except Exception as exc:
+                if not jsonsafe.is_data_error(exc):
+                    raise  # the store failed: every event of the batch learns it
+                results = await self._isolate(batch)
             for slot, result in zip(batch.job_slots, results, strict=True):
+                if isinstance(result, str):
+                    outcomes[slot] = DispatchOutcome(DispatchStatus.REJECTED, reason=result)
+                    continue
                 status = DispatchStatus.ACCEPTED if result.created else DispatchStatus.DUPLICATE
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
         return [o for o in outcomes if o is not None]
+
+    async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:
+        """The jobs of a batch that the store refused for its data, written again in
+        halves until each bad one is alone: those become rejected events (their reason
+        instead of an outcome), the others are inserted, so one bad row never fails its
+        batch-mates. A failure that is not about the data stops and is raised."""
+        results: list[InsertOutcome | str] = []
+        size = len(batch.jobs)
+        pending = [(size // 2, size), (0, size // 2)]  # [start, end); the whole one failed
+        while pending:
+            start, end = pending.pop()  # in order: the first half is written first
+            if start == end:
+                continue
+            try:
+                results += await self._store.insert_jobs(batch.jobs[start:end])
+            except Exception as exc:
+                if not jsonsafe.is_data_error(exc):
+                    raise
+                if end - start > 1:
+                    mid = (start + end) // 2
+                    pending += [(mid, end), (start, mid)]
+                    continue
+                job, payload = batch.jobs[start], batch.payloads[start]
+                results.append(await self._reject_unstorable(job, payload, exc))
+        return results
+
+    async def _reject_unstorable(
+        self, job: NewJob, payload: Mapping[str, Any], exc: Exception
+    ) -> str:
+        reason = f"the store cannot keep this event: {_short(exc)}"
+        await self._store.insert_rejected(
+            [
+                RejectedEvent(
+                    id=None,
+                    source_type=job.source_type,
+                    source_id=job.source_id,
+                    target_task=job.task,
+                    payload=jsonsafe.clean(dict(payload)),
+                    reason=reason,
+                    dedup_key=job.dedup_key,
+                )
+            ]
+        )
+        log.warning("event_rejected", source_id=job.source_id, task=job.task, reason=reason)
+        return reason
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:500]
 
 
 @dataclass(slots=True)
@@ -220,6 +300,7 @@ class PreparedBatch:
     outcomes: list[DispatchOutcome | None]  # per event; set for the rejected ones
     jobs: list[NewJob] = field(default_factory=list)
     job_slots: list[int] = field(default_factory=list)  # per job: its event's index
+    payloads: list[Mapping[str, Any]] = field(default_factory=list)  # per job: as sent
     rejected: list[RejectedEvent] = field(default_factory=list)
 
 

@@ -416,8 +416,11 @@ class WorkerService:
         attempt: int,
         token: int | None,
         events: Sequence[tuple[str, Mapping[str, Any]]],
+        rejected: Mapping[int, str] | None = None,
     ) -> EmitAnswer:
-        """A batch of a consumer's events (idempotency key, payload) → target jobs."""
+        """A batch of a consumer's events (idempotency key, payload) → target jobs;
+        ``rejected`` (index → reason): events the worker refused, stored as rejected."""
+        refused = rejected or {}
         trigger = self._trigger(trigger_key)
         token = await self._fence(worker_id, trigger_key, job_id, attempt, token)
         node = self._node
@@ -436,8 +439,9 @@ class WorkerService:
                     source_id=trigger_key,
                     dedup_key=key,
                     defaults=defaults if isinstance(defaults, Mapping) else {},
+                    rejected=refused.get(i),
                 )
-                for key, payload in events
+                for i, (key, payload) in enumerate(events)
             ]
         )
         in_flight = await node.store.count_in_flight(trigger_key)

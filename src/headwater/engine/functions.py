@@ -16,7 +16,6 @@ import contextvars
 import functools
 import importlib
 import inspect
-import json
 import os
 import sys
 import traceback
@@ -28,7 +27,9 @@ from typing import Any
 
 import structlog
 
+from headwater import jsonsafe
 from headwater.engine.function_output import FunctionOutput, LineSink, install_routing
+from headwater.errors import JsonValueError
 
 __all__ = ["FunctionCache", "FunctionOutcome", "resolve_callable"]
 
@@ -243,9 +244,12 @@ class FunctionCache:
             )
         value = call.result()
         try:
-            json.dumps(value)
-        except (TypeError, ValueError) as err:
-            return FunctionOutcome(error=f"returned a value that is not JSON: {err}")
+            # Strict: NaN, a NUL or a lone surrogate would make the job's finish fail.
+            jsonsafe.check_value(value)
+        except JsonValueError as err:
+            return FunctionOutcome(
+                error=f"returned a value that is not JSON or cannot be stored: {err}"
+            )
         return FunctionOutcome(value=value)
 
 

@@ -311,6 +311,9 @@ class StepRunner:
         finally:
             if hook is not None:
                 await hook.close()
+        if collector.problem is not None and result.outcome is StepOutcome.SUCCEEDED:
+            # The output cannot be stored: the step fails instead of its job's finish.
+            return _Attempt(StepStatus.FAILED, error=collector.problem, exit_code=result.exit_code)
         return _from_result(result, collector.output, collector.stderr_tail)
 
     def _spec(
@@ -583,6 +586,7 @@ class _OutputCollector:
         self._step = step
         self._hook = hook
         self.output: Any = None
+        self.problem: str | None = None  # an OUTPUT value that no store can keep
         self._warned_truncation = False
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
 
@@ -602,6 +606,9 @@ class _OutputCollector:
             parsed = parse_output_line(line)
             if parsed is not None and parsed.value is not None:
                 self.output = parsed.value
+            elif parsed is not None and parsed.unstorable:
+                self.problem = f"an OUTPUT value cannot be stored: {parsed.problem}"
+                await self._runner.system(self._job.id, self._step, f"error: {self.problem}")
             elif parsed is not None:
                 await self._runner.system(
                     self._job.id, self._step, f"warning: {parsed.problem}; line skipped"

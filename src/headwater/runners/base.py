@@ -10,13 +10,14 @@ reading, the pipe fills and the child blocks — backpressure without buffering.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
+from headwater import jsonsafe
+from headwater.errors import JsonValueError
 from headwater.store.base import LogStream
 from headwater.workspace.models import Language
 
@@ -91,24 +92,35 @@ class Runner(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class OutputLine:
-    """A parsed ``OUTPUT: <json>`` line: ``value`` is set, or ``problem`` says why not."""
+    """A parsed ``OUTPUT: <json>`` line: ``value`` is set, or ``problem`` says why not.
+
+    ``unstorable``: the line is a valid JSON object that no store can keep (a ``\\u0000``
+    or a lone surrogate in a string); ``cleaned`` is then that object with those
+    characters replaced, to be recorded as a rejected event with ``problem``."""
 
     value: dict[str, Any] | None
     problem: str | None = None
+    unstorable: bool = False
+    cleaned: dict[str, Any] | None = None
 
 
 def parse_output_line(line: str) -> OutputLine | None:
     """``None`` for lines that are not ``OUTPUT:`` lines; otherwise the object or a problem.
 
     Only a JSON object is an output (the seed's protocol); anything else after the
-    prefix is reported as a problem so the caller can warn and skip it."""
+    prefix is reported as a problem so the caller can warn and skip it. The JSON is read
+    by ``headwater.jsonsafe``: bounded depth, no ``NaN``/``Infinity``."""
     if not line.startswith(OUTPUT_PREFIX):
         return None
     text = line[len(OUTPUT_PREFIX) :]
     try:
-        value = json.loads(text)
-    except ValueError as exc:
-        return OutputLine(None, f"malformed JSON after 'OUTPUT: ' ({exc})")
+        value = jsonsafe.loads(text)
+    except JsonValueError as exc:
+        if exc.unstorable and isinstance(exc.cleaned, dict):
+            return OutputLine(None, str(exc), unstorable=True, cleaned=exc.cleaned)
+        if exc.unstorable:
+            return OutputLine(None, f"{exc}; and it is not a JSON object")
+        return OutputLine(None, f"not acceptable JSON after 'OUTPUT: ': {exc}")
     if not isinstance(value, dict):
         return OutputLine(None, f"'OUTPUT: ' must be followed by a JSON object, got {_kind(value)}")
     return OutputLine(value)

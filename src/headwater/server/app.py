@@ -27,7 +27,9 @@ from headwater.errors import (
     ConfigError,
     ConflictError,
     HeadwaterError,
+    IdempotencyKeyReusedError,
     InputValidationError,
+    JsonValueError,
     NotFoundError,
     RunnerError,
     StaleConsumerError,
@@ -49,6 +51,7 @@ from headwater.server.routes_ops import ops_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
+from headwater.server.strict_json import StrictJsonMiddleware
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "error_status"]
 
@@ -63,6 +66,8 @@ _ERROR_MAP: tuple[tuple[type[HeadwaterError], int, str], ...] = (
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (InputValidationError, 422, "invalid_input"),
+    (JsonValueError, 422, "invalid_json"),
+    (IdempotencyKeyReusedError, 422, "idempotency_key_reused"),
     (WorkspaceError, 422, "invalid_workspace"),
     (TemplateError, 400, "template_error"),
     (ConfigError, 400, "config_error"),
@@ -123,6 +128,7 @@ def create_app(
     _install_error_handlers(app)
     # Starlette runs the middleware added last first: metrics wraps auth, so rejected
     # requests are counted too.
+    app.add_middleware(StrictJsonMiddleware)  # inside the body limit: reads a bounded body
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
     app.add_middleware(ApiKeyMiddleware, keys=tuple(api_keys))
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)

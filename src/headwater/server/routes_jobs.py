@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
 from fastapi import APIRouter, Query
+from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
 
@@ -35,6 +37,7 @@ log = structlog.get_logger(__name__)
 FOLLOW_SAFETY_TIMEOUT = 1.5
 _FOLLOW_PAGE = 1000
 NDJSON = "application/x-ndjson"
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
@@ -54,6 +57,22 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             str | None, Query(description="Keyset cursor: only jobs older than this job id.")
         ] = None,
     ) -> dict[str, Any]:
+        # A cursor is a job id that ``next_before`` gave: anything else is a client bug
+        # (answering an empty page would look like the end of the list).
+        if (
+            before is not None
+            and not _UUID.fullmatch(before)
+            and await runtime.store.get_job(before) is None
+        ):
+            raise RequestValidationError(
+                [
+                    {
+                        "loc": ("query", "before"),
+                        "msg": "not a job id (use the next_before of the previous page)",
+                        "type": "value_error",
+                    }
+                ]
+            )
         # One more than asked tells whether another page exists without a count query.
         flt = JobFilter(
             task=task,

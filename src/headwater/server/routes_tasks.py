@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header
 from fastapi.params import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from headwater.errors import ConflictError
+from headwater.errors import ConflictError, IdempotencyKeyReusedError
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
+from headwater.server.runtime import Runtime
 from headwater.workspace.models import InputField, Task, Workspace
 
 __all__ = ["IDEMPOTENCY_PREFIX", "RunIn", "RunOut", "TaskOut", "task_json", "tasks_router"]
@@ -101,6 +102,15 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             raise ConflictError(
                 f"the Idempotency-Key was already used for a job of task {job.task!r}"
             )
+        if not outcome.created and not _same_request(
+            runtime, task, body.input if body is not None else {}, job.input
+        ):
+            # The IETF draft on idempotency keys: a key reused with another payload is
+            # refused (422), never answered with the first request's job.
+            raise IdempotencyKeyReusedError(
+                "the Idempotency-Key was already used with a different body; use a new key"
+                " for a different request"
+            )
         return {
             "job_id": outcome.id,
             "created": outcome.created,
@@ -108,6 +118,30 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         }
 
     return router
+
+
+def _same_request(
+    runtime: Runtime, task: str, given: Mapping[str, Any], stored: Mapping[str, Any]
+) -> bool:
+    """Whether ``given`` (a request's input) would create the job input ``stored``: the
+    same value for every field sent, and any other stored field its default (defaults
+    fill missing and null fields; nothing else changes an input)."""
+    spec = runtime.workspace().tasks.get(task)
+    fields = spec.input if spec is not None else {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in stored or stored[name] != value:
+            return False
+    for name, value in stored.items():
+        if given.get(name) is None:
+            field = fields.get(name)
+            if field is None or field.default is None:
+                return False
+            templated = isinstance(field.default, str) and "{{" in field.default
+            if not templated and value != field.default:  # a rendered one is not known here
+                return False
+    return True
 
 
 def task_json(ws: Workspace, name: str, task: Task) -> dict[str, Any]:

@@ -110,6 +110,9 @@ class _Child(BaseModel):
 class _EmitEvent(BaseModel):
     key: Annotated[str, Field(min_length=1, max_length=1000)]
     payload: dict[str, Any]
+    # Refused by the consumer's worker already (valid JSON no store can keep; the
+    # payload is cleaned): recorded as a rejected event with this reason.
+    rejected: Annotated[str, Field(max_length=2000)] | None = None
 
 
 class _Emit(BaseModel):
@@ -287,6 +290,7 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
             body.attempt,
             body.token,
             [(e.key, e.payload) for e in body.events],
+            {i: e.rejected for i, e in enumerate(body.events) if e.rejected is not None},
         )
         return {
             "accepted": answer.accepted,

@@ -21,6 +21,7 @@ from alembic.util.exc import CommandError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from headwater import jsonsafe
 from headwater.errors import ConfigError, ConflictError, NotFoundError
 from headwater.store import job_writes
 from headwater.store import migrate as migrations
@@ -251,7 +252,9 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         by_id: dict[str, int] = {}
         new_ids = self._new_id.take(len(jobs))  # one each; a duplicate's goes unused
         signatures = self._signatures
-        dumps = q.dumps
+        # Strict: NaN, a NUL or a lone surrogate raises JsonValueError before the database
+        # sees the batch (the dispatcher then finds the bad rows, see Dispatcher._isolate).
+        dumps = jsonsafe.encode
         for i, job in enumerate(jobs):
             # Duplicates inside the batch are resolved here: later ones share the first
             # one's outcome (created=False), exactly as if they came in a later batch.

@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -57,6 +57,9 @@ class EmitBatch:
     # Whether the caller needs ``EmitResult.in_flight`` (only a trigger with
     # ``max_in_flight`` does): counting is a query per batch, and grows with the queue.
     want_in_flight: bool = True
+    # Events that are rejected already (index in ``events`` → reason): valid JSON that
+    # no store can keep; the payload is the cleaned value, recorded as a rejected event.
+    rejected: Mapping[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,18 +96,37 @@ class LocalEmitter:
         # Batches are stored in the order their emits began, one at a time; a batch is
         # prepared (merged, validated) while the one before it is being stored.
         self._in_order = asyncio.Lock()
+        # Per trigger: why its last emit failed, until one succeeds (the consumer's
+        # hook retries; ``headwater triggers`` shows this as the trigger's last error).
+        self._errors: dict[str, str] = {}
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
         prepared = self._dispatcher.prepare_keyed(
-            batch.target_task, "event_source", batch.trigger, batch.defaults, batch.events
+            batch.target_task,
+            "event_source",
+            batch.trigger,
+            batch.defaults,
+            batch.events,
+            rejected=batch.rejected,
         )
         async with self._in_order:
-            outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+            try:
+                outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+            except Exception as exc:
+                text = str(exc).strip().splitlines()
+                why = (text[0] if text else type(exc).__name__)[:500]
+                self._errors[batch.trigger] = f"events cannot be stored (retrying): {why}"
+                raise
+        self._errors.pop(batch.trigger, None)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
         rejected = len(outcomes) - accepted - duplicates
         in_flight = await self.in_flight(batch.trigger) if batch.want_in_flight else None
         return EmitResult(accepted, duplicates, rejected, in_flight)
+
+    def error(self, trigger: str) -> str | None:
+        """Why the trigger's events are not being stored right now (None: they are)."""
+        return self._errors.get(trigger)
 
     async def in_flight(self, trigger: str) -> int:
         return await self._store.count_in_flight(trigger)
@@ -138,6 +160,7 @@ class EventSourceLineHook:
         self._job = job
         # Unique per consumer run, step and step attempt; the line number completes it.
         self._key_prefix = f"es:{job.id}:{job.attempt}:{step}:{step_attempt}"
+        self._step = step
         self._trigger = trigger
         self._target = target_task
         self._defaults = defaults
@@ -153,6 +176,7 @@ class EventSourceLineHook:
         self._depth = 2 if max_in_flight is None else 1
         self._seq = 0
         self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        self._rejects: dict[str, str] = {}  # dedup key → reason, for pending rejected events
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
@@ -172,19 +196,29 @@ class EventSourceLineHook:
             )
             return True
         parsed = parse_output_line(line)
-        if parsed is None or parsed.value is None:
+        if parsed is not None and parsed.unstorable and parsed.cleaned is not None:
+            # Valid JSON that no store can keep: a rejected event (cleaned) with its
+            # reason, so that it is seen, and the source goes on.
+            await self._warn(step, f"OUTPUT line {self._seq}: {parsed.problem}; rejected")
+            value: Mapping[str, Any] = parsed.cleaned
+            reason: str | None = parsed.problem
+        elif parsed is None or parsed.value is None:
             problem = parsed.problem if parsed is not None else "not an OUTPUT line"
             await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
             return True
+        else:
+            value, reason = parsed.value, None
         if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
             await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
         if self._event_key is not None:
             try:
-                key = f"es:{self._trigger}:{self._event_key(parsed.value)}"
+                key = f"es:{self._trigger}:{self._event_key(value)}"
             except Exception as exc:  # no identity: keep the event, keyed by its line
                 await self._warn(step, f"OUTPUT line {self._seq}: dedup_key failed ({exc})")
-        self._pending.append((key, parsed.value))
+        if reason is not None:
+            self._rejects[key] = reason
+        self._pending.append((key, value))
         self._ensure_flusher()
         self._wake.set()
         return True
@@ -211,6 +245,21 @@ class EventSourceLineHook:
         await self._logs.write(
             LogLine(self._job.id, step, LogStream.SYSTEM, f"warning: {text}", datetime.now(UTC))
         )
+
+    async def _failing(self, failures: int, exc: BaseException | None) -> None:
+        """Say in the consumer's log (once per run of failures) that its events wait."""
+        if failures != 1:
+            return
+        with contextlib.suppress(Exception):  # the log may live in the failing store
+            await self._logs.write(
+                LogLine(
+                    self._job.id,
+                    self._step,
+                    LogStream.SYSTEM,
+                    f"warning: events cannot be stored, retrying until they are: {exc}",
+                    datetime.now(UTC),
+                )
+            )
 
     def _room(self) -> int | None:
         if self._max_in_flight is None:
@@ -263,6 +312,7 @@ class EventSourceLineHook:
                 log.warning(
                     "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
                 )
+                await self._failing(failures, exc)
                 await asyncio.sleep(delay)
                 self._wake.set()
                 continue
@@ -323,13 +373,20 @@ class EventSourceLineHook:
                 log.warning(
                     "event_emit_failed", trigger=self._trigger, error=str(exc), retry_in=delay
                 )
+                await self._failing(failures, exc)
                 await asyncio.sleep(delay)
         finally:
             for _, emit in sending:
                 emit.cancel()
 
     async def _emit(self, batch: list[tuple[str, Mapping[str, Any]]]) -> EmitResult:
-        return await self._emitter.emit(
+        rejects = self._rejects
+        rejected = (
+            {i: rejects[key] for i, (key, _) in enumerate(batch) if key in rejects}
+            if rejects
+            else {}
+        )
+        result = await self._emitter.emit(
             EmitBatch(
                 self._trigger,
                 self._job.id,
@@ -337,8 +394,12 @@ class EventSourceLineHook:
                 self._defaults,
                 batch,
                 want_in_flight=self._max_in_flight is not None,
+                rejected=rejected,
             )
         )
+        for i in rejected:
+            rejects.pop(batch[i][0], None)
+        return result
 
     async def _committed_batch(self, result: EmitResult) -> None:
         if result.in_flight is not None:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +32,9 @@ import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from headwater import jsonsafe
 from headwater.dispatch.dispatcher import DispatchStatus, Event
-from headwater.errors import HeadwaterError, InputValidationError
+from headwater.errors import HeadwaterError, InputValidationError, JsonValueError
 from headwater.server.routes_common import error_response
 from headwater.store.base import Channel, JobRecord, Subscription
 from headwater.triggers.context import TriggerContext, secret_context
@@ -256,8 +256,10 @@ def _parse_body(body: bytes) -> dict[str, Any]:
     if not body.strip():
         return {}
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError) as exc:
+        data = jsonsafe.loads(body)
+    except JsonValueError as exc:
+        # Also NaN/Infinity, nesting deeper than jsonsafe.MAX_DEPTH, and strings no store
+        # can keep (\u0000, a lone surrogate): refused at the door, never a job.
         raise _Refused(422, "invalid_body", f"the body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise _Refused(
@@ -324,8 +326,26 @@ async def _dispatch(ctx: TriggerContext, name: str, event: Event) -> _Accepted:
     if not created:
         job = await ctx.store.get_job(outcome.job_id)
         status = job.status.value if job is not None else status
+        if job is not None and job.input != _job_input(ctx, event, job.input):
+            # The IETF draft on idempotency keys: a key reused with another payload is
+            # refused, never answered with the first delivery's job.
+            raise _Refused(
+                422,
+                "idempotency_key_reused",
+                "the Idempotency-Key was already used with a different body; use a new key"
+                " for a different request",
+            )
     log.info("webhook_received", hook=name, job_id=outcome.job_id, created=created)
     return _Accepted(outcome.job_id, created, status)
+
+
+def _job_input(ctx: TriggerContext, event: Event, stored: Any) -> Any:
+    """The input ``event`` would give its job now (``stored`` when that cannot be told:
+    the workspace changed in between)."""
+    try:
+        return ctx.dispatcher.dispatcher.prepare(event).input
+    except HeadwaterError:
+        return stored
 
 
 def _accepted(accepted: _Accepted) -> JSONResponse:

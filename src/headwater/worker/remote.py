@@ -119,7 +119,9 @@ class RemoteEmitter:
             return EmitResult(0, 0, 0, 0, refused=len(batch.events))
         accepted = duplicates = rejected = 0
         in_flight = 0
+        offset = 0  # of the chunk in batch.events
         for chunk in _chunks(batch.events):
+            reasons = batch.rejected
             lease = self._control.consumer_leases.get(self._job.id)
             body = {
                 "worker_id": self._control.worker_id,
@@ -127,7 +129,10 @@ class RemoteEmitter:
                 "consumer_job_id": self._job.id,
                 "attempt": self._job.attempt,
                 "token": lease.token if lease is not None else None,
-                "events": [{"key": k, "payload": dict(p)} for k, p in chunk],
+                "events": [
+                    _wire_event(k, p, reasons.get(offset + j) if reasons else None)
+                    for j, (k, p) in enumerate(chunk)
+                ],
             }
             try:
                 answer = await self._control.request("POST", "/worker/event-source/emit", body)
@@ -152,6 +157,7 @@ class RemoteEmitter:
             duplicates += int(answer["duplicates"])
             rejected += int(answer["rejected"])
             in_flight = int(answer["in_flight"])
+            offset += len(chunk)
         self._counted = in_flight
         return EmitResult(accepted, duplicates, rejected, in_flight)
 
@@ -176,6 +182,13 @@ class RemoteEmitter:
 
 
 _Events = Sequence[tuple[str, Mapping[str, Any]]]
+
+
+def _wire_event(key: str, payload: Mapping[str, Any], rejected: str | None) -> dict[str, Any]:
+    event: dict[str, Any] = {"key": key, "payload": dict(payload)}
+    if rejected is not None:
+        event["rejected"] = rejected
+    return event
 
 
 def _chunks(events: _Events) -> list[_Events]:

@@ -14,12 +14,13 @@ import os
 import socket
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
+from headwater import jsonsafe
 from headwater.engine.executor import JobExecutor, JobOutcome
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream
@@ -207,9 +208,24 @@ class Worker:
             self._finishing += 1
             self._slot_freed.set()
             await self.logs.flush()
-            changed = await self.store.finish_job(
-                job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
-            )
+            try:
+                changed = await self.store.finish_job(
+                    job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
+                )
+            except Exception as exc:
+                if not jsonsafe.is_data_error(exc):
+                    raise
+                # An output the store cannot keep must not leave the job running (and
+                # requeued after every restart): it fails, without its outputs.
+                log.error("job_output_unstorable", job_id=job.id, error=str(exc)[:500])
+                changed = await self.store.finish_job(
+                    job.id,
+                    self.id,
+                    JobStatus.FAILED,
+                    None,
+                    f"the job's output cannot be stored: {str(exc)[:500]}",
+                    tuple(replace(s, output=None) for s in outcome.steps),
+                )
             if not changed:
                 log.warning("job_finish_refused", job_id=job.id, worker_id=self.id)
             elif self._on_finished is not None:

@@ -19,15 +19,15 @@ from __future__ import annotations
 
 import abc
 import base64
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
+from headwater import jsonsafe
 from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
-from headwater.errors import ConflictError
+from headwater.errors import ConflictError, JsonValueError
 from headwater.store.base import Channel, RejectedEvent, Store
 
 __all__ = [
@@ -67,8 +67,9 @@ class DecodedBody:
 
 
 def decode_body(raw: bytes | str, fmt: str = "auto") -> DecodedBody:
-    """JSON when it parses, else text, else base64 (binary). ``fmt`` "json" or "text"
-    insists; a body that does not fit raises ValueError (the caller dead-letters it)."""
+    """JSON when it parses (strictly, ``headwater.jsonsafe``), else text, else base64
+    (binary). ``fmt`` "json" or "text" insists; a body that does not fit raises
+    ValueError (the caller dead-letters it)."""
     if isinstance(raw, str):
         text: str | None = raw
     else:
@@ -80,8 +81,8 @@ def decode_body(raw: bytes | str, fmt: str = "auto") -> DecodedBody:
         if text is None:
             raise ValueError("the body is not UTF-8 text, so it cannot be JSON")
         try:
-            return DecodedBody(json.loads(text))
-        except json.JSONDecodeError as exc:
+            return DecodedBody(jsonsafe.loads(text))
+        except JsonValueError as exc:
             raise ValueError(f"the body is not JSON: {exc}") from None
     if fmt == "text":
         if text is None:
@@ -95,9 +96,12 @@ def decode_body(raw: bytes | str, fmt: str = "auto") -> DecodedBody:
     # so that a string payload does not change type with its content.
     if stripped[:1] in ("{", "[", '"'):
         try:
-            return DecodedBody(json.loads(text))
-        except json.JSONDecodeError:
-            pass
+            return DecodedBody(jsonsafe.loads(text))
+        except JsonValueError as exc:
+            # Not JSON after all (also NaN, or nested too deep): it stays text. Valid
+            # JSON that no store can keep is refused (dead-lettered) with the reason.
+            if exc.unstorable:
+                raise ValueError(f"the body cannot be stored: {exc}") from None
     return DecodedBody(text)
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from headwater import jsonsafe
 from headwater.errors import TemplateError
 from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, decode_body
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
@@ -232,6 +233,8 @@ class BatchReceiver(EventReceiver):
 
 def _printable(body: bytes | str | None) -> Any:
     if isinstance(body, bytes):
-        decoded = decode_body(body, "auto")
-        return decoded.payload
+        try:
+            return decode_body(body, "auto").payload
+        except ValueError:  # JSON that no store can keep: its text, cleaned
+            return jsonsafe.clean(body.decode("utf-8", "replace"))
     return body
