@@ -63,9 +63,16 @@ class Subscription:
 class Broadcaster:
     def __init__(self) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
+        self._closed = False
 
     def subscribe(self, channel: str) -> Subscription:
         sub = Subscription(self, channel)
+        if self._closed:
+            # The store is closing: a late subscriber must learn it at once instead of
+            # waiting for hints that will never come.
+            sub.closed = True
+            sub._event.set()
+            return sub
         self._subs[channel].add(sub)
         return sub
 
@@ -74,6 +81,7 @@ class Broadcaster:
             sub._push(payload)
 
     def close_all(self) -> None:
+        self._closed = True
         for subs in list(self._subs.values()):
             for sub in list(subs):
                 sub.close()
