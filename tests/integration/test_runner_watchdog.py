@@ -23,10 +23,11 @@ from headwater.runners.base import StepOutcome
 from headwater.runners.config import DockerConfig
 from headwater.runners.docker import DockerRunner
 from headwater.runners.watchdog import CleanupOrder, Watchdog
+from tests.conftest import require_module
 from tests.fake_docker import FakeDockerEngine, Script
 from tests.integration.test_docker_runner import IMAGE, OUT, Sink, runner_for, spec
 
-pytest.importorskip("docker", reason="the runners extra: pip install -e '.[runners]'")
+require_module("docker", "runners")
 
 
 @pytest.fixture

@@ -21,8 +21,6 @@ from tests.integration.receivers.conftest import SECRETS, Rig, eventually
 async def test_kill_9_mid_batch_then_restart_makes_one_job_per_message(
     rig: Rig, db_url: str, kill_at: str
 ) -> None:
-    if getattr(rig.harness, "crash_unsupported", None):
-        pytest.skip(rig.harness.crash_unsupported)
     await rig.store.migrate()
     await rig.harness.publish([{"n": i} for i in range(20)])
     spec = {
