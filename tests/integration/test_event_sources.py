@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from headwater.node import Node, NodeSettings
 from headwater.store.base import JobFilter, JobRecord, JobStatus, LogStream, NewJob
@@ -241,16 +242,19 @@ triggers:
 async def test_always_restarts_with_exponential_backoff(tmp_path: Path, db_url: str) -> None:
     marks = tmp_path / "marks"
     text = RESTARTING.format(marks=marks, code=1, policy="always", backoff=0.3, max_crashes=99)
-    async with running(tmp_path, db_url, text) as rt:
-        await rt.wait_for(lambda: _runs(marks, 4), timeout=30, what="4 runs")
-        times = _run_times(marks)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        # backoff 0.3 × 2^(n−1): 0.3, 0.6, 1.2 (plus process start time)
-        assert gaps[0] >= 0.3 and gaps[1] >= 0.6 and gaps[2] >= 1.2
-        assert gaps[2] > gaps[0]
-        state = await rt.state("src")
-        assert state["restarts"] >= 3
-        assert state["last_error"]
+    with capture_logs() as logs:
+        async with running(tmp_path, db_url, text) as rt:
+            await rt.wait_for(lambda: _runs(marks, 4), timeout=30, what="4 runs")
+            times = _run_times(marks)
+            state = await rt.state("src")
+    delays = [e["delay"] for e in logs if e["event"] == "event_source_backoff"]
+    assert delays[:3] == pytest.approx([0.3, 0.6, 1.2])  # backoff 0.3 × 2^(n−1)
+    # No restart comes before its backoff is over. How much later it comes depends on the
+    # machine's load (bench/ measures that), so only this lower bound is asserted.
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert all(gap >= delay for gap, delay in zip(gaps, delays, strict=False)), (gaps, delays)
+    assert state["restarts"] >= 3
+    assert state["last_error"]
 
 
 async def _runs(marks: Path, n: int) -> bool:
