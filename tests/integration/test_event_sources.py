@@ -148,6 +148,54 @@ async def test_output_protocol_creates_one_job_per_valid_line(tmp_path: Path, db
         assert state["events_rejected"] == 1
 
 
+REPLAYING = """
+actions:
+  emit:
+    type: script
+    language: python
+    script: |
+      import json, os, sys
+      path = "%s"
+      runs = int(open(path).read()) + 1 if os.path.exists(path) else 1
+      open(path, "w").write(str(runs))
+      # Each run re-reads its source from the start, as a consumer without a cursor does.
+      for n in range(1, runs + 2):
+          print("OUTPUT: " + json.dumps({"n": n}), flush=True)
+      sys.exit(1 if runs == 1 else 0)
+  noop: { type: script, script: "true" }
+tasks:
+  consumer:
+    flow:
+      s: { action: emit }
+  target:
+    input:
+      n: { type: integer }
+    flow:
+      s: { action: noop }
+triggers:
+  src:
+    type: event_source
+    task: consumer
+    target_task: target
+    dedup_key: "{{ payload.n }}"
+    restart_policy: on_failure
+    backoff_secs: 0.1
+"""
+
+
+async def test_a_consumer_replaying_its_output_after_a_restart_makes_no_second_job(
+    tmp_path: Path, db_url: str
+) -> None:
+    """The first run emits n=1,2 and crashes; the restart emits n=1,2,3: three jobs."""
+    async with running(tmp_path, db_url, REPLAYING % (tmp_path / "runs")) as rt:
+        await rt.wait_for(lambda: _state_is(rt, "src", "idle"), what="the second run to end")
+        jobs = await rt.jobs("target")
+        state = await rt.state("src")
+    assert (tmp_path / "runs").read_text() == "2"
+    assert sorted(j.input["n"] for j in jobs) == [1, 2, 3]
+    assert state["events_accepted"] == 3
+
+
 async def _state_is(rt: Running, name: str, phase: str) -> bool:
     return (await rt.state(name))["state"] == phase
 
