@@ -295,7 +295,7 @@ async def test_always_restarts_with_exponential_backoff(tmp_path: Path, db_url: 
             await rt.wait_for(lambda: _runs(marks, 4), timeout=30, what="4 runs")
             times = _run_times(marks)
             # The 4th run can start before the manager has saved that it started it.
-            state = await rt.wait_for(lambda: _restarted(rt, 3), what="3 restarts recorded")
+            state = await rt.wait_for(lambda: _restarts_recorded(rt, 3), what="3 restarts recorded")
     delays = [e["delay"] for e in logs if e["event"] == "event_source_backoff"]
     assert delays[:3] == pytest.approx([0.3, 0.6, 1.2])  # backoff 0.3 × 2^(n−1)
     # No restart comes before its backoff is over. How much later it comes depends on the
@@ -305,7 +305,7 @@ async def test_always_restarts_with_exponential_backoff(tmp_path: Path, db_url: 
     assert state["last_error"]
 
 
-async def _restarted(rt: Running, n: int) -> dict[str, Any] | None:
+async def _restarts_recorded(rt: Running, n: int) -> dict[str, Any] | None:
     state = await rt.state("src")
     return state if state["restarts"] >= n else None
 
