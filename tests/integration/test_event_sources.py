@@ -19,6 +19,7 @@ from headwater.node import Node, NodeSettings
 from headwater.store.base import JobFilter, JobRecord, JobStatus, LogStream, NewJob
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.worker import WorkerSettings
+from tests.polling import join, stays_true_for
 
 
 @dataclass
@@ -69,8 +70,10 @@ async def running(tmp_path: Path, db_url: str, workspace: str) -> AsyncIterator[
         yield Running(node, path, stop, tasks)
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        await node.close()
+        try:
+            await join(tasks, 30)  # an error in the worker or the manager fails the test
+        finally:
+            await node.close()
 
 
 CONSUMER = """
@@ -310,6 +313,10 @@ async def _restarts_recorded(rt: Running, n: int) -> dict[str, Any] | None:
     return state if state["restarts"] >= n else None
 
 
+async def _phase_and_runs(rt: Running, marks: Path, phase: str, runs: int) -> bool:
+    return (await rt.state("src"))["state"] == phase and len(_run_times(marks)) == runs
+
+
 async def _runs(marks: Path, n: int) -> bool:
     return marks.exists() and len(marks.read_text().splitlines()) >= n
 
@@ -330,9 +337,9 @@ async def test_on_failure_clean_exit_stays_idle_across_restarts(
     assert len(marks.read_text().splitlines()) == 1
     # A new headwater process on the same store keeps it idle...
     async with running(tmp_path, db_url, text) as rt:
-        await asyncio.sleep(1.0)
-        assert (await rt.state("src"))["state"] == "idle"
-        assert len(marks.read_text().splitlines()) == 1
+        await stays_true_for(
+            lambda: _phase_and_runs(rt, marks, "idle", 1), 1.0, what="idle after one run"
+        )
         # ...until an operator restarts it.
         await rt.node.restart_trigger("src")
         await rt.wait_for(lambda: _runs(marks, 2), what="a second run after restart")
@@ -343,8 +350,9 @@ async def test_never_runs_once(tmp_path: Path, db_url: str) -> None:
     text = RESTARTING.format(marks=marks, code=1, policy="never", backoff=0.1, max_crashes=5)
     async with running(tmp_path, db_url, text) as rt:
         await rt.wait_for(lambda: _state_is(rt, "src", "idle"), what="idle")
-        await asyncio.sleep(0.5)
-    assert len(marks.read_text().splitlines()) == 1
+        await stays_true_for(
+            lambda: _phase_and_runs(rt, marks, "idle", 1), 0.5, what="idle after one run"
+        )
 
 
 async def test_crash_loop_quarantines_until_released(tmp_path: Path, db_url: str) -> None:
@@ -355,9 +363,9 @@ async def test_crash_loop_quarantines_until_released(tmp_path: Path, db_url: str
         assert len(marks.read_text().splitlines()) == 3
         assert "crash loop" in (await rt.state("src"))["idle_reason"]
     async with running(tmp_path, db_url, text) as rt:
-        await asyncio.sleep(0.5)
-        assert (await rt.state("src"))["state"] == "quarantined"  # survives a restart
-        assert len(marks.read_text().splitlines()) == 3
+        await stays_true_for(  # the quarantine survives a restart
+            lambda: _phase_and_runs(rt, marks, "quarantined", 3), 0.5, what="quarantined"
+        )
         await rt.node.release_trigger("src")
         await rt.wait_for(lambda: _runs(marks, 4), what="a run after release")
 
@@ -486,8 +494,9 @@ async def test_only_a_consumer_finishing_wakes_the_manager(
         )
         for outcome in outcomes:  # ten announcements, one at a time
             assert await r.node.store.finish_job(outcome.id, None, JobStatus.CANCELLED)
-            await asyncio.sleep(0.05)
-        assert calls - before <= 1  # (one may be due anyway)
+            await stays_true_for(  # (one reconcile may be due anyway)
+                lambda: calls - before <= 1, 0.05, what="no reconcile for a non-consumer job"
+            )
         (consumer,) = await r.jobs("consumer")
         await r.node.store.request_cancel(consumer.id)
         await r.wait_for(
