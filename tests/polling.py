@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
-__all__ = ["eventually", "join", "stays_true_for"]
+__all__ = ["eventually", "join", "stays_true_for", "stays_true_for_sync"]
 
 T = TypeVar("T")
 Check = Callable[[], Any]
@@ -72,3 +72,16 @@ async def join(tasks: Iterable[Awaitable[Any]], timeout: float = 30.0) -> None:
     ]
     if errors:
         raise errors[0]
+
+
+def stays_true_for_sync(
+    check: Callable[[], Any], duration: float, *, what: str = "condition"
+) -> None:
+    """``stays_true_for`` for a test without an event loop."""
+    deadline = time.monotonic() + duration
+    while True:
+        if not check():
+            raise AssertionError(f"{what} stopped holding before {duration:g}s were over")
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(0.02)

@@ -24,6 +24,7 @@ from headwater.runners.local import LocalRunner
 from headwater.runners.venvs import Installer, VenvCache
 from headwater.store.base import LogStream
 from headwater.workspace.models import Language
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -162,8 +163,9 @@ async def test_timeout_while_installing(tmp_path: Path) -> None:
     assert result == StepResult(
         StepOutcome.TIMED_OUT, None, "timed out after 0.3s while installing dependencies"
     )
-    await asyncio.sleep(0.1)  # the cleanup of the killed build runs in a thread
-    assert cache_entries(tmp_path / "cache" / "venvs") == ["lock"]
+    await eventually(  # the cleanup of the killed build runs in a thread
+        lambda: cache_entries(tmp_path / "cache" / "venvs") == ["lock"], what="the cleanup"
+    )
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")
