@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,12 +74,11 @@ async def test_venv_is_built_once_and_reused(tmp_path: Path) -> None:
     assert any("installing python dependencies" in line for line in sink.of(LogStream.SYSTEM))
     assert runner.venvs.builds == 1
 
-    started = time.monotonic()
+    # (How fast a cached step starts is measured in bench/runner_timing.py.)
     result, sink = await run(runner, python_step(tmp_path, SIX_VERSION, ("Six ",)))
     assert result.outcome is StepOutcome.SUCCEEDED
     assert sink.of(LogStream.SYSTEM) == []  # nothing installed the second time
     assert runner.venvs.builds == 1
-    assert time.monotonic() - started < 1.0
 
     # Another runner (another worker) sharing the cache directory reuses it too.
     other = LocalRunner(cache_dir=tmp_path / "cache", installer=Installer.PIP)
