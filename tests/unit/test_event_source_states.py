@@ -7,6 +7,7 @@ them, and moves the manager's wall clock by hand.
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import pytest
 
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.errors import ConflictError
-from headwater.store.base import JobStatus, Store
+from headwater.store.base import JobFilter, JobStatus, Store
 from headwater.store.ids import tag_signature
 from headwater.store.sql import open_store
 from headwater.triggers import event_source
 from headwater.triggers.event_source import (
+    CONSUMER_MAX_ATTEMPTS,
+    CONSUMER_SOURCE_TYPE,
     EventSourceManager,
     TriggerPhase,
     TriggerState,
@@ -396,3 +399,88 @@ async def test_a_trigger_removed_from_the_workspace_is_stopped_and_forgotten(rig
     job = await rig.store.get_job(job_id)
     assert job is not None and job.cancel_requested
     assert await rig.manager.states() == {}
+
+
+async def test_two_managers_start_one_consumer_counted_apart_from_the_events(rig: Rig) -> None:
+    other = _manager(rig)  # a second server on the same store
+    await asyncio.gather(rig.manager.reconcile(), other.reconcile())
+    (consumer,) = await rig.store.list_jobs(JobFilter(source_type=CONSUMER_SOURCE_TYPE))
+    state = await rig.state()
+    assert (state.consumer_job_id, state.generation) == (consumer.id, 1)
+    assert consumer.source_id == f"{rig.key}#consumer"
+    assert consumer.max_attempts == CONSUMER_MAX_ATTEMPTS
+    assert await rig.store.count_in_flight(rig.key) == 0  # the consumer is not an event
+
+
+async def test_an_operator_restart_stops_the_running_consumer_and_starts_a_new_one(
+    rig: Rig,
+) -> None:
+    job_id = await rig.start()
+    state = await rig.manager.restart(rig.key)
+    assert state.stop_reason == "restarted by operator"
+    job = await rig.store.get_job(job_id)
+    assert job is not None and job.cancel_requested
+    state = await rig.finish(JobStatus.CANCELLED, after=0)
+    assert state.consumer_job_id not in (None, job_id)  # a new one at once, not a crash
+    assert (state.consecutive_failures, state.restarts) == (0, 1)
+
+
+async def test_a_consumer_cancelled_by_someone_else_counts_as_a_failure(rig: Rig) -> None:
+    await rig.start()
+    state = await rig.finish(JobStatus.CANCELLED)  # e.g. `headwater cancel` on the consumer
+    assert state.phase is TriggerPhase.BACKOFF
+    assert state.consecutive_failures == 1
+    assert state.next_restart_at == rig.clock.now + 1.0
+
+
+async def test_a_running_consumer_younger_than_healthy_run_secs_keeps_its_history(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = await _rig(tmp_path, monkeypatch, healthy=30)
+    try:
+        await rig.start()
+        await rig.crash(after=1)
+        await rig.restart_when_due()
+        rig.clock.now += 29
+        await rig.manager.reconcile()
+        state = await rig.state()
+        assert (state.consecutive_failures, len(state.crash_times)) == (1, 1)
+    finally:
+        await rig.store.close()
+
+
+async def test_a_consumer_task_that_cannot_start_leaves_the_trigger_idle_with_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rig = await _rig(tmp_path, monkeypatch)
+    try:
+        text = _text().replace(
+            "  consumer:\n    flow:",
+            "  consumer:\n    input:\n      n: { type: integer, required: true }\n    flow:",
+        )
+        rig.path.write_text(text)
+        rig.ws = load_workspace(rig.path)
+        await rig.manager.reconcile()
+        state = await rig.state()
+        assert state.phase is TriggerPhase.IDLE
+        assert state.idle_reason is not None
+        assert state.idle_reason.startswith("consumer task could not start:")
+        assert "`n`" in state.idle_reason
+        assert state.last_error == state.idle_reason
+    finally:
+        await rig.store.close()
+
+
+async def test_a_start_whose_state_was_never_saved_reuses_its_consumer_job(rig: Rig) -> None:
+    """headwater dies between creating the consumer job and saving that it did: the next
+    manager starts the same generation again, which must be the same job, not a second."""
+
+    async def lost(key: str, state: TriggerState, version: int) -> int | None:
+        return None
+
+    rig.manager._save = lost  # type: ignore[method-assign]
+    await rig.manager.reconcile()
+    assert await rig.manager.states() == {}
+    await _manager(rig).reconcile()
+    (consumer,) = await rig.store.list_jobs(JobFilter(source_type=CONSUMER_SOURCE_TYPE))
+    assert (await rig.state()).consumer_job_id == consumer.id
