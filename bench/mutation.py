@@ -49,7 +49,8 @@ PROMISES: dict[str, list[str]] = {
     "src/headwater/store/lease_ops.py": ["tests/integration/test_store_leases.py"],
     "src/headwater/workspace/secrets.py": [
         "tests/unit/test_workspace_secrets.py",
-        "tests/unit/test_api_jobs.py",
+        "tests/unit/test_api_tasks.py",
+        "tests/integration/test_api_real_node.py",
     ],
     "src/headwater/sdk/consumers/handling.py": ["tests/integration/test_sdk_consumer.py"],
     "src/headwater/sdk/consumers/crashloop.py": ["tests/unit/test_sdk_crashloop.py"],
