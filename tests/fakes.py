@@ -17,7 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from headwater.errors import ConflictError, InputValidationError, NotFoundError, StoreError
+from headwater.dispatch.dispatcher import Dispatcher, Event
+from headwater.errors import ConflictError, NotFoundError, StoreError
 from headwater.store.base import (
     Channel,
     InsertOutcome,
@@ -52,9 +53,10 @@ from headwater.workspace.models import (
     WebhookTrigger,
     Workspace,
 )
+from headwater.workspace.secrets import MASK as MASK
+from headwater.workspace.secrets import Redactor, resolve_secrets
 
 SECRET = "s3cr3t-t0ken-value"
-MASK = "••••••"
 T0 = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -478,6 +480,8 @@ class FakeRuntime:
         self.store: InMemoryStore = store or InMemoryStore()
         self._workspace = workspace or make_workspace()
         self.submitted: list[dict[str, Any]] = []
+        self._dispatcher = Dispatcher(self.store, self.workspace)
+        self._redactor = Redactor(list(resolve_secrets(self._workspace, {}).values()))
 
     def workspace(self) -> Workspace:
         return self._workspace
@@ -491,39 +495,20 @@ class FakeRuntime:
         source_id: str | None = None,
         dedup_key: str | None = None,
     ) -> InsertOutcome:
-        spec = self._workspace.task(task)  # NotFoundError for an unknown task
-        reasons = []
-        for name, field in spec.input.items():
-            if field.required and name not in input:
-                reasons.append(f"{name}: required")
-            value = input.get(name)
-            if field.type == "integer" and name in input and not isinstance(value, int):
-                reasons.append(f"{name}: {value!r} is not an integer")
-        reasons += [f"{name}: not an input of the task" for name in input if name not in spec.input]
-        if reasons:
-            raise InputValidationError(task, reasons)
+        # The product's own path (Node.submit): the dispatcher merges and validates with
+        # the task's compiled input schema; NotFoundError / InputValidationError as there.
+        job = self._dispatcher.prepare(
+            Event(task, input, source_type, source_id=source_id, dedup_key=dedup_key)
+        )
         self.submitted.append(
             {"task": task, "input": dict(input), "source_type": source_type, "dedup_key": dedup_key}
         )
-        new = NewJob(
-            workspace=self._workspace.name,
-            task=task,
-            input=input,
-            source_type=source_type,
-            source_id=source_id,
-            dedup_key=dedup_key,
-        )
-        (outcome,) = await self.store.insert_jobs([new])
+        (outcome,) = await self.store.insert_jobs([job])
         return outcome
 
     def redact(self, data: Any) -> Any:
-        if isinstance(data, str):
-            return data.replace(SECRET, MASK)
-        if isinstance(data, Mapping):
-            return {self.redact(k): self.redact(v) for k, v in data.items()}
-        if isinstance(data, list | tuple):
-            return [self.redact(v) for v in data]
-        return data
+        # The product's Redactor over the workspace's resolved secrets, as Node.redact.
+        return self._redactor.redact(data)
 
     def health(self) -> Mapping[str, Any]:
         return {"worker": "ok", "workspace": self._workspace.name}

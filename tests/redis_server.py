@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import services_required
+
 __all__ = ["RedisServer"]
 
 
@@ -27,6 +29,10 @@ class RedisServer:
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
+            if services_required():
+                pytest.fail(
+                    "redis-server is not installed and HEADWATER_REQUIRE_SERVICES=1", pytrace=False
+                )
             pytest.skip("redis-server is not installed")
         self.binary = binary
         self.workdir = workdir

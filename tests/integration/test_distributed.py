@@ -32,6 +32,7 @@ from headwater.store.base import JobFilter, JobRecord, JobStatus, NewJob, Store
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE, consumer_source_id
 from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
 from headwater.worker.worker import WorkerSettings
+from tests.polling import stays_true_for
 
 SECRET = "s3cr3t-value-xyz"
 
@@ -304,7 +305,12 @@ async def test_a_job_waits_visibly_until_a_worker_with_its_tags_claims_it(
     job_id = await cluster.submit("gpu")
     async with cluster.remote_worker(frozenset({"script"})):
         async with httpx.AsyncClient(base_url=cluster.url) as client:
-            await asyncio.sleep(0.5)
+
+            async def pending() -> bool:
+                body = (await client.get(f"/api/jobs/{job_id}")).json()
+                return bool(body["status"] == "pending")
+
+            await stays_true_for(pending, 0.5, what="the job pending")
             body = (await client.get(f"/api/jobs/{job_id}")).json()
         assert body["status"] == "pending"
         assert body["tags"] == ["gpu", "script"]
@@ -324,11 +330,9 @@ async def test_a_waiting_claim_answers_as_soon_as_a_job_for_its_tags_arrives(
         await cluster.store.wait_listening(5)
     started = time.monotonic()
     claim = asyncio.create_task(cluster.service.claim("w-1", frozenset({"script"}), 5, 20.0))
-    await asyncio.sleep(0.3)
-    assert not claim.done()
+    await stays_true_for(lambda: not claim.done(), 0.3, what="the claim waiting")
     await cluster.submit("gpu")  # not for this worker: it keeps waiting
-    await asyncio.sleep(0.3)
-    assert not claim.done()
+    await stays_true_for(lambda: not claim.done(), 0.3, what="the claim waiting")
     job_id = await cluster.submit("hello")
     jobs = await asyncio.wait_for(claim, 10)
     assert [j.id for j in jobs] == [job_id]

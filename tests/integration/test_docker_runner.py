@@ -24,6 +24,7 @@ from headwater.runners.docker import DockerRunner
 from headwater.runners.identity import ProcessIdentity
 from headwater.store.base import LogStream
 from headwater.workspace.models import Language
+from tests.conftest import require_module
 from tests.fake_docker import FakeDockerEngine, Script
 
 IMAGE = "myorg/kafka-consumer:1.0"
@@ -31,7 +32,7 @@ SECRET = "s3cr3t-brokers-password"
 ME = ProcessIdentity("worker-host", os.getpid(), "boot/1")
 OUT, ERR = 1, 2
 
-pytest.importorskip("docker", reason="the runners extra: pip install -e '.[runners]'")
+require_module("docker", "runners")
 
 
 @pytest.fixture

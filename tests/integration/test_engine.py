@@ -12,6 +12,7 @@ import pytest
 from headwater.node import Node, NodeSettings
 from headwater.store.base import JobStatus, StepStatus, StepUpdate
 from headwater.worker.worker import WorkerSettings
+from tests.polling import eventually
 
 
 def process_alive(pid: int) -> bool:
@@ -244,8 +245,7 @@ async def test_step_timeout_kills_the_process_group(tmp_path: Path, db_url: str)
         assert "timed out" in (steps["s"].error or "")
         assert steps["after"].status is StepStatus.SKIPPED
         grandchild = int(pidfile.read_text())
-        await asyncio.sleep(0.2)
-        assert not process_alive(grandchild)
+        await eventually(lambda: not process_alive(grandchild), 5, what="the grandchild killed")
     finally:
         await node.close()
 

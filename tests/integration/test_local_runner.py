@@ -370,7 +370,9 @@ async def test_timeout_kills_the_group_including_background_grandchildren(
     elapsed = time.monotonic() - started
     assert result == StepResult(StepOutcome.TIMED_OUT, None, "timed out after 0.5s")
     assert elapsed < 3
-    for pid in map(int, sink.of(LogStream.STDOUT)):
+    pids = list(map(int, sink.of(LogStream.STDOUT)))
+    assert len(pids) == 2, sink.lines  # both grandchildren started before the timeout
+    for pid in pids:
         assert await wait_dead(pid), f"grandchild {pid} survived"
 
 
@@ -424,10 +426,10 @@ async def test_cancelled_before_start_runs_nothing(runner: LocalRunner, tmp_path
 async def test_orphan_holding_the_pipe_does_not_hang_the_step(
     runner: LocalRunner, tmp_path: Path
 ) -> None:
-    started = time.monotonic()
+    # run() fails after 60 s: long before the orphan's 1,000 s, with no guess at how slow
+    # the machine is (bench/runner_timing.py measures how long it takes).
     result, sink = await run(runner, spec(tmp_path, "sleep 1000 & echo $!; echo done"))
     assert result == StepResult(StepOutcome.SUCCEEDED, 0)
-    assert time.monotonic() - started < 2
     pid_line, done = sink.of(LogStream.STDOUT)
     assert done == "done"
     assert await wait_dead(int(pid_line))

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from headwater.runners.local import LocalRunner
 from headwater.runners.venvs import Installer, VenvCache
 from headwater.store.base import LogStream
 from headwater.workspace.models import Language
+from tests.polling import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -74,12 +74,11 @@ async def test_venv_is_built_once_and_reused(tmp_path: Path) -> None:
     assert any("installing python dependencies" in line for line in sink.of(LogStream.SYSTEM))
     assert runner.venvs.builds == 1
 
-    started = time.monotonic()
+    # (How fast a cached step starts is measured in bench/runner_timing.py.)
     result, sink = await run(runner, python_step(tmp_path, SIX_VERSION, ("Six ",)))
     assert result.outcome is StepOutcome.SUCCEEDED
     assert sink.of(LogStream.SYSTEM) == []  # nothing installed the second time
     assert runner.venvs.builds == 1
-    assert time.monotonic() - started < 1.0
 
     # Another runner (another worker) sharing the cache directory reuses it too.
     other = LocalRunner(cache_dir=tmp_path / "cache", installer=Installer.PIP)
@@ -162,8 +161,9 @@ async def test_timeout_while_installing(tmp_path: Path) -> None:
     assert result == StepResult(
         StepOutcome.TIMED_OUT, None, "timed out after 0.3s while installing dependencies"
     )
-    await asyncio.sleep(0.1)  # the cleanup of the killed build runs in a thread
-    assert cache_entries(tmp_path / "cache" / "venvs") == ["lock"]
+    await eventually(  # the cleanup of the killed build runs in a thread
+        lambda: cache_entries(tmp_path / "cache" / "venvs") == ["lock"], what="the cleanup"
+    )
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv is not on PATH")

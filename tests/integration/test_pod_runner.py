@@ -22,6 +22,7 @@ from headwater.runners.config import KubeConfig
 from headwater.runners.identity import ProcessIdentity
 from headwater.runners.pod import PodRunner
 from headwater.store.base import LogStream
+from tests.conftest import require_module
 from tests.fake_kube import FakeKubeApi, PodScript, waiting
 
 IMAGE = "myorg/amqp-consumer:latest"
@@ -44,7 +45,7 @@ SEED_MANIFEST: dict[str, Any] = {
     },
 }
 
-pytest.importorskip("kubernetes", reason="the runners extra: pip install -e '.[runners]'")
+require_module("kubernetes", "runners")
 
 
 @pytest.fixture

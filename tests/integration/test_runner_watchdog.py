@@ -23,10 +23,12 @@ from headwater.runners.base import StepOutcome
 from headwater.runners.config import DockerConfig
 from headwater.runners.docker import DockerRunner
 from headwater.runners.watchdog import CleanupOrder, Watchdog
+from tests.conftest import require_module
 from tests.fake_docker import FakeDockerEngine, Script
 from tests.integration.test_docker_runner import IMAGE, OUT, Sink, runner_for, spec
+from tests.polling import eventually, stays_true_for_sync
 
-pytest.importorskip("docker", reason="the runners extra: pip install -e '.[runners]'")
+require_module("docker", "runners")
 
 
 @pytest.fixture
@@ -72,8 +74,9 @@ def test_the_watchdog_removes_the_container_when_its_worker_is_killed(
     try:
         assert worker.stdout is not None
         watchdog_pid = int(worker.stdout.readline())
-        time.sleep(0.3)
-        assert engine.removed_ids == []  # nothing happens while the worker lives
+        stays_true_for_sync(  # nothing happens while the worker lives
+            lambda: engine.removed_ids == [], 0.3, what="no container removed"
+        )
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         _wait_until(lambda: engine.removed_ids == [ident])
@@ -110,7 +113,8 @@ async def test_a_long_running_step_has_a_watchdog_until_it_ends(
     before = _watchdogs()
     task = asyncio.create_task(runner.run(spec(die_with_parent=True), sink, cancel))
     await asyncio.wait_for(sink.seen.wait(), 30)
-    (watchdog,) = _watchdogs() - before
+    # The watchdog may still be starting when the step's first line arrives.
+    (watchdog,) = await eventually(lambda: _watchdogs() - before, 10, what="the watchdog")
     cancel.set()
     result = await asyncio.wait_for(task, 30)
     assert result.outcome is StepOutcome.CANCELLED

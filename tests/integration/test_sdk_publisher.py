@@ -16,6 +16,7 @@ from headwater import StreamEvent
 from headwater.sdk.publisher import PUBLISHER_LEASE
 from headwater.store.ids import utcnow
 from tests.integration.sdk_pipeline import Pipeline, eventually, shared_redis_url, unique_stream
+from tests.polling import stays_true_for
 from tests.redis_server import RedisServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -121,9 +122,12 @@ async def test_what_redis_loses_is_republished_and_applied_once(
             p.worker(reg.get("ledger"))
             await eventually(lambda: _equal(_count(p), 75), timeout=30, what="all 75")
             assert pub.stats.recoveries == 1
-            await asyncio.sleep(0.5)
-            effects = await p.effects("ledger")
-            assert effects == dict.fromkeys(first + second + third, 1)
+            expected = dict.fromkeys(first + second + third, 1)
+
+            async def exactly_once() -> bool:
+                return await p.effects("ledger") == expected
+
+            await stays_true_for(exactly_once, 0.5, what="each event applied once")
 
 
 async def _count(p: Pipeline) -> int:

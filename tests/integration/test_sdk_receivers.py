@@ -18,6 +18,7 @@ from headwater.sdk.receiver_node import node_for
 from headwater.sdk.registry import set_default_registry
 from headwater.store.base import JobFilter, JobStatus
 from tests.integration.sdk_pipeline import eventually, shared_redis_url
+from tests.polling import join
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,8 +137,10 @@ async def test_receiver_bound_functions_run_as_jobs(
         await redis.aclose()
     finally:
         stop.set()
-        await asyncio.gather(*tasks)  # a teardown error fails the test
-        await node.close()
+        try:
+            await join(tasks)
+        finally:
+            await node.close()
 
     # Restarted with more to emit: it resumes after its checkpoint, no job twice.
     monkeypatch.setenv("HW_TEST_UPTO", "5")
@@ -147,9 +150,11 @@ async def test_receiver_bound_functions_run_as_jobs(
         assert sorted(j.input["payload"]["n"] for j in counted) == [1, 2, 3, 4, 5]
     finally:
         stop.set()
-        await asyncio.gather(*tasks)  # a teardown error fails the test
-        await node.close()
-        set_default_registry(previous)
+        try:
+            await join(tasks)
+        finally:
+            await node.close()
+            set_default_registry(previous)
         sys.modules.pop(Path(spec).stem, None)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import socket
 import threading
@@ -15,8 +16,9 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-import headwater.cli.client_cmds  # noqa: F401  (registers the commands on ``app``)
+import headwater.cli.client_cmds
 from headwater.cli import app
+from headwater.cli.http_client import HeadwaterClient
 from headwater.server.app import create_app
 from headwater.store.base import JobStatus, LogStream, StepStatus
 from tests.fakes import MASK, SECRET, FakeRuntime, InMemoryStore, add_step
@@ -337,12 +339,24 @@ def test_no_server_prints_one_clear_line(args: list[str]) -> None:
     assert result.stdout == ""
 
 
-def test_default_server_message() -> None:
-    # Nothing listens on the default address in the test environment; if something
-    # does, this is not the place to find out.
+def test_default_server_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without --server or HEADWATER_SERVER the client goes to the default address. The
+    # connection is refused in-process, so whatever listens on 8080 on this machine
+    # does not matter.
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    monkeypatch.setattr(
+        headwater.cli.client_cmds,
+        "HeadwaterClient",
+        functools.partial(HeadwaterClient, transport=httpx.MockTransport(refuse)),
+    )
     result = hw("jobs")
-    if result.exit_code == 1 and "no headwater server" in result.stderr:
-        assert "http://127.0.0.1:8080" in result.stderr
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: no headwater server answers at http://127.0.0.1:8080 "
+        "(start one with 'headwater up PATH', or pass --server)\n"
+    )
 
 
 def test_server_from_environment(server: ServerThread, store: InMemoryStore) -> None:

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from headwater.runners.lines import LinePump, LineSplitter, decode_line
 from headwater.store.base import LogStream
+from tests.polling import eventually, stays_true_for
 
 # Fragments chosen to hit the interesting bytes often: CR, multi-byte UTF-8, invalid UTF-8.
 fragments = st.sampled_from([b"a", b"bc", b"\r", b"\r\r", b"\xe2\x82\xac", b"\xff", b" ", b""])
@@ -151,9 +152,10 @@ async def test_pump_does_not_read_while_the_sink_is_blocked() -> None:
     pump = LinePump(reader, LogStream.STDOUT, sink, max_line_bytes=100, chunk_size=4)
     reader.feed_data(b"a\nb\nc\nd\n")
     task = asyncio.ensure_future(pump.run())
-    await asyncio.sleep(0.05)
-    assert pump.bytes_read == 4  # one chunk taken, the rest left in the stream
-    assert not pump.waiting_for_data
+    await eventually(lambda: pump.bytes_read == 4, what="the first chunk taken")
+    await stays_true_for(  # ... and the rest left in the stream while the sink waits
+        lambda: pump.bytes_read == 4 and not pump.waiting_for_data, 0.05, what="no more read"
+    )
     release.set()
     reader.feed_eof()
     await task

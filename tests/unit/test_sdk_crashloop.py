@@ -88,3 +88,34 @@ class GuardMachine(RuleBasedStateMachine):
 
 
 TestGuardMachine = GuardMachine.TestCase
+
+
+def test_settings_that_could_never_quarantine_or_reset_are_refused() -> None:
+    import pytest
+
+    for bad in ({"max_crashes": 0}, {"window": 0.0}, {"healthy_run": 0.0}):
+        with pytest.raises(ValueError, match="max_crashes >= 1"):
+            CrashLoopGuard(**bad)  # type: ignore[arg-type]
+    CrashLoopGuard(max_crashes=1, window=0.1, healthy_run=0.1)  # the smallest allowed
+
+
+def test_the_seed_defaults_are_60_s_for_the_window_and_the_healthy_run() -> None:
+    guard = CrashLoopGuard()
+    assert guard.crash_count("never-seen") == 0
+    guard.started("c", 0.0)
+    guard.crashed("c", 10.0)
+    guard.started("c", 10.0)
+    guard.crashed("c", 70.0)  # ran exactly 60 s: healthy, the history is forgotten
+    assert guard.crash_count("c") == 1
+    for t in (71.0, 72.0, 73.0):
+        guard.started("c", t)
+        guard.crashed("c", t + 0.5)
+    guard.started("c", 130.0)
+    # The crash at 70 s is exactly 60 s old: still within the window, the fifth crash.
+    assert guard.crashed("c", 130.0) is Verdict.QUARANTINE
+    late = CrashLoopGuard()
+    for t in (0.0, 1.0, 2.0, 3.0):
+        late.started("c", t)
+        late.crashed("c", t + 0.5)
+    late.started("c", 60.0)
+    assert late.crashed("c", 61.0) is Verdict.RESTART  # the first is 60.5 s old: gone

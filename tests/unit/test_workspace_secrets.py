@@ -122,3 +122,18 @@ def test_no_secret_survives_redaction(secrets: list[str], before: str, after: st
     redacted = redactor.redact_text(text)
     # Any secret left would have to be made of mask characters or of surrounding text.
     assert secrets[0] not in redacted or secrets[0] in MASK * 3
+
+
+def test_a_value_that_is_not_text_does_not_stop_the_others_being_masked() -> None:
+    redactor = Redactor([12345, None, "later-secret"])  # type: ignore[list-item]
+    assert redactor.redact_text("x later-secret y") == f"x {MASK} y"
+
+
+def test_each_line_of_8_or_more_characters_of_a_multiline_secret_is_masked() -> None:
+    redactor = Redactor(["-----BEGIN KEY-----\n12345678\nshort\n-----END KEY-----"])
+    assert redactor.redact_text("leaked 12345678 and short") == f"leaked {MASK} and short"
+
+
+def test_keys_that_are_not_text_are_kept_as_they_are() -> None:
+    redactor = Redactor(["hunter22"])
+    assert redactor.redact({1: "hunter22", "k": ["hunter22"]}) == {1: MASK, "k": [MASK]}

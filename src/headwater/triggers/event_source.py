@@ -190,7 +190,7 @@ class EventSourceManager:
                 continue
             due = await self._reconcile_one(ws, key, trigger, now)
             if due is not None:
-                next_due = min(next_due, max(0.0, due - now))
+                next_due = min(next_due, max(0.0, due - time.time()))
         if not self._owner.is_janitor():
             return next_due
         for record in await self._store.list_state(STATE_NAMESPACE):
@@ -212,6 +212,9 @@ class EventSourceManager:
 
         if state.consumer_job_id is not None:
             job = await self._store.get_job(state.consumer_job_id)
+            # The consumer may have exited while this pass waited on the store: a clock read
+            # at the pass's start would date the exit back and cut the backoff short.
+            now = time.time()
             if job is not None and not job.status.is_terminal:
                 changed = state.config_hash not in (None, config)
                 if (not trigger.enabled or changed) and state.stop_reason is None:
