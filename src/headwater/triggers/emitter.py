@@ -14,7 +14,10 @@ Events are committed by a flusher that takes everything read so far in one trans
 stored; batches are committed in line order.
 
 Each event's dedup key is ``es:{consumer job}:{job attempt}:{step}:{step attempt}:{line
-number}``, so a retried emission never creates a second job.
+number}``, so a retried emission never creates a second job; an event with a cursor
+(``headwater.triggers.cursor``) is keyed by it instead, and the cursor of a batch's last
+such event is stored with the batch. While cursors flow, batches are committed one at a
+time, so a stored cursor never runs ahead of an event that was not stored.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchS
 from headwater.engine.logwriter import LogWriter
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
+from headwater.triggers.cursor import cursor_dedup_key, take_cursor
 
 __all__ = [
     "EmitBatch",
@@ -57,6 +61,8 @@ class EmitBatch:
     # Whether the caller needs ``EmitResult.in_flight`` (only a trigger with
     # ``max_in_flight`` does): counting is a query per batch, and grows with the queue.
     want_in_flight: bool = True
+    # The cursor of the last event of the batch that carried one: stored with the jobs.
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +104,9 @@ class LocalEmitter:
         prepared = self._dispatcher.prepare_keyed(
             batch.target_task, "event_source", batch.trigger, batch.defaults, batch.events
         )
+        cursor = (batch.trigger, batch.cursor) if batch.cursor is not None else None
         async with self._in_order:
-            outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+            outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared, cursor)
         accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
         rejected = len(outcomes) - accepted - duplicates
@@ -152,7 +159,8 @@ class EventSourceLineHook:
         # stored), unless max_in_flight needs each batch's exact count before the next.
         self._depth = 2 if max_in_flight is None else 1
         self._seq = 0
-        self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        # (dedup key, payload, cursor or None), in line order
+        self._pending: list[tuple[str, Mapping[str, Any], str | None]] = []
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
         self._wake = asyncio.Event()
         self._committed = asyncio.Event()
@@ -179,12 +187,18 @@ class EventSourceLineHook:
         if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
             await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
+        payload, cursor, problem = take_cursor(parsed.value)
+        if problem is not None:
+            await self._warn(step, f"OUTPUT line {self._seq}: {problem}")
+        if cursor is not None:
+            self._depth = 1  # a stored cursor must never pass an event not stored
+            key = cursor_dedup_key(self._trigger, cursor)
         if self._event_key is not None:
             try:
-                key = f"es:{self._trigger}:{self._event_key(parsed.value)}"
+                key = f"es:{self._trigger}:{self._event_key(payload)}"
             except Exception as exc:  # no identity: keep the event, keyed by its line
                 await self._warn(step, f"OUTPUT line {self._seq}: dedup_key failed ({exc})")
-        self._pending.append((key, parsed.value))
+        self._pending.append((key, payload, cursor))
         self._ensure_flusher()
         self._wake.set()
         return True
@@ -328,15 +342,17 @@ class EventSourceLineHook:
             for _, emit in sending:
                 emit.cancel()
 
-    async def _emit(self, batch: list[tuple[str, Mapping[str, Any]]]) -> EmitResult:
+    async def _emit(self, batch: list[tuple[str, Mapping[str, Any], str | None]]) -> EmitResult:
+        cursor = next((c for _, _, c in reversed(batch) if c is not None), None)
         return await self._emitter.emit(
             EmitBatch(
                 self._trigger,
                 self._job.id,
                 self._target,
                 self._defaults,
-                batch,
+                [(key, payload) for key, payload, _ in batch],
                 want_in_flight=self._max_in_flight is not None,
+                cursor=cursor,
             )
         )
 
