@@ -35,6 +35,7 @@ from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
 from headwater.runners import close_runners, open_runners
 from headwater.runners.base import Runner
 from headwater.store.base import Channel, InsertOutcome, JobRecord, LogRecord, Store
+from headwater.store.retention import RetentionPolicy, run_retention
 from headwater.store.sql import open_store
 from headwater.triggers.consumers import (
     consumer_env,
@@ -114,6 +115,8 @@ class NodeSettings:
     kill_grace: float = 5.0
     max_line_bytes: int = 1_048_576
     extra_tag_signatures: tuple[str, ...] = ()
+    # Delete old finished jobs, logs and rejected events (``--retention``); None keeps all.
+    retention: RetentionPolicy | None = None
 
 
 class Node:
@@ -389,6 +392,11 @@ class Node:
         ]
         if watch:
             tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))
+        retention = self.settings.retention
+        if retention is not None and not retention.empty:
+            tasks.append(
+                asyncio.create_task(run_retention(self.store, retention, stop), name="retention")
+            )
         try:
             await asyncio.gather(*tasks)
         finally:
