@@ -384,3 +384,14 @@ async def test_a_receiver_password_written_in_clear_is_not_listed() -> None:
     assert "hunter2" not in json.dumps(listed)
     assert listed["clear"]["task"] == "handle" and listed["clear"]["queue"] == "q"
     assert listed["templated"]["url"] == "{{ secret.redis_url }}"
+
+
+async def test_metrics_expose_the_store_size(
+    client: httpx.AsyncClient, runtime: FakeRuntime
+) -> None:
+    job = runtime.store.add_job(status=JobStatus.COMPLETED)
+    runtime.store.log(job.id, "hello")
+    text = (await client.get("/metrics")).text
+    assert 'headwater_store_rows{table="jobs"} 1.0' in text
+    assert 'headwater_store_rows{table="logs"} 1.0' in text
+    assert 'headwater_store_rows{table="rejected_events"} 0.0' in text

@@ -17,6 +17,7 @@ from rich.console import Console
 from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, default_db_url
 from headwater.errors import ConfigError, HeadwaterError
+from headwater.logging_setup import configure_logging
 from headwater.store.base import PruneCounts
 from headwater.store.retention import FINAL_STATUSES, RetentionPolicy, parse_age, prune
 
@@ -71,6 +72,7 @@ def prune_cmd(
 ) -> None:
     """Delete finished jobs (with their steps and logs) and rejected events older than
     --older-than, in batches; prints progress, then the counts."""
+    configure_logging("warning")
     err = Console(stderr=True, highlight=False)
     try:
         policy = _policy(older_than, status, log_older_than)
