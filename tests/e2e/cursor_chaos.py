@@ -11,6 +11,7 @@ no ``dedup_key``. At the end each number must be exactly one job.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import sqlite3
@@ -20,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.procs import Up, up_triggers
+from tests.e2e.procs import Up, run_cli, up_triggers
 
 WORKSPACE = """
 actions:
@@ -83,6 +84,7 @@ class ChaosReport:
     cursor: str | None = None
     runs: int = 0  # consumer runs (each one resumed from the stored cursor)
     keyed_by_cursor: bool = True
+    cli_cursor: str | None = None  # as `headwater triggers --json` shows it
     resumed_in_order: bool = True  # each run started at or after the one before it
 
     def summary(self) -> str:
@@ -173,6 +175,9 @@ def run_chaos(
                 raise AssertionError(f"cursor stuck at {_cursor(up)}\n{up.output()[-3000:]}")
             time.sleep(0.1)
         report.cursor = str(_cursor(up))
+        listed = run_cli("triggers", "--json", "--server", up.url)
+        rows = {row["name"]: row for row in json.loads(listed.stdout)} if listed.stdout else {}
+        report.cli_cursor = (rows.get("src", {}).get("state") or {}).get("cursor")
     finally:
         up.stop()
         _kill_all(run_dir)

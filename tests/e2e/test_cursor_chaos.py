@@ -20,6 +20,7 @@ def test_a_cursor_consumer_loses_and_duplicates_nothing_through_kill_9s(tmp_path
     assert report.kills == {"consumer": 4, "headwater": 2}, report.summary()
     assert (report.lost, report.duplicated) == (0, 0), report.summary()
     assert report.jobs == 3000
+    assert report.cursor == report.cli_cursor == "3000"  # API and `headwater triggers`
     assert report.keyed_by_cursor
     # Each kill made a new consumer run, which resumed from the stored cursor (the log
     # lines of runs killed together with headwater may be lost with it).
