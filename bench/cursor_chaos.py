@@ -40,8 +40,8 @@ def main() -> None:
                 run_chaos(Path(tmp), args.events, plan, pace=args.pace, step=step, timeout=1800)
             )
     print(
-        f"| run | events | kills (consumer/headwater) | jobs | lost | duplicate | "
-        f"consumer runs logged | seconds |\n|---|---|---|---|---|---|---|---|"
+        "| run | events | kills (consumer/headwater) | jobs | lost | duplicate | "
+        "consumer runs logged | seconds |\n|---|---|---|---|---|---|---|---|"
     )
     for i, r in enumerate(reports, 1):
         print(
