@@ -13,7 +13,7 @@ from sqlalchemy import update
 from headwater.store import JobStatus, LogLine, LogStream, NewJob
 from headwater.store.sql import open_store
 from headwater.store.tables import jobs
-from tests.e2e.procs import run_cli
+from tests.e2e.procs import Up, eventually, run_cli
 
 OLD = datetime.now(UTC) - timedelta(days=45)
 
@@ -88,3 +88,30 @@ def test_prune_explains_a_bad_age_or_status(tmp_path: Path) -> None:
     assert bad_age.returncode == 1 and "number and a unit" in bad_age.stderr
     bad_status = run_cli("prune", "--older-than", "1d", "--status", "running", "--db", url)
     assert bad_status.returncode == 1 and "never deleted" in bad_status.stderr
+
+
+def test_up_with_retention_prunes_old_jobs_while_it_runs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/hw.db"
+    asyncio.run(_seed(url))
+    ws = tmp_path / "ws.yaml"
+    ws.write_text(
+        "tasks:\n  hello:\n    flow:\n      say: { action: echo }\n"
+        "actions:\n  echo: { type: script, script: echo hi }\n"
+    )
+    up = Up(ws, tmp_path, url, "--retention", "completed=30d,failed=30d", "--log-retention", "7d")
+    try:
+        eventually(
+            lambda: asyncio.run(_tasks(url)) == {"old-pending", "new-done"}, 20, "the pruning"
+        )
+        text = up.client.get("/metrics").text
+        assert 'headwater_store_rows{table="jobs"}' in text
+        assert "headwater_store_bytes" in text
+    finally:
+        up.stop()
+
+
+def test_up_refuses_a_bad_retention(tmp_path: Path) -> None:
+    ws = tmp_path / "ws.yaml"
+    ws.write_text("tasks: {}\n")
+    bad = run_cli("up", str(ws), "--retention", "running=1d", "--db", f"sqlite:///{tmp_path}/x.db")
+    assert bad.returncode == 1 and "never deleted" in bad.stderr
