@@ -29,28 +29,36 @@ def main() -> None:
     ap.add_argument("--kills", type=int, default=10, help="every third kill is headwater's")
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--pace", type=float, default=0.005, help="seconds after each 100 events")
+    ap.add_argument(
+        "--baseline",
+        action="store_true",
+        help="also run a consumer without cursors (resumes after what it printed)",
+    )
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     plan = ["headwater" if i % 3 == 2 else "consumer" for i in range(args.kills)]
     step = max(1, args.events // (args.kills + 1))
-    reports: list[ChaosReport] = []
+    reports: list[tuple[str, ChaosReport]] = []
+    modes = [True, False] if args.baseline else [True]
     for _ in range(args.runs):
-        with tempfile.TemporaryDirectory(prefix="cursor-chaos-") as tmp:
-            reports.append(
-                run_chaos(Path(tmp), args.events, plan, pace=args.pace, step=step, timeout=1800)
-            )
+        for cursors in modes:
+            with tempfile.TemporaryDirectory(prefix="cursor-chaos-") as tmp:
+                report = run_chaos(
+                    Path(tmp), args.events, plan, args.pace, step, 1800, cursors=cursors
+                )
+            reports.append(("cursor" if cursors else "no cursor", report))
     print(
-        "| run | events | kills (consumer/headwater) | jobs | lost | duplicate | "
-        "consumer runs logged | seconds |\n|---|---|---|---|---|---|---|---|"
+        "| run | consumer | events | kills (consumer/headwater) | jobs | lost | duplicate | "
+        "consumer runs logged | seconds |\n|---|---|---|---|---|---|---|---|---|"
     )
-    for i, r in enumerate(reports, 1):
+    for i, (mode, r) in enumerate(reports, 1):
         print(
-            f"| {i} | {r.events:,} | {r.kills['consumer']}/{r.kills['headwater']} | "
+            f"| {i} | {mode} | {r.events:,} | {r.kills['consumer']}/{r.kills['headwater']} | "
             f"{r.jobs:,} | {r.lost} | {r.duplicated} | {r.runs} | {r.seconds:.1f} |"
         )
     if args.json:
-        args.json.write_text(json.dumps([asdict(r) for r in reports], indent=2))
-    if any(r.lost or r.duplicated for r in reports):
+        args.json.write_text(json.dumps([asdict(r) for _, r in reports], indent=2))
+    if any(r.lost or r.duplicated for mode, r in reports if mode == "cursor"):
         sys.exit(1)
 
 

@@ -35,14 +35,27 @@ actions:
           f.write(str(os.getpid()))
       total = int(os.environ["EVENTS"])
       pace = float(os.environ["PACE"])
-      start = int(os.environ.get("HEADWATER_CURSOR", "0"))
+      # Without cursors (the baseline): resume after what this consumer last printed.
+      mine = os.path.join(run, "printed")
+      with_cursor = os.environ["MODE"] == "cursor"
+      if with_cursor:
+          start = int(os.environ.get("HEADWATER_CURSOR", "0"))
+      else:
+          start = int(open(mine).read()) if os.path.exists(mine) else 0
       print("resuming after", start, flush=True)
       for n in range(start + 1, total + 1):
-          sys.stdout.write("OUTPUT: " + json.dumps({"n": n, "_headwater_cursor": str(n)}) + "\\n")
+          event = {"n": n, "_headwater_cursor": str(n)} if with_cursor else {"n": n}
+          sys.stdout.write("OUTPUT: " + json.dumps(event) + "\\n")
           if n % 100 == 0:
               sys.stdout.flush()
+              if not with_cursor:
+                  with open(mine + ".tmp", "w") as f:
+                      f.write(str(n))
+                  os.replace(mine + ".tmp", mine)
               time.sleep(pace)
       sys.stdout.flush()
+      with open(os.path.join(run, "done"), "w") as f:
+          f.write("1")
       print("all sent", flush=True)
       while True:
           time.sleep(3600)
@@ -70,6 +83,7 @@ triggers:
       RUN_DIR: "@RUN@"
       EVENTS: "@EVENTS@"
       PACE: "@PACE@"
+      MODE: "@MODE@"
 """
 
 
@@ -96,13 +110,24 @@ class ChaosReport:
         )
 
 
-def _cursor(up: Up) -> int:
+def _progress(up: Up, key: str = "cursor") -> int:
+    """The stored cursor, or (``key="events_accepted"``) the trigger's jobs."""
     try:
         state = up_triggers(up)["src"]["state"] or {}
     except Exception:  # headwater is being killed and restarted
         return -1
-    value = state.get("cursor")
+    value = state.get(key)
     return int(value) if value else 0
+
+
+def _finished(up: Up, run_dir: Path, events: int, cursors: bool) -> bool:
+    if cursors:
+        return _progress(up) >= events
+    if not (run_dir / "done").exists():
+        return False
+    before = _progress(up, "events_accepted")
+    time.sleep(2)  # the last lines are committed within a batch's time
+    return _progress(up, "events_accepted") == before
 
 
 def _live_consumer(run_dir: Path, killed: set[int]) -> int | None:
@@ -129,15 +154,18 @@ def run_chaos(
     pace: float = 0.01,
     step: int = 200,
     timeout: float = 120,
+    cursors: bool = True,
 ) -> ChaosReport:
     """``plan``: the kills in order, each "consumer" or "headwater"; the next kill comes
-    once the stored cursor moved ``step`` events past the previous one."""
+    once ``step`` more events became jobs. ``cursors=False``: the baseline, a consumer
+    without cursors that resumes after the last events it printed (and flushed)."""
     run_dir = tmp / "run"
     run_dir.mkdir(exist_ok=True)
     db = tmp / "chaos.db"
     ws = tmp / "ws.yaml"
     text = textwrap.dedent(WORKSPACE).replace("@RUN@", str(run_dir))
-    ws.write_text(text.replace("@EVENTS@", str(events)).replace("@PACE@", str(pace)))
+    text = text.replace("@EVENTS@", str(events)).replace("@PACE@", str(pace))
+    ws.write_text(text.replace("@MODE@", "cursor" if cursors else "printed"))
     url = f"sqlite:///{db}"
     report = ChaosReport(events)
     started = time.monotonic()
@@ -147,7 +175,7 @@ def run_chaos(
         mark = 0
         killed: set[int] = set()
         for kind in plan:
-            while (now := _cursor(up)) < min(mark + step, events - 1):
+            while (now := _progress(up, "events_accepted")) < min(mark + step, events - 1):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no progress: cursor {now}\n{up.output()[-3000:]}")
                 time.sleep(0.05)
@@ -170,11 +198,11 @@ def run_chaos(
                     killed.add(pid)
                 up = Up(ws, tmp, url)
             report.kills[kind] += 1
-        while _cursor(up) < events:
+        while not _finished(up, run_dir, events, cursors):
             if time.monotonic() > deadline:
-                raise AssertionError(f"cursor stuck at {_cursor(up)}\n{up.output()[-3000:]}")
+                raise AssertionError(f"stuck at {_progress(up)}\n{up.output()[-3000:]}")
             time.sleep(0.1)
-        report.cursor = str(_cursor(up))
+        report.cursor = str(_progress(up)) if cursors else None
         listed = run_cli("triggers", "--json", "--server", up.url)
         rows = {row["name"]: row for row in json.loads(listed.stdout)} if listed.stdout else {}
         report.cli_cursor = (rows.get("src", {}).get("state") or {}).get("cursor")
