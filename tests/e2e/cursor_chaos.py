@@ -120,6 +120,15 @@ def _progress(up: Up, key: str = "cursor") -> int:
     return int(value) if value else 0
 
 
+def _position(up: Up, run_dir: Path, cursors: bool) -> int:
+    """How far the consumer got: the stored cursor, or (baseline) what it printed."""
+    if cursors:
+        return _progress(up)
+    with contextlib.suppress(OSError, ValueError):
+        return int((run_dir / "printed").read_text())
+    return 0
+
+
 def _finished(up: Up, run_dir: Path, events: int, cursors: bool) -> bool:
     if cursors:
         return _progress(up) >= events
@@ -157,7 +166,7 @@ def run_chaos(
     cursors: bool = True,
 ) -> ChaosReport:
     """``plan``: the kills in order, each "consumer" or "headwater"; the next kill comes
-    once ``step`` more events became jobs. ``cursors=False``: the baseline, a consumer
+    once the consumer moved ``step`` events further. ``cursors=False``: the baseline, a consumer
     without cursors that resumes after the last events it printed (and flushed)."""
     run_dir = tmp / "run"
     run_dir.mkdir(exist_ok=True)
@@ -175,7 +184,7 @@ def run_chaos(
         mark = 0
         killed: set[int] = set()
         for kind in plan:
-            while (now := _progress(up, "events_accepted")) < min(mark + step, events - 1):
+            while (now := _position(up, run_dir, cursors)) < min(mark + step, events - 1):
                 if time.monotonic() > deadline:
                     raise AssertionError(f"no progress: cursor {now}\n{up.output()[-3000:]}")
                 time.sleep(0.05)
