@@ -1,4 +1,4 @@
-"""Event-source cursors: the last committed cursor per trigger; indexes for retention.
+"""Event-source cursors: the last committed cursor per trigger (table event_cursors).
 
 Revision ID: 0007
 Revises: 0006
