@@ -21,6 +21,7 @@ from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.errors import ConflictError, NotFoundError, StoreError
 from headwater.store.base import (
     Channel,
+    CursorRecord,
     InsertOutcome,
     JobFilter,
     JobRecord,
@@ -30,6 +31,7 @@ from headwater.store.base import (
     LogRecord,
     LogStream,
     NewJob,
+    PruneCounts,
     RecoveredJob,
     RejectedEvent,
     StateRecord,
@@ -37,6 +39,7 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
     Store,
+    StoreSize,
     WorkerJobsReconciled,
     WorkerRecord,
     WorkerTokenRecord,
@@ -67,6 +70,7 @@ class InMemoryStore(Store):
         self.logs: list[LogRecord] = []
         self.state: dict[tuple[str, str], StateRecord] = {}
         self.leases: dict[str, Lease] = {}
+        self.cursors: dict[str, CursorRecord] = {}
         self.broken = False  # True: count_jobs_by_status fails (health checks)
         self.closed = False
         self._broadcaster = Broadcaster()
@@ -158,7 +162,11 @@ class InMemoryStore(Store):
         self._broadcaster.close_all()
 
     # -- jobs --------------------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], cursor: tuple[str, str] | None = None
+    ) -> list[InsertOutcome]:
+        if cursor is not None:
+            await self.save_cursor(*cursor)
         outcomes = []
         for new in jobs:
             existing = next(
@@ -373,6 +381,54 @@ class InMemoryStore(Store):
 
     async def count_source(self, source_id: str) -> int:
         return sum(1 for j in self.jobs.values() if j.source_id == source_id)
+
+    # -- event-source cursors and retention ---------------------------------------------
+    async def save_cursor(self, trigger: str, cursor: str) -> None:
+        self.cursors[trigger] = CursorRecord(trigger, cursor, datetime.now(UTC))
+
+    async def get_cursor(self, trigger: str) -> CursorRecord | None:
+        return self.cursors.get(trigger)
+
+    async def list_cursors(self) -> list[CursorRecord]:
+        return [self.cursors[k] for k in sorted(self.cursors)]
+
+    async def prune_jobs(
+        self, status: JobStatus, before: datetime, limit: int, dry_run: bool = False
+    ) -> PruneCounts:
+        if not JobStatus(status).is_terminal:
+            return PruneCounts()
+        old = [
+            j
+            for j in sorted(self.jobs.values(), key=lambda j: (j.created_at, j.id))
+            if j.status == status and j.finished_at is not None and j.finished_at < before
+        ]
+        if not dry_run:
+            old = old[: max(1, limit)]
+        ids = {j.id for j in old}
+        n_steps = sum(len(self.steps.get(i, {})) for i in ids)
+        n_logs = sum(1 for r in self.logs if r.job_id in ids)
+        if not dry_run:
+            for i in ids:
+                del self.jobs[i]
+                self.steps.pop(i, None)
+            self.logs = [r for r in self.logs if r.job_id not in ids]
+        return PruneCounts(len(ids), n_steps, n_logs)
+
+    async def prune_logs(self, before: datetime, limit: int, dry_run: bool = False) -> int:
+        old = [r for r in self.logs if r.ts < before]
+        if dry_run:
+            return len(old)
+        gone = {r.seq for r in old[: max(1, limit)]}
+        self.logs = [r for r in self.logs if r.seq not in gone]
+        return len(gone)
+
+    async def prune_rejected(self, before: datetime, limit: int, dry_run: bool = False) -> int:
+        return 0
+
+    async def store_size(self) -> StoreSize:
+        steps = sum(len(s) for s in self.steps.values())
+        rows = {"jobs": len(self.jobs), "steps": steps, "logs": len(self.logs)}
+        return StoreSize({**rows, "rejected_events": 0}, None)
 
     # -- component state ---------------------------------------------------------------
     async def get_state(self, namespace: str, key: str) -> StateRecord | None:

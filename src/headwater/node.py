@@ -46,8 +46,14 @@ from headwater.store.base import (
     LogStream,
     Store,
 )
+from headwater.store.retention import RetentionPolicy, run_retention
 from headwater.store.sql import open_store
-from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_trigger
+from headwater.triggers.consumers import (
+    consumer_env,
+    consumer_line_hook,
+    consumer_resume_env,
+    consumer_trigger,
+)
 from headwater.triggers.context import CallbackTriggerContext
 from headwater.triggers.emitter import LocalEmitter
 from headwater.triggers.event_source import (
@@ -122,6 +128,8 @@ class NodeSettings:
     kill_grace: float = 5.0
     max_line_bytes: int = 1_048_576
     extra_tag_signatures: tuple[str, ...] = ()
+    # Delete old finished jobs, logs and rejected events (``--retention``); None keeps all.
+    retention: RetentionPolicy | None = None
 
 
 class Node:
@@ -202,6 +210,7 @@ class Node:
             submit_child=self._submit_child,
             line_hook=self._line_hook,
             extra_env=self._extra_env,
+            resume_env=self._resume_env,
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
             functions=self.functions,
@@ -249,6 +258,7 @@ class Node:
     async def trigger_states(self) -> Mapping[str, Mapping[str, Any]]:
         ws = self.holder.workspace
         states = await self.event_sources.states()
+        cursors = {c.trigger: c for c in await self.store.list_cursors()}
         result: dict[str, dict[str, Any]] = {
             name: dict(state) for name, state in self.scheduler.trigger_states().items()
         }
@@ -272,6 +282,12 @@ class Node:
                 "max_in_flight": trigger.max_in_flight,
                 "events_accepted": await self.store.count_source(key),
                 "events_rejected": await self.store.count_rejected(key),
+                "cursor": cursors[key].cursor if key in cursors else None,
+                "cursor_updated_at": (
+                    cursors[key].updated_at.isoformat().replace("+00:00", "Z")
+                    if key in cursors
+                    else None
+                ),
             }
         result.update(await self.receivers.states())
         if self.owner is not None:  # several servers: say where each trigger is served
@@ -342,6 +358,14 @@ class Node:
     def _extra_env(self, job: JobRecord) -> Mapping[str, str]:
         return consumer_env(self.holder.workspace, self.templates, self.holder.secrets, job)
 
+    async def _resume_env(self, job: JobRecord) -> Mapping[str, str]:
+        return await consumer_resume_env(self.holder.workspace, job, self.read_cursor)
+
+    async def read_cursor(self, key: str) -> str | None:
+        """An event-source trigger's last committed cursor."""
+        record = await self.store.get_cursor(key)
+        return record.cursor if record is not None else None
+
     def _tag_signatures(self) -> Sequence[str]:
         return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]
 
@@ -394,6 +418,11 @@ class Node:
         ]
         if watch:
             tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))
+        retention = self.settings.retention
+        if retention is not None and not retention.empty:
+            tasks.append(
+                asyncio.create_task(run_retention(self.store, retention, stop), name="retention")
+            )
         try:
             await asyncio.gather(*tasks)
         finally:

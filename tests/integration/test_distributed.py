@@ -645,3 +645,44 @@ async def test_emit_records_the_events_a_worker_refused_as_rejected(cluster: Clu
     (rejected,) = await cluster.store.list_rejected(source_id="ws/stream")
     assert rejected.reason == reason
     assert rejected.payload == {"n": "a\ufffdb"}
+
+
+async def test_a_remote_consumer_resumes_from_the_cursor_its_emits_stored(
+    cluster: Cluster,
+) -> None:
+    """Cursors travel over /worker/event-source/emit and back as HEADWATER_CURSOR."""
+    path = cluster.node.holder.path
+    resuming = (
+        "      import json, os, sys\n"
+        "      start = int(os.environ.get('HEADWATER_CURSOR', '0'))\n"
+        "      for n in range(start + 1, start + 4):\n"
+        "          print('OUTPUT: ' + json.dumps({'n': n, '_headwater_cursor': str(n)}),"
+        " flush=True)\n"
+        "      sys.exit(1)\n"
+    )
+    text = path.read_text()
+    old = text[text.index("      import json, time\n") : text.index("  child:\n")]
+    text = text.replace(old, resuming).replace('    dedup_key: "{{ payload.n }}"\n', "")
+    text = text.replace("    target_task: hello\n", "    target_task: hello\n    backoff_secs: 0\n")
+    path.write_text(text)
+    await cluster.node.reload_workspace()
+    node = cluster.node
+    stop = asyncio.Event()
+    triggers = asyncio.create_task(node.event_sources.run(stop))
+    try:
+        async with cluster.remote_worker():
+
+            async def six_or_more() -> bool:
+                jobs = await cluster.store.list_jobs(JobFilter(source_id="ws/stream", limit=100))
+                return len(jobs) >= 6
+
+            await _until(six_or_more, 30, "two consumer runs")
+    finally:
+        stop.set()
+        await asyncio.wait_for(triggers, 10)
+    jobs = await cluster.store.list_jobs(JobFilter(source_id="ws/stream", limit=100))
+    numbers = sorted(j.input["n"] for j in jobs)
+    assert numbers == list(range(1, len(numbers) + 1))  # resumed: no gap, no repeat
+    assert all(j.dedup_key == f"es:ws/stream:cursor:{j.input['n']}" for j in jobs)
+    cursor = await cluster.store.get_cursor("ws/stream")
+    assert cursor is not None and int(cursor.cursor) >= 6

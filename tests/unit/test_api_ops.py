@@ -397,3 +397,14 @@ async def test_metrics_count_5xx_responses_by_route_and_status(error: Exception)
     assert failed.status_code == 500
     line = 'headwater_api_requests_total{method="GET",route="/api/tasks",status="500"} 1.0'
     assert line in text, text
+
+
+async def test_metrics_expose_the_store_size(
+    client: httpx.AsyncClient, runtime: FakeRuntime
+) -> None:
+    job = runtime.store.add_job(status=JobStatus.COMPLETED)
+    runtime.store.log(job.id, "hello")
+    text = (await client.get("/metrics")).text
+    assert 'headwater_store_rows{table="jobs"} 1.0' in text
+    assert 'headwater_store_rows{table="logs"} 1.0' in text
+    assert 'headwater_store_rows{table="rejected_events"} 0.0' in text

@@ -38,6 +38,7 @@ def _register() -> None:
         cluster_cmds,
         dlq_cmds,
         outbox_cmds,
+        prune_cmds,
         run_cmds,
         sdk_cmds,
         workspace_cmds,

@@ -20,10 +20,13 @@ from headwater.cli.run_cmds import (
     HostOpt,
     LogFormatOpt,
     LogLevelOpt,
+    LogRetentionOpt,
     PathArg,
     PortOpt,
+    RetentionOpt,
     _print_problems,
     default_db_url,
+    retention_policy,
 )
 from headwater.errors import ConfigError, HeadwaterError, WorkspaceError
 from headwater.logging_setup import configure_logging
@@ -76,6 +79,8 @@ def server(
             "to another server within this (plus 1 s)."
         ),
     ] = 6.0,
+    retention: RetentionOpt = None,
+    log_retention: LogRetentionOpt = None,
     log_level: LogLevelOpt = "info",
     log_format: LogFormatOpt = "console",
 ) -> None:
@@ -84,6 +89,10 @@ def server(
     from headwater.distributed.server import ServerSettings, run_server
 
     configure_logging(log_level, log_format)
+    try:
+        policy = retention_policy(retention, log_retention)
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
     settings = ServerSettings(
         workspace=path,
         db_url=db or default_db_url(),
@@ -94,6 +103,7 @@ def server(
         concurrency=concurrency,
         stale_after=stale_after,
         lease_ttl=lease_ttl,
+        retention=policy,
     )
     try:
         asyncio.run(run_server(settings, _err))

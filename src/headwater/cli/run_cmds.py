@@ -18,6 +18,7 @@ from headwater.cli import app
 from headwater.errors import HeadwaterError, WorkspaceError
 from headwater.logging_setup import configure_logging
 from headwater.store.base import JobRecord, JobStatus, LogRecord, LogStream
+from headwater.store.retention import RetentionPolicy, parse_retention
 from headwater.url_secrets import hide_password
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.models import Workspace
@@ -52,6 +53,24 @@ ApiKeysOpt = Annotated[
         envvar=["HEADWATER_API_KEY", "HEADWATER_API_KEYS"],
         help="Bearer key(s) the API requires; mandatory when --host is not loopback "
         "(several: repeat the option, or separate them with commas).",
+    ),
+]
+RetentionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--retention",
+        envvar="HEADWATER_RETENTION",
+        help="Delete finished jobs (with steps and logs) and rejected events older than "
+        "this: 30d, or per status: completed=7d,failed=30d,cancelled=7d,rejected=30d. "
+        "Pending and running jobs are never deleted. Default: keep everything.",
+    ),
+]
+LogRetentionOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--log-retention",
+        envvar="HEADWATER_LOG_RETENTION",
+        help="Delete log lines older than this (e.g. 7d), whatever their job's status.",
     ),
 ]
 LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]
@@ -181,6 +200,8 @@ def up(
     port: PortOpt = 8080,
     concurrency: Annotated[int, typer.Option(help="Jobs the embedded worker runs at once.")] = 8,
     api_key: ApiKeysOpt = None,
+    retention: RetentionOpt = None,
+    log_retention: LogRetentionOpt = None,
     log_level: LogLevelOpt = "info",
     log_format: LogFormatOpt = "console",
 ) -> None:
@@ -191,7 +212,8 @@ def up(
     if len(keys) == 1 and "," in keys[0]:
         keys = [k.strip() for k in keys[0].split(",") if k.strip()]
     try:
-        asyncio.run(_up(path, db or default_db_url(), host, port, concurrency, keys, err))
+        policy = retention_policy(retention, log_retention)
+        asyncio.run(_up(path, db or default_db_url(), host, port, concurrency, keys, err, policy))
     except WorkspaceError as exc:
         _print_problems(err, exc)
         raise typer.Exit(1) from None
@@ -200,8 +222,21 @@ def up(
         raise typer.Exit(1) from None
 
 
+def retention_policy(retention: str | None, log_retention: str | None) -> RetentionPolicy | None:
+    """The policy of ``--retention`` / ``--log-retention`` (None: keep everything)."""
+    policy = parse_retention(retention, log_retention)
+    return None if policy.empty else policy
+
+
 async def _up(
-    path: Path, db_url: str, host: str, port: int, concurrency: int, keys: list[str], err: Console
+    path: Path,
+    db_url: str,
+    host: str,
+    port: int,
+    concurrency: int,
+    keys: list[str],
+    err: Console,
+    retention: RetentionPolicy | None = None,
 ) -> None:
     import uvicorn
 
@@ -211,7 +246,9 @@ async def _up(
     from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
 
     require_api_key_for(host, keys)
-    settings = NodeSettings(db_url=db_url, worker=WorkerSettings(concurrency=concurrency))
+    settings = NodeSettings(
+        db_url=db_url, worker=WorkerSettings(concurrency=concurrency), retention=retention
+    )
     sdk_app = path.suffix == ".py"
     if sdk_app:  # a Python app: its receiver-bound functions are the workspace
         from headwater.sdk.receiver_node import node_for

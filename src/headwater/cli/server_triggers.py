@@ -83,6 +83,8 @@ def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:
         lag_ms = state.get("lag_ms")
         age = f", oldest {lag_ms / 1000:.1f}s" if isinstance(lag_ms, int | float) else ""
         parts.append(f"lag {state.get('lag_events', '?')}{age}")
+    if state.get("cursor") is not None:
+        parts.append(f"cursor {state['cursor']}")
     if state.get("restarts"):
         parts.append(f"{state['restarts']} restarts")
     if state.get("next_restart_at"):

@@ -128,9 +128,13 @@ class Dispatcher:
             max_attempts=event.max_attempts or self._max_attempts,
         )
 
-    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
-        """Insert every valid event in one transaction; store the others as rejected."""
-        return await self.commit(self.prepare_batch(events))
+    async def dispatch(
+        self, events: Sequence[Event], cursor: tuple[str, str] | None = None
+    ) -> list[DispatchOutcome]:
+        """Insert every valid event in one transaction; store the others as rejected.
+        ``cursor`` (trigger key, value): the event source's cursor after these events,
+        stored with the jobs (see ``commit``)."""
+        return await self.commit(self.prepare_batch(events), cursor)
 
     def prepare_batch(self, events: Sequence[Event]) -> PreparedBatch:
         """The CPU half of ``dispatch``: merge and validate every event (no I/O)."""
@@ -218,8 +222,15 @@ class Dispatcher:
             payloads.append(payload)
         return batch
 
-    async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
-        """The I/O half of ``dispatch``: store the jobs (one transaction) and the rejects."""
+    async def commit(
+        self, batch: PreparedBatch, cursor: tuple[str, str] | None = None
+    ) -> list[DispatchOutcome]:
+        """The I/O half of ``dispatch``: store the jobs (one transaction) and the rejects.
+
+        ``cursor`` commits in the jobs' transaction, after the rejects are stored: once it
+        is stored, every event up to it is a job or a rejected event. (A crash between the
+        two leaves the cursor behind: the events are replayed and their dedup keys keep
+        them single.)"""
         outcomes = batch.outcomes
         if batch.rejected:
             await self._store.insert_rejected(batch.rejected)
@@ -229,17 +240,23 @@ class Dispatcher:
                 )
         if batch.jobs:
             try:
-                results: Sequence[InsertOutcome | str] = await self._store.insert_jobs(batch.jobs)
+                results: Sequence[InsertOutcome | str] = await self._store.insert_jobs(
+                    batch.jobs, cursor
+                )
             except Exception as exc:
                 if not jsonsafe.is_data_error(exc):
                     raise  # the store failed: every event of the batch learns it
                 results = await self._isolate(batch)
+                if cursor is not None:  # every event up to it is now a job or rejected
+                    await self._store.save_cursor(*cursor)
             for slot, result in zip(batch.job_slots, results, strict=True):
                 if isinstance(result, str):
                     outcomes[slot] = DispatchOutcome(DispatchStatus.REJECTED, reason=result)
                     continue
                 status = DispatchStatus.ACCEPTED if result.created else DispatchStatus.DUPLICATE
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
+        elif cursor is not None:
+            await self._store.save_cursor(*cursor)
         return [o for o in outcomes if o is not None]
 
     async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:

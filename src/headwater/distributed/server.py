@@ -27,6 +27,7 @@ from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.errors import HeadwaterError
 from headwater.node import Node, NodeSettings, freeze_startup_heap
 from headwater.store.base import Store
+from headwater.store.retention import RetentionPolicy
 from headwater.store.sql import open_store
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.models import Workspace
@@ -48,6 +49,7 @@ class ServerSettings:
     stale_after: float = 10.0  # a worker silent this long loses its jobs
     lease_ttl: float = 6.0  # a dead server's triggers move after at most ttl + 1 s
     recovery_interval: float = 1.0
+    retention: RetentionPolicy | None = None  # --retention / --log-retention
 
 
 async def _sweep(
@@ -86,7 +88,12 @@ async def run_server(s: ServerSettings, err: Console) -> None:
         stale_after=s.stale_after,
         recovery_interval=max(s.recovery_interval, 1.0),
     )
-    node = Node(s.workspace, NodeSettings(db_url=s.db_url, run_worker=s.run_worker, worker=worker))
+    node = Node(
+        s.workspace,
+        NodeSettings(
+            db_url=s.db_url, run_worker=s.run_worker, worker=worker, retention=s.retention
+        ),
+    )
     store = await open_store(s.db_url)
     ownership = TriggerOwnership(store, node.workspace, ttl=s.lease_ttl)
     node.owner = ownership

@@ -417,6 +417,7 @@ class WorkerService:
         token: int | None,
         events: Sequence[tuple[str, Mapping[str, Any]]],
         rejected: Mapping[int, str] | None = None,
+        cursor: str | None = None,
     ) -> EmitAnswer:
         """A batch of a consumer's events (idempotency key, payload) → target jobs;
         ``rejected`` (index → reason): events the worker refused, stored as rejected."""
@@ -442,7 +443,8 @@ class WorkerService:
                     rejected=refused.get(i),
                 )
                 for i, (key, payload) in enumerate(events)
-            ]
+            ],
+            (trigger_key, cursor) if cursor is not None else None,
         )
         in_flight = await node.store.count_in_flight(trigger_key)
         room = None if trigger.max_in_flight is None else max(0, trigger.max_in_flight - in_flight)
@@ -454,6 +456,10 @@ class WorkerService:
             room=room,
             token=token,
         )
+
+    async def read_cursor(self, trigger_key: str) -> str | None:
+        self._trigger(trigger_key)  # an event-source trigger of the workspace, or 404
+        return await self._node.read_cursor(trigger_key)
 
     async def wait_room(self, trigger_key: str, below: int, timeout: float) -> int:
         """The trigger's in-flight count, once it is below ``below`` or after ``timeout``."""

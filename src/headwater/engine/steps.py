@@ -130,6 +130,7 @@ class StepRunner:
         submit_child: SubmitChild,
         line_hook: Callable[[JobRecord, str, int], LineHook | None] = lambda job, step, n: None,
         extra_env: Callable[[JobRecord], Mapping[str, str]] = lambda job: {},
+        resume_env: Callable[[JobRecord], Awaitable[Mapping[str, str]]] | None = None,
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
         functions: FunctionCache | None = None,
@@ -142,6 +143,8 @@ class StepRunner:
         self._submit_child = submit_child
         self._line_hook = line_hook
         self._extra_env = extra_env
+        # A consumer step's environment read when it starts (HEADWATER_CURSOR).
+        self._resume_env = resume_env
         self._kill_grace = kill_grace
         self._max_line_bytes = max_line_bytes
         self._functions = functions or FunctionCache()
@@ -302,7 +305,10 @@ class StepRunner:
                 )
             hook = self._line_hook(job, name, step_attempt)
             if hook is not None:  # a consumer: it must not outlive this process
-                spec = dataclasses.replace(spec, die_with_parent=True)
+                env = dict(spec.env)
+                if self._resume_env is not None:  # where to resume: read now, not earlier
+                    env.update(await self._resume_env(job))
+                spec = dataclasses.replace(spec, die_with_parent=True, env=env)
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)

@@ -42,6 +42,7 @@ from headwater.server.metrics import (
     Metrics,
     RequestMetricsMiddleware,
     job_status_refresher,
+    store_size_refresher,
     trigger_state_refresher,
 )
 from headwater.server.routes_common import error_response
@@ -101,6 +102,7 @@ def create_app(
     validate_api_keys(api_keys)
     metrics = Metrics()
     metrics.on_scrape(job_status_refresher(metrics, runtime.store))
+    metrics.on_scrape(store_size_refresher(metrics, runtime.store))
     if isinstance(runtime, TriggerStateProvider):
         metrics.on_scrape(trigger_state_refresher(metrics, runtime.trigger_states))
 

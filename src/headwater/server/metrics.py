@@ -30,6 +30,7 @@ __all__ = [
     "Metrics",
     "RequestMetricsMiddleware",
     "job_status_refresher",
+    "store_size_refresher",
     "trigger_state_refresher",
 ]
 
@@ -126,6 +127,34 @@ def job_status_refresher(metrics: Metrics, store: Store) -> Refresher:
         # drops to 0 instead of keeping its last count.
         for status in JobStatus:
             metrics.jobs.labels(status=status.value).set(counts.get(status.value, 0))
+
+    return refresh
+
+
+def store_size_refresher(metrics: Metrics, store: Store, every: float = 30.0) -> Refresher:
+    """Sets ``headwater_store_rows{table}`` and ``headwater_store_bytes``, read at most
+    every ``every`` seconds (counting rows of a large SQLite table is a scan)."""
+    rows = metrics.gauge(
+        "store_rows",
+        "Rows per table (exact on SQLite, the planner's estimate on PostgreSQL)",
+        ("table",),
+    )
+    size = metrics.gauge(
+        "store_bytes",
+        "Database size in bytes (SQLite page_count*page_size, PostgreSQL pg_database_size)",
+    )
+    last = [float("-inf")]
+
+    async def refresh() -> None:
+        now = time.monotonic()
+        if now - last[0] < every:
+            return
+        found = await store.store_size()
+        last[0] = now
+        for table, count in found.rows.items():
+            rows.labels(table=table).set(count)
+        if found.bytes is not None:
+            size.set(found.bytes)
 
     return refresh
 

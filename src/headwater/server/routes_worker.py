@@ -19,6 +19,7 @@ records use ``headwater.distributed.wire``.
 | ``POST /worker/jobs/{id}/children``, ``/cancel`` | start or cancel a sub-task's job |
 | ``POST /worker/event-source/emit`` | a consumer's events, fenced by its lease token |
 | ``POST /worker/event-source/wait`` | long-poll until the trigger has room |
+| ``POST /worker/event-source/cursor`` | the trigger's last committed cursor |
 """
 
 from __future__ import annotations
@@ -122,6 +123,12 @@ class _Emit(BaseModel):
     attempt: int
     token: int | None = None
     events: list[_EmitEvent] = Field(max_length=10_000)
+    # The event-source cursor after these events (stored with their jobs).
+    cursor: Annotated[str, Field(min_length=1, max_length=512)] | None = None
+
+
+class _CursorQuery(BaseModel):
+    trigger: _Id
 
 
 class _Room(BaseModel):
@@ -291,6 +298,7 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
             body.token,
             [(e.key, e.payload) for e in body.events],
             {i: e.rejected for i, e in enumerate(body.events) if e.rejected is not None},
+            cursor=body.cursor,
         )
         return {
             "accepted": answer.accepted,
@@ -300,6 +308,10 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
             "room": answer.room,
             "token": answer.token,
         }
+
+    @router.post("/event-source/cursor", summary="A trigger's last committed cursor")
+    async def cursor(body: _CursorQuery) -> dict[str, Any]:
+        return {"cursor": await service.read_cursor(body.trigger)}
 
     @router.post("/event-source/wait", summary="Long-poll until the trigger has room")
     async def room(body: _Room) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from headwater.store.notify import Subscription
 
 __all__ = [
     "Channel",
+    "CursorRecord",
     "InsertOutcome",
     "JobFilter",
     "JobRecord",
@@ -27,6 +28,7 @@ __all__ = [
     "LogRecord",
     "LogStream",
     "NewJob",
+    "PruneCounts",
     "RecoveredJob",
     "RejectedEvent",
     "StateRecord",
@@ -34,6 +36,7 @@ __all__ = [
     "StepStatus",
     "StepUpdate",
     "Store",
+    "StoreSize",
     "Subscription",
     "WorkerJobsReconciled",
     "WorkerRecord",
@@ -290,6 +293,42 @@ class RejectedEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class CursorRecord:
+    """An event-source trigger's last committed cursor (see ``Store.insert_jobs``)."""
+
+    trigger: str
+    cursor: str
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Rows one retention batch deleted (or, in a dry run, would delete)."""
+
+    jobs: int = 0
+    steps: int = 0
+    logs: int = 0
+    rejected: int = 0
+
+    def __add__(self, other: PruneCounts) -> PruneCounts:
+        return PruneCounts(
+            self.jobs + other.jobs,
+            self.steps + other.steps,
+            self.logs + other.logs,
+            self.rejected + other.rejected,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoreSize:
+    """Rows per table (exact on SQLite, the planner's estimate on PostgreSQL) and the
+    database's size in bytes."""
+
+    rows: dict[str, int]
+    bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
 class StateRecord:
     """A component's durable state document (trigger lifecycle, checkpoint, lease)."""
 
@@ -359,9 +398,13 @@ class Store(abc.ABC):
 
     # -- jobs ------------------------------------------------------------------------
     @abc.abstractmethod
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], cursor: tuple[str, str] | None = None
+    ) -> list[InsertOutcome]:
         """Insert in one transaction; a dedup-key clash returns the existing job's id with
-        ``created=False``. Outcomes are in the order of ``jobs``. Wakes ``Channel.JOBS``."""
+        ``created=False``. Outcomes are in the order of ``jobs``. Wakes ``Channel.JOBS``.
+        ``cursor`` (trigger key, value): stored as the event source's last committed
+        cursor in the same transaction (also when ``jobs`` is empty)."""
 
     @abc.abstractmethod
     async def get_job(self, job_id: str) -> JobRecord | None:
@@ -507,6 +550,37 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def count_source(self, source_id: str) -> int:
         """Every job of this source, whatever its status (events accepted)."""
+
+    # -- event-source cursors ---------------------------------------------------------
+    @abc.abstractmethod
+    async def save_cursor(self, trigger: str, cursor: str) -> None: ...
+
+    @abc.abstractmethod
+    async def get_cursor(self, trigger: str) -> CursorRecord | None: ...
+
+    @abc.abstractmethod
+    async def list_cursors(self) -> list[CursorRecord]: ...
+
+    # -- retention -----------------------------------------------------------------------
+    @abc.abstractmethod
+    async def prune_jobs(
+        self, status: JobStatus, before: datetime, limit: int, dry_run: bool = False
+    ) -> PruneCounts:
+        """Delete up to ``limit`` jobs of a final ``status`` that finished before
+        ``before`` (oldest first), with their steps and logs, in one transaction. A dry run
+        counts every such job instead and deletes nothing. Never touches live jobs."""
+
+    @abc.abstractmethod
+    async def prune_logs(self, before: datetime, limit: int, dry_run: bool = False) -> int:
+        """Delete up to ``limit`` of the oldest log lines written before ``before``; 0
+        when the oldest line is newer (a dry run counts them all)."""
+
+    @abc.abstractmethod
+    async def prune_rejected(self, before: datetime, limit: int, dry_run: bool = False) -> int:
+        """Delete up to ``limit`` of the oldest rejected events stored before ``before``."""
+
+    @abc.abstractmethod
+    async def store_size(self) -> StoreSize: ...
 
     # -- component state (DBOS's get/upsertEventDispatchState) ------------------------
     @abc.abstractmethod

@@ -88,11 +88,16 @@ FinishRequest = tuple[str, str | None, JobStatus, Any, str | None]
 
 class FastPath(Protocol):
     async def insert_jobs(
-        self, rows: Sequence[NewJobRow], now: datetime, caller_ids: Sequence[str]
+        self,
+        rows: Sequence[NewJobRow],
+        now: datetime,
+        caller_ids: Sequence[str],
+        cursor: tuple[str, str] | None = None,
     ) -> tuple[set[str], dict[str, str]]:
         """Insert rows whose ids and dedup keys are distinct (``caller_ids``: the ids that
         were not generated here, so may exist already); returns (created ids, dedup key →
-        existing id for rows that clashed). Wakes ``Channel.JOBS``."""
+        existing id for rows that clashed). ``cursor`` (trigger, value): stored as the
+        trigger's event cursor in the same transaction. Wakes ``Channel.JOBS``."""
         ...
 
     async def claim(

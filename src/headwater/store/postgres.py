@@ -195,6 +195,10 @@ WITH ins AS (
 SELECT ins.id FROM ins, (SELECT count(*) FROM woke) AS n
 """
 
+_UPSERT_CURSOR = (
+    "INSERT INTO event_cursors (trigger, cursor, updated_at) VALUES ($1, $2, $3) "
+    "ON CONFLICT (trigger) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at"
+)
 _EXISTING_KEYS = "SELECT id, dedup_key FROM jobs WHERE dedup_key = ANY($1::text[])"
 
 # One ordered, limited, locking sub-select per signature (LATERAL): each walks the
@@ -325,7 +329,9 @@ _COPY_COLUMNS = [
 _NOTIFY_JOBS = "SELECT pg_notify($1, s) FROM unnest($2::text[]) AS s"
 
 
-async def _copy_jobs(db: Any, rows: Sequence[NewJobRow], now: datetime) -> bool:
+async def _copy_jobs(
+    db: Any, rows: Sequence[NewJobRow], now: datetime, cursor: tuple[str, str] | None
+) -> bool:
     """COPY the rows in, with their wake-ups, in one transaction. COPY has no ON CONFLICT:
     when a dedup key (or id) exists already it fails as a whole and nothing is written;
     returns False then, and the caller inserts the batch with ON CONFLICT instead."""
@@ -334,6 +340,8 @@ async def _copy_jobs(db: Any, rows: Sequence[NewJobRow], now: datetime) -> bool:
     try:
         async with db.transaction():
             await db.copy_records_to_table("jobs", records=records, columns=_COPY_COLUMNS)
+            if cursor is not None:
+                await db.execute(_UPSERT_CURSOR, cursor[0], cursor[1], now)
             await db.execute(_NOTIFY_JOBS, Channel.JOBS.value, signatures)
     except asyncpg.UniqueViolationError:
         return False
@@ -347,14 +355,27 @@ class PgFastPath:
         self._engine = engine
 
     async def insert_jobs(
-        self, rows: Sequence[NewJobRow], now: datetime, caller_ids: Sequence[str]
+        self,
+        rows: Sequence[NewJobRow],
+        now: datetime,
+        caller_ids: Sequence[str],
+        cursor: tuple[str, str] | None = None,
     ) -> tuple[set[str], dict[str, str]]:
         existing: dict[str, str] = {}
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            if len(rows) >= COPY_MIN_ROWS and not caller_ids and await _copy_jobs(db, rows, now):
+            if (
+                len(rows) >= COPY_MIN_ROWS
+                and not caller_ids
+                and await _copy_jobs(db, rows, now, cursor)
+            ):
                 return {r[0] for r in rows}, existing
-            created = {r[0] for r in await db.fetch(_INSERT_JOBS, dumps(rows), now)}
+            if cursor is None:
+                created = {r[0] for r in await db.fetch(_INSERT_JOBS, dumps(rows), now)}
+            else:  # the event-source cursor commits with its jobs
+                async with db.transaction():
+                    created = {r[0] for r in await db.fetch(_INSERT_JOBS, dumps(rows), now)}
+                    await db.execute(_UPSERT_CURSOR, cursor[0], cursor[1], now)
             if len(created) < len(rows):  # clashes: look the existing jobs up
                 keys = [r[6] for r in rows if r[0] not in created and r[6] is not None]
                 if keys:

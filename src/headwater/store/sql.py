@@ -70,6 +70,7 @@ from headwater.store.sqlite import (
     sqlite_path,
 )
 from headwater.store.state_ops import StateOps
+from headwater.store.upkeep_ops import UpkeepOps
 from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
 from headwater.store.worker_ops import WorkerOps
 
@@ -142,7 +143,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
+class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
     def __init__(
@@ -241,8 +242,12 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
         await self._engine.dispose()
 
     # -- jobs ----------------------------------------------------------------------------
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], cursor: tuple[str, str] | None = None
+    ) -> list[InsertOutcome]:
         if not jobs:
+            if cursor is not None:
+                await self.save_cursor(*cursor)
             return []
         rows: list[NewJobRow] = []
         caller_ids: list[str] = []
@@ -295,7 +300,7 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, Store):
                     by_key[key] = index
             row_of.append(index)
 
-        created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids)
+        created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids, cursor)
         if len(created) == len(rows) == len(jobs):  # the usual case: every job is new
             return [InsertOutcome(row[0], True) for row in rows]
         outcomes: list[InsertOutcome] = []

@@ -102,6 +102,10 @@ _TS_FORMAT = "%Y-%m-%d %H:%M:%S.%f"
 _EXISTING_KEYS = (
     "SELECT id, dedup_key FROM jobs WHERE dedup_key IN (SELECT value FROM json_each(?))"
 )
+_UPSERT_CURSOR = (
+    "INSERT INTO event_cursors (trigger, cursor, updated_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (trigger) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at"
+)
 _EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?))"
 # Every multi-row write is ONE statement over a JSON array of rows (json_each): SQLite
 # unpacks it in C, and the GIL is handed over once per statement, not once per row (see
@@ -169,9 +173,12 @@ def _insert_jobs(
     encoded: str | None,
     created_at: str,
     caller_ids: Sequence[str],
+    cursor: tuple[str, str] | None = None,
 ) -> tuple[set[str], dict[str, str], set[str]]:
     # BEGIN IMMEDIATE holds the write lock: nothing changes between these statements. A
     # caller-chosen id may exist already: leave such rows out.
+    if cursor is not None:  # the event-source cursor commits with its jobs
+        db.execute(_UPSERT_CURSOR, (cursor[0], cursor[1], created_at))
     if caller_ids:
         found = db.execute(_EXISTING_IDS, (dumps(list(caller_ids)),))
         taken = {found_id for (found_id,) in found}
@@ -262,13 +269,18 @@ class SqliteFastPath:
         self._claim_sql: dict[int, str] = {}
 
     async def insert_jobs(
-        self, rows: Sequence[NewJobRow], now: datetime, caller_ids: Sequence[str]
+        self,
+        rows: Sequence[NewJobRow],
+        now: datetime,
+        caller_ids: Sequence[str],
+        cursor: tuple[str, str] | None = None,
     ) -> tuple[set[str], dict[str, str]]:
         created_at = to_text(now)
         encoded = None if caller_ids else dumps(rows)  # here, while the loop holds the GIL
         async with self._lock:
             created, existing, signatures = await self._writer.transaction(
-                lambda db: _insert_jobs(db, rows, encoded, created_at, caller_ids), len(rows)
+                lambda db: _insert_jobs(db, rows, encoded, created_at, caller_ids, cursor),
+                len(rows),
             )
         for signature in sorted(signatures):
             self._publish(Channel.JOBS.value, hint([signature]))

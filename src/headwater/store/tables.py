@@ -35,6 +35,7 @@ __all__ = [
     "LIVE_JOB_STATUSES",
     "UtcDateTime",
     "consumer_checkpoints",
+    "event_cursors",
     "jobs",
     "leases",
     "logs",
@@ -232,6 +233,17 @@ rejected_events = Table(
     Column("replay_job_id", Text),
     Index("ix_rejected_events_source_id_id", "source_id", "id"),
     sqlite_autoincrement=True,
+)
+
+# Event-source cursors: per trigger, the cursor of the last event whose job committed. It
+# is written in the same transaction as that job, so a consumer restarted with it (as
+# ``HEADWATER_CURSOR``) resumes exactly after what headwater holds.
+event_cursors = Table(
+    "event_cursors",
+    metadata,
+    Column("trigger", Text, primary_key=True),  # "{workspace}/{trigger}"
+    Column("cursor", Text, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 # Durable state of components (trigger lifecycle, receiver checkpoints, leases): a small

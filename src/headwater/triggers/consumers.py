@@ -5,18 +5,19 @@ differ only in the ``Emitter`` (the store, or a server over HTTP)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import JobRecord
+from headwater.triggers.cursor import CURSOR_ENV
 from headwater.triggers.emitter import Emitter, EventSourceLineHook
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.workspace.models import EventSourceTrigger, Workspace
 from headwater.workspace.secret_refs import seal
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["consumer_env", "consumer_line_hook", "consumer_trigger"]
+__all__ = ["consumer_env", "consumer_line_hook", "consumer_resume_env", "consumer_trigger"]
 
 
 def consumer_trigger(ws: Workspace, job: JobRecord) -> tuple[str, EventSourceTrigger] | None:
@@ -47,6 +48,18 @@ def consumer_env(
         k: str(templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
         for k, v in trigger.env.items()
     }
+
+
+async def consumer_resume_env(
+    ws: Workspace, job: JobRecord, read_cursor: Callable[[str], Awaitable[str | None]]
+) -> Mapping[str, str]:
+    """``HEADWATER_CURSOR``: the trigger's last committed cursor, read as the consumer
+    step starts (absent when no event carried one yet)."""
+    found = consumer_trigger(ws, job)
+    if found is None:
+        return {}
+    cursor = await read_cursor(found[0])
+    return {CURSOR_ENV: cursor} if cursor is not None else {}
 
 
 def consumer_line_hook(

@@ -14,7 +14,10 @@ Events are committed by a flusher that takes everything read so far in one trans
 stored; batches are committed in line order.
 
 Each event's dedup key is ``es:{consumer job}:{job attempt}:{step}:{step attempt}:{line
-number}``, so a retried emission never creates a second job.
+number}``, so a retried emission never creates a second job; an event with a cursor
+(``headwater.triggers.cursor``) is keyed by it instead, and the cursor of a batch's last
+such event is stored with the batch. While cursors flow, batches are committed one at a
+time, so a stored cursor never runs ahead of an event that was not stored.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchS
 from headwater.engine.logwriter import LogWriter
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
+from headwater.triggers.cursor import cursor_dedup_key, take_cursor
 
 __all__ = [
     "EmitBatch",
@@ -60,6 +64,8 @@ class EmitBatch:
     # Events that are rejected already (index in ``events`` → reason): valid JSON that
     # no store can keep; the payload is the cleaned value, recorded as a rejected event.
     rejected: Mapping[int, str] = field(default_factory=dict)
+    # The cursor of the last event of the batch that carried one: stored with the jobs.
+    cursor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +115,10 @@ class LocalEmitter:
             batch.events,
             rejected=batch.rejected,
         )
+        cursor = (batch.trigger, batch.cursor) if batch.cursor is not None else None
         async with self._in_order:
             try:
-                outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared)
+                outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared, cursor)
             except Exception as exc:
                 text = str(exc).strip().splitlines()
                 why = (text[0] if text else type(exc).__name__)[:500]
@@ -175,7 +182,8 @@ class EventSourceLineHook:
         # stored), unless max_in_flight needs each batch's exact count before the next.
         self._depth = 2 if max_in_flight is None else 1
         self._seq = 0
-        self._pending: list[tuple[str, Mapping[str, Any]]] = []
+        # (dedup key, payload, cursor or None), in line order
+        self._pending: list[tuple[str, Mapping[str, Any], str | None]] = []
         self._rejects: dict[str, str] = {}  # dedup key → reason, for pending rejected events
         self._in_flight: int | None = None  # committed in-flight count, kept up to date
         self._wake = asyncio.Event()
@@ -211,14 +219,20 @@ class EventSourceLineHook:
         if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
             await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
+        payload, cursor, problem = take_cursor(value)
+        if problem is not None:
+            await self._warn(step, f"OUTPUT line {self._seq}: {problem}")
+        if cursor is not None:
+            self._depth = 1  # a stored cursor must never pass an event not stored
+            key = cursor_dedup_key(self._trigger, cursor)
         if self._event_key is not None:
             try:
-                key = f"es:{self._trigger}:{self._event_key(value)}"
+                key = f"es:{self._trigger}:{self._event_key(payload)}"
             except Exception as exc:  # no identity: keep the event, keyed by its line
                 await self._warn(step, f"OUTPUT line {self._seq}: dedup_key failed ({exc})")
         if reason is not None:
             self._rejects[key] = reason
-        self._pending.append((key, value))
+        self._pending.append((key, payload, cursor))
         self._ensure_flusher()
         self._wake.set()
         return True
@@ -379,22 +393,24 @@ class EventSourceLineHook:
             for _, emit in sending:
                 emit.cancel()
 
-    async def _emit(self, batch: list[tuple[str, Mapping[str, Any]]]) -> EmitResult:
+    async def _emit(self, batch: list[tuple[str, Mapping[str, Any], str | None]]) -> EmitResult:
         rejects = self._rejects
         rejected = (
-            {i: rejects[key] for i, (key, _) in enumerate(batch) if key in rejects}
+            {i: rejects[key] for i, (key, _, _) in enumerate(batch) if key in rejects}
             if rejects
             else {}
         )
+        cursor = next((c for _, _, c in reversed(batch) if c is not None), None)
         result = await self._emitter.emit(
             EmitBatch(
                 self._trigger,
                 self._job.id,
                 self._target,
                 self._defaults,
-                batch,
+                [(key, payload) for key, payload, _ in batch],
                 want_in_flight=self._max_in_flight is not None,
                 rejected=rejected,
+                cursor=cursor,
             )
         )
         for i in rejected:

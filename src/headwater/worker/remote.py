@@ -27,7 +27,7 @@ from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.runners import RUNNER_TAGS, close_runners, open_runners, runner_tags
 from headwater.store.base import JobRecord
-from headwater.triggers.consumers import consumer_env, consumer_line_hook
+from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_resume_env
 from headwater.triggers.emitter import EmitBatch, EmitResult
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.http_control import HttpControlPlane
@@ -120,7 +120,8 @@ class RemoteEmitter:
         accepted = duplicates = rejected = 0
         in_flight = 0
         offset = 0  # of the chunk in batch.events
-        for chunk in _chunks(batch.events):
+        chunks = _chunks(batch.events)
+        for n, chunk in enumerate(chunks, 1):
             reasons = batch.rejected
             lease = self._control.consumer_leases.get(self._job.id)
             body = {
@@ -133,6 +134,8 @@ class RemoteEmitter:
                     _wire_event(k, p, reasons.get(offset + j) if reasons else None)
                     for j, (k, p) in enumerate(chunk)
                 ],
+                # Stored with the last chunk's jobs: it covers every chunk before it.
+                "cursor": batch.cursor if n == len(chunks) else None,
             }
             try:
                 answer = await self._control.request("POST", "/worker/event-source/emit", body)
@@ -258,6 +261,9 @@ class RemoteWorker:
             extra_env=lambda job: consumer_env(
                 self.holder.current(), self.templates, self.holder.secrets, job
             ),
+            resume_env=lambda job: consumer_resume_env(
+                self.holder.current(), job, self._read_cursor
+            ),
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
         )
@@ -287,6 +293,11 @@ class RemoteWorker:
             await close_runners(runners)
         if control.auth_failed:
             raise AuthError("the server refused this worker's token (revoked?); stopped")
+
+    async def _read_cursor(self, key: str) -> str | None:
+        answer = await self.control.request("POST", "/worker/event-source/cursor", {"trigger": key})
+        cursor = answer.get("cursor")
+        return cursor if isinstance(cursor, str) else None
 
     async def _stop_polls(self, stop: asyncio.Event) -> None:
         await stop.wait()
