@@ -224,10 +224,10 @@ async def test_a_store_write_that_keeps_failing_shows_as_the_triggers_last_error
         insert = store.insert_jobs
         failing = True
 
-        async def flaky_insert(jobs: Any) -> Any:
+        async def flaky_insert(jobs: Any, cursor: Any = None) -> Any:
             if failing and any(j.task == "process-order" for j in jobs):
                 raise ConnectionError("the database is unreachable")
-            return await insert(jobs)
+            return await insert(jobs, cursor)
 
         monkeypatch.setattr(store, "insert_jobs", flaky_insert)
 

@@ -26,12 +26,14 @@ class TriggerStore(InMemoryStore):
         self.insert_calls = 0
         self.fail_inserts = 0  # this many insert_jobs calls raise first
 
-    async def insert_jobs(self, jobs: Sequence[NewJob]) -> list[InsertOutcome]:
+    async def insert_jobs(
+        self, jobs: Sequence[NewJob], cursor: tuple[str, str] | None = None
+    ) -> list[InsertOutcome]:
         self.insert_calls += 1
         if self.fail_inserts > 0:
             self.fail_inserts -= 1
             raise ConnectionError("database is down")
-        return await super().insert_jobs(jobs)
+        return await super().insert_jobs(jobs, cursor)
 
     async def insert_rejected(self, events: Sequence[RejectedEvent]) -> None:
         for ev in events:
