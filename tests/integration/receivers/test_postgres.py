@@ -9,7 +9,6 @@ import psycopg
 import pytest
 
 from tests.integration.receivers.conftest import Rig, eventually
-from tests.integration.receivers.harnesses.postgres import URL
 
 pytestmark = pytest.mark.parametrize("harness", ["postgres"], indirect=True)
 
@@ -17,7 +16,7 @@ pytestmark = pytest.mark.parametrize("harness", ["postgres"], indirect=True)
 async def test_a_row_committed_after_a_later_key_is_not_skipped(rig: Rig) -> None:
     table = rig.trigger["table"]
     await rig.start()
-    slow = await psycopg.AsyncConnection.connect(URL)  # a long transaction takes key 1
+    slow = await psycopg.AsyncConnection.connect(rig.harness.url)  # a long transaction takes key 1
     try:
         await slow.execute(f"INSERT INTO {table} (body) VALUES (%s::jsonb)", [json.dumps({"n": 1})])
         await rig.harness.publish([{"n": 2}])  # key 2 commits first
