@@ -13,7 +13,11 @@ from headwater.triggers.receivers import create_receiver
 
 @pytest.mark.parametrize(
     ("trigger_type", "module", "extra"),
-    [("amqp", "aio_pika", "amqp"), ("redis_list", "redis", "redis"), ("sqs", "aiobotocore", "sqs")],
+    [
+        ("amqp", "aio_pika", "amqp"),
+        ("redis_list", "redis", "redis"),
+        ("kafka", "aiokafka", "kafka"),
+    ],
 )
 def test_a_missing_client_library_names_the_extra(
     monkeypatch: pytest.MonkeyPatch, trigger_type: str, module: str, extra: str
