@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.procs import HEADWATER, free_port, run_cli
+from tests.e2e.procs import HEADWATER, STARTUP_DEADLINE, free_port, run_cli
 
 # Sized so that a run with four kills stays within seconds: workers heartbeat every
 # 0.3 s and lose their jobs after 2 s of silence; trigger leases last 2 s.
@@ -140,11 +140,11 @@ class Server(Proc):
         self.start()
         self.wait_healthy()
 
-    def wait_healthy(self, timeout: float = 30) -> None:
+    def wait_healthy(self, timeout: float = STARTUP_DEADLINE) -> None:
         wait_healthy(self, self.url, timeout)
 
 
-def wait_healthy(proc: Proc, url: str, timeout: float = 30) -> None:
+def wait_healthy(proc: Proc, url: str, timeout: float = STARTUP_DEADLINE) -> None:
     """Until ``url``/healthz answers 200 (fails when the process exits first)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -20,6 +20,9 @@ REPO = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
 
 
+STARTUP_DEADLINE = 90.0  # seconds a started server gets to answer /healthz
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,7 +61,9 @@ class Up:
             env={**os.environ, "NO_COLOR": "1"},
         )
         self.client = httpx.Client(base_url=self.url, timeout=10)
-        deadline = time.monotonic() + 30
+        # A deadline, not a wait: generous, because 4 test workers on 2 busy cores can
+        # take long to start a process that imports the whole server.
+        deadline = time.monotonic() + STARTUP_DEADLINE
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"headwater up exited {self.proc.returncode}: {self.output()}")
@@ -72,7 +77,8 @@ class Up:
         raise RuntimeError(f"headwater up did not become healthy: {self.output()}")
 
     def output(self) -> str:
-        self._logf.flush()
+        if not self._logf.closed:  # also after stop(), which closes it
+            self._logf.flush()
         return self.log.read_text()
 
     def wait_job(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -10,24 +11,28 @@ from tests.conftest import require_service
 from tests.e2e.procs import REPO, Up, eventually, run_cli, up_jobs, up_triggers
 
 EXAMPLE = REPO / "examples" / "receivers" / "redis_stream.yaml"
-STREAM = "shop:orders"
 
 
 def test_redis_stream_example_makes_jobs_and_replays_a_dead_letter(tmp_path: Path) -> None:
     require_service("redis")
     import redis
 
+    # The example as shipped, on a stream of its own (Redis is shared with other test runs).
+    stream = f"shop:orders:{uuid.uuid4().hex[:10]}"
+    text = EXAMPLE.read_text(encoding="utf-8")
+    assert "stream: shop:orders\n" in text
+    workspace = tmp_path / "redis_stream.yaml"
+    workspace.write_text(text.replace("stream: shop:orders\n", f"stream: {stream}\n"))
     r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    r.delete(STREAM)
-    up = Up(EXAMPLE, tmp_path)
+    up = Up(workspace, tmp_path)
     try:
         eventually(
             lambda: up_triggers(up)["orders"]["state"]["state"] == "running",
             what="the receiver to run",
         )
         for order in (1, 2, 3):
-            r.xadd(STREAM, {"payload": json.dumps({"order_id": order, "total": 9.5})})
-        r.xadd(STREAM, {"payload": "not an order"})  # a string: the task wants an object
+            r.xadd(stream, {"payload": json.dumps({"order_id": order, "total": 9.5})})
+        r.xadd(stream, {"payload": "not an order"})  # a string: the task wants an object
 
         def three_done() -> list[dict[str, Any]] | None:
             jobs = up_jobs(up, source_type="redis_stream")
@@ -61,5 +66,5 @@ def test_redis_stream_example_makes_jobs_and_replays_a_dead_letter(tmp_path: Pat
         assert 'headwater_trigger_lag_events{trigger="orders",type="redis_stream"} 0.0' in metrics
     finally:
         up.stop()
-        r.delete(STREAM)
+        r.delete(stream)
         r.close()

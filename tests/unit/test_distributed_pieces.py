@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from headwater.cli.cluster_cmds import load_worker_config
+from headwater.cli.worker_config import load_worker_config
 from headwater.distributed.bundle import build_bundle, revision_of, unpack_bundle
 from headwater.distributed.service import WorkerService
 from headwater.distributed.tokens import issue_token, parse_token, secret_digest

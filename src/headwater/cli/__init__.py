@@ -46,5 +46,12 @@ def _register() -> None:
 
 
 def main() -> None:
+    import sys
+
+    if sys.argv[1:] == ["--version"]:  # answered before the commands are even loaded
+        from headwater import __version__
+
+        print(f"headwater {__version__}")
+        return
     _register()
     app()

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -21,8 +21,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli import app
-from headwater.cli.http_client import DEFAULT_SERVER, ClientError, HeadwaterClient
+from headwater.defaults import DEFAULT_SERVER
 from headwater.store.base import JobStatus
+
+if TYPE_CHECKING:  # imported where used: --help does not load the HTTP client
+    from headwater.cli.http_client import HeadwaterClient
 
 __all__ = ["cancel", "job", "jobs", "logs"]
 
@@ -65,6 +68,8 @@ def _err() -> Console:
 @contextmanager
 def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
     """A client whose errors become one line on stderr and exit code 1."""
+    from headwater.cli.http_client import ClientError, HeadwaterClient
+
     if token is not None and "," in token:
         token = next((k.strip() for k in token.split(",") if k.strip()), None)
     try:

@@ -6,11 +6,9 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from headwater.cli import app
@@ -28,10 +26,22 @@ from headwater.cli.run_cmds import (
     default_db_url,
     retention_policy,
 )
-from headwater.errors import ConfigError, HeadwaterError, WorkspaceError
-from headwater.logging_setup import configure_logging
+from headwater.errors import HeadwaterError, WorkspaceError
+
+if TYPE_CHECKING:
+    from headwater.cli.worker_config import WorkerConfig, load_worker_config
 
 __all__ = ["WorkerConfig", "load_worker_config"]
+
+
+def __getattr__(name: str) -> Any:
+    # WorkerConfig (pydantic) lives in worker_config, loaded on first use: --help stays fast.
+    if name in __all__:
+        from headwater.cli import worker_config
+
+        return getattr(worker_config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 tokens_app = typer.Typer(
     help="Create, list and revoke the tokens remote workers authenticate with.",
@@ -87,6 +97,7 @@ def server(
     """Serve the API and /worker/* on a shared database, run the triggers this server owns
     (one owner per trigger across servers) and, with --worker, a local worker."""
     from headwater.distributed.server import ServerSettings, run_server
+    from headwater.logging_setup import configure_logging
 
     configure_logging(log_level, log_format)
     try:
@@ -109,37 +120,6 @@ def server(
         asyncio.run(run_server(settings, _err))
     except HeadwaterError as exc:
         raise _fail(exc) from None
-
-
-class WorkerConfig(BaseModel):
-    """worker-config.yaml (the seed's ``worker_token`` and ``tags``, and a few more)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    server: str | list[str] | None = None
-    worker_token: str | None = None
-    tags: list[str] | None = None  # default: the runners' tags (script, docker, pod)
-    concurrency: int = Field(default=8, ge=1, le=1000)
-    name: str | None = None
-    cache_dir: str | None = None
-    heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
-
-
-def load_worker_config(path: Path) -> WorkerConfig:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the worker config: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the worker config must be a mapping of keys to values")
-    try:
-        return WorkerConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()
-        )
-        known = ", ".join(WorkerConfig.model_fields)
-        raise ConfigError(f"{path}: {problems} (known keys: {known})") from None
 
 
 def _split(values: list[str] | None) -> list[str]:
@@ -188,6 +168,8 @@ def worker_cmd(
     log_format: LogFormatOpt = "console",
 ) -> None:
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
+    from headwater.cli.worker_config import WorkerConfig, load_worker_config
+    from headwater.logging_setup import configure_logging
     from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
     from headwater.worker.worker import WorkerSettings
 
@@ -248,6 +230,7 @@ def worker_cmd(
 
 # -- worker tokens ---------------------------------------------------------------------------
 def _with_store(db: str | None, action: Any) -> Any:
+    from headwater.logging_setup import configure_logging
     from headwater.store.sql import open_store
 
     configure_logging("warning")

@@ -24,7 +24,7 @@ from rich.table import Table
 
 from headwater.cli import app
 from headwater.cli.client_cmds import JsonOpt, ServerOpt, TokenOpt, _client, _err, _print_json
-from headwater.cli.http_client import DEFAULT_SERVER
+from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import HeadwaterError
 
 __all__ = ["dlq_app"]

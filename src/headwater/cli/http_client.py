@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import HeadwaterError
 
 __all__ = [
@@ -25,7 +26,6 @@ __all__ = [
     "ServerUnreachable",
 ]
 
-DEFAULT_SERVER = "http://127.0.0.1:8080"
 _API_PAGE = 1000  # the API's largest ``limit`` for jobs and its log page size
 
 

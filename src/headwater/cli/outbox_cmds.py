@@ -23,8 +23,7 @@ from headwater.cli.sdk_cmds import (
     duration,
     run_async,
 )
-from headwater.logging_setup import configure_logging
-from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
+from headwater.defaults import DEFAULT_REDIS_URL
 
 __all__ = ["publisher_app", "send_event_cmd"]
 
@@ -73,6 +72,7 @@ def publisher_run(
     """Move committed outbox rows to Redis Streams, oldest first, in batches.
 
     One publisher at a time holds the lease; start a second one as a standby."""
+    from headwater.logging_setup import configure_logging
     from headwater.sdk.publisher import PublisherSettings
 
     configure_logging(log_level, log_format)

@@ -9,19 +9,19 @@ import signal
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 
 from headwater.cli import app
 from headwater.errors import HeadwaterError, WorkspaceError
-from headwater.logging_setup import configure_logging
-from headwater.store.base import JobRecord, JobStatus, LogRecord, LogStream
-from headwater.store.retention import RetentionPolicy, parse_retention
-from headwater.url_secrets import hide_password
-from headwater.worker.worker import WorkerSettings
-from headwater.workspace.models import Workspace
+from headwater.store.base import JobStatus, LogStream
+
+if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
+    from headwater.store.base import JobRecord, LogRecord
+    from headwater.store.retention import RetentionPolicy
+    from headwater.workspace.models import Workspace
 
 DB_ENV = "HEADWATER_DATABASE_URL"
 
@@ -98,6 +98,8 @@ def run(
     log_level: Annotated[str, typer.Option(help="Log level of headwater itself.")] = "warning",
 ) -> None:
     """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
+    from headwater.logging_setup import configure_logging
+
     configure_logging(log_level)
     out = Console(highlight=False)
     err = Console(stderr=True, highlight=False)
@@ -128,6 +130,7 @@ async def _run(
     path: Path, task: str, job_input: dict[str, Any], db: str | None, out: Console, quiet: bool
 ) -> JobRecord:
     from headwater.node import Node, NodeSettings
+    from headwater.worker.worker import WorkerSettings
 
     with tempfile.TemporaryDirectory(prefix="headwater-run-") as tmp:
         url = db or f"sqlite:///{tmp}/run.db"
@@ -206,6 +209,8 @@ def up(
     log_format: LogFormatOpt = "console",
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
+    from headwater.logging_setup import configure_logging
+
     configure_logging(log_level, log_format)
     err = Console(stderr=True, highlight=False)
     keys = [k for k in (api_key or []) if k]
@@ -224,6 +229,8 @@ def up(
 
 def retention_policy(retention: str | None, log_retention: str | None) -> RetentionPolicy | None:
     """The policy of ``--retention`` / ``--log-retention`` (None: keep everything)."""
+    from headwater.store.retention import parse_retention
+
     policy = parse_retention(retention, log_retention)
     return None if policy.empty else policy
 
@@ -244,6 +251,8 @@ async def _up(
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
     from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
+    from headwater.url_secrets import hide_password
+    from headwater.worker.worker import WorkerSettings
 
     require_api_key_for(host, keys)
     settings = NodeSettings(

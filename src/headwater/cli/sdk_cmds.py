@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import structlog
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -22,10 +21,8 @@ from rich.table import Table
 
 from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
+from headwater.defaults import DEFAULT_REDIS_URL
 from headwater.errors import HeadwaterError
-from headwater.logging_setup import configure_logging
-from headwater.sdk.consumers.settings import DEFAULT_REDIS_URL
-from headwater.workspace.models import parse_duration
 
 __all__ = ["RedisOpt", "consumer_app", "consumers_app", "quarantine_app", "run_async"]
 
@@ -72,7 +69,11 @@ def _err() -> Console:
 
 def run_async(make: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; HeadwaterError becomes one line on stderr and exit code 1."""
+    import structlog
+
     if not structlog.is_configured():
+        from headwater.logging_setup import configure_logging
+
         configure_logging("warning")
     try:
         return asyncio.run(make())  # type: ignore[arg-type]
@@ -82,6 +83,8 @@ def run_async(make: Callable[[], Awaitable[T]]) -> T:
 
 
 def duration(value: str, option: str) -> float:
+    from headwater.workspace.models import parse_duration
+
     try:
         return parse_duration(value)
     except ValueError as exc:
@@ -180,6 +183,7 @@ def consumer_run(
 
     Receiver-bound functions (@headwater.on_kafka …) run in one more supervised process,
     as jobs. Ctrl-C or SIGTERM stop the workers gracefully."""
+    from headwater.logging_setup import configure_logging
     from headwater.sdk.consumers.settings import SupervisorSettings, WorkerSettings
 
     configure_logging(log_level, log_format)

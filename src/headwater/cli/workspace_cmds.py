@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -18,16 +18,12 @@ from rich.text import Text
 
 from headwater.cli import app
 from headwater.cli.client_cmds import ServerOpt, TokenOpt
-from headwater.cli.http_client import DEFAULT_SERVER
+from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import Problem, Severity
-from headwater.workspace.loader import Report, check_workspace
-from headwater.workspace.models import (
-    EventSourceTrigger,
-    SchedulerTrigger,
-    Task,
-    WebhookTrigger,
-    Workspace,
-)
+
+if TYPE_CHECKING:  # the workspace models load where used, so --help stays fast
+    from headwater.workspace.loader import Report
+    from headwater.workspace.models import Task, Workspace
 
 __all__ = ["task_rows", "trigger_rows"]
 
@@ -52,6 +48,8 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def _check(path: Path) -> Report:
+    from headwater.workspace.loader import check_workspace
+
     if not path.exists():
         _usage_error(f"{path}: no such file or directory")
     return check_workspace(path)
@@ -140,6 +138,8 @@ def task_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 def trigger_rows(ws: Workspace) -> list[dict[str, Any]]:
     """What ``headwater triggers PATH --json`` prints: one object per trigger."""
+    from headwater.workspace.models import EventSourceTrigger, SchedulerTrigger, WebhookTrigger
+
     rows: list[dict[str, Any]] = []
     for name, trigger in ws.triggers.items():
         row: dict[str, Any] = {

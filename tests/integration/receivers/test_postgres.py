@@ -10,7 +10,6 @@ import psycopg
 import pytest
 
 from tests.integration.receivers.conftest import Rig, eventually
-from tests.integration.receivers.harnesses.postgres import URL
 
 pytestmark = pytest.mark.parametrize("harness", ["postgres"], indirect=True)
 
@@ -18,7 +17,7 @@ pytestmark = pytest.mark.parametrize("harness", ["postgres"], indirect=True)
 async def test_a_row_committed_after_a_later_key_is_not_skipped(rig: Rig) -> None:
     table = rig.trigger["table"]
     await rig.start()
-    slow = await psycopg.AsyncConnection.connect(URL)  # a long transaction takes key 1
+    slow = await psycopg.AsyncConnection.connect(rig.harness.url)  # a long transaction takes key 1
     try:
         await slow.execute(f"INSERT INTO {table} (body) VALUES (%s::jsonb)", [json.dumps({"n": 1})])
         await rig.harness.publish([{"n": 2}])  # key 2 commits first
@@ -64,7 +63,7 @@ async def test_a_notified_row_held_by_an_older_transaction_is_read_when_it_ends(
     (nothing notifies when it ends). Default ``poll_secs`` (5 s)."""
     del rig.trigger["poll_secs"]
     await rig.start()
-    older = await psycopg.AsyncConnection.connect(URL)
+    older = await psycopg.AsyncConnection.connect(rig.harness.url)
     try:
         await older.execute("SELECT txid_current()")  # an open transaction with an xid
         await rig.harness.publish([{"n": 1}])  # committed and notified, held back
@@ -78,4 +77,4 @@ async def test_a_notified_row_held_by_an_older_transaction_is_read_when_it_ends(
         waited = time.monotonic() - released
     finally:
         await older.close()
-    assert waited < 2.5, f"{waited:.2f}s after the older transaction ended (poll is 5 s)"
+    assert waited < 4.0, f"{waited:.2f}s after the older transaction ended (poll is 5 s)"

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from headwater.defaults import DEFAULT_REDIS_URL
+
 __all__ = ["DEFAULT_REDIS_URL", "SupervisorSettings", "WorkerSettings", "lease_name"]
 
-DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DAY = 86_400.0
 
 

@@ -54,6 +54,10 @@ def is_receiver_trigger(trigger: object) -> TypeGuard[ReceiverTriggerBase]:
     return isinstance(trigger, ReceiverTriggerBase) and trigger.type in RECEIVER_MODULES
 
 
+# The package extra that installs each receiver's client library (pyproject.toml).
+_EXTRAS = {"redis_stream": "redis", "redis_list": "redis"}
+
+
 def create_receiver(
     trigger: Any, render: Callable[[Any, str], Any], templates: TemplateEngine
 ) -> EventReceiver:
@@ -66,7 +70,7 @@ def create_receiver(
     except ImportError as exc:
         raise ConfigError(
             f"the {trigger.type} receiver needs a client library that is not installed"
-            f" ({exc.name}); install headwater with its extra"
+            f" ({exc.name}): pip install 'headwater[{_EXTRAS.get(trigger.type, trigger.type)}]'"
         ) from exc
     factory: ReceiverFactory = module.create_receiver
     return factory(trigger, render, templates)

@@ -1,4 +1,5 @@
-"""Harness of the postgres receiver: a table in database ``test`` with a NOTIFY trigger."""
+"""Harness of the postgres receiver: a table with a NOTIFY trigger, in a database of its own
+(so that ``interrupt`` cuts only this test's receiver, also under pytest-xdist)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,8 @@ import json
 import uuid
 from typing import Any
 
-from tests.conftest import require_service
+from tests.conftest import PG_ADMIN_URL, _pg_url_for, require_service
 
-URL = "postgresql://postgres@127.0.0.1:5432/test"
 SOURCE_ID = "rcv/incoming"
 
 
@@ -21,6 +21,8 @@ class PostgresHarness:
 
     def __init__(self) -> None:
         require_service("postgres")
+        self.database = f"hw_rcv_{uuid.uuid4().hex[:12]}"
+        self.url = _pg_url_for(self.database)
         self.table = f"hw_test_events_{uuid.uuid4().hex[:10]}"
         self.channel = f"{self.table}_new"
         self.conn: Any = None
@@ -30,7 +32,7 @@ class PostgresHarness:
         self.store = store
 
     def secrets(self) -> dict[str, str]:
-        return {"pg_url": URL}
+        return {"pg_url": self.url}
 
     def trigger(self, **overrides: Any) -> dict[str, Any]:
         return {
@@ -49,7 +51,9 @@ class PostgresHarness:
     async def setup(self) -> None:
         import psycopg
 
-        self.conn = await psycopg.AsyncConnection.connect(URL, autocommit=True)
+        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            await admin.execute(f'CREATE DATABASE "{self.database}"')
+        self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         t, ch = self.table, self.channel
         await self.conn.execute(
             f"CREATE TABLE {t} (id bigserial PRIMARY KEY, body jsonb,"
@@ -64,9 +68,11 @@ class PostgresHarness:
         )
 
     async def cleanup(self) -> None:
-        await self.conn.execute(f"DROP TABLE IF EXISTS {self.table}")
-        await self.conn.execute(f"DROP FUNCTION IF EXISTS {self.table}_notify()")
+        import psycopg
+
         await self.conn.close()
+        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     async def publish(self, payloads: list[Any]) -> list[str]:
         ids = []
@@ -101,8 +107,8 @@ class PostgresHarness:
         return int(row[0])
 
     async def interrupt(self) -> None:
-        # PostgreSQL is shared: terminate only the receiver's sessions.
+        # PostgreSQL is shared: terminate only this receiver's sessions, in this database.
         await self.conn.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name LIKE 'headwater:postgres:%%'"
+            " WHERE datname = current_database() AND application_name LIKE 'headwater:postgres:%%'"
         )
