@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -17,14 +17,17 @@ from rich.console import Console
 from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, default_db_url
 from headwater.errors import ConfigError, HeadwaterError
-from headwater.logging_setup import configure_logging
-from headwater.store.base import PruneCounts
-from headwater.store.retention import FINAL_STATUSES, RetentionPolicy, parse_age, prune
+
+if TYPE_CHECKING:  # imported where used, so that ``headwater --help`` stays fast
+    from headwater.store.base import PruneCounts
+    from headwater.store.retention import RetentionPolicy
 
 __all__ = ["prune_cmd"]
 
 
 def _policy(older_than: str, statuses: list[str] | None, logs: str | None) -> RetentionPolicy:
+    from headwater.store.retention import FINAL_STATUSES, RetentionPolicy, parse_age
+
     age = parse_age(older_than)
     wanted = [s.strip().lower() for v in statuses or [] for s in v.split(",") if s.strip()]
     known = {s.value: s for s in FINAL_STATUSES}
@@ -72,6 +75,8 @@ def prune_cmd(
 ) -> None:
     """Delete finished jobs (with their steps and logs) and rejected events older than
     --older-than, in batches; prints progress, then the counts."""
+    from headwater.logging_setup import configure_logging
+
     configure_logging("warning")
     err = Console(stderr=True, highlight=False)
     try:
@@ -100,6 +105,8 @@ def prune_cmd(
 async def _prune(
     url: str, policy: RetentionPolicy, batch: int, dry_run: bool, quiet: bool, err: Console
 ) -> PruneCounts:
+    from headwater.store.base import PruneCounts
+    from headwater.store.retention import prune
     from headwater.store.sql import open_store
 
     store = await open_store(url)
