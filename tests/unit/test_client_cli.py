@@ -17,6 +17,7 @@ import uvicorn
 from typer.testing import CliRunner
 
 import headwater.cli.client_cmds
+import headwater.cli.http_client
 from headwater.cli import app
 from headwater.cli.http_client import HeadwaterClient
 from headwater.server.app import create_app
@@ -346,8 +347,8 @@ def test_default_server_message(monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection refused", request=request)
 
-    monkeypatch.setattr(
-        headwater.cli.client_cmds,
+    monkeypatch.setattr(  # the commands import the client when they run
+        headwater.cli.http_client,
         "HeadwaterClient",
         functools.partial(HeadwaterClient, transport=httpx.MockTransport(refuse)),
     )
