@@ -1,4 +1,5 @@
-"""The Store contract, on SQLite and on PostgreSQL (the ``store`` fixture runs both)."""
+"""The Store contract, on SQLite, on PostgreSQL and in memory (the ``store`` fixture runs
+all three: ``headwater.testing.InMemoryStore`` keeps the same contract)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from headwater.store import (
     RejectedEvent,
     StepStatus,
     StepUpdate,
+    Store,
     Subscription,
 )
 from headwater.store.postgres import LISTEN_APPLICATION
@@ -47,10 +49,13 @@ async def payloads_until(sub: Subscription, done: Callable[[list[str]], bool]) -
     return seen
 
 
-async def listening(store: SqlStore, sub: Subscription) -> None:
-    """PostgreSQL: wait for the LISTEN connection, and drop its "re-read all" hint."""
+async def listening(store: Store, sub: Subscription) -> None:
+    """PostgreSQL: wait for the LISTEN connection, and drop its "re-read all" hint (SQLite
+    and the in-memory store publish in-process: there is nothing to wait for)."""
+    if not isinstance(store, SqlStore) or store.dialect == "sqlite":
+        return
     await store.wait_listening(timeout=5)
-    await payloads_until(sub, lambda seen: store.dialect == "sqlite" or "*" in seen)
+    await payloads_until(sub, lambda seen: "*" in seen)
 
 
 # -- insert / get / list -------------------------------------------------------------------
