@@ -17,6 +17,8 @@ from types import ModuleType
 
 import pytest
 
+from tests.store_backends import STORE_BACKENDS
+
 # The only tests that may skip when HEADWATER_REQUIRE_SERVICES=1: node id prefix -> why.
 ALLOWED_SKIPS: dict[str, str] = {
     "tests/integration/test_runners_live.py": (
@@ -171,13 +173,42 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         await drop_pg_database(url)
 
 
+@pytest.fixture(params=STORE_BACKENDS)
+def store_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def store(db_url: str) -> AsyncIterator[object]:
-    """A migrated store on SQLite and on PostgreSQL."""
+async def store(store_backend: str, tmp_path: os.PathLike[str]) -> AsyncIterator[object]:
+    """A migrated store on SQLite, on PostgreSQL and in memory (headwater.testing)."""
+    from headwater.store.base import Store
+
+    st: Store
+    if store_backend == "memory":
+        from headwater.testing import InMemoryStore
+
+        st = InMemoryStore()
+        try:
+            yield st
+        finally:
+            await st.close()
+        return
     from headwater.store.sql import open_store
 
-    st = await open_store(db_url)
+    if store_backend == "sqlite":
+        st = await open_store(f"sqlite:///{os.fspath(tmp_path)}/headwater.db")
+        try:
+            yield st
+        finally:
+            await st.close()
+        return
+    require_service("postgres")
+    url = await create_pg_database()
     try:
-        yield st
+        st = await open_store(url)
+        try:
+            yield st
+        finally:
+            await st.close()
     finally:
-        await st.close()
+        await drop_pg_database(url)

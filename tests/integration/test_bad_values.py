@@ -16,7 +16,6 @@ import pytest
 
 from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
 from headwater.store.base import JobFilter, JobStatus, Store
-from headwater.store.sql import open_store
 from headwater.workspace.loader import load_workspace
 from tests.integration.test_engine import start_node
 from tests.integration.test_event_sources import _state_is, running
@@ -100,28 +99,24 @@ tasks:
 """
 
 
-async def test_one_bad_row_never_fails_its_batch_mates(tmp_path: Path, db_url: str) -> None:
-    store: Store = await open_store(db_url)
-    try:
-        (tmp_path / "ws.yaml").write_text(WS)
-        ws = load_workspace(tmp_path / "ws.yaml")
-        dispatcher = Dispatcher(store, lambda: ws)
-        bad: list[dict[str, Any]] = [{"x": "\ud800"}, {"x": "a\x00b"}, {"x": math.nan}]
-        events = [Event("t", {"n": i}, "api", source_id="batch") for i in range(10)]
-        for slot, payload in zip((2, 5, 9), bad, strict=True):
-            events[slot] = Event("t", payload, "api", source_id="batch")
-        outcomes = await dispatcher.dispatch(events)
-        statuses = [o.status for o in outcomes]
-        assert [i for i, s in enumerate(statuses) if s is DispatchStatus.REJECTED] == [2, 5, 9]
-        assert statuses.count(DispatchStatus.ACCEPTED) == 7
-        assert all(outcomes[i].reason for i in (2, 5, 9))
-        jobs = await store.list_jobs(JobFilter(limit=100))
-        assert sorted(j.input["n"] for j in jobs) == [0, 1, 3, 4, 6, 7, 8]
-        rejected = await store.list_rejected(source_id="batch")
-        assert len(rejected) == 3
-        assert all("cannot keep" in r.reason for r in rejected)
-    finally:
-        await store.close()
+async def test_one_bad_row_never_fails_its_batch_mates(tmp_path: Path, store: Store) -> None:
+    (tmp_path / "ws.yaml").write_text(WS)
+    ws = load_workspace(tmp_path / "ws.yaml")
+    dispatcher = Dispatcher(store, lambda: ws)
+    bad: list[dict[str, Any]] = [{"x": "\ud800"}, {"x": "a\x00b"}, {"x": math.nan}]
+    events = [Event("t", {"n": i}, "api", source_id="batch") for i in range(10)]
+    for slot, payload in zip((2, 5, 9), bad, strict=True):
+        events[slot] = Event("t", payload, "api", source_id="batch")
+    outcomes = await dispatcher.dispatch(events)
+    statuses = [o.status for o in outcomes]
+    assert [i for i, s in enumerate(statuses) if s is DispatchStatus.REJECTED] == [2, 5, 9]
+    assert statuses.count(DispatchStatus.ACCEPTED) == 7
+    assert all(outcomes[i].reason for i in (2, 5, 9))
+    jobs = await store.list_jobs(JobFilter(limit=100))
+    assert sorted(j.input["n"] for j in jobs) == [0, 1, 3, 4, 6, 7, 8]
+    rejected = await store.list_rejected(source_id="batch")
+    assert len(rejected) == 3
+    assert all("cannot keep" in r.reason for r in rejected)
 
 
 STEP_FUNCS = """

@@ -22,6 +22,7 @@ from headwater.store.ids import utcnow
 from headwater.store.tables import processed_events, rejected_events
 from headwater.workspace.models import Workspace
 from tests.integration.sdk_pipeline import Pipeline, eventually, shared_redis_url, unique_stream
+from tests.store_backends import sql_only
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -323,6 +324,7 @@ async def test_old_dedup_records_are_cleaned_up_in_batches(db_url: str) -> None:
         await eventually(cleaned, what="the cleanup")
 
 
+@sql_only("the SDK writes its dead letters with SQL in the handler's own transaction")
 async def test_dead_letters_are_listed_with_the_triggers_ones(store: Any) -> None:
     async with store.engine.begin() as conn:
         await sql.upsert_dead_letter(conn, "t.c", "k1", {"event_uuid": "u"}, "first\ntrace")

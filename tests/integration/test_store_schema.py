@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 from headwater.errors import ConfigError
 from headwater.store.sql import SqlStore, default_sqlite_url, open_store
 from headwater.store.tables import metadata
+from tests.store_backends import sql_only
 
 
 def _diffs(conn: Connection) -> list[Any]:
@@ -34,6 +35,7 @@ def _partial_indexes(conn: Connection) -> dict[str, str]:
     return found
 
 
+@sql_only("compares the migrated SQL schema with the table metadata")
 async def test_migrated_schema_equals_metadata(store: SqlStore) -> None:
     async with store.engine.connect() as conn:
         assert await conn.run_sync(_diffs) == []

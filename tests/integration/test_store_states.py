@@ -1,7 +1,8 @@
 """Property: whatever the sequence of store calls, a job never leaves a final status.
 
 A hypothesis state machine drives a real SQLite store (SQLite only, to stay fast; the
-transitions are the same SQL on PostgreSQL and are covered by test_store.py there).
+transitions are the same SQL on PostgreSQL and are covered by test_store.py there), and
+the same machine drives ``headwater.testing.InMemoryStore``, which must keep the rule too.
 """
 
 from __future__ import annotations
@@ -24,8 +25,9 @@ from hypothesis.stateful import (
 )
 
 from headwater.errors import ConflictError
-from headwater.store import JobStatus, NewJob
+from headwater.store import JobStatus, NewJob, Store
 from headwater.store.sql import open_store
+from headwater.testing import InMemoryStore
 
 T = TypeVar("T")
 FINAL = [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
@@ -39,9 +41,12 @@ class JobLifecycle(RuleBasedStateMachine):
         super().__init__()
         self.dir = tempfile.mkdtemp(prefix="hw-states-")
         self.loop = asyncio.new_event_loop()
-        self.store = self.run(open_store(f"sqlite:///{self.dir}/hw.db"))
+        self.store = self.run(self.open())
         self.final: dict[str, str] = {}  # job id → the final status it reached
         self.owner: dict[str, str] = {}  # running job id → worker
+
+    async def open(self) -> Store:
+        return await open_store(f"sqlite:///{self.dir}/hw.db")
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
@@ -107,10 +112,18 @@ class JobLifecycle(RuleBasedStateMachine):
         assert {j.id: j.status.value for j in jobs} == self.final
 
 
-JobLifecycle.TestCase.settings = settings(
+class MemoryJobLifecycle(JobLifecycle):
+    async def open(self) -> Store:
+        return InMemoryStore()
+
+
+SETTINGS = settings(
     max_examples=15,
     stateful_step_count=20,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+JobLifecycle.TestCase.settings = SETTINGS
+MemoryJobLifecycle.TestCase.settings = SETTINGS
 TestJobLifecycle = JobLifecycle.TestCase
+TestMemoryJobLifecycle = MemoryJobLifecycle.TestCase

@@ -127,6 +127,20 @@ async def harness(request: pytest.FixtureRequest) -> AsyncIterator[ReceiverHarne
 
 
 @pytest.fixture
+async def store(db_url: str) -> AsyncIterator[Store]:
+    """The receivers' store is the ``db_url`` database (SQLite, PostgreSQL), not the
+    contract's three backends: the crash tests reopen that database in a child process,
+    and some files pin ``db_url`` to SQLite."""
+    from headwater.store.sql import open_store
+
+    st = await open_store(db_url)
+    try:
+        yield st
+    finally:
+        await st.close()
+
+
+@pytest.fixture
 async def rig(store: Store, harness: ReceiverHarness) -> AsyncIterator[Rig]:
     r = Rig(store, harness, harness.trigger())
     yield r
