@@ -90,3 +90,47 @@ def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "`for_each` is not supported yet" in result.stdout + result.stderr
     assert "`sequential` is not supported yet" in result.stdout + result.stderr
+
+
+def test_state_and_artifacts_are_refused(tmp_path: Path) -> None:
+    result = run_cli("validate", str(WORKSPACES / "state_artifacts"), cwd=tmp_path)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    for refused in (
+        "`$STATE_DIR` is not",
+        "`$STATE_OUT_DIR` is not",
+        "`$ARTIFACTS_DIR` is not",
+        "`STATE:` output lines are not",
+        "`state` in templates is not",
+    ):
+        assert f"{refused} supported yet" in out, refused
+    assert "Traceback" not in out
+
+
+def test_a_local_step_never_writes_its_files_into_the_root(tmp_path: Path) -> None:
+    # A script that finds the variables anyway (here through `env`, which validate
+    # cannot see) gets empty directories of its own, removed after the step.
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "flow.yaml").write_text(
+        "actions:\n"
+        "  show:\n"
+        "    type: script\n"
+        "    script: |\n"
+        "      env | grep -E '^(ARTIFACTS|STATE|STATE_OUT)_DIR=' | sort\n"
+        "      for d in $(env | grep -E '^(ARTIFACTS|STATE)_DIR=' | cut -d= -f2); do\n"
+        '        test -d "$d" && test -z "$(ls -A "$d")" && echo empty; done\n'
+        "tasks:\n"
+        "  t:\n"
+        "    flow:\n"
+        "      show:\n"
+        "        action: show\n"
+    )
+    result = run_cli("run", str(ws), "t", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line.removeprefix("[show] ") for line in result.stdout.splitlines()]
+    dirs = {k: v for k, _, v in (line.partition("=") for line in lines if "_DIR=" in line)}
+    assert set(dirs) == {"ARTIFACTS_DIR", "STATE_DIR", "STATE_OUT_DIR"}
+    assert all(v.startswith("/") and v != "/" for v in dirs.values())
+    assert lines.count("empty") == 2
+    assert not any(Path(v).exists() for v in dirs.values())

@@ -19,6 +19,7 @@ import structlog
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
+from headwater.engine.step_dirs import scratch_dirs
 from headwater.errors import HeadwaterError, TemplateError
 from headwater.runners.base import (
     OUTPUT_PREFIX,
@@ -312,8 +313,14 @@ class StepRunner:
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)
+        scratch = (
+            scratch_dirs(spec)
+            if action.effective_runner is RunnerKind.LOCAL
+            else contextlib.nullcontext(spec)
+        )
         try:
-            result: StepResult = await runner.run(spec, collector, stop.event)
+            with scratch as spec:
+                result: StepResult = await runner.run(spec, collector, stop.event)
         finally:
             if hook is not None:
                 await hook.close()
