@@ -92,19 +92,67 @@ def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     assert "`sequential` is not supported yet" in result.stdout + result.stderr
 
 
-def test_state_and_artifacts_are_refused(tmp_path: Path) -> None:
-    result = run_cli("validate", str(WORKSPACES / "state_artifacts"), cwd=tmp_path)
+def test_task_state_is_refused(tmp_path: Path) -> None:
+    result = run_cli("validate", str(WORKSPACES / "task_state"), cwd=tmp_path)
     assert result.returncode != 0
     out = result.stdout + result.stderr
     for refused in (
         "`$STATE_DIR` is not",
         "`$STATE_OUT_DIR` is not",
-        "`$ARTIFACTS_DIR` is not",
         "`STATE:` output lines are not",
         "`state` in templates is not",
     ):
         assert f"{refused} supported yet" in out, refused
     assert "Traceback" not in out
+
+
+def test_artifacts_are_kept_from_a_succeeded_step(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    result = run_cli(
+        "run",
+        str(WORKSPACES / "artifacts"),
+        "produce-artifacts",
+        "--json",
+        "--artifacts-dir",
+        str(kept),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = json.loads(result.stdout)
+    listed = {a["name"]: a for a in job["artifacts"]}
+    assert sorted(listed) == ["report.html", "reports/q1.txt", "status.txt"]
+    assert listed["report.html"]["step_name"] == "make-report"
+    assert listed["report.html"]["content_type"] == "text/html"
+    assert listed["status.txt"]["size_bytes"] == 3
+    files = kept / job["id"] / "files"
+    assert (files / "reports" / "q1.txt").read_text() == "q1\n"
+
+
+def test_a_failed_steps_artifacts_are_dropped(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    result = run_cli(
+        "run",
+        str(WORKSPACES / "artifacts"),
+        "fails",
+        "--json",
+        "--artifacts-dir",
+        str(kept),
+        cwd=tmp_path,
+    )
+    job = json.loads(result.stdout)
+    assert job["status"] == "failed"
+    names = {a["name"] for a in job["artifacts"]}
+    assert "partial.txt" not in names
+    assert "report.html" in names  # the step before it succeeded
+
+
+def test_artifacts_without_a_place_to_keep_them_fail_the_step(tmp_path: Path) -> None:
+    # `headwater run` keeps its database in a temporary folder: without --artifacts-dir
+    # the files would vanish, so the step fails and says so.
+    job = run(tmp_path, "artifacts", "produce-artifacts")
+    assert job["status"] == "failed"
+    (step,) = job["steps"]
+    assert "--artifacts-dir" in step["error"]
 
 
 def test_a_local_step_never_writes_its_files_into_the_root(tmp_path: Path) -> None:

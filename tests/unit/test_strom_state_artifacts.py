@@ -1,5 +1,5 @@
-"""Strøm's task state and artifacts are not kept yet: `validate` refuses them, and a
-local step still never sees `$ARTIFACTS_DIR` (or the state directories) unset."""
+"""Strøm's task state is not kept yet, nor artifacts from containers: `validate`
+refuses them."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ def refusals(tmp_path: Path, text: str) -> list[str]:
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ('cp out.html "$ARTIFACTS_DIR/"', "`$ARTIFACTS_DIR` is not supported yet"),
         ("cat ${STATE_DIR}/cursor", "`$STATE_DIR` is not supported yet"),
         ("cp cert.pem $STATE_OUT_DIR/", "`$STATE_OUT_DIR` is not supported yet"),
         ("ls $GLOBAL_STATE_DIR", "`$GLOBAL_STATE_DIR` is not supported yet"),
@@ -101,3 +100,38 @@ def test_words_that_merely_contain_state_are_not_refused(tmp_path: Path) -> None
         """,
     )
     assert errors == []
+
+
+def test_artifacts_are_refused_in_a_container_action_only(tmp_path: Path) -> None:
+    errors = refusals(
+        tmp_path,
+        """
+        actions:
+          local:
+            type: script
+            script: cp out.html "$ARTIFACTS_DIR/"
+          boxed:
+            type: script
+            runner: docker
+            image: alpine
+            script: cp out.html "$ARTIFACTS_DIR/"
+        tasks:
+          t:
+            flow:
+              a:
+                action: local
+              b:
+                action: boxed
+              c:
+                type: script
+                runner: docker
+                image: alpine
+                script: ls $ARTIFACTS_DIR
+        """,
+    )
+    assert errors == [
+        "action 'boxed': `$ARTIFACTS_DIR` is not supported yet on the docker runner in"
+        " headwater (artifacts are kept from local steps only)",
+        "task 't': `$ARTIFACTS_DIR` is not supported yet on the docker runner in"
+        " headwater (artifacts are kept from local steps only)",
+    ]

@@ -2,14 +2,15 @@
 
 Strøm gives every shell step ``$ARTIFACTS_DIR`` (files to keep) and ``$STATE_DIR`` /
 ``$STATE_OUT_DIR`` (task state between runs), plus the workspace-wide ``GLOBAL_*``
-pair. headwater does not collect artifacts or keep state yet (``validate`` refuses a
-workspace that uses them), but a script that reads them anyway must never see them
-unset: ``cp report.html "$ARTIFACTS_DIR/"`` would then write into ``/``. So a local
-step gets each as an empty directory of its own, removed when the step ends.
+pair. A local step gets each as an empty directory of its own, removed when the step ends
+(never unset: ``cp report.html "$ARTIFACTS_DIR/"`` would then write into ``/``). What a
+succeeded step leaves in ``$ARTIFACTS_DIR`` is kept (:mod:`headwater.artifacts`).
+headwater does not keep task state yet (``validate`` refuses a workspace that uses it).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import shutil
@@ -17,9 +18,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import structlog
+
+from headwater.artifacts import ArtifactStore
+from headwater.errors import ArtifactError
 from headwater.runners.base import StepSpec
 
-__all__ = ["SCRATCH_VARIABLES", "scratch_dirs"]
+__all__ = ["SCRATCH_VARIABLES", "keep_artifacts", "scratch_dirs"]
+
+log = structlog.get_logger(__name__)
 
 # Variable -> directory name under the step's scratch root.
 SCRATCH_VARIABLES: dict[str, str] = {
@@ -49,3 +56,31 @@ def scratch_dirs(spec: StepSpec) -> Iterator[StepSpec]:
         yield dataclasses.replace(spec, env=env)
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+async def keep_artifacts(
+    store: ArtifactStore | None, job_id: str, step: str, spec: StepSpec
+) -> str | None:
+    """Keep the files a succeeded step left in its ``$ARTIFACTS_DIR``; the reason the
+    step fails instead, or None."""
+    folder = spec.env.get("ARTIFACTS_DIR")
+    if not folder:
+        return None
+    return await asyncio.to_thread(_keep, store, job_id, step, Path(folder))
+
+
+def _keep(store: ArtifactStore | None, job_id: str, step: str, folder: Path) -> str | None:
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    if store is None:
+        return (
+            "the step wrote artifacts, but this worker keeps none (artifacts are kept by"
+            " `headwater up` and by `headwater run --artifacts-dir DIR`; not yet by"
+            " distributed workers)"
+        )
+    try:
+        kept = store.collect(job_id, step, folder)
+    except (ArtifactError, OSError) as exc:
+        return f"artifacts not kept: {exc}"
+    log.info("artifacts_kept", job_id=job_id, step=step, count=len(kept))
+    return None

@@ -1,13 +1,14 @@
-"""Strøm's task state and artifacts, which headwater does not keep yet: refused loudly.
+"""Strøm's task state, and artifacts outside local steps: not kept yet, refused loudly.
 
-A Strøm script writes files to keep into ``$ARTIFACTS_DIR`` and task state into
-``$STATE_OUT_DIR`` or ``STATE: {...}`` lines, reads the previous run's state from
-``$STATE_DIR`` and templates read it as ``state.*`` (``global_state.*`` for the
-workspace-wide kind). Loading such a workspace and then dropping the files or the state
-would be silently wrong, so ``validate`` reports each use as an error that says the
-feature is not supported yet. (At run time a local step still gets these variables as
-empty directories of its own, see :mod:`headwater.engine.step_dirs`, so a script that
-slips through never writes into ``/``.)
+A Strøm script writes task state into ``$STATE_OUT_DIR`` or ``STATE: {...}`` lines,
+reads the previous run's state from ``$STATE_DIR``, and templates read it as
+``state.*`` (``global_state.*`` for the workspace-wide kind). Loading such a workspace
+and then dropping the state would be silently wrong, so ``validate`` reports each use as
+an error that says the feature is not supported yet. ``$ARTIFACTS_DIR`` is kept from
+local steps (:mod:`headwater.artifacts`), and refused in a docker or pod action. (At
+run time a local step gets each variable as an empty directory of its own, see
+:mod:`headwater.engine.step_dirs`, so a script that slips through never writes into
+``/``.)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from headwater.errors import Problem
+from headwater.workspace.models import RunnerKind
 from headwater.workspace.yamlsource import YamlPath
 
 if TYPE_CHECKING:
@@ -56,7 +58,9 @@ def state_and_artifact_problems(ws: Workspace, source_map: SourceMap) -> list[Pr
         for key, dumped in items.items():
             seen: set[str] = set()
             for path, text in _strings(dumped, (section, key)):
-                for message in _uses(text, expression=path[-1] in _EXPRESSION_KEYS):
+                runner = _runner(ws, path)
+                uses = _uses(text, expression=path[-1] in _EXPRESSION_KEYS, runner=runner)
+                for message in uses:
                     if message in seen:
                         continue
                     seen.add(message)
@@ -65,9 +69,30 @@ def state_and_artifact_problems(ws: Workspace, source_map: SourceMap) -> list[Pr
     return problems
 
 
-def _uses(text: str, *, expression: bool) -> Iterator[str]:
+def _runner(ws: Workspace, path: YamlPath) -> RunnerKind | None:
+    """The runner of the action ``path`` is in (None: not in an action)."""
+    if path[0] == "actions":
+        return ws.actions[str(path[1])].effective_runner
+    if "inline" in path:
+        i = path.index("inline")
+        step = ws.tasks[str(path[1])].flow.get(str(path[i - 1]))
+        if step is not None and step.inline is not None:
+            return step.inline.effective_runner
+    return None
+
+
+def _uses(text: str, *, expression: bool, runner: RunnerKind | None) -> Iterator[str]:
     for match in _VARIABLE.finditer(text):
         name = match.group(1)
+        if name == "ARTIFACTS_DIR":
+            # Kept from local steps (headwater.artifacts); not from containers yet.
+            if runner is None or runner is RunnerKind.LOCAL:
+                continue
+            yield (
+                f"`${name}` is not supported yet on the {runner.value} runner in headwater"
+                " (artifacts are kept from local steps only)"
+            )
+            continue
         yield f"`${name}` is not supported yet in headwater ({_VARIABLES[name]})"
     for match in _PROTOCOL.finditer(text):
         what = _GLOBAL_STATE if match.group(1).startswith("GLOBAL") else _STATE
