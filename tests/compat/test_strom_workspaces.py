@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.procs import run_cli
+from tests.e2e.procs import Up, run_cli
 
 WORKSPACES = Path(__file__).parent / "workspaces"
 
@@ -182,3 +182,21 @@ def test_a_local_step_never_writes_its_files_into_the_root(tmp_path: Path) -> No
     assert all(v.startswith("/") and v != "/" for v in dirs.values())
     assert lines.count("empty") == 2
     assert not any(Path(v).exists() for v in dirs.values())
+
+
+def test_artifacts_through_up_are_listed_and_downloaded(tmp_path: Path) -> None:
+    # Strøm's e2e check: run produce-artifacts, list the job's artifacts (a JSON array),
+    # download one by its relative url. `up` keeps them in .headwater/artifacts.
+    up = Up(WORKSPACES / "artifacts", tmp_path)
+    try:
+        created = up.client.post("/api/tasks/produce-artifacts/run", json={"input": {}})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+        assert up.wait_job(job_id, timeout=60)["status"] == "completed"
+        listed = up.client.get(f"/api/jobs/{job_id}/artifacts").json()
+        assert sorted(a["name"] for a in listed) == ["report.html", "reports/q1.txt", "status.txt"]
+        status = next(a for a in listed if a["name"] == "status.txt")
+        assert up.client.get(status["url"]).text == "ok\n"
+        assert (tmp_path / ".headwater" / "artifacts" / job_id / "files" / "status.txt").exists()
+    finally:
+        up.stop()
