@@ -13,6 +13,8 @@ and read by the API of the same machine (``headwater up`` / ``run``).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import mimetypes
 import os
@@ -22,10 +24,14 @@ import tempfile
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 import structlog
 
 from headwater.errors import ArtifactError
+
+if TYPE_CHECKING:
+    from headwater.store.base import Store
 
 __all__ = ["Artifact", "ArtifactStore"]
 
@@ -91,14 +97,14 @@ class ArtifactStore:
         return kept
 
     # -- reading (the API side) -----------------------------------------------------------
-    def list(self, job_id: str) -> list[Artifact]:
+    def artifacts_of(self, job_id: str) -> list[Artifact]:
         if not _JOB_ID.match(job_id):
             return []
         return sorted(self._index(self.root / job_id).values(), key=lambda a: a.name)
 
     def open(self, job_id: str, name: str) -> tuple[Artifact, Path] | None:
         """The artifact ``name`` of ``job_id`` and its file, or None."""
-        artifact = {a.name: a for a in self.list(job_id)}.get(name)
+        artifact = {a.name: a for a in self.artifacts_of(job_id)}.get(name)
         if artifact is None:
             return None
         path = self.root / job_id / "files" / artifact.name
@@ -107,6 +113,37 @@ class ArtifactStore:
     def delete(self, job_id: str) -> None:
         if _JOB_ID.match(job_id):
             shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    async def sweep(self, store: Store, batch: int = 500) -> int:
+        """Delete the artifacts of jobs the store no longer has (retention deleted them:
+        artifacts live as long as their job); how many jobs' artifacts went."""
+        ids = await asyncio.to_thread(self._job_ids)
+        removed = 0
+        for start in range(0, len(ids), batch):
+            chunk = ids[start : start + batch]
+            known = {job.id for job in await store.get_jobs(chunk)}
+            for job_id in chunk:
+                if job_id not in known:
+                    await asyncio.to_thread(self.delete, job_id)
+                    removed += 1
+        return removed
+
+    async def run_sweep(self, store: Store, stop: asyncio.Event, interval: float = 300.0) -> None:
+        """:meth:`sweep` now and every ``interval`` seconds until ``stop``."""
+        while not stop.is_set():
+            try:
+                removed = await self.sweep(store)
+                if removed:
+                    log.info("artifacts_swept", jobs=removed)
+            except Exception:
+                log.exception("artifact_sweep_failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval)
+
+    def _job_ids(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and _JOB_ID.match(p.name))
 
     def _job_dir(self, job_id: str) -> Path:
         if not _JOB_ID.match(job_id):

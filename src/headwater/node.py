@@ -431,6 +431,9 @@ class Node:
             tasks.append(
                 asyncio.create_task(run_retention(self.store, retention, stop), name="retention")
             )
+            if self.artifacts is not None:  # a deleted job's artifacts go too
+                sweep = self.artifacts.run_sweep(self.store, stop)
+                tasks.append(asyncio.create_task(sweep, name="artifact-sweep"))
         try:
             await asyncio.gather(*tasks)
         finally:

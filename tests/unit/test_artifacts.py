@@ -34,7 +34,7 @@ def test_files_are_kept_with_their_folders_and_a_later_step_replaces_a_name(
     (tmp_path / "src" / "a" / "b.txt").write_text("second")
     (tmp_path / "src" / "report.html").unlink()
     store.collect(JOB, "test", tmp_path / "src")
-    listed = {a.name: a for a in store.list(JOB)}
+    listed = {a.name: a for a in store.artifacts_of(JOB)}
     assert sorted(listed) == ["a/b.txt", "report.html"]
     assert (listed["a/b.txt"].step_name, listed["a/b.txt"].size_bytes) == ("test", 6)
     assert listed["report.html"].content_type == "text/html"
@@ -52,7 +52,7 @@ def test_symlinks_are_skipped_and_unknown_names_are_not_found(tmp_path: Path) ->
     assert [a.name for a in store.collect(JOB, "s", src)] == ["ok.txt"]
     assert store.open(JOB, "../secret.txt") is None
     assert store.open(JOB, "link.txt") is None
-    assert store.list("../etc") == []
+    assert store.artifacts_of("../etc") == []
 
 
 def test_the_limits_fail_the_collection(tmp_path: Path) -> None:
@@ -105,3 +105,16 @@ async def test_a_runtime_that_keeps_none_lists_none(tmp_path: Path) -> None:
     transport = httpx.ASGITransport(app=create_app(runtime))
     async with httpx.AsyncClient(transport=transport, base_url="http://hw") as client:
         assert (await client.get(f"/api/jobs/{job.id}/artifacts")).json() == []
+
+
+async def test_the_sweep_deletes_the_artifacts_of_deleted_jobs(tmp_path: Path) -> None:
+    runtime = FakeRuntime()
+    kept = runtime.store.add_job("report", JobStatus.COMPLETED)
+    store = ArtifactStore(tmp_path / "kept")
+    src = folder(tmp_path, {"a.txt": "a"})
+    store.collect(kept.id, "s", src)
+    store.collect(JOB, "s", src)  # a job retention has deleted
+    assert await store.sweep(runtime.store, batch=1) == 1
+    assert [a.name for a in store.artifacts_of(kept.id)] == ["a.txt"]
+    assert store.artifacts_of(JOB) == []
+    assert not (tmp_path / "kept" / JOB).exists()

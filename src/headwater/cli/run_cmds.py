@@ -148,7 +148,7 @@ def _artifacts(artifacts_dir: Path | None, job_id: str) -> list[dict[str, Any]]:
 
     from headwater.artifacts import ArtifactStore
 
-    return [dataclasses.asdict(a) for a in ArtifactStore(artifacts_dir).list(job_id)]
+    return [dataclasses.asdict(a) for a in ArtifactStore(artifacts_dir).artifacts_of(job_id)]
 
 
 async def _run(

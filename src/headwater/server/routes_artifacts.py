@@ -48,7 +48,7 @@ def artifacts_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     async def list_artifacts(job_id: str, runtime: RuntimeDep) -> list[dict[str, Any]]:
         await _job_or_404(runtime, job_id)
         store = _store(runtime)
-        kept = store.list(job_id) if store is not None else []
+        kept = store.artifacts_of(job_id) if store is not None else []
         return [
             {**dataclasses.asdict(a), "url": f"/api/jobs/{job_id}/artifacts/{quote(a.name)}"}
             for a in kept
