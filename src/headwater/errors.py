@@ -144,3 +144,7 @@ class CommitInTransactionError(HeadwaterError):
 
 class LeaseLostError(HeadwaterError):
     """Another process took the lease: work stamped with the old token is refused."""
+
+
+class ArtifactError(HeadwaterError):
+    """A step's artifacts cannot be kept (too large, or no artifact storage here)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from headwater.artifacts import ArtifactStore
 from headwater.dispatch.dispatcher import (
     BatchingDispatcher,
     Dispatcher,
@@ -130,6 +131,9 @@ class NodeSettings:
     extra_tag_signatures: tuple[str, ...] = ()
     # Delete old finished jobs, logs and rejected events (``--retention``); None keeps all.
     retention: RetentionPolicy | None = None
+    # Where the files steps leave in ``$ARTIFACTS_DIR`` are kept; None keeps none (a
+    # step that writes some fails, saying so).
+    artifacts_dir: Path | None = None
 
 
 class Node:
@@ -155,6 +159,9 @@ class Node:
         # this process holds (None: every trigger, as ``headwater up`` does).
         self.owner: TriggerOwner | None = None
         self._started = False
+        self.artifacts: ArtifactStore | None = (
+            ArtifactStore(settings.artifacts_dir) if settings.artifacts_dir is not None else None
+        )
 
     # -- Runtime protocol (used by the HTTP app) -------------------------------------------
     def workspace(self) -> Workspace:
@@ -214,6 +221,7 @@ class Node:
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
             functions=self.functions,
+            artifacts=self.artifacts,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         self.event_sources = EventSourceManager(
@@ -423,6 +431,9 @@ class Node:
             tasks.append(
                 asyncio.create_task(run_retention(self.store, retention, stop), name="retention")
             )
+            if self.artifacts is not None:  # a deleted job's artifacts go too
+                sweep = self.artifacts.run_sweep(self.store, stop)
+                tasks.append(asyncio.create_task(sweep, name="artifact-sweep"))
         try:
             await asyncio.gather(*tasks)
         finally:

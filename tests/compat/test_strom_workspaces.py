@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.procs import run_cli
+from tests.e2e.procs import Up, run_cli
 
 WORKSPACES = Path(__file__).parent / "workspaces"
 
@@ -90,3 +90,113 @@ def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "`for_each` is not supported yet" in result.stdout + result.stderr
     assert "`sequential` is not supported yet" in result.stdout + result.stderr
+
+
+def test_task_state_is_refused(tmp_path: Path) -> None:
+    result = run_cli("validate", str(WORKSPACES / "task_state"), cwd=tmp_path)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    for refused in (
+        "`$STATE_DIR` is not",
+        "`$STATE_OUT_DIR` is not",
+        "`STATE:` output lines are not",
+        "`state` in templates is not",
+    ):
+        assert f"{refused} supported yet" in out, refused
+    assert "Traceback" not in out
+
+
+def test_artifacts_are_kept_from_a_succeeded_step(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    result = run_cli(
+        "run",
+        str(WORKSPACES / "artifacts"),
+        "produce-artifacts",
+        "--json",
+        "--artifacts-dir",
+        str(kept),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = json.loads(result.stdout)
+    listed = {a["name"]: a for a in job["artifacts"]}
+    assert sorted(listed) == ["report.html", "reports/q1.txt", "status.txt"]
+    assert listed["report.html"]["step_name"] == "make-report"
+    assert listed["report.html"]["content_type"] == "text/html"
+    assert listed["status.txt"]["size_bytes"] == 3
+    files = kept / job["id"] / "files"
+    assert (files / "reports" / "q1.txt").read_text() == "q1\n"
+
+
+def test_a_failed_steps_artifacts_are_dropped(tmp_path: Path) -> None:
+    kept = tmp_path / "kept"
+    result = run_cli(
+        "run",
+        str(WORKSPACES / "artifacts"),
+        "fails",
+        "--json",
+        "--artifacts-dir",
+        str(kept),
+        cwd=tmp_path,
+    )
+    job = json.loads(result.stdout)
+    assert job["status"] == "failed"
+    names = {a["name"] for a in job["artifacts"]}
+    assert "partial.txt" not in names
+    assert "report.html" in names  # the step before it succeeded
+
+
+def test_artifacts_without_a_place_to_keep_them_fail_the_step(tmp_path: Path) -> None:
+    # `headwater run` keeps its database in a temporary folder: without --artifacts-dir
+    # the files would vanish, so the step fails and says so.
+    job = run(tmp_path, "artifacts", "produce-artifacts")
+    assert job["status"] == "failed"
+    (step,) = job["steps"]
+    assert "--artifacts-dir" in step["error"]
+
+
+def test_a_local_step_never_writes_its_files_into_the_root(tmp_path: Path) -> None:
+    # A script that finds the variables anyway (here through `env`, which validate
+    # cannot see) gets empty directories of its own, removed after the step.
+    ws = tmp_path / "ws"
+    (ws / ".workflows").mkdir(parents=True)
+    (ws / ".workflows" / "flow.yaml").write_text(
+        "actions:\n"
+        "  show:\n"
+        "    type: script\n"
+        "    script: |\n"
+        "      env | grep -E '^(ARTIFACTS|STATE|STATE_OUT)_DIR=' | sort\n"
+        "      for d in $(env | grep -E '^(ARTIFACTS|STATE)_DIR=' | cut -d= -f2); do\n"
+        '        test -d "$d" && test -z "$(ls -A "$d")" && echo empty; done\n'
+        "tasks:\n"
+        "  t:\n"
+        "    flow:\n"
+        "      show:\n"
+        "        action: show\n"
+    )
+    result = run_cli("run", str(ws), "t", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = [line.removeprefix("[show] ") for line in result.stdout.splitlines()]
+    dirs = {k: v for k, _, v in (line.partition("=") for line in lines if "_DIR=" in line)}
+    assert set(dirs) == {"ARTIFACTS_DIR", "STATE_DIR", "STATE_OUT_DIR"}
+    assert all(v.startswith("/") and v != "/" for v in dirs.values())
+    assert lines.count("empty") == 2
+    assert not any(Path(v).exists() for v in dirs.values())
+
+
+def test_artifacts_through_up_are_listed_and_downloaded(tmp_path: Path) -> None:
+    # Strøm's e2e check: run produce-artifacts, list the job's artifacts (a JSON array),
+    # download one by its relative url. `up` keeps them in .headwater/artifacts.
+    up = Up(WORKSPACES / "artifacts", tmp_path)
+    try:
+        created = up.client.post("/api/tasks/produce-artifacts/run", json={"input": {}})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+        assert up.wait_job(job_id, timeout=60)["status"] == "completed"
+        listed = up.client.get(f"/api/jobs/{job_id}/artifacts").json()
+        assert sorted(a["name"] for a in listed) == ["report.html", "reports/q1.txt", "status.txt"]
+        status = next(a for a in listed if a["name"] == "status.txt")
+        assert up.client.get(status["url"]).text == "ok\n"
+        assert (tmp_path / ".headwater" / "artifacts" / job_id / "files" / "status.txt").exists()
+    finally:
+        up.stop()

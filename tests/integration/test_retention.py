@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import update
 
+from headwater.artifacts import ArtifactStore
 from headwater.store import (
     JobFilter,
     JobStatus,
@@ -132,3 +134,18 @@ async def test_store_size_counts_rows_and_bytes(store: Store) -> None:
     assert size.bytes is not None and size.bytes > 0
     if store.dialect == "sqlite":  # exact; PostgreSQL's is the planner's estimate
         assert (size.rows["jobs"], size.rows["steps"], size.rows["logs"]) == (1, 1, 2)
+
+
+async def test_pruned_jobs_lose_their_artifacts(store: SqlStore, tmp_path: Path) -> None:
+    old = await _job(store, JobStatus.COMPLETED, OLD)
+    recent = await _job(store, JobStatus.COMPLETED, NOW - timedelta(days=1))
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "report.html").write_text("<h1>")
+    artifacts = ArtifactStore(tmp_path / "kept")
+    for job_id in (old, recent):
+        artifacts.collect(job_id, "s", src)
+    await prune(store, parse_retention("completed=30d"))
+    assert await artifacts.sweep(store) == 1
+    assert artifacts.artifacts_of(old) == []
+    assert [a.name for a in artifacts.artifacts_of(recent)] == ["report.html"]

@@ -43,6 +43,15 @@ DbOpt = Annotated[
         "(default: .headwater/headwater.db in the current directory).",
     ),
 ]
+ArtifactsDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--artifacts-dir",
+        envvar="HEADWATER_ARTIFACTS_DIR",
+        help="Where the files steps write to $ARTIFACTS_DIR are kept, per job "
+        "(`up`: .headwater/artifacts in the current directory; `run`: none).",
+    ),
+]
 HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
 PortOpt = Annotated[int, typer.Option(help="Port of the HTTP API.")]
 ApiKeysOpt = Annotated[
@@ -96,6 +105,7 @@ def run(
     db: DbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
     log_level: Annotated[str, typer.Option(help="Log level of headwater itself.")] = "warning",
+    artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
     from headwater.logging_setup import configure_logging
@@ -114,27 +124,51 @@ def run(
         err.print('error: --input must be a JSON object, e.g. --input \'{"name": "x"}\'')
         raise typer.Exit(2)
     try:
-        job = asyncio.run(_run(path, task, job_input, db, out, quiet=as_json))
+        job = asyncio.run(_run(path, task, job_input, db, out, as_json, artifacts_dir))
     except WorkspaceError as exc:
         _print_problems(err, exc)
         raise typer.Exit(1) from None
     except HeadwaterError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+    kept = _artifacts(artifacts_dir, job.id)
     if as_json:
-        out.print_json(json.dumps(job.to_api()))
+        out.print_json(json.dumps({**job.to_api(), "artifacts": kept}))
+    elif kept:
+        assert artifacts_dir is not None
+        names = ", ".join(a["name"] for a in kept)
+        out.print(f"  artifacts in {artifacts_dir / job.id / 'files'}: {names}", markup=False)
     raise typer.Exit(0 if job.status is JobStatus.COMPLETED else 1)
 
 
+def _artifacts(artifacts_dir: Path | None, job_id: str) -> list[dict[str, Any]]:
+    if artifacts_dir is None:
+        return []
+    import dataclasses
+
+    from headwater.artifacts import ArtifactStore
+
+    return [dataclasses.asdict(a) for a in ArtifactStore(artifacts_dir).artifacts_of(job_id)]
+
+
 async def _run(
-    path: Path, task: str, job_input: dict[str, Any], db: str | None, out: Console, quiet: bool
+    path: Path,
+    task: str,
+    job_input: dict[str, Any],
+    db: str | None,
+    out: Console,
+    quiet: bool,
+    artifacts_dir: Path | None = None,
 ) -> JobRecord:
     from headwater.node import Node, NodeSettings
     from headwater.worker.worker import WorkerSettings
 
     with tempfile.TemporaryDirectory(prefix="headwater-run-") as tmp:
         url = db or f"sqlite:///{tmp}/run.db"
-        node = Node(path, NodeSettings(db_url=url, run_worker=False, worker=WorkerSettings()))
+        settings = NodeSettings(
+            db_url=url, run_worker=False, worker=WorkerSettings(), artifacts_dir=artifacts_dir
+        )
+        node = Node(path, settings)
         await node.start()
         try:
             started = time.monotonic()
@@ -207,6 +241,7 @@ def up(
     log_retention: LogRetentionOpt = None,
     log_level: LogLevelOpt = "info",
     log_format: LogFormatOpt = "console",
+    artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
     from headwater.logging_setup import configure_logging
@@ -218,7 +253,10 @@ def up(
         keys = [k.strip() for k in keys[0].split(",") if k.strip()]
     try:
         policy = retention_policy(retention, log_retention)
-        asyncio.run(_up(path, db or default_db_url(), host, port, concurrency, keys, err, policy))
+        kept_in = artifacts_dir or Path.cwd() / ".headwater" / "artifacts"
+        asyncio.run(
+            _up(path, db or default_db_url(), host, port, concurrency, keys, err, policy, kept_in)
+        )
     except WorkspaceError as exc:
         _print_problems(err, exc)
         raise typer.Exit(1) from None
@@ -244,6 +282,7 @@ async def _up(
     keys: list[str],
     err: Console,
     retention: RetentionPolicy | None = None,
+    artifacts_dir: Path | None = None,
 ) -> None:
     import uvicorn
 
@@ -256,7 +295,10 @@ async def _up(
 
     require_api_key_for(host, keys)
     settings = NodeSettings(
-        db_url=db_url, worker=WorkerSettings(concurrency=concurrency), retention=retention
+        db_url=db_url,
+        worker=WorkerSettings(concurrency=concurrency),
+        retention=retention,
+        artifacts_dir=artifacts_dir,
     )
     sdk_app = path.suffix == ".py"
     if sdk_app:  # a Python app: its receiver-bound functions are the workspace

@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 import structlog
 
+from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
+from headwater.engine.step_dirs import keep_artifacts, scratch_dirs
 from headwater.errors import HeadwaterError, TemplateError
 from headwater.runners.base import (
     OUTPUT_PREFIX,
@@ -134,8 +136,10 @@ class StepRunner:
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
         functions: FunctionCache | None = None,
+        artifacts: ArtifactStore | None = None,
     ) -> None:
         self.store = store
+        self._artifacts = artifacts  # None: this worker keeps no artifacts
         self.logs = logs
         self.templates = templates
         self.runners = runners
@@ -312,8 +316,15 @@ class StepRunner:
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)
+        local = action.effective_runner is RunnerKind.LOCAL
+        scratch = scratch_dirs(spec) if local else contextlib.nullcontext(spec)
         try:
-            result: StepResult = await runner.run(spec, collector, stop.event)
+            with scratch as spec:
+                result: StepResult = await runner.run(spec, collector, stop.event)
+                if local and result.outcome is StepOutcome.SUCCEEDED:
+                    kept = await keep_artifacts(self._artifacts, job.id, name, spec)
+                    if kept is not None:
+                        return _Attempt(StepStatus.FAILED, error=kept, retryable=False)
         finally:
             if hook is not None:
                 await hook.close()

@@ -33,6 +33,7 @@ from headwater.workspace.models import (
 )
 from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
 from headwater.workspace.strom_compat import no_effect_problems
+from headwater.workspace.strom_files import state_and_artifact_problems
 from headwater.workspace.suggestions import (
     EXECUTION_KEYS,
     event_source_script_problem,
@@ -132,6 +133,7 @@ def check_workspace(
     if not any(pf.data is None and pf.problems for pf in parsed):
         problems.extend(semantic_problems(workspace, source_map, defined, engine))
         problems.extend(no_effect_problems(workspace, source_map))
+        problems.extend(state_and_artifact_problems(workspace, source_map))
     if check_secrets and workspace.secrets:
         problems.extend(_secret_warnings(workspace, source_map, environ, engine))
     problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))

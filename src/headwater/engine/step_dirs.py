@@ -1,0 +1,86 @@
+"""Per-step scratch directories for the variables Strøm scripts write to.
+
+Strøm gives every shell step ``$ARTIFACTS_DIR`` (files to keep) and ``$STATE_DIR`` /
+``$STATE_OUT_DIR`` (task state between runs), plus the workspace-wide ``GLOBAL_*``
+pair. A local step gets each as an empty directory of its own, removed when the step ends
+(never unset: ``cp report.html "$ARTIFACTS_DIR/"`` would then write into ``/``). What a
+succeeded step leaves in ``$ARTIFACTS_DIR`` is kept (:mod:`headwater.artifacts`).
+headwater does not keep task state yet (``validate`` refuses a workspace that uses it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import structlog
+
+from headwater.artifacts import ArtifactStore
+from headwater.errors import ArtifactError
+from headwater.runners.base import StepSpec
+
+__all__ = ["SCRATCH_VARIABLES", "keep_artifacts", "scratch_dirs"]
+
+log = structlog.get_logger(__name__)
+
+# Variable -> directory name under the step's scratch root.
+SCRATCH_VARIABLES: dict[str, str] = {
+    "ARTIFACTS_DIR": "artifacts",
+    "STATE_DIR": "state",
+    "STATE_OUT_DIR": "state-out",
+    "GLOBAL_STATE_DIR": "global-state",
+    "GLOBAL_STATE_OUT_DIR": "global-state-out",
+}
+
+
+@contextlib.contextmanager
+def scratch_dirs(spec: StepSpec) -> Iterator[StepSpec]:
+    """``spec`` with each of :data:`SCRATCH_VARIABLES` set to a fresh empty directory
+    (unless the action sets it itself); the directories are removed afterwards."""
+    missing = {k: v for k, v in SCRATCH_VARIABLES.items() if not spec.env.get(k)}
+    if not missing:
+        yield spec
+        return
+    root = Path(tempfile.mkdtemp(prefix="headwater-step-"))
+    try:
+        env = dict(spec.env)
+        for variable, name in missing.items():
+            path = root / name
+            path.mkdir()
+            env[variable] = str(path)
+        yield dataclasses.replace(spec, env=env)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+async def keep_artifacts(
+    store: ArtifactStore | None, job_id: str, step: str, spec: StepSpec
+) -> str | None:
+    """Keep the files a succeeded step left in its ``$ARTIFACTS_DIR``; the reason the
+    step fails instead, or None."""
+    folder = spec.env.get("ARTIFACTS_DIR")
+    if not folder:
+        return None
+    return await asyncio.to_thread(_keep, store, job_id, step, Path(folder))
+
+
+def _keep(store: ArtifactStore | None, job_id: str, step: str, folder: Path) -> str | None:
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return None
+    if store is None:
+        return (
+            "the step wrote artifacts, but this worker keeps none (artifacts are kept by"
+            " `headwater up` and by `headwater run --artifacts-dir DIR`; not yet by"
+            " distributed workers)"
+        )
+    try:
+        kept = store.collect(job_id, step, folder)
+    except (ArtifactError, OSError) as exc:
+        return f"artifacts not kept: {exc}"
+    log.info("artifacts_kept", job_id=job_id, step=step, count=len(kept))
+    return None
