@@ -13,7 +13,13 @@ from tests.e2e.procs import run_cli
 WORKSPACES = Path(__file__).parent / "workspaces"
 
 
-def run(tmp_path: Path, feature: str, task: str, **job_input: Any) -> dict[str, Any]:
+def run(
+    tmp_path: Path,
+    feature: str,
+    task: str,
+    process_env: dict[str, str] | None = None,
+    **job_input: Any,
+) -> dict[str, Any]:
     result = run_cli(
         "run",
         str(WORKSPACES / feature),
@@ -22,6 +28,7 @@ def run(tmp_path: Path, feature: str, task: str, **job_input: Any) -> dict[str, 
         "--input",
         json.dumps(job_input),
         cwd=tmp_path,
+        **(process_env or {}),
     )
     assert result.returncode in (0, 1), result.stdout + result.stderr
     job: dict[str, Any] = json.loads(result.stdout)
@@ -83,6 +90,16 @@ def test_step_error_carries_the_cause(tmp_path: Path) -> None:
     (step,) = job["steps"]
     assert "exit code 1" in step["error"]
     assert "KeyError: 'database_url'" in step["error"]
+
+
+def test_nested_secrets(tmp_path: Path) -> None:
+    job = run(
+        tmp_path, "nested_secrets", "connect", process_env={"COMPAT_DB_PASSWORD": "pw-from-env"}
+    )
+    assert job["status"] == "completed", job
+    # the step read every nested value (it checks the password itself); each leaf is a
+    # secret value, so all of them are masked in the job's output
+    assert job["output"] == {"connect": {"dsn": "••••••:••••••", "token": "••••••"}}
 
 
 def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:

@@ -369,7 +369,7 @@ class Scheduler:
             dedup_key=key,
             # Secret values become references the worker fills in: never stored.
             defaults=(
-                seal(defaults, base_context["secret"], entry.source_id)
+                seal(defaults, self._ctx.secrets(), entry.source_id)
                 if isinstance(defaults, Mapping)
                 else {}
             ),

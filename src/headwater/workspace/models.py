@@ -23,6 +23,7 @@ from headwater.workspace.receiver_triggers import (
     ReceiverTriggerBase,
     RedisStreamTrigger,
 )
+from headwater.workspace.secret_tree import flatten_secrets
 
 __all__ = [
     "RECEIVER_TRIGGER_MODELS",
@@ -466,9 +467,10 @@ class Workspace(_Model):
     @field_validator("secrets", mode="before")
     @classmethod
     def _secret_values_are_strings(cls, value: object) -> object:
-        # `port: 5432` under secrets: is the literal "5432", like an env var.
+        # `port: 5432` under secrets: is the literal "5432", like an env var; a map of
+        # values (Strøm's nested secrets) is kept flat under dotted names (`db.password`).
         if isinstance(value, dict):
-            return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
+            return flatten_secrets(value, _scalar_to_env)
         return value
 
     def action_for(self, step: Step) -> Action:

@@ -404,7 +404,7 @@ class _Checker:
         for dotted in self.engine.referenced_names(text):
             parts = dotted.split(".")
             if len(parts) >= 2:
-                self.secret_uses.append((path, parts[1]))
+                self.secret_uses.append((path, ".".join(parts[1:])))
         if scope is not None:
             self.step_references(text, path, label, scope)
 
@@ -434,7 +434,11 @@ class _Checker:
     def undefined_secrets(self) -> None:
         defined = self.ws.secrets
         for path, name in self.secret_uses:
-            if name in defined:
+            # `secret.db.password` reads the nested secret `db.password` (or a part of it).
+            if any(
+                key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.")
+                for key in defined
+            ):
                 continue
             label = field_label(describe(path)[1])
             self.warn(
