@@ -8,7 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.procs import run_cli
+import pytest
+
+from tests.e2e.procs import Up, eventually, run_cli, up_jobs
 
 WORKSPACES = Path(__file__).parent / "workspaces"
 
@@ -107,3 +109,33 @@ def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "`for_each` is not supported yet" in result.stdout + result.stderr
     assert "`sequential` is not supported yet" in result.stdout + result.stderr
+
+
+def test_scheduler_concurrency(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPAT_GATE", str(gate))
+        up = Up(WORKSPACES / "concurrency", tmp_path)
+    try:
+
+        def skipped() -> list[dict[str, Any]]:
+            resp = up.client.get("/api/dead-letters", params={"limit": 1000})
+            return [d for d in resp.json() if "concurrency: skip" in d["reason"]]
+
+        def cancelled() -> list[dict[str, Any]]:
+            jobs = up_jobs(up, task="refresh-cache")
+            return [j for j in jobs if j["status"] == "cancelled"] if len(jobs) >= 3 else []
+
+        # skip: while the first backup waits at the gate, the next ticks start nothing
+        eventually(lambda: len(skipped()) >= 2, timeout=60, what="two skipped ticks")
+        assert len(up_jobs(up, task="nightly-backup")) == 1
+        # cancel_previous: every tick cancels the refresh before it
+        eventually(cancelled, timeout=60, what="cancelled refresh jobs")
+        gate.touch()  # the backup completes; a later tick starts the next one
+        eventually(
+            lambda: len(up_jobs(up, task="nightly-backup", status="completed")) >= 2,
+            timeout=60,
+            what="a second backup after the first completed",
+        )
+    finally:
+        up.stop()

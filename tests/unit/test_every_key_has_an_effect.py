@@ -89,6 +89,7 @@ ACTED_ON: dict[str, str] = {
     "SchedulerTrigger.timezone": "triggers/cron_schedule.py",
     "SchedulerTrigger.input": "triggers/scheduler.py",
     "SchedulerTrigger.catch_up": "triggers/scheduler.py",
+    "SchedulerTrigger.concurrency": "triggers/scheduler.py",
     "SchedulerTrigger.enabled": "triggers/scheduler.py",
     "WebhookTrigger.type": "workspace/models.py",  # selects the trigger model
     "WebhookTrigger.task": "triggers/webhook.py",
@@ -239,11 +240,6 @@ def test_every_receiver_trigger_field_is_read(kind: str) -> None:
             "on_suspended",
         ),
         ("tasks:\n  t:\n    retry: {max_attempts: 2}\n    flow: {a: {action: ok}}\n", "`retry`"),
-        (
-            "tasks:\n  t:\n    flow: {a: {action: ok}}\ntriggers:\n  c:\n    type: scheduler\n"
-            "    task: t\n    cron: '0 * * * *'\n    concurrency: skip\n",
-            "`concurrency`",
-        ),
         ("on_cancel: [{action: ok}]\ntasks:\n  t:\n    flow: {a: {action: ok}}\n", "on_cancel"),
     ],
 )

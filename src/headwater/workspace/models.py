@@ -380,6 +380,14 @@ class RestartPolicy(StrEnum):
     NEVER = "never"
 
 
+class SchedulerConcurrency(StrEnum):
+    """Strøm's scheduler ``concurrency`` (see ``headwater.triggers.concurrency``)."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    CANCEL_PREVIOUS = "cancel_previous"
+
+
 class _TriggerBase(_Model):
     enabled: bool = True
     description: str | None = None
@@ -392,6 +400,7 @@ class SchedulerTrigger(_TriggerBase):
     timezone: str = "UTC"
     input: dict[str, Any] = Field(default_factory=dict)
     catch_up: bool = False
+    concurrency: SchedulerConcurrency = SchedulerConcurrency.ALLOW
 
 
 class WebhookMode(StrEnum):
