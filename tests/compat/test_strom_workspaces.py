@@ -107,8 +107,7 @@ def test_nested_secrets(tmp_path: Path) -> None:
 def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     result = run_cli("validate", str(WORKSPACES / "unsupported"), cwd=tmp_path)
     assert result.returncode != 0
-    assert "`for_each` is not supported yet" in result.stdout + result.stderr
-    assert "`sequential` is not supported yet" in result.stdout + result.stderr
+    assert "`retry` is not supported yet" in result.stdout + result.stderr
 
 
 def test_scheduler_concurrency(tmp_path: Path) -> None:
@@ -139,3 +138,21 @@ def test_scheduler_concurrency(tmp_path: Path) -> None:
         )
     finally:
         up.stop()
+
+
+def test_for_each(tmp_path: Path) -> None:
+    job = run(tmp_path, "for_each", "main")
+    assert job["status"] == "completed", job
+    done = [{"result": "done-a"}, {"result": "done-b"}, {"result": "done-c"}]
+    assert job["output"]["process"] == done
+    assert job["output"]["aggregate"] == {"count": 3, "first": {"result": "done-a"}}
+    assert {"process[0]", "process[1]", "process[2]"} <= set(statuses(job))
+
+    job = run(tmp_path, "for_each", "migrations")
+    assert job["status"] == "failed"
+    assert statuses(job) == {
+        "migrate": "failed",
+        "migrate[0]": "completed",
+        "migrate[1]": "failed",
+        "migrate[2]": "skipped",  # sequential: nothing after the failure
+    }

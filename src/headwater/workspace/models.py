@@ -345,6 +345,11 @@ class Step(_Model):
     timeout: Duration | None = None
     retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
     when: str | None = None
+    # Strøm's loop: one instance of the step per item (`each.item`, `each.index`); see
+    # headwater.engine.fanout. A list (its strings are templates) or one template.
+    for_each: list[Any] | str | None = None
+    sequential: bool = False
+    max_parallel: int | None = Field(default=None, ge=1)
     # An inline action (Strøm allows action fields directly on a step); the loader
     # moves them here so that every step has exactly one of ``action`` / ``inline``.
     inline: Action | None = None
