@@ -3,8 +3,8 @@ job is still pending or running.
 
 - ``allow`` (the default): every tick starts a job.
 - ``skip``: a tick does not start a job while one of this trigger's jobs is pending or
-  running; it is recorded as a rejected event (visible with ``headwater dlq list``, and
-  ``dlq replay`` runs it after all), whose key also marks the tick as handled.
+  running; it is recorded as a rejected event with the reason (``headwater dlq list``;
+  ``dlq replay`` runs it with the replay's input), whose key marks the tick as handled.
 - ``cancel_previous``: the trigger's pending and running jobs are cancelled (as
   ``headwater cancel`` does), then the tick's job starts.
 
