@@ -7,11 +7,13 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from headwater.errors import TemplateError
 from headwater.workspace.loader import check_workspace
 from headwater.workspace.models import Workspace
-from headwater.workspace.secret_tree import secret_tree
+from headwater.workspace.secret_tree import flatten_secrets, secret_tree
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine, build_context
 
@@ -91,3 +93,18 @@ def test_vals_without_the_cli_says_so(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.setenv("PATH", str(tmp_path))  # no vals here
     with pytest.raises(TemplateError, match="`vals` CLI is not installed"):
         TemplateEngine().render_str("{{ 'ref+vault://x#y' | vals }}", {})
+
+
+_KEYS = st.text(alphabet="abcdefghij_-", min_size=1, max_size=6)
+_TREES = st.recursive(
+    st.text(max_size=10),
+    lambda inner: st.dictionaries(_KEYS, inner, min_size=1, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(_KEYS, _TREES, max_size=4))
+def test_flattening_then_nesting_gives_the_secrets_back(secrets: dict[str, object]) -> None:
+    flat = flatten_secrets(secrets, str)
+    assert all(isinstance(v, str) for v in flat.values())
+    assert secret_tree({k: str(v) for k, v in flat.items()}) == secrets
