@@ -8,12 +8,20 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.procs import Up, run_cli
+import pytest
+
+from tests.e2e.procs import Up, eventually, run_cli, up_jobs
 
 WORKSPACES = Path(__file__).parent / "workspaces"
 
 
-def run(tmp_path: Path, feature: str, task: str, **job_input: Any) -> dict[str, Any]:
+def run(
+    tmp_path: Path,
+    feature: str,
+    task: str,
+    process_env: dict[str, str] | None = None,
+    **job_input: Any,
+) -> dict[str, Any]:
     result = run_cli(
         "run",
         str(WORKSPACES / feature),
@@ -22,6 +30,7 @@ def run(tmp_path: Path, feature: str, task: str, **job_input: Any) -> dict[str, 
         "--input",
         json.dumps(job_input),
         cwd=tmp_path,
+        **(process_env or {}),
     )
     assert result.returncode in (0, 1), result.stdout + result.stderr
     job: dict[str, Any] = json.loads(result.stdout)
@@ -85,11 +94,20 @@ def test_step_error_carries_the_cause(tmp_path: Path) -> None:
     assert "KeyError: 'database_url'" in step["error"]
 
 
+def test_nested_secrets(tmp_path: Path) -> None:
+    job = run(
+        tmp_path, "nested_secrets", "connect", process_env={"COMPAT_DB_PASSWORD": "pw-from-env"}
+    )
+    assert job["status"] == "completed", job
+    # the step read every nested value (it checks the password itself); each leaf is a
+    # secret value, so all of them are masked in the job's output
+    assert job["output"] == {"connect": {"dsn": "••••••:••••••", "token": "••••••"}}
+
+
 def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     result = run_cli("validate", str(WORKSPACES / "unsupported"), cwd=tmp_path)
     assert result.returncode != 0
-    assert "`for_each` is not supported yet" in result.stdout + result.stderr
-    assert "`sequential` is not supported yet" in result.stdout + result.stderr
+    assert "`retry` is not supported yet" in result.stdout + result.stderr
 
 
 def test_task_state_is_refused(tmp_path: Path) -> None:
@@ -200,3 +218,51 @@ def test_artifacts_through_up_are_listed_and_downloaded(tmp_path: Path) -> None:
         assert (tmp_path / ".headwater" / "artifacts" / job_id / "files" / "status.txt").exists()
     finally:
         up.stop()
+
+
+def test_scheduler_concurrency(tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("COMPAT_GATE", str(gate))
+        up = Up(WORKSPACES / "concurrency", tmp_path)
+    try:
+
+        def skipped() -> list[dict[str, Any]]:
+            resp = up.client.get("/api/dead-letters", params={"limit": 1000})
+            return [d for d in resp.json() if "concurrency: skip" in d["reason"]]
+
+        def cancelled() -> list[dict[str, Any]]:
+            jobs = up_jobs(up, task="refresh-cache")
+            return [j for j in jobs if j["status"] == "cancelled"] if len(jobs) >= 3 else []
+
+        # skip: while the first backup waits at the gate, the next ticks start nothing
+        eventually(lambda: len(skipped()) >= 2, timeout=60, what="two skipped ticks")
+        assert len(up_jobs(up, task="nightly-backup")) == 1
+        # cancel_previous: every tick cancels the refresh before it
+        eventually(cancelled, timeout=60, what="cancelled refresh jobs")
+        gate.touch()  # the backup completes; a later tick starts the next one
+        eventually(
+            lambda: len(up_jobs(up, task="nightly-backup", status="completed")) >= 2,
+            timeout=60,
+            what="a second backup after the first completed",
+        )
+    finally:
+        up.stop()
+
+
+def test_for_each(tmp_path: Path) -> None:
+    job = run(tmp_path, "for_each", "main")
+    assert job["status"] == "completed", job
+    done = [{"result": "done-a"}, {"result": "done-b"}, {"result": "done-c"}]
+    assert job["output"]["process"] == done
+    assert job["output"]["aggregate"] == {"count": 3, "first": {"result": "done-a"}}
+    assert {"process[0]", "process[1]", "process[2]"} <= set(statuses(job))
+
+    job = run(tmp_path, "for_each", "migrations")
+    assert job["status"] == "failed"
+    assert statuses(job) == {
+        "migrate": "failed",
+        "migrate[0]": "completed",
+        "migrate[1]": "failed",
+        "migrate[2]": "skipped",  # sequential: nothing after the failure
+    }

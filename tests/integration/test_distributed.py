@@ -28,7 +28,7 @@ from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.server.routes_worker import create_worker_router
-from headwater.store.base import JobFilter, JobRecord, JobStatus, NewJob, Store
+from headwater.store.base import JobFilter, JobRecord, JobStatus, NewJob, StepStatus, Store
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE, consumer_source_id
 from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
 from headwater.worker.worker import WorkerSettings
@@ -94,6 +94,9 @@ tasks:
   consumer:
     flow:
       read: {{ action: consume }}
+  loop:
+    flow:
+      fan: {{ action: echo, for_each: [1, 2], input: {{ n: "{{{{ each.item }}}}" }} }}
 triggers:
   stream:
     type: event_source
@@ -280,6 +283,15 @@ async def test_a_remote_worker_runs_jobs_sub_tasks_and_masks_secrets(cluster: Cl
         parent = await cluster.wait_job(await cluster.submit("parent"))
         assert parent.status is JobStatus.COMPLETED, parent.error
         assert parent.output == {"call": {"say": {"n": 7}}}
+
+
+async def test_a_remote_worker_runs_a_for_each_loop(cluster: Cluster) -> None:
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(await cluster.submit("loop"))
+        assert job.status is JobStatus.COMPLETED, job.error
+        assert job.output == {"fan": [{"n": 1}, {"n": 2}]}
+        steps = {s.name: s.status for s in job.steps}
+        assert steps == {n: StepStatus.COMPLETED for n in ("fan", "fan[0]", "fan[1]")}
 
 
 async def test_the_server_fires_the_hooks_of_a_job_a_remote_worker_finished(

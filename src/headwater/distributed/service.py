@@ -46,6 +46,7 @@ from headwater.store.base import (
 from headwater.store.ids import parse_tags
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE, consumer_source_id
 from headwater.workspace.models import EventSourceTrigger, Workspace
+from headwater.workspace.secret_tree import secret_scope
 
 __all__ = [
     "ConsumerLease",
@@ -428,7 +429,7 @@ class WorkerService:
         secrets = node.holder.secrets
         defaults = node.templates.render(
             trigger.input,
-            {"secret": secrets, "secrets": secrets},
+            secret_scope(secrets),
             where=f"trigger {trigger_key!r} input",
         )
         outcomes = await node.dispatcher.dispatch(

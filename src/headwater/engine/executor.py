@@ -7,6 +7,7 @@ Rules (also in the README):
   but a step whose dependencies were all skipped is skipped too (cascade skip, as in
   Strøm), unless it sets ``continue_on_failure``;
 - ``retry`` re-runs a failed (or timed-out) step after ``backoff × 2^(n−1)`` seconds;
+- a ``for_each`` step runs one instance per item (``headwater.engine.fanout``);
 - step and task ``timeout`` stop the process group (SIGTERM, grace, SIGKILL);
 - the job fails when a step failed that did not set ``continue_on_failure``.
 A job that was recovered after a crash resumes: completed steps keep their output.
@@ -24,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from headwater.engine.fanout import run_for_each
 from headwater.engine.steps import StepRunner, StepState, StopSignal
 from headwater.store.base import (
     JobRecord,
@@ -157,10 +159,11 @@ class JobExecutor:
                         )
                         continue
                     states[name].status = StepStatus.RUNNING  # reserved; the runner sets times
-                    t = asyncio.create_task(
-                        self._steps.run(workspace, task, job, name, states, stop),
-                        name=f"step:{job.id}:{name}",
-                    )
+                    if step.for_each is not None:  # Strøm's loop: instances, then fan-in
+                        work = run_for_each(self._steps, workspace, task, job, name, states, stop)
+                    else:
+                        work = self._steps.run(workspace, task, job, name, states, stop)
+                    t = asyncio.create_task(work, name=f"step:{job.id}:{name}")
                     running[t] = name
             if not running:
                 break

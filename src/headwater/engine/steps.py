@@ -168,12 +168,14 @@ class StepRunner:
         name: str,
         states: Mapping[str, StepState],
         stop: StopSignal,
+        each: Mapping[str, Any] | None = None,
     ) -> None:
+        """Run step ``name``; ``each``: the item of a for_each instance (engine.fanout)."""
         step = task.flow[name]
         state = states[name]
         # Built when first needed (many steps need none), which is before the first await:
         # it holds the other steps' states as they were when this step started.
-        context = _LazyContext(lambda: self._context(job, states))
+        context = _LazyContext(lambda: self.context(job, states, each))
         if step.when is not None:
             try:
                 condition = self.templates.render(step.when, context(), where=f"step {name!r} when")
@@ -232,6 +234,17 @@ class StepRunner:
                 await self._final(job, states, state, status, error=stop.reason or "cancelled")
                 return
 
+    async def final(
+        self,
+        job: JobRecord,
+        states: Mapping[str, StepState],
+        state: StepState,
+        status: StepStatus,
+        error: str | None,
+    ) -> None:
+        """Give ``state`` its final ``status`` and store it (or leave it to the job's finish)."""
+        await self._final(job, states, state, status, error)
+
     async def _final(
         self,
         job: JobRecord,
@@ -249,6 +262,18 @@ class StepRunner:
             state.unsaved = True
             return
         await self.record(job.id, state)
+
+    def context(
+        self,
+        job: JobRecord,
+        states: Mapping[str, StepState],
+        each: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """The template context of a step of ``job`` (and of a for_each instance's item)."""
+        context = self._context(job, states)
+        if each is not None:
+            context["each"] = dict(each)
+        return context
 
     def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
         steps = {

@@ -15,6 +15,7 @@ from headwater.triggers.emitter import Emitter, EventSourceLineHook
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.workspace.models import EventSourceTrigger, Workspace
 from headwater.workspace.secret_refs import seal
+from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["consumer_env", "consumer_line_hook", "consumer_resume_env", "consumer_trigger"]
@@ -33,7 +34,7 @@ def consumer_trigger(ws: Workspace, job: JobRecord) -> tuple[str, EventSourceTri
 
 
 def _secret_context(secrets: Mapping[str, str]) -> dict[str, Any]:
-    return {"secret": secrets, "secrets": secrets}
+    return secret_scope(secrets)
 
 
 def consumer_env(

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from headwater.dispatch.dispatcher import BatchingDispatcher
 from headwater.store.base import Store
 from headwater.workspace.models import Workspace
+from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["CallbackTriggerContext", "TriggerContext", "secret_context"]
@@ -50,8 +51,7 @@ class TriggerContext(Protocol):
 
 def secret_context(ctx: TriggerContext) -> dict[str, Any]:
     """The template context of a trigger's ``input``/``secret``: secrets under both names."""
-    secrets = dict(ctx.secrets())
-    return {"secret": secrets, "secrets": secrets}
+    return secret_scope(ctx.secrets())
 
 
 class CallbackTriggerContext:

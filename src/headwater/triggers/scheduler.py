@@ -18,6 +18,9 @@ A trigger's ``input`` is rendered per tick with ``secret``/``secrets`` and ``sch
 ``{{ schedule.time }}`` (the tick, ISO 8601 UTC), ``{{ schedule.local_time }}`` (in the
 trigger's zone) and ``{{ schedule.trigger }}``; it becomes the event's defaults.
 
+``concurrency: skip | cancel_previous`` (Strøm's) decides what a tick does while the
+trigger's previous job still runs: see ``headwater.triggers.concurrency``.
+
 Time zones and DST follow Vixie cron (see ``headwater.triggers.cron_schedule``): a tick in
 a spring-forward gap fires at the gap's end (fixed hour) or not at all (``*`` hour); in a
 repeated fall-back hour a fixed-hour tick fires once, a ``*``-hour tick in both passes.
@@ -37,6 +40,7 @@ import structlog
 from headwater.dispatch.dispatcher import DispatchOutcome, DispatchStatus, Event
 from headwater.errors import TemplateError
 from headwater.store.base import JobFilter, RejectedEvent
+from headwater.triggers.concurrency import Admission, admit_ticks
 from headwater.triggers.context import TriggerContext, secret_context
 from headwater.triggers.cron_schedule import CronSchedule
 from headwater.triggers.owner import ServesAll, TriggerOwner
@@ -280,8 +284,16 @@ class Scheduler:
         labels: list[tuple[str, datetime]] = []
         unrenderable: list[RejectedEvent] = []
         base_context = secret_context(self._ctx)
-        for entry, ticks in due:
-            for tick in ticks:
+        for entry, due_ticks in due:
+            admission = await admit_ticks(
+                self._ctx.store,
+                entry.trigger.concurrency,
+                entry.name,
+                entry.source_id,
+                due_ticks,
+            )
+            unrenderable.extend(_skipped(entry, tick, admission) for tick in admission.skipped)
+            for tick in admission.fire:
                 event = self._event(entry, tick, base_context)
                 if isinstance(event, RejectedEvent):
                     unrenderable.append(event)
@@ -369,7 +381,7 @@ class Scheduler:
             dedup_key=key,
             # Secret values become references the worker fills in: never stored.
             defaults=(
-                seal(defaults, base_context["secret"], entry.source_id)
+                seal(defaults, self._ctx.secrets(), entry.source_id)
                 if isinstance(defaults, Mapping)
                 else {}
             ),
@@ -395,6 +407,19 @@ class Scheduler:
             for w in waiters:
                 w.cancel()
         self._wake.clear()
+
+
+def _skipped(entry: _Entry, tick: datetime, admission: Admission) -> RejectedEvent:
+    # Recorded under the tick's key: visible, replayable, and the tick counts as handled.
+    return RejectedEvent(
+        id=None,
+        source_type=SOURCE_TYPE,
+        source_id=entry.source_id,
+        target_task=entry.trigger.task,
+        payload={},
+        reason=admission.reason,
+        dedup_key=scheduler_dedup_key(entry.workspace, entry.name, tick),
+    )
 
 
 def _next(schedule: CronSchedule, name: str, after: datetime) -> datetime | None:

@@ -435,7 +435,7 @@ def _secret_warnings(
     return [
         source_map.problem(
             f"{why} (it must be set where the server and workers run)",
-            ("secrets", name),
+            ("secrets", *name.split(".")),
             severity=Severity.WARNING,
         )
         for name, why in failures.items()

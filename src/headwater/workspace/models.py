@@ -23,6 +23,7 @@ from headwater.workspace.receiver_triggers import (
     ReceiverTriggerBase,
     RedisStreamTrigger,
 )
+from headwater.workspace.secret_tree import flatten_secrets
 
 __all__ = [
     "RECEIVER_TRIGGER_MODELS",
@@ -344,6 +345,11 @@ class Step(_Model):
     timeout: Duration | None = None
     retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
     when: str | None = None
+    # Strøm's loop: one instance of the step per item (`each.item`, `each.index`); see
+    # headwater.engine.fanout. A list (its strings are templates) or one template.
+    for_each: list[Any] | str | None = None
+    sequential: bool = False
+    max_parallel: int | None = Field(default=None, ge=1)
     # An inline action (Strøm allows action fields directly on a step); the loader
     # moves them here so that every step has exactly one of ``action`` / ``inline``.
     inline: Action | None = None
@@ -379,6 +385,14 @@ class RestartPolicy(StrEnum):
     NEVER = "never"
 
 
+class SchedulerConcurrency(StrEnum):
+    """Strøm's scheduler ``concurrency`` (see ``headwater.triggers.concurrency``)."""
+
+    ALLOW = "allow"
+    SKIP = "skip"
+    CANCEL_PREVIOUS = "cancel_previous"
+
+
 class _TriggerBase(_Model):
     enabled: bool = True
     description: str | None = None
@@ -391,6 +405,7 @@ class SchedulerTrigger(_TriggerBase):
     timezone: str = "UTC"
     input: dict[str, Any] = Field(default_factory=dict)
     catch_up: bool = False
+    concurrency: SchedulerConcurrency = SchedulerConcurrency.ALLOW
 
 
 class WebhookMode(StrEnum):
@@ -466,9 +481,10 @@ class Workspace(_Model):
     @field_validator("secrets", mode="before")
     @classmethod
     def _secret_values_are_strings(cls, value: object) -> object:
-        # `port: 5432` under secrets: is the literal "5432", like an env var.
+        # `port: 5432` under secrets: is the literal "5432", like an env var; a map of
+        # values (Strøm's nested secrets) is kept flat under dotted names (`db.password`).
         if isinstance(value, dict):
-            return {k: (v if isinstance(v, str) else _scalar_to_env(v)) for k, v in value.items()}
+            return flatten_secrets(value, _scalar_to_env)
         return value
 
     def action_for(self, step: Step) -> Action:

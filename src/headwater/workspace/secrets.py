@@ -7,8 +7,11 @@ Each value of ``secrets:`` is a template rendered once, when a server or worker 
 - ``file('path')``: a file's content without its trailing newline; a relative path is
   relative to the workspace root, so ``file('/run/secrets/db')`` reads a Docker secret.
 
-A value without ``{{`` is a literal. A missing variable or file is an error naming the
-secret (``headwater validate`` only warns: the value may exist where the job runs).
+A value without ``{{`` is a literal. A value may be a map of values (Strøm's nested
+secrets, ``{{ secret.db.password }}``): each leaf is a secret of its own, kept under its
+dotted name (``db.password``; see ``headwater.workspace.secret_tree``). A missing
+variable or file is an error naming the secret (``headwater validate`` only warns: the
+value may exist where the job runs).
 
 ``Redactor`` replaces every occurrence of every secret value (of 3 characters or more)
 with ``••••••`` in log lines and API responses, substrings included.

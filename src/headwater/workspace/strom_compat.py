@@ -20,14 +20,10 @@ if TYPE_CHECKING:
 
 __all__ = ["NOT_YET_KEYS", "NOT_YET_TYPES", "no_effect_problems", "not_yet_key", "not_yet_type"]
 
-_LOOP = "Strøm's for_each loop; write one step per item for now"
 _AGENT = "Strøm's agent actions"
 
 # (model class name, key) -> what it is in Strøm, and what to do instead.
 NOT_YET_KEYS: dict[tuple[str, str], str] = {
-    ("Step", "for_each"): _LOOP,
-    ("Step", "sequential"): _LOOP,
-    ("Step", "max_parallel"): _LOOP,
     ("Step", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
@@ -37,9 +33,6 @@ NOT_YET_KEYS: dict[tuple[str, str], str] = {
     ),
     ("Task", "on_cancel"): "Strøm's on_cancel hooks; a cancelled job fires no hooks here",
     ("Task", "on_suspended"): "Strøm's on_suspended hooks (for approval steps)",
-    ("SchedulerTrigger", "concurrency"): (
-        "Strøm's scheduler concurrency policy; every tick starts a job here (`allow`)"
-    ),
     ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
     ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",
     **{

@@ -43,6 +43,7 @@ from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from headwater.errors import TemplateCallError, TemplateError
+from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.template_ast import collect_chains, collect_paths, shell_safe
 from headwater.workspace.tera_builtins import (
     DATE_FILTERS,
@@ -53,6 +54,7 @@ from headwater.workspace.tera_builtins import (
 )
 from headwater.workspace.tera_collections import COLLECTION_FILTERS
 from headwater.workspace.tera_filters import STRING_FILTERS
+from headwater.workspace.tera_vals import VALS_FILTERS
 
 __all__ = [
     "RESERVED_NAMES",
@@ -102,11 +104,9 @@ def build_context(
         for alias in (name, name.replace("-", "_")):
             if alias not in RESERVED_NAMES:
                 context.setdefault(alias, state)
-    secret_map = dict(secrets or {})
+    context.update(secret_scope(secrets or {}))
     context.update(
         input=input,
-        secret=secret_map,
-        secrets=secret_map,
         job=dict(job or {}),
         steps=steps,
     )
@@ -212,6 +212,7 @@ class TemplateEngine:
         self.env.filters.update(STRING_FILTERS)
         self.env.filters.update(COLLECTION_FILTERS)
         self.env.filters.update(DATE_FILTERS)
+        self.env.filters.update(VALS_FILTERS)
         self.env.filters.update(
             default=_default_filter,
             d=_default_filter,

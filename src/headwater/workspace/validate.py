@@ -295,6 +295,27 @@ class _Checker:
         self.template(step.input, (*path, "input"), scope)
         if step.when is not None:
             self.template(step.when, (*path, "when"), scope)
+        self.loop(step, path, scope)
+
+    def loop(self, step: Step, path: YamlPath, scope: _StepScope) -> None:
+        """Strøm's ``for_each`` keys (run by headwater.engine.fanout)."""
+        if "[" in scope.step or "]" in scope.step:
+            self.error(
+                path,
+                f"step name {scope.step!r} must not contain `[` or `]` (loop instances are"
+                " named `step[0]`, `step[1]`, …)",
+                at_key=True,
+            )
+        if step.for_each is not None:
+            self.template(step.for_each, (*path, "for_each"), scope)
+        elif step.sequential or step.max_parallel is not None:
+            key = "sequential" if step.sequential else "max_parallel"
+            self.warn((*path, key), f"`{key}` has no effect without `for_each`; remove it")
+        if step.sequential and step.max_parallel is not None:
+            self.warn(
+                (*path, "max_parallel"),
+                "`max_parallel` has no effect with `sequential: true` (one at a time)",
+            )
 
     def task_call_cycles(self) -> None:
         """A task that reaches itself through ``type: task`` actions would never end."""
@@ -404,7 +425,7 @@ class _Checker:
         for dotted in self.engine.referenced_names(text):
             parts = dotted.split(".")
             if len(parts) >= 2:
-                self.secret_uses.append((path, parts[1]))
+                self.secret_uses.append((path, ".".join(parts[1:])))
         if scope is not None:
             self.step_references(text, path, label, scope)
 
@@ -434,7 +455,11 @@ class _Checker:
     def undefined_secrets(self) -> None:
         defined = self.ws.secrets
         for path, name in self.secret_uses:
-            if name in defined:
+            # `secret.db.password` reads the nested secret `db.password` (or a part of it).
+            if any(
+                key == name or key.startswith(f"{name}.") or name.startswith(f"{key}.")
+                for key in defined
+            ):
                 continue
             label = field_label(describe(path)[1])
             self.warn(

@@ -33,6 +33,7 @@ from headwater.triggers.receivers import (
 )
 from headwater.workspace.models import Workspace
 from headwater.workspace.secret_refs import seal
+from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["ReceiverManager"]
@@ -139,7 +140,7 @@ class ReceiverManager:
 
     async def _start(self, ws: Workspace, name: str, trigger: Any, slot: _Slot) -> None:
         secrets = dict(self._secrets())
-        secret_ctx = {"secret": secrets, "secrets": secrets}
+        secret_ctx = secret_scope(secrets)
 
         def render(value: Any, where: str) -> Any:
             return self._templates.render(value, secret_ctx, where=f"trigger {name!r} {where}")
