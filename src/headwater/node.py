@@ -48,6 +48,7 @@ from headwater.store.base import (
 )
 from headwater.store.retention import RetentionPolicy, run_retention
 from headwater.store.sql import open_store
+from headwater.telemetry.job_metrics import JobMetrics
 from headwater.triggers.consumers import (
     consumer_env,
     consumer_line_hook,
@@ -154,6 +155,8 @@ class Node:
         # Set before start() by ``headwater server``: serve only the triggers whose lease
         # this process holds (None: every trigger, as ``headwater up`` does).
         self.owner: TriggerOwner | None = None
+        # The series this node observes; each HTTP app serving it exposes them.
+        self.job_metrics = JobMetrics()
         self._started = False
 
     # -- Runtime protocol (used by the HTTP app) -------------------------------------------
@@ -173,6 +176,9 @@ class Node:
             Event(task, input, source_type, source_id=source_id, dedup_key=dedup_key)
         )
         (outcome,) = await self.store.insert_jobs([job])
+        self.job_metrics.event(
+            source_type, source_id, "accepted" if outcome.created else "duplicate"
+        )
         return outcome
 
     def redact(self, data: Any) -> Any:
@@ -188,7 +194,7 @@ class Node:
     async def start(self, store: Store | None = None) -> None:
         """Open the store (or take ``store``, already open: the node closes it)."""
         self.store = store if store is not None else await open_store(self.settings.db_url)
-        self.dispatcher = Dispatcher(self.store, self.workspace)
+        self.dispatcher = Dispatcher(self.store, self.workspace, observe=self.job_metrics.event)
         self.batching = BatchingDispatcher(self.dispatcher)
         self.hooks = HookFirer(
             self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
@@ -226,6 +232,7 @@ class Node:
             self.templates,
             lambda: self.holder.secrets,
             owner=self.owner,
+            on_error=self.job_metrics.receiver_error,
         )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
@@ -248,10 +255,13 @@ class Node:
                 self.settings.worker,
                 is_long_running=_is_consumer,
                 on_finished=self._job_finished,
+                on_claimed=self.job_metrics.claimed,
+                on_store_error=self.job_metrics.store_error,
             )
         self._started = True
 
     async def _job_finished(self, job: JobRecord, status: JobStatus) -> None:
+        self.job_metrics.finished(job, status.value)
         await self.hooks.fire_finished(job, status)
 
     # -- trigger state and control (TriggerStateProvider, TriggerControl) -----------------

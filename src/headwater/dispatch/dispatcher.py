@@ -85,9 +85,16 @@ class Dispatcher:
     """Turns events into jobs of the current workspace."""
 
     def __init__(
-        self, store: Store, workspace: Callable[[], Workspace], max_attempts: int = 3
+        self,
+        store: Store,
+        workspace: Callable[[], Workspace],
+        max_attempts: int = 3,
+        *,
+        observe: Callable[[str, str | None, str], None] | None = None,
     ) -> None:
         self._store = store
+        # Told (source_type, source_id, outcome) of every event stored: the metrics.
+        self._observe = observe
         self._workspace = workspace
         self._max_attempts = max_attempts
         # Per task of the current workspace: its input checker and the tags its steps
@@ -257,7 +264,19 @@ class Dispatcher:
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
         elif cursor is not None:
             await self._store.save_cursor(*cursor)
+        self._count(batch)
         return [o for o in outcomes if o is not None]
+
+    def _count(self, batch: PreparedBatch) -> None:
+        observe = self._observe
+        if observe is None:
+            return
+        for r in batch.rejected:
+            observe(r.source_type, r.source_id, DispatchStatus.REJECTED.value)
+        for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
+            outcome = batch.outcomes[slot]
+            if outcome is not None:
+                observe(job.source_type, job.source_id, outcome.status.value)
 
     async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:
         """The jobs of a batch that the store refused for its data, written again in
