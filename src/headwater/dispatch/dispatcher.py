@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +24,7 @@ import structlog
 from headwater import jsonsafe
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError
 from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
+from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
@@ -91,7 +93,9 @@ class Dispatcher:
         max_attempts: int = 3,
         *,
         observe: Callable[[str, str | None, str], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._store = store
         # Told (source_type, source_id, outcome) of every event stored: the metrics.
         self._observe = observe
@@ -239,6 +243,7 @@ class Dispatcher:
         two leaves the cursor behind: the events are replayed and their dedup keys keep
         them single.)"""
         outcomes = batch.outcomes
+        started = time.time_ns()
         if batch.rejected:
             await self._store.insert_rejected(batch.rejected)
             for r in batch.rejected:
@@ -265,7 +270,18 @@ class Dispatcher:
         elif cursor is not None:
             await self._store.save_cursor(*cursor)
         self._count(batch)
+        if self._tracing is not None:
+            self._trace(batch, started)
         return [o for o in outcomes if o is not None]
+
+    def _trace(self, batch: PreparedBatch, started: int) -> None:
+        tracing = self._tracing
+        if tracing is None:
+            return
+        for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
+            outcome = batch.outcomes[slot]
+            if outcome is not None and outcome.status is DispatchStatus.ACCEPTED and outcome.job_id:
+                tracing.dispatch(outcome.job_id, job.task, job.source_type, job.source_id, started)
 
     def _count(self, batch: PreparedBatch) -> None:
         observe = self._observe
