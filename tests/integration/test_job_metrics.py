@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
+from headwater.dispatch.dispatcher import Event
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.store.base import JobStatus
@@ -138,3 +139,20 @@ async def test_two_apps_over_one_node_share_its_series_without_collision(node: N
             "headwater_events_total", {"source_type": "api", "trigger": "", "outcome": "accepted"}
         )
         assert value == 1.0
+
+
+async def test_trigger_events_are_counted_by_trigger_and_outcome(node: Node) -> None:
+    registry = _registry(node)
+    events = [
+        Event("good", {"n": 1}, "webhook", source_id="ws/orders", dedup_key="a"),
+        Event("good", {"n": 1}, "webhook", source_id="ws/orders", dedup_key="a"),
+        Event("good", {"n": 2}, "webhook", source_id="ws/orders", dedup_key="b"),
+        Event("good", {"n": "not a number"}, "webhook", source_id="ws/orders"),
+    ]
+    await node.dispatcher.dispatch(events)
+
+    def count(outcome: str) -> float | None:
+        labels = {"source_type": "webhook", "trigger": "ws/orders", "outcome": outcome}
+        return registry.get_sample_value("headwater_events_total", labels)
+
+    assert (count("accepted"), count("duplicate"), count("rejected")) == (2.0, 1.0, 1.0)

@@ -12,6 +12,7 @@ batch (one round trip for up to ``max_batch`` events).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -92,12 +93,12 @@ class Dispatcher:
         workspace: Callable[[], Workspace],
         max_attempts: int = 3,
         *,
-        observe: Callable[[str, str | None, str], None] | None = None,
+        observe: Callable[[str, str | None, str, int], None] | None = None,
         tracing: Tracing | None = None,
     ) -> None:
         self._tracing = tracing
         self._store = store
-        # Told (source_type, source_id, outcome) of every event stored: the metrics.
+        # Told (source_type, source_id, outcome, count) of the events stored: the metrics.
         self._observe = observe
         self._workspace = workspace
         self._max_attempts = max_attempts
@@ -287,12 +288,16 @@ class Dispatcher:
         observe = self._observe
         if observe is None:
             return
-        for r in batch.rejected:
-            observe(r.source_type, r.source_id, DispatchStatus.REJECTED.value)
+        # Counted per label set: a batch usually comes from one trigger (one series).
+        counts: collections.Counter[tuple[str, str | None, str]] = collections.Counter(
+            (r.source_type, r.source_id, DispatchStatus.REJECTED.value) for r in batch.rejected
+        )
         for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
             outcome = batch.outcomes[slot]
             if outcome is not None:
-                observe(job.source_type, job.source_id, outcome.status.value)
+                counts[(job.source_type, job.source_id, outcome.status.value)] += 1
+        for (source_type, source_id, status), n in counts.items():
+            observe(source_type, source_id, status, n)
 
     async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:
         """The jobs of a batch that the store refused for its data, written again in

@@ -98,10 +98,10 @@ class JobMetrics:
                 max((end - job.started_at).total_seconds(), 0.0)
             )
 
-    def event(self, source_type: str, source_id: str | None, outcome: str) -> None:
+    def event(self, source_type: str, source_id: str | None, outcome: str, n: int = 1) -> None:
         self.events.labels(
             source_type=source_type, trigger=trigger_label(source_type, source_id), outcome=outcome
-        ).inc()
+        ).inc(n)
 
     def receiver_error(self, trigger: str) -> None:
         self.receiver_errors.labels(trigger=trigger).inc()
