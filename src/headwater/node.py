@@ -12,6 +12,7 @@ import contextlib
 import dataclasses
 import gc
 import os
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ from headwater.store.base import (
 )
 from headwater.store.retention import RetentionPolicy, run_retention
 from headwater.store.sql import open_store
+from headwater.telemetry.job_metrics import JobMetrics
+from headwater.telemetry.tracing import Tracing, tracing_from_env
 from headwater.triggers.consumers import (
     consumer_env,
     consumer_line_hook,
@@ -148,8 +151,11 @@ class Node:
         *,
         loader: Callable[[Path], Workspace] = load_workspace,
         functions: Mapping[str, Callable[..., Any]] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.settings = settings
+        # OpenTelemetry spans of jobs: given, or set up from HEADWATER_OTEL / OTEL_*.
+        self.tracing = tracing if tracing is not None else tracing_from_env()
         self.holder = WorkspaceHolder(workspace_path, loader=loader)
         self._functions = dict(functions or {})
         self.store: Store  # set by start()
@@ -158,6 +164,8 @@ class Node:
         # Set before start() by ``headwater server``: serve only the triggers whose lease
         # this process holds (None: every trigger, as ``headwater up`` does).
         self.owner: TriggerOwner | None = None
+        # The series this node observes; each HTTP app serving it exposes them.
+        self.job_metrics = JobMetrics()
         self._started = False
         self.artifacts: ArtifactStore | None = (
             ArtifactStore(settings.artifacts_dir) if settings.artifacts_dir is not None else None
@@ -179,7 +187,13 @@ class Node:
         job = self.dispatcher.prepare(
             Event(task, input, source_type, source_id=source_id, dedup_key=dedup_key)
         )
+        started = time.time_ns()
         (outcome,) = await self.store.insert_jobs([job])
+        if outcome.created and self.tracing is not None:
+            self.tracing.dispatch(outcome.id, task, source_type, source_id, started)
+        self.job_metrics.event(
+            source_type, source_id, "accepted" if outcome.created else "duplicate"
+        )
         return outcome
 
     def redact(self, data: Any) -> Any:
@@ -195,7 +209,9 @@ class Node:
     async def start(self, store: Store | None = None) -> None:
         """Open the store (or take ``store``, already open: the node closes it)."""
         self.store = store if store is not None else await open_store(self.settings.db_url)
-        self.dispatcher = Dispatcher(self.store, self.workspace)
+        self.dispatcher = Dispatcher(
+            self.store, self.workspace, observe=self.job_metrics.event, tracing=self.tracing
+        )
         self.batching = BatchingDispatcher(self.dispatcher)
         self.hooks = HookFirer(
             self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
@@ -234,6 +250,7 @@ class Node:
             self.templates,
             lambda: self.holder.secrets,
             owner=self.owner,
+            on_error=self.job_metrics.receiver_error,
         )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
@@ -244,7 +261,7 @@ class Node:
             redact=self.redact,
         )
         self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner)
-        self.executor = JobExecutor(self.steps)
+        self.executor = JobExecutor(self.steps, tracing=self.tracing)
         self.worker: Worker | None = None
         if self.settings.run_worker:
             self.worker = Worker(
@@ -256,10 +273,13 @@ class Node:
                 self.settings.worker,
                 is_long_running=_is_consumer,
                 on_finished=self._job_finished,
+                on_claimed=self.job_metrics.claimed,
+                on_store_error=self.job_metrics.store_error,
             )
         self._started = True
 
     async def _job_finished(self, job: JobRecord, status: JobStatus) -> None:
+        self.job_metrics.finished(job, status.value)
         await self.hooks.fire_finished(job, status)
 
     # -- trigger state and control (TriggerStateProvider, TriggerControl) -----------------

@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
+from prometheus_client import CollectorRegistry
 
 from headwater.distributed.ownership import TriggerOwnership, lease_name
 from headwater.distributed.service import (
@@ -292,6 +294,29 @@ async def test_a_remote_worker_runs_a_for_each_loop(cluster: Cluster) -> None:
         assert job.output == {"fan": [{"n": 1}, {"n": 2}]}
         steps = {s.name: s.status for s in job.steps}
         assert steps == {n: StepStatus.COMPLETED for n in ("fan", "fan[0]", "fan[1]")}
+
+
+async def test_the_server_observes_the_claims_and_finishes_of_remote_workers(
+    cluster: Cluster,
+) -> None:
+    registry = CollectorRegistry()
+    cluster.node.job_metrics.register(registry)
+    async with cluster.remote_worker():
+        job = await cluster.wait_job(await cluster.submit("hello", n=3))
+        assert job.status is JobStatus.COMPLETED, job.error
+        labels = {"task": "hello", "status": "completed"}
+        await _until(
+            lambda: registry.get_sample_value("headwater_jobs_finished_total", labels) == 1.0,
+            what="the finish counted on the server",
+        )
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"{cluster.url}/metrics")).text
+    assert registry.get_sample_value("headwater_job_queue_wait_seconds_count", {"task": "hello"})
+    assert job.started_at is not None and job.finished_at is not None
+    stored = (job.finished_at - job.started_at).total_seconds()
+    observed = registry.get_sample_value("headwater_job_duration_seconds_sum", {"task": "hello"})
+    assert observed == pytest.approx(stored, abs=1e-3)  # the stored times, not a guess
+    assert 'route="/worker/sync"' in text and 'route="/worker/claim"' in text
 
 
 async def test_the_server_fires_the_hooks_of_a_job_a_remote_worker_finished(

@@ -12,7 +12,9 @@ batch (one round trip for up to ``max_batch`` events).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -23,6 +25,7 @@ import structlog
 from headwater import jsonsafe
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError
 from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
+from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Task, Workspace
@@ -85,9 +88,18 @@ class Dispatcher:
     """Turns events into jobs of the current workspace."""
 
     def __init__(
-        self, store: Store, workspace: Callable[[], Workspace], max_attempts: int = 3
+        self,
+        store: Store,
+        workspace: Callable[[], Workspace],
+        max_attempts: int = 3,
+        *,
+        observe: Callable[[str, str | None, str, int], None] | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
+        self._tracing = tracing
         self._store = store
+        # Told (source_type, source_id, outcome, count) of the events stored: the metrics.
+        self._observe = observe
         self._workspace = workspace
         self._max_attempts = max_attempts
         # Per task of the current workspace: its input checker and the tags its steps
@@ -232,6 +244,7 @@ class Dispatcher:
         two leaves the cursor behind: the events are replayed and their dedup keys keep
         them single.)"""
         outcomes = batch.outcomes
+        started = time.time_ns()
         if batch.rejected:
             await self._store.insert_rejected(batch.rejected)
             for r in batch.rejected:
@@ -257,7 +270,34 @@ class Dispatcher:
                 outcomes[slot] = DispatchOutcome(status, job_id=result.id)
         elif cursor is not None:
             await self._store.save_cursor(*cursor)
+        self._count(batch)
+        if self._tracing is not None:
+            self._trace(batch, started)
         return [o for o in outcomes if o is not None]
+
+    def _trace(self, batch: PreparedBatch, started: int) -> None:
+        tracing = self._tracing
+        if tracing is None:
+            return
+        for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
+            outcome = batch.outcomes[slot]
+            if outcome is not None and outcome.status is DispatchStatus.ACCEPTED and outcome.job_id:
+                tracing.dispatch(outcome.job_id, job.task, job.source_type, job.source_id, started)
+
+    def _count(self, batch: PreparedBatch) -> None:
+        observe = self._observe
+        if observe is None:
+            return
+        # Counted per label set: a batch usually comes from one trigger (one series).
+        counts: collections.Counter[tuple[str, str | None, str]] = collections.Counter(
+            (r.source_type, r.source_id, DispatchStatus.REJECTED.value) for r in batch.rejected
+        )
+        for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
+            outcome = batch.outcomes[slot]
+            if outcome is not None:
+                counts[(job.source_type, job.source_id, outcome.status.value)] += 1
+        for (source_type, source_id, status), n in counts.items():
+            observe(source_type, source_id, status, n)
 
     async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:
         """The jobs of a batch that the store refused for its data, written again in

@@ -233,6 +233,7 @@ class WorkerService:
                 while True:
                     jobs = await store.claim_jobs(worker_id, self.eligible_signatures(tags), limit)
                     if jobs:
+                        self._node.job_metrics.claimed(jobs)
                         return jobs
                     while True:
                         remaining = deadline - time.monotonic()
@@ -296,17 +297,34 @@ class WorkerService:
         worker's loop takes the jobs claimed here."""
         store = self._node.store
         changed = await store.finish_jobs([(j, worker_id, s, o, e) for j, s, o, e in results])
-        await self._fire_hooks([r[0] for r, ok in zip(results, changed, strict=True) if ok])
+        finished = [r[0] for r, ok in zip(results, changed, strict=True) if ok]
+        await self._observe_finished(finished)
+        await self._fire_hooks(finished)
         for lease in leases:  # the consumer ended: its trigger's next consumer may start
             owner = _consumer_owner(worker_id, lease.job_id, lease.attempt)
             await store.release_lease(consumer_lease_name(lease.trigger), owner, lease.token)
         jobs: list[JobRecord] = []
         if claim is not None and claim[0] > 0 and not self._closing.is_set():
             jobs = await store.claim_jobs(worker_id, self.eligible_signatures(claim[1]), claim[0])
+            self._node.job_metrics.claimed(jobs)
             if jobs:
                 for kick in self._kicks.get(worker_id, ()):
                     kick.set()
         return changed, jobs
+
+    async def _observe_finished(self, job_ids: Sequence[str]) -> None:
+        """Duration and final status of the jobs a worker just finished: read back (one
+        query) for their stored start and finish times."""
+        if not job_ids:
+            return
+        try:
+            jobs = await self._node.store.get_jobs(job_ids)
+        except Exception:  # best effort: the finish stands
+            log.exception("finish_metrics_failed")
+            self._node.job_metrics.store_error("get_jobs")
+            return
+        for job in jobs:
+            self._node.job_metrics.finished(job, job.status.value)
 
     async def _fire_hooks(self, job_ids: Sequence[str]) -> None:
         hooks = self._node.hooks

@@ -35,6 +35,7 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
 )
+from headwater.telemetry.tracing import Tracing, trace_id_of
 from headwater.workspace.hooks import find_task
 from headwater.workspace.models import Step, Task, Workspace
 
@@ -59,11 +60,38 @@ def _now() -> datetime:
 class JobExecutor:
     """Executes jobs of one workspace; one instance serves many concurrent jobs."""
 
-    def __init__(self, steps: StepRunner) -> None:
+    def __init__(self, steps: StepRunner, tracing: Tracing | None = None) -> None:
         self._steps = steps
+        self._tracing = tracing
 
     async def execute(
         self, workspace: Workspace, job: JobRecord, cancel: asyncio.Event
+    ) -> JobOutcome:
+        """Run the job's flow; its log lines carry ``job_id`` and ``trace_id``, and with
+        tracing on it is a ``job`` span with a ``step:<name>`` span per step that ran."""
+        with structlog.contextvars.bound_contextvars(job_id=job.id, trace_id=trace_id_of(job.id)):
+            tracing = self._tracing
+            span = tracing.job(job.id, job.task, job.attempt) if tracing is not None else None
+            if tracing is None or span is None:
+                return await self._execute(workspace, job, cancel, None)
+            states: dict[str, StepState] = {}
+            try:
+                outcome = await self._execute(workspace, job, cancel, states)
+            except BaseException as exc:
+                tracing.end_job(span, JobStatus.FAILED.value, repr(exc))
+                raise
+            for st in states.values():
+                status = st.status.value
+                tracing.step(span, st.name, status, st.started_at, st.finished_at, st.error)
+            tracing.end_job(span, outcome.status.value, outcome.error)
+            return outcome
+
+    async def _execute(
+        self,
+        workspace: Workspace,
+        job: JobRecord,
+        cancel: asyncio.Event,
+        sink: dict[str, StepState] | None,
     ) -> JobOutcome:
         task = find_task(workspace, job.task)
         if task is None:
@@ -71,6 +99,8 @@ class JobExecutor:
             await self._system(job, None, error)
             return JobOutcome(JobStatus.FAILED, None, error)
         states = self._initial_states(workspace, task, job)
+        if sink is not None:
+            sink.update(states)  # the same StepState objects: the caller sees their ends
         if task.timeout is None:
             # Only a cancel can stop the job: the steps watch the cancel event itself (a
             # watcher task per job costs more than a no-op function step).

@@ -54,6 +54,7 @@ from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
 from headwater.server.strict_json import StrictJsonMiddleware
+from headwater.telemetry.job_metrics import JobMetrics
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "error_status"]
 
@@ -102,6 +103,9 @@ def create_app(
     """
     validate_api_keys(api_keys)
     metrics = Metrics()
+    job_metrics = getattr(runtime, "job_metrics", None)
+    if isinstance(job_metrics, JobMetrics):
+        metrics.include(job_metrics)
     metrics.on_scrape(job_status_refresher(metrics, runtime.store))
     metrics.on_scrape(store_size_refresher(metrics, runtime.store))
     if isinstance(runtime, TriggerStateProvider):

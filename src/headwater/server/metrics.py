@@ -25,6 +25,7 @@ from prometheus_client import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from headwater.store.base import JobStatus, Store
+from headwater.telemetry.job_metrics import JobMetrics
 
 __all__ = [
     "Metrics",
@@ -96,6 +97,10 @@ class Metrics:
             registry=self.registry,
             buckets=buckets,
         )
+
+    def include(self, collectors: JobMetrics) -> None:
+        """Expose series created elsewhere (a node's ``JobMetrics``) on this registry."""
+        collectors.register(self.registry)
 
     def on_scrape(self, refresh: Refresher) -> None:
         """Run ``refresh`` before each scrape (to set gauges read from the store)."""

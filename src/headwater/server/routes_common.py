@@ -77,6 +77,9 @@ class JobSummaryOut(_Out):
     created_at: Timestamp
     started_at: Timestamp = None
     finished_at: Timestamp = None
+    trace_id: str | None = Field(
+        None, description="The job's OpenTelemetry trace id (its UUID's 32 hex digits)"
+    )
 
 
 class JobOut(JobSummaryOut):

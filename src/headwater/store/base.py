@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import Any
 
 from headwater.store.notify import Subscription
+from headwater.telemetry.tracing import trace_id_of
 
 __all__ = [
     "Channel",
@@ -197,6 +198,8 @@ class JobRecord:
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
+            # The job's OpenTelemetry trace id: derived from its UUIDv7 id, never stored.
+            "trace_id": trace_id_of(self.id),
         }
         if include_steps:
             data["steps"] = [s.to_api() for s in self.steps]

@@ -27,6 +27,7 @@ from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.runners import RUNNER_TAGS, close_runners, open_runners, runner_tags
 from headwater.store.base import JobRecord
+from headwater.telemetry.tracing import tracing_from_env
 from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_resume_env
 from headwater.triggers.emitter import EmitBatch, EmitResult
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
@@ -269,7 +270,7 @@ class RemoteWorker:
         )
         worker = Worker(
             guarded,
-            JobExecutor(steps),
+            JobExecutor(steps, tracing=tracing_from_env()),
             logs,
             self.holder.current,
             lambda: [],  # the server matches jobs to this worker's tags

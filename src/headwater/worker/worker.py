@@ -72,9 +72,14 @@ class Worker:
         is_long_running: Callable[[JobRecord], bool] = lambda job: False,
         worker_id: str | None = None,
         on_finished: Callable[[JobRecord, JobStatus], Awaitable[None]] | None = None,
+        on_claimed: Callable[[Sequence[JobRecord]], None] | None = None,
+        on_store_error: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self._on_finished = on_finished
+        # Metrics: told the jobs of each claim, and the operation of each store failure.
+        self._on_claimed = on_claimed
+        self._on_store_error = on_store_error
         self.executor = executor
         self.logs = logs
         self._workspace = workspace
@@ -167,16 +172,23 @@ class Worker:
             claimed = await self.store.claim_jobs(self.id, list(self._tag_signatures()), limit)
         except Exception:
             log.exception("claim_failed", worker_id=self.id)
+            self._store_error("claim")
             await asyncio.sleep(1.0)  # keeps its slots reserved: no storm of retries
             self._claiming -= limit
             self._slot_freed.set()
             return
         self._claiming -= limit
+        if claimed and self._on_claimed is not None:
+            self._on_claimed(claimed)
         for job in claimed:
             self._start(job)
         if len(claimed) < limit:
             self._drained = True
         self._slot_freed.set()
+
+    def _store_error(self, operation: str) -> None:
+        if self._on_store_error is not None:
+            self._on_store_error(operation)
 
     def _busy(self) -> int:
         return len(self._active) - self._finishing
@@ -232,6 +244,7 @@ class Worker:
                 await self._on_finished(job, outcome.status)  # e.g. fire its hooks
         except Exception:
             log.exception("job_finish_failed", job_id=job.id)
+            self._store_error("finish")
         finally:
             if active.finishing:
                 self._finishing -= 1

@@ -72,8 +72,10 @@ class ReceiverManager:
         backoff_initial: float = 1.0,
         backoff_max: float = 60.0,
         owner: TriggerOwner | None = None,
+        on_error: Callable[[str], None] | None = None,
     ) -> None:
         self._store = store
+        self._on_error = on_error  # told the trigger name of each failure (metrics)
         self._dispatcher = dispatcher
         self._workspace = workspace
         self._templates = templates
@@ -204,6 +206,8 @@ class ReceiverManager:
         slot.next_start = now + delay
         slot.last_error = reason
         log.warning("receiver_backoff", trigger=slot.name, reason=reason, delay=delay)
+        if self._on_error is not None:
+            self._on_error(slot.name)
 
     async def _stop(self, slot: _Slot) -> None:
         receiver, slot.receiver = slot.receiver, None

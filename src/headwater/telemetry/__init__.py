@@ -1,0 +1,1 @@
+"""Job telemetry: Prometheus series a node observes and optional OpenTelemetry traces."""
