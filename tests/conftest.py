@@ -98,6 +98,33 @@ def _refuse_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     )
 
 
+# Tests that restart or cut a shared broker (NATS and Mosquitto restart; Redis, RabbitMQ
+# kill their receivers' connections) must not run beside another test of the same broker
+# in another xdist worker: each broker's tests form one group (``--dist loadgroup``), and
+# different brokers still run in parallel.
+_BROKERS = frozenset(
+    {"redis_stream", "redis_list", "amqp", "mqtt", "nats", "kafka", "sqs", "postgres"}
+)
+
+
+def _broker_of(item: pytest.Item) -> str | None:
+    callspec = getattr(item, "callspec", None)
+    if callspec is None:
+        return None
+    for key in ("harness", "kind"):
+        value = callspec.params.get(key)
+        if value in _BROKERS:
+            return str(value)
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        broker = _broker_of(item)
+        if broker is not None:
+            item.add_marker(pytest.mark.xdist_group(f"broker-{broker}"))
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
