@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
-import headwater.cli.client_cmds  # noqa: F401  (registers the commands)
+import headwater.cli.client_cmds  # registers the commands
 import headwater.cli.http_client
 from headwater.cli import app
 from headwater.cli.http_client import HeadwaterClient
