@@ -137,30 +137,38 @@ def jobs(
 
 
 def jobs_table(found: list[dict[str, Any]], width: int) -> Table:
-    """The jobs as a table that fits ``width`` columns: TASK is never dropped nor cut
-    below 20 characters; SOURCE is cut first, then dropped, then CREATED loses its date."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    longest_task = max(len(j["task"]) for j in found)
+    """The jobs as a table that fits ``width`` columns. TASK is never dropped and keeps
+    up to 20 characters whatever the width; when room runs out, SOURCE is cut, then
+    CREATED loses its year, then SOURCE is dropped."""
     sources = [_source(j) for j in found]
-    # ID 8, STATUS 9, DURATION 8, gaps of 2 between columns.
-    fixed = SHORT_ID + 9 + 8 + 2 * 4
-    wide_created = width - fixed - min(longest_task, 20) - 19 >= 12
-    created_width = 19 if wide_created else 14
-    room = width - fixed - created_width
-    show_source = room - min(longest_task, 20) - 2 >= 10
-    table.add_column("ID", no_wrap=True)
-    table.add_column("TASK", no_wrap=True, overflow="ellipsis", min_width=min(longest_task, 20))
-    table.add_column("STATUS", no_wrap=True)
-    if show_source:
-        table.add_column("SOURCE", no_wrap=True, overflow="ellipsis", min_width=10)
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
+    task_len = max(len(j["task"]) for j in found)
+    source_len = max(max((len(s) for s in sources), default=0), len("SOURCE"))
+    fixed = SHORT_ID + len("cancelled") + len("DURATION")
+    task_w = source_w = 0
+    created_w = 19
+    for created_w, with_source in ((19, True), (14, True), (14, False)):
+        room = width - fixed - created_w - 2 * (5 if with_source else 4)
+        task_w = min(task_len, max(room, 4))
+        if not with_source:
+            break
+        if room - min(task_len, 20) >= 10:  # SOURCE gets at least 10
+            task_w = min(task_len, max(20, room - source_len))
+            source_w = min(source_len, room - task_w)
+            break
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True, width=SHORT_ID)
+    table.add_column("TASK", no_wrap=True, overflow="ellipsis", width=max(task_w, 4))
+    table.add_column("STATUS", no_wrap=True, width=len("cancelled"))
+    if source_w:
+        table.add_column("SOURCE", no_wrap=True, overflow="ellipsis", width=source_w)
+    table.add_column("CREATED", no_wrap=True, width=created_w)
+    table.add_column("DURATION", justify="right", no_wrap=True, width=len("DURATION"))
     for j, source in zip(found, sources, strict=True):
         row = [escape(short_id(j["id"])), escape(j["task"]), _status(j["status"])]
-        if show_source:
+        if source_w:
             row.append(escape(source))
         created = _when(j.get("created_at"))
-        row.append(created if wide_created or created == "-" else created[5:])
+        row.append(created if created_w == 19 or created == "-" else created[5:])
         row.append(_duration(j.get("started_at"), j.get("finished_at")))
         table.add_row(*row)
     return table
