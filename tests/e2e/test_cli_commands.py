@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.e2e.procs import Up, run_cli
+from tests.e2e.procs import HEADWATER, Up, run_cli
 from tests.e2e.test_run_and_up import workspace
 
 
@@ -142,3 +148,29 @@ def test_short_ids_unique_ambiguous_and_unknown(up: Up) -> None:
     code, out, err = hw(up, "job", a[-5:])
     assert code == 1
     assert "at least 8 characters" in err
+
+
+def test_ctrl_c_on_run_cancels_the_job_and_says_so(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/run.db"
+    proc = subprocess.Popen(
+        [HEADWATER, "run", str(workspace(tmp_path)), "slow", "-i", '{"seconds": 60}', "--db", db],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        assert "started" in proc.stdout.readline()  # the step runs
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    match = re.search(r"interrupted: job (\S+) cancelled", err)
+    assert match, err
+    # The job is final in the database, not left running.
+    with sqlite3.connect(tmp_path / "run.db") as conn:
+        (status,) = conn.execute("SELECT status FROM jobs WHERE id = ?", (match[1],)).fetchone()
+    assert status == "cancelled"

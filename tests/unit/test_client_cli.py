@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import socket
 import threading
 import time
@@ -418,3 +419,23 @@ def test_a_follower_that_hangs_up_releases_its_subscriptions(
     while sum(len(s) for s in subscriptions.values()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sum(len(s) for s in subscriptions.values()) == 0
+
+
+# -- log timestamps -----------------------------------------------------------------
+
+CLOCK = r"\d\d:\d\d:\d\d\.\d{3} "
+
+
+def test_logs_timestamps_on_with_follow_off_without(
+    server: ServerThread, store: InMemoryStore
+) -> None:
+    j = store.add_job(status=JobStatus.COMPLETED)
+    store.log(j.id, "one")
+
+    plain = hw("logs", j.id, "--server", server.url)
+    stamped = hw("logs", j.id, "--timestamps", "--server", server.url)
+    followed = hw("logs", j.id, "-f", "--server", server.url)
+
+    assert plain.stdout.splitlines() == ["[main] one"]
+    assert re.fullmatch(CLOCK + r"\[main\] one", stamped.stdout.strip()), stamped.stdout
+    assert re.fullmatch(CLOCK + r"\[main\] one", followed.stdout.strip()), followed.stdout
