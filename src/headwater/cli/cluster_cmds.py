@@ -112,9 +112,12 @@ def server(
     from headwater.distributed.server import ServerSettings, run_server
     from headwater.logging_setup import configure_logging
 
-    configure_logging(log_level, log_format)
     try:
         check_port(host, port)  # before anything starts or prints
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
+    configure_logging(log_level, log_format)
+    try:
         policy = retention_policy(retention, log_retention)
     except HeadwaterError as exc:
         raise _fail(exc) from None

@@ -284,13 +284,17 @@ def up(
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
     from headwater.logging_setup import configure_logging
 
-    configure_logging(log_level, log_format)
     err = Console(stderr=True, highlight=False)
+    try:
+        check_port(host, port)  # before anything starts or prints
+    except HeadwaterError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    configure_logging(log_level, log_format)
     keys = [k for k in (api_key or []) if k]
     if len(keys) == 1 and "," in keys[0]:
         keys = [k.strip() for k in keys[0].split(",") if k.strip()]
     try:
-        check_port(host, port)  # before anything starts or prints
         policy = retention_policy(retention, log_retention)
         asyncio.run(_up(path, db or default_db_url(), host, port, concurrency, keys, err, policy))
     except WorkspaceError as exc:
