@@ -465,9 +465,10 @@ class Node:
         task: str,
         job_input: Mapping[str, Any],
         on_logs: Callable[[list[LogRecord]], None] | None = None,
+        on_created: Callable[[str], None] | None = None,
     ) -> JobRecord:
         """Submit one job and run it in this process (``headwater run``), handing its log
-        lines to ``on_logs`` as they are stored."""
+        lines to ``on_logs`` as they are stored and its id to ``on_created``."""
         signature = f"run:{uuid.uuid4().hex}"
         job = self.dispatcher.prepare(Event(task, job_input, "cli"))
         job = dataclasses.replace(job, tags=frozenset({signature}))
@@ -485,6 +486,8 @@ class Node:
             self.store.subscribe(Channel.LOGS) as logs,
         ):
             (outcome,) = await self.store.insert_jobs([job])
+            if on_created is not None:
+                on_created(outcome.id)
             runner = asyncio.create_task(worker.run(stop))
             after = 0
             try:

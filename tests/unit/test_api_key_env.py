@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import headwater.cli.cluster_cmds  # noqa: F401  (registers server)
 import headwater.cli.run_cmds as run_cmds
 import headwater.distributed.server as distributed_server
-from headwater import logging_setup
+import headwater.logging_setup as logging_setup
 from headwater.cli import _register, app
 
 ENV = {"HEADWATER_API_KEY": None, "HEADWATER_API_KEYS": None, "COLUMNS": "200"}
@@ -50,7 +51,6 @@ def test_up_and_server_read_either_variable(
         seen.append(list(settings.api_keys))
 
     # Logging set up on the runner's stderr would outlive it (closed) in later tests.
-    # (The commands import configure_logging when they run.)
     monkeypatch.setattr(logging_setup, "configure_logging", lambda *args: None)
     monkeypatch.setattr(run_cmds, "_up", fake_up)
     monkeypatch.setattr(distributed_server, "run_server", fake_server)
@@ -58,7 +58,9 @@ def test_up_and_server_read_either_variable(
     runner = CliRunner()
     for command in ("up", "server"):
         result = runner.invoke(
-            app, [command, str(workspace), "--host", "0.0.0.0"], env={**ENV, **env}
+            app,
+            [command, str(workspace), "--host", "0.0.0.0", "--port", "0"],
+            env={**ENV, **env},
         )
         assert result.exit_code == 0, result.output
     assert seen == [keys, keys]

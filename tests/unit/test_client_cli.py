@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import re
 import socket
 import threading
 import time
@@ -103,9 +104,9 @@ def test_jobs_table(server: ServerThread, store: InMemoryStore) -> None:
 
     assert result.exit_code == 0, result.output
     out = result.output
-    for j in (done, failed, pending):
-        assert j.id in out
-    assert out.index(pending.id) < out.index(failed.id) < out.index(done.id)  # newest first
+    for j in (done, failed, pending):  # the short id: a job id's last 8 characters
+        assert j.id[-8:] in out and j.id not in out
+    assert out.index(pending.id[-8:]) < out.index(failed.id[-8:]) < out.index(done.id[-8:])
     for text in ("ID", "TASK", "STATUS", "SOURCE", "CREATED", "DURATION"):
         assert text in out
     assert "completed" in out and "failed" in out and "pending" in out
@@ -259,7 +260,7 @@ def test_logs_follow_until_completed(server: ServerThread, store: InMemoryStore)
     server.later(0.6, lambda: store.set_status(j.id, JobStatus.COMPLETED))
 
     started = time.monotonic()
-    result = hw("logs", j.id, "--follow", "--server", server.url)
+    result = hw("logs", j.id, "--follow", "--no-timestamps", "--server", server.url)
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["[main] starting", "[main] working", "[main] done"]
@@ -274,7 +275,7 @@ def test_logs_follow_exits_1_unless_completed(
     server.later(0.2, lambda: store.log(j.id, "boom", stream=LogStream.STDERR))
     server.later(0.3, lambda: store.set_status(j.id, final))
 
-    result = hw("logs", j.id, "-f", "--server", server.url)
+    result = hw("logs", j.id, "-f", "--no-timestamps", "--server", server.url)
 
     assert result.exit_code == 1
     assert result.stdout.splitlines() == ["[main:stderr] boom"]
@@ -363,7 +364,7 @@ def test_default_server_message(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_server_from_environment(server: ServerThread, store: InMemoryStore) -> None:
     j = store.add_job()
     result = hw("jobs", env={"HEADWATER_SERVER": server.url})
-    assert j.id in result.stdout
+    assert j.id[-8:] in result.stdout
 
 
 def test_token_from_option_and_environment(runtime: FakeRuntime) -> None:
@@ -381,8 +382,8 @@ def test_token_from_option_and_environment(runtime: FakeRuntime) -> None:
     assert without.exit_code == wrong.exit_code == 1
     assert "requires an API key" in without.stderr
     assert wrong.stderr.strip() == "error: the API key is not valid"
-    assert j.id in by_option.stdout
-    assert j.id in by_env.stdout
+    assert j.id[-8:] in by_option.stdout
+    assert j.id[-8:] in by_env.stdout
 
 
 def test_the_client_reads_the_servers_key_variables(runtime: FakeRuntime) -> None:
@@ -395,8 +396,8 @@ def test_the_client_reads_the_servers_key_variables(runtime: FakeRuntime) -> Non
         listed = hw("jobs", "--server", srv.url, env={"HEADWATER_API_KEY": "k-2, k-1"})
     finally:
         srv.stop()
-    assert j.id in plural.stdout, plural.output
-    assert j.id in listed.stdout, listed.output
+    assert j.id[-8:] in plural.stdout, plural.output
+    assert j.id[-8:] in listed.stdout, listed.output
 
 
 def test_a_follower_that_hangs_up_releases_its_subscriptions(
@@ -418,3 +419,23 @@ def test_a_follower_that_hangs_up_releases_its_subscriptions(
     while sum(len(s) for s in subscriptions.values()) and time.monotonic() < deadline:
         time.sleep(0.02)
     assert sum(len(s) for s in subscriptions.values()) == 0
+
+
+# -- log timestamps -----------------------------------------------------------------
+
+CLOCK = r"\d\d:\d\d:\d\d\.\d{3} "
+
+
+def test_logs_timestamps_on_with_follow_off_without(
+    server: ServerThread, store: InMemoryStore
+) -> None:
+    j = store.add_job(status=JobStatus.COMPLETED)
+    store.log(j.id, "one")
+
+    plain = hw("logs", j.id, "--server", server.url)
+    stamped = hw("logs", j.id, "--timestamps", "--server", server.url)
+    followed = hw("logs", j.id, "-f", "--server", server.url)
+
+    assert plain.stdout.splitlines() == ["[main] one"]
+    assert re.fullmatch(CLOCK + r"\[main\] one", stamped.stdout.strip()), stamped.stdout
+    assert re.fullmatch(CLOCK + r"\[main\] one", followed.stdout.strip()), followed.stdout

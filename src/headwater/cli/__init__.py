@@ -9,7 +9,7 @@ app = typer.Typer(
     name="headwater",
     help="Event-driven job orchestrator: turn events into durable, observable jobs.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 
@@ -41,6 +41,7 @@ def _register() -> None:
         prune_cmds,
         run_cmds,
         sdk_cmds,
+        submit_cmds,
         workspace_cmds,
     )
 

@@ -27,7 +27,12 @@ from headwater.store.base import JobStatus
 if TYPE_CHECKING:  # imported where used: --help does not load the HTTP client
     from headwater.cli.http_client import HeadwaterClient
 
-__all__ = ["cancel", "job", "jobs", "logs"]
+__all__ = ["SHORT_ID", "cancel", "job", "jobs", "jobs_table", "logs", "short_id"]
+
+# Tables show a job's last 8 characters: a UUIDv7 begins with its creation time (the
+# jobs of one minute share it) and ends with random bits. Every command that takes a job
+# id also takes at least 8 characters that begin or end exactly one job's id.
+SHORT_ID = 8
 
 ServerOpt = Annotated[
     str,
@@ -122,23 +127,7 @@ def jobs(
     if not found:
         out.print("no jobs", style="dim")
         return
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", no_wrap=True)
-    table.add_column("TASK")
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("SOURCE")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
-    for j in found:
-        table.add_row(
-            escape(j["id"]),
-            escape(j["task"]),
-            _status(j["status"]),
-            escape(_source(j)),
-            _when(j.get("created_at")),
-            _duration(j.get("started_at"), j.get("finished_at")),
-        )
-    out.print(table)
+    out.print(jobs_table(found, out.width))
     waiting = [j for j in found if j.get("waiting_for")]
     if waiting:  # pending because no worker can run them: say so, not just "pending"
         out.print(
@@ -147,9 +136,53 @@ def jobs(
         )
 
 
+def jobs_table(found: list[dict[str, Any]], width: int) -> Table:
+    """The jobs as a table that fits ``width`` columns. TASK is never dropped and keeps
+    up to 20 characters whatever the width; when room runs out, SOURCE is cut, then
+    CREATED loses its year, then SOURCE is dropped."""
+    sources = [_source(j) for j in found]
+    task_len = max(len(j["task"]) for j in found)
+    source_len = max(max((len(s) for s in sources), default=0), len("SOURCE"))
+    fixed = SHORT_ID + len("cancelled") + len("DURATION")
+    task_w = source_w = 0
+    created_w = 19
+    for created_w, with_source in ((19, True), (14, True), (14, False)):
+        room = width - fixed - created_w - 2 * (5 if with_source else 4)
+        task_w = min(task_len, max(room, 4))
+        if not with_source:
+            break
+        if room - min(task_len, 20) >= 10:  # SOURCE gets at least 10
+            task_w = min(task_len, max(20, room - source_len))
+            source_w = min(source_len, room - task_w)
+            break
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True, width=SHORT_ID)
+    table.add_column("TASK", no_wrap=True, overflow="ellipsis", width=max(task_w, 4))
+    table.add_column("STATUS", no_wrap=True, width=len("cancelled"))
+    if source_w:
+        table.add_column("SOURCE", no_wrap=True, overflow="ellipsis", width=source_w)
+    table.add_column("CREATED", no_wrap=True, width=created_w)
+    table.add_column("DURATION", justify="right", no_wrap=True, width=len("DURATION"))
+    for j, source in zip(found, sources, strict=True):
+        row = [escape(short_id(j["id"])), escape(j["task"]), _status(j["status"])]
+        if source_w:
+            row.append(escape(source))
+        created = _when(j.get("created_at"))
+        row.append(created if created_w == 19 or created == "-" else created[5:])
+        row.append(_duration(j.get("started_at"), j.get("finished_at")))
+        table.add_row(*row)
+    return table
+
+
+def short_id(job_id: str) -> str:
+    return job_id[-SHORT_ID:]
+
+
 @app.command(rich_help_panel="Server")
 def job(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: Annotated[
+        str, typer.Argument(help="The job's id, or 8+ of its first or last characters.")
+    ],
     as_json: JsonOpt = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
@@ -208,7 +241,9 @@ def job(
 
 @app.command(rich_help_panel="Server")
 def logs(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: Annotated[
+        str, typer.Argument(help="The job's id, or 8+ of its first or last characters.")
+    ],
     follow: Annotated[
         bool,
         typer.Option(
@@ -216,6 +251,15 @@ def logs(
         ),
     ] = False,
     step: Annotated[str | None, typer.Option("--step", help="Only this step's lines.")] = None,
+    timestamps: Annotated[
+        bool | None,
+        typer.Option(
+            "--timestamps/--no-timestamps",
+            "-t",
+            help="Begin each line with its time (local). Default: on with --follow.",
+            show_default=False,
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="One JSON log record per line (NDJSON).")
     ] = False,
@@ -223,7 +267,7 @@ def logs(
     token: TokenOpt = None,
 ) -> None:
     """Print a job's log lines, each prefixed with its step."""
-    printer = _LogPrinter(as_json)
+    printer = _LogPrinter(as_json, timestamps=follow if timestamps is None else timestamps)
     final: str | None = None
     with _client(server, token) as client:
         try:
@@ -250,8 +294,9 @@ class _LogPrinter:
     """``[step] line`` on stdout; stderr lines as ``[step:stderr] line`` so they stay
     recognisable when piped (no colours); headwater's own lines dimmed."""
 
-    def __init__(self, as_json: bool) -> None:
+    def __init__(self, as_json: bool, *, timestamps: bool = False) -> None:
         self.as_json = as_json
+        self.timestamps = timestamps
         self.out = Console(highlight=False)
 
     def json(self, record: Any) -> None:
@@ -270,6 +315,8 @@ class _LogPrinter:
             text = f"[dim]\\[{step}] {line}[/dim]"
         else:
             text = f"[cyan]\\[{step}][/cyan] {line}"
+        if self.timestamps:
+            text = f"[dim]{_clock(record.get('ts'))}[/dim] {text}"
         # soft_wrap: a long line stays one line (terminals wrap it; pipes get it whole).
         self.out.print(text, soft_wrap=True)
         sys.stdout.flush()
@@ -280,7 +327,9 @@ class _LogPrinter:
 
 @app.command(rich_help_panel="Server")
 def cancel(
-    job_id: Annotated[str, typer.Argument(help="The job's id.")],
+    job_id: Annotated[
+        str, typer.Argument(help="The job's id, or 8+ of its first or last characters.")
+    ],
     as_json: JsonOpt = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
@@ -326,6 +375,13 @@ def _when(ts: str | None) -> str:
     moment = _parse(ts)
     # Local time: the table is for the person at this terminal; --json keeps UTC.
     return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
+
+
+def _clock(ts: str | None) -> str:
+    moment = _parse(ts)
+    if moment is None:
+        return " " * 12
+    return moment.astimezone().strftime("%H:%M:%S.%f")[:12]
 
 
 def _duration(started: str | None, finished: str | None) -> str:

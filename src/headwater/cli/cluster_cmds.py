@@ -14,15 +14,19 @@ from rich.console import Console
 from headwater.cli import app
 from headwater.cli.run_cmds import (
     ApiKeysOpt,
+    ConcurrencyOpt,
     DbOpt,
     HostOpt,
+    LogFormat,
     LogFormatOpt,
+    LogLevel,
     LogLevelOpt,
     LogRetentionOpt,
     PathArg,
     PortOpt,
     RetentionOpt,
     _print_problems,
+    check_port,
     default_db_url,
     retention_policy,
 )
@@ -74,31 +78,44 @@ def server(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8080,
     worker: Annotated[
-        bool, typer.Option("--worker/--no-worker", help="Also run a worker in this process.")
+        bool,
+        typer.Option(
+            "--worker/--no-worker",
+            envvar="HEADWATER_RUN_WORKER",
+            help="Also run a worker in this process.",
+        ),
     ] = False,
-    concurrency: Annotated[int, typer.Option(help="Jobs the local worker runs at once.")] = 8,
+    concurrency: ConcurrencyOpt = 8,
     api_key: ApiKeysOpt = None,
     stale_after: Annotated[
         float,
-        typer.Option(help="Seconds without a heartbeat after which a worker loses its jobs."),
+        typer.Option(
+            envvar="HEADWATER_STALE_AFTER",
+            help="Seconds without a heartbeat after which a worker loses its jobs.",
+        ),
     ] = 10.0,
     lease_ttl: Annotated[
         float,
         typer.Option(
+            envvar="HEADWATER_LEASE_TTL",
             help="Seconds a trigger lease lasts: a dead server's triggers move "
-            "to another server within this (plus 1 s)."
+            "to another server within this (plus 1 s).",
         ),
     ] = 6.0,
     retention: RetentionOpt = None,
     log_retention: LogRetentionOpt = None,
-    log_level: LogLevelOpt = "info",
-    log_format: LogFormatOpt = "console",
+    log_level: LogLevelOpt = LogLevel.INFO,
+    log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Serve the API and /worker/* on a shared database, run the triggers this server owns
     (one owner per trigger across servers) and, with --worker, a local worker."""
     from headwater.distributed.server import ServerSettings, run_server
     from headwater.logging_setup import configure_logging
 
+    try:
+        check_port(host, port)  # before anything starts or prints
+    except HeadwaterError as exc:
+        raise _fail(exc) from None
     configure_logging(log_level, log_format)
     try:
         policy = retention_policy(retention, log_retention)
@@ -164,8 +181,8 @@ def worker_cmd(
     concurrency: Annotated[int | None, typer.Option(help="Jobs run at once (default 8).")] = None,
     name: Annotated[str | None, typer.Option(help="Name shown for this worker.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Where workspace copies are kept.")] = None,
-    log_level: LogLevelOpt = "info",
-    log_format: LogFormatOpt = "console",
+    log_level: LogLevelOpt = LogLevel.INFO,
+    log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
     from headwater.cli.worker_config import WorkerConfig, load_worker_config

@@ -123,6 +123,15 @@ class HeadwaterClient:
         job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/cancel")
         return job
 
+    def retry_job(self, job_id: str) -> dict[str, Any]:
+        """A new job of the same task with the same input (the job must be final)."""
+        job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/retry")
+        return job
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        workers: list[dict[str, Any]] = self._request("GET", "/api/workers")
+        return workers
+
     def run_task(
         self, task: str, input: Mapping[str, Any], *, idempotency_key: str | None = None
     ) -> dict[str, Any]:

@@ -12,7 +12,14 @@ import typer
 from rich.console import Console
 
 from headwater.cli import app
-from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
+from headwater.cli.run_cmds import (
+    DbOpt,
+    LogFormat,
+    LogFormatOpt,
+    LogLevel,
+    LogLevelOpt,
+    default_db_url,
+)
 from headwater.cli.sdk_cmds import (
     CleanupBatchOpt,
     CleanupIntervalOpt,
@@ -66,8 +73,8 @@ def publisher_run(
     cleanup_interval: CleanupIntervalOpt = "5m",
     cleanup_batch_size: CleanupBatchOpt = 1000,
     metrics_port: MetricsPortOpt = None,
-    log_level: LogLevelOpt = "info",
-    log_format: LogFormatOpt = "console",
+    log_level: LogLevelOpt = LogLevel.INFO,
+    log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Move committed outbox rows to Redis Streams, oldest first, in batches.
 

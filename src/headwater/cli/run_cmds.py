@@ -8,6 +8,7 @@ import json
 import signal
 import tempfile
 import time
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -19,7 +20,7 @@ from headwater.errors import HeadwaterError, WorkspaceError
 from headwater.store.base import JobStatus, LogStream
 
 if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
-    from headwater.store.base import JobRecord, LogRecord
+    from headwater.store.base import JobRecord, LogRecord, Store
     from headwater.store.retention import RetentionPolicy
     from headwater.workspace.models import Workspace
 
@@ -52,8 +53,16 @@ ArtifactsDirOpt = Annotated[
         "(`up`: .headwater/artifacts in the current directory; `run`: none).",
     ),
 ]
-HostOpt = Annotated[str, typer.Option(help="Address the HTTP API listens on.")]
-PortOpt = Annotated[int, typer.Option(help="Port of the HTTP API.")]
+HostOpt = Annotated[
+    str, typer.Option(envvar="HEADWATER_HOST", help="Address the HTTP API listens on.")
+]
+PortOpt = Annotated[
+    int, typer.Option(envvar="HEADWATER_PORT", min=0, max=65535, help="Port of the HTTP API.")
+]
+ConcurrencyOpt = Annotated[
+    int,
+    typer.Option(envvar="HEADWATER_CONCURRENCY", min=1, help="Jobs the worker runs at once."),
+]
 ApiKeysOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -82,8 +91,34 @@ LogRetentionOpt = Annotated[
         help="Delete log lines older than this (e.g. 7d), whatever their job's status.",
     ),
 ]
-LogLevelOpt = Annotated[str, typer.Option(help="debug, info, warning or error.")]
-LogFormatOpt = Annotated[str, typer.Option(help="console or json.")]
+
+
+class LogLevel(StrEnum):
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogFormat(StrEnum):
+    CONSOLE = "console"
+    JSON = "json"
+
+
+LogLevelOpt = Annotated[
+    LogLevel,
+    typer.Option(
+        envvar="HEADWATER_LOG_LEVEL", case_sensitive=False, help="Log level of headwater itself."
+    ),
+]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        envvar="HEADWATER_LOG_FORMAT",
+        case_sensitive=False,
+        help="console: key=value lines for people; json: one object per line.",
+    ),
+]
 
 
 def default_db_url() -> str:
@@ -104,7 +139,10 @@ def run(
     ] = "{}",
     db: DbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
-    log_level: Annotated[str, typer.Option(help="Log level of headwater itself.")] = "warning",
+    log_level: Annotated[
+        LogLevel,
+        typer.Option(case_sensitive=False, help="Log level of headwater itself."),
+    ] = LogLevel.WARNING,
     artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
@@ -123,8 +161,13 @@ def run(
     if not isinstance(job_input, dict):
         err.print('error: --input must be a JSON object, e.g. --input \'{"name": "x"}\'')
         raise typer.Exit(2)
+    interrupted: list[str] = []
     try:
-        job = asyncio.run(_run(path, task, job_input, db, out, as_json, artifacts_dir))
+        job = asyncio.run(_run(path, task, job_input, db, out, as_json, interrupted, artifacts_dir))
+    except KeyboardInterrupt:
+        # Ctrl-C: say what became of the job (``_run`` ended it before returning).
+        err.print(f"interrupted: {' '.join(interrupted) or 'no job was started'}", markup=False)
+        raise typer.Exit(130) from None
     except WorkspaceError as exc:
         _print_problems(err, exc)
         raise typer.Exit(1) from None
@@ -158,6 +201,7 @@ async def _run(
     db: str | None,
     out: Console,
     quiet: bool,
+    interrupted: list[str],
     artifacts_dir: Path | None = None,
 ) -> JobRecord:
     from headwater.node import Node, NodeSettings
@@ -173,7 +217,15 @@ async def _run(
         try:
             started = time.monotonic()
             follower = _LogPrinter(out, quiet)
-            job = await node.run_one(task, job_input, on_logs=follower)
+            created: list[str] = []
+            try:
+                job = await node.run_one(
+                    task, job_input, on_logs=follower, on_created=created.append
+                )
+            except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+                if created:
+                    interrupted.append(await _end_interrupted(node.store, created[0]))
+                raise
             await follower.catch_up(node, job.id)
             if not quiet:
                 _print_result(out, job, time.monotonic() - started)
@@ -209,6 +261,22 @@ class _LogPrinter:
             self(records)
 
 
+async def _end_interrupted(store: Store, job_id: str) -> str:
+    """Cancel the job of an interrupted ``run`` (its worker has stopped by now, so a
+    running job is finished here); what became of it, for the user."""
+    with contextlib.suppress(Exception):
+        job = await store.get_job(job_id)
+        if job is not None and not job.status.is_terminal:
+            await store.request_cancel(job_id)
+            await store.finish_job(
+                job_id, None, JobStatus.CANCELLED, error="interrupted (Ctrl-C on headwater run)"
+            )
+        job = await store.get_job(job_id)
+        if job is not None:
+            return f"job {job_id} {job.status.value}"
+    return f"job {job_id} left as it was (the database could not be reached)"
+
+
 def _escape(text: str) -> str:
     from rich.markup import escape
 
@@ -235,19 +303,24 @@ def up(
     db: DbOpt = None,
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 8080,
-    concurrency: Annotated[int, typer.Option(help="Jobs the embedded worker runs at once.")] = 8,
+    concurrency: ConcurrencyOpt = 8,
     api_key: ApiKeysOpt = None,
     retention: RetentionOpt = None,
     log_retention: LogRetentionOpt = None,
-    log_level: LogLevelOpt = "info",
-    log_format: LogFormatOpt = "console",
+    log_level: LogLevelOpt = LogLevel.INFO,
+    log_format: LogFormatOpt = LogFormat.CONSOLE,
     artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
     from headwater.logging_setup import configure_logging
 
-    configure_logging(log_level, log_format)
     err = Console(stderr=True, highlight=False)
+    try:
+        check_port(host, port)  # before anything starts or prints
+    except HeadwaterError as exc:
+        err.print(f"error: {exc}", markup=False)
+        raise typer.Exit(1) from None
+    configure_logging(log_level, log_format)
     keys = [k for k in (api_key or []) if k]
     if len(keys) == 1 and "," in keys[0]:
         keys = [k.strip() for k in keys[0].split(",") if k.strip()]
@@ -263,6 +336,28 @@ def up(
     except HeadwaterError as exc:
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
+
+
+def check_port(host: str, port: int) -> None:
+    """Raise one clear line when the API could not listen on ``host:port``."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise HeadwaterError(f"--host {host!r} is not an address ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn binds: a port in TIME_WAIT from a previous run is free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise HeadwaterError(f"port {port} is in use; choose --port") from None
+            raise HeadwaterError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
 
 
 def retention_policy(retention: str | None, log_retention: str | None) -> RetentionPolicy | None:

@@ -20,7 +20,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli import app
-from headwater.cli.run_cmds import DbOpt, LogFormatOpt, LogLevelOpt, default_db_url
+from headwater.cli.run_cmds import (
+    DbOpt,
+    LogFormat,
+    LogFormatOpt,
+    LogLevel,
+    LogLevelOpt,
+    default_db_url,
+)
 from headwater.defaults import DEFAULT_REDIS_URL
 from headwater.errors import HeadwaterError
 
@@ -176,8 +183,8 @@ def consumer_run(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run only this registration (repeat).")
     ] = None,
-    log_level: LogLevelOpt = "info",
-    log_format: LogFormatOpt = "console",
+    log_level: LogLevelOpt = LogLevel.INFO,
+    log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Run every registered consumer of the app, one supervised worker process each.
 

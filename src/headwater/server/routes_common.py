@@ -30,6 +30,7 @@ __all__ = [
     "LogsOut",
     "RuntimeDep",
     "StepOut",
+    "WorkerOut",
     "error_response",
     "get_runtime",
 ]
@@ -93,6 +94,18 @@ class JobListOut(BaseModel):
     next_before: str | None = Field(
         description="Pass as ``before`` to get the next (older) page; null on the last page."
     )
+
+
+class WorkerOut(BaseModel):
+    """A registered worker (its token is never shown)."""
+
+    id: str
+    name: str
+    tags: list[str]
+    started_at: Timestamp
+    last_heartbeat: Timestamp
+    live: bool = Field(description="Whether it heartbeated in the last 30 seconds.")
+    running_jobs: list[str] = Field(description="Ids of the jobs it runs now.")
 
 
 class LogOut(_Out):

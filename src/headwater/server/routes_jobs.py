@@ -1,4 +1,9 @@
-"""``/api/jobs``: list, read, cancel, and read or follow a job's logs."""
+"""``/api/jobs``: list, read, cancel, retry, and read or follow a job's logs;
+``/api/workers``: the registered workers.
+
+Wherever a job id is taken, a short id does too: at least ``MIN_SHORT_ID`` characters
+that begin or end exactly one job's id (the CLI's tables show the last 8 characters; a
+UUIDv7's beginning is its creation time, shared by the jobs of the same minute)."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
 
-from headwater.errors import NotFoundError
+from headwater.errors import ConflictError, NotFoundError
 from headwater.server.routes_common import (
     ERRORS_404,
     ERRORS_409,
@@ -23,11 +28,12 @@ from headwater.server.routes_common import (
     JobOut,
     LogsOut,
     RuntimeDep,
+    WorkerOut,
 )
 from headwater.server.runtime import Runtime
 from headwater.store.base import Channel, JobFilter, JobRecord, JobStatus, Store, Subscription
 
-__all__ = ["FOLLOW_SAFETY_TIMEOUT", "jobs_router"]
+__all__ = ["FOLLOW_SAFETY_TIMEOUT", "MIN_SHORT_ID", "jobs_router", "resolve_job_id"]
 
 log = structlog.get_logger(__name__)
 
@@ -38,6 +44,9 @@ FOLLOW_SAFETY_TIMEOUT = 1.5
 _FOLLOW_PAGE = 1000
 NDJSON = "application/x-ndjson"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_SHORT_ID = re.compile(r"[0-9a-f-]+")
+MIN_SHORT_ID = 8
+_CANDIDATES = 5  # an ambiguity error names this many matching jobs
 
 
 def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
@@ -100,7 +109,7 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         "/jobs/{job_id}", response_model=JobOut, responses=ERRORS_404, summary="One job with steps"
     )
     async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
-        job = await _job_or_404(runtime.store, job_id)
+        job = await _job_or_404(runtime.store, await resolve_job_id(runtime.store, job_id))
         data = _job_json(runtime, job)
         waiting = await waiting_reasons(runtime.store, [job])
         if job.id in waiting:
@@ -116,10 +125,52 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         "``cancel_requested`` and its worker stops it. 409 when the job is already final.",
     )
     async def cancel_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+        job_id = await resolve_job_id(runtime.store, job_id)
         record = await runtime.store.request_cancel(job_id)
         # request_cancel's record may come without steps; answer with the whole job.
         job = await runtime.store.get_job(job_id) or record
         return _job_json(runtime, job)
+
+    @router.post(
+        "/jobs/{job_id}/retry",
+        status_code=201,
+        response_model=JobOut,
+        responses={**ERRORS_404, **ERRORS_409},
+        summary="Run a final job again",
+        description="A new job of the same task with the same input, validated against "
+        "the task's current schema. Its ``source_type`` is ``retry`` and its "
+        "``source_id`` the retried job's id. 409 while the job is not final.",
+    )
+    async def retry_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+        job = await _job_or_404(runtime.store, await resolve_job_id(runtime.store, job_id))
+        if not job.status.is_terminal:
+            raise ConflictError(
+                f"job {job.id} is {job.status.value}: only a final job can be retried"
+            )
+        outcome = await runtime.submit(job.task, job.input, source_type="retry", source_id=job.id)
+        return _job_json(runtime, await _job_or_404(runtime.store, outcome.id))
+
+    @router.get("/workers", response_model=list[WorkerOut], summary="The registered workers")
+    async def list_workers(runtime: RuntimeDep) -> list[dict[str, Any]]:
+        workers = await runtime.store.list_workers()
+        running = await runtime.store.list_jobs(JobFilter(status=JobStatus.RUNNING, limit=1000))
+        by_worker: dict[str, list[str]] = {}
+        for j in running:
+            if j.worker_id is not None:
+                by_worker.setdefault(j.worker_id, []).append(j.id)
+        cutoff = datetime.now(UTC) - timedelta(seconds=LIVE_WORKER_SECS)
+        return [
+            {
+                "id": w.id,
+                "name": w.name,
+                "tags": sorted(w.tags),
+                "started_at": _iso(w.started_at),
+                "last_heartbeat": _iso(w.last_heartbeat),
+                "live": w.last_heartbeat >= cutoff,
+                "running_jobs": sorted(by_worker.get(w.id, [])),
+            }
+            for w in workers
+        ]
 
     @router.get(
         "/jobs/{job_id}/logs",
@@ -146,6 +197,7 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         # The status is read before the lines: when it says final, every line the
         # worker wrote before finishing is already in the store, so a client that gets
         # a final status and fewer than ``limit`` lines has seen everything.
+        job_id = await resolve_job_id(runtime.store, job_id)
         job = await _job_or_404(runtime.store, job_id)
         if follow:
             return StreamingResponse(
@@ -162,6 +214,32 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         }
 
     return router
+
+
+async def resolve_job_id(store: Store, given: str) -> str:
+    """The full id of the job ``given`` names: a full id as is, or a short id (at least
+    ``MIN_SHORT_ID`` characters that begin or end exactly one job's id). A short id of
+    no job is not found; one of several jobs is a conflict naming some of them."""
+    fragment = given.strip().lower()
+    if _UUID.fullmatch(given) or not _SHORT_ID.fullmatch(fragment):
+        return given
+    if len(fragment) < MIN_SHORT_ID:
+        raise NotFoundError(
+            f"job {given!r} not found (a short id needs at least {MIN_SHORT_ID} characters)"
+        )
+    found = await store.find_job_ids(fragment, limit=_CANDIDATES + 1)
+    if not found:
+        raise NotFoundError(f"job {given!r} not found")
+    if len(found) > 1:
+        shown = ", ".join(found[:_CANDIDATES]) + (", ..." if len(found) > _CANDIDATES else "")
+        raise ConflictError(
+            f"job id {given!r} is ambiguous: it matches {shown}; give more characters"
+        )
+    return found[0]
+
+
+def _iso(value: datetime) -> str:
+    return value.isoformat().replace("+00:00", "Z")
 
 
 async def _job_or_404(store: Store, job_id: str) -> JobRecord:

@@ -421,6 +421,20 @@ class Store(abc.ABC):
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         """Newest first, without steps."""
 
+    async def find_job_ids(self, fragment: str, limit: int = 10) -> list[str]:
+        """Ids of the jobs whose id starts or ends with ``fragment`` (at most ``limit``),
+        for short ids typed by a person. This fallback pages through every job; the SQL
+        stores answer with one query."""
+        found: list[str] = []
+        before: str | None = None
+        while len(found) < limit:
+            page = await self.list_jobs(JobFilter(limit=1000, before_id=before))
+            found.extend(j.id for j in page if j.id.startswith(fragment) or j.id.endswith(fragment))
+            if len(page) < 1000:
+                break
+            before = page[-1].id
+        return found[:limit]
+
     @abc.abstractmethod
     async def claim_jobs(
         self, worker_id: str, tag_signatures: Sequence[str], limit: int

@@ -22,6 +22,7 @@ from sqlalchemy import (
     delete,
     func,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -188,6 +189,15 @@ def rejected_from_row(row: Row[Any]) -> RejectedEvent:
 
 def job_by_id(job_id: str) -> Select[Any]:
     return select(jobs).where(jobs.c.id == job_id)
+
+
+def job_ids_matching(fragment: str, limit: int) -> Select[Any]:
+    """Ids starting or ending with ``fragment`` (a short id typed by a person)."""
+    match = or_(
+        jobs.c.id.startswith(fragment, autoescape=True),
+        jobs.c.id.endswith(fragment, autoescape=True),
+    )
+    return select(jobs.c.id).where(match).order_by(jobs.c.id.desc()).limit(limit)
 
 
 def jobs_by_ids(job_ids: Sequence[str]) -> Select[Any]:

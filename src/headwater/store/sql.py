@@ -328,6 +328,11 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
                 records.extend(q.job_from_row(r) for r in await conn.execute(q.jobs_by_ids(chunk)))
         return records
 
+    async def find_job_ids(self, fragment: str, limit: int = 10) -> list[str]:
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(q.job_ids_matching(fragment, limit))
+            return [str(r[0]) for r in rows]
+
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         async with self._reader.connect() as conn:
             return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt))]
