@@ -23,14 +23,22 @@ HOOKS = 5000  # through the webhook
 
 # 10,000 events through 4 processes that are SIGKILLed in turn: on 2 cores shared with
 # 3 other test workers it can need more than the suite's 180 s deadline.
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# The kill -9 tests run one at a time (one xdist group): two of them side by side on
+# 2 cores starve each other's heartbeats.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("crash")]
+# A live process under the suite's load can miss a 2 s heartbeat deadline and be taken
+# for dead (its jobs then count a worker death each time); 5 s keeps the test about
+# SIGKILL, not scheduling. bench/distributed.py --failover measures the 2 s failover.
+UNDER_LOAD_SECS = 5.0
 
 
 async def test_two_servers_two_workers_survive_sigkill_of_each_without_loss_or_duplicates(
     tmp_path: Path, pg_url: str
 ) -> None:
     require_service("postgres")
-    result = run_failover_scenario(tmp_path, pg_url, EVENTS, HOOKS)
+    result = run_failover_scenario(
+        tmp_path, pg_url, EVENTS, HOOKS, stale_after=UNDER_LOAD_SECS, lease_ttl=UNDER_LOAD_SECS
+    )
     # (jobs, distinct events, events with more than one job) per source
     assert result.by_source["event_source"] == (EVENTS, EVENTS, 0)
     assert result.by_source["webhook"] == (HOOKS, HOOKS, 0)

@@ -11,7 +11,11 @@ import pytest
 from tests.conftest import require_service
 from tests.e2e.sdk_chaos import CONSUMERS, run_chaos
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(330)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(330),
+    pytest.mark.xdist_group("crash"),
+]  # one kill -9 test at a time
 
 EVENTS = 10_000
 
