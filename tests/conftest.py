@@ -88,7 +88,7 @@ def _refuse_skip(report: pytest.TestReport | pytest.CollectReport) -> None:
     """Under HEADWATER_REQUIRE_SERVICES=1 a skip not in ALLOWED_SKIPS fails the test."""
     if not services_required() or not report.skipped or hasattr(report, "wasxfail"):
         return
-    if _allowed_skip(report.nodeid.split("[", 1)[0]):
+    if _allowed_skip(report.nodeid.split("@", 1)[0].split("[", 1)[0]):
         return
     reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
     report.outcome = "failed"
@@ -123,6 +123,20 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         broker = _broker_of(item)
         if broker is not None:
             item.add_marker(pytest.mark.xdist_group(f"broker-{broker}"))
+    # pytest-xdist 3.8 names a test's group in its node id (``…@group``) through
+    # ``item._nodeid``, which pytest 9 no longer reads, so ``--dist loadgroup`` would
+    # silently spread a group over all workers; the id is set here instead.
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import coerce_node_id
+
+    for item in items:
+        names = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if names and "@" not in item.nodeid:
+            item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(names))}")
 
 
 @pytest.hookimpl(hookwrapper=True)

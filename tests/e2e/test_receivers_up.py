@@ -7,10 +7,15 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import require_service
 from tests.e2e.procs import REPO, Up, eventually, run_cli, up_jobs, up_triggers
 
 EXAMPLE = REPO / "examples" / "receivers" / "redis_stream.yaml"
+
+# With the redis_stream contract tests, whose broker cuts would hit this receiver too.
+pytestmark = pytest.mark.xdist_group("broker-redis_stream")
 
 
 def test_redis_stream_example_makes_jobs_and_replays_a_dead_letter(tmp_path: Path) -> None:
