@@ -145,11 +145,15 @@ async def _with_password(rig: Rig) -> None:
         "redis_stream": {"redis_url": f"redis://default:{PW}@127.0.0.1:6379/0"},
         "redis_list": {"redis_url": f"redis://default:{PW}@127.0.0.1:6379/0"},
         "nats": {"nats_url": f"nats://hw:{PW}@127.0.0.1:4222"},
-        "postgres": {"pg_url": f"postgresql://postgres:{PW}@127.0.0.1:5432/test"},
+        # The harness's own database (trust auth here: the password is still sent).
+        "postgres": {
+            "pg_url": str(base.get("pg_url", "")).replace("://postgres@", f"://postgres:{PW}@")
+        },
         "sqs": {"aws_secret": PW},
         "amqp": {"amqp_url": f"amqp://{_AMQP_USER}:{PW}@127.0.0.1:5672/"},
         "mqtt": {"mqtt_pw": PW},
     }[kind]
+    assert any(PW in value for value in extra.values()), extra  # the check has a password
     if kind == "amqp":
         users = {u["user"] for u in await rabbitmqctl("list_users")}
         if _AMQP_USER not in users:
