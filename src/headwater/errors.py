@@ -148,3 +148,10 @@ class LeaseLostError(HeadwaterError):
 
 class ArtifactError(HeadwaterError):
     """A step's artifacts cannot be kept (too large, or no artifact storage here)."""
+
+
+def first_line(exc: BaseException, limit: int = 500) -> str:
+    """An exception's first line (its type when it has no text), for one-line reasons
+    shown to operators (``last_error``, rejected events)."""
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:limit]

@@ -21,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from headwater.cli import app
+from headwater.cli.run_cmds import api_keys
 from headwater.defaults import DEFAULT_SERVER
 from headwater.store.base import JobStatus
 
@@ -75,8 +76,8 @@ def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
     """A client whose errors become one line on stderr and exit code 1."""
     from headwater.cli.http_client import ClientError, HeadwaterClient
 
-    if token is not None and "," in token:
-        token = next((k.strip() for k in token.split(",") if k.strip()), None)
+    if token is not None:  # several server keys: the client sends the first
+        token = next(iter(api_keys([token])), None)
     try:
         with HeadwaterClient(server, token) as client:
             yield client

@@ -26,6 +26,7 @@ from headwater.cli.run_cmds import (
     PortOpt,
     RetentionOpt,
     _print_problems,
+    api_keys,
     check_port,
     default_db_url,
     retention_policy,
@@ -54,13 +55,6 @@ tokens_app = typer.Typer(
 app.add_typer(tokens_app, name="worker-tokens")
 
 _err = Console(stderr=True, highlight=False)
-
-
-def _keys(api_key: list[str] | None) -> list[str]:
-    keys = [k for k in (api_key or []) if k]
-    if len(keys) == 1 and "," in keys[0]:
-        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
-    return keys
 
 
 def _fail(exc: HeadwaterError) -> typer.Exit:
@@ -126,7 +120,7 @@ def server(
         db_url=db or default_db_url(),
         host=host,
         port=port,
-        api_keys=tuple(_keys(api_key)),
+        api_keys=tuple(api_keys(api_key)),
         run_worker=worker,
         concurrency=concurrency,
         stale_after=stale_after,

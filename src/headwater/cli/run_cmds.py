@@ -73,6 +73,17 @@ ApiKeysOpt = Annotated[
         "(several: repeat the option, or separate them with commas).",
     ),
 ]
+
+
+def api_keys(values: list[str] | None) -> list[str]:
+    """The keys of ``--api-key`` / ``HEADWATER_API_KEY(S)``: the option repeated, or one
+    comma-separated value (how an environment variable carries several)."""
+    keys = [k for k in (values or []) if k]
+    if len(keys) == 1 and "," in keys[0]:
+        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
+    return keys
+
+
 RetentionOpt = Annotated[
     str | None,
     typer.Option(
@@ -321,9 +332,7 @@ def up(
         err.print(f"error: {exc}", markup=False)
         raise typer.Exit(1) from None
     configure_logging(log_level, log_format)
-    keys = [k for k in (api_key or []) if k]
-    if len(keys) == 1 and "," in keys[0]:
-        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
+    keys = api_keys(api_key)
     try:
         policy = retention_policy(retention, log_retention)
         kept_in = artifacts_dir or Path.cwd() / ".headwater" / "artifacts"

@@ -23,7 +23,7 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
-from headwater.errors import InputValidationError, JsonValueError, NotFoundError
+from headwater.errors import InputValidationError, JsonValueError, NotFoundError, first_line
 from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
 from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
@@ -327,7 +327,7 @@ class Dispatcher:
     async def _reject_unstorable(
         self, job: NewJob, payload: Mapping[str, Any], exc: Exception
     ) -> str:
-        reason = f"the store cannot keep this event: {_short(exc)}"
+        reason = f"the store cannot keep this event: {first_line(exc)}"
         await self._store.insert_rejected(
             [
                 RejectedEvent(
@@ -343,11 +343,6 @@ class Dispatcher:
         )
         log.warning("event_rejected", source_id=job.source_id, task=job.task, reason=reason)
         return reason
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:500]
 
 
 @dataclass(slots=True)

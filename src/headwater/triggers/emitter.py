@@ -34,6 +34,7 @@ import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus
 from headwater.engine.logwriter import LogWriter
+from headwater.errors import first_line
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
 from headwater.triggers.cursor import cursor_dedup_key, take_cursor
@@ -120,8 +121,7 @@ class LocalEmitter:
             try:
                 outcomes: list[DispatchOutcome] = await self._dispatcher.commit(prepared, cursor)
             except Exception as exc:
-                text = str(exc).strip().splitlines()
-                why = (text[0] if text else type(exc).__name__)[:500]
+                why = first_line(exc)
                 self._errors[batch.trigger] = f"events cannot be stored (retrying): {why}"
                 raise
         self._errors.pop(batch.trigger, None)
