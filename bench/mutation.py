@@ -10,6 +10,13 @@ scores, per file:
     python bench/mutation.py src/headwater/triggers/event_source.py
     python bench/mutation.py --changed             # the PROMISES modules changed vs main
     python bench/mutation.py --changed --base origin/main --max-children 2
+    python bench/mutation.py --changed-since HEAD~1 --budget 120   # CI: changed lines only
+
+``--changed-since REV`` is the CI step (.ci/run): only the mutants on the lines of PROMISES
+modules that differ from REV, at most ``--max-mutants`` of them, within ``--budget``
+seconds of wall time (what is left untested when it runs out is counted as "not run").
+It reports survivors and never fails for them; it fails only when the run itself breaks.
+It returns at once when no such line changed or REV is not in the clone.
 
 Score = killed / (killed + survived + no tests); timeouts count as killed (the mutant
 hangs a test, which then fails). Each run starts from a fresh ``mutants/``, so a cached
@@ -20,12 +27,17 @@ pyproject.toml; this script narrows it to the files asked for.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +84,82 @@ def changed_modules(base: str) -> list[str]:
     return [m for m in PROMISES if m in changed]
 
 
+_HUNK = re.compile(r"^@@ -\d+(?:,\d+)? \+(\d+)(?:,(\d+))? @@")
+
+
+def parse_changed_lines(diff: str, modules: Iterable[str]) -> dict[str, set[int]]:
+    """Lines of the new version of each of ``modules`` that a ``git diff -U0`` touched.
+
+    An added or changed line counts itself; a hunk that only deletes counts the line
+    after the deletion (the code that now runs in the deleted code's place). Files
+    that are not in ``modules`` are left out; a deleted file has no lines."""
+    wanted = set(modules)
+    changed: dict[str, set[int]] = {}
+    current: str | None = None
+    for line in diff.splitlines():
+        if line.startswith("+++ "):
+            path = line[4:].strip()
+            path = path[2:] if path.startswith("b/") else path
+            current = path if path in wanted else None
+            continue
+        match = _HUNK.match(line)
+        if match is None or current is None:
+            continue
+        start, count = int(match[1]), int(match[2] if match[2] is not None else 1)
+        lines = range(start, start + count) if count else range(max(1, start + 1), start + 2)
+        changed.setdefault(current, set()).update(lines)
+    return {path: lines for path, lines in changed.items() if lines}
+
+
+def git(root: Path, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", *args], cwd=root, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def resolve_base(root: Path, rev: str) -> str | None:
+    """The commit ``rev`` names, deepening a shallow clone by one commit if it must;
+    None when the clone does not have it (a depth-1 clone with no remote to ask)."""
+
+    def lookup() -> str | None:
+        found = git(root, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+        return found.stdout.strip() or None if found.returncode == 0 else None
+
+    commit = lookup()
+    if (
+        commit is None
+        and git(root, "rev-parse", "--is-shallow-repository").stdout.strip() == "true"
+    ):
+        try:
+            git(root, "fetch", "--quiet", "--deepen=1", timeout=60)
+        except subprocess.TimeoutExpired:
+            return None
+        commit = lookup()
+    return commit
+
+
+def changed_lines_since(root: Path, rev: str) -> dict[str, set[int]] | None:
+    """PROMISES module -> lines changed since ``rev`` (None: ``rev`` is not available)."""
+    base = resolve_base(root, rev)
+    if base is None:
+        return None
+    diff = git(root, "diff", "-U0", "--no-color", "--no-ext-diff", base, "--", *PROMISES)
+    if diff.returncode != 0:
+        raise RuntimeError(f"git diff {base} failed: {diff.stderr.strip()}")
+    return parse_changed_lines(diff.stdout, PROMISES)
+
+
+def pick(names: list[str], cap: int) -> list[str]:
+    """At most ``cap`` of ``names``, spread evenly over them (the same ones every time)."""
+    ordered = sorted(names)
+    if cap <= 0:
+        return []
+    if len(ordered) <= cap:
+        return ordered
+    step = len(ordered) / cap
+    return [ordered[int(i * step)] for i in range(cap)]
+
+
 def run_mutmut(modules: list[str], max_children: int) -> None:
     """mutmut's own ``run``, with only_mutate and the test selection narrowed."""
     from mutmut import configuration
@@ -91,8 +179,161 @@ def run_mutmut(modules: list[str], max_children: int) -> None:
             raise
 
 
-def report(modules: list[str], elapsed: float) -> int:
-    """Print survivors and the score table; returns how many survived."""
+def mutate_lines(lines: dict[str, list[int]], cap: int, max_children: int) -> None:
+    """Child of ``--changed-since``: mutate only ``lines`` of each module, then run at
+    most ``cap`` of those mutants (their names go to CHOSEN, for the parent's report)."""
+    from mutmut import configuration
+    from mutmut.__main__ import _run, create_mutants
+    from mutmut.mutation.data import SourceFileMutationData
+    from mutmut.state import state
+    from mutmut.utils.file_utils import copy_also_copy_files, copy_src_dir, setup_source_paths
+
+    os.chdir(ROOT)
+    shutil.rmtree(ROOT / "mutants", ignore_errors=True)
+    cfg = configuration.config()
+    cfg.only_mutate = list(lines)
+    cfg.mutate_only_covered_lines = False
+    cfg.pytest_add_cli_args_test_selection = sorted({t for m in lines for t in PROMISES[m]})
+    # mutmut's "covered lines" filter, fed the changed lines: no mutant anywhere else.
+    state()._covered_lines = {
+        str((ROOT / "mutants" / m).absolute()): set(numbers) for m, numbers in lines.items()
+    }
+    (ROOT / "mutants").mkdir()
+    copy_src_dir()
+    copy_also_copy_files()
+    setup_source_paths()
+    create_mutants(max_children)
+    names = []
+    for module in lines:
+        data = SourceFileMutationData(path=Path(module))
+        data.load()
+        names.extend(data.exit_code_by_key)
+    chosen = pick(names, cap)
+    CHOSEN.write_text(json.dumps({"on_changed_lines": len(names), "chosen": chosen}))
+    print(f"{len(names)} mutant(s) on the changed lines; running {len(chosen)}", flush=True)
+    if not chosen:
+        return
+    try:
+        _run(chosen, max_children)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
+
+
+CHOSEN = ROOT / "mutants" / "chosen.json"
+# What mutmut says (and then exits 1) when no selected test runs any mutated function.
+NO_TEST_AT_ALL = "could not find any test case for any mutant"
+
+
+def mark_untested(modules: list[str], names: set[str]) -> None:
+    from mutmut.mutation.data import SourceFileMutationData
+
+    for module in modules:
+        data = SourceFileMutationData(path=Path(module))
+        data.load()
+        for name in data.exit_code_by_key:
+            if name in names and data.exit_code_by_key[name] is None:
+                data.exit_code_by_key[name] = 33  # mutmut's own code for "no tests"
+        data.save()
+
+
+def run_child(
+    lines: dict[str, list[int]], cap: int, max_children: int, deadline: float
+) -> tuple[int, bool, str]:
+    """``mutate_lines`` in a child process until ``deadline`` (monotonic); returns its
+    exit code, whether the deadline stopped it, and its output."""
+    with tempfile.TemporaryFile("w+") as log:  # mutmut's progress: shown only if it broke
+        child = subprocess.Popen(
+            [sys.executable, __file__, "--mutate-lines", json.dumps(lines),
+             "--max-mutants", str(cap), "--max-children", str(max_children)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its test workers go with it if it must be killed
+        )  # fmt: skip
+        out_of_time = False
+        try:
+            code = child.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            # mutmut stops its workers and keeps every result so far on an interrupt.
+            out_of_time = True
+            child.send_signal(signal.SIGINT)
+            try:
+                code = child.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                code = child.wait()
+        log.seek(0)
+        return code, out_of_time, log.read()
+
+
+def changed_since(rev: str, budget: float, cap: int, max_children: int) -> int:
+    """The CI step: see the module docstring. 0 unless the run itself broke."""
+    started = time.monotonic()
+    lines = changed_lines_since(ROOT, rev)
+    if lines is None:
+        print(f"mutation: {rev} is not in this clone (shallow?): nothing to compare, skipped")
+        return 0
+    if not lines:
+        print(f"mutation: no promise-carrying module changed since {rev}, skipped")
+        return 0
+    for module, numbers in sorted(lines.items()):
+        print(f"mutation: {module}: {len(numbers)} changed line(s)")
+    CHOSEN.unlink(missing_ok=True)
+    wanted = {m: sorted(n) for m, n in lines.items()}
+    # What is left of the budget after the deadline: stopping mutmut and the report.
+    deadline = started + max(10.0, budget - 15.0)
+    code, out_of_time, output = run_child(wanted, cap, max_children, deadline)
+
+    def broke(why: str) -> int:
+        print(f"mutation: the run broke {why} (exit {code}); its last lines:")
+        print("\n".join(output.replace("\r", "\n").splitlines()[-40:]))
+        return 2
+
+    if not CHOSEN.exists():
+        if out_of_time:
+            print(f"mutation: the {budget:g}s budget ran out before any mutant was made")
+            return 0
+        return broke("before it made its mutants")
+    chosen = json.loads(CHOSEN.read_text())
+    if not chosen["chosen"]:
+        print("mutation: no mutant on the changed lines (imports, comments, deletions)")
+        return 0 if code == 0 else broke("making mutants")
+    untested = NO_TEST_AT_ALL in output
+    if code != 0 and not out_of_time and not untested:
+        return broke("running the mutants")
+    os.chdir(ROOT)
+    if untested:  # mutmut stops before marking them; they are survivors all the same
+        print("mutation: no test in the selection runs the mutated functions")
+        mark_untested(sorted(lines), set(chosen["chosen"]))
+    report(sorted(lines), time.monotonic() - started, set(chosen["chosen"]))
+    left = chosen["on_changed_lines"] - len(chosen["chosen"])
+    if left:
+        print(f"({left} more mutant(s) on the changed lines were left out: --max-mutants {cap})")
+    if out_of_time:
+        print(f"(the {budget:g}s budget ran out: what was not reached counts as not run)")
+    return 0
+
+
+def change_of(diff: str, width: int = 90) -> str:
+    """A mutant's diff in one line: what it removed -> what it put instead."""
+    minus = [
+        ln[1:].strip()
+        for ln in diff.splitlines()
+        if ln.startswith("-") and not ln.startswith("---")
+    ]
+    plus = [
+        ln[1:].strip()
+        for ln in diff.splitlines()
+        if ln.startswith("+") and not ln.startswith("+++")
+    ]
+    text = f"{' '.join(minus)} -> {' '.join(plus)}" if minus or plus else diff.strip()
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def report(modules: list[str], elapsed: float, only: set[str] | None = None) -> int:
+    """Print survivors and the score table; returns how many survived. ``only``: count
+    just these mutants (a ``--changed-since`` run); one never checked is "not run"."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
@@ -104,21 +345,31 @@ def report(modules: list[str], elapsed: float) -> int:
         data.load()
         counts: Counter[str] = Counter()
         for name, code in data.exit_code_by_key.items():
+            if only is not None and name not in only:
+                continue
             status = status_by_exit_code[code]
             counts["killed" if status in KILLED else status] += 1
             if status in ("survived", "no tests", "suspicious"):
                 survivors.append((name, status))
         rows.append((module, counts))
 
+    table = [("survivor", "status", "change")]
     for name, status in survivors:
-        print(f"\n--- {status}: {name}")
         try:
-            print(get_diff_for_mutant(name).rstrip())
+            diff = get_diff_for_mutant(name).rstrip()
         except Exception as exc:  # a diff is a help, not the result
-            print(f"(no diff: {exc})")
+            diff = f"(no diff: {exc})"
+        if only is None:
+            print(f"\n--- {status}: {name}\n{diff}")
+        table.append((name.rpartition(".")[2], status, change_of(diff)))
+    if len(table) > 1:
+        print(f"\n{len(table) - 1} mutant(s) no test noticed:")
+        widths = [max(len(row[i]) for row in table) for i in range(2)]
+        for row in table:
+            print(f"  {row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
 
     print(f"\nmutation run over {len(modules)} file(s) in {elapsed:.0f}s\n")
-    header = ("module", "mutants", "killed", "survived", "no tests", "other", "score")
+    header = ("module", "mutants", "killed", "survived", "no tests", "not run", "other", "score")
     lines = [header]
     totals: Counter[str] = Counter()
     for module, counts in [*rows, ("total", None)]:
@@ -127,13 +378,14 @@ def report(modules: list[str], elapsed: float) -> int:
         else:
             totals.update(counts)
         killed, survived, untested = counts["killed"], counts["survived"], counts["no tests"]
-        other = sum(counts.values()) - killed - survived - untested
+        not_run = counts["not checked"]
+        other = sum(counts.values()) - killed - survived - untested - not_run
         judged = killed + survived + untested
         score = f"{100 * killed / judged:.1f}%" if judged else "-"
         short = module.removeprefix("src/headwater/")
         lines.append(
             (short, str(sum(counts.values())), str(killed), str(survived), str(untested),
-             str(other), score)
+             str(not_run), str(other), score)
         )  # fmt: skip
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
@@ -147,7 +399,19 @@ def main() -> int:
     parser.add_argument("--changed", action="store_true", help="the PROMISES files changed")
     parser.add_argument("--base", default="main", help="what --changed compares with")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--changed-since", metavar="REV", help="CI: only mutants on lines changed since REV"
+    )
+    parser.add_argument("--budget", type=float, default=120.0, help="seconds (--changed-since)")
+    parser.add_argument("--max-mutants", type=int, default=30, help="cap (--changed-since)")
+    parser.add_argument("--mutate-lines", help=argparse.SUPPRESS)  # its child process
     args = parser.parse_args()
+
+    if args.mutate_lines is not None:
+        mutate_lines(json.loads(args.mutate_lines), args.max_mutants, args.max_children)
+        return 0
+    if args.changed_since is not None:
+        return changed_since(args.changed_since, args.budget, args.max_mutants, args.max_children)
 
     if args.changed:
         modules = changed_modules(args.base)

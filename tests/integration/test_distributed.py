@@ -492,7 +492,7 @@ async def test_emit_answers_the_room_left_under_max_in_flight(cluster: Cluster) 
     assert time.monotonic() - started >= 0.25  # no room: it waited for its timeout
     one = (await cluster.store.list_jobs(JobFilter(source_id="ws/stream", limit=1)))[0]
     waiting = asyncio.create_task(cluster.service.wait_room("ws/stream", below=2, timeout=10))
-    await asyncio.sleep(0.2)
+    await stays_true_for(lambda: not waiting.done(), 0.2, what="wait_room waiting for room")
     await cluster.store.finish_job(one.id, None, JobStatus.CANCELLED)
     assert await asyncio.wait_for(waiting, 5) == 1
 

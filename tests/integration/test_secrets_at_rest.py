@@ -24,6 +24,7 @@ from headwater.store.base import JobFilter, JobRecord, JobStatus
 from headwater.triggers.webhook import create_webhook_router
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.secret_refs import REFERENCE_PREFIX
+from tests.polling import join
 
 SECRET = "tok-9f8e7d6c5b4a"
 
@@ -134,11 +135,13 @@ async def running(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[Node, http
             yield node, client
     finally:
         stop.set()
-        await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        await node.close()
-        sys.modules.pop(module, None)
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(tmp_path.resolve()))
+        try:
+            await join(tasks, 30)  # an error in the worker or the manager fails the test
+        finally:
+            await node.close()
+            sys.modules.pop(module, None)
+            with contextlib.suppress(ValueError):
+                sys.path.remove(str(tmp_path.resolve()))
 
 
 async def _finished(node: Node, job_id: str) -> JobRecord:

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from headwater.store.base import LogStream
 from headwater.triggers.cursor import CURSOR_FIELD, MAX_CURSOR_CHARS, take_cursor
 from headwater.triggers.emitter import EmitBatch, EmitResult
+from tests.polling import stays_true_for
 from tests.unit.test_emitter import (
     PREFIX,
     STEP,
@@ -81,8 +82,7 @@ async def test_with_cursors_one_batch_at_a_time_so_a_cursor_never_passes_a_lost_
     await eventually(lambda: len(emitter.gates) == 1)
     for n in (3, 4):
         await hook(STEP, LogStream.STDOUT, line(n, str(n)), False)
-    await asyncio.sleep(0.1)
-    assert len(emitter.gates) == 1  # the second batch waits for the first
+    await stays_true_for(lambda: len(emitter.gates) == 1, 0.1, what="the second batch waiting")
     emitter.gates[0].set()  # the first fails: everything is sent again, in order
     await eventually(lambda: len(emitter.gates) == 2)
     emitter.gates[1].set()

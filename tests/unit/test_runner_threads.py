@@ -9,6 +9,7 @@ import pytest
 
 from headwater.runners.threads import ThreadedReader, in_thread, pump_lines
 from headwater.store.base import LogStream
+from tests.polling import stays_true_for
 
 
 async def test_the_producer_blocks_while_the_consumer_does_not_take() -> None:
@@ -27,12 +28,11 @@ async def test_the_producer_blocks_while_the_consumer_does_not_take() -> None:
     reader: ThreadedReader[int] = ThreadedReader(produce, name="t", maxsize=4)
     reader.start()
     await asyncio.to_thread(blocked.wait, 10)
-    await asyncio.sleep(0.2)
-    assert produced == 4  # bounded: nothing more is read until the loop takes items
+    # Bounded: nothing more is read until the loop takes items.
+    await stays_true_for(lambda: produced == 4, 0.2, what="the reader holding at 4")
     got = [await reader.get() for _ in range(10)]
     assert got == list(range(10))
-    await asyncio.sleep(0.1)
-    assert produced <= 10 + 4
+    await stays_true_for(lambda: produced <= 10 + 4, 0.1, what="the reader bounded")
     items = []
     while (item := await reader.get()) is not None:
         items.append(item)

@@ -89,7 +89,8 @@ class Rig:
         )
         self.task = asyncio.create_task(self.manager.run(self.stop))
         manager = self.manager
-        await eventually(lambda: _is_running(manager), what="the receiver to run")
+        # Connecting can take more than 10 s on a loaded 2-core CI machine (seen with SQS).
+        await eventually(lambda: _is_running(manager), timeout=30, what="the receiver to run")
         return manager
 
     async def halt(self) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 
@@ -10,6 +9,7 @@ import psycopg
 import pytest
 
 from tests.integration.receivers.conftest import Rig, eventually
+from tests.polling import stays_true_for
 
 pytestmark = pytest.mark.parametrize("harness", ["postgres"], indirect=True)
 
@@ -21,8 +21,9 @@ async def test_a_row_committed_after_a_later_key_is_not_skipped(rig: Rig) -> Non
     try:
         await slow.execute(f"INSERT INTO {table} (body) VALUES (%s::jsonb)", [json.dumps({"n": 1})])
         await rig.harness.publish([{"n": 2}])  # key 2 commits first
-        await asyncio.sleep(1.5)  # the receiver polls meanwhile (and is woken by key 2)
-        assert await rig.jobs() == []  # key 2 waits for the transaction that may hold less
+        # The receiver polls meanwhile (and is woken by key 2): key 2 waits for the
+        # transaction that may hold less.
+        await stays_true_for(lambda: _no_jobs(rig), 1.5, what="no job before key 1 commits")
         await slow.commit()
     finally:
         await slow.close()
@@ -67,10 +68,9 @@ async def test_a_notified_row_held_by_an_older_transaction_is_read_when_it_ends(
     try:
         await older.execute("SELECT txid_current()")  # an open transaction with an xid
         await rig.harness.publish([{"n": 1}])  # committed and notified, held back
-        # Set-up, not an assertion: let the notification wake the receiver, which finds
-        # nothing readable (certain: the row cannot be read while ``older`` is open).
-        await asyncio.sleep(0.5)
-        assert await rig.jobs() == []
+        # The notification wakes the receiver, which finds nothing readable (certain: the
+        # row cannot be read while ``older`` is open).
+        await stays_true_for(lambda: _no_jobs(rig), 0.5, what="no job while held back")
         await older.rollback()
         released = time.monotonic()
         await rig.wait_jobs(1, timeout=10)
@@ -78,3 +78,7 @@ async def test_a_notified_row_held_by_an_older_transaction_is_read_when_it_ends(
     finally:
         await older.close()
     assert waited < 4.0, f"{waited:.2f}s after the older transaction ended (poll is 5 s)"
+
+
+async def _no_jobs(rig: Rig) -> bool:
+    return await rig.jobs() == []
