@@ -369,7 +369,7 @@ async def test_timeout_kills_the_group_including_background_grandchildren(
     result, sink = await run(runner, spec(tmp_path, script, timeout=0.5, kill_grace=0.5))
     elapsed = time.monotonic() - started
     assert result == StepResult(StepOutcome.TIMED_OUT, None, "timed out after 0.5s")
-    assert elapsed < 3
+    assert elapsed < 30  # not the grandchildren's 1,000 s (a ceiling no load reaches)
     pids = list(map(int, sink.of(LogStream.STDOUT)))
     assert len(pids) == 2, sink.lines  # both grandchildren started before the timeout
     for pid in pids:
@@ -403,7 +403,7 @@ async def test_sigterm_ignored_means_sigkill_after_grace(
         runner, spec(tmp_path, "trap '' TERM; sleep 1000", timeout=0.2, kill_grace=0.4)
     )
     assert result == StepResult(StepOutcome.TIMED_OUT, None, "timed out after 0.2s")
-    assert 0.55 < time.monotonic() - started < 3
+    assert 0.55 < time.monotonic() - started < 30  # timeout + grace, not the 1,000 s sleep
 
 
 async def test_cancel(runner: LocalRunner, tmp_path: Path) -> None:
@@ -412,7 +412,7 @@ async def test_cancel(runner: LocalRunner, tmp_path: Path) -> None:
     started = time.monotonic()
     result, _ = await run(runner, spec(tmp_path, "echo started; sleep 1000"), cancel=cancel)
     assert result == StepResult(StepOutcome.CANCELLED, None, "cancelled")
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 30  # not the 1,000 s sleep
 
 
 async def test_cancelled_before_start_runs_nothing(runner: LocalRunner, tmp_path: Path) -> None:
@@ -446,7 +446,7 @@ async def test_process_that_escaped_the_group_cannot_hang_the_step(
     result, sink = await run(runner, spec(tmp_path, escape))
     try:
         assert result == StepResult(StepOutcome.SUCCEEDED, 0)
-        assert time.monotonic() - started < 3
+        assert time.monotonic() - started < 30  # not the escaped process's 1,000 s
         assert sink.of(LogStream.STDOUT)[1] == "done"
     finally:
         os.kill(int(sink.of(LogStream.STDOUT)[0]), signal.SIGKILL)
@@ -468,7 +468,7 @@ async def test_sink_error_propagates_and_kills_the_step(
             spec(tmp_path, f"echo $$ > {tmp_path}/pid; echo first; sleep 1000"),
             failing_sink,
         )
-    assert time.monotonic() - started < 3
+    assert time.monotonic() - started < 30  # not the 1,000 s sleep
     assert await wait_dead(int((tmp_path / "pid").read_text()))
 
 

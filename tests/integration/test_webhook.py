@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -171,7 +170,6 @@ async def test_wait_returns_the_output_when_the_job_finishes(
         )
 
     task = asyncio.create_task(worker())
-    started = time.monotonic()
     try:
         r = await client.post(
             "/hooks/big", params={"wait": "true", "timeout": "10"}, json={"ref": "x"}
@@ -180,7 +178,7 @@ async def test_wait_returns_the_output_when_the_job_finishes(
     finally:
         if worker_store is not store:
             await worker_store.close()
-    assert time.monotonic() - started < 5
+    # 200 and "completed": the wait ended with the job, not at its 10 s timeout (202).
     assert r.status_code == 200
     assert r.json()["status"] == "completed"
     assert r.json()["output"] == {"token": "••••••", "ok": True}

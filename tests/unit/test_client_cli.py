@@ -264,7 +264,7 @@ def test_logs_follow_until_completed(server: ServerThread, store: InMemoryStore)
 
     assert result.exit_code == 0, result.output
     assert result.stdout.splitlines() == ["[main] starting", "[main] working", "[main] done"]
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 20  # it ends with the job, not at a timeout
 
 
 @pytest.mark.parametrize("final", [JobStatus.FAILED, JobStatus.CANCELLED])
