@@ -315,19 +315,33 @@ def changed_since(rev: str, budget: float, cap: int, max_children: int) -> int:
     return 0
 
 
-def change_of(diff: str, width: int = 90) -> str:
-    """A mutant's diff in one line: what it removed -> what it put instead."""
-    minus = [
-        ln[1:].strip()
-        for ln in diff.splitlines()
-        if ln.startswith("-") and not ln.startswith("---")
-    ]
-    plus = [
-        ln[1:].strip()
-        for ln in diff.splitlines()
-        if ln.startswith("+") and not ln.startswith("+++")
-    ]
-    text = f"{' '.join(minus)} -> {' '.join(plus)}" if minus or plus else diff.strip()
+def _common_start(a: str, b: str) -> int:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def change_of(diff: str, width: int = 90, context: int = 12) -> str:
+    """A mutant's diff in one line: the part it changed, old -> new, with a few
+    characters of the unchanged code around it."""
+    lines = diff.splitlines()
+    old = " ".join(x[1:].strip() for x in lines if x.startswith("-") and not x.startswith("---"))
+    new = " ".join(x[1:].strip() for x in lines if x.startswith("+") and not x.startswith("+++"))
+    if not old and not new:
+        return diff.strip()[:width]
+    head = _common_start(old, new)
+    tail = _common_start(old[head:][::-1], new[head:][::-1])
+    cut = head - context if head - context > 3 else 0  # no "…" for a character or two
+    before = ("…" if cut else "") + old[cut:head]
+    after = old[len(old) - tail :][:context] + (
+        "…" if tail > context + 3 else old[len(old) - tail + context :]
+    )
+
+    def middle(text: str) -> str:
+        return before + text[head : len(text) - tail] + after
+
+    text = f"{middle(old)} -> {middle(new)}"
     return text if len(text) <= width else text[: width - 1] + "…"
 
 

@@ -175,3 +175,14 @@ def test_a_change_runs_mutmut_on_exactly_the_changed_lines(
 
 def _never(*args: object) -> None:
     raise AssertionError("mutmut must not run")
+
+
+def test_a_survivor_is_shown_as_the_part_it_changed(mutation: ModuleType) -> None:
+    diff = (
+        "--- a\n+++ b\n@@ -1 +1 @@\n-        if attempts < limit:\n+        if attempts <= limit:\n"
+    )
+    assert mutation.change_of(diff) == "if attempts < limit: -> if attempts <= limit:"
+    long = (
+        "-    x = compute(alpha, beta, gamma, delta)\n+    x = compute(alpha, beta, None, delta)\n"
+    )
+    assert mutation.change_of(long) == "…lpha, beta, gamma, delta) -> …lpha, beta, None, delta)"
