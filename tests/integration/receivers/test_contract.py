@@ -121,8 +121,10 @@ async def test_stop_between_dispatch_and_ack_makes_each_message_one_job(rig: Rig
     dispatcher = _CancelAfterDispatch(rig.store, rig.workspace)
     await rig.start(dispatcher)
     await eventually(lambda: _armed_fired(dispatcher), what="the cancellation")
-    # The manager restarts the receiver, which re-reads its unacknowledged messages.
-    jobs = await rig.wait_jobs(15)
+    # The manager restarts the receiver, which re-reads its unacknowledged messages. A new
+    # SQS client took 9 s to build on a loaded 2-core machine, then the redelivery waits
+    # for the visibility timeout: 10 s is not enough there.
+    jobs = await rig.wait_jobs(15, timeout=30)
     assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(15))
     await eventually(lambda: _acked(rig), what="every message acknowledged")
     assert len(await rig.jobs()) == 15

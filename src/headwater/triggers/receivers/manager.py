@@ -42,6 +42,10 @@ log = structlog.get_logger(__name__)
 
 _START_TIMEOUT_SECS = 30.0
 _HEALTHY_SECS = 60.0  # a receiver that ran this long resets its failure count
+# A lag reading asks the broker; a status read (``headwater triggers``, /metrics, a test
+# waiting for "running") must answer even when that question hangs (a client library
+# retrying a dead connection: botocore waits 3 × 60 s). Past this, the lag is unknown.
+_LAG_TIMEOUT_SECS = 5.0
 
 
 @dataclass
@@ -245,7 +249,7 @@ class ReceiverManager:
             }
             if slot is not None and slot.receiver is not None:
                 with contextlib.suppress(Exception):
-                    lag = await slot.receiver.lag()
+                    lag = await asyncio.wait_for(slot.receiver.lag(), _LAG_TIMEOUT_SECS)
                     if lag is not None:
                         state.update(lag_events=lag.events, lag_pending=lag.pending, lag_ms=lag.ms)
             result[name] = state
