@@ -44,11 +44,41 @@ _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TASK: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "function"),
-    ActionType.FUNCTION: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "task"),
-    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function"),
-    ActionType.POD: (*_SCRIPT_KEYS, "task", "function"),
-    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function"),
+    ActionType.TASK: (
+        "script",
+        "source",
+        "image",
+        *_IMAGE_ONLY_KEYS,
+        "manifest",
+        "function",
+        "message",
+    ),
+    ActionType.FUNCTION: (
+        "script",
+        "source",
+        "image",
+        *_IMAGE_ONLY_KEYS,
+        "manifest",
+        "task",
+        "message",
+    ),
+    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function", "message"),
+    ActionType.POD: (*_SCRIPT_KEYS, "task", "function", "message"),
+    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function", "message"),
+    # Strøm: an approval gate has a message (and input, timeout) and nothing that runs.
+    ActionType.APPROVAL: (
+        *_SCRIPT_KEYS,
+        "image",
+        *_IMAGE_ONLY_KEYS,
+        "manifest",
+        "resources",
+        "task",
+        "function",
+        "env",
+        "tags",
+        "workdir",
+        "retry",
+    ),
 }
 _CONTEXT_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each"})
 
@@ -127,6 +157,7 @@ class _Checker:
         self.webhook_names()
         self.hooks(self.ws.on_success, ("on_success",))
         self.hooks(self.ws.on_error, ("on_error",))
+        self.hooks(self.ws.on_suspended, ("on_suspended",))
         self.undefined_secrets()
 
     # -- actions ---------------------------------------------------------------------------
@@ -163,6 +194,8 @@ class _Checker:
         for field_name, spec in action.input.items():
             if isinstance(spec.default, str):
                 self.template(spec.default, (*path, "input", field_name, "default"))
+        if action.message is not None:
+            self.template(action.message, (*path, "message"))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
             if action.language.is_shell and self.engine.syntax_error(action.script) is None:
@@ -262,6 +295,7 @@ class _Checker:
             )
         self.hooks(task.on_success, (*path, "on_success"))
         self.hooks(task.on_error, (*path, "on_error"))
+        self.hooks(task.on_suspended, (*path, "on_suspended"))
 
     def step(self, step: Step, path: YamlPath, task: Task, scope: _StepScope) -> None:
         if step.inline is not None:
