@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from headwater.errors import InputValidationError, TemplateError
 from headwater.store.base import JobRecord, StepRecord, StepStatus, Store
-from headwater.workspace.models import Action, ActionType, Step, Workspace
+from headwater.workspace.hooks import is_approval_step
+from headwater.workspace.models import Action, Step, Workspace
 
 if TYPE_CHECKING:
     from headwater.engine.steps import StepRunner, StepState
@@ -35,10 +36,7 @@ __all__ = [
 MAX_REASON_CHARS = 4096
 
 
-def is_approval(workspace: Workspace, step: Step) -> bool:
-    if step.inline is None and step.action not in workspace.actions:
-        return False
-    return workspace.action_for(step).type is ActionType.APPROVAL
+is_approval = is_approval_step
 
 
 def keeps_decision(prior: StepRecord, was_paused: bool) -> bool:

@@ -17,6 +17,7 @@ from headwater.errors import Problem, Severity
 from headwater.runners.pod_spec import manifest_problems
 from headwater.runners.quantities import resource_problems
 from headwater.workspace.cron import cron_problem, timezone_problem
+from headwater.workspace.hooks import is_approval_step
 from headwater.workspace.models import (
     Action,
     ActionType,
@@ -342,6 +343,8 @@ class _Checker:
             )
         if step.for_each is not None:
             self.template(step.for_each, (*path, "for_each"), scope)
+            if is_approval_step(self.ws, step):
+                self.error((*path, "for_each"), "an approval step cannot loop (`for_each`)")
         elif step.sequential or step.max_parallel is not None:
             key = "sequential" if step.sequential else "max_parallel"
             self.warn((*path, key), f"`{key}` has no effect without `for_each`; remove it")
