@@ -81,3 +81,13 @@ async def test_overdue_waits_fail_and_cancel_ends_a_waiting_job(store: Store) ->
     cancelled = await store.request_cancel(other)
     assert cancelled.status is JobStatus.CANCELLED
     assert cancelled.steps[0].status is StepStatus.CANCELLED
+
+
+async def test_a_cancel_asked_while_the_worker_lets_go_ends_the_job(store: Store) -> None:
+    job_id = await waiting_job(store, "gate")
+    requested = await store.request_cancel(job_id)  # the worker still holds it
+    assert requested.status is JobStatus.RUNNING and requested.cancel_requested
+    assert await store.suspend_job(job_id, "w", {"gate": None}) is True
+    job = await store.get_job(job_id)
+    assert job is not None and job.status is JobStatus.CANCELLED
+    assert job.steps[0].status is StepStatus.CANCELLED

@@ -131,7 +131,7 @@ class HookFirer:
         """Fire the ``on_suspended`` hooks of ``job_id`` for each of its waiting ``steps``."""
         ws = self._workspace()
         job = await self._store.get_job(job_id)
-        if job is None:
+        if job is None or job.status.is_terminal:  # cancelled as it was let go
             return []
         _, hooks = select_hooks(
             ws, job.task, job.status, job.source_type, job.parent_job_id, SUSPENDED_EVENT

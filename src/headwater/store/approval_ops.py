@@ -45,13 +45,23 @@ class ApprovalOps:
         async with self._write() as tx:
             job = (
                 await tx.conn.execute(
-                    select(jobs.c.status, jobs.c.worker_id, jobs.c.tags)
+                    select(jobs.c.status, jobs.c.worker_id, jobs.c.tags, jobs.c.cancel_requested)
                     .where(jobs.c.id == job_id)
                     .with_for_update()
                 )
             ).first()
             if job is None or job.status != JobStatus.RUNNING or job.worker_id != worker_id:
                 return False
+            if job.cancel_requested:  # asked while the worker was letting it go: end it
+                now = utcnow()
+                await tx.conn.execute(q.cancel_waiting_steps(job_id, now))
+                await tx.conn.execute(
+                    update(jobs)
+                    .where(jobs.c.id == job_id)
+                    .values(status=JobStatus.CANCELLED.value, finished_at=now, error="cancelled")
+                )
+                await tx.notify(Channel.FINISHED, [job_id])
+                return True
             still = set(
                 (
                     await tx.conn.execute(

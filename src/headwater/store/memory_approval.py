@@ -40,6 +40,21 @@ class MemoryApprovalOps:
         job = self.jobs.get(job_id)
         if job is None or job.status is not JobStatus.RUNNING or job.worker_id != worker_id:
             return False
+        if job.cancel_requested:  # asked while the worker was letting it go: end it
+            now = utcnow()
+            for name in self._waiting(job_id):
+                self.steps[job_id][name] = dataclasses.replace(
+                    self.steps[job_id][name],
+                    status=StepStatus.CANCELLED,
+                    error="job cancelled",
+                    finished_at=now,
+                    timeout_at=None,
+                )
+            self.jobs[job_id] = dataclasses.replace(
+                job, status=JobStatus.CANCELLED, finished_at=now, error="cancelled"
+            )
+            self._publish(Channel.FINISHED, [job_id])
+            return True
         still = self._waiting(job_id)
         for name, deadline in waiting.items():
             if name in still and deadline is not None:
