@@ -44,41 +44,18 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
+_NOT_RUNNABLE = ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TASK: (
-        "script",
-        "source",
-        "image",
-        *_IMAGE_ONLY_KEYS,
-        "manifest",
-        "function",
-        "message",
-    ),
-    ActionType.FUNCTION: (
-        "script",
-        "source",
-        "image",
-        *_IMAGE_ONLY_KEYS,
-        "manifest",
-        "task",
-        "message",
-    ),
+    ActionType.TASK: (*_NOT_RUNNABLE, "function", "message"),
+    ActionType.FUNCTION: (*_NOT_RUNNABLE, "task", "message"),
     ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function", "message"),
     ActionType.POD: (*_SCRIPT_KEYS, "task", "function", "message"),
     ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function", "message"),
     # Strøm: an approval gate has a message (and input, timeout) and nothing that runs.
     ActionType.APPROVAL: (
-        *_SCRIPT_KEYS,
-        "image",
-        *_IMAGE_ONLY_KEYS,
-        "manifest",
-        "resources",
-        "task",
-        "function",
-        "env",
-        "tags",
-        "workdir",
-        "retry",
+        *_NOT_RUNNABLE,
+        *("dependencies", "interpreter", "resources", "task", "function"),
+        *("env", "tags", "workdir", "retry"),
     ),
 }
 _CONTEXT_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each"})
