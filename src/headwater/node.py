@@ -273,10 +273,17 @@ class Node:
                 self.settings.worker,
                 is_long_running=_is_consumer,
                 on_finished=self._job_finished,
+                on_suspended=self._job_suspended,
                 on_claimed=self.job_metrics.claimed,
                 on_store_error=self.job_metrics.store_error,
             )
         self._started = True
+
+    async def _job_suspended(self, job: JobRecord, steps: Sequence[str]) -> None:
+        try:
+            await self.hooks.fire_suspended(job.id, steps)
+        except HeadwaterError:  # best effort: the wait stands
+            log.exception("hooks_failed", job_id=job.id)
 
     async def _job_finished(self, job: JobRecord, status: JobStatus) -> None:
         self.job_metrics.finished(job, status.value)
@@ -500,8 +507,8 @@ class Node:
                     record = await self.store.get_job(outcome.id)
                     if record is None:
                         raise HeadwaterError(f"job {outcome.id} disappeared")
-                    if record.status.is_terminal:
-                        break
+                    if record.status.is_terminal or record.suspended:
+                        break  # a suspended job waits for `headwater approve` on a server
                     if runner.done():
                         runner.result()  # surfaces a worker crash
                         raise HeadwaterError("the worker stopped before the job finished")

@@ -266,3 +266,52 @@ def test_for_each(tmp_path: Path) -> None:
         "migrate[1]": "failed",
         "migrate[2]": "skipped",  # sequential: nothing after the failure
     }
+
+
+def test_approval_waits_for_headwater_approve(tmp_path: Path) -> None:
+    """Strøm's approval gate through `headwater up`, decided with `headwater approve`."""
+    out = tmp_path / "deploy.txt"
+    up = Up(WORKSPACES / "approval", tmp_path)
+    try:
+        created = up.client.post(
+            "/api/tasks/deploy/run", json={"input": {"version": "2.0", "file": str(out)}}
+        )
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+
+        def waiting() -> dict[str, Any] | None:
+            job: dict[str, Any] = up.client.get(f"/api/jobs/{job_id}").json()
+            return job if job.get("suspended") else None
+
+        job = eventually(waiting, timeout=60, what="the approval wait")
+        assert statuses(job) == {"approve": "suspended"}
+        (gate,) = job["steps"]
+        assert (
+            gate["output"]["approval_message"].strip() == "Approve deployment of 2.0 to production?"
+        )
+        eventually(lambda: out.exists(), timeout=60, what="the on_suspended hook")
+        assert out.read_text() == "deploy in approval is awaiting approval\n"
+        shown = run_cli("jobs", "--server", up.url, cwd=tmp_path)
+        assert "suspended" in shown.stdout, shown.stdout
+        decided = run_cli(
+            "approve",
+            job_id[-8:],
+            "approve",
+            "--as",
+            "ops@example.com",
+            "--server",
+            up.url,
+            cwd=tmp_path,
+        )
+        assert decided.returncode == 0, decided.stdout + decided.stderr
+        job = up.wait_job(job_id, timeout=60)
+        assert job["status"] == "completed", job
+        assert job["output"]["approve"]["approved"] is True
+        assert out.read_text().splitlines()[-1] == "deploying 2.0 approved by ops@example.com"
+
+        created = up.client.post("/api/tasks/maintenance/run", json={"input": {"file": str(out)}})
+        job = up.wait_job(created.json()["job_id"], timeout=60)
+        assert job["status"] == "failed"  # nobody answered within `timeout: 1s`
+        assert statuses(job) == {"approve": "failed", "execute": "skipped"}
+    finally:
+        up.stop()

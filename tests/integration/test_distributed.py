@@ -99,6 +99,18 @@ tasks:
   loop:
     flow:
       fan: {{ action: echo, for_each: [1, 2], input: {{ n: "{{{{ each.item }}}}" }} }}
+  gated:
+    input:
+      n: {{ type: integer }}
+    on_suspended:
+      - action: echo
+        input: {{ n: 9 }}
+    flow:
+      gate: {{ type: approval, message: "go with {{{{ input.n }}}}?" }}
+      after:
+        action: echo
+        depends_on: [gate]
+        input: {{ n: "{{{{ gate.output.input.n }}}}" }}
 triggers:
   stream:
     type: event_source
@@ -294,6 +306,46 @@ async def test_a_remote_worker_runs_a_for_each_loop(cluster: Cluster) -> None:
         assert job.output == {"fan": [{"n": 1}, {"n": 2}]}
         steps = {s.name: s.status for s in job.steps}
         assert steps == {n: StepStatus.COMPLETED for n in ("fan", "fan[0]", "fan[1]")}
+
+
+async def test_an_approval_waits_on_the_server_and_resumes_on_a_remote_worker(
+    cluster: Cluster,
+) -> None:
+    async with cluster.remote_worker() as worker:
+        job_id = await cluster.submit("gated", n=4)
+
+        async def waiting() -> JobRecord | None:
+            job = await cluster.store.get_job(job_id)
+            return job if job is not None and job.suspended else None
+
+        job = await _until(waiting, what="the approval wait")
+        assert [(s.name, s.status) for s in job.steps] == [("gate", StepStatus.SUSPENDED)]
+        assert job.steps[0].output == {"approval_message": "go with 4?"}
+        # The remote worker let the job go: it runs nothing while the job waits.
+        assert worker.worker is not None
+
+        def idle() -> bool:
+            return worker.worker is not None and job_id not in worker.worker.active_jobs
+
+        await _until(idle, what="the worker to let the job go")
+        await stays_true_for(idle, 0.5)
+        # The server fired the on_suspended hook; the remote worker ran it.
+        hooks = await _until(
+            lambda: cluster.store.list_jobs(JobFilter(source_type="hook", source_id=job_id)),
+            what="the on_suspended hook job",
+        )
+        hook = await cluster.wait_job(hooks[0].id)
+        assert hook.task == "_hook:echo" and hook.output == {"hook": {"n": 9}}
+
+        async with httpx.AsyncClient(base_url=cluster.url) as client:
+            resp = await client.post(
+                f"/api/jobs/{job_id}/steps/gate/approve", json={"input": {"n": 11}}
+            )
+        assert resp.status_code == 200, resp.text
+        done = await cluster.wait_job(job_id)
+        assert done.status is JobStatus.COMPLETED, done.error
+        assert done.output is not None and done.output["after"] == {"n": 11}
+        assert done.worker_id is not None  # a worker (the remote one) resumed it
 
 
 async def test_the_server_observes_the_claims_and_finishes_of_remote_workers(

@@ -34,6 +34,7 @@ def _root(
 def _register() -> None:
     # Imported for their side effect of adding commands to ``app``.
     from headwater.cli import (  # noqa: F401
+        approval_cmds,
         client_cmds,
         cluster_cmds,
         dlq_cmds,

@@ -64,6 +64,7 @@ STATUS_STYLE = {
     "failed": "red",
     "cancelled": "magenta",
     "skipped": "dim",
+    "suspended": "yellow",  # waiting for an approval
 }
 
 
@@ -165,7 +166,8 @@ def jobs_table(found: list[dict[str, Any]], width: int) -> Table:
     table.add_column("CREATED", no_wrap=True, width=created_w)
     table.add_column("DURATION", justify="right", no_wrap=True, width=len("DURATION"))
     for j, source in zip(found, sources, strict=True):
-        row = [escape(short_id(j["id"])), escape(j["task"]), _status(j["status"])]
+        status = "suspended" if j.get("suspended") else j["status"]
+        row = [escape(short_id(j["id"])), escape(j["task"]), _status(status)]
         if source_w:
             row.append(escape(source))
         created = _when(j.get("created_at"))
@@ -195,7 +197,8 @@ def job(
         _print_json(data)
         return
     out = Console(highlight=False)
-    out.print(f"[bold]job {escape(data['id'])}[/bold]  {_status(data['status'])}")
+    status = "suspended" if data.get("suspended") else data["status"]
+    out.print(f"[bold]job {escape(data['id'])}[/bold]  {_status(status)}")
     fields = [
         ("task", escape(data["task"])),
         ("workspace", escape(str(data.get("workspace", "")))),
@@ -235,6 +238,18 @@ def job(
         )
     out.print()
     out.print(table)
+    for s in steps:  # what the approvers are asked, and how to answer
+        if s["status"] != "suspended":
+            continue
+        output = s.get("output") if isinstance(s.get("output"), dict) else {}
+        until = f" (times out {_when(s['timeout_at'])})" if s.get("timeout_at") else ""
+        out.print(f"\n[yellow]step {escape(s['name'])} waits for approval{until}[/yellow]")
+        if output.get("approval_message"):
+            out.print(f"  {escape(str(output['approval_message']).strip())}", soft_wrap=True)
+        out.print(
+            f"  headwater approve {escape(short_id(data['id']))} {escape(s['name'])}"
+            f"  |  headwater reject {escape(short_id(data['id']))} {escape(s['name'])}"
+        )
 
 
 # -- logs -----------------------------------------------------------------------------

@@ -123,6 +123,14 @@ class HeadwaterClient:
         job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/cancel")
         return job
 
+    def decide_step(
+        self, job_id: str, step: str, verb: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """``verb``: approve or reject the waiting approval step ``step``."""
+        path = f"/api/jobs/{_seg(job_id)}/steps/{_seg(step)}/{verb}"
+        job: dict[str, Any] = self._request("POST", path, json=body)
+        return job
+
     def retry_job(self, job_id: str) -> dict[str, Any]:
         """A new job of the same task with the same input (the job must be final)."""
         job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/retry")

@@ -295,7 +295,8 @@ def _escape(text: str) -> str:
 
 
 def _print_result(out: Console, job: JobRecord, seconds: float) -> None:
-    status = job.status.value
+    # `run` has no API to approve through: a job that waits ends the run, saying so.
+    status = "suspended (waiting for approval)" if job.suspended else job.status.value
     colour = {"completed": "green", "failed": "red", "cancelled": "yellow"}.get(status, "white")
     mark = "✓" if job.status is JobStatus.COMPLETED else "✗"
     out.print(f"[{colour}]{mark} job {job.id} {status}[/{colour}] in {seconds:.2f}s")

@@ -10,12 +10,14 @@ Strøm's rules, which headwater follows:
   task ``_hook:<action>`` (one step, ``hook``), or the task of a ``type: task`` action;
 - a hook job never fires hooks, so a failing hook cannot loop;
 - firing is best effort: a hook that cannot start is noted in the finished job's log and
-  never changes that job. Each hook has a dedup key, so firing twice makes one job.
+  never changes that job. Each hook has a dedup key, so firing twice makes one job;
+- ``on_suspended`` hooks fire (same selection) once per approval step that starts to
+  wait, with ``hook.status`` "suspended", ``hook.step_name`` and ``hook.message``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,13 +36,20 @@ log = structlog.get_logger(__name__)
 
 HOOK_SOURCE = "hook"
 _EVENTS = {JobStatus.COMPLETED: "on_success", JobStatus.FAILED: "on_error"}
+SUSPENDED_EVENT = "on_suspended"
 
 
 def select_hooks(
-    ws: Workspace, task: str, status: JobStatus, source_type: str, parent_job_id: str | None
+    ws: Workspace,
+    task: str,
+    status: JobStatus,
+    source_type: str,
+    parent_job_id: str | None,
+    event: str | None = None,
 ) -> tuple[str, list[Hook]]:
-    """``(event, hooks)`` a job of ``task`` that ended with ``status`` fires."""
-    event = _EVENTS.get(status)
+    """``(event, hooks)`` a job of ``task`` that ended with ``status`` fires (or, with
+    ``event``, that kind of hook: ``on_suspended``)."""
+    event = event or _EVENTS.get(status)
     if event is None or source_type == HOOK_SOURCE:
         return "", []
     own = ws.tasks.get(task)
@@ -114,8 +123,30 @@ class HookFirer:
         return bool(
             ws.on_success
             or ws.on_error
-            or any(t.on_success or t.on_error for t in ws.tasks.values())
+            or ws.on_suspended
+            or any(t.on_success or t.on_error or t.on_suspended for t in ws.tasks.values())
         )
+
+    async def fire_suspended(self, job_id: str, steps: Sequence[str]) -> list[str]:
+        """Fire the ``on_suspended`` hooks of ``job_id`` for each of its waiting ``steps``."""
+        ws = self._workspace()
+        job = await self._store.get_job(job_id)
+        if job is None or job.status.is_terminal:  # cancelled as it was let go
+            return []
+        _, hooks = select_hooks(
+            ws, job.task, job.status, job.source_type, job.parent_job_id, SUSPENDED_EVENT
+        )
+        if not hooks:
+            return []
+        ids: list[str] = []
+        by_name = {s.name: s for s in job.steps}
+        for step in steps:
+            record = by_name.get(step)
+            output = record.output if record is not None else None
+            message = output.get("approval_message") if isinstance(output, Mapping) else None
+            extra = {"status": "suspended", "step_name": step, "message": message or ""}
+            ids.extend(await self.fire(job, event=(SUSPENDED_EVENT, step, extra)))
+        return ids
 
     async def fire_finished(
         self, job: JobRecord, status: JobStatus, tags: frozenset[str] | None = None
@@ -131,22 +162,33 @@ class HookFirer:
             return []
         return await self.fire(record, tags)
 
-    async def fire(self, job: JobRecord, tags: frozenset[str] | None = None) -> list[str]:
-        """Fire the hooks of the finished ``job`` (a full record, with its steps)."""
+    async def fire(
+        self,
+        job: JobRecord,
+        tags: frozenset[str] | None = None,
+        event: tuple[str, str, Mapping[str, Any]] | None = None,
+    ) -> list[str]:
+        """Fire the hooks of the finished ``job`` (a full record, with its steps); with
+        ``event`` (kind, step, extra ``hook.*`` values) the hooks of a waiting step."""
         ws = self._workspace()
-        event, hooks = select_hooks(ws, job.task, job.status, job.source_type, job.parent_job_id)
+        kind, step, extra = event if event is not None else (None, "", {})
+        event_name, hooks = select_hooks(
+            ws, job.task, job.status, job.source_type, job.parent_job_id, kind
+        )
         if not hooks:
             return []
         context = build_context(
             input=job.input,
             secrets=self._secrets(),
             job={"id": job.id, "task": job.task, "workspace": job.workspace},
-            hook=hook_context(ws, job),
+            hook={**hook_context(ws, job), **extra},
         )
+        # one hook job per waiting step (a job may wait for several, one after another)
+        dedup = f"{event_name}:{step}" if step else event_name
         events: list[Event] = []
         labels: list[str] = []
         for i, hook in enumerate(hooks):
-            label = f"{event} hook {i + 1} ({hook.action})"
+            label = f"{event_name} hook {i + 1} ({hook.action})"
             action = ws.actions.get(hook.action)
             try:
                 if action is None:
@@ -167,7 +209,7 @@ class HookFirer:
                     payload,
                     HOOK_SOURCE,
                     source_id=job.id,
-                    dedup_key=f"hook:{job.id}:{event}:{i}",
+                    dedup_key=f"hook:{job.id}:{dedup}:{i}",
                     tags=tags,
                 )
             )
@@ -183,7 +225,7 @@ class HookFirer:
             ids.append(outcome.job_id)
             if outcome.status is DispatchStatus.ACCEPTED:
                 await self._note(job.id, f"{label} started as job {outcome.job_id}")
-        log.info("hooks_fired", job_id=job.id, hook_event=event, jobs=ids)
+        log.info("hooks_fired", job_id=job.id, hook_event=event_name, jobs=ids)
         return ids
 
     async def _note(self, job_id: str, text: str) -> None:

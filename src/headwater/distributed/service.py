@@ -18,6 +18,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -311,6 +312,20 @@ class WorkerService:
                 for kick in self._kicks.get(worker_id, ()):
                     kick.set()
         return changed, jobs
+
+    async def suspend(
+        self, worker_id: str, waits: Mapping[str, Mapping[str, datetime | None]]
+    ) -> dict[str, bool]:
+        """Jobs of this worker that wait for approvals: let them go, fire on_suspended."""
+        done: dict[str, bool] = {}
+        for job_id, waiting in waits.items():
+            done[job_id] = await self._node.store.suspend_job(job_id, worker_id, waiting)
+            if done[job_id]:
+                try:
+                    await self._node.hooks.fire_suspended(job_id, sorted(waiting))
+                except HeadwaterError:  # best effort, as for on_success/on_error
+                    log.exception("hooks_failed", job_id=job_id)
+        return done
 
     async def _observe_finished(self, job_ids: Sequence[str]) -> None:
         """Duration and final status of the jobs a worker just finished: read back (one

@@ -9,8 +9,11 @@ Rules (also in the README):
 - ``retry`` re-runs a failed (or timed-out) step after ``backoff × 2^(n−1)`` seconds;
 - a ``for_each`` step runs one instance per item (``headwater.engine.fanout``);
 - step and task ``timeout`` stop the process group (SIGTERM, grace, SIGKILL);
-- the job fails when a step failed that did not set ``continue_on_failure``.
-A job that was recovered after a crash resumes: completed steps keep their output.
+- the job fails when a step failed that did not set ``continue_on_failure``;
+- an approval step waits (``suspended``) and its dependents with it; when nothing else
+  can run the job lets its worker go (``JobOutcome.waiting``) until someone decides.
+A job that was recovered after a crash resumes: completed steps keep their output. A job
+resumed after an approval keeps every step that ended, and its waiting ones.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from headwater.engine.approval import is_approval, keeps_decision
 from headwater.engine.fanout import run_for_each
 from headwater.engine.steps import StepRunner, StepState, StopSignal
 from headwater.store.base import (
@@ -51,6 +55,9 @@ class JobOutcome:
     error: str | None
     # Final step states not stored yet: the worker stores them with the finish.
     steps: tuple[StepUpdate, ...] = ()
+    # Not finished: these approval steps wait for a person (name → timeout time); the
+    # worker lets the job go (``Store.suspend_job``) and a decision requeues it.
+    waiting: Mapping[str, datetime | None] = dataclasses.field(default_factory=dict)
 
 
 def _now() -> datetime:
@@ -140,6 +147,9 @@ class JobExecutor:
         self, workspace: Workspace, task: Task, job: JobRecord
     ) -> dict[str, StepState]:
         previous = {s.name: s for s in job.steps}
+        paused = any(
+            name in previous and is_approval(workspace, step) for name, step in task.flow.items()
+        )
         states: dict[str, StepState] = {}
         for name, step in task.flow.items():
             state = StepState(name=name, action=step.action or f"<inline {name}>")
@@ -147,7 +157,9 @@ class JobExecutor:
             if prior is not None:
                 state.attempts = prior.attempts
                 # Resume after recovery: what finished stays finished.
-                if prior.status in (StepStatus.COMPLETED, StepStatus.SKIPPED):
+                if prior.status in (StepStatus.COMPLETED, StepStatus.SKIPPED) or keeps_decision(
+                    prior, paused
+                ):
                     state.status = prior.status
                     state.output = prior.output
                     state.error = prior.error
@@ -207,9 +219,13 @@ class JobExecutor:
                     await self._finish_without_running(
                         job, states[name], StepStatus.FAILED, f"internal error: {exc!r}"
                     )
+        if not stop.event.is_set() and any(
+            st.status is StepStatus.SUSPENDED for st in states.values()
+        ):
+            return  # the rest waits for the approval (the job is suspended, not ended)
         # Whatever never started (cancel/timeout) is cancelled.
         for state in states.values():
-            if state.status in (StepStatus.PENDING, StepStatus.RUNNING):
+            if state.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED):
                 await self._finish_without_running(
                     job,
                     state,
@@ -272,6 +288,11 @@ class JobExecutor:
         }
         if cancelled:
             return JobOutcome(JobStatus.CANCELLED, output or None, "cancelled")
+        waiting = {
+            name: st.timeout_at for name, st in states.items() if st.status is StepStatus.SUSPENDED
+        }
+        if waiting and stop.reason is None:
+            return JobOutcome(JobStatus.RUNNING, output or None, None, waiting=waiting)
         failed = [
             (name, st)
             for name, st in states.items()

@@ -18,6 +18,7 @@ import structlog
 
 from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
+from headwater.engine.approval import is_approval, wait_for_approval
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.step_dirs import keep_artifacts, scratch_dirs
@@ -89,6 +90,7 @@ class StepState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     failed_upstream: bool = False  # skipped because a dependency failed
+    timeout_at: datetime | None = None  # a suspended approval step fails then
     # The final state is not stored yet: it was the job's last step, so the worker stores
     # it with the job's finish, in one transaction (``Store.finish_job(steps=…)``).
     unsaved: bool = False
@@ -187,6 +189,9 @@ class StepRunner:
                     job, states, state, StepStatus.SKIPPED, error="when condition is false"
                 )
                 return
+        if is_approval(workspace, step):
+            await wait_for_approval(self, workspace, job, name, step, states, context)
+            return
         # Strøm: a step's own retry wins; else its action's.
         retry = step.retry if step.retry is not None else workspace.action_for(step).retry
         retries_used = 0

@@ -45,6 +45,7 @@ from headwater.server.metrics import (
     store_size_refresher,
     trigger_state_refresher,
 )
+from headwater.server.routes_approval import approval_router
 from headwater.server.routes_artifacts import artifacts_router
 from headwater.server.routes_common import error_response
 from headwater.server.routes_dead_letters import dead_letters_router
@@ -127,6 +128,7 @@ def create_app(
     # button of /docs); ApiKeyMiddleware does the checking.
     api_deps = [Depends(HTTPBearer(auto_error=False))] if api_keys else []
     app.include_router(jobs_router(api_deps))
+    app.include_router(approval_router(api_deps))
     app.include_router(artifacts_router(api_deps))
     app.include_router(tasks_router(api_deps))
     app.include_router(triggers_router(api_deps))

@@ -36,7 +36,9 @@ __all__ = [
 ]
 
 JobStatusName = Literal["pending", "running", "completed", "failed", "cancelled"]
-StepStatusName = Literal["pending", "running", "completed", "failed", "skipped", "cancelled"]
+StepStatusName = Literal[
+    "pending", "running", "completed", "failed", "skipped", "cancelled", "suspended"
+]
 # Timestamps stay the strings ``to_api`` produced (ISO 8601, UTC, ``Z``): re-parsing
 # them into datetimes would only risk a different spelling on the way out.
 Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
@@ -56,6 +58,9 @@ class StepOut(_Out):
     attempts: int = 0
     started_at: Timestamp = None
     finished_at: Timestamp = None
+    timeout_at: Timestamp = Field(
+        None, description="A suspended approval step fails at this time if undecided."
+    )
 
 
 class JobSummaryOut(_Out):
@@ -75,6 +80,9 @@ class JobSummaryOut(_Out):
     worker_id: str | None = None
     attempt: int = 0
     cancel_requested: bool = False
+    suspended: bool = Field(
+        False, description="Waiting for an approval: running, but no worker holds it."
+    )
     created_at: Timestamp
     started_at: Timestamp = None
     finished_at: Timestamp = None

@@ -24,6 +24,7 @@ records use ``headwater.distributed.wire``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -79,6 +80,8 @@ class _Result(BaseModel):
     output: Any = None
     error: str | None = None
     lease: _Lease | None = None
+    # status running: the job waits for these approval steps (name → timeout time)
+    waiting: dict[_Id, datetime | None] | None = Field(default=None, max_length=10_000)
 
 
 class _NextClaim(BaseModel):
@@ -237,8 +240,11 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
     @router.post("/sync", summary="Log lines, step records and job results, in order")
     async def sync(body: _Sync, request: Request) -> dict[str, Any]:
         worker_bound(request.state.worker_token, body.worker_id)
-        if any(not r.status.is_terminal for r in body.results):
-            raise _bad("a result needs a final status (completed, failed or cancelled)")
+        if any(not r.status.is_terminal and not r.waiting for r in body.results):
+            raise _bad(
+                "a result needs a final status (completed, failed or cancelled),"
+                " or status running with the approval steps it waits for"
+            )
         try:
             lines = [log_from_wire(x) for x in body.logs]
             updates = [step_from_wire(s) for s in body.steps]
@@ -247,15 +253,19 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
         if lines:
             await service.append_logs(lines)
         refused = await service.upsert_steps(body.worker_id, updates) if updates else []
+        waits = {r.job_id: r.waiting for r in body.results if r.waiting}
+        suspended = await service.suspend(body.worker_id, waits) if waits else {}
         changed, jobs = await service.finish(
             body.worker_id,
-            [(r.job_id, r.status, r.output, r.error) for r in body.results],
+            [(r.job_id, r.status, r.output, r.error) for r in body.results if not r.waiting],
             [_lease(r.lease) for r in body.results if r.lease is not None],
             (body.claim.limit, frozenset(body.claim.tags)) if body.claim else None,
         )
+        finished = iter(changed)
         return {
             "refused": refused,
-            "changed": changed,
+            # one answer per result, in order: suspended ones and finished ones
+            "changed": [suspended[r.job_id] if r.waiting else next(finished) for r in body.results],
             "jobs": [job_to_wire(j) for j in jobs],
             "revision": service.shipped().revision,
         }

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from headwater.errors import HeadwaterError
 from headwater.store.notify import Subscription
 from headwater.telemetry.tracing import trace_id_of
 
@@ -64,10 +65,12 @@ class StepStatus(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    # An approval step waiting for a person (Strøm's name); its job holds no worker.
+    SUSPENDED = "suspended"
 
     @property
     def is_terminal(self) -> bool:
-        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
+        return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
 
 
 class LogStream(StrEnum):
@@ -124,9 +127,10 @@ class StepRecord:
     attempts: int = 0
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    timeout_at: datetime | None = None  # a suspended approval step fails at this time
 
     def to_api(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "name": self.name,
             "action": self.action,
             "status": self.status.value,
@@ -137,6 +141,9 @@ class StepRecord:
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
         }
+        if self.timeout_at is not None:
+            data["timeout_at"] = _iso(self.timeout_at)
+        return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +184,11 @@ class JobRecord:
     finished_at: datetime | None
     steps: tuple[StepRecord, ...] = field(default=())  # filled by get_job only
 
+    @property
+    def suspended(self) -> bool:
+        """Waiting for an approval: running, but no worker holds it (``suspend_job``)."""
+        return self.status is JobStatus.RUNNING and self.worker_id is None
+
     def to_api(self, include_steps: bool = True) -> dict[str, Any]:
         """The job JSON of DESIGN.md (snake_case)."""
         data: dict[str, Any] = {
@@ -195,6 +207,7 @@ class JobRecord:
             "worker_id": self.worker_id,
             "attempt": self.attempt,
             "cancel_requested": self.cancel_requested,
+            "suspended": self.suspended,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
@@ -470,6 +483,29 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None: ...
 
+    # -- approval steps ----------------------------------------------------------------
+    @abc.abstractmethod
+    async def suspend_job(
+        self, job_id: str, worker_id: str, waiting: Mapping[str, datetime | None]
+    ) -> bool:
+        """The worker running the job lets it go while ``waiting`` (step name → timeout
+        time or None) wait for a decision: the job stays running with no worker (it holds
+        no slot, recovery leaves it alone), each waiting step gets its ``timeout_at``.
+        When one of them was decided meanwhile the job goes back to pending instead (so a
+        worker resumes it now). False when the job is no longer the worker's."""
+
+    @abc.abstractmethod
+    async def decide_step(
+        self, job_id: str, step: str, status: StepStatus, output: Any, error: str | None
+    ) -> JobRecord:
+        """Complete (approve) or fail (reject, time out) the suspended ``step``; a job no
+        worker holds goes back to pending so that a worker resumes its flow. Raises
+        NotFoundError, or ConflictError when the step is not waiting for a decision."""
+
+    @abc.abstractmethod
+    async def due_approvals(self, now: datetime) -> list[tuple[str, str, datetime]]:
+        """(job id, step, timeout_at) of suspended steps whose timeout has passed."""
+
     @abc.abstractmethod
     async def request_cancel(self, job_id: str) -> JobRecord:
         """Pending → cancelled at once; running → ``cancel_requested`` and a
@@ -512,7 +548,8 @@ class Store(abc.ABC):
     async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
         """Running jobs whose worker has not heartbeated for ``stale_after`` seconds (or is
         unknown): back to pending when attempts remain, failed otherwise. Their running
-        steps are marked failed with the reason."""
+        steps are marked failed with the reason. (A suspended job has no worker and is
+        left alone; ``expire_approvals`` runs next to this.)"""
 
     @abc.abstractmethod
     async def reconcile_worker_jobs(
@@ -522,6 +559,22 @@ class Store(abc.ABC):
         of the worker that it does not know and that was claimed more than ``grace_secs``
         ago (its claim answer was lost) goes back to pending; ids the worker runs that are
         not running as its anymore are returned as ``lost`` (the worker stops them)."""
+
+    async def expire_approvals(self) -> list[RecoveredJob]:
+        """Fail the approval steps nobody decided in time; their jobs resume on a worker
+        (which then treats the step as any failed step)."""
+        expired: list[RecoveredJob] = []
+        now = datetime.now(UTC)
+        for job_id, step, _ in await self.due_approvals(now):
+            error = "approval timed out: nobody approved or rejected it in time"
+            try:
+                job = await self.decide_step(job_id, step, StepStatus.FAILED, None, error)
+            except HeadwaterError:  # decided or cancelled meanwhile
+                continue
+            reason = f"step {step!r}: {error}"
+            await self.append_logs([LogLine(job_id, step, LogStream.SYSTEM, reason, now)])
+            expired.append(RecoveredJob(job_id, job.task, True, reason))
+        return expired
 
     # -- worker tokens ---------------------------------------------------------------
     @abc.abstractmethod

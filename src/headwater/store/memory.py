@@ -46,6 +46,7 @@ from headwater.store.base import (
 from headwater.store.fastpath import hint
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
+from headwater.store.memory_approval import MemoryApprovalOps
 from headwater.store.memory_ops import MemoryOps
 from headwater.store.notify import Broadcaster
 
@@ -71,7 +72,7 @@ def _step(job_id: str, s: StepUpdate) -> StepRecord:
     )
 
 
-class InMemoryStore(MemoryOps, Store):
+class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
     """The Store in memory. ``jobs``, ``steps``, ``logs``… are plain attributes a test may
     read; write through the Store methods so wake-ups and invariants hold."""
 
@@ -299,7 +300,17 @@ class InMemoryStore(MemoryOps, Store):
             raise NotFoundError(f"job {job_id} not found")
         if job.status not in _LIVE:
             raise ConflictError(f"job {job_id} is already {job.status.value}")
-        at_once = job.status is JobStatus.PENDING
+        at_once = job.status is JobStatus.PENDING or job.worker_id is None  # or suspended
+        if at_once:
+            for name, st in self.steps.get(job_id, {}).items():
+                if st.status is StepStatus.SUSPENDED:
+                    self.steps[job_id][name] = dataclasses.replace(
+                        st,
+                        status=StepStatus.CANCELLED,
+                        error="job cancelled",
+                        finished_at=utcnow(),
+                        timeout_at=None,
+                    )
         job = dataclasses.replace(
             job,
             status=JobStatus.CANCELLED if at_once else job.status,
@@ -357,6 +368,10 @@ class InMemoryStore(MemoryOps, Store):
         return sorted(self.workers.values(), key=lambda w: (w.started_at, w.id))
 
     async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        # Approval steps past their timeout are failed by the same sweep.
+        return [*await self._recover_stale(stale_after), *await self.expire_approvals()]
+
+    async def _recover_stale(self, stale_after: float) -> list[RecoveredJob]:
         now = utcnow()
         cutoff = now - timedelta(seconds=stale_after)
 
@@ -365,7 +380,11 @@ class InMemoryStore(MemoryOps, Store):
             return worker is None or worker.last_heartbeat < cutoff
 
         stale = sorted(
-            (j for j in self.jobs.values() if j.status is JobStatus.RUNNING and silent(j)),
+            (
+                j
+                for j in self.jobs.values()
+                if j.status is JobStatus.RUNNING and j.worker_id is not None and silent(j)
+            ),
             key=lambda j: (j.created_at, j.id),
         )
         recovered: list[RecoveredJob] = []

@@ -57,6 +57,7 @@ __all__ = [
     "MAX_PARAMS",
     "PG_NOTIFY",
     "cancel_requested_of",
+    "cancel_waiting_steps",
     "count_by_status",
     "count_in_flight",
     "count_rejected",
@@ -145,6 +146,7 @@ def step_from_row(row: Row[Any]) -> StepRecord:
         attempts=row.attempts,
         started_at=row.started_at,
         finished_at=row.finished_at,
+        timeout_at=getattr(row, "timeout_at", None),
     )
 
 
@@ -236,9 +238,10 @@ def list_jobs(flt: JobFilter) -> Select[Any]:
 
 
 def request_cancel(job_id: str, now: datetime) -> Update:
-    """Pending → cancelled, running → cancel_requested, in one statement (SET expressions
-    see the row as it was before the update on both dialects)."""
-    was_pending = jobs.c.status == "pending"
+    """Pending (or suspended: running, no worker) → cancelled, running →
+    cancel_requested, in one statement (SET expressions see the row as it was before the
+    update on both dialects)."""
+    was_pending = (jobs.c.status == "pending") | jobs.c.worker_id.is_(None)
     return (
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.status.in_(LIVE_JOB_STATUSES))
@@ -248,6 +251,14 @@ def request_cancel(job_id: str, now: datetime) -> Update:
             cancel_requested=True,
         )
         .returning(*jobs.c)
+    )
+
+
+def cancel_waiting_steps(job_id: str, now: datetime) -> Update:
+    return (
+        update(steps)
+        .where(steps.c.job_id == job_id, steps.c.status == "suspended")
+        .values(status="cancelled", error="job cancelled", finished_at=now, timeout_at=None)
     )
 
 
@@ -326,6 +337,7 @@ def stale_jobs(cutoff: datetime) -> Select[Any]:
         .select_from(jobs.outerjoin(workers, workers.c.id == jobs.c.worker_id))
         .where(
             jobs.c.status == "running",
+            jobs.c.worker_id.is_not(None),  # none: suspended (waiting for an approval)
             (workers.c.id.is_(None)) | (workers.c.last_heartbeat < cutoff),
         )
         .order_by(jobs.c.created_at, jobs.c.id)

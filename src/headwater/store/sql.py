@@ -26,6 +26,7 @@ from headwater.errors import ConfigError, ConflictError, NotFoundError
 from headwater.store import job_writes
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
+from headwater.store.approval_ops import ApprovalOps
 from headwater.store.base import (
     Channel,
     InsertOutcome,
@@ -143,7 +144,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
+class SqlStore(ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
     def __init__(
@@ -390,8 +391,10 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
                 if status is None:
                     raise NotFoundError(f"job {job_id} not found")
                 raise ConflictError(f"job {job_id} is already {status}")
-            found = await self._steps_by_job(tx.conn, [job_id])
             finished = row.status == JobStatus.CANCELLED
+            if finished:  # a suspended job's waiting steps end with it
+                await tx.conn.execute(q.cancel_waiting_steps(job_id, utcnow()))
+            found = await self._steps_by_job(tx.conn, [job_id])
             await tx.notify(Channel.FINISHED if finished else Channel.CANCEL, [job_id])
         log.info("store.cancel_requested", job_id=job_id, cancelled_at_once=finished)
         return q.job_from_row(row, found.get(job_id, ()))
@@ -449,6 +452,10 @@ class SqlStore(StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
             return [q.worker_from_row(r) for r in await conn.execute(q.list_workers())]
 
     async def recover_stale_jobs(self, stale_after: float) -> list[RecoveredJob]:
+        # Approval steps past their timeout are failed by the same sweep.
+        return [*await self._recover_stale(stale_after), *await self.expire_approvals()]
+
+    async def _recover_stale(self, stale_after: float) -> list[RecoveredJob]:
         now = utcnow()
         recovered: list[RecoveredJob] = []
         async with self._write() as tx:

@@ -63,7 +63,15 @@ metadata = MetaData(
 LIVE_JOB_STATUSES = ("pending", "running")
 FINAL_JOB_STATUSES = ("completed", "failed", "cancelled")
 _JOB_STATUSES = (*LIVE_JOB_STATUSES, *FINAL_JOB_STATUSES)
-_STEP_STATUSES = ("pending", "running", "completed", "failed", "skipped", "cancelled")
+_STEP_STATUSES = (
+    "pending",
+    "running",
+    "completed",
+    "failed",
+    "skipped",
+    "cancelled",
+    "suspended",
+)
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -190,7 +198,15 @@ steps = Table(
     Column("attempts", Integer, nullable=False, server_default=text("0")),
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
+    Column("timeout_at", UtcDateTime),  # an approval step waiting for a person fails then
     CheckConstraint(_in("status", _STEP_STATUSES), name="status"),
+    # The approval sweep reads only the (few) waiting steps, however large the table.
+    Index(
+        "ix_steps_timeout_at",
+        "timeout_at",
+        postgresql_where=text("status = 'suspended'"),
+        sqlite_where=text("status = 'suspended'"),
+    ),
 )
 
 logs = Table(

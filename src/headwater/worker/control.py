@@ -10,7 +10,8 @@ the same Worker, JobExecutor and StepRunner run in both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from headwater.store.base import (
@@ -62,6 +63,12 @@ class ControlPlane(Protocol):
         ...
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None: ...
+
+    async def suspend_job(
+        self, job_id: str, worker_id: str, waiting: Mapping[str, datetime | None]
+    ) -> bool:
+        """The job waits for approvals: let it go (see ``Store.suspend_job``)."""
+        ...
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None: ...
 

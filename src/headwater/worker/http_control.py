@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -309,6 +310,18 @@ class HttpControlPlane:
             results.append(item)
             size += 200 + len(json.dumps(output, default=str)) + len(error or "")
         return await self._outbox.add_results(results, size)
+
+    async def suspend_job(
+        self, job_id: str, worker_id: str, waiting: Mapping[str, datetime | None]
+    ) -> bool:
+        # A result that is not final: the server lets the job wait (``Store.suspend_job``).
+        item = {
+            "job_id": job_id,
+            "status": "running",
+            "waiting": {k: v.isoformat() if v else None for k, v in waiting.items()},
+        }
+        (changed,) = await self._outbox.add_results([item], 300 + 100 * len(waiting))
+        return changed
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
         wire = [step_to_wire(job_id, s) for s in steps]

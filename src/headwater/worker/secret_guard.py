@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from headwater.store.base import (
@@ -100,6 +101,11 @@ class SecretGuard:
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
         await self.inner.append_logs(lines)
+
+    async def suspend_job(
+        self, job_id: str, worker_id: str, waiting: Mapping[str, datetime | None]
+    ) -> bool:
+        return await self.inner.suspend_job(job_id, worker_id, waiting)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         return await self.inner.get_job(job_id)

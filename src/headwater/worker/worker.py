@@ -72,11 +72,13 @@ class Worker:
         is_long_running: Callable[[JobRecord], bool] = lambda job: False,
         worker_id: str | None = None,
         on_finished: Callable[[JobRecord, JobStatus], Awaitable[None]] | None = None,
+        on_suspended: Callable[[JobRecord, Sequence[str]], Awaitable[None]] | None = None,
         on_claimed: Callable[[Sequence[JobRecord]], None] | None = None,
         on_store_error: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self._on_finished = on_finished
+        self._on_suspended = on_suspended
         # Metrics: told the jobs of each claim, and the operation of each store failure.
         self._on_claimed = on_claimed
         self._on_store_error = on_store_error
@@ -220,6 +222,9 @@ class Worker:
             self._finishing += 1
             self._slot_freed.set()
             await self.logs.flush()
+            if outcome.waiting:
+                await self._suspend(job, outcome)
+                return
             try:
                 changed = await self.store.finish_job(
                     job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
@@ -250,6 +255,17 @@ class Worker:
                 self._finishing -= 1
             self._active.pop(job.id, None)
             self._slot_freed.set()
+
+    async def _suspend(self, job: JobRecord, outcome: JobOutcome) -> None:
+        """The job waits for an approval: store that and let it go (no slot held)."""
+        if outcome.steps:
+            await self.store.upsert_steps(job.id, outcome.steps)
+        if not await self.store.suspend_job(job.id, self.id, outcome.waiting):
+            log.warning("job_suspend_refused", job_id=job.id, worker_id=self.id)
+            return
+        log.info("job_suspended", job_id=job.id, steps=sorted(outcome.waiting))
+        if self._on_suspended is not None:
+            await self._on_suspended(job, sorted(outcome.waiting))  # its on_suspended hooks
 
     async def _shutdown(self) -> None:
         self._stopping = True

@@ -7,9 +7,16 @@ that looks a job's task up (the dispatcher, the executor) goes through ``find_ta
 
 from __future__ import annotations
 
-from headwater.workspace.models import Step, Task, Workspace
+from headwater.workspace.models import ActionType, Step, Task, Workspace
 
-__all__ = ["HOOK_STEP", "HOOK_TASK_PREFIX", "find_task", "hook_task_name", "is_hook_task"]
+__all__ = [
+    "HOOK_STEP",
+    "HOOK_TASK_PREFIX",
+    "find_task",
+    "hook_task_name",
+    "is_approval_step",
+    "is_hook_task",
+]
 
 HOOK_TASK_PREFIX = "_hook:"
 HOOK_STEP = "hook"
@@ -32,3 +39,10 @@ def find_task(workspace: Workspace, name: str) -> Task | None:
     if action not in workspace.actions:
         return None
     return Task(name=name, flow={HOOK_STEP: Step(action=action)})
+
+
+def is_approval_step(workspace: Workspace, step: Step) -> bool:
+    """Whether ``step`` runs a ``type: approval`` action (a gate that waits for a person)."""
+    if step.inline is None and step.action not in workspace.actions:
+        return False
+    return workspace.action_for(step).type is ActionType.APPROVAL

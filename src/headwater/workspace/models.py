@@ -222,6 +222,7 @@ class ActionType(StrEnum):
     POD = "pod"
     TASK = "task"
     FUNCTION = "function"
+    APPROVAL = "approval"  # Strøm's approval gate: the job waits for a person
 
 
 class RunnerKind(StrEnum):
@@ -265,6 +266,8 @@ class Action(_Model):
     task: str | None = None
     # type function: "package.module:callable"
     function: str | None = None
+    # type approval: what the approver reads (a template); ``timeout`` bounds the wait
+    message: str | None = None
     # common
     env: dict[str, str] = Field(default_factory=dict)
     timeout: Duration | None = None
@@ -315,6 +318,8 @@ class Action(_Model):
         """Worker tags a worker must have to run this action."""
         if self.type in (ActionType.TASK,):
             return frozenset(self.tags)
+        if self.type is ActionType.APPROVAL:  # decided through the server: no runner
+            return frozenset()
         base = {RunnerKind.LOCAL: "script", RunnerKind.DOCKER: "docker", RunnerKind.POD: "pod"}
         if self.type is ActionType.FUNCTION:
             return frozenset({"function", *self.tags})
@@ -377,6 +382,7 @@ class Task(_Model):
     timeout: Duration | None = None
     on_success: list[Hook] = Field(default_factory=list)
     on_error: list[Hook] = Field(default_factory=list)
+    on_suspended: list[Hook] = Field(default_factory=list)  # a step waits for approval
 
 
 class RestartPolicy(StrEnum):
@@ -477,6 +483,7 @@ class Workspace(_Model):
     secrets: dict[str, str] = Field(default_factory=dict)
     on_success: list[Hook] = Field(default_factory=list)
     on_error: list[Hook] = Field(default_factory=list)
+    on_suspended: list[Hook] = Field(default_factory=list)
 
     @field_validator("secrets", mode="before")
     @classmethod

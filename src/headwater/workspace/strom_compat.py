@@ -24,15 +24,12 @@ _AGENT = "Strøm's agent actions"
 
 # (model class name, key) -> what it is in Strøm, and what to do instead.
 NOT_YET_KEYS: dict[tuple[str, str], str] = {
-    ("Step", "message"): "Strøm's approval steps (`type: approval`)",
-    ("Action", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
     ("Task", "retry"): (
         "Strøm's task-level retry (a new job after a failure); "
         "set `retry` on the steps or actions instead"
     ),
     ("Task", "on_cancel"): "Strøm's on_cancel hooks; a cancelled job fires no hooks here",
-    ("Task", "on_suspended"): "Strøm's on_suspended hooks (for approval steps)",
     ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
     ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",
     **{
@@ -53,7 +50,6 @@ NOT_YET_KEYS: dict[tuple[str, str], str] = {
 
 # Action/step `type:` values of Strøm that headwater does not run yet.
 NOT_YET_TYPES: dict[str, str] = {
-    "approval": "Strøm's approval steps (a job that waits for a person)",
     "agent": _AGENT,
 }
 

@@ -17,6 +17,7 @@ from headwater.errors import Problem, Severity
 from headwater.runners.pod_spec import manifest_problems
 from headwater.runners.quantities import resource_problems
 from headwater.workspace.cron import cron_problem, timezone_problem
+from headwater.workspace.hooks import is_approval_step
 from headwater.workspace.models import (
     Action,
     ActionType,
@@ -43,12 +44,19 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
+_NOT_RUNNABLE = ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TASK: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "function"),
-    ActionType.FUNCTION: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "task"),
-    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function"),
-    ActionType.POD: (*_SCRIPT_KEYS, "task", "function"),
-    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function"),
+    ActionType.TASK: (*_NOT_RUNNABLE, "function", "message"),
+    ActionType.FUNCTION: (*_NOT_RUNNABLE, "task", "message"),
+    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function", "message"),
+    ActionType.POD: (*_SCRIPT_KEYS, "task", "function", "message"),
+    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function", "message"),
+    # Strøm: an approval gate has a message (and input, timeout) and nothing that runs.
+    ActionType.APPROVAL: (
+        *_NOT_RUNNABLE,
+        *("dependencies", "interpreter", "resources", "task", "function"),
+        *("env", "tags", "workdir", "retry"),
+    ),
 }
 _CONTEXT_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each"})
 
@@ -127,6 +135,7 @@ class _Checker:
         self.webhook_names()
         self.hooks(self.ws.on_success, ("on_success",))
         self.hooks(self.ws.on_error, ("on_error",))
+        self.hooks(self.ws.on_suspended, ("on_suspended",))
         self.undefined_secrets()
 
     # -- actions ---------------------------------------------------------------------------
@@ -163,6 +172,8 @@ class _Checker:
         for field_name, spec in action.input.items():
             if isinstance(spec.default, str):
                 self.template(spec.default, (*path, "input", field_name, "default"))
+        if action.message is not None:
+            self.template(action.message, (*path, "message"))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
             if action.language.is_shell and self.engine.syntax_error(action.script) is None:
@@ -262,6 +273,7 @@ class _Checker:
             )
         self.hooks(task.on_success, (*path, "on_success"))
         self.hooks(task.on_error, (*path, "on_error"))
+        self.hooks(task.on_suspended, (*path, "on_suspended"))
 
     def step(self, step: Step, path: YamlPath, task: Task, scope: _StepScope) -> None:
         if step.inline is not None:
@@ -308,6 +320,8 @@ class _Checker:
             )
         if step.for_each is not None:
             self.template(step.for_each, (*path, "for_each"), scope)
+            if is_approval_step(self.ws, step):
+                self.error((*path, "for_each"), "an approval step cannot loop (`for_each`)")
         elif step.sequential or step.max_parallel is not None:
             key = "sequential" if step.sequential else "max_parallel"
             self.warn((*path, key), f"`{key}` has no effect without `for_each`; remove it")
