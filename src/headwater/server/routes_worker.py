@@ -20,6 +20,7 @@ records use ``headwater.distributed.wire``.
 | ``POST /worker/event-source/emit`` | a consumer's events, fenced by its lease token |
 | ``POST /worker/event-source/wait`` | long-poll until the trigger has room |
 | ``POST /worker/event-source/cursor`` | the trigger's last committed cursor |
+| ``POST /worker/state/get``, ``/put`` | task state between runs (``routes_worker_files``) |
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from headwater.distributed.service import ConsumerLease, WorkerService
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.distributed.wire import job_to_wire, log_from_wire, step_from_wire
 from headwater.errors import AuthError, NotFoundError
+from headwater.server.routes_worker_files import add_worker_file_routes
 from headwater.store.base import JobRecord, JobStatus, WorkerTokenRecord
 
 __all__ = ["WORKER_BODY_LIMIT", "create_worker_router", "worker_bound"]
@@ -317,6 +319,7 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
     async def room(body: _Room) -> dict[str, Any]:
         return {"in_flight": await service.wait_room(body.trigger, body.below, body.timeout)}
 
+    add_worker_file_routes(router, service, _token_job)
     return router
 
 

@@ -12,10 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headwater.store.notify import Subscription
 from headwater.telemetry.tracing import trace_id_of
+
+if TYPE_CHECKING:
+    from headwater.store.task_state import TaskStateRecord
 
 __all__ = [
     "Channel",
@@ -620,6 +623,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_state(self, namespace: str, key: str) -> None: ...
+
+    # -- task state between runs (Strøm's snapshots; kept in the state documents) ------
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        """The current snapshot of ``task`` (None: the workspace's global state)."""
+        from headwater.store.task_state import load_task_state
+
+        return await load_task_state(self, workspace, task)
+
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        """Replace the current snapshot (the last writer wins)."""
+        from headwater.store.task_state import save_task_state
+
+        await save_task_state(self, snapshot)
 
     # -- leases (one holder per name; fencing tokens) ---------------------------------
     @abc.abstractmethod

@@ -47,6 +47,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Broadcaster, Subscription
+from headwater.store.task_state import TaskStateRecord
 from headwater.worker.outbox import SyncOutbox
 
 __all__ = ["HttpControlPlane"]
@@ -357,6 +358,15 @@ class HttpControlPlane:
         else:
             self._watched.add(job_id)
         return job
+
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        answer = await self.request("POST", "/worker/state/get", {"task": task})
+        doc = answer.get("snapshot")
+        return TaskStateRecord.from_doc(workspace, task, doc) if doc is not None else None
+
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        body = {"task": snapshot.task, "snapshot": snapshot.to_doc()}
+        await self.request("POST", "/worker/state/put", body)
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         return job_from_wire(await self.request("POST", f"/worker/jobs/{job_id}/cancel"))

@@ -27,6 +27,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Subscription
+from headwater.store.task_state import TaskStateRecord
 from headwater.worker.control import ControlPlane
 from headwater.workspace.secret_refs import has_references, unseal
 from headwater.workspace.secrets import Redactor
@@ -77,6 +78,13 @@ class SecretGuard:
             steps = [_masked(s, redactor) for s in steps]
         await self.inner.upsert_steps(job_id, steps)
 
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        # The JSON is masked like an output; the files are kept as the step wrote them.
+        redactor = self._redactor()
+        if redactor.active and snapshot.state is not None:
+            snapshot = dataclasses.replace(snapshot, state=redactor.redact(snapshot.state))
+        await self.inner.save_task_state(snapshot)
+
     def _unsealed(self, job: JobRecord) -> JobRecord:
         if not has_references(job.input):
             return job
@@ -106,6 +114,9 @@ class SecretGuard:
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         return await self.inner.request_cancel(job_id)
+
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        return await self.inner.get_task_state(workspace, task)
 
     def subscribe(self, channel: Channel) -> Subscription:
         return self.inner.subscribe(channel)

@@ -50,7 +50,9 @@ _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
     ActionType.POD: (*_SCRIPT_KEYS, "task", "function"),
     ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function"),
 }
-_CONTEXT_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each"})
+_CONTEXT_NAMES = frozenset(
+    {"input", "secret", "secrets", "job", "steps", "env", "each", "state", "global_state"}
+)
 
 
 @dataclass(frozen=True)
