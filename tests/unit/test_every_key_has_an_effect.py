@@ -34,6 +34,7 @@ ACTED_ON: dict[str, str] = {
     "Workspace.secrets": "workspace/secrets.py",
     "Workspace.on_success": "dispatch/hooks.py",
     "Workspace.on_error": "dispatch/hooks.py",
+    "Workspace.on_cancel": "dispatch/hooks.py",
     "Hook.action": "dispatch/hooks.py",
     "Hook.input": "dispatch/hooks.py",
     "Task.input": "dispatch/dispatcher.py",
@@ -41,6 +42,8 @@ ACTED_ON: dict[str, str] = {
     "Task.timeout": "engine/executor.py",
     "Task.on_success": "dispatch/hooks.py",
     "Task.on_error": "dispatch/hooks.py",
+    "Task.on_cancel": "dispatch/hooks.py",
+    "Task.retry": "dispatch/task_retry.py",
     "Task.folder": "server/routes_tasks.py",
     "Step.action": "workspace/models.py",
     "Step.depends_on": "engine/executor.py",
@@ -235,13 +238,10 @@ def test_every_receiver_trigger_field_is_read(kind: str) -> None:
     ("yaml", "words"),
     [
         ("tasks:\n  t:\n    flow:\n      a: {type: approval, message: go}\n", "type: approval"),
-        ("tasks:\n  t:\n    on_cancel: [{action: ok}]\n    flow: {a: {action: ok}}\n", "on_cancel"),
         (
             "tasks:\n  t:\n    on_suspended: [{action: ok}]\n    flow: {a: {action: ok}}\n",
             "on_suspended",
         ),
-        ("tasks:\n  t:\n    retry: {max_attempts: 2}\n    flow: {a: {action: ok}}\n", "`retry`"),
-        ("on_cancel: [{action: ok}]\ntasks:\n  t:\n    flow: {a: {action: ok}}\n", "on_cancel"),
     ],
 )
 def test_strom_features_not_built_yet_say_so(yaml: str, words: str, tmp_path: Path) -> None:

@@ -198,6 +198,8 @@ class JobRecord:
             "worker_id": self.worker_id,
             "attempt": self.attempt,
             "cancel_requested": self.cancel_requested,
+            # A task retry's previous attempt (Strøm's retry_of_job_id).
+            "retry_of_job_id": self.source_id if self.source_type == "retry" else None,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),

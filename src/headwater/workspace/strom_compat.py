@@ -27,11 +27,6 @@ NOT_YET_KEYS: dict[tuple[str, str], str] = {
     ("Step", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
-    ("Task", "retry"): (
-        "Strøm's task-level retry (a new job after a failure); "
-        "set `retry` on the steps or actions instead"
-    ),
-    ("Task", "on_cancel"): "Strøm's on_cancel hooks; a cancelled job fires no hooks here",
     ("Task", "on_suspended"): "Strøm's on_suspended hooks (for approval steps)",
     ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
     ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",

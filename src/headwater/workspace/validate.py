@@ -129,6 +129,7 @@ class _Checker:
         self.webhook_names()
         self.hooks(self.ws.on_success, ("on_success",))
         self.hooks(self.ws.on_error, ("on_error",))
+        self.hooks(self.ws.on_cancel, ("on_cancel",))
         self.undefined_secrets()
 
     # -- actions ---------------------------------------------------------------------------
@@ -264,6 +265,7 @@ class _Checker:
             )
         self.hooks(task.on_success, (*path, "on_success"))
         self.hooks(task.on_error, (*path, "on_error"))
+        self.hooks(task.on_cancel, (*path, "on_cancel"))
 
     def step(self, step: Step, path: YamlPath, task: Task, scope: _StepScope) -> None:
         if step.inline is not None:
