@@ -20,7 +20,7 @@ from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
-from headwater.engine.step_dirs import keep_artifacts, scratch_dirs
+from headwater.engine.step_dirs import ArtifactKeeper, LocalArtifacts, keep_artifacts, scratch_dirs
 from headwater.engine.task_state import (
     Snapshots,
     StateLines,
@@ -145,10 +145,13 @@ class StepRunner:
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
         functions: FunctionCache | None = None,
-        artifacts: ArtifactStore | None = None,
+        artifacts: ArtifactStore | ArtifactKeeper | None = None,
     ) -> None:
         self.store = store
-        self._artifacts = artifacts  # None: this worker keeps no artifacts
+        # None: this worker keeps no artifacts
+        self._artifacts = (
+            LocalArtifacts(artifacts) if isinstance(artifacts, ArtifactStore) else artifacts
+        )
         self.logs = logs
         self.templates = templates
         self.runners = runners
