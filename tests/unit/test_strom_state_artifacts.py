@@ -1,5 +1,5 @@
-"""Strøm's task state and artifacts: kept from local steps; `validate` refuses the
-state and artifact folders in container actions (STATE: lines work everywhere)."""
+"""Strøm's task state and artifacts: kept from local and docker steps; `validate`
+refuses the state and artifact folders in pod actions (STATE: lines work everywhere)."""
 
 from __future__ import annotations
 
@@ -54,11 +54,11 @@ def test_a_local_script_using_state_is_accepted(tmp_path: Path, script: str) -> 
 @pytest.mark.parametrize(
     ("script", "expected"),
     [
-        ("cat ${STATE_DIR}/cursor", "`$STATE_DIR` is not supported yet on the docker runner"),
+        ("cat ${STATE_DIR}/cursor", "`$STATE_DIR` is not supported yet on the pod runner"),
         ("ls $GLOBAL_STATE_OUT_DIR", "`$GLOBAL_STATE_OUT_DIR` is not supported yet on the"),
     ],
 )
-def test_state_folders_in_a_container_action_are_refused(
+def test_state_folders_in_a_pod_action_are_refused(
     tmp_path: Path, script: str, expected: str
 ) -> None:
     errors = refusals(
@@ -67,7 +67,7 @@ def test_state_folders_in_a_container_action_are_refused(
         actions:
           work:
             type: script
-            runner: docker
+            runner: pod
             image: alpine
             script: |
               {script}
@@ -110,7 +110,7 @@ def test_words_that_merely_contain_state_are_not_refused(tmp_path: Path) -> None
     assert errors == []
 
 
-def test_artifacts_are_refused_in_a_container_action_only(tmp_path: Path) -> None:
+def test_artifacts_are_refused_in_a_pod_action_only(tmp_path: Path) -> None:
     errors = refusals(
         tmp_path,
         """
@@ -118,9 +118,14 @@ def test_artifacts_are_refused_in_a_container_action_only(tmp_path: Path) -> Non
           local:
             type: script
             script: cp out.html "$ARTIFACTS_DIR/"
-          boxed:
+          docker:
             type: script
             runner: docker
+            image: alpine
+            script: cp out.html "$ARTIFACTS_DIR/"
+          boxed:
+            type: script
+            runner: pod
             image: alpine
             script: cp out.html "$ARTIFACTS_DIR/"
         tasks:
@@ -132,14 +137,14 @@ def test_artifacts_are_refused_in_a_container_action_only(tmp_path: Path) -> Non
                 action: boxed
               c:
                 type: script
-                runner: docker
+                runner: pod
                 image: alpine
                 script: ls $ARTIFACTS_DIR
         """,
     )
     assert errors == [
-        "action 'boxed': `$ARTIFACTS_DIR` is not supported yet on the docker runner in"
-        " headwater (artifacts are kept from local steps only)",
-        "task 't': `$ARTIFACTS_DIR` is not supported yet on the docker runner in"
-        " headwater (artifacts are kept from local steps only)",
+        "action 'boxed': `$ARTIFACTS_DIR` is not supported yet on the pod runner in"
+        " headwater (artifacts are kept from local and docker steps only)",
+        "task 't': `$ARTIFACTS_DIR` is not supported yet on the pod runner in"
+        " headwater (artifacts are kept from local and docker steps only)",
     ]

@@ -30,6 +30,8 @@ __all__ = [
     "SCRATCH_VARIABLES",
     "ArtifactKeeper",
     "LocalArtifacts",
+    "container_dirs",
+    "host_dirs",
     "keep_artifacts",
     "scratch_dirs",
 ]
@@ -44,6 +46,47 @@ SCRATCH_VARIABLES: dict[str, str] = {
     "GLOBAL_STATE_DIR": "global-state",
     "GLOBAL_STATE_OUT_DIR": "global-state-out",
 }
+
+
+# Where a container finds them (Strøm's mount points).
+CONTAINER_PATHS: dict[str, str] = {
+    "ARTIFACTS_DIR": "/artifacts",
+    "STATE_DIR": "/state",
+    "STATE_OUT_DIR": "/state-out",
+    "GLOBAL_STATE_DIR": "/global-state",
+    "GLOBAL_STATE_OUT_DIR": "/global-state-out",
+}
+_COPIED_OUT = ("ARTIFACTS_DIR", "STATE_OUT_DIR", "GLOBAL_STATE_OUT_DIR")
+
+
+@contextlib.contextmanager
+def container_dirs(spec: StepSpec) -> Iterator[StepSpec]:
+    """``spec`` of a container step with the folders at Strøm's paths inside the
+    container: each starts as a host folder (the state ones filled before the step) that
+    the runner copies in, and the output ones are copied back out after the step."""
+    root = Path(tempfile.mkdtemp(prefix="headwater-step-"))
+    try:
+        env = dict(spec.env)
+        copy_in: list[tuple[str, Path]] = []
+        copy_out: list[tuple[str, Path]] = []
+        for variable, name in SCRATCH_VARIABLES.items():
+            path = root / name
+            path.mkdir()
+            env[variable] = CONTAINER_PATHS[variable]
+            copy_in.append((CONTAINER_PATHS[variable], path))
+            if variable in _COPIED_OUT:
+                copy_out.append((CONTAINER_PATHS[variable], path))
+        yield dataclasses.replace(spec, env=env, copy_in=tuple(copy_in), copy_out=tuple(copy_out))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def host_dirs(spec: StepSpec) -> dict[str, str]:
+    """Variable -> the host folder behind it (a container step's, or a local step's)."""
+    if spec.copy_in:
+        by_path = {p: v for v, p in CONTAINER_PATHS.items()}
+        return {by_path[c]: str(h) for c, h in (*spec.copy_in, *spec.copy_out) if c in by_path}
+    return {v: spec.env[v] for v in SCRATCH_VARIABLES if spec.env.get(v)}
 
 
 @contextlib.contextmanager
@@ -89,7 +132,7 @@ async def keep_artifacts(
 ) -> str | None:
     """Keep the files a succeeded step left in its ``$ARTIFACTS_DIR``; the reason the
     step fails instead, or None."""
-    folder = spec.env.get("ARTIFACTS_DIR")
+    folder = host_dirs(spec).get("ARTIFACTS_DIR")
     if not folder or not await asyncio.to_thread(_has_files, Path(folder)):
         return None
     if keeper is None:

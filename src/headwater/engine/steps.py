@@ -20,7 +20,14 @@ from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
-from headwater.engine.step_dirs import ArtifactKeeper, LocalArtifacts, keep_artifacts, scratch_dirs
+from headwater.engine.step_dirs import (
+    ArtifactKeeper,
+    LocalArtifacts,
+    container_dirs,
+    host_dirs,
+    keep_artifacts,
+    scratch_dirs,
+)
 from headwater.engine.task_state import (
     Snapshots,
     StateLines,
@@ -369,20 +376,26 @@ class StepRunner:
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)
-        local = action.effective_runner is RunnerKind.LOCAL
-        scratch = scratch_dirs(spec) if local else contextlib.nullcontext(spec)
+        kind = action.effective_runner
+        scratch = (
+            scratch_dirs(spec)
+            if kind is RunnerKind.LOCAL
+            else container_dirs(spec)
+            if kind is RunnerKind.DOCKER
+            else contextlib.nullcontext(spec)
+        )
         try:
             with scratch as spec:
-                if local:
-                    await asyncio.to_thread(_unpack_state, snaps, spec.env)
+                folders = host_dirs(spec) if kind is not RunnerKind.POD else {}
+                await asyncio.to_thread(_unpack_state, snaps, folders)
                 result: StepResult = await runner.run(spec, collector, stop.event)
                 if ran_to_its_end(result):
                     warnings = await save_snapshots(
-                        self.store, job.workspace, job.task, job.id, name, collector.state, spec.env
+                        self.store, job.workspace, job.task, job.id, name, collector.state, folders
                     )
                     for warning in warnings:
                         await self.system(job.id, name, warning)
-                if local and result.outcome is StepOutcome.SUCCEEDED:
+                if kind is not RunnerKind.POD and result.outcome is StepOutcome.SUCCEEDED:
                     kept = await keep_artifacts(self._artifacts, job.id, name, spec)
                     if kept is not None:
                         return _Attempt(StepStatus.FAILED, error=kept, retryable=False)

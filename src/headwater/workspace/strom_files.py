@@ -1,13 +1,14 @@
-"""Strøm's state and artifact directories in container actions: refused loudly.
+"""Strøm's state and artifact directories in pod actions: refused loudly.
 
 A Strøm script reads the previous run's task state from ``$STATE_DIR``, writes the next
 into ``$STATE_OUT_DIR`` (``GLOBAL_*`` for the workspace-wide kind) and leaves files to
-keep in ``$ARTIFACTS_DIR``. headwater keeps these directories for local steps
-(:mod:`headwater.engine.task_state`, :mod:`headwater.artifacts`); ``STATE:`` lines and
-``state.*`` templates work with every runner. A docker or pod action that uses one of
-the directories is refused by ``validate`` with an error that says so, instead of
-losing the files. (At run time a local step gets each variable as an empty directory
-of its own, see :mod:`headwater.engine.step_dirs`, so a script never writes into ``/``.)
+keep in ``$ARTIFACTS_DIR``. headwater keeps these directories for local and docker steps
+(:mod:`headwater.engine.task_state`, :mod:`headwater.artifacts`; a container gets them
+at Strøm's paths, ``/artifacts`` …, copied in and out); ``STATE:`` lines and ``state.*``
+templates work with every runner. A pod action that uses one of the directories is
+refused by ``validate`` with an error that says so, instead of losing the files. (At
+run time a step gets each variable as an empty directory of its own, see
+:mod:`headwater.engine.step_dirs`, so a script never writes into ``/``.)
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _VARIABLE = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(_VARIABLES) + r")(?![A-Z
 
 
 def state_and_artifact_problems(ws: Workspace, source_map: SourceMap) -> list[Problem]:
-    """An error for each container action that uses Strøm's state or artifact folders."""
+    """An error for each pod action that uses Strøm's state or artifact folders."""
     problems: list[Problem] = []
     sections: list[tuple[str, dict[str, Any]]] = [
         ("actions", {k: a.model_dump(mode="json") for k, a in ws.actions.items()}),
@@ -75,13 +76,13 @@ def _runner(ws: Workspace, path: YamlPath) -> RunnerKind | None:
 
 
 def _uses(text: str, *, runner: RunnerKind | None) -> Iterator[str]:
-    if runner is None or runner is RunnerKind.LOCAL:
+    if runner is not RunnerKind.POD:
         return
     for match in _VARIABLE.finditer(text):
         name = match.group(1)
         yield (
             f"`${name}` is not supported yet on the {runner.value} runner in headwater"
-            f" ({_VARIABLES[name]} are kept from local steps only)"
+            f" ({_VARIABLES[name]} are kept from local and docker steps only)"
         )
 
 
