@@ -387,7 +387,8 @@ class StepRunner:
         try:
             with scratch as spec:
                 folders = host_dirs(spec) if kind is not RunnerKind.POD else {}
-                await asyncio.to_thread(_unpack_state, snaps, folders)
+                if snaps.task is not None or snaps.global_ is not None:
+                    await asyncio.to_thread(_unpack_state, snaps, folders)
                 result: StepResult = await runner.run(spec, collector, stop.event)
                 if ran_to_its_end(result):
                     warnings = await save_snapshots(

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 import re
 import tarfile
 from collections.abc import Mapping
@@ -141,6 +142,8 @@ async def save_snapshots(
         (None, lines.global_, env.get("GLOBAL_STATE_OUT_DIR")),
     ):
         what = "global state" if name is None else "task state"
+        if not merged and not _has_entries(out):
+            continue  # the common case: nothing to keep, no thread hop
         try:
             snapshot = await asyncio.to_thread(
                 _snapshot, workspace, name, job_id, step, merged, Path(out) if out else None
@@ -151,6 +154,16 @@ async def save_snapshots(
         if snapshot is not None:
             await plane.save_task_state(snapshot)
     return warnings
+
+
+def _has_entries(folder: str | None) -> bool:
+    if not folder:
+        return False
+    try:
+        with os.scandir(folder) as entries:
+            return any(True for _ in entries)
+    except OSError:
+        return False
 
 
 def _snapshot(
