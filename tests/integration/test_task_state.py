@@ -140,3 +140,32 @@ async def test_oversized_state_is_not_kept_and_the_step_says_so(
         assert any("task state was not kept" in line and "limit" in line for line in logs)
     finally:
         await node.close()
+
+
+async def test_state_no_store_can_keep_is_a_warning_not_a_crash(
+    tmp_path: Path, db_url: str
+) -> None:
+    node = await start_node(
+        tmp_path,
+        db_url,
+        """
+        actions:
+          nul:
+            type: script
+            script: |
+              echo 'STATE: {"text": "a\\u0000b"}'
+        tasks:
+          nul:
+            flow:
+              nul: { action: nul }
+        """,
+    )
+    try:
+        job = await node.run_one("nul", {})
+        assert job.status is JobStatus.COMPLETED, job.steps
+        logs = [rec.line for rec in await node.store.get_logs(job.id)]
+        kept = await node.store.get_task_state(node.workspace().name, "nul")
+        # SQLite keeps the character; PostgreSQL's JSON cannot, and the step says so
+        assert kept is not None or any("task state was not kept" in line for line in logs)
+    finally:
+        await node.close()

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from headwater.jsonsafe import is_data_error
 from headwater.runners.base import StepOutcome, StepResult
 from headwater.store.ids import utcnow
 from headwater.store.task_state import TaskStateRecord
@@ -151,8 +152,15 @@ async def save_snapshots(
         except (OSError, ValueError, tarfile.TarError) as exc:
             warnings.append(f"warning: the step's {what} was not kept: {exc}")
             continue
-        if snapshot is not None:
+        if snapshot is None:
+            continue
+        try:
             await plane.save_task_state(snapshot)
+        except Exception as exc:
+            # A value no store can keep (e.g. a NUL character) is the step's, not a crash.
+            if not is_data_error(exc):
+                raise
+            warnings.append(f"warning: the step's {what} was not kept: {str(exc)[:300]}")
     return warnings
 
 
