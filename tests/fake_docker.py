@@ -16,10 +16,12 @@ backpressure the runner relies on; ``sent`` counts the bytes that got out.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import re
 import secrets
 import struct
+import tarfile
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +40,8 @@ class Script:
     honours_term: bool = True
     output_on_stop: list[tuple[int, bytes]] = field(default_factory=list)
     oom_killed: bool = False
+    # Files the container writes while it runs: absolute path -> content.
+    writes: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass
@@ -54,6 +58,8 @@ class Container:
     removed: bool = False
     attached: bool = False
     sent: int = 0
+    files: dict[str, bytes] = field(default_factory=dict)  # its filesystem, as far as known
+    folders: set[str] = field(default_factory=set)
 
     def exit(self, code: int) -> None:
         if not self.exited.is_set():
@@ -280,6 +286,39 @@ class FakeDockerEngine(FakeApi):
         c.stop_requested.set()
         c.exit(137)
         reply.empty(204)
+
+    def _archive(self, c: Container, request: Request, reply: Reply) -> None:
+        """``PUT``: a tar extracted at ``path``; ``GET``: the tar of ``path`` (its entries
+        under the folder's own name, as dockerd answers), 404 when it does not exist."""
+        base = request.query.get("path", "/").rstrip("/")
+        if request.method == "PUT":
+            with tarfile.open(fileobj=io.BytesIO(request.body), mode="r:*") as tar:
+                for member in tar.getmembers():
+                    where = f"{base}/{member.name}"
+                    if member.isdir():
+                        c.folders.add(where)
+                    elif member.isfile():
+                        handle = tar.extractfile(member)
+                        assert handle is not None
+                        c.files[where] = handle.read()
+            reply.empty(200)
+            return
+        files = {**c.files, **(c.script.writes if c.status == "exited" else {})}
+        inside = {p: d for p, d in files.items() if p.startswith(base + "/")}
+        if base not in c.folders and not inside:
+            reply.json(404, {"message": f"Could not find the file {base} in container {c.id}"})
+            return
+        name = base.rsplit("/", 1)[-1]
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            folder = tarfile.TarInfo(name)
+            folder.type = tarfile.DIRTYPE
+            tar.addfile(folder)
+            for path, data in sorted(inside.items()):
+                info = tarfile.TarInfo(name + path[len(base) :])
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        reply.stream(200, "application/x-tar", iter([buffer.getvalue()]))
 
     def _json(self, c: Container, request: Request, reply: Reply) -> None:
         reply.json(200, c.inspect())

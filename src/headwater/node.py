@@ -289,6 +289,10 @@ class Node:
         self.job_metrics.finished(job, status.value)
         await self.hooks.fire_finished(job, status)
 
+    async def job_cancelled(self, job: JobRecord) -> None:
+        """JobFinishObserver: a job cancelled before a worker took it fires on_cancel."""
+        await self.hooks.fire_finished(job, JobStatus.CANCELLED)
+
     # -- trigger state and control (TriggerStateProvider, TriggerControl) -----------------
     async def trigger_states(self) -> Mapping[str, Mapping[str, Any]]:
         ws = self.holder.workspace
@@ -496,19 +500,33 @@ class Node:
             if on_created is not None:
                 on_created(outcome.id)
             runner = asyncio.create_task(worker.run(stop))
-            after = 0
+            job_id, after = outcome.id, 0
+
+            async def pull() -> None:
+                nonlocal after
+                if on_logs is not None:
+                    records = await self.store.get_logs(job_id, after_seq=after)
+                    if records:
+                        after = records[-1].seq
+                        on_logs(records)
+
             try:
                 while True:
-                    if on_logs is not None:
-                        records = await self.store.get_logs(outcome.id, after_seq=after)
-                        if records:
-                            after = records[-1].seq
-                            on_logs(records)
-                    record = await self.store.get_job(outcome.id)
+                    await pull()
+                    record = await self.store.get_job(job_id)
                     if record is None:
-                        raise HeadwaterError(f"job {outcome.id} disappeared")
-                    if record.status.is_terminal or record.suspended:
+                        raise HeadwaterError(f"job {job_id} disappeared")
+                    if record.suspended:
                         break  # a suspended job waits for `headwater approve` on a server
+                    if record.status.is_terminal:
+                        # A task retry runs here too; the last attempt is the result.
+                        await self.logs.flush()
+                        retry = await self.hooks.retry(record, tags=frozenset({signature}))
+                        if retry is None:
+                            break
+                        await pull()
+                        job_id, after = retry, 0
+                        continue
                     if runner.done():
                         runner.result()  # surfaces a worker crash
                         raise HeadwaterError("the worker stopped before the job finished")
@@ -524,7 +542,7 @@ class Node:
                 with contextlib.suppress(Exception):
                     await runner
         await self.logs.flush()
-        final = await self.store.get_job(outcome.id)
+        final = await self.store.get_job(job_id)
         assert final is not None
         await self._run_hooks(final, signature)
         return final

@@ -107,21 +107,98 @@ def test_nested_secrets(tmp_path: Path) -> None:
 def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     result = run_cli("validate", str(WORKSPACES / "unsupported"), cwd=tmp_path)
     assert result.returncode != 0
-    assert "`retry` is not supported yet" in result.stdout + result.stderr
+    assert "`on_suspended` is not supported yet" in result.stdout + result.stderr
 
 
-def test_task_state_is_refused(tmp_path: Path) -> None:
-    result = run_cli("validate", str(WORKSPACES / "task_state"), cwd=tmp_path)
-    assert result.returncode != 0
-    out = result.stdout + result.stderr
-    for refused in (
-        "`$STATE_DIR` is not",
-        "`$STATE_OUT_DIR` is not",
-        "`STATE:` output lines are not",
-        "`state` in templates is not",
-    ):
-        assert f"{refused} supported yet" in out, refused
-    assert "Traceback" not in out
+def test_task_retry_starts_new_jobs_and_hooks_see_only_the_last(tmp_path: Path) -> None:
+    job = run(tmp_path, "retry", "deploy", dir=str(tmp_path), succeed_on=3)
+    # two failed jobs, then the second retry completed: `run` answers with the last
+    assert job["status"] == "completed", job
+    assert job["output"] == {"push": {"attempt": 3}}
+    assert job["source_type"] == "retry"
+    assert job["retry_of_job_id"] == job["source_id"]
+    assert not (tmp_path / "hooks").exists()  # no on_error for a failure that retried
+
+    (tmp_path / "deploy").unlink()
+    job = run(tmp_path, "retry", "deploy", dir=str(tmp_path), succeed_on=9)
+    assert job["status"] == "failed"
+    assert (tmp_path / "hooks").read_text() == "deploy failed (retry)\n"  # once, the last
+
+
+def test_task_retry_chain_and_on_cancel_through_up(tmp_path: Path) -> None:
+    up = Up(WORKSPACES / "retry", tmp_path)
+    try:
+        created = up.client.post(
+            "/api/tasks/deploy/run", json={"input": {"dir": str(tmp_path), "succeed_on": 2}}
+        )
+        first = created.json()["job_id"]
+        assert up.wait_job(first, timeout=60)["status"] == "failed"
+
+        def retry_of_first() -> str | None:
+            found: str | None = up.client.get(f"/api/jobs/{first}").json()["retry_job_id"]
+            return found
+
+        second = eventually(retry_of_first, timeout=60, what="the retry job")
+        assert up.wait_job(second, timeout=60)["status"] == "completed"
+        assert up.client.get(f"/api/jobs/{second}").json()["retry_of_job_id"] == first
+        listed = up.client.get("/api/jobs", params={"source_type": "retry"}).json()["jobs"]
+        assert [j["id"] for j in listed] == [second]
+
+        # on_cancel: cancel a running job, its hook runs
+        created = up.client.post("/api/tasks/wait/run", json={"input": {"dir": str(tmp_path)}})
+        waiting = created.json()["job_id"]
+        eventually(
+            lambda: up.client.get(f"/api/jobs/{waiting}").json()["status"] == "running",
+            timeout=60,
+            what="the job running",
+        )
+        assert up.client.post(f"/api/jobs/{waiting}/cancel").status_code == 200
+        hooks = tmp_path / "hooks"
+        eventually(hooks.exists, timeout=60, what="the on_cancel hook")
+        assert hooks.read_text() == "wait cancelled success=false\n"
+    finally:
+        up.stop()
+
+
+def test_task_state_is_kept_between_runs(tmp_path: Path) -> None:
+    # One database for the runs, as a server has (`run` alone uses a fresh one).
+    db = f"sqlite:///{tmp_path / 'state.db'}"
+
+    def run_task(task: str) -> dict[str, Any]:
+        result = run_cli(
+            "run", str(WORKSPACES / "task_state"), task, "--json", "--db", db, cwd=tmp_path
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        job: dict[str, Any] = json.loads(result.stdout)
+        return job
+
+    first = run_task("maintain-cert")
+    # no state yet: `not state` holds, the renewal runs and saves the certificate
+    assert statuses(first)["renew"] == "completed"
+    assert first["output"] == {"upload": {"domain": "example.com"}}
+    second = run_task("maintain-cert")
+    # the check found the certificate in $STATE_DIR and said 60 days remain
+    assert statuses(second)["renew"] == "skipped"
+    assert second["output"] == {"upload": {"domain": "example.org"}}
+    # global state: every run reads the count the previous one saved
+    assert [run_task("count")["output"]["count"]["runs"] for _ in range(2)] == [1, 2]
+
+
+def test_task_state_over_the_api(tmp_path: Path) -> None:
+    up = Up(WORKSPACES / "task_state", tmp_path)
+    try:
+        assert up.client.get("/api/tasks/maintain-cert/state").status_code == 404
+        created = up.client.post("/api/tasks/maintain-cert/run", json={"input": {}})
+        assert created.status_code == 201, created.text
+        job_id = created.json()["job_id"]
+        assert up.wait_job(job_id, timeout=60)["status"] == "completed"
+        snapshot = up.client.get("/api/tasks/maintain-cert/state").json()
+        # the renewal's snapshot (the last step that saved one)
+        assert snapshot["state"] == {"days_remaining": 90}
+        assert snapshot["files"] == ["cert.pem"]
+        assert (snapshot["job_id"], snapshot["step"]) == (job_id, "renew")
+    finally:
+        up.stop()
 
 
 def test_artifacts_are_kept_from_a_succeeded_step(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ of calls, cleanup on every path, line handling and backpressure.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import re
 from collections.abc import Iterator
@@ -461,3 +462,50 @@ async def test_open_runners_sweeps_the_engine_at_start(engine: FakeDockerEngine)
         assert '"headwater.managed=true"' in listing.query["filters"]
     finally:
         await close_runners(runners)
+
+
+async def test_folders_go_into_the_container_and_its_output_folders_come_out(
+    engine: FakeDockerEngine, runner: DockerRunner, tmp_path: Path
+) -> None:
+    state, artifacts = tmp_path / "state", tmp_path / "artifacts"
+    state.mkdir()
+    artifacts.mkdir()
+    (state / "cert.pem").write_text("old cert")
+    engine.script = Script(
+        writes={"/artifacts/report.html": b"<p>hi</p>", "/artifacts/deep/a.txt": b"a"}
+    )
+    step = spec(copy_in=(("/state", state), ("/artifacts", artifacts)))
+    step = dataclasses.replace(step, copy_out=(("/artifacts", artifacts),))
+    result, _ = await run(runner, step)
+    assert result.outcome is StepOutcome.SUCCEEDED
+    # before the start: one archive at / holding the folders; after the exit: the copy out
+    order = [
+        (r.method, r.path.rsplit("/", 1)[-1], r.query.get("path"))
+        for r in engine.calls(lambda r: r.path.endswith(("/archive", "/start")))
+    ]
+    assert order == [
+        ("PUT", "archive", "/"),
+        ("POST", "start", None),
+        ("GET", "archive", "/artifacts"),
+    ]
+    assert engine.only().files["/state/cert.pem"] == b"old cert"
+    assert (artifacts / "report.html").read_bytes() == b"<p>hi</p>"
+    assert (artifacts / "deep" / "a.txt").read_text() == "a"
+    assert engine.only().removed
+
+
+async def test_a_cancelled_container_keeps_nothing(
+    engine: FakeDockerEngine, runner: DockerRunner, tmp_path: Path
+) -> None:
+    engine.script = Script(run_until_stopped=True, writes={"/artifacts/x": b"x"})
+    cancel = asyncio.Event()
+    step = spec(copy_in=(("/artifacts", tmp_path),), copy_out=(("/artifacts", tmp_path),))
+    task = asyncio.ensure_future(run(runner, step, cancel=cancel))
+    await asyncio.sleep(0)
+    while not engine.containers or engine.only().status != "running":
+        await asyncio.sleep(0.02)
+    cancel.set()
+    result, _ = await task
+    assert result.outcome is StepOutcome.CANCELLED
+    assert engine.calls(lambda r: r.method == "GET" and r.path.endswith("/archive")) == []
+    assert list(tmp_path.iterdir()) == []

@@ -191,6 +191,18 @@ def test_job_shows_steps(server: ServerThread, store: InMemoryStore) -> None:
     assert "STEP" in out and "greet" in out and "again" in out
 
 
+def test_job_shows_the_task_retry_that_followed_it(
+    server: ServerThread, store: InMemoryStore
+) -> None:
+    failed = store.add_job("deploy", JobStatus.FAILED, error="step push failed")
+    retry = store.add_job("deploy", JobStatus.RUNNING, source_type="retry", source_id=failed.id)
+
+    shown = hw("job", failed.id, "--server", server.url).output
+    assert f"retried   as job {retry.id}" in shown
+    shown = hw("job", retry.id, "--server", server.url).output
+    assert f"retry:{failed.id}" in shown  # its source: the failed attempt
+
+
 def test_job_json(server: ServerThread, store: InMemoryStore) -> None:
     j = store.add_job("hello", JobStatus.COMPLETED)
     add_step(store, j.id, "greet", StepStatus.COMPLETED)

@@ -217,6 +217,8 @@ def job(
         fields.append(("cancel", "[magenta]requested[/magenta]"))
     if data.get("waiting_for"):
         fields.append(("waiting", f"[yellow]{escape(data['waiting_for'])}[/yellow]"))
+    if data.get("retry_job_id"):  # the task's retry that followed this failed job
+        fields.append(("retried", f"as job {escape(data['retry_job_id'])}"))
     for name, value in fields:
         out.print(f"  [dim]{name:<9}[/dim] {value}", soft_wrap=True)
     steps = data.get("steps") or []

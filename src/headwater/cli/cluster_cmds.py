@@ -98,6 +98,16 @@ def server(
     ] = 6.0,
     retention: RetentionOpt = None,
     log_retention: LogRetentionOpt = None,
+    artifacts_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--artifacts-dir",
+            envvar="HEADWATER_ARTIFACTS_DIR",
+            help="Where the files steps write to $ARTIFACTS_DIR are kept, per job, remote "
+            "workers' included (default: .headwater/artifacts in the current directory). "
+            "Several servers need a shared folder here to serve each other's.",
+        ),
+    ] = None,
     log_level: LogLevelOpt = LogLevel.INFO,
     log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
@@ -126,6 +136,7 @@ def server(
         stale_after=stale_after,
         lease_ttl=lease_ttl,
         retention=policy,
+        artifacts_dir=artifacts_dir or Path(".headwater") / "artifacts",
     )
     try:
         asyncio.run(run_server(settings, _err))

@@ -1,8 +1,11 @@
-"""``on_success`` / ``on_error`` hooks: a finished job's hooks become jobs of their own.
+"""``on_success`` / ``on_error`` / ``on_cancel`` hooks: a finished job's hooks become jobs.
 
 Strøm's rules, which headwater follows:
 - a completed job fires its task's ``on_success`` hooks, a failed one its ``on_error``
-  hooks (a cancelled job fires none: Strøm has ``on_cancel`` for that, not supported yet);
+  hooks, a cancelled one its ``on_cancel`` hooks (cancelled by a person, a timeout or a
+  scheduler's ``cancel_previous``);
+- a failed job whose task sets ``retry`` and has retries left starts its next attempt
+  instead (``headwater.dispatch.task_retry``) and fires no hooks;
 - the workspace's hooks of that kind fire instead when the task has none of its own, and
   only for top-level jobs (not for the sub-job of a ``type: task`` step);
 - a hook's ``input`` is rendered with ``hook.*`` (the finished job) and ``secret.*``;
@@ -24,6 +27,12 @@ from typing import Any
 import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher, DispatchStatus, Event
+from headwater.dispatch.task_retry import (
+    RETRY_SOURCE,
+    retry_attempt,
+    retry_policy,
+    should_retry,
+)
 from headwater.errors import HeadwaterError
 from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream, StepStatus, Store
 from headwater.workspace.hooks import find_task, hook_task_name
@@ -35,7 +44,11 @@ __all__ = ["HOOK_SOURCE", "HookFirer", "hook_context", "select_hooks"]
 log = structlog.get_logger(__name__)
 
 HOOK_SOURCE = "hook"
-_EVENTS = {JobStatus.COMPLETED: "on_success", JobStatus.FAILED: "on_error"}
+_EVENTS = {
+    JobStatus.COMPLETED: "on_success",
+    JobStatus.FAILED: "on_error",
+    JobStatus.CANCELLED: "on_cancel",
+}
 SUSPENDED_EVENT = "on_suspended"
 
 
@@ -124,7 +137,11 @@ class HookFirer:
             ws.on_success
             or ws.on_error
             or ws.on_suspended
-            or any(t.on_success or t.on_error or t.on_suspended for t in ws.tasks.values())
+            or ws.on_cancel
+            or any(
+                t.on_success or t.on_error or t.on_suspended or t.on_cancel or t.retry
+                for t in ws.tasks.values()
+            )
         )
 
     async def fire_suspended(self, job_id: str, steps: Sequence[str]) -> list[str]:
@@ -155,12 +172,48 @@ class HookFirer:
         returns the hook jobs' ids. ``tags`` pins the hook jobs to workers with them."""
         ws = self._workspace()
         _, hooks = select_hooks(ws, job.task, status, job.source_type, job.parent_job_id)
-        if not hooks:
+        retries = status is JobStatus.FAILED and retry_policy(ws, job) is not None
+        if not hooks and not retries:
             return []
         record = await self._store.get_job(job.id)
         if record is None or not record.status.is_terminal:
             return []
-        return await self.fire(record, tags)
+        return await self.finished(record, tags)
+
+    async def finished(self, job: JobRecord, tags: frozenset[str] | None = None) -> list[str]:
+        """The next attempt of the finished ``job`` if its task retries it, else its hooks."""
+        if await self.retry(job, tags) is not None:
+            return []
+        return await self.fire(job, tags)
+
+    async def retry(self, job: JobRecord, tags: frozenset[str] | None = None) -> str | None:
+        """Start the next attempt of the failed ``job`` (task ``retry``); its id, or None
+        when the task does not retry it (or has no retries left)."""
+        policy = retry_policy(self._workspace(), job)
+        if policy is None or job.status is not JobStatus.FAILED:
+            return None
+        attempt = await retry_attempt(self._store.get_job, job)
+        if not should_retry(policy, job, attempt):
+            return None
+        event = Event(
+            job.task,
+            job.input,
+            RETRY_SOURCE,
+            source_id=job.id,
+            dedup_key=f"retry:{job.id}",
+            tags=tags,
+        )
+        (outcome,) = await self._dispatcher.dispatch([event])
+        if outcome.status is DispatchStatus.REJECTED or outcome.job_id is None:
+            await self._note(job.id, f"task retry not started: {outcome.reason}")
+            return None
+        delay = policy.delay(attempt + 1)
+        await self._note(
+            job.id,
+            f"task retry {attempt + 1}/{policy.count}: job {outcome.job_id} (in {delay:.3g}s)",
+        )
+        log.info("task_retried", job_id=job.id, retry_job_id=outcome.job_id, attempt=attempt + 1)
+        return outcome.job_id
 
     async def fire(
         self,

@@ -50,6 +50,8 @@ class ServerSettings:
     lease_ttl: float = 6.0  # a dead server's triggers move after at most ttl + 1 s
     recovery_interval: float = 1.0
     retention: RetentionPolicy | None = None  # --retention / --log-retention
+    # Where steps' artifacts are kept (remote workers upload theirs); None keeps none.
+    artifacts_dir: Path | None = None
 
 
 async def _sweep(
@@ -91,7 +93,11 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     node = Node(
         s.workspace,
         NodeSettings(
-            db_url=s.db_url, run_worker=s.run_worker, worker=worker, retention=s.retention
+            db_url=s.db_url,
+            run_worker=s.run_worker,
+            worker=worker,
+            retention=s.retention,
+            artifacts_dir=s.artifacts_dir,
         ),
     )
     store = await open_store(s.db_url)
@@ -121,7 +127,8 @@ async def run_server(s: ServerSettings, err: Console) -> None:
             loop.add_signal_handler(sig, stop.set)
         app = create_app(node, api_keys=list(s.api_keys))
         app.include_router(create_webhook_router(node.trigger_ctx))
-        app.include_router(create_worker_router(service, WorkerTokenVerifier(store)))
+        verifier = WorkerTokenVerifier(store)
+        app.include_router(create_worker_router(service, verifier, node.artifacts))
         app.state.body_limits["/worker"] = WORKER_BODY_LIMIT
 
         def hook_body_limit(ws: Workspace) -> None:

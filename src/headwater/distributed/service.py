@@ -349,7 +349,7 @@ class WorkerService:
             try:
                 job = await self._node.store.get_job(job_id)  # with its steps
                 if job is not None:
-                    await hooks.fire(job)
+                    await hooks.finished(job)  # the task's retry, or the job's hooks
             except HeadwaterError:  # best effort: the job's own finish stands
                 log.exception("hooks_failed", job_id=job_id)
 

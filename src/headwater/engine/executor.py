@@ -7,6 +7,7 @@ Rules (also in the README):
   but a step whose dependencies were all skipped is skipped too (cascade skip, as in
   Strøm), unless it sets ``continue_on_failure``;
 - ``retry`` re-runs a failed (or timed-out) step after ``backoff × 2^(n−1)`` seconds;
+- a task's ``retry`` job waits its delay before its first step (dispatch.task_retry);
 - a ``for_each`` step runs one instance per item (``headwater.engine.fanout``);
 - step and task ``timeout`` stop the process group (SIGTERM, grace, SIGKILL);
 - the job fails when a step failed that did not set ``continue_on_failure``;
@@ -28,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from headwater.dispatch.task_retry import RETRY_SOURCE, retry_attempt, retry_delay
 from headwater.engine.approval import is_approval, keeps_decision
 from headwater.engine.fanout import run_for_each
 from headwater.engine.steps import StepRunner, StepState, StopSignal
@@ -41,7 +43,7 @@ from headwater.store.base import (
 )
 from headwater.telemetry.tracing import Tracing, trace_id_of
 from headwater.workspace.hooks import find_task
-from headwater.workspace.models import Step, Task, Workspace
+from headwater.workspace.models import RetryPolicy, Step, Task, Workspace
 
 __all__ = ["JobExecutor", "JobOutcome"]
 
@@ -106,6 +108,8 @@ class JobExecutor:
             await self._system(job, None, error)
             return JobOutcome(JobStatus.FAILED, None, error)
         states = self._initial_states(workspace, task, job)
+        if job.source_type == RETRY_SOURCE and task.retry is not None:
+            await self._retry_wait(task.retry, job, cancel)
         if sink is not None:
             sink.update(states)  # the same StepState objects: the caller sees their ends
         if task.timeout is None:
@@ -308,6 +312,16 @@ class JobExecutor:
                 error += f" (and {len(failed) - 1} more failed steps)"
             return JobOutcome(JobStatus.FAILED, output or None, error)
         return JobOutcome(JobStatus.COMPLETED, output or None, None)
+
+    async def _retry_wait(self, policy: RetryPolicy, job: JobRecord, cancel: asyncio.Event) -> None:
+        """A task retry waits its delay (from its creation) before its first step."""
+        attempt = await retry_attempt(self._steps.store.get_job, job)
+        delay = retry_delay(policy, job, max(1, attempt))
+        if delay <= 0:
+            return
+        await self._system(job, None, f"task retry {attempt}: starting in {delay:.3g}s")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(cancel.wait(), delay)
 
     async def _system(self, job: JobRecord, step: str | None, text: str) -> None:
         await self._steps.logs.write(LogLine(job.id, step, LogStream.SYSTEM, text, _now()))

@@ -21,7 +21,23 @@ from headwater.engine.action_input import complete_action_input
 from headwater.engine.approval import is_approval, wait_for_approval
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
-from headwater.engine.step_dirs import keep_artifacts, scratch_dirs
+from headwater.engine.step_dirs import (
+    ArtifactKeeper,
+    LocalArtifacts,
+    container_dirs,
+    host_dirs,
+    keep_artifacts,
+    scratch_dirs,
+)
+from headwater.engine.task_state import (
+    Snapshots,
+    StateLines,
+    load_snapshots,
+    ran_to_its_end,
+    save_snapshots,
+    unpack,
+    uses_state,
+)
 from headwater.errors import HeadwaterError, TemplateError
 from headwater.runners.base import (
     OUTPUT_PREFIX,
@@ -138,10 +154,13 @@ class StepRunner:
         kill_grace: float = 5.0,
         max_line_bytes: int = 1_048_576,
         functions: FunctionCache | None = None,
-        artifacts: ArtifactStore | None = None,
+        artifacts: ArtifactStore | ArtifactKeeper | None = None,
     ) -> None:
         self.store = store
-        self._artifacts = artifacts  # None: this worker keeps no artifacts
+        # None: this worker keeps no artifacts
+        self._artifacts = (
+            LocalArtifacts(artifacts) if isinstance(artifacts, ArtifactStore) else artifacts
+        )
         self.logs = logs
         self.templates = templates
         self.runners = runners
@@ -154,6 +173,7 @@ class StepRunner:
         self._kill_grace = kill_grace
         self._max_line_bytes = max_line_bytes
         self._functions = functions or FunctionCache()
+        self._state_users: dict[int, tuple[Task, bool]] = {}  # id(task) -> (task, uses)
 
     async def record(self, job_id: str, state: StepState) -> None:
         await self.store.upsert_steps(job_id, [state.update()])
@@ -175,9 +195,12 @@ class StepRunner:
         """Run step ``name``; ``each``: the item of a for_each instance (engine.fanout)."""
         step = task.flow[name]
         state = states[name]
-        # Built when first needed (many steps need none), which is before the first await:
+        # Strøm resolves the task state when a step starts: a later step sees an earlier
+        # one's snapshot.
+        snaps = await self._snapshots(workspace, task, job)
+        # Built when first needed (many steps need none), which is before the next await:
         # it holds the other steps' states as they were when this step started.
-        context = _LazyContext(lambda: self.context(job, states, each))
+        context = _LazyContext(lambda: self.context(job, states, each, snaps))
         if step.when is not None:
             try:
                 condition = self.templates.render(step.when, context(), where=f"step {name!r} when")
@@ -203,7 +226,7 @@ class StepRunner:
             running = _RunningRecord(self.store, job.id, state.update())
             try:
                 attempt = await self._attempt(
-                    workspace, job, name, step, context, stop, state.attempts
+                    workspace, job, name, step, context, stop, state.attempts, snaps
                 )
             finally:
                 await running.settle()
@@ -273,12 +296,23 @@ class StepRunner:
         job: JobRecord,
         states: Mapping[str, StepState],
         each: Mapping[str, Any] | None = None,
+        snaps: Snapshots | None = None,
     ) -> dict[str, Any]:
         """The template context of a step of ``job`` (and of a for_each instance's item)."""
         context = self._context(job, states)
+        context.update((snaps or Snapshots()).context())
         if each is not None:
             context["each"] = dict(each)
         return context
+
+    async def _snapshots(self, workspace: Workspace, task: Task, job: JobRecord) -> Snapshots:
+        known = self._state_users.get(id(task))
+        if known is None or known[0] is not task:
+            known = (task, uses_state(workspace, task))
+            self._state_users[id(task)] = known
+        if not known[1]:
+            return Snapshots()
+        return await load_snapshots(self.store, job.workspace, job.task)
 
     def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
         steps = {
@@ -308,6 +342,7 @@ class StepRunner:
         context: Callable[[], Mapping[str, Any]],
         stop: StopSignal,
         step_attempt: int,
+        snaps: Snapshots,
     ) -> _Attempt:
         action = workspace.action_for(step)
         try:
@@ -346,12 +381,27 @@ class StepRunner:
         except TemplateError as exc:
             return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
         collector = _OutputCollector(self, job, name, hook)
-        local = action.effective_runner is RunnerKind.LOCAL
-        scratch = scratch_dirs(spec) if local else contextlib.nullcontext(spec)
+        kind = action.effective_runner
+        scratch = (
+            scratch_dirs(spec)
+            if kind is RunnerKind.LOCAL
+            else container_dirs(spec)
+            if kind is RunnerKind.DOCKER
+            else contextlib.nullcontext(spec)
+        )
         try:
             with scratch as spec:
+                folders = host_dirs(spec) if kind is not RunnerKind.POD else {}
+                if snaps.task is not None or snaps.global_ is not None:
+                    await asyncio.to_thread(_unpack_state, snaps, folders)
                 result: StepResult = await runner.run(spec, collector, stop.event)
-                if local and result.outcome is StepOutcome.SUCCEEDED:
+                if ran_to_its_end(result):
+                    warnings = await save_snapshots(
+                        self.store, job.workspace, job.task, job.id, name, collector.state, folders
+                    )
+                    for warning in warnings:
+                        await self.system(job.id, name, warning)
+                if kind is not RunnerKind.POD and result.outcome is StepOutcome.SUCCEEDED:
                     kept = await keep_artifacts(self._artifacts, job.id, name, spec)
                     if kept is not None:
                         return _Attempt(StepStatus.FAILED, error=kept, retryable=False)
@@ -566,6 +616,13 @@ class _RunningRecord:
             await self._write
 
 
+def _unpack_state(snaps: Snapshots, env: Mapping[str, str]) -> None:
+    for snapshot, variable in ((snaps.task, "STATE_DIR"), (snaps.global_, "GLOBAL_STATE_DIR")):
+        folder = env.get(variable)
+        if folder:
+            unpack(snapshot, Path(folder))
+
+
 class _LazyContext:
     """A template context made on first use, then kept."""
 
@@ -636,6 +693,7 @@ class _OutputCollector:
         self.problem: str | None = None  # an OUTPUT value that no store can keep
         self._warned_truncation = False
         self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
+        self.state = StateLines()  # STATE: / GLOBAL_STATE: lines
 
     async def __call__(self, stream: LogStream, line: str, truncated: bool) -> None:
         if not line.strip():
@@ -644,6 +702,10 @@ class _OutputCollector:
             return
         if stream is LogStream.STDERR:
             self.stderr_tail.append(line.rstrip())
+        if stream is LogStream.STDOUT and "STATE:" in line[:13]:
+            problem = self.state.feed(line)
+            if problem is not None:
+                await self._runner.system(self._job.id, self._step, problem)
         if stream is LogStream.STDOUT and line.startswith(OUTPUT_PREFIX):
             if truncated:
                 await self._runner.system(

@@ -62,6 +62,11 @@ class StepSpec:
     # A long-running step (an event-source consumer) dies with the worker process, so
     # that recovery never runs it twice.
     die_with_parent: bool = False
+    # Container runners: host folders copied into the container before it starts, and
+    # container folders copied out to host folders after its process ended (Strøm's
+    # /artifacts and state folders), as (container path, host folder).
+    copy_in: tuple[tuple[str, Path], ...] = ()
+    copy_out: tuple[tuple[str, Path], ...] = ()
 
 
 class StepOutcome(StrEnum):

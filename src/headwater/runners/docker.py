@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import socket
 import struct
+import tarfile
 from functools import partial
 from typing import Any
 
@@ -32,6 +33,12 @@ import structlog
 
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.config import DockerConfig, PullPolicy
+from headwater.runners.container_files import (
+    CopyOutError,
+    pack_folders,
+    read_limited,
+    unpack_folder,
+)
 from headwater.runners.containers import (
     HOST_LABEL,
     MANAGED_LABEL,
@@ -65,6 +72,8 @@ __all__ = ["DockerRunner", "container_request"]
 log = structlog.get_logger(__name__)
 
 _KILL_WAIT = 30  # seconds to wait for the exit after SIGKILL
+# Outcomes after which the step's process ran to its end (its folders are worth keeping).
+_RAN = frozenset({StepOutcome.SUCCEEDED, StepOutcome.FAILED})
 
 
 class _PullError(Exception):
@@ -183,6 +192,10 @@ class DockerRunner:
                     interrupt=partial(_shutdown, sock),
                 )
                 reader.start()
+                if spec.copy_in:  # Strøm's folders exist whatever the image holds
+                    await self._threads.call(
+                        api.put_archive, container, "/", pack_folders(spec.copy_in)
+                    )
                 await self._threads.call(api.start, container)
             except StartError as exc:
                 return StepResult(StepOutcome.FAILED, None, str(exc))
@@ -197,7 +210,10 @@ class DockerRunner:
                 job_id=spec.job_id,
                 step=spec.step,
             )
-            return await self._supervise(api, container, reader, spec, sink, cancel, deadline)
+            result = await self._supervise(api, container, reader, spec, sink, cancel, deadline)
+            if spec.copy_out and result.exit_code is not None and result.outcome in _RAN:
+                return await self._copy_out(api, container, spec, result)
+            return result
         finally:
             if reader is not None:
                 reader.stop()
@@ -308,6 +324,29 @@ class DockerRunner:
         except BaseException:
             pump.cancel()
             raise
+
+    async def _copy_out(
+        self, api: Any, container: str, spec: StepSpec, result: StepResult
+    ) -> StepResult:
+        """The step's output folders to their host folders (a failure fails the step)."""
+        import docker.errors
+
+        for path, host in spec.copy_out:
+            try:
+                stream, _ = await self._threads.call(api.get_archive, container, path)
+                archive = await self._threads.call(read_limited, stream)
+                await self._threads.call(unpack_folder, archive, host)
+            except docker.errors.NotFound:
+                continue  # the step removed it: nothing to keep
+            except (CopyOutError, tarfile.TarError, OSError) as exc:
+                reason = f"cannot copy {path} out of the container: {exc}"
+                return StepResult(StepOutcome.FAILED, result.exit_code, reason)
+            except Exception as exc:
+                if not _is_api_error(exc):
+                    raise
+                reason = f"cannot copy {path} out of the container: {self._describe(exc)}"
+                return StepResult(StepOutcome.FAILED, result.exit_code, reason)
+        return result
 
     async def _exit_result(self, api: Any, container: str, code: int) -> StepResult:
         if code == 0:

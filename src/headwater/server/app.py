@@ -51,6 +51,7 @@ from headwater.server.routes_common import error_response
 from headwater.server.routes_dead_letters import dead_letters_router
 from headwater.server.routes_jobs import jobs_router
 from headwater.server.routes_ops import ops_router
+from headwater.server.routes_state import state_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
@@ -131,6 +132,7 @@ def create_app(
     app.include_router(approval_router(api_deps))
     app.include_router(artifacts_router(api_deps))
     app.include_router(tasks_router(api_deps))
+    app.include_router(state_router(api_deps))
     app.include_router(triggers_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
     app.include_router(ops_router())

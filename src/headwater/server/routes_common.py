@@ -83,6 +83,12 @@ class JobSummaryOut(_Out):
     suspended: bool = Field(
         False, description="Waiting for an approval: running, but no worker holds it."
     )
+    retry_of_job_id: str | None = Field(
+        None, description="For a task retry (``source_type: retry``): the failed attempt."
+    )
+    retry_job_id: str | None = Field(
+        None, description="One job's answer only: the task retry that followed this job."
+    )
     created_at: Timestamp
     started_at: Timestamp = None
     finished_at: Timestamp = None

@@ -30,7 +30,7 @@ from headwater.server.routes_common import (
     RuntimeDep,
     WorkerOut,
 )
-from headwater.server.runtime import Runtime
+from headwater.server.runtime import JobFinishObserver, Runtime
 from headwater.store.base import Channel, JobFilter, JobRecord, JobStatus, Store, Subscription
 
 __all__ = ["FOLLOW_SAFETY_TIMEOUT", "MIN_SHORT_ID", "jobs_router", "resolve_job_id"]
@@ -111,6 +111,11 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
         job = await _job_or_404(runtime.store, await resolve_job_id(runtime.store, job_id))
         data = _job_json(runtime, job)
+        if job.status is JobStatus.FAILED:
+            retried = await runtime.store.list_jobs(
+                JobFilter(source_type="retry", source_id=job.id, limit=1)
+            )
+            data["retry_job_id"] = retried[0].id if retried else None
         waiting = await waiting_reasons(runtime.store, [job])
         if job.id in waiting:
             data["waiting_for"] = waiting[job.id]
@@ -129,6 +134,8 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         record = await runtime.store.request_cancel(job_id)
         # request_cancel's record may come without steps; answer with the whole job.
         job = await runtime.store.get_job(job_id) or record
+        if job.status is JobStatus.CANCELLED and isinstance(runtime, JobFinishObserver):
+            await runtime.job_cancelled(job)  # a pending job: no worker will report it
         return _job_json(runtime, job)
 
     @router.post(

@@ -20,6 +20,8 @@ records use ``headwater.distributed.wire``.
 | ``POST /worker/event-source/emit`` | a consumer's events, fenced by its lease token |
 | ``POST /worker/event-source/wait`` | long-poll until the trigger has room |
 | ``POST /worker/event-source/cursor`` | the trigger's last committed cursor |
+| ``POST /worker/state/get``, ``/put`` | task state between runs (``routes_worker_files``) |
+| ``POST /worker/artifacts/{id}/{step}`` | a step's artifacts (``routes_worker_files``) |
 """
 
 from __future__ import annotations
@@ -31,10 +33,12 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from headwater.artifacts import ArtifactStore
 from headwater.distributed.service import ConsumerLease, WorkerService
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.distributed.wire import job_to_wire, log_from_wire, step_from_wire
 from headwater.errors import AuthError, NotFoundError
+from headwater.server.routes_worker_files import add_worker_file_routes
 from headwater.store.base import JobRecord, JobStatus, WorkerTokenRecord
 
 __all__ = ["WORKER_BODY_LIMIT", "create_worker_router", "worker_bound"]
@@ -177,7 +181,9 @@ def _lease(le: _Lease) -> ConsumerLease:
     return ConsumerLease(le.trigger, le.job_id, le.attempt, le.token)
 
 
-def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) -> APIRouter:
+def create_worker_router(
+    service: WorkerService, verifier: WorkerTokenVerifier, artifacts: ArtifactStore | None = None
+) -> APIRouter:
     async def authenticated(request: Request) -> WorkerTokenRecord:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
@@ -327,6 +333,7 @@ def create_worker_router(service: WorkerService, verifier: WorkerTokenVerifier) 
     async def room(body: _Room) -> dict[str, Any]:
         return {"in_flight": await service.wait_room(body.trigger, body.below, body.timeout)}
 
+    add_worker_file_routes(router, service, _token_job, artifacts)
     return router
 
 

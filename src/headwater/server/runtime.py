@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from headwater.store.base import InsertOutcome, Store
+from headwater.store.base import InsertOutcome, JobRecord, Store
 from headwater.workspace.models import Workspace
 
-__all__ = ["REDACTED", "Runtime", "TriggerStateProvider"]
+__all__ = ["REDACTED", "JobFinishObserver", "Runtime", "TriggerStateProvider"]
 
 REDACTED = "••••••"  # what ``Runtime.redact`` puts in place of a secret value
 
@@ -54,6 +54,14 @@ class Runtime(Protocol):
     def health(self) -> Mapping[str, Any]:
         """Component states for ``/healthz``, e.g. ``{"store": "ok", "worker": "ok"}``."""
         ...
+
+
+@runtime_checkable
+class JobFinishObserver(Protocol):
+    """Optional: a runtime that acts on a job the API cancelled before any worker took
+    it (its ``on_cancel`` hooks fire; a running job's worker reports its own end)."""
+
+    async def job_cancelled(self, job: JobRecord) -> None: ...
 
 
 @runtime_checkable

@@ -12,11 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from headwater.errors import HeadwaterError
 from headwater.store.notify import Subscription
 from headwater.telemetry.tracing import trace_id_of
+
+if TYPE_CHECKING:
+    from headwater.store.task_state import TaskStateRecord
 
 __all__ = [
     "Channel",
@@ -208,6 +211,8 @@ class JobRecord:
             "attempt": self.attempt,
             "cancel_requested": self.cancel_requested,
             "suspended": self.suspended,
+            # A task retry's previous attempt (Strøm's retry_of_job_id).
+            "retry_of_job_id": self.source_id if self.source_type == "retry" else None,
             "created_at": _iso(self.created_at),
             "started_at": _iso(self.started_at),
             "finished_at": _iso(self.finished_at),
@@ -673,6 +678,19 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_state(self, namespace: str, key: str) -> None: ...
+
+    # -- task state between runs (Strøm's snapshots; kept in the state documents) ------
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        """The current snapshot of ``task`` (None: the workspace's global state)."""
+        from headwater.store.task_state import load_task_state
+
+        return await load_task_state(self, workspace, task)
+
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        """Replace the current snapshot (the last writer wins)."""
+        from headwater.store.task_state import save_task_state
+
+        await save_task_state(self, snapshot)
 
     # -- leases (one holder per name; fencing tokens) ---------------------------------
     @abc.abstractmethod

@@ -24,6 +24,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Subscription
+from headwater.store.task_state import TaskStateRecord
 
 __all__ = ["ControlPlane"]
 
@@ -77,6 +78,13 @@ class ControlPlane(Protocol):
         ...
 
     async def request_cancel(self, job_id: str) -> JobRecord: ...
+
+    # -- task state between runs (Strøm's snapshots) -----------------------------------
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        """The current snapshot of ``task`` (None: the workspace's global state)."""
+        ...
+
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None: ...
 
     # -- wake-ups ------------------------------------------------------------------------
     def subscribe(self, channel: Channel) -> Subscription:

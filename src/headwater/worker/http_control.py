@@ -23,6 +23,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import structlog
@@ -48,6 +49,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Broadcaster, Subscription
+from headwater.store.task_state import TaskStateRecord
 from headwater.worker.outbox import SyncOutbox
 
 __all__ = ["HttpControlPlane"]
@@ -112,12 +114,17 @@ class HttpControlPlane:
         *,
         timeout: float | None = None,
         retry: bool = True,
+        raw: tuple[bytes, str] | None = None,
     ) -> Any:
-        """JSON in, JSON out, on the first server that answers."""
+        """JSON in (or ``raw``: bytes and their content type), JSON out, on the first
+        server that answers."""
         delay = 0.05
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._retry_for
         content = None if body is None else json.dumps(body, default=str).encode()
+        content_type = "application/json"
+        if raw is not None:
+            content, content_type = raw
         while True:
             base = self.server
             try:
@@ -125,7 +132,7 @@ class HttpControlPlane:
                     method,
                     base + path,
                     content=content,
-                    headers={"Content-Type": "application/json"} if content else None,
+                    headers={"Content-Type": content_type} if content else None,
                     timeout=timeout if timeout is not None else httpx.USE_CLIENT_DEFAULT,
                 )
             except httpx.TransportError as exc:
@@ -370,6 +377,21 @@ class HttpControlPlane:
         else:
             self._watched.add(job_id)
         return job
+
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        answer = await self.request("POST", "/worker/state/get", {"task": task})
+        doc = answer.get("snapshot")
+        return TaskStateRecord.from_doc(workspace, task, doc) if doc is not None else None
+
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        body = {"task": snapshot.task, "snapshot": snapshot.to_doc()}
+        await self.request("POST", "/worker/state/put", body)
+
+    async def upload_artifacts(self, job_id: str, step: str, archive: bytes) -> int:
+        """A step's artifacts (tar.gz) to the server, which keeps them; how many."""
+        path = f"/worker/artifacts/{quote(job_id, safe='')}/{quote(step, safe='')}"
+        answer = await self.request("POST", path, raw=(archive, "application/gzip"))
+        return int(answer.get("kept", 0))
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         return job_from_wire(await self.request("POST", f"/worker/jobs/{job_id}/cancel"))

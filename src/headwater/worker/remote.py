@@ -32,6 +32,7 @@ from headwater.triggers.consumers import consumer_env, consumer_line_hook, consu
 from headwater.triggers.emitter import EmitBatch, EmitResult
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE
 from headwater.worker.http_control import HttpControlPlane
+from headwater.worker.remote_artifacts import RemoteArtifacts
 from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace.models import EventSourceTrigger, Workspace
@@ -267,6 +268,7 @@ class RemoteWorker:
             ),
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
+            artifacts=RemoteArtifacts(control),  # kept by the server
         )
         worker = Worker(
             guarded,

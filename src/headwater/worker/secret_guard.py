@@ -28,6 +28,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Subscription
+from headwater.store.task_state import TaskStateRecord
 from headwater.worker.control import ControlPlane
 from headwater.workspace.secret_refs import has_references, unseal
 from headwater.workspace.secrets import Redactor
@@ -54,7 +55,19 @@ class SecretGuard:
         self, worker_id: str, tag_signatures: Sequence[str], limit: int
     ) -> list[JobRecord]:
         jobs = await self.inner.claim_jobs(worker_id, tag_signatures, limit)
-        return [self._unsealed(job) for job in jobs]
+        return [self._unsealed(job, await self._sealed_for(job)) for job in jobs]
+
+    async def _sealed_for(self, job: JobRecord) -> str | None:
+        # A task retry's input is its first attempt's, sealed for that job's source.
+        source, current, hops = job.source_id, job, 0
+        if not has_references(job.input):
+            return source
+        while current.source_type == "retry" and current.source_id and hops < 101:
+            previous = await self.inner.get_job(current.source_id)
+            if previous is None:
+                break
+            source, current, hops = previous.source_id, previous, hops + 1
+        return source
 
     async def finish_job(
         self,
@@ -78,10 +91,17 @@ class SecretGuard:
             steps = [_masked(s, redactor) for s in steps]
         await self.inner.upsert_steps(job_id, steps)
 
-    def _unsealed(self, job: JobRecord) -> JobRecord:
+    async def save_task_state(self, snapshot: TaskStateRecord) -> None:
+        # The JSON is masked like an output; the files are kept as the step wrote them.
+        redactor = self._redactor()
+        if redactor.active and snapshot.state is not None:
+            snapshot = dataclasses.replace(snapshot, state=redactor.redact(snapshot.state))
+        await self.inner.save_task_state(snapshot)
+
+    def _unsealed(self, job: JobRecord, source_id: str | None) -> JobRecord:
         if not has_references(job.input):
             return job
-        return dataclasses.replace(job, input=unseal(job.input, self._secrets(), job.source_id))
+        return dataclasses.replace(job, input=unseal(job.input, self._secrets(), source_id))
 
     # -- the rest, as it is ----------------------------------------------------------
     async def register_worker(self, worker_id: str, name: str, tags: frozenset[str]) -> None:
@@ -112,6 +132,9 @@ class SecretGuard:
 
     async def request_cancel(self, job_id: str) -> JobRecord:
         return await self.inner.request_cancel(job_id)
+
+    async def get_task_state(self, workspace: str, task: str | None) -> TaskStateRecord | None:
+        return await self.inner.get_task_state(workspace, task)
 
     def subscribe(self, channel: Channel) -> Subscription:
         return self.inner.subscribe(channel)

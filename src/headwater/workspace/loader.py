@@ -46,13 +46,12 @@ from headwater.workspace.yamlsource import ParsedFile, SourceMap, YamlPath, pars
 __all__ = ["Report", "check_workspace", "load_workspace", "workspace_files"]
 
 _MAP_SECTIONS = ("actions", "tasks", "triggers", "secrets")
-_LIST_SECTIONS = ("on_success", "on_error", "on_suspended")
+_LIST_SECTIONS = ("on_success", "on_error", "on_suspended", "on_cancel")
 _SECTIONS = (*_MAP_SECTIONS, *_LIST_SECTIONS)
 # Strøm sections we do not support: warn and ignore rather than refuse the file.
 _UNSUPPORTED_SECTIONS = (
     "connections",
     "connection_types",
-    "on_cancel",
     "mcp_servers",
 )
 _TRIGGER_MODELS: dict[str, type[BaseModel]] = {
@@ -283,6 +282,7 @@ def _build(
         on_success=top.on_success,
         on_error=top.on_error,
         on_suspended=top.on_suspended,
+        on_cancel=top.on_cancel,
     )
     return workspace, defined
 

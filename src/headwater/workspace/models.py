@@ -380,9 +380,12 @@ class Task(_Model):
     input: dict[str, InputField] = Field(default_factory=dict)
     flow: dict[str, Step]
     timeout: Duration | None = None
+    # Strøm's task-level retry: a failed job starts a new job of the task (same input).
+    retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
     on_success: list[Hook] = Field(default_factory=list)
     on_error: list[Hook] = Field(default_factory=list)
     on_suspended: list[Hook] = Field(default_factory=list)  # a step waits for approval
+    on_cancel: list[Hook] = Field(default_factory=list)
 
 
 class RestartPolicy(StrEnum):
@@ -484,6 +487,7 @@ class Workspace(_Model):
     on_success: list[Hook] = Field(default_factory=list)
     on_error: list[Hook] = Field(default_factory=list)
     on_suspended: list[Hook] = Field(default_factory=list)
+    on_cancel: list[Hook] = Field(default_factory=list)
 
     @field_validator("secrets", mode="before")
     @classmethod

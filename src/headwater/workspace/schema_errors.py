@@ -41,7 +41,7 @@ def describe(path: YamlPath) -> tuple[str, YamlPath]:
         if section == "tasks" and len(path) >= 4 and path[2] == "flow":
             return f"step {path[3]!r} of task {name!r}", path[4:]
         return f"{_SECTION_NOUN[str(section)]} {name!r}", path[2:]
-    if path and path[0] in ("on_success", "on_error", "on_suspended"):
+    if path and path[0] in ("on_success", "on_error", "on_suspended", "on_cancel"):
         if len(path) >= 2:
             return f"workspace hook {path[0]}[{path[1]}]", path[2:]
         return f"workspace `{path[0]}`", ()

@@ -25,11 +25,6 @@ _AGENT = "Strøm's agent actions"
 # (model class name, key) -> what it is in Strøm, and what to do instead.
 NOT_YET_KEYS: dict[tuple[str, str], str] = {
     ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
-    ("Task", "retry"): (
-        "Strøm's task-level retry (a new job after a failure); "
-        "set `retry` on the steps or actions instead"
-    ),
-    ("Task", "on_cancel"): "Strøm's on_cancel hooks; a cancelled job fires no hooks here",
     ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
     ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",
     **{

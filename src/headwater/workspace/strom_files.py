@@ -1,14 +1,14 @@
-"""Strøm's task state, and artifacts outside local steps: not kept yet, refused loudly.
+"""Strøm's state and artifact directories in pod actions: refused loudly.
 
-A Strøm script writes task state into ``$STATE_OUT_DIR`` or ``STATE: {...}`` lines,
-reads the previous run's state from ``$STATE_DIR``, and templates read it as
-``state.*`` (``global_state.*`` for the workspace-wide kind). Loading such a workspace
-and then dropping the state would be silently wrong, so ``validate`` reports each use as
-an error that says the feature is not supported yet. ``$ARTIFACTS_DIR`` is kept from
-local steps (:mod:`headwater.artifacts`), and refused in a docker or pod action. (At
-run time a local step gets each variable as an empty directory of its own, see
-:mod:`headwater.engine.step_dirs`, so a script that slips through never writes into
-``/``.)
+A Strøm script reads the previous run's task state from ``$STATE_DIR``, writes the next
+into ``$STATE_OUT_DIR`` (``GLOBAL_*`` for the workspace-wide kind) and leaves files to
+keep in ``$ARTIFACTS_DIR``. headwater keeps these directories for local and docker steps
+(:mod:`headwater.engine.task_state`, :mod:`headwater.artifacts`; a container gets them
+at Strøm's paths, ``/artifacts`` …, copied in and out); ``STATE:`` lines and ``state.*``
+templates work with every runner. A pod action that uses one of the directories is
+refused by ``validate`` with an error that says so, instead of losing the files. (At
+run time a step gets each variable as an empty directory of its own, see
+:mod:`headwater.engine.step_dirs`, so a script never writes into ``/``.)
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ if TYPE_CHECKING:
 
 __all__ = ["state_and_artifact_problems"]
 
-_ARTIFACTS = "Strøm's artifacts (files kept from a step and served by the API)"
-_STATE = "Strøm's task state kept between runs"
-_GLOBAL_STATE = "Strøm's workspace-wide state kept between runs"
+_ARTIFACTS = "artifacts"
+_STATE = "task state files"
+_GLOBAL_STATE = "workspace-wide state files"
 
 _VARIABLES: dict[str, str] = {
     "ARTIFACTS_DIR": _ARTIFACTS,
@@ -39,16 +39,10 @@ _VARIABLES: dict[str, str] = {
     "GLOBAL_STATE_OUT_DIR": _GLOBAL_STATE,
 }
 _VARIABLE = re.compile(r"(?<![A-Za-z0-9_])(" + "|".join(_VARIABLES) + r")(?![A-Za-z0-9_])")
-# `echo "STATE: {...}"` / `GLOBAL_STATE: {...}`: Strøm's structured-state protocol.
-_PROTOCOL = re.compile(r"(?<![A-Za-z0-9_])((?:GLOBAL_)?STATE):\s*\\?[{'\"]")
-_TEMPLATE = re.compile(r"\{\{(.*?)\}\}|\{%(.*?)%\}", re.DOTALL)
-# `state` / `global_state` as a template variable (not `steps.x.state`, not `x_state`).
-_STATE_NAME = re.compile(r"(?<![\w.\'\"])(global_state|state)(?![\w])(?!\s*=[^=])")
-_EXPRESSION_KEYS = frozenset({"when"})  # plain expressions, no {{ }} needed
 
 
 def state_and_artifact_problems(ws: Workspace, source_map: SourceMap) -> list[Problem]:
-    """An error for each action or task that uses Strøm's state or artifacts."""
+    """An error for each pod action that uses Strøm's state or artifact folders."""
     problems: list[Problem] = []
     sections: list[tuple[str, dict[str, Any]]] = [
         ("actions", {k: a.model_dump(mode="json") for k, a in ws.actions.items()}),
@@ -59,7 +53,7 @@ def state_and_artifact_problems(ws: Workspace, source_map: SourceMap) -> list[Pr
             seen: set[str] = set()
             for path, text in _strings(dumped, (section, key)):
                 runner = _runner(ws, path)
-                uses = _uses(text, expression=path[-1] in _EXPRESSION_KEYS, runner=runner)
+                uses = _uses(text, runner=runner)
                 for message in uses:
                     if message in seen:
                         continue
@@ -81,28 +75,15 @@ def _runner(ws: Workspace, path: YamlPath) -> RunnerKind | None:
     return None
 
 
-def _uses(text: str, *, expression: bool, runner: RunnerKind | None) -> Iterator[str]:
+def _uses(text: str, *, runner: RunnerKind | None) -> Iterator[str]:
+    if runner is not RunnerKind.POD:
+        return
     for match in _VARIABLE.finditer(text):
         name = match.group(1)
-        if name == "ARTIFACTS_DIR":
-            # Kept from local steps (headwater.artifacts); not from containers yet.
-            if runner is None or runner is RunnerKind.LOCAL:
-                continue
-            yield (
-                f"`${name}` is not supported yet on the {runner.value} runner in headwater"
-                " (artifacts are kept from local steps only)"
-            )
-            continue
-        yield f"`${name}` is not supported yet in headwater ({_VARIABLES[name]})"
-    for match in _PROTOCOL.finditer(text):
-        what = _GLOBAL_STATE if match.group(1).startswith("GLOBAL") else _STATE
-        yield f"`{match.group(1)}:` output lines are not supported yet in headwater ({what})"
-    parts = [text] if expression else [a or b for a, b in _TEMPLATE.findall(text)]
-    for part in parts:
-        for match in _STATE_NAME.finditer(part):
-            name = match.group(1)
-            what = _GLOBAL_STATE if name == "global_state" else _STATE
-            yield f"`{name}` in templates is not supported yet in headwater ({what})"
+        yield (
+            f"`${name}` is not supported yet on the {runner.value} runner in headwater"
+            f" ({_VARIABLES[name]} are kept from local and docker steps only)"
+        )
 
 
 def _strings(value: Any, path: YamlPath) -> Iterator[tuple[YamlPath, str]]:

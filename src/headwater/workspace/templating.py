@@ -64,7 +64,9 @@ __all__ = [
 ]
 
 # Top-level context names that a step's name cannot shadow.
-RESERVED_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each", "hook"})
+RESERVED_NAMES = frozenset(
+    {"input", "secret", "secrets", "job", "steps", "env", "each", "hook", "state", "global_state"}
+)
 
 _FALSY_STRINGS = frozenset({"", "false", "0", "null", "none"})
 _SINGLE_EXPRESSION = re.compile(r"\A\s*\{\{.*\}\}\s*\Z", re.DOTALL)

@@ -58,7 +58,9 @@ _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
         *("env", "tags", "workdir", "retry"),
     ),
 }
-_CONTEXT_NAMES = frozenset({"input", "secret", "secrets", "job", "steps", "env", "each"})
+_CONTEXT_NAMES = frozenset(
+    {"input", "secret", "secrets", "job", "steps", "env", "each", "state", "global_state"}
+)
 
 
 @dataclass(frozen=True)
@@ -136,6 +138,7 @@ class _Checker:
         self.hooks(self.ws.on_success, ("on_success",))
         self.hooks(self.ws.on_error, ("on_error",))
         self.hooks(self.ws.on_suspended, ("on_suspended",))
+        self.hooks(self.ws.on_cancel, ("on_cancel",))
         self.undefined_secrets()
 
     # -- actions ---------------------------------------------------------------------------
@@ -274,6 +277,7 @@ class _Checker:
         self.hooks(task.on_success, (*path, "on_success"))
         self.hooks(task.on_error, (*path, "on_error"))
         self.hooks(task.on_suspended, (*path, "on_suspended"))
+        self.hooks(task.on_cancel, (*path, "on_cancel"))
 
     def step(self, step: Step, path: YamlPath, task: Task, scope: _StepScope) -> None:
         if step.inline is not None:
