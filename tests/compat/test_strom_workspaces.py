@@ -107,7 +107,7 @@ def test_nested_secrets(tmp_path: Path) -> None:
 def test_features_not_built_yet_are_refused(tmp_path: Path) -> None:
     result = run_cli("validate", str(WORKSPACES / "unsupported"), cwd=tmp_path)
     assert result.returncode != 0
-    assert "`on_suspended` is not supported yet" in result.stdout + result.stderr
+    assert "`type: agent` is not supported yet" in result.stdout + result.stderr
 
 
 def test_task_retry_starts_new_jobs_and_hooks_see_only_the_last(tmp_path: Path) -> None:
