@@ -63,6 +63,17 @@ class ControlPlane(Protocol):
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None: ...
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        """Hand the job on to a worker with ``tags`` (see ``Store.release_job``)."""
+        ...
+
     async def append_logs(self, lines: Sequence[LogLine]) -> None: ...
 
     async def get_job(self, job_id: str) -> JobRecord | None:

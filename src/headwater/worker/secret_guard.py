@@ -77,6 +77,19 @@ class SecretGuard:
             steps = [_masked(s, redactor) for s in steps]
         await self.inner.upsert_steps(job_id, steps)
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        redactor = self._redactor()
+        if redactor.active:
+            steps = [_masked(s, redactor) for s in steps]
+        return await self.inner.release_job(job_id, worker_id, tags, reason, steps)
+
     def _unsealed(self, job: JobRecord) -> JobRecord:
         if not has_references(job.input):
             return job
