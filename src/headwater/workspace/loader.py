@@ -34,6 +34,7 @@ from headwater.workspace.models import (
 from headwater.workspace.multi import (
     action_names,
     combine,
+    webhook_clashes,
     is_workspaces_config,
     read_workspaces_config,
 )
@@ -181,7 +182,8 @@ def _check_several(
             loaded.append(report.workspace)
     valid = bool(sources) and len(loaded) == len(sources)
     valid = valid and not any(p.severity is Severity.ERROR for p in problems)
-    if not valid:
+    problems.extend(webhook_clashes(loaded, path))
+    if not valid or any(p.severity is Severity.ERROR for p in problems):
         return Report(None, problems)
     return Report(combine(loaded, path.resolve().parent), problems)
 

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from headwater.errors import Problem, Severity
-from headwater.workspace.models import Action, Hook, Step, Task, Workspace
+from headwater.workspace.models import Action, Hook, Step, Task, WebhookTrigger, Workspace
 from headwater.workspace.yamlsource import parse_yaml_file
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "read_workspaces_config",
     "resolve_task_name",
     "task_workspace",
+    "webhook_clashes",
 ]
 
 QUALIFIER = "/"  # between a workspace and its task (or trigger, or secret)
@@ -209,6 +210,29 @@ def combine(workspaces: list[Workspace], root: Path) -> Workspace:
     )
     combined._later = frozenset(ws.name for ws in workspaces[1:])
     return combined
+
+
+def webhook_clashes(workspaces: list[Workspace], config: Path) -> list[Problem]:
+    """Webhook URL names used by two workspaces (``/hooks/<name>`` is one per server)."""
+    owners: dict[str, str] = {}
+    problems: list[Problem] = []
+    for ws in workspaces:
+        for key, trigger in ws.triggers.items():
+            if not isinstance(trigger, WebhookTrigger):
+                continue
+            name = trigger.name or key
+            first = owners.setdefault(name, ws.name)
+            if first != ws.name:
+                problems.append(
+                    Problem(
+                        f"webhook {name!r} is defined by workspaces {first!r} and {ws.name!r}:"
+                        f" /hooks/{name} can only be one of them; rename one (`name:`)",
+                        file=str(config),
+                        line=1,
+                        column=1,
+                    )
+                )
+    return problems
 
 
 def _local(ws: Workspace, first: bool, action: str) -> str:
