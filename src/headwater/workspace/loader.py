@@ -36,6 +36,7 @@ from headwater.workspace.multi import (
     combine,
     webhook_clashes,
     is_workspaces_config,
+    later_trigger_secrets,
     read_workspaces_config,
 )
 from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
@@ -183,6 +184,7 @@ def _check_several(
     valid = bool(sources) and len(loaded) == len(sources)
     valid = valid and not any(p.severity is Severity.ERROR for p in problems)
     problems.extend(webhook_clashes(loaded, path))
+    problems.extend(later_trigger_secrets(loaded, path))
     if not valid or any(p.severity is Severity.ERROR for p in problems):
         return Report(None, problems)
     return Report(combine(loaded, path.resolve().parent), problems)

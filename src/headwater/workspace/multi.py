@@ -25,6 +25,8 @@ The valid workspaces are then combined into the one ``Workspace`` the runtime se
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ __all__ = [
     "action_names",
     "combine",
     "is_workspaces_config",
+    "later_trigger_secrets",
     "owner_secrets",
     "read_workspaces_config",
     "resolve_task_name",
@@ -105,10 +108,7 @@ def read_workspaces_config(path: Path) -> tuple[list[WorkspaceSource], list[Prob
                 )
             )
             continue
-        if not isinstance(body, dict) or not isinstance(body.get("path"), str):
-            problems.append(smap.problem(f"workspace {name!r} needs `path: FOLDER`", where))
-            continue
-        kind = body.get("type", "folder")
+        kind = body.get("type", "folder") if isinstance(body, dict) else "folder"
         if kind != "folder":
             problems.append(
                 smap.problem(
@@ -117,6 +117,9 @@ def read_workspaces_config(path: Path) -> tuple[list[WorkspaceSource], list[Prob
                     (*where, "type"),
                 )
             )
+            continue
+        if not isinstance(body, dict) or not isinstance(body.get("path"), str):
+            problems.append(smap.problem(f"workspace {name!r} needs `path: FOLDER`", where))
             continue
         for extra in sorted(set(body) - {"type", "path"}):
             problems.append(
@@ -227,6 +230,31 @@ def webhook_clashes(workspaces: list[Workspace], config: Path) -> list[Problem]:
                     Problem(
                         f"webhook {name!r} is defined by workspaces {first!r} and {ws.name!r}:"
                         f" /hooks/{name} can only be one of them; rename one (`name:`)",
+                        file=str(config),
+                        line=1,
+                        column=1,
+                    )
+                )
+    return problems
+
+
+_SECRET_USE = re.compile(r"\bsecrets?\b")
+
+
+def later_trigger_secrets(workspaces: list[Workspace], config: Path) -> list[Problem]:
+    """Triggers render in the combined workspace, which holds the first workspace's
+    secrets under their names: a later workspace's trigger reading its own would fail at
+    run time, so it is refused here (not supported yet)."""
+    problems: list[Problem] = []
+    for ws in workspaces[1:]:
+        for key, trigger in ws.triggers.items():
+            text = json.dumps(trigger.model_dump(mode="json"))
+            if _SECRET_USE.search(text):
+                problems.append(
+                    Problem(
+                        f"trigger {key!r} of workspace {ws.name!r} uses secrets: a trigger of"
+                        " a workspace after the first is not supported yet with secrets; move"
+                        " it to the first workspace",
                         file=str(config),
                         line=1,
                         column=1,
