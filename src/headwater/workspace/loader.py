@@ -34,10 +34,10 @@ from headwater.workspace.models import (
 from headwater.workspace.multi import (
     action_names,
     combine,
-    webhook_clashes,
     is_workspaces_config,
     later_trigger_secrets,
     read_workspaces_config,
+    webhook_clashes,
 )
 from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
 from headwater.workspace.strom_compat import no_effect_problems
