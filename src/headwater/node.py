@@ -80,6 +80,7 @@ from headwater.workspace.models import (
     SchedulerTrigger,
     Workspace,
 )
+from headwater.workspace.multi import watched_paths
 from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
@@ -374,7 +375,9 @@ class Node:
         """Reload when a workspace file changes (a broken edit keeps the previous one)."""
         from watchfiles import awatch
 
-        async for _changes in awatch(self.holder.path, stop_event=stop, debounce=300):
+        async for _changes in awatch(
+            *watched_paths(self.holder.path), stop_event=stop, debounce=300
+        ):
             try:
                 await self.reload_workspace()
             except HeadwaterError as exc:

@@ -108,7 +108,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._forget_dead_local_workers()
-        await self.store.register_worker(self.id, self.name, frozenset(self._tag_signatures()))
+        shown = self.tags if self.tags is not None else frozenset(self._tag_signatures())
+        await self.store.register_worker(self.id, self.name, shown)
         await self._recover()
         jobs_sub = self.store.subscribe(Channel.JOBS)
         background = [

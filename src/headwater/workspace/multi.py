@@ -47,6 +47,7 @@ __all__ = [
     "read_workspaces_config",
     "resolve_task_name",
     "task_workspace",
+    "watched_paths",
     "webhook_clashes",
 ]
 
@@ -135,6 +136,14 @@ def read_workspaces_config(path: Path) -> tuple[list[WorkspaceSource], list[Prob
             WorkspaceSource(name, folder if folder.is_absolute() else path.parent / folder)
         )
     return sources, problems
+
+
+def watched_paths(path: Path) -> list[Path]:
+    """What to watch for a reload: the path, and every listed folder of a config."""
+    if not is_workspaces_config(path):
+        return [path]
+    sources, _ = read_workspaces_config(path)
+    return [path, *(s.path for s in sources if s.path.exists())]
 
 
 def action_names(path: Path) -> frozenset[str]:
