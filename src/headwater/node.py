@@ -182,6 +182,7 @@ class Node:
         # The series this node observes; each HTTP app serving it exposes them.
         self.job_metrics = JobMetrics()
         self._started = False
+        self._claimable: tuple[Workspace | None, list[str]] = (None, [])
         self.artifacts: ArtifactStore | None = (
             ArtifactStore(settings.artifacts_dir) if settings.artifacts_dir is not None else None
         )
@@ -419,9 +420,13 @@ class Node:
         return EMBEDDED_RUNNER_TAGS | self.settings.worker_tags
 
     def _tag_signatures(self) -> Sequence[str]:
-        tags = self.worker_tags
-        mine = [s for s in self.holder.tag_signatures() if parse_tags(s) <= tags]
-        return [*mine, *self.settings.extra_tag_signatures]
+        # Asked before every claim: worked out again only after a workspace reload.
+        ws = self.holder.workspace
+        if self._claimable[0] is not ws:
+            tags = self.worker_tags
+            mine = [s for s in self.holder.tag_signatures() if parse_tags(s) <= tags]
+            self._claimable = (ws, [*mine, *self.settings.extra_tag_signatures])
+        return self._claimable[1]
 
     def _redact_text(self, text: str) -> str:
         return self.holder.redactor.redact_text(text)

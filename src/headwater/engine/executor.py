@@ -162,7 +162,7 @@ class JobExecutor:
         if tags is None:
             return {}
         seen_ws, seen_tags, cache = self._foreign
-        if seen_ws is not workspace or seen_tags != tags:
+        if seen_ws is not workspace or (seen_tags is not tags and seen_tags != tags):
             cache = {}
             self._foreign = (workspace, tags, cache)
         found = cache.get(name)
