@@ -102,8 +102,11 @@ def test_a_local_dotted_action_wins_over_a_workspace_reference(tmp_path: Path) -
     )
     report = check_workspace(layout(tmp_path, caller=caller), environ={})
     assert report.workspace is not None, errors(report)
-    assert report.workspace.actions["jobs.recalc"].owner == "jobs"  # the owner's…
-    assert report.workspace.tasks["daily"].flow["recalc"].action == "jobs.recalc"
+    ws = report.workspace
+    step = ws.tasks["daily"].flow["recalc"]
+    assert step.action == "main.jobs.recalc"
+    assert ws.action_for(step).owner == "main"
+    assert ws.actions["jobs.recalc"].owner == "jobs"  # what other workspaces reach
 
 
 def test_config_problems_are_reported(tmp_path: Path) -> None:

@@ -206,7 +206,7 @@ def combine(workspaces: list[Workspace], root: Path) -> Workspace:
             secrets[name if first else f"{ws.name}{QUALIFIER}{name}"] = value
         for name, task in ws.tasks.items():
             key = name if first else f"{ws.name}{QUALIFIER}{name}"
-            tasks[key] = _rehome_task(task, ws, first, primary)
+            tasks[key] = _rehome_task(task, ws, first)
         for name, trigger in ws.triggers.items():
             key = name if first else f"{ws.name}{QUALIFIER}{name}"
             triggers[key] = _rehome_trigger(trigger, name, ws, first)
@@ -273,8 +273,9 @@ def later_trigger_secrets(workspaces: list[Workspace], config: Path) -> list[Pro
 
 
 def _local(ws: Workspace, first: bool, action: str) -> str:
-    # A local name (dotted or not) wins over a cross-workspace reference.
-    if action in ws.actions and not first:
+    # A local name (dotted or not) wins over a cross-workspace reference; the first
+    # workspace's dotted ones are qualified too, as a later workspace may own that name.
+    if action in ws.actions and (not first or "." in action):
         return f"{ws.name}.{action}"
     return action
 
@@ -283,7 +284,7 @@ def _rehome_hook(hook: Hook, ws: Workspace, first: bool) -> Hook:
     return hook.model_copy(update={"action": _local(ws, first, hook.action)})
 
 
-def _rehome_task(task: Task, ws: Workspace, first: bool, primary: Workspace) -> Task:
+def _rehome_task(task: Task, ws: Workspace, first: bool) -> Task:
     flow: dict[str, Step] = {}
     for name, step in task.flow.items():
         if step.inline is not None:
@@ -295,13 +296,18 @@ def _rehome_task(task: Task, ws: Workspace, first: bool, primary: Workspace) -> 
             flow[name] = step.model_copy(update={"action": _local(ws, first, step.action)})
         else:
             flow[name] = step
-    update: dict[str, Any] = {"flow": flow}
-    hooks_from = task if task.on_success or task.on_error or first else ws
-    # The workspace-level hooks of a later workspace become its tasks' own (the combined
-    # workspace has one set of workspace-level hooks: the first workspace's).
-    update["on_success"] = [_rehome_hook(h, ws, first) for h in hooks_from.on_success]
-    update["on_error"] = [_rehome_hook(h, ws, first) for h in hooks_from.on_error]
-    return task.model_copy(update=update)
+    # The combined workspace has one set of workspace-level hooks, the first one's: a
+    # later workspace's become the default of each of its tasks (so they fire for its
+    # sub-task jobs too, which workspace-level hooks skip).
+    success = task.on_success or ([] if first else ws.on_success)
+    error = task.on_error or ([] if first else ws.on_error)
+    return task.model_copy(
+        update={
+            "flow": flow,
+            "on_success": [_rehome_hook(h, ws, first) for h in success],
+            "on_error": [_rehome_hook(h, ws, first) for h in error],
+        }
+    )
 
 
 def _qualified_task(action: Action, ws: Workspace) -> Action:
