@@ -5,6 +5,10 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import hypothesis.strategies as st
+import yaml
+from hypothesis import HealthCheck, given, settings
+
 from headwater.dispatch.dispatcher import tag_sets, task_tags
 from headwater.errors import Severity
 from headwater.workspace.loader import check_workspace
@@ -114,7 +118,8 @@ def test_config_problems_are_reported(tmp_path: Path) -> None:
         tmp_path,
         extra="  data: { type: git, url: https://example.org/x.git }\n"
         "  bad.name: { type: folder, path: ./main }\n"
-        "  nopath: { type: folder }\n",
+        "  nopath: { type: folder }\n"
+        "  itself: { type: folder, path: ./server-config.yaml }\n",
     )
     config.write_text("listen: 0.0.0.0:8080\n" + config.read_text())
     report = check_workspace(config, environ={})
@@ -124,6 +129,7 @@ def test_config_problems_are_reported(tmp_path: Path) -> None:
     assert "`type: git` is not supported in headwater" in text
     assert "workspace name 'bad.name' must be non-empty without `.` or `/`" in text
     assert "workspace 'nopath' needs `path: FOLDER`" in text
+    assert "workspace 'itself': `path` is a config listing workspaces" in text
 
 
 def test_webhooks_and_trigger_secrets_that_cannot_be_served_are_refused(tmp_path: Path) -> None:
@@ -181,3 +187,26 @@ def test_a_job_carries_its_first_steps_tags_and_a_step_its_own(tmp_path: Path) -
         frozenset({"script", "arm"}),
         frozenset({"script", "gpu"}),
     }
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(entries=st.dictionaries(st.text(max_size=8), _values, max_size=4))
+def test_any_workspaces_section_gives_located_problems_never_an_exception(
+    tmp_path: Path, entries: dict[str, object]
+) -> None:
+    config = tmp_path / "server-config.yaml"
+    config.write_text(yaml.safe_dump({"workspaces": entries}, allow_unicode=True))
+    report = check_workspace(config, environ={})
+    assert report.workspace is not None or report.errors
+    assert all(p.file for p in report.problems)

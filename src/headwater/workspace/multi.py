@@ -132,9 +132,16 @@ def read_workspaces_config(path: Path) -> tuple[list[WorkspaceSource], list[Prob
                 )
             )
         folder = Path(body["path"])
-        sources.append(
-            WorkspaceSource(name, folder if folder.is_absolute() else path.parent / folder)
-        )
+        folder = folder if folder.is_absolute() else path.parent / folder
+        if is_workspaces_config(folder):
+            problems.append(
+                smap.problem(
+                    f"workspace {name!r}: `path` is a config listing workspaces, not a workspace",
+                    (*where, "path"),
+                )
+            )
+            continue
+        sources.append(WorkspaceSource(name, folder))
     return sources, problems
 
 
