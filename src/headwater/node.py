@@ -28,7 +28,7 @@ from headwater.dispatch.dispatcher import (
     Dispatcher,
     DispatchStatus,
     Event,
-    task_tags,
+    tag_sets,
 )
 from headwater.dispatch.hooks import HookFirer
 from headwater.engine.executor import JobExecutor
@@ -36,7 +36,7 @@ from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
-from headwater.runners import close_runners, open_runners
+from headwater.runners import RUNNER_TAGS, close_runners, open_runners
 from headwater.runners.base import Runner
 from headwater.store.base import (
     Channel,
@@ -48,6 +48,7 @@ from headwater.store.base import (
     LogStream,
     Store,
 )
+from headwater.store.ids import parse_tags, tag_signature
 from headwater.store.retention import RetentionPolicy, run_retention
 from headwater.store.sql import open_store
 from headwater.telemetry.job_metrics import JobMetrics
@@ -73,16 +74,26 @@ from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
 from headwater.workspace import load_workspace
 from headwater.workspace.models import (
+    ABILITY_TAGS,
     EventSourceTrigger,
     RunnerKind,
     SchedulerTrigger,
     Workspace,
 )
+from headwater.workspace.multi import watched_paths
 from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["Node", "NodeSettings", "WorkspaceHolder", "freeze_startup_heap"]
+__all__ = [
+    "EMBEDDED_RUNNER_TAGS",
+    "Node",
+    "NodeSettings",
+    "WorkspaceHolder",
+    "freeze_startup_heap",
+]
+
+EMBEDDED_RUNNER_TAGS = ABILITY_TAGS | frozenset(RUNNER_TAGS.values())
 
 log = structlog.get_logger(__name__)
 
@@ -115,13 +126,14 @@ class WorkspaceHolder:
         return workspace
 
     def tag_signatures(self) -> list[str]:
+        """Every tag signature a job of the workspace can carry (see ``tag_sets``)."""
         ws = self.workspace
         if self._signatures_of is not ws:  # the worker asks before every claim
-            self._signatures = sorted(
-                {",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()}
-            )
+            self._signatures = sorted({tag_signature(tags) for tags in tag_sets(ws)})
             self._signatures_of = ws
         return list(self._signatures)
+
+    all_signatures = tag_signatures
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +144,9 @@ class NodeSettings:
     kill_grace: float = 5.0
     max_line_bytes: int = 1_048_576
     extra_tag_signatures: tuple[str, ...] = ()
+    # The embedded worker's own tags (``--tags``), on top of every runner's: a step that
+    # needs a tag it lacks waits for a worker that has it.
+    worker_tags: frozenset[str] = frozenset()
     # Delete old finished jobs, logs and rejected events (``--retention``); None keeps all.
     retention: RetentionPolicy | None = None
     # Where the files steps leave in ``$ARTIFACTS_DIR`` are kept; None keeps none (a
@@ -167,6 +182,7 @@ class Node:
         # The series this node observes; each HTTP app serving it exposes them.
         self.job_metrics = JobMetrics()
         self._started = False
+        self._claimable: tuple[Workspace | None, list[str]] = (None, [])
         self.artifacts: ArtifactStore | None = (
             ArtifactStore(settings.artifacts_dir) if settings.artifacts_dir is not None else None
         )
@@ -271,6 +287,7 @@ class Node:
                 self.workspace,
                 self._tag_signatures,
                 self.settings.worker,
+                tags=self.worker_tags,
                 is_long_running=_is_consumer,
                 on_finished=self._job_finished,
                 on_suspended=self._job_suspended,
@@ -370,7 +387,9 @@ class Node:
         """Reload when a workspace file changes (a broken edit keeps the previous one)."""
         from watchfiles import awatch
 
-        async for _changes in awatch(self.holder.path, stop_event=stop, debounce=300):
+        async for _changes in awatch(
+            *watched_paths(self.holder.path), stop_event=stop, debounce=300
+        ):
             try:
                 await self.reload_workspace()
             except HeadwaterError as exc:
@@ -405,8 +424,20 @@ class Node:
         record = await self.store.get_cursor(key)
         return record.cursor if record is not None else None
 
+    @property
+    def worker_tags(self) -> frozenset[str]:
+        """The embedded worker's tags: every runner's (a missing runner fails its steps
+        with the reason) and its own (``NodeSettings.worker_tags``)."""
+        return EMBEDDED_RUNNER_TAGS | self.settings.worker_tags
+
     def _tag_signatures(self) -> Sequence[str]:
-        return [*self.holder.tag_signatures(), *self.settings.extra_tag_signatures]
+        # Asked before every claim: worked out again only after a workspace reload.
+        ws = self.holder.workspace
+        if self._claimable[0] is not ws:
+            tags = self.worker_tags
+            mine = [s for s in self.holder.tag_signatures() if parse_tags(s) <= tags]
+            self._claimable = (ws, [*mine, *self.settings.extra_tag_signatures])
+        return self._claimable[1]
 
     def _redact_text(self, text: str) -> str:
         return self.holder.redactor.redact_text(text)

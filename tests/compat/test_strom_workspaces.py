@@ -5,6 +5,7 @@ subprocess), with the result Strøm documents. One workspace per feature, under
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -390,5 +391,82 @@ def test_approval_waits_for_headwater_approve(tmp_path: Path) -> None:
         job = up.wait_job(created.json()["job_id"], timeout=60)
         assert job["status"] == "failed"  # nobody answered within `timeout: 1s`
         assert statuses(job) == {"approve": "failed", "execute": "skipped"}
+    finally:
+        up.stop()
+
+
+def test_several_workspaces_and_a_cross_workspace_action(tmp_path: Path) -> None:
+    config = WORKSPACES / "multi_workspace" / "server-config.yaml"
+    result = run_cli("run", str(config), "daily", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = json.loads(result.stdout)
+    # jobs.recalc-agg-sessions ran with the jobs workspace's folder and secret.
+    assert job["output"]["recalc"] == [
+        {"recalculated": "sessions/2025-01"},
+        {"recalculated": "sessions/2025-02"},
+    ]
+    assert (job["workspace"], job["task"]) == ("default", "daily")
+    # The other workspace's own task, addressed as workspace/task.
+    result = run_cli("run", str(config), "jobs/recalc", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    job = json.loads(result.stdout)
+    assert (job["workspace"], job["output"]) == (
+        "jobs",
+        {"once": {"recalculated": "manual/2025-03"}},
+    )
+
+
+def test_a_reference_to_a_workspace_that_is_not_loaded_is_an_error(tmp_path: Path) -> None:
+    alone = WORKSPACES / "multi_workspace" / "default"
+    result = run_cli("validate", str(alone), cwd=tmp_path)
+    assert result.returncode == 1
+    assert re.search(
+        r"daily\.yaml:13:\d+: error: .*'jobs\.recalc-agg-sessions'.*workspace 'jobs' is not"
+        r" loaded",
+        result.stdout,
+    ), result.stdout
+
+
+def test_several_workspaces_through_up(tmp_path: Path) -> None:
+    up = Up(WORKSPACES / "multi_workspace" / "server-config.yaml", tmp_path)
+    try:
+        names = {t["name"] for t in up.client.get("/api/tasks").json()}
+        assert names == {"daily", "jobs/recalc"}
+        created = up.client.post("/api/tasks/jobs%2Frecalc/run", json={"input": {"period": "q"}})
+        assert created.status_code == 201, created.text
+        job = up.wait_job(created.json()["job_id"], timeout=60)
+        assert job["status"] == "completed", job
+        assert job["output"] == {"once": {"recalculated": "manual/q"}}
+        assert [j["id"] for j in up_jobs(up, task="jobs/recalc")] == [job["id"]]
+    finally:
+        up.stop()
+
+
+def test_worker_tags_in_up(tmp_path: Path) -> None:
+    # Strøm: a step runs only on a worker whose tags include the step's. `up` without
+    # the tag runs what it can and leaves the job waiting, saying for what.
+    up = Up(WORKSPACES / "worker_tags", tmp_path)
+    try:
+        created = up.client.post("/api/tasks/train/run", json={"input": {}})
+        job_id = created.json()["job_id"]
+
+        def waiting() -> dict[str, Any] | None:
+            job: dict[str, Any] = up.client.get(f"/api/jobs/{job_id}").json()
+            return job if job["status"] == "pending" and job["steps"] else None
+
+        job = eventually(waiting, timeout=60, what="the job waiting for a gpu worker")
+        assert statuses(job) == {"prepare": "completed"}
+        assert job["error"] == "waiting for a worker with the tags gpu, script (step 'fit')"
+        assert "gpu" in job["waiting_for"]
+        assert "note: step 'fit' of task 'train' needs the worker tags gpu" in up.output()
+    finally:
+        up.stop()
+    # The same database, now with a worker that has the tag: the job resumes and ends.
+    up = Up(WORKSPACES / "worker_tags", tmp_path, None, "--tags", "gpu")
+    try:
+        job = up.wait_job(job_id, timeout=60)
+        assert job["status"] == "completed", job
+        assert statuses(job) == {"prepare": "completed", "fit": "completed", "publish": "completed"}
+        assert job["output"]["publish"] == {"published": True}
     finally:
         up.stop()

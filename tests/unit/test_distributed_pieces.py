@@ -168,10 +168,11 @@ def test_a_worker_claims_only_jobs_whose_every_tag_it_has(tmp_path: Path) -> Non
     service = WorkerService(node)
     assert service.eligible_signatures(frozenset({"script"})) == ["", "script"]
     assert service.eligible_signatures(frozenset({"script", "gpu"})) == ["", "gpu,script", "script"]
+    # A job carries its first steps' tags, or one step's once handed on (c's step s).
     assert service.eligible_signatures(frozenset({"script", "docker"})) == [
-        "", "docker,script", "script"
+        "", "docker", "docker,script", "script"
     ]  # fmt: skip
-    assert service.eligible_signatures(frozenset({"docker"})) == [""]
+    assert service.eligible_signatures(frozenset({"docker"})) == ["", "docker"]
 
 
 # -- worker config -----------------------------------------------------------------------

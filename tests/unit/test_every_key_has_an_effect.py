@@ -58,6 +58,7 @@ ACTED_ON: dict[str, str] = {
     "Step.sequential": "engine/fanout.py",
     "Step.max_parallel": "engine/fanout.py",
     "Step.inline": "workspace/models.py",
+    "Step.tags": "workspace/models.py",
     "Action.type": "engine/steps.py",
     "Action.script": "engine/steps.py",
     "Action.source": "engine/steps.py",

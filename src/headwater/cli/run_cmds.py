@@ -29,8 +29,9 @@ DB_ENV = "HEADWATER_DATABASE_URL"
 PathArg = Annotated[
     Path,
     typer.Argument(
-        help="Workspace: a YAML file or a directory of *.yaml/*.yml files"
-        " (`up` also takes a Python app, app.py, whose @headwater.on_… functions it runs).",
+        help="Workspace: a YAML file, a directory of *.yaml/*.yml files, or a config"
+        " listing several (`workspaces:`); `up` also takes a Python app, app.py, whose"
+        " @headwater.on_… functions it runs.",
         exists=True,
         resolve_path=True,
     ),
@@ -322,6 +323,15 @@ def up(
     log_level: LogLevelOpt = LogLevel.INFO,
     log_format: LogFormatOpt = LogFormat.CONSOLE,
     artifacts_dir: ArtifactsDirOpt = None,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tags",
+            envvar="HEADWATER_WORKER_TAGS",
+            help="Tags of the embedded worker on top of its runners' (e.g. gpu): a step"
+            " that needs a tag it lacks waits for a worker that has it.",
+        ),
+    ] = None,
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
     from headwater.logging_setup import configure_logging
@@ -337,8 +347,20 @@ def up(
     try:
         policy = retention_policy(retention, log_retention)
         kept_in = artifacts_dir or Path.cwd() / ".headwater" / "artifacts"
+        worker_tags = frozenset(t.strip() for v in tags or [] for t in v.split(",") if t.strip())
         asyncio.run(
-            _up(path, db or default_db_url(), host, port, concurrency, keys, err, policy, kept_in)
+            _up(
+                path,
+                db or default_db_url(),
+                host,
+                port,
+                concurrency,
+                keys,
+                err,
+                policy,
+                kept_in,
+                worker_tags,
+            )
         )
     except WorkspaceError as exc:
         _print_problems(err, exc)
@@ -388,6 +410,7 @@ async def _up(
     err: Console,
     retention: RetentionPolicy | None = None,
     artifacts_dir: Path | None = None,
+    worker_tags: frozenset[str] = frozenset(),
 ) -> None:
     import uvicorn
 
@@ -397,6 +420,7 @@ async def _up(
     from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
     from headwater.url_secrets import hide_password
     from headwater.worker.worker import WorkerSettings
+    from headwater.workspace.tag_checks import unserved_steps
 
     require_api_key_for(host, keys)
     settings = NodeSettings(
@@ -404,6 +428,7 @@ async def _up(
         worker=WorkerSettings(concurrency=concurrency),
         retention=retention,
         artifacts_dir=artifacts_dir,
+        worker_tags=worker_tags,
     )
     sdk_app = path.suffix == ".py"
     if sdk_app:  # a Python app: its receiver-bound functions are the workspace
@@ -434,6 +459,8 @@ async def _up(
         f"headwater up: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
         f"{len(ws.triggers)} triggers) · API http://{host}:{port} · db {hide_password(db_url)}"
     )
+    for unserved in unserved_steps(ws, worker_tags):
+        err.print(f"note: {unserved.describe()}", markup=False)
     serve = asyncio.create_task(server.serve(), name="http")
     worker = asyncio.create_task(node.run_worker(stop), name="worker")
     triggers = asyncio.create_task(node.run_triggers(stop, watch=not sdk_app), name="triggers")

@@ -33,8 +33,8 @@ EXIT_USAGE = 2
 PathArg = Annotated[
     Path,
     typer.Argument(
-        help="A workspace: a YAML file, a directory of *.yaml files, or a Strøm folder"
-        " (with .workflows/).",
+        help="A workspace: a YAML file, a directory of *.yaml files, a Strøm folder"
+        " (with .workflows/), or a config listing several (`workspaces:`).",
         metavar="PATH",
         show_default=False,
     ),
@@ -47,12 +47,12 @@ def _usage_error(message: str) -> NoReturn:
     raise typer.Exit(EXIT_USAGE)
 
 
-def _check(path: Path) -> Report:
+def _check(path: Path, worker_tags: frozenset[str] = frozenset()) -> Report:
     from headwater.workspace.loader import check_workspace
 
     if not path.exists():
         _usage_error(f"{path}: no such file or directory")
-    return check_workspace(path)
+    return check_workspace(path, worker_tags=worker_tags)
 
 
 def _summary(problems: list[Problem]) -> str:
@@ -71,9 +71,20 @@ def _plural(n: int, word: str) -> str:
 
 
 @app.command()
-def validate(path: PathArg, as_json: JsonOpt = False) -> None:
+def validate(
+    path: PathArg,
+    as_json: JsonOpt = False,
+    tags: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tags",
+            help="The tags `headwater up` will be given: steps needing other tags warn.",
+        ),
+    ] = None,
+) -> None:
     """Check a workspace and print every problem at once (exit 1 when it has errors)."""
-    report = _check(path)
+    wanted = frozenset(t.strip() for v in tags or [] for t in v.split(",") if t.strip())
+    report = _check(path, wanted)
     if as_json:
         payload = {"valid": report.valid, "problems": [p.to_dict() for p in report.problems]}
         typer.echo(json.dumps(payload, indent=2, ensure_ascii=False))

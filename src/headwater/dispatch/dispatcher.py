@@ -28,7 +28,8 @@ from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
 from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
-from headwater.workspace.models import Task, Workspace
+from headwater.workspace.models import Step, Task, Workspace
+from headwater.workspace.multi import resolve_task_name, task_workspace
 
 __all__ = [
     "BatchingDispatcher",
@@ -37,6 +38,7 @@ __all__ = [
     "Dispatcher",
     "Event",
     "PreparedBatch",
+    "tag_sets",
     "task_tags",
 ]
 
@@ -75,13 +77,42 @@ class DispatchOutcome:
 
 
 def task_tags(workspace: Workspace, task: Task) -> frozenset[str]:
-    """Every worker tag the task's steps need (a worker runs a job's whole flow)."""
+    """The worker tags a new job of ``task`` carries: those its first steps (the ones
+    without ``depends_on``) need. A worker that lacks a later step's tags hands the job
+    on when it gets there (``headwater.engine.executor``), so a job whose steps need
+    different workers runs across them."""
     tags: set[str] = set()
     for step in task.flow.values():
-        if step.inline is None and (step.action is None or step.action not in workspace.actions):
+        if step.depends_on or not _resolvable(workspace, step):
             continue
-        tags |= workspace.action_for(step).required_tags
+        tags |= workspace.step_tags(step)
     return frozenset(tags)
+
+
+def tag_sets(workspace: Workspace) -> set[frozenset[str]]:
+    """Every tag set a job of ``workspace`` can carry: a task's first steps', or one
+    step's (a job handed on to a worker with that step's tags)."""
+    sets: set[frozenset[str]] = set()
+    for task in workspace.tasks.values():
+        sets.add(task_tags(workspace, task))
+        for step in task.flow.values():
+            if _resolvable(workspace, step):
+                sets.add(workspace.step_tags(step))
+    return sets
+
+
+def _resolvable(workspace: Workspace, step: Step) -> bool:
+    return step.inline is not None or (step.action is not None and step.action in workspace.actions)
+
+
+@dataclass(frozen=True, slots=True)
+class _Target:
+    """A task as the dispatcher needs it, worked out once per workspace load."""
+
+    check_input: InputChecker
+    tags: frozenset[str]
+    workspace: str  # the workspace the task belongs to (several: headwater.workspace.multi)
+    task: str  # its name in the (combined) workspace
 
 
 class Dispatcher:
@@ -105,32 +136,39 @@ class Dispatcher:
         # Per task of the current workspace: its input checker and the tags its steps
         # need, worked out once (an event source sends tens of thousands a second).
         self._tasks_of: Workspace | None = None
-        self._tasks: dict[str, tuple[InputChecker, frozenset[str]]] = {}
+        self._tasks: dict[str, _Target] = {}
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
         return self._prepare(self._workspace(), event)
 
-    def _task(self, ws: Workspace, name: str) -> tuple[InputChecker, frozenset[str]]:
+    def _task(self, ws: Workspace, name: str) -> _Target:
         if ws is not self._tasks_of:  # reloaded: a new workspace object
             self._tasks_of, self._tasks = ws, {}
         found = self._tasks.get(name)
         if found is None:
-            task = find_task(ws, name)
+            canonical = resolve_task_name(ws, name)
+            task = find_task(ws, canonical)
             if task is None:
                 raise NotFoundError(f"task {name!r} is not defined in workspace {ws.name!r}")
-            found = self._tasks[name] = (compile_input_schema(task.input), task_tags(ws, task))
+            found = self._tasks[name] = _Target(
+                compile_input_schema(task.input),
+                task_tags(ws, task),
+                task_workspace(ws, canonical),
+                canonical,
+            )
         return found
 
     def _prepare(self, ws: Workspace, event: Event) -> NewJob:
-        check_input, tags = self._task(ws, event.target_task)
+        target = self._task(ws, event.target_task)
+        check_input, tags = target.check_input, target.tags
         # Event fields win over the trigger's defaults (top-level keys), as the seed says.
         # (The checker copies what it is given: the caller's payload is never changed.)
         payload = {**event.defaults, **event.payload} if event.defaults else event.payload
         job_input = check_input(event.target_task, payload)
         return NewJob(
-            workspace=ws.name,
-            task=event.target_task,
+            workspace=target.workspace,
+            task=target.task,
             input=job_input,
             source_type=event.source_type,
             source_id=event.source_id,
@@ -190,11 +228,13 @@ class Dispatcher:
         ws = self._workspace()
         refused = rejected or {}
         try:
-            check_input, tags = self._task(ws, target_task)
+            target = self._task(ws, target_task)
         except NotFoundError:  # every event is rejected: the general path says why
             return self.prepare_batch(
                 [Event(target_task, p, source_type, source_id, key, defaults) for key, p in events]
             )
+        check_input, tags, task_ws = target.check_input, target.tags, target.workspace
+        target_task = target.task
         batch = PreparedBatch([None] * len(events))
         jobs, slots, max_attempts = batch.jobs, batch.job_slots, self._max_attempts
         payloads = batch.payloads
@@ -220,7 +260,7 @@ class Dispatcher:
                 continue
             jobs.append(
                 NewJob(
-                    workspace=ws.name,
+                    workspace=task_ws,
                     task=target_task,
                     input=job_input,
                     source_type=source_type,

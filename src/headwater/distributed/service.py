@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from headwater.dispatch.dispatcher import DispatchStatus, Event, task_tags
+from headwater.dispatch.dispatcher import DispatchStatus, Event, tag_sets
 from headwater.distributed.bundle import WorkspaceBundle, build_bundle, revision_of
 from headwater.errors import (
     ConflictError,
@@ -44,7 +44,7 @@ from headwater.store.base import (
     Subscription,
     WorkerJobsReconciled,
 )
-from headwater.store.ids import parse_tags
+from headwater.store.ids import parse_tags, tag_signature
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE, consumer_source_id
 from headwater.workspace.models import EventSourceTrigger, Workspace
 from headwater.workspace.secret_tree import secret_scope
@@ -112,6 +112,8 @@ class WorkerService:
         self.settings = settings or WorkerServiceSettings()
         self._shipped: _Shipped | None = None
         self._seen_signatures: set[str] = set()
+        self._signatures_of: Workspace | None = None  # the workspace _signatures are of
+        self._signatures: set[str] = set()
         self._closing = asyncio.Event()
         self._kicks: dict[str, set[asyncio.Event]] = {}  # worker id -> its waiting claims
 
@@ -203,10 +205,12 @@ class WorkerService:
     # -- claiming ----------------------------------------------------------------------
     def eligible_signatures(self, tags: frozenset[str]) -> list[str]:
         """Tag signatures of jobs a worker with ``tags`` can run: those of the workspace's
-        tasks and those seen in wake-ups, whose every tag the worker has."""
+        tasks and steps and those seen in wake-ups, whose every tag the worker has."""
         ws = self._node.holder.workspace
-        known = {",".join(sorted(task_tags(ws, t))) for t in ws.tasks.values()}
-        known |= self._seen_signatures
+        if ws is not self._signatures_of:
+            self._signatures_of = ws
+            self._signatures = {tag_signature(tags) for tags in tag_sets(ws)}
+        known = self._signatures | self._seen_signatures
         known.add("")
         return sorted(s for s in known if parse_tags(s) <= tags)
 

@@ -60,6 +60,14 @@ class JobOutcome:
     # Not finished: these approval steps wait for a person (name → timeout time); the
     # worker lets the job go (``Store.suspend_job``) and a decision requeues it.
     waiting: Mapping[str, datetime | None] = dataclasses.field(default_factory=dict)
+    # Not finished: the next step needs these worker tags, which this worker lacks; the
+    # worker hands the job on (``error`` says what it waits for).
+    handoff: frozenset[str] | None = None
+
+
+HANDOFF_PREFIX = "waiting for a worker"
+_KEPT = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED})
+_KEPT_HANDED_ON = frozenset({StepStatus.COMPLETED, StepStatus.SKIPPED, StepStatus.FAILED})
 
 
 def _now() -> datetime:
@@ -72,20 +80,31 @@ class JobExecutor:
     def __init__(self, steps: StepRunner, tracing: Tracing | None = None) -> None:
         self._steps = steps
         self._tracing = tracing
+        # Per workspace load and worker tags: the steps those tags cannot run.
+        self._foreign: tuple[
+            Workspace | None, frozenset[str] | None, dict[str, dict[str, frozenset[str]]]
+        ] = (None, None, {})
 
     async def execute(
-        self, workspace: Workspace, job: JobRecord, cancel: asyncio.Event
+        self,
+        workspace: Workspace,
+        job: JobRecord,
+        cancel: asyncio.Event,
+        tags: frozenset[str] | None = None,
     ) -> JobOutcome:
         """Run the job's flow; its log lines carry ``job_id`` and ``trace_id``, and with
-        tracing on it is a ``job`` span with a ``step:<name>`` span per step that ran."""
+        tracing on it is a ``job`` span with a ``step:<name>`` span per step that ran.
+
+        ``tags``: the worker's. A step that needs a tag outside them is not started; once
+        nothing else can run, the outcome is a hand-over (``JobOutcome.handoff``)."""
         with structlog.contextvars.bound_contextvars(job_id=job.id, trace_id=trace_id_of(job.id)):
             tracing = self._tracing
             span = tracing.job(job.id, job.task, job.attempt) if tracing is not None else None
             if tracing is None or span is None:
-                return await self._execute(workspace, job, cancel, None)
+                return await self._execute(workspace, job, cancel, None, tags)
             states: dict[str, StepState] = {}
             try:
-                outcome = await self._execute(workspace, job, cancel, states)
+                outcome = await self._execute(workspace, job, cancel, states, tags)
             except BaseException as exc:
                 tracing.end_job(span, JobStatus.FAILED.value, repr(exc))
                 raise
@@ -101,6 +120,7 @@ class JobExecutor:
         job: JobRecord,
         cancel: asyncio.Event,
         sink: dict[str, StepState] | None,
+        tags: frozenset[str] | None = None,
     ) -> JobOutcome:
         task = find_task(workspace, job.task)
         if task is None:
@@ -116,7 +136,10 @@ class JobExecutor:
             # Only a cancel can stop the job: the steps watch the cancel event itself (a
             # watcher task per job costs more than a no-op function step).
             stop = StopSignal(event=cancel)
-            await self._run_flow(workspace, task, job, states, stop)
+            foreign = self._foreign_steps(workspace, job.task, task, tags)
+            waiting = await self._run_flow(workspace, task, job, states, stop, foreign)
+            if waiting is not None:
+                return self._handoff(task, states, waiting, foreign)
             return self._finished(task, states, cancel, stop)
         stop = StopSignal()
 
@@ -132,13 +155,48 @@ class JobExecutor:
                 stop.trigger(f"task timed out after {task.timeout:g}s")
 
         watcher = asyncio.create_task(watch())
+        foreign = self._foreign_steps(workspace, job.task, task, tags)
         try:
-            await self._run_flow(workspace, task, job, states, stop)
+            waiting = await self._run_flow(workspace, task, job, states, stop, foreign)
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        if waiting is not None:
+            return self._handoff(task, states, waiting, foreign)
         return self._finished(task, states, cancel, stop)
+
+    def _foreign_steps(
+        self, workspace: Workspace, name: str, task: Task, tags: frozenset[str] | None
+    ) -> Mapping[str, frozenset[str]]:
+        """The steps of ``task`` that need a tag outside ``tags``, with what they need."""
+        if tags is None:
+            return {}
+        seen_ws, seen_tags, cache = self._foreign
+        if seen_ws is not workspace or (seen_tags is not tags and seen_tags != tags):
+            cache = {}
+            self._foreign = (workspace, tags, cache)
+        found = cache.get(name)
+        if found is None:
+            found = cache[name] = {
+                step_name: need
+                for step_name, step in task.flow.items()
+                if not (need := workspace.step_tags(step)) <= tags
+            }
+        return found
+
+    @staticmethod
+    def _handoff(
+        task: Task,
+        states: Mapping[str, StepState],
+        waiting: str,
+        foreign: Mapping[str, frozenset[str]],
+    ) -> JobOutcome:
+        need = foreign[waiting]
+        shown = ", ".join(sorted(need)) or "(none)"
+        reason = f"{HANDOFF_PREFIX} with the tags {shown} (step {waiting!r})"
+        unsaved = tuple(st.update() for st in states.values() if st.unsaved)
+        return JobOutcome(JobStatus.PENDING, None, reason, steps=unsaved, handoff=need)
 
     def _finished(
         self, task: Task, states: Mapping[str, StepState], cancel: asyncio.Event, stop: StopSignal
@@ -154,6 +212,8 @@ class JobExecutor:
         paused = any(
             name in previous and is_approval(workspace, step) for name, step in task.flow.items()
         )
+        # Handed on by another worker: every step it ended stays as it ended.
+        kept = _KEPT_HANDED_ON if (job.error or "").startswith(HANDOFF_PREFIX) else _KEPT
         states: dict[str, StepState] = {}
         for name, step in task.flow.items():
             state = StepState(name=name, action=step.action or f"<inline {name}>")
@@ -161,10 +221,10 @@ class JobExecutor:
             if prior is not None:
                 state.attempts = prior.attempts
                 # Resume after recovery: what finished stays finished.
-                if prior.status in (StepStatus.COMPLETED, StepStatus.SKIPPED) or keeps_decision(
-                    prior, paused
-                ):
+                if prior.status in kept or keeps_decision(prior, paused):
                     state.status = prior.status
+                    # Skipped because a dependency failed: its dependents skip too.
+                    state.failed_upstream = (prior.error or "").startswith("skipped: dependency")
                     state.output = prior.output
                     state.error = prior.error
                     state.exit_code = prior.exit_code
@@ -180,11 +240,17 @@ class JobExecutor:
         job: JobRecord,
         states: dict[str, StepState],
         stop: StopSignal,
-    ) -> None:
+        foreign: Mapping[str, frozenset[str]],
+    ) -> str | None:
+        """Run what this worker can; the name of a ready step it cannot run (for
+        another worker) when nothing else is left, else None."""
         running: dict[asyncio.Task[None], str] = {}
+        waiting: list[str] = []
         while True:
             if not stop.event.is_set():
                 for name in self._ready(task, states):
+                    if waiting and name in waiting:
+                        continue
                     step = task.flow[name]
                     blocked_by = self._failed_dependency(step, states)
                     if blocked_by is not None and not step.continue_on_failure:
@@ -203,6 +269,9 @@ class JobExecutor:
                             StepStatus.SKIPPED,
                             "skipped: all dependencies were skipped",
                         )
+                        continue
+                    if foreign and name in foreign:  # for a worker with its tags
+                        waiting.append(name)
                         continue
                     states[name].status = StepStatus.RUNNING  # reserved; the runner sets times
                     if step.for_each is not None:  # Strøm's loop: instances, then fan-in
@@ -223,10 +292,12 @@ class JobExecutor:
                     await self._finish_without_running(
                         job, states[name], StepStatus.FAILED, f"internal error: {exc!r}"
                     )
+        if waiting and not stop.event.is_set():
+            return waiting[0]  # handed on first; the next worker keeps any approval wait
         if not stop.event.is_set() and any(
             st.status is StepStatus.SUSPENDED for st in states.values()
         ):
-            return  # the rest waits for the approval (the job is suspended, not ended)
+            return None  # the rest waits for the approval (the job is suspended, not ended)
         # Whatever never started (cancel/timeout) is cancelled.
         for state in states.values():
             if state.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED):
@@ -236,6 +307,7 @@ class JobExecutor:
                     StepStatus.CANCELLED,
                     f"not started: {stop.reason or 'job cancelled'}",
                 )
+        return None
 
     @staticmethod
     def _ready(task: Task, states: Mapping[str, StepState]) -> list[str]:

@@ -55,7 +55,7 @@ async def run_for_each(
 
     step = task.flow[name]
     state = states[name]
-    context = steps.context(job, states)
+    context = steps.context(job, states, workspace=workspace)
     try:
         if step.when is not None:
             condition = steps.templates.render(step.when, context, where=f"step {name!r} when")

@@ -58,6 +58,8 @@ from headwater.store.base import (
 from headwater.worker.control import ControlPlane
 from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
+from headwater.workspace.multi import owner_secrets
+from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.templating import TemplateEngine, build_context
 
 __all__ = ["LineHook", "StepRunner", "StepState", "StopSignal"]
@@ -174,6 +176,8 @@ class StepRunner:
         self._max_line_bytes = max_line_bytes
         self._functions = functions or FunctionCache()
         self._state_users: dict[int, tuple[Task, bool]] = {}  # id(task) -> (task, uses)
+        # Several workspaces: each one's secrets, cut out of the combined ones once.
+        self._owned_secrets: tuple[int, dict[str | None, Mapping[str, str]]] = (0, {})
 
     async def record(self, job_id: str, state: StepState) -> None:
         await self.store.upsert_steps(job_id, [state.update()])
@@ -200,7 +204,7 @@ class StepRunner:
         snaps = await self._snapshots(workspace, task, job)
         # Built when first needed (many steps need none), which is before the next await:
         # it holds the other steps' states as they were when this step started.
-        context = _LazyContext(lambda: self.context(job, states, each, snaps))
+        context = _LazyContext(lambda: self.context(job, states, each, snaps, workspace))
         if step.when is not None:
             try:
                 condition = self.templates.render(step.when, context(), where=f"step {name!r} when")
@@ -297,9 +301,11 @@ class StepRunner:
         states: Mapping[str, StepState],
         each: Mapping[str, Any] | None = None,
         snaps: Snapshots | None = None,
+        workspace: Workspace | None = None,
     ) -> dict[str, Any]:
         """The template context of a step of ``job`` (and of a for_each instance's item)."""
-        context = self._context(job, states)
+        secrets = self._secrets_of(workspace, job.workspace)
+        context = self._context(job, states, secrets)
         context.update((snaps or Snapshots()).context())
         if each is not None:
             context["each"] = dict(each)
@@ -314,14 +320,31 @@ class StepRunner:
             return Snapshots()
         return await load_snapshots(self.store, job.workspace, job.task)
 
-    def _context(self, job: JobRecord, states: Mapping[str, StepState]) -> dict[str, Any]:
+    def _secrets_of(self, workspace: Workspace | None, owner: str | None) -> Mapping[str, str]:
+        """The secrets templates of workspace ``owner`` see (one workspace: all of them)."""
+        secrets = self._secrets()
+        if workspace is None or not workspace.later_workspaces:
+            return secrets
+        key = owner if owner in workspace.later_workspaces else None
+        seen, cut = self._owned_secrets
+        if seen != id(secrets):
+            cut = {}
+            self._owned_secrets = (id(secrets), cut)
+        found = cut.get(key)
+        if found is None:
+            found = cut[key] = owner_secrets(secrets, key)
+        return found
+
+    def _context(
+        self, job: JobRecord, states: Mapping[str, StepState], secrets: Mapping[str, str]
+    ) -> dict[str, Any]:
         steps = {
             n: {"output": s.output, "status": s.status.value, "error": s.error}
             for n, s in states.items()
         }
         return build_context(
             input=job.input,
-            secrets=self._secrets(),
+            secrets=secrets,
             steps=steps,
             job={
                 "id": job.id,
@@ -361,9 +384,12 @@ class StepRunner:
                 return await self._run_child(job, name, action, step_input, stop)
             if action.type is ActionType.FUNCTION:
                 return await self._run_function(
-                    job, name, action, step, step_input, stop, workspace.root
+                    job, name, action, step, step_input, stop, action.owner_root or workspace.root
                 )
             action_context = {**context(), "input": step_input}
+            if action.owner is not None and action.owner != job.workspace:
+                # Strøm: another workspace's action renders its body with its own secrets.
+                action_context.update(secret_scope(self._secrets_of(workspace, action.owner)))
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
             runner = self.runners.get(action.effective_runner)
             if runner is None:
@@ -435,7 +461,8 @@ class StepRunner:
             if action.script is not None
             else None
         )
-        workdir = workspace.root / action.workdir if action.workdir else workspace.root
+        root = action.owner_root or workspace.root  # another workspace's action: its folder
+        workdir = root / action.workdir if action.workdir else root
         # Image fields are templates too (Strøm renders image, cmd and manifest).
         image = (
             self.templates.render_str(action.image, action_context, where=f"{where} image")
@@ -462,7 +489,7 @@ class StepRunner:
             kill_grace=self._kill_grace,
             max_line_bytes=self._max_line_bytes,
             script=script,
-            source=(workspace.root / action.source) if action.source else None,
+            source=(root / action.source) if action.source else None,
             language=action.language,
             interpreter=action.interpreter,
             dependencies=tuple(action.dependencies),

@@ -13,6 +13,7 @@ from headwater.errors import ConflictError, IdempotencyKeyReusedError
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
 from headwater.server.runtime import Runtime
 from headwater.workspace.models import InputField, Task, Workspace
+from headwater.workspace.multi import resolve_task_name
 
 __all__ = ["IDEMPOTENCY_PREFIX", "RunIn", "RunOut", "TaskOut", "task_json", "tasks_router"]
 
@@ -69,7 +70,8 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         return data
 
     @router.post(
-        "/tasks/{task}/run",
+        # `:path`: a task of a later workspace is `<workspace>/<task>` (workspace.multi).
+        "/tasks/{task:path}/run",
         status_code=201,
         response_model=RunOut,
         responses={**ERRORS_404, **ERRORS_409, **ERRORS_422},
@@ -87,6 +89,7 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         ] = None,
     ) -> dict[str, Any]:
         dedup_key = IDEMPOTENCY_PREFIX + idempotency_key if idempotency_key else None
+        task = resolve_task_name(runtime.workspace(), task)
         outcome = await runtime.submit(
             task,
             body.input if body is not None else {},

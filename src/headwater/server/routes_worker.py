@@ -13,6 +13,7 @@ records use ``headwater.distributed.wire``.
 | ``GET  /worker/workspace/bundle`` | the workspace files (tar.gz; ``ETag`` = checksum) |
 | ``POST /worker/register`` / ``deregister`` | a worker's start and clean stop |
 | ``POST /worker/claim`` | long-poll: jobs for the worker's tags, or ``[]`` after ``wait`` s |
+| ``POST /worker/release`` | hand a job on to a worker with its next step's tags |
 | ``POST /worker/heartbeat`` | proof of life; answers the jobs to stop and the revision |
 | ``POST /worker/sync`` | log lines, step records and results, in order (+ next claims) |
 | ``GET  /worker/jobs/{id}``, ``POST /worker/jobs/wait`` | follow a sub-task's job |
@@ -101,6 +102,13 @@ class _Sync(BaseModel):
     steps: list[dict[str, Any]] = Field(default_factory=list, max_length=100_000)
     results: list[_Result] = Field(default_factory=list, max_length=10_000)
     claim: _NextClaim | None = None  # claim the freed slots' next jobs in the same trip
+
+
+class _Release(BaseModel):
+    worker_id: _Id
+    job_id: _Id
+    tags: list[Annotated[str, Field(max_length=100)]] = Field(max_length=100)
+    reason: Annotated[str, Field(max_length=2000)]
 
 
 class _Wait(BaseModel):
@@ -230,6 +238,14 @@ def create_worker_router(
             body.worker_id, frozenset(body.tags), body.limit, body.wait, request.is_disconnected
         )
         return {"jobs": [job_to_wire(j) for j in jobs], "revision": service.shipped().revision}
+
+    @router.post("/release", summary="Hand a job on to a worker with its next step's tags")
+    async def release(body: _Release, request: Request) -> dict[str, Any]:
+        worker_bound(request.state.worker_token, body.worker_id)
+        released = await service.store.release_job(
+            body.job_id, body.worker_id, frozenset(body.tags), body.reason
+        )
+        return {"released": released}
 
     @router.post("/heartbeat", summary="Proof of life; answers the jobs to stop")
     async def heartbeat(body: _Heartbeat, request: Request) -> dict[str, Any]:

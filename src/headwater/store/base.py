@@ -512,6 +512,20 @@ class Store(abc.ABC):
         """(job id, step, timeout_at) of suspended steps whose timeout has passed."""
 
     @abc.abstractmethod
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        """Hand a running job of ``worker_id`` on: it becomes pending for workers with
+        ``tags`` (its next step's), ``error`` says what it waits for, its steps so far
+        stay (the next worker resumes after them) and the claim is not counted as an
+        attempt. Wakes ``Channel.JOBS``. False when the worker no longer owns it."""
+
+    @abc.abstractmethod
     async def request_cancel(self, job_id: str) -> JobRecord:
         """Pending → cancelled at once; running → ``cancel_requested`` and a
         ``Channel.CANCEL`` wake-up (the owning worker stops its processes and finishes the

@@ -294,6 +294,29 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         for record in records:
             self.steps.setdefault(job_id, {})[record.name] = record
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        await self.upsert_steps(job_id, steps)
+        job = self.jobs[job_id]
+        if job.status is not JobStatus.RUNNING or job.worker_id != worker_id:
+            return False
+        self.jobs[job_id] = dataclasses.replace(
+            job,
+            status=JobStatus.PENDING,
+            worker_id=None,
+            tags=frozenset(tags),
+            error=reason,
+            attempt=max(0, job.attempt - 1),
+        )
+        self._publish(Channel.JOBS, [hint([tag_signature(tags)])])
+        return True
+
     async def request_cancel(self, job_id: str) -> JobRecord:
         job = self.jobs.get(job_id)
         if job is None:

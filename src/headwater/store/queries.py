@@ -353,6 +353,22 @@ def requeue(job_ids: Sequence[str]) -> Update:
     )
 
 
+def release(job_id: str, worker_id: str, signature: str, reason: str) -> Update:
+    """Running (owned by ``worker_id``) → pending for workers with ``signature``; the claim
+    that took it is given back (a hand-over is not an attempt)."""
+    return (
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.worker_id == worker_id, jobs.c.status == "running")
+        .values(
+            status="pending",
+            worker_id=None,
+            tags=signature,
+            error=reason,
+            attempt=case((jobs.c.attempt > 0, jobs.c.attempt - 1), else_=0),
+        )
+    )
+
+
 def give_up(now: datetime) -> Update:
     """Executed with rows of ``b_id``, ``b_status``, ``b_error`` (executemany)."""
     return (

@@ -378,6 +378,24 @@ class SqlStore(ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, Upkeep
                 raise NotFoundError(f"job {job_id} not found") from exc
             raise
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        await self.upsert_steps(job_id, steps)
+        signature = tag_signature(tags)
+        async with self._write() as tx:
+            result = await tx.conn.execute(q.release(job_id, worker_id, signature, reason))
+            changed = bool(result.rowcount)
+            if changed:
+                await tx.notify(Channel.JOBS, [hint([signature])])
+        log.info("store.job_released", job_id=job_id, tags=sorted(tags), changed=changed)
+        return changed
+
     async def _write_jobs(self, batch: Sequence[JobWrite]) -> list[Any]:
         planned = job_writes.plan(batch)
         changed = await self._fast.write(planned, utcnow())

@@ -71,6 +71,17 @@ class ControlPlane(Protocol):
         """The job waits for approvals: let it go (see ``Store.suspend_job``)."""
         ...
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        """Hand the job on to a worker with ``tags`` (see ``Store.release_job``)."""
+        ...
+
     async def append_logs(self, lines: Sequence[LogLine]) -> None: ...
 
     async def get_job(self, job_id: str) -> JobRecord | None:

@@ -330,6 +330,21 @@ class HttpControlPlane:
         (changed,) = await self._outbox.add_results([item], 300 + 100 * len(waiting))
         return changed
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        if steps:
+            await self.upsert_steps(job_id, steps)
+        await self.flush()  # the next worker resumes from the steps and logs written so far
+        body = {"worker_id": worker_id, "job_id": job_id, "tags": sorted(tags), "reason": reason}
+        answer = await self.request("POST", "/worker/release", body)
+        return bool(answer.get("released"))
+
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
         wire = [step_to_wire(job_id, s) for s in steps]
         size = sum(300 + len(str(s.output or "")) + len(s.error or "") for s in steps)

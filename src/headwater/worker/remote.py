@@ -279,6 +279,7 @@ class RemoteWorker:
             self.settings.worker,
             is_long_running=lambda job: job.source_type == CONSUMER_SOURCE_TYPE,
             worker_id=worker_id,
+            tags=frozenset(control.tags),
         )
         if self.settings.name:
             worker.name = self.settings.name

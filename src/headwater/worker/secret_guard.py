@@ -98,6 +98,19 @@ class SecretGuard:
             snapshot = dataclasses.replace(snapshot, state=redactor.redact(snapshot.state))
         await self.inner.save_task_state(snapshot)
 
+    async def release_job(
+        self,
+        job_id: str,
+        worker_id: str,
+        tags: frozenset[str],
+        reason: str,
+        steps: Sequence[StepUpdate] = (),
+    ) -> bool:
+        redactor = self._redactor()
+        if redactor.active:
+            steps = [_masked(s, redactor) for s in steps]
+        return await self.inner.release_job(job_id, worker_id, tags, reason, steps)
+
     def _unsealed(self, job: JobRecord, source_id: str | None) -> JobRecord:
         if not has_references(job.input):
             return job

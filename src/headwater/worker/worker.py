@@ -75,8 +75,12 @@ class Worker:
         on_suspended: Callable[[JobRecord, Sequence[str]], Awaitable[None]] | None = None,
         on_claimed: Callable[[Sequence[JobRecord]], None] | None = None,
         on_store_error: Callable[[str], None] | None = None,
+        tags: frozenset[str] | None = None,
     ) -> None:
         self.store = store
+        # The tags this worker has: a step that needs others is handed on (None: it runs
+        # every step, as ``headwater run`` does).
+        self.tags = tags
         self._on_finished = on_finished
         self._on_suspended = on_suspended
         # Metrics: told the jobs of each claim, and the operation of each store failure.
@@ -106,7 +110,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self._forget_dead_local_workers()
-        await self.store.register_worker(self.id, self.name, frozenset(self._tag_signatures()))
+        shown = self.tags if self.tags is not None else frozenset(self._tag_signatures())
+        await self.store.register_worker(self.id, self.name, shown)
         await self._recover()
         jobs_sub = self.store.subscribe(Channel.JOBS)
         background = [
@@ -206,7 +211,9 @@ class Worker:
         job = active.job
         try:
             try:
-                outcome = await self.executor.execute(self._workspace(), job, active.cancel)
+                outcome = await self.executor.execute(
+                    self._workspace(), job, active.cancel, self.tags
+                )
             except Exception as exc:
                 log.exception("job_crashed", job_id=job.id)
                 outcome = JobOutcome(JobStatus.FAILED, None, f"internal error: {exc!r}")
@@ -217,6 +224,9 @@ class Worker:
                 await self.logs.write(
                     LogLine(job.id, None, LogStream.SYSTEM, "interrupted by shutdown", _now())
                 )
+                return
+            if outcome.handoff is not None:
+                await self._hand_on(job, outcome)
                 return
             active.finishing = True
             self._finishing += 1
@@ -266,6 +276,18 @@ class Worker:
         log.info("job_suspended", job_id=job.id, steps=sorted(outcome.waiting))
         if self._on_suspended is not None:
             await self._on_suspended(job, sorted(outcome.waiting))  # its on_suspended hooks
+
+    async def _hand_on(self, job: JobRecord, outcome: JobOutcome) -> None:
+        """The job's next step needs tags this worker lacks: it goes back to the queue for
+        a worker that has them, with its steps so far (that worker resumes after them)."""
+        assert outcome.handoff is not None
+        reason = outcome.error or "waiting for a worker with the next step's tags"
+        await self.logs.write(LogLine(job.id, None, LogStream.SYSTEM, reason, _now()))
+        await self.logs.flush()
+        released = await self.store.release_job(
+            job.id, self.id, outcome.handoff, reason, outcome.steps
+        )
+        log.info("job_handed_on", job_id=job.id, tags=sorted(outcome.handoff), released=released)
 
     async def _shutdown(self) -> None:
         self._stopping = True

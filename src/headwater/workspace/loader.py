@@ -31,6 +31,14 @@ from headwater.workspace.models import (
     WebhookTrigger,
     Workspace,
 )
+from headwater.workspace.multi import (
+    action_names,
+    combine,
+    is_workspaces_config,
+    later_trigger_secrets,
+    read_workspaces_config,
+    webhook_clashes,
+)
 from headwater.workspace.schema_errors import did_you_mean, problems_from_validation_error
 from headwater.workspace.strom_compat import no_effect_problems
 from headwater.workspace.strom_files import state_and_artifact_problems
@@ -39,6 +47,7 @@ from headwater.workspace.suggestions import (
     event_source_script_problem,
     image_as_is_note,
 )
+from headwater.workspace.tag_checks import tag_problems
 from headwater.workspace.templating import TemplateEngine
 from headwater.workspace.validate import DefinedNames, semantic_problems
 from headwater.workspace.yamlsource import ParsedFile, SourceMap, YamlPath, parse_yaml_file
@@ -110,17 +119,25 @@ def check_workspace(
     environ: Mapping[str, str] | None = None,
     *,
     check_secrets: bool = True,
+    name: str | None = None,
+    external: Mapping[str, frozenset[str]] | None = None,
+    worker_tags: frozenset[str] = frozenset(),
 ) -> Report:
     """Every problem of the workspace at ``path``, and the workspace when it is valid.
 
     With ``check_secrets`` the ``secrets:`` templates are rendered against ``environ``
     (default: ``os.environ``) and a failure is a warning: the variable may exist where
-    the server runs.
+    the server runs. ``path`` may be a config listing several workspaces
+    (``headwater.workspace.multi``); ``external`` are then the other workspaces' actions.
+    ``worker_tags``: the tags of the worker meant to run it (steps needing others warn).
     """
+    if is_workspaces_config(path):
+        return _check_several(path, environ, check_secrets, worker_tags)
     try:
-        files, name, root = workspace_files(path)
+        files, folder_name, root = workspace_files(path)
     except WorkspaceError as exc:
         return Report(None, list(exc.problems))
+    name = name or folder_name
     parsed = [parse_yaml_file(f) for f in files]
     problems = [p for pf in parsed for p in pf.problems]
     raw, source_map = _merge(parsed, problems)
@@ -129,14 +146,46 @@ def check_workspace(
     # A file that does not parse defines nothing: its names would show up as "not
     # defined" everywhere, so cross-references are only checked when every file parsed.
     if not any(pf.data is None and pf.problems for pf in parsed):
-        problems.extend(semantic_problems(workspace, source_map, defined, engine))
+        problems.extend(semantic_problems(workspace, source_map, defined, engine, external))
         problems.extend(no_effect_problems(workspace, source_map))
         problems.extend(state_and_artifact_problems(workspace, source_map))
+        problems.extend(tag_problems(workspace, source_map, worker_tags))
     if check_secrets and workspace.secrets:
         problems.extend(_secret_warnings(workspace, source_map, environ, engine))
     problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
     valid = not any(p.severity is Severity.ERROR for p in problems)
     return Report(workspace if valid else None, problems)
+
+
+def _check_several(
+    path: Path,
+    environ: Mapping[str, str] | None,
+    check_secrets: bool,
+    worker_tags: frozenset[str] = frozenset(),
+) -> Report:
+    sources, problems = read_workspaces_config(path)
+    names = {s.name: action_names(s.path) for s in sources}
+    loaded: list[Workspace] = []
+    for source in sources:
+        others = {n: a for n, a in names.items() if n != source.name}
+        report = check_workspace(
+            source.path,
+            environ,
+            check_secrets=check_secrets,
+            name=source.name,
+            external=others,
+            worker_tags=worker_tags,
+        )
+        problems.extend(report.problems)
+        if report.workspace is not None:
+            loaded.append(report.workspace)
+    valid = bool(sources) and len(loaded) == len(sources)
+    valid = valid and not any(p.severity is Severity.ERROR for p in problems)
+    problems.extend(webhook_clashes(loaded, path))
+    problems.extend(later_trigger_secrets(loaded, path))
+    if not valid or any(p.severity is Severity.ERROR for p in problems):
+        return Report(None, problems)
+    return Report(combine(loaded, path.resolve().parent), problems)
 
 
 # -- merging files -------------------------------------------------------------------------

@@ -15,7 +15,15 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_validator,
+)
 
 from headwater.workspace.receiver_triggers import (
     RECEIVER_TRIGGER_MODELS,
@@ -26,6 +34,7 @@ from headwater.workspace.receiver_triggers import (
 from headwater.workspace.secret_tree import flatten_secrets
 
 __all__ = [
+    "ABILITY_TAGS",
     "RECEIVER_TRIGGER_MODELS",
     "Action",
     "ActionType",
@@ -231,6 +240,11 @@ class RunnerKind(StrEnum):
     POD = "pod"
 
 
+# The tags a step needs for its runner (``required_tags``); every other tag is written
+# by the user (Strøm's affinity tags) and only a worker configured with it has it.
+ABILITY_TAGS = frozenset({"script", "docker", "pod", "function"})
+
+
 class Language(StrEnum):
     SHELL = "shell"
     BASH = "bash"
@@ -277,6 +291,25 @@ class Action(_Model):
     output: dict[str, InputField] | None = None
     # The retry of every step that runs this action and sets no retry of its own.
     retry: Annotated[RetryPolicy | None, BeforeValidator(_retry_shorthand)] = None
+    # Set when several workspaces are combined (headwater.workspace.multi): the workspace
+    # that owns the action, whose folder and secrets its body uses. Not YAML keys.
+    _owner: str | None = PrivateAttr(default=None)
+    _owner_root: Path | None = PrivateAttr(default=None)
+
+    @property
+    def owner(self) -> str | None:
+        return self._owner
+
+    @property
+    def owner_root(self) -> Path | None:
+        return self._owner_root
+
+    def owned_by(self, workspace: str, root: Path) -> Action:
+        """A copy that runs in ``workspace`` (its files under ``root``, its secrets)."""
+        copy = self.model_copy()
+        copy._owner = workspace
+        copy._owner_root = root
+        return copy
 
     @model_validator(mode="before")
     @classmethod
@@ -355,6 +388,8 @@ class Step(_Model):
     for_each: list[Any] | str | None = None
     sequential: bool = False
     max_parallel: int | None = Field(default=None, ge=1)
+    # Worker tags this step needs on top of its action's (Strøm's step `tags`).
+    tags: list[str] = Field(default_factory=list)
     # An inline action (Strøm allows action fields directly on a step); the loader
     # moves them here so that every step has exactly one of ``action`` / ``inline``.
     inline: Action | None = None
@@ -488,6 +523,12 @@ class Workspace(_Model):
     on_error: list[Hook] = Field(default_factory=list)
     on_suspended: list[Hook] = Field(default_factory=list)
     on_cancel: list[Hook] = Field(default_factory=list)
+    # The workspaces combined into this one after the first (headwater.workspace.multi).
+    _later: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @property
+    def later_workspaces(self) -> frozenset[str]:
+        return self._later
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -504,6 +545,11 @@ class Workspace(_Model):
             return step.inline
         assert step.action is not None
         return self.actions[step.action]
+
+    def step_tags(self, step: Step) -> frozenset[str]:
+        """Every tag a worker needs to run ``step``: its action's and its own."""
+        need = self.action_for(step).required_tags
+        return need | frozenset(step.tags) if step.tags else need
 
     def task(self, name: str) -> Task:
         from headwater.errors import NotFoundError

@@ -88,9 +88,14 @@ class _StepScope:
 
 
 def semantic_problems(
-    ws: Workspace, source_map: SourceMap, defined: DefinedNames, engine: TemplateEngine
+    ws: Workspace,
+    source_map: SourceMap,
+    defined: DefinedNames,
+    engine: TemplateEngine,
+    external: Mapping[str, frozenset[str]] | None = None,
 ) -> list[Problem]:
-    checker = _Checker(ws, source_map, defined, engine)
+    """``external``: the action names of the other workspaces served with this one."""
+    checker = _Checker(ws, source_map, defined, engine, external)
     try:
         checker.run()
     except Exception as exc:  # never a traceback from validate: report it as a problem
@@ -109,9 +114,15 @@ def semantic_problems(
 
 class _Checker:
     def __init__(
-        self, ws: Workspace, source_map: SourceMap, defined: DefinedNames, engine: TemplateEngine
+        self,
+        ws: Workspace,
+        source_map: SourceMap,
+        defined: DefinedNames,
+        engine: TemplateEngine,
+        external: Mapping[str, frozenset[str]] | None = None,
     ) -> None:
         self.ws = ws
+        self.external = external
         self.map = source_map
         self.defined = defined
         self.engine = engine
@@ -290,8 +301,7 @@ class _Checker:
                 at_key=True,
             )
         elif step.action not in self.defined.actions:
-            hint = did_you_mean(step.action, self.defined.actions)
-            self.error((*path, "action"), f"action {step.action!r} is not defined{hint}")
+            self.missing_action(step.action, (*path, "action"))
         step_names = self.defined.steps.get(scope.task) or set(task.flow)
         for i, dep in enumerate(step.depends_on):
             if dep == scope.step:
@@ -312,6 +322,36 @@ class _Checker:
         if step.when is not None:
             self.template(step.when, (*path, "when"), scope)
         self.loop(step, path, scope)
+
+    def missing_action(self, name: str, path: YamlPath) -> None:
+        """A name that is no local action: maybe another workspace's (``ws.action``)."""
+        owner, dot, action = name.partition(".")
+        if not dot:
+            hint = did_you_mean(name, self.defined.actions)
+            self.error(path, f"action {name!r} is not defined{hint}")
+            return
+        if self.external is None:
+            self.error(
+                path,
+                f"action {name!r} is not defined here, and workspace {owner!r} is not loaded:"
+                " a reference to another workspace's action needs both workspaces listed in"
+                " a config with `workspaces:` (give its path instead of the folder)",
+            )
+            return
+        actions = self.external.get(owner)
+        if actions is None:
+            loaded = ", ".join(sorted(self.external)) or "none"
+            self.error(
+                path,
+                f"action {name!r}: workspace {owner!r} is not loaded (other workspaces:"
+                f" {loaded}){did_you_mean(owner, self.external)}",
+            )
+        elif action not in actions:
+            self.error(
+                path,
+                f"action {name!r}: workspace {owner!r} has no action {action!r}"
+                f"{did_you_mean(action, actions)}",
+            )
 
     def loop(self, step: Step, path: YamlPath, scope: _StepScope) -> None:
         """Strøm's ``for_each`` keys (run by headwater.engine.fanout)."""
