@@ -59,7 +59,7 @@ def test_jobs_table_fits_the_width_and_keeps_the_task(width: int) -> None:
         a_job(2, "nightly-report-build", "github-push-events-from-main", "failed"),
         a_job(3, LONG_TASK, "a-rather-long-trigger-name", "running"),
     ]
-    lines = render(jobs_table(found, width), width)
+    lines = jobs_table(found, width)
     assert all(len(line) <= width for line in lines), "\n".join(lines)
     header, *rows = lines
     assert "TASK" in header and "STATUS" in header and "ID" in header
@@ -73,14 +73,14 @@ def test_jobs_table_fits_the_width_and_keeps_the_task(width: int) -> None:
 
 
 def test_jobs_table_at_60_columns_still_fits_and_shows_the_task() -> None:
-    lines = render(jobs_table([a_job(1, "nightly-report-build", "github")], 60), 60)
+    lines = jobs_table([a_job(1, "nightly-report-build", "github")], 60)
     assert all(len(line) <= 60 for line in lines), "\n".join(lines)
     assert "TASK" in lines[0] and "SOURCE" not in lines[0]
     assert "nightly-repo" in lines[1]
 
 
 def test_jobs_table_at_80_columns_keeps_source_for_short_task_names() -> None:
-    lines = render(jobs_table([a_job(1, "hello", "github")], 80), 80)
+    lines = jobs_table([a_job(1, "hello", "github")], 80)
     assert "SOURCE" in lines[0]
     assert "webhook:github" in lines[1]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -13,13 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from headwater.cli import app
+from headwater.cli.keys import api_keys
 from headwater.errors import HeadwaterError, WorkspaceError
-from headwater.store.base import JobStatus, LogStream
+from headwater.statuses import JobStatus, LogStream
 
 if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
+    from rich.console import Console
+
     from headwater.store.base import JobRecord, LogRecord, Store
     from headwater.store.retention import RetentionPolicy
     from headwater.workspace.models import Workspace
@@ -73,15 +74,6 @@ ApiKeysOpt = Annotated[
         "(several: repeat the option, or separate them with commas).",
     ),
 ]
-
-
-def api_keys(values: list[str] | None) -> list[str]:
-    """The keys of ``--api-key`` / ``HEADWATER_API_KEY(S)``: the option repeated, or one
-    comma-separated value (how an environment variable carries several)."""
-    keys = [k for k in (values or []) if k]
-    if len(keys) == 1 and "," in keys[0]:
-        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
-    return keys
 
 
 RetentionOpt = Annotated[
@@ -157,6 +149,10 @@ def run(
     artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
+    import asyncio
+
+    from rich.console import Console
+
     from headwater.logging_setup import configure_logging
 
     configure_logging(log_level)
@@ -215,6 +211,8 @@ async def _run(
     interrupted: list[str],
     artifacts_dir: Path | None = None,
 ) -> JobRecord:
+    import asyncio
+
     from headwater.node import Node, NodeSettings
     from headwater.worker.worker import WorkerSettings
 
@@ -323,6 +321,10 @@ def up(
     artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
+    import asyncio
+
+    from rich.console import Console
+
     from headwater.logging_setup import configure_logging
 
     err = Console(stderr=True, highlight=False)
@@ -388,6 +390,8 @@ async def _up(
     retention: RetentionPolicy | None = None,
     artifacts_dir: Path | None = None,
 ) -> None:
+    import asyncio
+
     import uvicorn
 
     from headwater.node import Node, NodeSettings, freeze_startup_heap

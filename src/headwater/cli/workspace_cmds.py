@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from headwater.cli import app
 from headwater.cli.client_cmds import ServerOpt, TokenOpt
@@ -22,6 +19,8 @@ from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import Problem, Severity
 
 if TYPE_CHECKING:  # the workspace models load where used, so --help stays fast
+    from rich.console import Console
+
     from headwater.workspace.loader import Report
     from headwater.workspace.models import Task, Workspace
 
@@ -173,12 +172,17 @@ def trigger_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
 @app.command()
 def tasks(path: PathArg, as_json: JsonOpt = False) -> None:
     """List the tasks a workspace defines."""
+    from rich.table import Table
+    from rich.text import Text
+
     rows = task_rows(_valid_workspace(path, as_json))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -233,6 +237,9 @@ def triggers(
     headwater triggers restart NAME         start an idle or backing-off event source
     headwater triggers release NAME         release a quarantined event source
     """
+    from rich.table import Table
+    from rich.text import Text
+
     from headwater.cli.server_triggers import list_server_triggers, trigger_action
 
     if target in _TRIGGER_ACTIONS:

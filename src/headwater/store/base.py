@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from headwater.statuses import JobStatus, LogStream, StepStatus
 from headwater.store.notify import Subscription
 from headwater.telemetry.tracing import trace_id_of
 
@@ -43,37 +44,6 @@ __all__ = [
     "WorkerRecord",
     "WorkerTokenRecord",
 ]
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class StepStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self not in (StepStatus.PENDING, StepStatus.RUNNING)
-
-
-class LogStream(StrEnum):
-    STDOUT = "stdout"
-    STDERR = "stderr"
-    SYSTEM = "system"  # headwater's own lines about the job (warnings, retries, timeouts)
 
 
 class Channel(StrEnum):
