@@ -237,9 +237,6 @@ def triggers(
     headwater triggers restart NAME         start an idle or backing-off event source
     headwater triggers release NAME         release a quarantined event source
     """
-    from rich.table import Table
-    from rich.text import Text
-
     from headwater.cli.server_triggers import list_server_triggers, trigger_action
 
     if target in _TRIGGER_ACTIONS:
@@ -259,6 +256,9 @@ def triggers(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("trigger", "type", "task", "enabled", "detail", box=None, pad_edge=False)
     for row in rows:
         table.add_row(
