@@ -73,6 +73,7 @@ def _register() -> None:
         client_cmds,
         cluster_cmds,
         dlq_cmds,
+        open_cmds,
         outbox_cmds,
         prune_cmds,
         run_cmds,

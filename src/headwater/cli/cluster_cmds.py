@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from headwater.cli import app
+from headwater.cli.keys import api_keys
 from headwater.cli.run_cmds import (
     ApiKeysOpt,
     ConcurrencyOpt,
@@ -24,7 +25,6 @@ from headwater.cli.run_cmds import (
     PortOpt,
     RetentionOpt,
     _print_problems,
-    api_keys,
     check_port,
     default_db_url,
     retention_policy,

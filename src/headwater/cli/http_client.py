@@ -208,6 +208,11 @@ class HeadwaterClient:
                 break
         return jobs
 
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: raises like every call when no headwater server answers."""
+        status: dict[str, Any] = self._request("GET", "/healthz")
+        return status
+
     def get_job(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", f"/api/jobs/{_seg(job_id)}")
         return job
