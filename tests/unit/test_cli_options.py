@@ -199,3 +199,11 @@ def test_a_port_in_use_is_one_line_before_any_banner(
 def test_shell_completion_is_offered() -> None:
     result = hw("--help")
     assert "--install-completion" in result.output
+
+
+def test_the_db_option_says_where_each_command_keeps_its_jobs() -> None:
+    # `run` keeps its one job in a temporary database unless --db says otherwise; `up`
+    # in .headwater/headwater.db. The help must not tell one for the other.
+    assert "a temporary database" in hw("run", "--help").output
+    assert ".headwater/headwater.db" not in hw("run", "--help").output
+    assert ".headwater/headwater.db" in hw("up", "--help").output

@@ -45,6 +45,16 @@ DbOpt = Annotated[
         "(default: .headwater/headwater.db in the current directory).",
     ),
 ]
+RunDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=DB_ENV,
+        help="Database URL to keep the job in: sqlite:///path.db or "
+        "postgresql://user@host/db (default: a temporary database, deleted when the job "
+        "ends).",
+    ),
+]
 ArtifactsDirOpt = Annotated[
     Path | None,
     typer.Option(
@@ -140,7 +150,7 @@ def run(
     input_json: Annotated[
         str, typer.Option("--input", "-i", help="The job input as a JSON object.")
     ] = "{}",
-    db: DbOpt = None,
+    db: RunDbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
     log_level: Annotated[
         LogLevel,
