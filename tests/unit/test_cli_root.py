@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 import headwater
-from headwater.cli import _register, app
+from headwater.cli import COMMAND_MODULES, _register, app
 
 
 def test_version_prints_the_package_version() -> None:
@@ -181,7 +181,11 @@ def test_client_commands_import_no_heavy_module(
     proc = _run_importtime(*args, "--server", canned_server)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert shown in proc.stdout  # the command did its work
-    assert _heavy(_modules(proc.stderr)) == []
+    modules = _modules(proc.stderr)
+    assert _heavy(modules) == []
+    # Only the command's own module was loaded, not every command's.
+    assert "headwater.cli.run_cmds" not in modules
+    assert "headwater.cli.sdk_cmds" not in modules
 
 
 def test_a_client_command_without_server_imports_no_heavy_module() -> None:
@@ -189,3 +193,34 @@ def test_a_client_command_without_server_imports_no_heavy_module() -> None:
     assert proc.returncode == 1
     assert "no headwater server answers" in proc.stderr
     assert _heavy(_modules(proc.stderr)) == []
+
+
+def test_each_command_is_loaded_from_the_module_that_registers_it() -> None:
+    _register()
+    found: dict[str, str] = {}
+    for command in app.registered_commands:
+        assert command.callback is not None
+        name = command.name or command.callback.__name__.lower().replace("_", "-")
+        found[name] = command.callback.__module__
+    for group in app.registered_groups:
+        assert group.name is not None
+        found[group.name] = next(
+            module
+            for module, loaded in sys.modules.items()
+            if module.startswith("headwater.cli.")
+            and any(value is group.typer_instance for value in vars(loaded).values())
+        )
+    assert found == {name: f"headwater.cli.{module}" for name, module in COMMAND_MODULES.items()}
+
+
+@pytest.mark.parametrize("command", ["dlq", "worker-tokens", "consumer", "send-event"])
+def test_a_command_alone_still_works(command: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater", command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(headwater.__file__).parents[1])},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout

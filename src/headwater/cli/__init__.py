@@ -64,32 +64,72 @@ def _root(
     """Event-driven job orchestrator: turn events into durable, observable jobs."""
 
 
-def _register() -> None:
+# The module that registers each command. A command loads only its own module: the
+# others cost a third of ``headwater jobs``. ``--help``, completion and unknown names
+# load them all (tests/unit/test_cli_root.py checks this table against the modules).
+COMMAND_MODULES = {
+    "run": "run_cmds",
+    "up": "run_cmds",
+    "server": "cluster_cmds",
+    "worker": "cluster_cmds",
+    "worker-tokens": "cluster_cmds",
+    "validate": "workspace_cmds",
+    "tasks": "workspace_cmds",
+    "triggers": "workspace_cmds",
+    "jobs": "client_cmds",
+    "job": "client_cmds",
+    "logs": "client_cmds",
+    "cancel": "client_cmds",
+    "open": "open_cmds",
+    "prune": "prune_cmds",
+    "submit": "submit_cmds",
+    "retry": "submit_cmds",
+    "workers": "submit_cmds",
+    "dlq": "dlq_cmds",
+    "send-event": "outbox_cmds",
+    "migrate": "outbox_cmds",
+    "publisher": "outbox_cmds",
+    "consumers": "sdk_cmds",
+    "consumer": "sdk_cmds",
+    "quarantine": "sdk_cmds",
+}
+_ALL_MODULES = (
+    "run_cmds",
+    "cluster_cmds",
+    "workspace_cmds",
+    "client_cmds",
+    "open_cmds",
+    "prune_cmds",
+    "submit_cmds",
+    "dlq_cmds",
+    "outbox_cmds",
+    "sdk_cmds",
+)
+
+
+def _register(command: str | None = None) -> None:
+    """Add the commands to ``app``: only ``command``'s module when it is a known
+    command, else all of them."""
+    import importlib
+
     from headwater.cli.fast_params import install
 
     install()
-    # Imported for their side effect of adding commands to ``app``.
-    from headwater.cli import (  # noqa: F401
-        client_cmds,
-        cluster_cmds,
-        dlq_cmds,
-        open_cmds,
-        outbox_cmds,
-        prune_cmds,
-        run_cmds,
-        sdk_cmds,
-        submit_cmds,
-        workspace_cmds,
-    )
+    module = COMMAND_MODULES.get(command or "")
+    for name in (module,) if module else _ALL_MODULES:
+        importlib.import_module(f"headwater.cli.{name}")  # registers its commands
 
 
 def main() -> None:
+    import os
     import sys
 
-    if sys.argv[1:] == ["--version"]:  # answered before the commands are even loaded
+    args = sys.argv[1:]
+    if args == ["--version"]:  # answered before the commands are even loaded
         from headwater import __version__
 
         print(f"headwater {__version__}")
         return
-    _register()
+    completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
+    _register(None if completing or not args else args[0])
     app()
