@@ -72,7 +72,8 @@ class Request:
     target: str  # path and query, as sent
     headers: Mapping[str, str]
     body: bytes | None = None
-    timeout: float | None = None  # None: wait as long as it takes (a followed log)
+    timeout: float | None = None  # for the answer; None: as long as it takes (a followed log)
+    connect_timeout: float = 10.0
 
     @property
     def path(self) -> str:
@@ -121,12 +122,13 @@ def _http_transport(scheme: str, netloc: str) -> Transport:
 
     def send(request: Request) -> Response:
         cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
-        conn = cls(netloc, timeout=request.timeout)
+        conn = cls(netloc, timeout=request.connect_timeout)
         try:
             conn.connect()
         except OSError as exc:
             conn.close()
             raise ConnectFailed(str(exc)) from exc
+        conn.sock.settimeout(request.timeout)
         try:
             conn.request(request.method, request.target, body=request.body, headers=request.headers)
             raw = conn.getresponse()
@@ -374,7 +376,7 @@ class HeadwaterClient:
         if body is not None:
             all_headers["Content-Type"] = "application/json"
         all_headers.update(headers or {})
-        return Request(method, target, all_headers, body, timeout)
+        return Request(method, target, all_headers, body, timeout, self.timeout)
 
     def _request(
         self,
