@@ -1,14 +1,19 @@
 """Start-up time of the ``headwater`` command line: each command run N times as a user runs
-it (a new process each time), min / median / max wall time, next to a bare ``python -c
-pass`` in the same run (the interpreter's own floor), and the modules each one imported.
+it (a new process each time), min / median / max wall time and the median CPU time, next
+to a bare ``python -c pass`` in the same run (the interpreter's own floor), and the
+modules each one imported.
 
-``jobs`` and ``logs`` talk to a port where nothing listens, so they measure the start-up
-and a refused connection, not a server. Goal: every command under 300 ms.
+``jobs``, ``logs`` and ``triggers`` talk to a small canned server in this process (one
+job, one log line, one trigger), so they measure the whole command: start-up, one HTTP
+request, the printed table. ``jobs (no server)`` is the refused-connection path. Goal:
+``--help``, ``--version``, ``jobs``, ``logs`` and ``triggers`` under 300 ms.
 
-    python bench/cli.py [--runs 5] [--json PATH] [--src OTHER/src]
+    python bench/cli.py [--runs 5] [--json PATH] [--src OTHER/src] [--vs BASE/src]
 
-``--src`` times another checkout (say the previous release) the same way. Wall time on a
-loaded machine swings; the CPU time (user + system of the child) is steadier.
+``--src`` times another checkout; ``--vs`` times a second one in turn with it (A B A B,
+run by run) and prints both and the ratio A/B of the medians, so a before/after holds
+when the machine's load drifts. Wall time on a loaded machine swings; the CPU time (user
++ system of the child) is steadier.
 """
 
 from __future__ import annotations
@@ -17,26 +22,87 @@ import argparse
 import json
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GOAL_MS = 300.0
-HEAVY = ("sqlalchemy", "fastapi", "uvicorn", "pydantic", "httpx", "structlog", "jinja2")
+GOAL_COMMANDS = ("--help", "--version", "jobs", "logs", "triggers")
+HEAVY = (
+    "sqlalchemy",
+    "fastapi",
+    "uvicorn",
+    "pydantic",
+    "httpx",
+    "rich",
+    "asyncio",
+    "structlog",
+    "jinja2",
+    "yaml",
+)
+JOB_ID = "01a24ed6-6dd4-735b-9d7e-00000000abcd"
+CANNED: dict[str, object] = {
+    "/api/jobs": {
+        "jobs": [
+            {
+                "id": JOB_ID,
+                "task": "hello",
+                "status": "completed",
+                "source_type": "webhook",
+                "source_id": "github",
+                "created_at": "2026-12-07T04:00:00Z",
+                "started_at": "2026-12-07T04:00:01Z",
+                "finished_at": "2026-12-07T04:00:02Z",
+            }
+        ],
+        "next_before": None,
+    },
+    f"/api/jobs/{JOB_ID}/logs": {
+        "logs": [{"seq": 1, "step": "greet", "stream": "stdout", "line": "hi"}],
+        "last_seq": 1,
+        "job_status": "completed",
+    },
+    "/api/triggers": [
+        {"name": "nightly", "type": "scheduler", "task": "hello", "cron": "0 3 * * *"}
+    ],
+}
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+class _Canned(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = CANNED.get(self.path.split("?", 1)[0])
+        data = json.dumps(body).encode()
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
 
 
-def commands() -> dict[str, list[str]]:
-    server = f"http://127.0.0.1:{_closed_port()}"
+@contextmanager
+def canned_server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def commands(server: str) -> dict[str, list[str]]:
+    closed = "http://127.0.0.1:9"  # discard: nothing listens
     # What the `headwater` console script runs (works for checkouts without __main__.py).
     hw = [sys.executable, "-c", "from headwater.cli import main; main()"]
     return {
@@ -44,8 +110,9 @@ def commands() -> dict[str, list[str]]:
         "--help": [*hw, "--help"],
         "--version": [*hw, "--version"],
         "jobs": [*hw, "jobs", "--server", server],
-        "logs": [*hw, "logs", "0190f3a0-0000-7000-8000-000000000000", "--server", server],
-        "triggers PATH": [*hw, "triggers", str(REPO / "examples" / "orders")],
+        "logs": [*hw, "logs", JOB_ID, "--server", server],
+        "triggers": [*hw, "triggers", "--server", server],
+        "jobs (no server)": [*hw, "jobs", "--server", closed],
         "validate PATH": [*hw, "validate", str(REPO / "examples" / "orders")],
     }
 
@@ -69,29 +136,67 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def measure(runs: int, src: Path) -> list[dict[str, object]]:
-    env = {**os.environ, "PYTHONPATH": str(src), "NO_COLOR": "1"}
-    rows: list[dict[str, object]] = []
-    for name, argv in commands().items():
-        times, cpus = [], []
+def _env(src: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(src), "NO_COLOR": "1", "COLUMNS": "100"}
+
+
+def _time(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
+    cpu, start = _cpu(), time.perf_counter()
+    subprocess.run(argv, env=env, capture_output=True)
+    return (time.perf_counter() - start) * 1000, (_cpu() - cpu) * 1000
+
+
+@dataclass(frozen=True)
+class Row:
+    command: str
+    min_ms: float
+    median_ms: float
+    max_ms: float
+    cpu_median_ms: float
+    modules: int
+    heavy: list[str]
+
+
+def _row(
+    name: str, times: list[float], cpus: list[float], argv: list[str], env: dict[str, str]
+) -> Row:
+    count, heavy = _imports(argv, env)
+    med = statistics.median
+    return Row(name, min(times), med(times), max(times), med(cpus), count, heavy)
+
+
+def measure(runs: int, srcs: list[Path], server: str) -> list[list[Row]]:
+    """One list of rows per checkout; the checkouts alternate run by run."""
+    envs = [_env(src) for src in srcs]
+    result: list[list[Row]] = [[] for _ in srcs]
+    for name, argv in commands(server).items():
+        for env in envs:
+            _time(argv, env)  # warm-up: the file cache, the .pyc files
+        times: list[list[float]] = [[] for _ in srcs]
+        cpus: list[list[float]] = [[] for _ in srcs]
         for _ in range(runs):
-            cpu, start = _cpu(), time.perf_counter()
-            subprocess.run(argv, env=env, capture_output=True)
-            times.append((time.perf_counter() - start) * 1000)
-            cpus.append((_cpu() - cpu) * 1000)
-        count, heavy = _imports(argv, env)
-        rows.append(
-            {
-                "command": name,
-                "min_ms": min(times),
-                "median_ms": statistics.median(times),
-                "max_ms": max(times),
-                "cpu_median_ms": statistics.median(cpus),
-                "modules": count,
-                "heavy": heavy,
-            }
+            for i, env in enumerate(envs):
+                wall, cpu = _time(argv, env)
+                times[i].append(wall)
+                cpus[i].append(cpu)
+        for i, env in enumerate(envs):
+            result[i].append(_row(name, times[i], cpus[i], argv, env))
+    return result
+
+
+def _print(title: str, rows: list[Row]) -> None:
+    print(title)
+    print(
+        f"  {'command':<17} {'min ms':>7} {'median':>7} {'max':>7} {'cpu med':>8} {'modules':>8}"
+        "  heavy imports"
+    )
+    for r in rows:
+        over = r.command in GOAL_COMMANDS and r.median_ms >= GOAL_MS
+        print(
+            f"  {r.command:<17} {r.min_ms:>7.0f} {r.median_ms:>7.0f} {r.max_ms:>7.0f}"
+            f" {r.cpu_median_ms:>8.0f} {r.modules:>8}  {', '.join(r.heavy) or '-'}"
+            + ("  > goal" if over else "")
         )
-    return rows
 
 
 def main() -> None:
@@ -99,23 +204,29 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument("--src", type=Path, default=REPO / "src", help="the code to time")
+    parser.add_argument("--vs", type=Path, help="a second checkout's src, timed in turn")
     args = parser.parse_args()
     runs = max(args.runs, 3)
-    rows = measure(runs, args.src.resolve())
-    load = os.getloadavg()[0]
-    print(f"headwater CLI start-up ({args.src}), {runs} runs each, load average {load:.1f}")
+    srcs = [args.src.resolve(), *([args.vs.resolve()] if args.vs else [])]
+    with canned_server() as server:
+        results = measure(runs, srcs, server)
+    load = os.getloadavg()
     print(
-        f"{'command':<16} {'min ms':>8} {'median':>8} {'max':>8} {'cpu med':>8} {'modules':>8}"
-        "  heavy imports"
+        f"headwater CLI start-up, {runs} runs each, goal {GOAL_MS:.0f} ms;"
+        f" load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the end"
     )
-    for r in rows:
-        goal = "" if r["command"] == "python -c pass" or r["median_ms"] < GOAL_MS else "  > goal"  # type: ignore[operator]
-        print(
-            f"{r['command']:<16} {r['min_ms']:>8.0f} {r['median_ms']:>8.0f} {r['max_ms']:>8.0f}"
-            f" {r['cpu_median_ms']:>8.0f} {r['modules']:>8}  {', '.join(r['heavy']) or '-'}{goal}"  # type: ignore[arg-type]
-        )
+    for src, rows in zip(srcs, results, strict=True):
+        _print(f"A: {src}" if src == srcs[0] else f"B: {src}", rows)
+    if args.vs:
+        print("A/B, medians:  wall  cpu")
+        for a, b in zip(*results, strict=True):
+            wall = a.median_ms / b.median_ms
+            cpu = a.cpu_median_ms / max(b.cpu_median_ms, 1.0)
+            print(f"  {a.command:<17} {wall:>5.2f} {cpu:>5.2f}")
     if args.json:
-        args.json.write_text(json.dumps({"load": load, "rows": rows}, indent=2))
+        by_src = {str(s): [asdict(r) for r in rows] for s, rows in zip(srcs, results, strict=True)}
+        out = {"load": load, "runs": runs, "results": by_src}
+        args.json.write_text(json.dumps(out, indent=2))
 
 
 if __name__ == "__main__":

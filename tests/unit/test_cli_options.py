@@ -59,7 +59,7 @@ def test_jobs_table_fits_the_width_and_keeps_the_task(width: int) -> None:
         a_job(2, "nightly-report-build", "github-push-events-from-main", "failed"),
         a_job(3, LONG_TASK, "a-rather-long-trigger-name", "running"),
     ]
-    lines = render(jobs_table(found, width), width)
+    lines = jobs_table(found, width)
     assert all(len(line) <= width for line in lines), "\n".join(lines)
     header, *rows = lines
     assert "TASK" in header and "STATUS" in header and "ID" in header
@@ -73,14 +73,14 @@ def test_jobs_table_fits_the_width_and_keeps_the_task(width: int) -> None:
 
 
 def test_jobs_table_at_60_columns_still_fits_and_shows_the_task() -> None:
-    lines = render(jobs_table([a_job(1, "nightly-report-build", "github")], 60), 60)
+    lines = jobs_table([a_job(1, "nightly-report-build", "github")], 60)
     assert all(len(line) <= 60 for line in lines), "\n".join(lines)
     assert "TASK" in lines[0] and "SOURCE" not in lines[0]
     assert "nightly-repo" in lines[1]
 
 
 def test_jobs_table_at_80_columns_keeps_source_for_short_task_names() -> None:
-    lines = render(jobs_table([a_job(1, "hello", "github")], 80), 80)
+    lines = jobs_table([a_job(1, "hello", "github")], 80)
     assert "SOURCE" in lines[0]
     assert "webhook:github" in lines[1]
 
@@ -199,3 +199,11 @@ def test_a_port_in_use_is_one_line_before_any_banner(
 def test_shell_completion_is_offered() -> None:
     result = hw("--help")
     assert "--install-completion" in result.output
+
+
+def test_the_db_option_says_where_each_command_keeps_its_jobs() -> None:
+    # `run` keeps its one job in a temporary database unless --db says otherwise; `up`
+    # in .headwater/headwater.db. The help must not tell one for the other.
+    assert "a temporary database" in hw("run", "--help").output
+    assert ".headwater/headwater.db" not in hw("run", "--help").output
+    assert ".headwater/headwater.db" in hw("up", "--help").output

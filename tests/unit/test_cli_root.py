@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 import headwater
-from headwater.cli import _register, app
+from headwater.cli import COMMAND_MODULES, _register, app
 
 
 def test_version_prints_the_package_version() -> None:
@@ -28,39 +33,56 @@ def test_help_lists_the_commands_of_the_design() -> None:
         assert f" {command} " in result.output
 
 
-# Modules the CLI must not load to print its help: each costs tens to hundreds of ms on
-# every call. A command loads what it needs inside its function.
+# Modules the CLI must not load for its help, its version and the everyday client
+# commands: each costs tens to hundreds of ms on every call. A command loads what it
+# needs inside its function; the client commands need only http.client and a few lines
+# of printing (headwater.cli.plain).
 HEAVY_MODULES = (
     "sqlalchemy",
     "fastapi",
     "uvicorn",
+    "pydantic",
     "headwater.sdk",
+    "headwater.store",
+    "headwater.workspace",
+    "headwater.server",
     "headwater.worker",
     "headwater.engine",
     "headwater.node",
     "aiosqlite",
     "asyncpg",
+    "asyncio",
     "httpx",
+    "rich",
     "structlog",
     "jinja2",
+    "yaml",
 )
 
 
-def _imported_by(*args: str) -> set[str]:
-    """The modules ``python -X importtime -m headwater ARGS`` imported."""
-    proc = subprocess.run(
+def _run_importtime(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "headwater", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "PYTHONPATH": str(Path(headwater.__file__).parents[1])},
         timeout=120,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def _modules(stderr: str) -> set[str]:
     return {
         line.rsplit("|", 1)[1].strip()
-        for line in proc.stderr.splitlines()
+        for line in stderr.splitlines()
         if line.startswith("import time:") and "|" in line
     }
+
+
+def _imported_by(*args: str) -> set[str]:
+    """The modules ``python -X importtime -m headwater ARGS`` imported."""
+    proc = _run_importtime(*args)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return _modules(proc.stderr)
 
 
 def _heavy(modules: set[str]) -> list[str]:
@@ -89,3 +111,116 @@ def test_python_dash_m_headwater_is_the_cli() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"headwater {headwater.__version__}"
+
+
+# -- the everyday client commands, against a server that answers ------------------------
+
+JOB_ID = "01a24ed6-6dd4-735b-9d7e-00000000abcd"
+CANNED: dict[str, object] = {
+    "/api/jobs": {
+        "jobs": [
+            {
+                "id": JOB_ID,
+                "task": "hello",
+                "status": "completed",
+                "source_type": "api",
+                "source_id": None,
+                "created_at": "2026-12-07T04:00:00Z",
+                "started_at": "2026-12-07T04:00:01Z",
+                "finished_at": "2026-12-07T04:00:02Z",
+            }
+        ],
+        "next_before": None,
+    },
+    f"/api/jobs/{JOB_ID}/logs": {
+        "logs": [{"seq": 1, "step": "greet", "stream": "stdout", "line": "hi there"}],
+        "last_seq": 1,
+        "job_status": "completed",
+    },
+    "/api/triggers": [
+        {"name": "nightly", "type": "scheduler", "task": "hello", "cron": "0 3 * * *"}
+    ],
+}
+
+
+class _Canned(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = CANNED.get(self.path.split("?", 1)[0])
+        data = json.dumps(body).encode()
+        self.send_response(200 if body is not None else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def canned_server() -> Iterator[str]:
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (["jobs"], "0000abcd"),
+        (["logs", JOB_ID], "[greet] hi there"),
+        (["triggers"], "nightly"),
+    ],
+)
+def test_client_commands_import_no_heavy_module(
+    canned_server: str, args: list[str], shown: str
+) -> None:
+    proc = _run_importtime(*args, "--server", canned_server)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert shown in proc.stdout  # the command did its work
+    modules = _modules(proc.stderr)
+    assert _heavy(modules) == []
+    # Only the command's own module was loaded, not every command's.
+    assert "headwater.cli.run_cmds" not in modules
+    assert "headwater.cli.sdk_cmds" not in modules
+
+
+def test_a_client_command_without_server_imports_no_heavy_module() -> None:
+    proc = _run_importtime("jobs", "--server", "http://127.0.0.1:9")
+    assert proc.returncode == 1
+    assert "no headwater server answers" in proc.stderr
+    assert _heavy(_modules(proc.stderr)) == []
+
+
+def test_each_command_is_loaded_from_the_module_that_registers_it() -> None:
+    _register()
+    found: dict[str, str] = {}
+    for command in app.registered_commands:
+        assert command.callback is not None
+        name = command.name or command.callback.__name__.lower().replace("_", "-")
+        found[name] = command.callback.__module__
+    for group in app.registered_groups:
+        assert group.name is not None
+        found[group.name] = next(
+            module
+            for module, loaded in sys.modules.items()
+            if module.startswith("headwater.cli.")
+            and any(value is group.typer_instance for value in vars(loaded).values())
+        )
+    assert found == {name: f"headwater.cli.{module}" for name, module in COMMAND_MODULES.items()}
+
+
+@pytest.mark.parametrize("command", ["dlq", "worker-tokens", "consumer", "send-event"])
+def test_a_command_alone_still_works(command: str) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "headwater", command, "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(headwater.__file__).parents[1])},
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage:" in proc.stdout

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 import headwater.cli.client_cmds
 import headwater.cli.http_client
 from headwater.cli import app
-from headwater.cli.http_client import HeadwaterClient
+from headwater.cli.http_client import HeadwaterClient, Request, Response
 from headwater.server.app import create_app
 from headwater.store.base import JobStatus, LogStream, StepStatus
 from tests.fakes import MASK, SECRET, FakeRuntime, InMemoryStore, add_step
@@ -357,13 +357,13 @@ def test_default_server_message(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without --server or HEADWATER_SERVER the client goes to the default address. The
     # connection is refused in-process, so whatever listens on 8080 on this machine
     # does not matter.
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("connection refused", request=request)
+    def refuse(request: Request) -> Response:
+        raise ConnectionRefusedError("connection refused")
 
     monkeypatch.setattr(  # the commands import the client when they run
         headwater.cli.http_client,
         "HeadwaterClient",
-        functools.partial(HeadwaterClient, transport=httpx.MockTransport(refuse)),
+        functools.partial(HeadwaterClient, transport=refuse),
     )
     result = hw("jobs")
     assert result.exit_code == 1

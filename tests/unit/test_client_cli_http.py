@@ -1,21 +1,32 @@
-"""HeadwaterClient against httpx.MockTransport: error mapping and follow resumption."""
+"""HeadwaterClient against a fake transport: error mapping and follow resumption."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 
-import httpx
 import pytest
 
 from headwater.cli import http_client
-from headwater.cli.http_client import ApiError, ClientError, HeadwaterClient, ServerUnreachable
+from headwater.cli.http_client import (
+    ApiError,
+    ClientError,
+    ConnectFailed,
+    HeadwaterClient,
+    Request,
+    Response,
+    ServerUnreachable,
+)
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[Request], Response]
 
 
 def client(handler: Handler, token: str | None = None) -> HeadwaterClient:
-    return HeadwaterClient("http://hw:8080", token, transport=httpx.MockTransport(handler))
+    return HeadwaterClient("http://hw:8080", token, transport=handler)
+
+
+def reply(status: int, data: object) -> Response:
+    return Response(status, json.dumps(data).encode())
 
 
 def ndjson(*records: object) -> bytes:
@@ -30,9 +41,9 @@ def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_token_is_sent_as_bearer() -> None:
     seen: list[str | None] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request.headers.get("authorization"))
-        return httpx.Response(200, json={"jobs": [], "next_before": None})
+    def handler(request: Request) -> Response:
+        seen.append(request.headers.get("Authorization"))
+        return reply(200, {"jobs": [], "next_before": None})
 
     client(handler, token="k1").list_jobs()
     client(handler).list_jobs()
@@ -43,9 +54,9 @@ def test_token_is_sent_as_bearer() -> None:
 def test_path_segments_are_quoted() -> None:
     paths: list[str] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        paths.append(request.url.raw_path.decode())
-        return httpx.Response(200, json={})
+    def handler(request: Request) -> Response:
+        paths.append(request.target)
+        return reply(200, {})
 
     client(handler).get_job("../tasks?x=1")
 
@@ -53,9 +64,9 @@ def test_path_segments_are_quoted() -> None:
 
 
 def test_api_error_carries_the_api_message() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         body = {"error": {"type": "conflict", "message": "already final", "details": {"a": 1}}}
-        return httpx.Response(409, json=body)
+        return reply(409, body)
 
     with pytest.raises(ApiError) as info:
         client(handler).cancel_job("j")
@@ -67,27 +78,27 @@ def test_api_error_carries_the_api_message() -> None:
 
 
 def test_non_json_error_body() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(502, text="<html>Bad Gateway</html>\n<body/>")
+    def handler(request: Request) -> Response:
+        return Response(502, b"<html>Bad Gateway</html>\n<body/>")
 
     with pytest.raises(ApiError, match=r"^HTTP 502 Bad Gateway: <html>Bad Gateway</html>$"):
         client(handler).get_job("j")
 
 
 def test_success_that_is_not_json() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, text="hello from nginx")
+    def handler(request: Request) -> Response:
+        return Response(200, b"hello from nginx")
 
     with pytest.raises(ClientError, match="is it a headwater server"):
         client(handler).get_job("j")
 
 
 def test_connect_error_and_timeout_messages() -> None:
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("refused", request=request)
+    def refuse(request: Request) -> Response:
+        raise ConnectFailed("refused")
 
-    def slow(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=request)
+    def slow(request: Request) -> Response:
+        raise TimeoutError("slow")
 
     with pytest.raises(ServerUnreachable, match="no headwater server answers at http://hw:8080"):
         client(refuse).list_jobs()
@@ -96,31 +107,31 @@ def test_connect_error_and_timeout_messages() -> None:
 
 
 def test_run_task_sends_input_and_idempotency_key() -> None:
-    seen: list[httpx.Request] = []
+    seen: list[Request] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
+    def handler(request: Request) -> Response:
         seen.append(request)
-        return httpx.Response(201, json={"job_id": "j", "created": True, "job": {}})
+        return reply(201, {"job_id": "j", "created": True, "job": {}})
 
     client(handler).run_task("hello", {"name": "x"}, idempotency_key="k")
 
-    assert json.loads(seen[0].content) == {"input": {"name": "x"}}
-    assert seen[0].headers["idempotency-key"] == "k"
+    assert json.loads(seen[0].body or b"") == {"input": {"name": "x"}}
+    assert seen[0].headers["Idempotency-Key"] == "k"
 
 
 def test_follow_resumes_after_a_stream_that_ended_early() -> None:
     calls: list[str | None] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        after = request.url.params.get("after")
+    def handler(request: Request) -> Response:
+        after = request.params.get("after")
         calls.append(after)
         if len(calls) == 1:  # the server restarted mid-job: no end event
-            return httpx.Response(200, content=ndjson({"seq": 1, "line": "a"}))
+            return Response(200, ndjson({"seq": 1, "line": "a"}))
         if len(calls) == 2:  # it could not read the store for a moment
-            return httpx.Response(200, content=ndjson({"event": "error", "message": "x"}))
-        return httpx.Response(
+            return Response(200, ndjson({"event": "error", "message": "x"}))
+        return Response(
             200,
-            content=ndjson({"seq": 2, "line": "b"}, {"event": "end", "status": "completed"}),
+            ndjson({"seq": 2, "line": "b"}, {"event": "end", "status": "completed"}),
         )
 
     records = list(client(handler).follow_logs("j"))
@@ -131,16 +142,16 @@ def test_follow_resumes_after_a_stream_that_ended_early() -> None:
 
 
 def test_follow_gives_up_after_repeated_early_ends() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=b"")
+    def handler(request: Request) -> Response:
+        return Response(200)
 
     with pytest.raises(ClientError, match="keeps ending before the job does"):
         list(client(handler).follow_logs("j", reconnects=2))
 
 
 def test_follow_of_unknown_job_raises_the_api_error() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(404, json={"error": {"type": "not_found", "message": "no job"}})
+    def handler(request: Request) -> Response:
+        return reply(404, {"error": {"type": "not_found", "message": "no job"}})
 
     with pytest.raises(ApiError, match="no job"):
         list(client(handler).follow_logs("j"))

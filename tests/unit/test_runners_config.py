@@ -35,6 +35,25 @@ def test_auto_offers_what_is_configured(tmp_path: Path, monkeypatch: pytest.Monk
     assert kinds({}) == {"local", "docker"}
 
 
+def test_auto_says_why_a_runner_is_not_offered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("headwater.runners.config.DEFAULT_DOCKER_SOCKET", tmp_path / "no.sock")
+    why = RunnersConfig.from_env({}).not_offered
+    no_sock = tmp_path / "no.sock"
+    assert why[RunnerKind.DOCKER] == f"DOCKER_HOST is not set and {no_sock} does not exist"
+    assert "KUBECONFIG is not set" in why[RunnerKind.POD]
+    assert "~/.kube/config alone does not count" in why[RunnerKind.POD]
+    monkeypatch.setattr("headwater.runners.config._installed", lambda package: False)
+    why = RunnersConfig.from_env({"DOCKER_HOST": "tcp://docker:2375"}).not_offered
+    assert why[RunnerKind.DOCKER] == (
+        "the 'docker' package is not installed: pip install 'headwater[runners]'"
+    )
+    assert "'kubernetes' package is not installed" in why[RunnerKind.POD]
+    assert RunnersConfig.from_env({"HEADWATER_RUNNERS": "local"}).not_offered == {}
+
+
 def test_an_explicit_list_is_taken_as_written() -> None:
     assert kinds({"HEADWATER_RUNNERS": "docker, pod"}) == {"docker", "pod"}
     with pytest.raises(ConfigError, match="unknown runner 'k8s'; choose from local, docker, pod"):

@@ -16,17 +16,17 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from headwater.cli import app
-from headwater.cli.run_cmds import api_keys
+from headwater.cli.keys import api_keys
 from headwater.defaults import DEFAULT_SERVER
-from headwater.store.base import JobStatus
+from headwater.statuses import JobStatus
 
 if TYPE_CHECKING:  # imported where used: --help does not load the HTTP client
+    from rich.console import Console
+
     from headwater.cli.http_client import HeadwaterClient
+    from headwater.cli.plain import Out
 
 __all__ = ["SHORT_ID", "cancel", "job", "jobs", "jobs_table", "logs", "short_id"]
 
@@ -69,6 +69,8 @@ STATUS_STYLE = {
 
 
 def _err() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
@@ -83,7 +85,7 @@ def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
         with HeadwaterClient(server, token) as client:
             yield client
     except ClientError as exc:
-        _err().print(f"error: {exc}", markup=False, soft_wrap=True)
+        typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
 
 
@@ -114,6 +116,8 @@ def jobs(
     token: TokenOpt = None,
 ) -> None:
     """List jobs, newest first."""
+    from headwater.cli.plain import Out
+
     with _client(server, token) as client:
         found = client.list_jobs(
             task=task,
@@ -125,23 +129,26 @@ def jobs(
     if as_json:
         _print_json(found)
         return
-    out = Console(highlight=False)
+    out = Out()
     if not found:
-        out.print("no jobs", style="dim")
+        out.line("no jobs", "dim")
         return
-    out.print(jobs_table(found, out.width))
+    for line in jobs_table(found, out.width, out):
+        out.line(line)
     waiting = [j for j in found if j.get("waiting_for")]
     if waiting:  # pending because no worker can run them: say so, not just "pending"
-        out.print(
-            f"{len(waiting)} pending job(s) wait for a worker: {escape(waiting[0]['waiting_for'])}",
-            style="yellow",
+        out.line(
+            f"{len(waiting)} pending job(s) wait for a worker: {waiting[0]['waiting_for']}",
+            "yellow",
         )
 
 
-def jobs_table(found: list[dict[str, Any]], width: int) -> Table:
-    """The jobs as a table that fits ``width`` columns. TASK is never dropped and keeps
-    up to 20 characters whatever the width; when room runs out, SOURCE is cut, then
-    CREATED loses its year, then SOURCE is dropped."""
+def jobs_table(found: list[dict[str, Any]], width: int, out: Out | None = None) -> list[str]:
+    """The jobs as the lines of a table that fits ``width`` columns. TASK is never dropped
+    and keeps up to 20 characters whatever the width; when room runs out, SOURCE is cut,
+    then CREATED loses its year, then SOURCE is dropped."""
+    from headwater.cli.plain import Cell, Column, Out, render_table
+
     sources = [_source(j) for j in found]
     task_len = max(len(j["task"]) for j in found)
     source_len = max(max((len(s) for s in sources), default=0), len("SOURCE"))
@@ -157,24 +164,25 @@ def jobs_table(found: list[dict[str, Any]], width: int) -> Table:
             task_w = min(task_len, max(20, room - source_len))
             source_w = min(source_len, room - task_w)
             break
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", no_wrap=True, width=SHORT_ID)
-    table.add_column("TASK", no_wrap=True, overflow="ellipsis", width=max(task_w, 4))
-    table.add_column("STATUS", no_wrap=True, width=len("cancelled"))
-    if source_w:
-        table.add_column("SOURCE", no_wrap=True, overflow="ellipsis", width=source_w)
-    table.add_column("CREATED", no_wrap=True, width=created_w)
-    table.add_column("DURATION", justify="right", no_wrap=True, width=len("DURATION"))
+    columns = [
+        Column("ID", SHORT_ID),
+        Column("TASK", max(task_w, 4)),
+        Column("STATUS", len("cancelled")),
+        *([Column("SOURCE", source_w)] if source_w else []),
+        Column("CREATED", created_w),
+        Column("DURATION", len("DURATION"), right=True),
+    ]
+    rows: list[list[Cell | str]] = []
     for j, source in zip(found, sources, strict=True):
-        status = "suspended" if j.get("suspended") else j["status"]
-        row = [escape(short_id(j["id"])), escape(j["task"]), _status(status)]
+        status = "suspended" if j.get("suspended") else str(j["status"])
+        row: list[Cell | str] = [short_id(j["id"]), j["task"], Cell(status, _style(status))]
         if source_w:
-            row.append(escape(source))
+            row.append(source)
         created = _when(j.get("created_at"))
         row.append(created if created_w == 19 or created == "-" else created[5:])
         row.append(_duration(j.get("started_at"), j.get("finished_at")))
-        table.add_row(*row)
-    return table
+        rows.append(row)
+    return render_table(out or Out(color=False), columns, rows)
 
 
 def short_id(job_id: str) -> str:
@@ -191,6 +199,10 @@ def job(
     token: TokenOpt = None,
 ) -> None:
     """Show one job with its steps."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     with _client(server, token) as client:
         data = client.get_job(job_id)
     if as_json:
@@ -285,6 +297,8 @@ def logs(
     token: TokenOpt = None,
 ) -> None:
     """Print a job's log lines, each prefixed with its step."""
+    from headwater.cli.plain import Out
+
     printer = _LogPrinter(as_json, timestamps=follow if timestamps is None else timestamps)
     final: str | None = None
     with _client(server, token) as client:
@@ -304,7 +318,8 @@ def logs(
             raise typer.Exit(130) from None
     if final is not None and final != JobStatus.COMPLETED.value:
         if not as_json:
-            _err().print(f"job {escape(job_id)} {_status(final)}")
+            err = Out(sys.stderr)
+            err.line(f"job {job_id} {err.style(final, _style(final))}")
         raise typer.Exit(1)
 
 
@@ -313,9 +328,11 @@ class _LogPrinter:
     recognisable when piped (no colours); headwater's own lines dimmed."""
 
     def __init__(self, as_json: bool, *, timestamps: bool = False) -> None:
+        from headwater.cli.plain import Out
+
         self.as_json = as_json
         self.timestamps = timestamps
-        self.out = Console(highlight=False)
+        self.out = Out()
 
     def json(self, record: Any) -> None:
         typer.echo(json.dumps(record, ensure_ascii=False))
@@ -324,20 +341,20 @@ class _LogPrinter:
         if self.as_json:
             self.json(record)
             return
-        step = escape(str(record.get("step") or "job"))
-        line = escape(str(record.get("line", "")))
+        paint = self.out.style
+        step = str(record.get("step") or "job")
+        line = str(record.get("line", ""))
         stream = record.get("stream")
         if stream == "stderr":
-            text = f"[cyan]\\[{step}:stderr][/cyan] [yellow]{line}[/yellow]"
+            text = f"{paint(f'[{step}:stderr]', 'cyan')} {paint(line, 'yellow')}"
         elif stream == "system":
-            text = f"[dim]\\[{step}] {line}[/dim]"
+            text = paint(f"[{step}] {line}", "dim")
         else:
-            text = f"[cyan]\\[{step}][/cyan] {line}"
+            text = f"{paint(f'[{step}]', 'cyan')} {line}"
         if self.timestamps:
-            text = f"[dim]{_clock(record.get('ts'))}[/dim] {text}"
-        # soft_wrap: a long line stays one line (terminals wrap it; pipes get it whole).
-        self.out.print(text, soft_wrap=True)
-        sys.stdout.flush()
+            text = f"{paint(_clock(record.get('ts')), 'dim')} {text}"
+        # One record, one line, never wrapped (terminals wrap it; pipes get it whole).
+        self.out.line(text)
 
 
 # -- cancel ---------------------------------------------------------------------------
@@ -353,6 +370,9 @@ def cancel(
     token: TokenOpt = None,
 ) -> None:
     """Cancel a job: at once when pending, via its worker when running."""
+    from rich.console import Console
+    from rich.markup import escape
+
     with _client(server, token) as client:
         data = client.cancel_job(job_id)
     if as_json:
@@ -368,8 +388,15 @@ def cancel(
 # -- formatting -----------------------------------------------------------------------
 
 
+def _style(status: str) -> str:
+    return STATUS_STYLE.get(status, "white")
+
+
 def _status(status: str) -> str:
-    style = STATUS_STYLE.get(status, "white")
+    """``status`` in its colour, as rich markup."""
+    from rich.markup import escape
+
+    style = _style(status)
     return f"[{style}]{escape(status)}[/{style}]"
 
 

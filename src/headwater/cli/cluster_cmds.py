@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from headwater.cli import app
+from headwater.cli.keys import api_keys
 from headwater.cli.run_cmds import (
     ApiKeysOpt,
     ConcurrencyOpt,
@@ -26,7 +25,6 @@ from headwater.cli.run_cmds import (
     PortOpt,
     RetentionOpt,
     _print_problems,
-    api_keys,
     check_port,
     default_db_url,
     retention_policy,
@@ -34,6 +32,8 @@ from headwater.cli.run_cmds import (
 from headwater.errors import HeadwaterError, WorkspaceError
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from headwater.cli.worker_config import WorkerConfig, load_worker_config
 
 __all__ = ["WorkerConfig", "load_worker_config"]
@@ -49,19 +49,24 @@ def __getattr__(name: str) -> Any:
 
 
 tokens_app = typer.Typer(
+    rich_markup_mode=None,
     help="Create, list and revoke the tokens remote workers authenticate with.",
     no_args_is_help=True,
 )
 app.add_typer(tokens_app, name="worker-tokens")
 
-_err = Console(stderr=True, highlight=False)
+
+def _err_console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False)
 
 
 def _fail(exc: HeadwaterError) -> typer.Exit:
     if isinstance(exc, WorkspaceError):
-        _print_problems(_err, exc)
+        _print_problems(_err_console(), exc)
     else:
-        _err.print(f"error: {exc}", markup=False)
+        _err_console().print(f"error: {exc}", markup=False)
     return typer.Exit(1)
 
 
@@ -113,6 +118,8 @@ def server(
 ) -> None:
     """Serve the API and /worker/* on a shared database, run the triggers this server owns
     (one owner per trigger across servers) and, with --worker, a local worker."""
+    import asyncio
+
     from headwater.distributed.server import ServerSettings, run_server
     from headwater.logging_setup import configure_logging
 
@@ -139,7 +146,7 @@ def server(
         artifacts_dir=artifacts_dir or Path(".headwater") / "artifacts",
     )
     try:
-        asyncio.run(run_server(settings, _err))
+        asyncio.run(run_server(settings, _err_console()))
     except HeadwaterError as exc:
         raise _fail(exc) from None
 
@@ -190,6 +197,8 @@ def worker_cmd(
     log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
+    import asyncio
+
     from headwater.cli.worker_config import WorkerConfig, load_worker_config
     from headwater.logging_setup import configure_logging
     from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
@@ -205,13 +214,13 @@ def worker_cmd(
         servers = _split(cfg.server if isinstance(cfg.server, list) else [cfg.server])
     secret = token or cfg.worker_token
     if not servers:
-        _err.print(
+        _err_console().print(
             "error: no server: pass --server URL, set HEADWATER_SERVER or `server:` "
             "in the worker config"
         )
         raise typer.Exit(2)
     if not secret:
-        _err.print(
+        _err_console().print(
             "error: no worker token: pass --token, set HEADWATER_WORKER_TOKEN or "
             "`worker_token:` in the worker config (create one with "
             "'headwater worker-tokens create NAME' next to the database)"
@@ -238,7 +247,9 @@ def worker_cmd(
             loop.add_signal_handler(sig, stop.set)
         shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
         shown = f"servers {', '.join(servers)} · tags {shown_tags}"
-        _err.print(f"headwater worker: {shown} · concurrency {settings.worker.concurrency}")
+        _err_console().print(
+            f"headwater worker: {shown} · concurrency {settings.worker.concurrency}"
+        )
         from headwater.node import freeze_startup_heap
 
         freeze_startup_heap()  # what is loaded by now lives as long as the process
@@ -252,6 +263,8 @@ def worker_cmd(
 
 # -- worker tokens ---------------------------------------------------------------------------
 def _with_store(db: str | None, action: Any) -> Any:
+    import asyncio
+
     from headwater.logging_setup import configure_logging
     from headwater.store.sql import open_store
 
@@ -292,7 +305,7 @@ def tokens_create(
         typer.echo(json.dumps({**issued.record.to_api(), "token": issued.token}))
         return
     typer.echo(issued.token)
-    _err.print(
+    _err_console().print(
         f"worker token {issued.record.id} ({name}) created; it is shown only now. "
         "Give it to the worker as worker_token: or HEADWATER_WORKER_TOKEN."
     )
@@ -301,6 +314,7 @@ def tokens_create(
 @tokens_app.command("list")
 def tokens_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List worker tokens (ids and names; the tokens themselves are not stored)."""
+    from rich.console import Console
 
     async def action(store: Any) -> list[Any]:
         return list(await store.list_worker_tokens())
@@ -331,6 +345,6 @@ def tokens_revoke(
         return bool(await store.revoke_worker_token(token_id))
 
     if not _with_store(db, action):
-        _err.print(f"error: no active worker token with id {token_id!r}", markup=False)
+        _err_console().print(f"error: no active worker token with id {token_id!r}", markup=False)
         raise typer.Exit(1)
     typer.echo(f"worker token {token_id} revoked")

@@ -12,15 +12,11 @@ needs the workspace (``--workspace PATH``) to validate the task's input.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from headwater.cli import app
 from headwater.cli.client_cmds import JsonOpt, ServerOpt, TokenOpt, _client, _err, _print_json
@@ -47,6 +43,7 @@ WorkspaceOpt = Annotated[
 ]
 
 dlq_app = typer.Typer(
+    rich_markup_mode=None,
     help="Dead letters: events that could not become jobs, and their replay.",
     no_args_is_help=True,
 )
@@ -71,6 +68,10 @@ def list_cmd(
     token: TokenOpt = None,
 ) -> None:
     """List dead letters, newest first (those not replayed yet, unless --all)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     if db is not None:
         found = _direct(db, lambda store: _list_direct(store, source_id, limit, not show_all))
     else:
@@ -124,6 +125,9 @@ def replay_cmd(
     A consumer's dead letter goes back through the outbox, for that consumer only.
 
     Exits 1 when any of them is still refused (its dead letter stays, with the reason)."""
+    from rich.console import Console
+    from rich.markup import escape
+
     parsed: dict[str, Any] | None = None
     if job_input is not None:
         try:
@@ -154,6 +158,8 @@ def replay_cmd(
 
 # -- direct mode (--db) --------------------------------------------------------------
 def _direct(db: str, work: Any) -> Any:
+    import asyncio
+
     async def run() -> Any:
         from headwater.store.sql import open_store
 

@@ -2,18 +2,23 @@
 
 Every failure surfaces as a ``ClientError`` whose message is one line a person can act
 on: the server is not there, it answered with an API error (its message), it timed out.
-The commands print that line; nobody sees an httpx traceback.
+The commands print that line; nobody sees a traceback.
+
+It speaks HTTP/1.1 through the standard library (``http.client``), not httpx: importing
+httpx and its dependencies took longer than the rest of ``headwater jobs`` together, and
+a command line that answers in a blink is what the client commands are for. ``transport``
+replaces the network in tests (a function from ``Request`` to ``Response``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
-
-import httpx
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit
 
 from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import HeadwaterError
@@ -22,8 +27,12 @@ __all__ = [
     "DEFAULT_SERVER",
     "ApiError",
     "ClientError",
+    "ConnectFailed",
     "HeadwaterClient",
+    "Request",
+    "Response",
     "ServerUnreachable",
+    "Transport",
 ]
 
 _API_PAGE = 1000  # the API's largest ``limit`` for jobs and its log page size
@@ -53,6 +62,89 @@ class ApiError(ClientError):
         super().__init__(message)
 
 
+class ConnectFailed(ConnectionError):
+    """No connection to the server could be opened (refused, unknown host, timed out)."""
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # path and query, as sent
+    headers: Mapping[str, str]
+    body: bytes | None = None
+    timeout: float | None = None  # for the answer; None: as long as it takes (a followed log)
+    connect_timeout: float = 10.0
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def params(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.target).query))
+
+
+@dataclass
+class Response:
+    """A response; ``lines`` (when given) yields the body as it arrives."""
+
+    status: int
+    body: bytes = b""
+    reason: str = ""
+    lines: Iterable[bytes] | None = None
+    close: Callable[[], None] = field(default=lambda: None)
+
+    def read(self) -> bytes:
+        if self.lines is not None:
+            self.body, self.lines = b"".join(self.lines), None
+        return self.body
+
+    def iter_lines(self) -> Iterator[bytes]:
+        if self.lines is None:
+            yield from self.body.splitlines()
+        else:
+            yield from self.lines
+
+    @property
+    def text(self) -> str:
+        return self.read().decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.read())
+
+
+Transport = Callable[[Request], Response]
+
+
+def _http_transport(scheme: str, netloc: str) -> Transport:
+    """One connection per request, like a person typing commands (no pool to keep)."""
+    import http.client
+
+    def send(request: Request) -> Response:
+        cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+        conn = cls(netloc, timeout=request.connect_timeout)
+        try:
+            conn.connect()
+        except OSError as exc:
+            conn.close()
+            raise ConnectFailed(str(exc)) from exc
+        conn.sock.settimeout(request.timeout)
+        try:
+            conn.request(request.method, request.target, body=request.body, headers=request.headers)
+            raw = conn.getresponse()
+        except BaseException:
+            conn.close()
+            raise
+
+        def lines() -> Iterator[bytes]:
+            while line := raw.readline():
+                yield line
+
+        return Response(raw.status, reason=raw.reason, lines=lines(), close=conn.close)
+
+    return send
+
+
 class HeadwaterClient:
     def __init__(
         self,
@@ -60,22 +152,25 @@ class HeadwaterClient:
         token: str | None = None,
         *,
         timeout: float = 10.0,
-        transport: httpx.BaseTransport | None = None,
+        transport: Transport | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.timeout = timeout
-        headers = {"Accept": "application/json", "User-Agent": "headwater-cli"}
+        self._headers = {"Accept": "application/json", "User-Agent": "headwater-cli"}
         if token:
-            headers["Authorization"] = f"Bearer {token}"
+            self._headers["Authorization"] = f"Bearer {token}"
         try:
-            self._http = httpx.Client(
-                base_url=self.server, headers=headers, timeout=timeout, transport=transport
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
+            url = urlsplit(self.server)
+            url.port  # noqa: B018 (raises on a port that is not a number)
+        except ValueError as exc:
             raise ClientError(f"--server {server!r} is not a valid URL ({exc})") from None
+        if url.scheme not in ("http", "https") or not url.hostname:
+            raise ClientError(f"--server {server!r} is not an http:// or https:// URL")
+        self._prefix = url.path.rstrip("/")
+        self._send = transport or _http_transport(url.scheme, url.netloc)
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing stays open between requests; kept for ``with``."""
 
     def __enter__(self) -> HeadwaterClient:
         return self
@@ -114,6 +209,11 @@ class HeadwaterClient:
             if not before:
                 break
         return jobs
+
+    def health(self) -> dict[str, Any]:
+        """``/healthz``: raises like every call when no headwater server answers."""
+        status: dict[str, Any] = self._request("GET", "/healthz")
+        return status
 
     def get_job(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", f"/api/jobs/{_seg(job_id)}")
@@ -225,36 +325,38 @@ class HeadwaterClient:
             if step:
                 params["step"] = step
             unreachable = False
+            resp: Response | None = None
             try:
                 # No read timeout: a quiet job may print nothing for hours.
-                timeout = httpx.Timeout(self.timeout, read=None)
-                with self._http.stream("GET", path, params=params, timeout=timeout) as resp:
-                    if resp.status_code >= 400:
-                        resp.read()
-                        raise _api_error(resp)
-                    connected = True
-                    for raw in resp.iter_lines():
-                        if not raw.strip():
-                            continue
-                        record: dict[str, Any] = json.loads(raw)
-                        event = record.get("event")
-                        if event == "end":
-                            yield record
-                            return
-                        if event is None:
-                            after = max(after, int(record.get("seq", after)))
-                            failures = 0
-                            yield record
-                        # {"event": "error"}: the server could not read the store; the
-                        # stream ends and is resumed below like a broken one.
-            except httpx.ConnectError:
+                resp = self._send(self._request_for("GET", path, params, None, timeout=None))
+                if resp.status >= 400:
+                    raise _api_error(resp)
+                connected = True
+                for raw in resp.iter_lines():
+                    if not raw.strip():
+                        continue
+                    record: dict[str, Any] = json.loads(raw)
+                    event = record.get("event")
+                    if event == "end":
+                        yield record
+                        return
+                    if event is None:
+                        after = max(after, int(record.get("seq", after)))
+                        failures = 0
+                        yield record
+                    # {"event": "error"}: the server could not read the store; the
+                    # stream ends and is resumed below like a broken one.
+            except (ConnectFailed, ConnectionRefusedError):
                 if not connected:
                     raise ServerUnreachable(self.server) from None
                 unreachable = True  # the server is restarting: keep trying a while
-            except (httpx.RemoteProtocolError, httpx.ReadError):
-                pass
-            except httpx.HTTPError as exc:
-                raise _transport_error(self.server, self.timeout, exc) from None
+            except ClientError:
+                raise
+            except (OSError, ValueError, _http_exception()):
+                pass  # the stream broke (or was cut mid-line): resume after the last record
+            finally:
+                if resp is not None:
+                    resp.close()
             failures += 1
             if failures > reconnects:
                 if unreachable:
@@ -265,12 +367,47 @@ class HeadwaterClient:
             time.sleep(min(0.25 * 2**failures, 5.0))
 
     # -- plumbing --------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _request_for(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: bytes | None,
+        *,
+        timeout: float | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Request:
+        target = self._prefix + path
+        if params:
+            target += "?" + urlencode({k: _param(v) for k, v in params.items()})
+        all_headers = dict(self._headers)
+        if body is not None:
+            all_headers["Content-Type"] = "application/json"
+        all_headers.update(headers or {})
+        return Request(method, target, all_headers, body, timeout, self.timeout)
+
+    def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        body = None if json is None else _dumps(json)
+        request = self._request_for(
+            method, path, params, body, timeout=self.timeout, headers=headers
+        )
         try:
-            resp = self._http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
+            resp = self._send(request)
+            try:
+                resp.read()
+            finally:
+                resp.close()
+        except Exception as exc:  # each becomes the one line the user reads
             raise _transport_error(self.server, self.timeout, exc) from None
-        if resp.status_code >= 400:
+        if resp.status >= 400:
             raise _api_error(resp)
         try:
             return resp.json()
@@ -281,24 +418,40 @@ class HeadwaterClient:
             ) from None
 
 
+def _dumps(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode()
+
+
+def _param(value: Any) -> str:
+    if isinstance(value, bool):  # the API reads booleans as true/false
+        return "true" if value else "false"
+    return str(value)
+
+
+def _http_exception() -> type[Exception]:
+    import http.client
+
+    return http.client.HTTPException
+
+
 def _seg(value: str) -> str:
     """A path segment: ids and task names must not smuggle ``/`` or ``?`` into the URL."""
-    from urllib.parse import quote
-
     return quote(value, safe="")
 
 
-def _transport_error(server: str, timeout: float, exc: httpx.HTTPError) -> ClientError:
-    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+def _transport_error(server: str, timeout: float, exc: Exception) -> ClientError:
+    import socket
+
+    if isinstance(exc, ConnectFailed | ConnectionRefusedError | socket.gaierror):
         return ServerUnreachable(server)
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, TimeoutError):
         return ClientError(f"the headwater server at {server} did not answer within {timeout:g}s")
-    if isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return ClientError(f"--server {server!r} is not an http:// or https:// URL")
-    return ClientError(f"talking to {server} failed: {exc}")
+    if isinstance(exc, ClientError):
+        return exc
+    return ClientError(f"talking to {server} failed: {exc or type(exc).__name__}")
 
 
-def _api_error(resp: httpx.Response) -> ApiError:
+def _api_error(resp: Response) -> ApiError:
     try:
         body = resp.json()
     except ValueError:
@@ -306,11 +459,22 @@ def _api_error(resp: httpx.Response) -> ApiError:
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         err = body["error"]
         return ApiError(
-            resp.status_code,
+            resp.status,
             str(err.get("type", "error")),
-            str(err.get("message", "")) or f"HTTP {resp.status_code}",
+            str(err.get("message", "")) or f"HTTP {resp.status}",
             err.get("details"),
         )
-    snippet = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else ""
-    message = f"HTTP {resp.status_code} {resp.reason_phrase}" + (f": {snippet}" if snippet else "")
-    return ApiError(resp.status_code, "http_error", message)
+    text = resp.text.strip()
+    snippet = text.splitlines()[0][:200] if text else ""
+    reason = resp.reason or _reason(resp.status)
+    message = f"HTTP {resp.status} {reason}".rstrip() + (f": {snippet}" if snippet else "")
+    return ApiError(resp.status, "http_error", message)
+
+
+def _reason(status: int) -> str:
+    from http import HTTPStatus
+
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""

@@ -3,13 +3,11 @@ outbox pipeline, straight on the database and Redis."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from headwater.cli import app
 from headwater.cli.run_cmds import (
@@ -32,15 +30,22 @@ from headwater.cli.sdk_cmds import (
 )
 from headwater.defaults import DEFAULT_REDIS_URL
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = ["publisher_app", "send_event_cmd"]
 
 publisher_app = typer.Typer(
-    help="The outbox publisher (SDK): outbox rows → Redis Streams.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="The outbox publisher (SDK): outbox rows → Redis Streams.",
+    no_args_is_help=True,
 )
 app.add_typer(publisher_app, name="publisher", rich_help_panel="Python SDK")
 
 
 def _json_object(value: str | None, option: str) -> dict[str, Any] | None:
+    from rich.console import Console
+
     if value is None:
         return None
     try:
@@ -98,6 +103,8 @@ def publisher_run(
 
 
 async def _publish(settings: Any, metrics_port: int | None) -> None:
+    import asyncio
+
     from headwater.sdk.metrics import PipelineMetrics
     from headwater.sdk.publisher import Publisher
     from headwater.sdk.redis_util import connect
@@ -174,6 +181,7 @@ def migrate_cmd(db: DbOpt = None) -> None:
 
     Every headwater command does it when it starts; run this first when your own code
     calls send_event() before any of them has run."""
+    from rich.console import Console
 
     async def migrate() -> str:
         from headwater.store.sql import open_store

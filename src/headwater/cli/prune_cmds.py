@@ -7,18 +7,18 @@ are never deleted.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from headwater.cli import app
 from headwater.cli.run_cmds import DbOpt, default_db_url
 from headwater.errors import ConfigError, HeadwaterError
 
 if TYPE_CHECKING:  # imported where used, so that ``headwater --help`` stays fast
+    from rich.console import Console
+
     from headwater.store.base import PruneCounts
     from headwater.store.retention import RetentionPolicy
 
@@ -75,6 +75,10 @@ def prune_cmd(
 ) -> None:
     """Delete finished jobs (with their steps and logs) and rejected events older than
     --older-than, in batches; prints progress, then the counts."""
+    import asyncio
+
+    from rich.console import Console
+
     from headwater.logging_setup import configure_logging
 
     configure_logging("warning")

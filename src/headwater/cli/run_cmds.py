@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import signal
@@ -13,13 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
 from headwater.cli import app
+from headwater.cli.keys import api_keys
 from headwater.errors import HeadwaterError, WorkspaceError
-from headwater.store.base import JobStatus, LogStream
+from headwater.statuses import JobStatus, LogStream
 
 if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
+    from rich.console import Console
+
     from headwater.store.base import JobRecord, LogRecord, Store
     from headwater.store.retention import RetentionPolicy
     from headwater.workspace.models import Workspace
@@ -43,6 +44,16 @@ DbOpt = Annotated[
         envvar=DB_ENV,
         help="Database URL: sqlite:///path.db or postgresql://user@host/db "
         "(default: .headwater/headwater.db in the current directory).",
+    ),
+]
+RunDbOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        envvar=DB_ENV,
+        help="Database URL to keep the job in: sqlite:///path.db or "
+        "postgresql://user@host/db (default: a temporary database, deleted when the job "
+        "ends).",
     ),
 ]
 ArtifactsDirOpt = Annotated[
@@ -74,15 +85,6 @@ ApiKeysOpt = Annotated[
         "(several: repeat the option, or separate them with commas).",
     ),
 ]
-
-
-def api_keys(values: list[str] | None) -> list[str]:
-    """The keys of ``--api-key`` / ``HEADWATER_API_KEY(S)``: the option repeated, or one
-    comma-separated value (how an environment variable carries several)."""
-    keys = [k for k in (values or []) if k]
-    if len(keys) == 1 and "," in keys[0]:
-        keys = [k.strip() for k in keys[0].split(",") if k.strip()]
-    return keys
 
 
 RetentionOpt = Annotated[
@@ -149,7 +151,7 @@ def run(
     input_json: Annotated[
         str, typer.Option("--input", "-i", help="The job input as a JSON object.")
     ] = "{}",
-    db: DbOpt = None,
+    db: RunDbOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the final job as JSON.")] = False,
     log_level: Annotated[
         LogLevel,
@@ -158,6 +160,10 @@ def run(
     artifacts_dir: ArtifactsDirOpt = None,
 ) -> None:
     """Run one job of TASK in the foreground, streaming its logs; exit 0 if it completed."""
+    import asyncio
+
+    from rich.console import Console
+
     from headwater.logging_setup import configure_logging
 
     configure_logging(log_level)
@@ -216,6 +222,8 @@ async def _run(
     interrupted: list[str],
     artifacts_dir: Path | None = None,
 ) -> JobRecord:
+    import asyncio
+
     from headwater.node import Node, NodeSettings
     from headwater.worker.worker import WorkerSettings
 
@@ -334,6 +342,10 @@ def up(
     ] = None,
 ) -> None:
     """Run the HTTP API, the triggers and a worker in one process (Ctrl-C stops it)."""
+    import asyncio
+
+    from rich.console import Console
+
     from headwater.logging_setup import configure_logging
 
     err = Console(stderr=True, highlight=False)
@@ -412,6 +424,8 @@ async def _up(
     artifacts_dir: Path | None = None,
     worker_tags: frozenset[str] = frozenset(),
 ) -> None:
+    import asyncio
+
     import uvicorn
 
     from headwater.node import Node, NodeSettings, freeze_startup_heap

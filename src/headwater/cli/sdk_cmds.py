@@ -7,17 +7,13 @@ consumer supervisor itself: an outbox pipeline does not need a headwater server.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from headwater.cli import app
 from headwater.cli.run_cmds import (
@@ -31,16 +27,25 @@ from headwater.cli.run_cmds import (
 from headwater.defaults import DEFAULT_REDIS_URL
 from headwater.errors import HeadwaterError
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
 __all__ = ["RedisOpt", "consumer_app", "consumers_app", "quarantine_app", "run_async"]
 
 T = TypeVar("T")
 
-consumers_app = typer.Typer(help="Registrations of a Python app (SDK).", no_args_is_help=True)
+consumers_app = typer.Typer(
+    rich_markup_mode=None, help="Registrations of a Python app (SDK).", no_args_is_help=True
+)
 consumer_app = typer.Typer(
-    help="Outbox consumers (SDK): run them, see their state.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Outbox consumers (SDK): run them, see their state.",
+    no_args_is_help=True,
 )
 quarantine_app = typer.Typer(
-    help="Consumers parked by crash-loop protection, and their release.", no_args_is_help=True
+    rich_markup_mode=None,
+    help="Consumers parked by crash-loop protection, and their release.",
+    no_args_is_help=True,
 )
 app.add_typer(consumers_app, name="consumers", rich_help_panel="Python SDK")
 app.add_typer(consumer_app, name="consumer", rich_help_panel="Python SDK")
@@ -71,11 +76,15 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 
 
 def _err() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
 def run_async(make: Callable[[], Awaitable[T]]) -> T:
     """Run a coroutine; HeadwaterError becomes one line on stderr and exit code 1."""
+    import asyncio
+
     import structlog
 
     if not structlog.is_configured():
@@ -101,6 +110,10 @@ def duration(value: str, option: str) -> float:
 
 # -- consumers list ----------------------------------------------------------------------
 def _list(spec: str, as_json: bool) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
     from headwater.sdk.loading import load_registry
 
     try:
@@ -225,6 +238,8 @@ def consumer_run(
 
 
 async def _supervise(spec: str, settings: Any) -> None:
+    import asyncio
+
     from headwater.sdk.consumers.supervisor import Supervisor
     from headwater.sdk.loading import load_registry
     from headwater.sdk.metrics import PipelineMetrics
@@ -262,6 +277,9 @@ def consumer_status(
     as_json: JsonFlag = False,
 ) -> None:
     """Leases, checkpoints, lag, failing events, dead letters and quarantine."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
 
     async def gather() -> dict[str, Any]:
         from headwater.sdk.redis_util import connect
@@ -324,6 +342,8 @@ def quarantine_list(
     db: DbOpt = None, app_name: AppFilter = None, as_json: JsonFlag = False
 ) -> None:
     """Quarantined consumers (they stay so across supervisor restarts)."""
+    from rich.console import Console
+    from rich.markup import escape
 
     async def gather() -> list[dict[str, Any]]:
         from headwater.sdk.consumers.quarantine import list_quarantined
@@ -356,6 +376,8 @@ def quarantine_release(
     db: DbOpt = None,
 ) -> None:
     """Release a quarantined consumer: a running supervisor respawns it at its next pass."""
+    from rich.console import Console
+    from rich.markup import escape
 
     async def release() -> dict[str, Any]:
         from headwater.sdk.consumers.quarantine import release_quarantine

@@ -5,10 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 from headwater.cli.client_cmds import _client
 
 __all__ = ["list_server_triggers", "trigger_action"]
@@ -24,13 +20,16 @@ _MIN_DETAIL_WIDTH = 24
 
 
 def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
+    from headwater.cli.plain import Cell, Column, Out, cut, render_table
+
     with _client(server, token) as client:
         rows = client.list_triggers()
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     headers = ("trigger", "type", "task", "state", "in flight", "accepted", "rejected")
-    cells: list[list[Text]] = []
+    cells: list[list[Cell]] = []
+    details: list[str] = []
     for row in rows:
         state: dict[str, Any] = row.get("state") or {}
         phase = state.get("state") or ("enabled" if row.get("enabled") else "disabled")
@@ -38,37 +37,34 @@ def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
         in_flight = state.get("in_flight")
         cells.append(
             [
-                Text(row["name"]),
-                Text(row["type"]),
-                Text(row.get("target_task") or row.get("task") or ""),
-                Text(phase, style=_PHASE_STYLE.get(phase, "")),
-                Text("" if in_flight is None else f"{in_flight}/{limit if limit else '∞'}"),
-                Text(str(state.get("events_accepted", ""))),
-                Text(str(state.get("events_rejected", ""))),
-                Text(" ".join(_detail(row, state).split())),
+                Cell(str(row["name"])),
+                Cell(str(row["type"])),
+                Cell(str(row.get("target_task") or row.get("task") or "")),
+                Cell(phase, _PHASE_STYLE.get(phase)),
+                Cell("" if in_flight is None else f"{in_flight}/{limit if limit else '∞'}"),
+                Cell(str(state.get("events_accepted", ""))),
+                Cell(str(state.get("events_rejected", ""))),
             ]
         )
-    console = Console(highlight=False)
+        details.append(" ".join(_detail(row, state).split()))
+    out = Out()
     # The detail (a consumer's last error can be a traceback) gets the width the other
-    # columns leave, on one line cut with "…" (wrapped, it took one word per line); on a
-    # screen too narrow for that, it goes under the table, one line per trigger.
-    widths = [max([len(h), *(c[i].cell_len for c in cells)]) for i, h in enumerate(headers)]
-    detail_width = console.width - sum(widths) - len(headers)  # one space between
+    # columns leave, on one line cut with "…"; on a screen too narrow for that, it goes
+    # under the table, one line per trigger.
+    widths = [max([len(h), *(len(c[i].text) for c in cells)]) for i, h in enumerate(headers)]
+    detail_width = out.width - sum(widths) - len(headers)  # one space between
     inline = detail_width >= _MIN_DETAIL_WIDTH
-    table = Table(box=None, pad_edge=False, padding=(0, 1, 0, 0))
-    for header in headers:
-        table.add_column(header, no_wrap=True)
+    columns = [Column(h, w) for h, w in zip(headers, widths, strict=True)]
     if inline:
-        table.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=detail_width)
-    for row_cells in cells:
-        table.add_row(*(row_cells if inline else row_cells[:-1]))
-    console.print(table)
+        longest = max([len("detail"), *map(len, details)])
+        columns.append(Column("detail", min(detail_width, longest)))
+        cells = [[*c, Cell(d)] for c, d in zip(cells, details, strict=True)]
+    for line in render_table(out, columns, cells, gap=1):
+        out.line(line)
     if not inline:
-        for row_cells in cells:
-            if row_cells[-1].plain:
-                line = Text(f"{row_cells[0].plain}: ") + row_cells[-1]
-                line.truncate(console.width, overflow="ellipsis")
-                console.print(line, no_wrap=True, overflow="ellipsis")
+        for row_cells, detail in zip(cells, details, strict=True):
+            if detail:
+                out.line(cut(f"{row_cells[0].text}: {detail}", out.width))
 
 
 def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:
@@ -104,4 +100,4 @@ def trigger_action(server: str, token: str | None, action: str, name: str, as_js
         return
     phase = (result.get("state") or {}).get("phase", "?")
     done = "restarted" if action == "restart" else "released"
-    Console(highlight=False).print(f"trigger {name} {done} (now {phase})")
+    print(f"trigger {name} {done} (now {phase})")

@@ -11,9 +11,6 @@ import json
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from headwater.cli import app
 from headwater.cli.client_cmds import (
@@ -31,6 +28,8 @@ from headwater.cli.client_cmds import (
 from headwater.defaults import DEFAULT_SERVER
 
 if TYPE_CHECKING:
+    from rich.table import Table
+
     from headwater.cli.http_client import HeadwaterClient
 
 __all__ = ["retry", "submit", "workers"]
@@ -107,6 +106,9 @@ def _started(
     follow: bool,
     as_json: bool,
 ) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+
     job_id = str(job["id"])
     if not wait:
         if as_json:
@@ -148,6 +150,8 @@ def workers(
     token: TokenOpt = None,
 ) -> None:
     """List the registered workers: tags, last heartbeat, the jobs they run."""
+    from rich.console import Console
+
     with _client(server, token) as client:
         found = client.list_workers()
     if as_json:
@@ -161,6 +165,9 @@ def workers(
 
 
 def workers_table(found: list[dict[str, Any]]) -> Table:
+    from rich.markup import escape
+    from rich.table import Table
+
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("NAME", no_wrap=True, overflow="ellipsis", min_width=8, ratio=2)
     table.add_column("TAGS", overflow="fold", ratio=2)

@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from headwater.cli import app
 from headwater.cli.client_cmds import ServerOpt, TokenOpt
@@ -22,6 +19,8 @@ from headwater.defaults import DEFAULT_SERVER
 from headwater.errors import Problem, Severity
 
 if TYPE_CHECKING:  # the workspace models load where used, so --help stays fast
+    from rich.console import Console
+
     from headwater.workspace.loader import Report
     from headwater.workspace.models import Task, Workspace
 
@@ -184,12 +183,17 @@ def trigger_rows(ws: Workspace) -> list[dict[str, Any]]:
 
 
 def _console() -> Console:
+    from rich.console import Console
+
     return Console(highlight=False, soft_wrap=True)
 
 
 @app.command()
 def tasks(path: PathArg, as_json: JsonOpt = False) -> None:
     """List the tasks a workspace defines."""
+    from rich.table import Table
+    from rich.text import Text
+
     rows = task_rows(_valid_workspace(path, as_json))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -263,6 +267,9 @@ def triggers(
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
         return
+    from rich.table import Table
+    from rich.text import Text
+
     table = Table("trigger", "type", "task", "enabled", "detail", box=None, pad_edge=False)
     for row in rows:
         table.add_row(

@@ -56,6 +56,8 @@ async def open_runners(config: RunnersConfig | None = None) -> dict[RunnerKind, 
         await _sweep("pod", pods.sweep_orphans(), config.kube.where)
         runners[RunnerKind.POD] = pods
     log.info("runners_offered", runners=sorted(kind.value for kind in runners))
+    for kind, reason in sorted(config.not_offered.items()):
+        log.info("runner_not_offered", runner=kind.value, reason=reason)
     return runners
 
 

@@ -204,6 +204,9 @@ class RunnersConfig:
     kinds: frozenset[RunnerKind] = frozenset({RunnerKind.LOCAL})
     docker: DockerConfig = dataclasses.field(default_factory=DockerConfig)
     kube: KubeConfig = dataclasses.field(default_factory=KubeConfig)
+    # With HEADWATER_RUNNERS=auto: why a runner is not offered (logged at start, so that
+    # "no worker has the tag pod" has its reason next to it).
+    not_offered: Mapping[RunnerKind, str] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> RunnersConfig:
@@ -213,11 +216,25 @@ class RunnersConfig:
         wanted = env.get("HEADWATER_RUNNERS", "auto").strip().lower() or "auto"
         if wanted == "auto":
             kinds = {RunnerKind.LOCAL}
-            if _installed("docker") and (docker.base_url or DEFAULT_DOCKER_SOCKET.exists()):
+            why: dict[RunnerKind, str] = {}
+            if not _installed("docker"):
+                why[RunnerKind.DOCKER] = _NOT_INSTALLED.format("docker")
+            elif not (docker.base_url or DEFAULT_DOCKER_SOCKET.exists()):
+                why[RunnerKind.DOCKER] = (
+                    f"DOCKER_HOST is not set and {DEFAULT_DOCKER_SOCKET} does not exist"
+                )
+            else:
                 kinds.add(RunnerKind.DOCKER)
-            if _installed("kubernetes") and (kube.in_cluster or kube.kubeconfig):
+            if not _installed("kubernetes"):
+                why[RunnerKind.POD] = _NOT_INSTALLED.format("kubernetes")
+            elif not (kube.in_cluster or kube.kubeconfig):
+                why[RunnerKind.POD] = (
+                    "not inside a cluster and KUBECONFIG is not set"
+                    " (~/.kube/config alone does not count)"
+                )
+            else:
                 kinds.add(RunnerKind.POD)
-            return cls(frozenset(kinds), docker, kube)
+            return cls(frozenset(kinds), docker, kube, why)
         kinds = set()
         for word in (w.strip() for w in wanted.split(",")):
             if not word:
@@ -237,6 +254,9 @@ class RunnersConfig:
                 )
             kinds.add(kind)
         return cls(frozenset(kinds), docker, kube)
+
+
+_NOT_INSTALLED = "the {!r} package is not installed: pip install 'headwater[runners]'"
 
 
 def _installed(package: str) -> bool:

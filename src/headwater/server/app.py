@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPBearer
+from fastapi_offline import FastAPIOffline
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -58,11 +59,18 @@ from headwater.server.runtime import Runtime, TriggerStateProvider
 from headwater.server.strict_json import StrictJsonMiddleware
 from headwater.telemetry.job_metrics import JobMetrics
 
-__all__ = ["DEFAULT_MAX_BODY_BYTES", "BodyLimitMiddleware", "create_app", "error_status"]
+__all__ = [
+    "DEFAULT_MAX_BODY_BYTES",
+    "DOCS_ASSETS",
+    "BodyLimitMiddleware",
+    "create_app",
+    "error_status",
+]
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 1_048_576
+DOCS_ASSETS = "/docs/assets"  # Swagger UI's and ReDoc's scripts, served by the server itself
 
 # Most specific first: the first class the error is an instance of decides.
 _ERROR_MAP: tuple[tuple[type[HeadwaterError], int, str], ...] = (
@@ -113,10 +121,15 @@ def create_app(
     if isinstance(runtime, TriggerStateProvider):
         metrics.on_scrape(trigger_state_refresher(metrics, runtime.trigger_states))
 
-    app = FastAPI(
+    # /docs and /redoc load their scripts from files of the fastapi-offline package, not
+    # from a CDN: they work on a machine without internet access, and the browser fetches
+    # nothing from a third party. No validator badge either (it calls swagger.io).
+    app = FastAPIOffline(
         title="headwater",
         version=__version__,
         description="Event-driven job orchestrator: jobs, logs, tasks and triggers.",
+        static_url=DOCS_ASSETS,
+        swagger_ui_parameters={"validatorUrl": None},
     )
     app.state.runtime = runtime
     app.state.metrics = metrics

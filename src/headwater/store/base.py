@@ -15,6 +15,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from headwater.errors import HeadwaterError
+from headwater.statuses import JobStatus, LogStream, StepStatus
 from headwater.store.notify import Subscription
 from headwater.telemetry.tracing import trace_id_of
 
@@ -47,39 +48,6 @@ __all__ = [
     "WorkerRecord",
     "WorkerTokenRecord",
 ]
-
-
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
-
-
-class StepStatus(StrEnum):
-    PENDING = "pending"
-    RUNNING = "running"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    # An approval step waiting for a person (Strøm's name); its job holds no worker.
-    SUSPENDED = "suspended"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
-
-
-class LogStream(StrEnum):
-    STDOUT = "stdout"
-    STDERR = "stderr"
-    SYSTEM = "system"  # headwater's own lines about the job (warnings, retries, timeouts)
 
 
 class Channel(StrEnum):
