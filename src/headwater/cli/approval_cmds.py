@@ -8,8 +8,6 @@ import json
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
 from headwater.cli import app
 from headwater.cli.client_cmds import (
@@ -46,6 +44,9 @@ def _show(data: dict[str, Any], step: str, as_json: bool) -> None:
         _print_json(data)
         return
     found: dict[str, Any] = next((s for s in data.get("steps", []) if s["name"] == step), {})
+    from rich.console import Console
+    from rich.markup import escape
+
     out = Console(highlight=False)
     out.print(
         f"job {escape(data['id'])} step {escape(step)} {_status(found.get('status', '?'))};"
