@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from headwater.core.status import LogStream
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.config import DockerConfig, PullPolicy
 from headwater.runners.containers import (
@@ -58,7 +59,6 @@ from headwater.runners.threads import (
     stopped_result,
 )
 from headwater.runners.watchdog import CleanupOrder, Watchdog
-from headwater.store.base import LogStream
 
 __all__ = ["DockerRunner", "container_request"]
 
