@@ -46,7 +46,6 @@ from headwater.runners.containers import (
 )
 from headwater.runners.identity import ProcessIdentity
 from headwater.runners.lines import CHUNK_SIZE
-from headwater.runners.quantities import cpu_nanos, memory_bytes
 from headwater.runners.threads import (
     ApiThreads,
     Reason,
@@ -59,6 +58,7 @@ from headwater.runners.threads import (
     stopped_result,
 )
 from headwater.runners.watchdog import CleanupOrder, Watchdog
+from headwater.workspace.quantities import cpu_nanos, memory_bytes
 
 __all__ = ["DockerRunner", "container_request"]
 
