@@ -18,6 +18,7 @@ import structlog
 
 from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
+from headwater.engine.control import ControlPlane
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.step_dirs import keep_artifacts, scratch_dirs
@@ -38,7 +39,6 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
 )
-from headwater.worker.control import ControlPlane
 from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
 from headwater.workspace.templating import TemplateEngine, build_context

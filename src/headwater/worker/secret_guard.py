@@ -17,6 +17,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from headwater.engine.control import ControlPlane
 from headwater.store.base import (
     Channel,
     JobRecord,
@@ -27,7 +28,6 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Subscription
-from headwater.worker.control import ControlPlane
 from headwater.workspace.secret_refs import has_references, unseal
 from headwater.workspace.secrets import Redactor
 

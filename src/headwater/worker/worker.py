@@ -21,11 +21,11 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.engine.control import ControlPlane
 from headwater.engine.executor import JobExecutor, JobOutcome
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream
 from headwater.store.notify import Subscription
-from headwater.worker.control import ControlPlane
 from headwater.workspace.models import Workspace
 
 __all__ = ["Worker", "WorkerSettings", "worker_name"]
