@@ -103,7 +103,7 @@ def server(
 ) -> None:
     """Serve the API and /worker/* on a shared database, run the triggers this server owns
     (one owner per trigger across servers) and, with --worker, a local worker."""
-    from headwater.distributed.server import ServerSettings, run_server
+    from headwater.app.server import ServerSettings, run_server
     from headwater.logging_setup import configure_logging
 
     try:

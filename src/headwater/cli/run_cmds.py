@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from headwater.app.embedded import EmbeddedServer as _EmbeddedServer
 from headwater.cli import app
 from headwater.errors import HeadwaterError, WorkspaceError
 from headwater.store.base import JobStatus, LogStream
@@ -458,30 +459,3 @@ async def _up(
             await asyncio.wait_for(serve, 10)
         stopper.cancel()
         await node.close()
-
-
-class _EmbeddedServer:
-    """uvicorn without its own signal handling (the node owns SIGINT/SIGTERM)."""
-
-    def __init__(self, config: Any) -> None:
-        import uvicorn
-
-        class _Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):  # type: ignore[no-untyped-def]
-                yield
-
-        self._server = _Server(config)
-
-    @property
-    def should_exit(self) -> bool:
-        return bool(self._server.should_exit)
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._server.should_exit = value
-
-    async def serve(self) -> None:
-        await self._server.serve()
-        if not self._server.started and not self._server.should_exit:
-            raise HeadwaterError("the HTTP server could not start (is the port in use?)")

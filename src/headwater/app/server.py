@@ -21,6 +21,7 @@ from pathlib import Path
 import structlog
 from rich.console import Console
 
+from headwater.app.embedded import EmbeddedServer
 from headwater.distributed.ownership import TriggerOwnership
 from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier
@@ -75,7 +76,6 @@ async def _sweep(
 async def run_server(s: ServerSettings, err: Console) -> None:
     import uvicorn
 
-    from headwater.cli.run_cmds import _EmbeddedServer
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
@@ -108,7 +108,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     ownership.on_change = wake_triggers
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
-    server: _EmbeddedServer | None = None
+    server: EmbeddedServer | None = None
     serve: asyncio.Task[None] | None = None
     service: WorkerService | None = None
     try:
@@ -129,7 +129,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
 
         hook_body_limit(node.workspace())
         node.on_reload.append(hook_body_limit)
-        server = _EmbeddedServer(
+        server = EmbeddedServer(
             uvicorn.Config(
                 app,
                 host=s.host,
