@@ -23,10 +23,10 @@ from rich.console import Console
 
 from headwater.app.embedded import EmbeddedServer
 from headwater.distributed.ownership import TriggerOwnership
-from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.errors import HeadwaterError
 from headwater.node import Node, NodeSettings, freeze_startup_heap
+from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import Store
 from headwater.store.retention import RetentionPolicy
 from headwater.store.sql import open_store

@@ -26,8 +26,7 @@ from typing import Any
 import httpx
 import structlog
 
-from headwater.distributed.service import ConsumerLease
-from headwater.distributed.wire import job_from_wire, log_to_wire, step_to_wire
+from headwater.distributed.wire import ConsumerLease, job_from_wire, log_to_wire, step_to_wire
 from headwater.errors import (
     AuthError,
     ConflictError,
