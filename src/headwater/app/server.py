@@ -78,8 +78,8 @@ async def run_server(s: ServerSettings, err: Console) -> None:
 
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
+    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
-    from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
     from headwater.url_secrets import hide_password
 
     require_api_key_for(s.host, list(s.api_keys))

@@ -394,7 +394,7 @@ async def _up(
     from headwater.node import Node, NodeSettings, freeze_startup_heap
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
-    from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
+    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
     from headwater.url_secrets import hide_password
     from headwater.worker.worker import WorkerSettings
 
