@@ -23,11 +23,19 @@ from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.errors import InputValidationError, NotFoundError
 from headwater.store.base import RejectedEvent, Store
 
-__all__ = ["ConsumerReplay", "ReplayOutcome", "ReplayStatus", "replay_dead_letters"]
+__all__ = [
+    "OUTBOX_CONSUMER_SOURCE_TYPE",
+    "ConsumerReplay",
+    "ReplayOutcome",
+    "ReplayStatus",
+    "replay_dead_letters",
+]
 
 log = structlog.get_logger(__name__)
 
-CONSUMER_SOURCE_TYPE = "consumer"  # headwater.sdk.consumers.sql.CONSUMER_SOURCE_TYPE
+# ``source_type`` of an SDK (outbox) consumer's dead letters; an event-source consumer's
+# jobs are ``triggers.event_source.CONSUMER_SOURCE_TYPE``, another thing.
+OUTBOX_CONSUMER_SOURCE_TYPE = "consumer"
 
 
 class ReplayStatus(StrEnum):
@@ -90,7 +98,7 @@ async def _replay_one(
     assert record.id is not None
     if record.replayed_at is not None:
         return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED, record.replay_job_id)
-    if record.source_type == CONSUMER_SOURCE_TYPE:
+    if record.source_type == OUTBOX_CONSUMER_SOURCE_TYPE:
         # An outbox consumer's dead letter: its event goes back through the outbox.
         if consumer_replay is None:
             return ReplayOutcome(
