@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, delete, exists, func, select, tuple_, update
+from sqlalchemy import Insert, delete, exists, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -262,7 +262,3 @@ async def cleanup_processed(
     )
     result: Any = await conn.execute(stmt)
     return int(result.rowcount or 0)
-
-
-def count_processed(consumer: str) -> Any:
-    return select(func.count()).where(processed_events.c.consumer_name == consumer)
