@@ -134,7 +134,9 @@ LogFormatOpt = Annotated[
 
 
 def default_db_url() -> str:
-    return f"sqlite:///{Path.cwd() / '.headwater' / 'headwater.db'}"
+    from headwater.store.urls import default_sqlite_url  # here: it loads SQLAlchemy
+
+    return default_sqlite_url(Path.cwd())
 
 
 def _print_problems(console: Console, exc: WorkspaceError) -> None:
