@@ -1,7 +1,7 @@
 """``HttpControlPlane``: the ControlPlane of a remote worker, over HTTP to the servers.
 
 One ``httpx.AsyncClient`` (keep-alive, HTTP/1.1) for everything. Log lines, step
-records and results go out in order through one ``SyncOutbox`` (one request carries all
+records and results go out in order through one ``SyncQueue`` (one request carries all
 that accumulated meanwhile); a result's request also claims the next jobs for the slots
 it frees. A request that cannot
 reach a server (refused, reset, 502-504) moves on to the next server of the list and is
@@ -46,7 +46,7 @@ from headwater.store.base import (
     WorkerRecord,
 )
 from headwater.store.notify import Broadcaster, Subscription
-from headwater.worker.outbox import SyncOutbox
+from headwater.worker.sync_queue import SyncQueue
 
 __all__ = ["HttpControlPlane"]
 
@@ -83,7 +83,7 @@ class HttpControlPlane:
             transport=transport,
         )
         self._broadcaster = Broadcaster()
-        self._outbox = SyncOutbox(self._sync)
+        self._sync_queue = SyncQueue(self._sync)
         self._closing = False
         self._polls: set[asyncio.Task[Any]] = set()
         self._watched: set[str] = set()  # non-final jobs read by get_job (sub-task children)
@@ -165,7 +165,7 @@ class HttpControlPlane:
 
     async def close(self) -> None:
         self.stop_waiting()
-        await self._outbox.close()
+        await self._sync_queue.close()
         self._broadcaster.close_all()
         await self._client.aclose()
 
@@ -307,21 +307,21 @@ class HttpControlPlane:
                 }
             results.append(item)
             size += 200 + len(json.dumps(output, default=str)) + len(error or "")
-        return await self._outbox.add_results(results, size)
+        return await self._sync_queue.add_results(results, size)
 
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
         wire = [step_to_wire(job_id, s) for s in steps]
         size = sum(300 + len(str(s.output or "")) + len(s.error or "") for s in steps)
-        await self._outbox.add_steps(wire, size)
+        await self._sync_queue.add_steps(wire, size)
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        await self._outbox.add_logs(
+        await self._sync_queue.add_logs(
             [log_to_wire(x) for x in lines], sum(len(x.line) + 100 for x in lines)
         )
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Until everything written so far reached a server."""
-        await self._outbox.drain(timeout)
+        await self._sync_queue.drain(timeout)
 
     async def _sync(self, batch: Any) -> list[bool]:
         body: dict[str, Any] = {
