@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 import headwater
-from headwater.sdk.consumers.settings import WorkerSettings
+from headwater.sdk.consumers.settings import ConsumerSettings
 from headwater.sdk.consumers.worker import ConsumerWorker
 from headwater.sdk.publisher import Publisher, PublisherSettings
 from headwater.sdk.redis_util import connect
@@ -80,7 +80,7 @@ class Pipeline:
     def worker(self, registration: Any, **overrides: Any) -> ConsumerWorker:
         assert isinstance(registration, ConsumerRegistration)
         self.streams.add(registration.stream)
-        settings = WorkerSettings(self.db_url, self.redis_url, **overrides)
+        settings = ConsumerSettings(self.db_url, self.redis_url, **overrides)
         w = ConsumerWorker(registration, settings, store=self.store, redis=self.redis)
         self.tasks.append(asyncio.create_task(w.run(self.stop)))
         return w

@@ -19,17 +19,17 @@ import uvicorn
 from prometheus_client import CollectorRegistry
 
 from headwater.distributed.ownership import TriggerOwnership, lease_name
-from headwater.distributed.service import (
-    ConsumerLease,
-    WorkerService,
-    WorkerServiceSettings,
-    consumer_lease_name,
-)
 from headwater.distributed.tokens import WorkerTokenVerifier, issue_token
 from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.server.routes_worker import create_worker_router
+from headwater.server.worker_service import (
+    ConsumerLease,
+    WorkerService,
+    WorkerServiceSettings,
+    consumer_lease_name,
+)
 from headwater.store.base import JobFilter, JobRecord, JobStatus, NewJob, StepStatus, Store
 from headwater.triggers.event_source import CONSUMER_SOURCE_TYPE, consumer_source_id
 from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings

@@ -13,11 +13,11 @@ import pytest
 import uvicorn
 
 from headwater.artifacts import ArtifactStore
-from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier, issue_token
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.server.routes_worker import create_worker_router
+from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import JobStatus
 from tests.integration.test_distributed import Cluster, _free_port, _until
 

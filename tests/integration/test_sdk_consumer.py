@@ -12,11 +12,12 @@ from sqlalchemy import text, update
 import headwater
 from headwater import Guarantee, StreamEvent
 from headwater.dispatch.dispatcher import Dispatcher
-from headwater.dispatch.replay import ReplayStatus, replay_dead_letters
+from headwater.dispatch.replay import ReplayStatus
 from headwater.errors import LeaseLostError
 from headwater.sdk.consumers import sql
 from headwater.sdk.consumers.handling import EventProcessor, make_sessions
 from headwater.sdk.consumers.settings import lease_name
+from headwater.sdk.dead_letters import replay_dead_letters
 from headwater.sdk.status import pipeline_status
 from headwater.store.ids import utcnow
 from headwater.store.tables import processed_events, rejected_events

@@ -20,8 +20,8 @@ from sqlalchemy import text
 
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
+from headwater.server.routes_webhooks import create_webhook_router
 from headwater.store.base import JobFilter, JobRecord, JobStatus
-from headwater.triggers.webhook import create_webhook_router
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.secret_refs import REFERENCE_PREFIX
 from tests.polling import join

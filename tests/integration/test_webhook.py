@@ -11,10 +11,14 @@ import pytest
 
 from headwater.dispatch.dispatcher import BatchingDispatcher, Dispatcher, Event
 from headwater.server.app import create_app
+from headwater.server.routes_webhooks import (
+    create_webhook_router,
+    max_webhook_body_bytes,
+    sign_body,
+)
 from headwater.store.base import InsertOutcome, JobFilter, JobStatus, Store
 from headwater.store.sql import open_store
 from headwater.triggers.context import CallbackTriggerContext
-from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes, sign_body
 from headwater.workspace.models import (
     Action,
     ActionType,

@@ -12,11 +12,11 @@ import httpx
 import pytest
 import uvicorn
 
-from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier, issue_token
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.server.routes_worker import create_worker_router
+from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import JobRecord, JobStatus, StepStatus
 from headwater.worker.worker import WorkerSettings
 from tests.integration.test_distributed import Cluster, _free_port, _until

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+import headwater.app.server as distributed_server
 import headwater.cli.cluster_cmds  # noqa: F401  (registers server)
 import headwater.cli.run_cmds as run_cmds
-import headwater.distributed.server as distributed_server
 import headwater.logging_setup as logging_setup
 from headwater.cli import _register, app
 

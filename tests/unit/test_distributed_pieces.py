@@ -16,7 +16,6 @@ from hypothesis import strategies as st
 
 from headwater.cli.worker_config import load_worker_config
 from headwater.distributed.bundle import build_bundle, revision_of, unpack_bundle
-from headwater.distributed.service import WorkerService
 from headwater.distributed.tokens import issue_token, parse_token, secret_digest
 from headwater.distributed.wire import (
     job_from_wire,
@@ -27,6 +26,7 @@ from headwater.distributed.wire import (
     step_to_wire,
 )
 from headwater.errors import ConfigError, HeadwaterError
+from headwater.server.worker_service import WorkerService
 from headwater.store.base import (
     JobRecord,
     JobStatus,

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from headwater import jsonsafe
 from headwater.errors import JsonValueError, TemplateError
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
-from headwater.triggers.webhook import _parse_body, _Refused
+from headwater.server.routes_webhooks import _parse_body, _Refused
 from headwater.workspace.templating import TemplateEngine
 
 EXAMPLES = int(os.environ.get("HEADWATER_PROPERTY_EXAMPLES", "150"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from headwater.runners.quantities import cpu_nanos, memory_bytes, resource_problems
+from headwater.workspace.quantities import cpu_nanos, memory_bytes, resource_problems
 
 
 @pytest.mark.parametrize(

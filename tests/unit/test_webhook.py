@@ -13,9 +13,13 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from headwater.server import routes_webhooks as webhook_module
+from headwater.server.routes_webhooks import (
+    create_webhook_router,
+    max_webhook_body_bytes,
+    sign_body,
+)
 from headwater.store.base import JobStatus
-from headwater.triggers import webhook as webhook_module
-from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes, sign_body
 from headwater.workspace.models import (
     Action,
     ActionType,

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from headwater.triggers.webhook import create_webhook_router
+from headwater.server.routes_webhooks import create_webhook_router
 from tests.unit.test_scheduler_fakes import FakeTriggerContext
 from tests.unit.test_webhook import SECRET, bearer, hook, make_ws, redact
 

@@ -19,8 +19,8 @@ import typer
 
 from headwater.cli import app
 from headwater.cli.keys import api_keys
+from headwater.core.status import JobStatus
 from headwater.defaults import DEFAULT_SERVER
-from headwater.statuses import JobStatus
 
 if TYPE_CHECKING:  # imported where used: --help does not load the HTTP client
     from rich.console import Console

@@ -120,7 +120,7 @@ def server(
     (one owner per trigger across servers) and, with --worker, a local worker."""
     import asyncio
 
-    from headwater.distributed.server import ServerSettings, run_server
+    from headwater.app.server import ServerSettings, run_server
     from headwater.logging_setup import configure_logging
 
     try:

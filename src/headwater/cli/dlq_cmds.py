@@ -190,7 +190,7 @@ async def _replay_direct(
     store: Any, ids: list[int], job_input: dict[str, Any] | None, workspace: Path | None
 ) -> list[dict[str, Any]]:
     from headwater.dispatch.dispatcher import Dispatcher
-    from headwater.dispatch.replay import replay_dead_letters
+    from headwater.sdk.dead_letters import replay_dead_letters
     from headwater.workspace import load_workspace
     from headwater.workspace.models import Workspace
 

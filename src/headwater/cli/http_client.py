@@ -249,10 +249,6 @@ class HeadwaterClient:
         )
         return result
 
-    def list_tasks(self) -> list[dict[str, Any]]:
-        tasks: list[dict[str, Any]] = self._request("GET", "/api/tasks")
-        return tasks
-
     def list_triggers(self) -> list[dict[str, Any]]:
         triggers: list[dict[str, Any]] = self._request("GET", "/api/triggers")
         return triggers

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from headwater.app.embedded import EmbeddedServer as _EmbeddedServer
 from headwater.cli import app
 from headwater.cli.keys import api_keys
+from headwater.core.status import JobStatus, LogStream
 from headwater.errors import HeadwaterError, WorkspaceError
-from headwater.statuses import JobStatus, LogStream
 
 if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
     from rich.console import Console
@@ -136,7 +137,9 @@ LogFormatOpt = Annotated[
 
 
 def default_db_url() -> str:
-    return f"sqlite:///{Path.cwd() / '.headwater' / 'headwater.db'}"
+    from headwater.store.urls import default_sqlite_url  # here: it loads SQLAlchemy
+
+    return default_sqlite_url(Path.cwd())
 
 
 def _print_problems(console: Console, exc: WorkspaceError) -> None:
@@ -431,7 +434,7 @@ async def _up(
     from headwater.node import Node, NodeSettings, freeze_startup_heap
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
-    from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
+    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
     from headwater.url_secrets import hide_password
     from headwater.worker.worker import WorkerSettings
     from headwater.workspace.tag_checks import unserved_steps
@@ -500,30 +503,3 @@ async def _up(
             await asyncio.wait_for(serve, 10)
         stopper.cancel()
         await node.close()
-
-
-class _EmbeddedServer:
-    """uvicorn without its own signal handling (the node owns SIGINT/SIGTERM)."""
-
-    def __init__(self, config: Any) -> None:
-        import uvicorn
-
-        class _Server(uvicorn.Server):
-            @contextlib.contextmanager
-            def capture_signals(self):  # type: ignore[no-untyped-def]
-                yield
-
-        self._server = _Server(config)
-
-    @property
-    def should_exit(self) -> bool:
-        return bool(self._server.should_exit)
-
-    @should_exit.setter
-    def should_exit(self, value: bool) -> None:
-        self._server.should_exit = value
-
-    async def serve(self) -> None:
-        await self._server.serve()
-        if not self._server.started and not self._server.should_exit:
-            raise HeadwaterError("the HTTP server could not start (is the port in use?)")

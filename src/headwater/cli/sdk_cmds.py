@@ -204,11 +204,11 @@ def consumer_run(
     Receiver-bound functions (@headwater.on_kafka …) run in one more supervised process,
     as jobs. Ctrl-C or SIGTERM stop the workers gracefully."""
     from headwater.logging_setup import configure_logging
-    from headwater.sdk.consumers.settings import SupervisorSettings, WorkerSettings
+    from headwater.sdk.consumers.settings import ConsumerSettings, SupervisorSettings
 
     configure_logging(log_level, log_format)
     try:
-        worker = WorkerSettings(
+        worker = ConsumerSettings(
             db_url=db or default_db_url(),
             redis_url=redis_url,
             batch_size=batch_size,

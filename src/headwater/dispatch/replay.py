@@ -4,11 +4,15 @@ The workspace has usually been fixed since (the task accepts the input now), or 
 operator supplies a corrected input. A replayed dead letter keeps its original dedup key,
 so a later redelivery of the same message from its broker is still a duplicate; without
 one it gets ``dlq:{id}``, so replaying twice never makes two jobs.
+
+An outbox consumer's dead letter goes back through the outbox instead, which is the SDK's
+business: the caller passes that path in (``consumer_replay``), and
+``headwater.sdk.dead_letters.replay_dead_letters`` is this function with it filled in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -19,11 +23,19 @@ from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.errors import InputValidationError, NotFoundError
 from headwater.store.base import RejectedEvent, Store
 
-__all__ = ["ReplayOutcome", "ReplayStatus", "replay_dead_letters"]
+__all__ = [
+    "OUTBOX_CONSUMER_SOURCE_TYPE",
+    "ConsumerReplay",
+    "ReplayOutcome",
+    "ReplayStatus",
+    "replay_dead_letters",
+]
 
 log = structlog.get_logger(__name__)
 
-CONSUMER_SOURCE_TYPE = "consumer"  # headwater.sdk.consumers.sql.CONSUMER_SOURCE_TYPE
+# ``source_type`` of an SDK (outbox) consumer's dead letters; an event-source consumer's
+# jobs are ``triggers.event_source.CONSUMER_SOURCE_TYPE``, another thing.
+OUTBOX_CONSUMER_SOURCE_TYPE = "consumer"
 
 
 class ReplayStatus(StrEnum):
@@ -49,11 +61,18 @@ class ReplayOutcome:
         }
 
 
+# Replays one outbox consumer's dead letter (store, record, replacement payload).
+ConsumerReplay = Callable[
+    [Store, RejectedEvent, Mapping[str, Any] | None], Awaitable[ReplayOutcome]
+]
+
+
 async def replay_dead_letters(
     store: Store,
     dispatcher: Dispatcher,
     ids: Sequence[int],
     job_input: Mapping[str, Any] | None = None,
+    consumer_replay: ConsumerReplay | None = None,
 ) -> list[ReplayOutcome]:
     """Replay each dead letter once; ``job_input`` replaces the stored payload."""
     found = {r.id: r for r in await store.get_rejected(ids)}
@@ -65,7 +84,7 @@ async def replay_dead_letters(
                 ReplayOutcome(rid, ReplayStatus.NOT_FOUND, reason="no such dead letter")
             )
             continue
-        outcomes.append(await _replay_one(store, dispatcher, record, job_input))
+        outcomes.append(await _replay_one(store, dispatcher, record, job_input, consumer_replay))
     return outcomes
 
 
@@ -74,15 +93,20 @@ async def _replay_one(
     dispatcher: Dispatcher,
     record: RejectedEvent,
     job_input: Mapping[str, Any] | None,
+    consumer_replay: ConsumerReplay | None,
 ) -> ReplayOutcome:
     assert record.id is not None
     if record.replayed_at is not None:
         return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED, record.replay_job_id)
-    if record.source_type == CONSUMER_SOURCE_TYPE:
+    if record.source_type == OUTBOX_CONSUMER_SOURCE_TYPE:
         # An outbox consumer's dead letter: its event goes back through the outbox.
-        from headwater.sdk.dead_letters import replay_consumer_dead_letter
-
-        return await replay_consumer_dead_letter(store, record, job_input)
+        if consumer_replay is None:
+            return ReplayOutcome(
+                record.id,
+                ReplayStatus.STILL_INVALID,
+                reason="a consumer's dead letter is replayed through the outbox (the SDK's replay)",
+            )
+        return await consumer_replay(store, record, job_input)
     if record.target_task is None:
         return ReplayOutcome(
             record.id, ReplayStatus.STILL_INVALID, reason="the dead letter names no target task"

@@ -7,6 +7,7 @@ exactly what the encoders produce and raise ``ValueError``/``KeyError`` on anyth
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from headwater.store.base import (
 )
 
 __all__ = [
+    "ConsumerLease",
     "job_from_wire",
     "job_to_wire",
     "log_from_wire",
@@ -28,6 +30,16 @@ __all__ = [
     "step_from_wire",
     "step_to_wire",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerLease:
+    """A remote worker's hold on an event-source consumer job, sent with each heartbeat."""
+
+    trigger: str
+    job_id: str
+    attempt: int
+    token: int
 
 
 def _ts(value: datetime | None) -> str | None:

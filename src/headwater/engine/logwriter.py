@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import structlog
 
+from headwater.engine.control import ControlPlane
 from headwater.store.base import LogLine
-from headwater.worker.control import ControlPlane
 
 __all__ = ["LogWriter"]
 

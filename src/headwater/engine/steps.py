@@ -19,6 +19,7 @@ import structlog
 from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.approval import is_approval, wait_for_approval
+from headwater.engine.control import ControlPlane
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.step_dirs import (
@@ -55,7 +56,6 @@ from headwater.store.base import (
     StepStatus,
     StepUpdate,
 )
-from headwater.worker.control import ControlPlane
 from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
 from headwater.workspace.multi import owner_secrets

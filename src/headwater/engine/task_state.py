@@ -36,7 +36,7 @@ from headwater.store.ids import utcnow
 from headwater.store.task_state import TaskStateRecord
 
 if TYPE_CHECKING:
-    from headwater.worker.control import ControlPlane
+    from headwater.engine.control import ControlPlane
     from headwater.workspace.models import Task, Workspace
 
 __all__ = [

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from headwater import jsonsafe
+from headwater.core.status import LogStream
 from headwater.errors import JsonValueError
-from headwater.store.base import LogStream
 from headwater.workspace.models import Language
 
 __all__ = [

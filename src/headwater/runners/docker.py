@@ -31,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from headwater.core.status import LogStream
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.config import DockerConfig, PullPolicy
 from headwater.runners.container_files import (
@@ -52,7 +53,6 @@ from headwater.runners.containers import (
 )
 from headwater.runners.identity import ProcessIdentity
 from headwater.runners.lines import CHUNK_SIZE
-from headwater.runners.quantities import cpu_nanos, memory_bytes
 from headwater.runners.threads import (
     ApiThreads,
     Reason,
@@ -65,7 +65,7 @@ from headwater.runners.threads import (
     stopped_result,
 )
 from headwater.runners.watchdog import CleanupOrder, Watchdog
-from headwater.store.base import LogStream
+from headwater.workspace.quantities import cpu_nanos, memory_bytes
 
 __all__ = ["DockerRunner", "container_request"]
 

@@ -19,7 +19,7 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["ProcessIdentity"]
+__all__ = ["ProcessIdentity", "pid_alive"]
 
 _PROC = Path("/proc")
 
@@ -58,9 +58,9 @@ class ProcessIdentity:
             now = _started(self.pid)
             if not now:
                 # No such pid now, or no /proc: fall back to a signal-0 probe.
-                return not _exists(self.pid)
+                return not pid_alive(self.pid)
             return now != self.started
-        return not _exists(self.pid)
+        return not pid_alive(self.pid)
 
 
 def _started(pid: int) -> str:
@@ -74,7 +74,8 @@ def _started(pid: int) -> str:
     return f"{boot}/{fields[19]}" if len(fields) > 19 else ""
 
 
-def _exists(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (another user's counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

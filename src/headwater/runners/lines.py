@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import codecs
 
+from headwater.core.status import LogStream
 from headwater.runners.base import LineSink
-from headwater.store.base import LogStream
 
 __all__ = ["CHUNK_SIZE", "LinePump", "LineSplitter", "decode_line"]
 

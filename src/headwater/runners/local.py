@@ -36,12 +36,12 @@ from typing import Any, Final
 
 import structlog
 
+from headwater.core.status import LogStream
 from headwater.errors import RunnerError
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.lines import LinePump
 from headwater.runners.process import ChildProcess, Reaper, resolve_reaper, spawn
 from headwater.runners.venvs import DependencyError, Installer, VenvCache, default_cache_dir
-from headwater.store.base import LogStream
 from headwater.workspace.models import Language
 
 __all__ = ["MAX_INLINE_SCRIPT_BYTES", "LocalRunner"]

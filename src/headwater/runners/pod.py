@@ -30,6 +30,7 @@ from typing import Any
 
 import structlog
 
+from headwater.core.status import LogStream
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.config import KubeConfig
 from headwater.runners.containers import (
@@ -72,7 +73,6 @@ from headwater.runners.threads import (
     stopped_result,
 )
 from headwater.runners.watchdog import CleanupOrder, Watchdog
-from headwater.store.base import LogStream
 
 __all__ = ["PodRunner"]
 

@@ -39,6 +39,8 @@ from headwater.runners.containers import (
     step_env,
 )
 from headwater.runners.identity import ProcessIdentity
+from headwater.workspace.pod_manifest import is_named_list as _named
+from headwater.workspace.pod_manifest import manifest_problems
 
 __all__ = [
     "MAIN_CONTAINER",
@@ -174,56 +176,6 @@ def deep_merge(base: Any, override: Any, key: str | None = None) -> Any:
 def _fresh(value: Any) -> Any:
     """A new value: a copy, where a ``null`` inside an object means "absent" as well."""
     return deep_merge({}, value) if isinstance(value, Mapping) else copy.deepcopy(value)
-
-
-def _named(value: Any) -> bool:
-    return (
-        isinstance(value, list)
-        and bool(value)
-        and all(isinstance(item, Mapping) and isinstance(item.get("name"), str) for item in value)
-    )
-
-
-def manifest_problems(manifest: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """``(path inside the manifest, problem)`` for fields headwater owns or cannot honour."""
-    problems: list[tuple[tuple[str | int, ...], str]] = []
-    for key in ("apiVersion", "kind"):
-        if key in manifest:
-            problems.append(((key,), f"`{key}` is always Pod v1; remove it"))
-    metadata = manifest.get("metadata")
-    if isinstance(metadata, Mapping):
-        if "name" in metadata:
-            problems.append(
-                (("metadata", "name"), "headwater names each pod (one per attempt); remove it")
-            )
-        if "namespace" in metadata:
-            problems.append(
-                (
-                    ("metadata", "namespace"),
-                    "the namespace is the worker's (HEADWATER_POD_NAMESPACE); remove it",
-                )
-            )
-    spec = manifest.get("spec")
-    if isinstance(spec, Mapping):
-        policy = spec.get("restartPolicy")
-        if policy is not None and policy != "Never":
-            problems.append(
-                (
-                    ("spec", "restartPolicy"),
-                    f"a step runs once (`restartPolicy: Never`), not {policy!r}; use `retry:`"
-                    " on the step to run it again",
-                )
-            )
-        containers = spec.get("containers")
-        if containers is not None and not _named(containers):
-            problems.append(
-                (
-                    ("spec", "containers"),
-                    "every container needs a `name`: `main` is the step's own container,"
-                    " any other name adds a sidecar",
-                )
-            )
-    return problems
 
 
 def privileged_problem(pod: Mapping[str, Any]) -> str | None:

@@ -25,9 +25,9 @@ from enum import StrEnum
 from functools import partial
 from typing import Any, Generic, TypeVar
 
+from headwater.core.status import LogStream
 from headwater.runners.base import LineSink, StepOutcome, StepResult, StepSpec
 from headwater.runners.lines import LineSplitter, decode_line
-from headwater.store.base import LogStream
 
 __all__ = [
     "ApiThreads",

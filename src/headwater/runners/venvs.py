@@ -41,11 +41,11 @@ from pathlib import Path
 
 import structlog
 
+from headwater.core.status import LogStream
 from headwater.errors import HeadwaterError
 from headwater.runners.base import LineSink
 from headwater.runners.lines import LinePump
 from headwater.runners.process import Reaper, resolve_reaper, spawn
-from headwater.store.base import LogStream
 
 __all__ = [
     "DependencyError",

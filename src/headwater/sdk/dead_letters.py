@@ -5,16 +5,21 @@ The replay is a new outbox row with the same event UUID and the metadata key
 already did, or skip it anyway). The dead letter is marked replayed in the same
 transaction, and only if it was not yet: replaying twice sends the event once. If the
 consumer fails on it again, the dead letter is re-opened with the new reason.
+
+``replay_dead_letters`` here is the dispatcher's replay with this path filled in: what the
+API and the CLI call.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import insert, update
 
+from headwater.dispatch.dispatcher import Dispatcher
 from headwater.dispatch.replay import ReplayOutcome, ReplayStatus
+from headwater.dispatch.replay import replay_dead_letters as replay_dispatched
 from headwater.errors import InvalidEventError
 from headwater.sdk.events import REPLAY_FOR_KEY
 from headwater.sdk.outbox import NOTIFY, outbox_row
@@ -22,7 +27,17 @@ from headwater.store.base import RejectedEvent, Store
 from headwater.store.ids import utcnow
 from headwater.store.tables import outbox_events, rejected_events
 
-__all__ = ["replay_consumer_dead_letter"]
+__all__ = ["replay_consumer_dead_letter", "replay_dead_letters"]
+
+
+async def replay_dead_letters(
+    store: Store,
+    dispatcher: Dispatcher,
+    ids: Sequence[int],
+    job_input: Mapping[str, Any] | None = None,
+) -> list[ReplayOutcome]:
+    """Replay each dead letter once, a consumer's through the outbox, others as jobs."""
+    return await replay_dispatched(store, dispatcher, ids, job_input, replay_consumer_dead_letter)
 
 
 async def replay_consumer_dead_letter(

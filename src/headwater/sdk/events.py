@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
+from headwater.store.ids import parse_id
+
 __all__ = [
     "CREATION_TS_KEY",
     "MARKER_FIELD",
@@ -81,11 +83,6 @@ class EntryKind(StrEnum):
     EVENT = "event"
     MARKER = "marker"  # the pipeline's own entry: skip, advance the checkpoint
     MALFORMED = "malformed"  # written by someone else, or damaged: dead-letter it
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def format_id(ms: int, seq: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumers.heartbeat import Heartbeat
-from headwater.sdk.consumers.settings import WorkerSettings
+from headwater.sdk.consumers.settings import ConsumerSettings
 from headwater.sdk.loading import app_root, load_registry
 from headwater.sdk.registry import Registry
 from headwater.workspace.models import Workspace
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m headwater.sdk.receiver_node APP")
     configure_logging(os.environ.get("HEADWATER_LOG_LEVEL", "info"),
                       os.environ.get("HEADWATER_LOG_FORMAT", "console"))  # fmt: skip
-    settings = WorkerSettings.from_json(os.environ[SETTINGS_ENV])
+    settings = ConsumerSettings.from_json(os.environ[SETTINGS_ENV])
     heartbeat = os.environ.get(HEARTBEAT_ENV)
     asyncio.run(run(args[0], settings.db_url, Path(heartbeat) if heartbeat else None))
 

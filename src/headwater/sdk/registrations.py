@@ -116,10 +116,6 @@ class ConsumerRegistration:
     def source(self) -> str:
         return f"outbox:{self.stream}"
 
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.function)
-
     def describe(self) -> dict[str, Any]:
         return {
             "name": self.name,

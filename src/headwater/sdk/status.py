@@ -9,8 +9,8 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
+from headwater.dispatch.replay import OUTBOX_CONSUMER_SOURCE_TYPE
 from headwater.sdk.consumers.quarantine import list_quarantined
-from headwater.sdk.consumers.sql import CONSUMER_SOURCE_TYPE
 from headwater.sdk.events import format_id
 from headwater.sdk.publisher import PUBLISHER_LEASE
 from headwater.sdk.redis_util import count_after, entry_lag_ms
@@ -48,7 +48,7 @@ async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -
                 await conn.execute(
                     select(rejected_events.c.source_id, func.count())
                     .where(
-                        rejected_events.c.source_type == CONSUMER_SOURCE_TYPE,
+                        rejected_events.c.source_type == OUTBOX_CONSUMER_SOURCE_TYPE,
                         rejected_events.c.replayed_at.is_(None),
                     )
                     .group_by(rejected_events.c.source_id)

@@ -10,7 +10,7 @@ from fastapi.params import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.dispatch.dispatcher import Dispatcher
-from headwater.dispatch.replay import replay_dead_letters
+from headwater.sdk.dead_letters import replay_dead_letters
 from headwater.server.routes_common import RuntimeDep
 
 __all__ = ["ReplayIn", "dead_letters_router"]

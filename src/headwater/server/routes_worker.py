@@ -35,11 +35,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from headwater.artifacts import ArtifactStore
-from headwater.distributed.service import ConsumerLease, WorkerService
 from headwater.distributed.tokens import WorkerTokenVerifier
-from headwater.distributed.wire import job_to_wire, log_from_wire, step_from_wire
+from headwater.distributed.wire import ConsumerLease, job_to_wire, log_from_wire, step_from_wire
 from headwater.errors import AuthError, NotFoundError
 from headwater.server.routes_worker_files import add_worker_file_routes
+from headwater.server.worker_service import WorkerService
 from headwater.store.base import JobRecord, JobStatus, WorkerTokenRecord
 
 __all__ = ["WORKER_BODY_LIMIT", "create_worker_router", "worker_bound"]

@@ -30,9 +30,9 @@ from fastapi import APIRouter, HTTPException, Request
 from pydantic import BaseModel, Field
 
 from headwater.artifacts import ArtifactStore
-from headwater.distributed.service import WorkerService
 from headwater.engine.task_state import MAX_STATE_FILES_BYTES
 from headwater.errors import ArtifactError, ConflictError
+from headwater.server.worker_service import WorkerService
 from headwater.store.base import JobRecord, WorkerTokenRecord
 from headwater.store.task_state import TaskStateRecord
 

@@ -9,15 +9,34 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
+# The records and statuses live in ``headwater.core``; they are re-exported here because
+# many modules (and users) import them from the store.
+from headwater.core.records import (
+    CursorRecord,
+    InsertOutcome,
+    JobFilter,
+    JobRecord,
+    Lease,
+    LogLine,
+    LogRecord,
+    NewJob,
+    PruneCounts,
+    RecoveredJob,
+    RejectedEvent,
+    StateRecord,
+    StepRecord,
+    StepUpdate,
+    StoreSize,
+    WorkerJobsReconciled,
+    WorkerRecord,
+    WorkerTokenRecord,
+)
+from headwater.core.status import Channel, JobStatus, LogStream, StepStatus
 from headwater.errors import HeadwaterError
-from headwater.statuses import JobStatus, LogStream, StepStatus
 from headwater.store.notify import Subscription
-from headwater.telemetry.tracing import trace_id_of
 
 if TYPE_CHECKING:
     from headwater.store.task_state import TaskStateRecord
@@ -48,330 +67,6 @@ __all__ = [
     "WorkerRecord",
     "WorkerTokenRecord",
 ]
-
-
-class Channel(StrEnum):
-    """Wake-up channels. Payloads are hints; listeners re-read the store. Any channel may
-    carry ``"*"``: something (unknown) changed, e.g. after a LISTEN reconnect."""
-
-    # new pending jobs; payload: ONE tag signature per notification (a signature itself
-    # contains commas, so several in one payload would be ambiguous)
-    JOBS = "headwater_jobs"
-    CANCEL = "headwater_cancel"  # payload: job id whose cancel was requested
-    FINISHED = "headwater_finished"  # payload: comma-separated job ids that reached a final state
-    LOGS = "headwater_logs"  # payload: job id that got new log lines
-    # an outbox row was committed (sent by ``headwater.send_event``); payload: its stream
-    OUTBOX = "headwater_outbox"
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    """A job to insert. ``dedup_key`` makes the insert idempotent (unique when set)."""
-
-    workspace: str
-    task: str
-    input: Mapping[str, Any]
-    source_type: str  # api | cli | scheduler | webhook | event_source | hook | task | <receiver>
-    source_id: str | None = None
-    dedup_key: str | None = None
-    tags: frozenset[str] = frozenset({"script"})  # every tag a worker needs to claim it
-    parent_job_id: str | None = None
-    max_attempts: int = 3  # claims allowed before recovery fails the job instead
-    id: str | None = None  # generated (time-ordered UUID) when None
-
-
-@dataclass(frozen=True, slots=True)
-class InsertOutcome:
-    id: str
-    created: bool  # False: a job with the same dedup key existed; ``id`` is that job's
-
-
-@dataclass(frozen=True, slots=True)
-class StepRecord:
-    job_id: str
-    name: str
-    action: str | None
-    status: StepStatus
-    exit_code: int | None = None
-    output: Any = None
-    error: str | None = None
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-    timeout_at: datetime | None = None  # a suspended approval step fails at this time
-
-    def to_api(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "action": self.action,
-            "status": self.status.value,
-            "exit_code": self.exit_code,
-            "output": self.output,
-            "error": self.error,
-            "attempts": self.attempts,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-        }
-        if self.timeout_at is not None:
-            data["timeout_at"] = _iso(self.timeout_at)
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class StepUpdate:
-    """Upserted by (job_id, name): the worker writes a step's whole current state."""
-
-    name: str
-    action: str | None
-    status: StepStatus
-    exit_code: int | None = None
-    output: Any = None
-    error: str | None = None
-    attempts: int = 0
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class JobRecord:
-    id: str
-    workspace: str
-    task: str
-    status: JobStatus
-    input: dict[str, Any]
-    output: Any
-    error: str | None
-    source_type: str
-    source_id: str | None
-    dedup_key: str | None
-    tags: frozenset[str]
-    parent_job_id: str | None
-    worker_id: str | None
-    attempt: int  # how many times it was claimed
-    max_attempts: int
-    cancel_requested: bool
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    steps: tuple[StepRecord, ...] = field(default=())  # filled by get_job only
-
-    @property
-    def suspended(self) -> bool:
-        """Waiting for an approval: running, but no worker holds it (``suspend_job``)."""
-        return self.status is JobStatus.RUNNING and self.worker_id is None
-
-    def to_api(self, include_steps: bool = True) -> dict[str, Any]:
-        """The job JSON of DESIGN.md (snake_case)."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "workspace": self.workspace,
-            "task": self.task,
-            "status": self.status.value,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "source_type": self.source_type,
-            "source_id": self.source_id,
-            "dedup_key": self.dedup_key,
-            "tags": sorted(self.tags),
-            "parent_job_id": self.parent_job_id,
-            "worker_id": self.worker_id,
-            "attempt": self.attempt,
-            "cancel_requested": self.cancel_requested,
-            "suspended": self.suspended,
-            # A task retry's previous attempt (Strøm's retry_of_job_id).
-            "retry_of_job_id": self.source_id if self.source_type == "retry" else None,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            # The job's OpenTelemetry trace id: derived from its UUIDv7 id, never stored.
-            "trace_id": trace_id_of(self.id),
-        }
-        if include_steps:
-            data["steps"] = [s.to_api() for s in self.steps]
-        return data
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    task: str | None = None
-    status: JobStatus | None = None
-    source_type: str | None = None
-    source_id: str | None = None
-    workspace: str | None = None
-    parent_job_id: str | None = None
-    limit: int = 100
-    before_id: str | None = None  # keyset pagination: jobs older than this id
-
-
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """A line to append; the store assigns ``LogRecord.seq`` (increasing per store)."""
-
-    job_id: str
-    step: str | None
-    stream: LogStream
-    line: str
-    ts: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class LogRecord:
-    seq: int
-    job_id: str
-    step: str | None
-    stream: LogStream
-    line: str
-    ts: datetime
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "step": self.step,
-            "stream": self.stream.value,
-            "line": self.line,
-            "ts": _iso(self.ts),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerRecord:
-    id: str
-    name: str
-    tags: frozenset[str]
-    started_at: datetime
-    last_heartbeat: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class RecoveredJob:
-    id: str
-    task: str
-    requeued: bool  # True: back to pending for another attempt; False: failed
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedEvent:
-    """An event that could not become a job (invalid input, undecodable payload)."""
-
-    id: int | None
-    source_type: str
-    source_id: str | None
-    target_task: str | None
-    payload: Any
-    reason: str
-    dedup_key: str | None
-    created_at: datetime | None = None
-    replayed_at: datetime | None = None  # set when ``headwater dlq replay`` made it a job
-    replay_job_id: str | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source_type": self.source_type,
-            "source_id": self.source_id,
-            "target_task": self.target_task,
-            "payload": self.payload,
-            "reason": self.reason,
-            "dedup_key": self.dedup_key,
-            "created_at": _iso(self.created_at),
-            "replayed_at": _iso(self.replayed_at),
-            "replay_job_id": self.replay_job_id,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class CursorRecord:
-    """An event-source trigger's last committed cursor (see ``Store.insert_jobs``)."""
-
-    trigger: str
-    cursor: str
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PruneCounts:
-    """Rows one retention batch deleted (or, in a dry run, would delete)."""
-
-    jobs: int = 0
-    steps: int = 0
-    logs: int = 0
-    rejected: int = 0
-
-    def __add__(self, other: PruneCounts) -> PruneCounts:
-        return PruneCounts(
-            self.jobs + other.jobs,
-            self.steps + other.steps,
-            self.logs + other.logs,
-            self.rejected + other.rejected,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class StoreSize:
-    """Rows per table (exact on SQLite, the planner's estimate on PostgreSQL) and the
-    database's size in bytes."""
-
-    rows: dict[str, int]
-    bytes: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class StateRecord:
-    """A component's durable state document (trigger lifecycle, checkpoint, lease)."""
-
-    namespace: str
-    key: str
-    value: dict[str, Any]
-    version: int  # 1 for the first write; compare-and-set on it
-    updated_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """Who holds ``name`` until when. ``token`` is the fencing token: it grows whenever the
-    holder changes, so work stamped with an older token is refused."""
-
-    name: str
-    owner: str
-    token: int
-    acquired_at: datetime
-    expires_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerTokenRecord:
-    """A worker token as stored: its public id and the SHA-256 of its secret part."""
-
-    id: str
-    name: str
-    secret_sha256: str
-    created_at: datetime
-    revoked_at: datetime | None = None
-    last_used_at: datetime | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        """Everything but the hash."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created_at": _iso(self.created_at),
-            "revoked_at": _iso(self.revoked_at),
-            "last_used_at": _iso(self.last_used_at),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class WorkerJobsReconciled:
-    """What a remote worker's heartbeat found when its job list met the store's."""
-
-    requeued: tuple[str, ...] = ()  # running as the worker's, unknown to it: back to pending
-    lost: tuple[str, ...] = ()  # the worker runs them, but they are no longer its
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
 
 
 class Store(abc.ABC):

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 __all__ = [
     "UuidV7Generator",
+    "parse_id",
     "parse_tags",
     "tag_signature",
     "utcnow",
@@ -108,6 +109,12 @@ class UuidV7Generator:
 def tag_signature(tags: Iterable[str]) -> str:
     """The tag signature a worker claims by: sorted distinct tags joined by ','."""
     return ",".join(sorted(set(tags)))
+
+
+def parse_id(entry_id: str) -> tuple[int, int]:
+    """A Redis stream entry id ``<ms>-<seq>`` as numbers (the SDK checkpoints by it)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
 
 
 def parse_tags(signature: str) -> frozenset[str]:

@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from headwater.store.base import JobRecord
+from headwater.core.records import JobRecord
 
 __all__ = ["UNTRIGGERED_SOURCES", "JobMetrics", "trigger_label"]
 

@@ -14,10 +14,11 @@ OpenTelemetry SDK (the ``otel`` extra) is imported, lazily: without it nothing c
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
+
+from headwater.core.trace import trace_id_of  # re-exported: callers know it from here
 
 if TYPE_CHECKING:
     from opentelemetry.context import Context
@@ -28,14 +29,6 @@ __all__ = ["Tracing", "otel_enabled", "trace_id_of", "tracing_from_env"]
 # Variables that say the user set up OpenTelemetry (exporter, endpoint, service name).
 _OTEL_VARS = ("OTEL_TRACES_EXPORTER", "OTEL_EXPORTER_OTLP_ENDPOINT",
               "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_SERVICE_NAME")  # fmt: skip
-
-
-def trace_id_of(job_id: str) -> str | None:
-    """The job's trace id: its UUID's 32 hex digits (None for a non-UUID id)."""
-    try:
-        return uuid.UUID(job_id).hex
-    except ValueError:
-        return None
 
 
 def otel_enabled(env: Mapping[str, str] | None = None) -> bool:

@@ -33,10 +33,6 @@ def consumer_trigger(ws: Workspace, job: JobRecord) -> tuple[str, EventSourceTri
     return None
 
 
-def _secret_context(secrets: Mapping[str, str]) -> dict[str, Any]:
-    return secret_scope(secrets)
-
-
 def consumer_env(
     ws: Workspace, templates: TemplateEngine, secrets: Mapping[str, str], job: JobRecord
 ) -> Mapping[str, str]:
@@ -44,7 +40,7 @@ def consumer_env(
     if found is None:
         return {}
     key, trigger = found
-    ctx = _secret_context(secrets)
+    ctx = secret_scope(secrets)
     return {
         k: str(templates.render(v, ctx, where=f"trigger {key!r} env {k!r}"))
         for k, v in trigger.env.items()
@@ -80,7 +76,7 @@ def consumer_line_hook(
         return None
     key, trigger = found
     where = f"trigger {key!r} input"
-    defaults = templates.render(trigger.input, _secret_context(secrets), where=where)
+    defaults = templates.render(trigger.input, secret_scope(secrets), where=where)
     event_key: Callable[[Mapping[str, Any]], str] | None = None
     template = trigger.dedup_key
     if template is not None:

@@ -1,7 +1,7 @@
 """``HttpControlPlane``: the ControlPlane of a remote worker, over HTTP to the servers.
 
 One ``httpx.AsyncClient`` (keep-alive, HTTP/1.1) for everything. Log lines, step
-records and results go out in order through one ``SyncOutbox`` (one request carries all
+records and results go out in order through one ``SyncQueue`` (one request carries all
 that accumulated meanwhile); a result's request also claims the next jobs for the slots
 it frees. A request that cannot
 reach a server (refused, reset, 502-504) moves on to the next server of the list and is
@@ -28,8 +28,7 @@ from urllib.parse import quote
 import httpx
 import structlog
 
-from headwater.distributed.service import ConsumerLease
-from headwater.distributed.wire import job_from_wire, log_to_wire, step_to_wire
+from headwater.distributed.wire import ConsumerLease, job_from_wire, log_to_wire, step_to_wire
 from headwater.errors import (
     AuthError,
     ConflictError,
@@ -50,7 +49,7 @@ from headwater.store.base import (
 )
 from headwater.store.notify import Broadcaster, Subscription
 from headwater.store.task_state import TaskStateRecord
-from headwater.worker.outbox import SyncOutbox
+from headwater.worker.sync_queue import SyncQueue
 
 __all__ = ["HttpControlPlane"]
 
@@ -87,7 +86,7 @@ class HttpControlPlane:
             transport=transport,
         )
         self._broadcaster = Broadcaster()
-        self._outbox = SyncOutbox(self._sync)
+        self._sync_queue = SyncQueue(self._sync)
         self._closing = False
         self._polls: set[asyncio.Task[Any]] = set()
         self._watched: set[str] = set()  # non-final jobs read by get_job (sub-task children)
@@ -174,7 +173,7 @@ class HttpControlPlane:
 
     async def close(self) -> None:
         self.stop_waiting()
-        await self._outbox.close()
+        await self._sync_queue.close()
         self._broadcaster.close_all()
         await self._client.aclose()
 
@@ -316,7 +315,7 @@ class HttpControlPlane:
                 }
             results.append(item)
             size += 200 + len(json.dumps(output, default=str)) + len(error or "")
-        return await self._outbox.add_results(results, size)
+        return await self._sync_queue.add_results(results, size)
 
     async def suspend_job(
         self, job_id: str, worker_id: str, waiting: Mapping[str, datetime | None]
@@ -327,7 +326,7 @@ class HttpControlPlane:
             "status": "running",
             "waiting": {k: v.isoformat() if v else None for k, v in waiting.items()},
         }
-        (changed,) = await self._outbox.add_results([item], 300 + 100 * len(waiting))
+        (changed,) = await self._sync_queue.add_results([item], 300 + 100 * len(waiting))
         return changed
 
     async def release_job(
@@ -348,16 +347,16 @@ class HttpControlPlane:
     async def upsert_steps(self, job_id: str, steps: Sequence[StepUpdate]) -> None:
         wire = [step_to_wire(job_id, s) for s in steps]
         size = sum(300 + len(str(s.output or "")) + len(s.error or "") for s in steps)
-        await self._outbox.add_steps(wire, size)
+        await self._sync_queue.add_steps(wire, size)
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
-        await self._outbox.add_logs(
+        await self._sync_queue.add_logs(
             [log_to_wire(x) for x in lines], sum(len(x.line) + 100 for x in lines)
         )
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Until everything written so far reached a server."""
-        await self._outbox.drain(timeout)
+        await self._sync_queue.drain(timeout)
 
     async def _sync(self, batch: Any) -> list[bool]:
         body: dict[str, Any] = {

@@ -19,8 +19,8 @@ from typing import Any
 import structlog
 
 from headwater.distributed.bundle import is_cached, unpack_bundle
-from headwater.distributed.service import ConsumerLease
 from headwater.distributed.tokens import parse_token
+from headwater.distributed.wire import ConsumerLease
 from headwater.engine.executor import JobExecutor
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner

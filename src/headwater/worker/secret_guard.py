@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from headwater.engine.control import ControlPlane
 from headwater.store.base import (
     Channel,
     JobRecord,
@@ -29,7 +30,6 @@ from headwater.store.base import (
 )
 from headwater.store.notify import Subscription
 from headwater.store.task_state import TaskStateRecord
-from headwater.worker.control import ControlPlane
 from headwater.workspace.secret_refs import has_references, unseal
 from headwater.workspace.secrets import Redactor
 

@@ -21,11 +21,12 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.engine.control import ControlPlane
 from headwater.engine.executor import JobExecutor, JobOutcome
 from headwater.engine.logwriter import LogWriter
+from headwater.runners.identity import pid_alive
 from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, LogStream
 from headwater.store.notify import Subscription
-from headwater.worker.control import ControlPlane
 from headwater.workspace.models import Workspace
 
 __all__ = ["Worker", "WorkerSettings", "worker_name"]
@@ -365,20 +366,10 @@ class Worker:
             if w_host != host or not pid_text.isdigit():
                 continue
             pid = int(pid_text)
-            if pid == os.getpid() or _pid_alive(pid):
+            if pid == os.getpid() or pid_alive(pid):
                 continue
             log.info("dead_worker_forgotten", worker_id=w.id, pid=pid)
             await self.store.deregister_worker(w.id)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _now() -> datetime:

@@ -28,7 +28,7 @@ from headwater.errors import TemplateError
 from headwater.workspace.models import Workspace
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["MASK", "Redactor", "resolve_secrets", "secret_context"]
+__all__ = ["MASK", "Redactor", "resolve_secrets", "secrets_section_context"]
 
 MASK = "••••••"
 _MIN_SECRET_LENGTH = 3
@@ -37,7 +37,7 @@ _MIN_SECRET_LENGTH = 3
 _MIN_SECRET_LINE_LENGTH = 8
 
 
-def secret_context(root: Path, environ: Mapping[str, str]) -> dict[str, Any]:
+def secrets_section_context(root: Path, environ: Mapping[str, str]) -> dict[str, Any]:
     """What a ``secrets:`` template can read: ``env`` and ``file()``."""
 
     def read_file(path: str) -> str:
@@ -61,7 +61,7 @@ def resolve_secrets(
 ) -> dict[str, str]:
     """Render every secret; raises TemplateError naming the first secret that fails."""
     engine = engine or TemplateEngine()
-    context = secret_context(ws.root, environ)
+    context = secrets_section_context(ws.root, environ)
     resolved: dict[str, str] = {}
     for name, template in ws.secrets.items():
         resolved[name] = _render_secret(engine, name, template, context)
@@ -72,7 +72,7 @@ def check_secrets(
     ws: Workspace, environ: Mapping[str, str], engine: TemplateEngine
 ) -> dict[str, str]:
     """Render each secret on its own: ``{name: why it failed}`` for the ones that fail."""
-    context = secret_context(ws.root, environ)
+    context = secrets_section_context(ws.root, environ)
     failures: dict[str, str] = {}
     for name, template in ws.secrets.items():
         try:

@@ -14,8 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.errors import Problem, Severity
-from headwater.runners.pod_spec import manifest_problems
-from headwater.runners.quantities import resource_problems
 from headwater.workspace.cron import cron_problem, timezone_problem
 from headwater.workspace.hooks import is_approval_step
 from headwater.workspace.models import (
@@ -31,6 +29,8 @@ from headwater.workspace.models import (
     WebhookTrigger,
     Workspace,
 )
+from headwater.workspace.pod_manifest import manifest_problems
+from headwater.workspace.quantities import resource_problems
 from headwater.workspace.schema_errors import describe, did_you_mean, field_label
 from headwater.workspace.template_ast import shell_warning
 from headwater.workspace.templating import RESERVED_NAMES, TemplateEngine

@@ -9,7 +9,7 @@ from typing import Any
 
 from headwater.defaults import DEFAULT_REDIS_URL
 
-__all__ = ["DEFAULT_REDIS_URL", "SupervisorSettings", "WorkerSettings", "lease_name"]
+__all__ = ["DEFAULT_REDIS_URL", "ConsumerSettings", "SupervisorSettings", "lease_name"]
 
 DAY = 86_400.0
 
@@ -20,7 +20,9 @@ def lease_name(stream: str, consumer: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class WorkerSettings:
+class ConsumerSettings:
+    """One SDK consumer process's settings (the job worker's are ``worker.WorkerSettings``)."""
+
     db_url: str
     redis_url: str = DEFAULT_REDIS_URL
     batch_size: int = 100  # max events per XREAD
@@ -43,7 +45,7 @@ class WorkerSettings:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> WorkerSettings:
+    def from_json(cls, text: str) -> ConsumerSettings:
         data: dict[str, Any] = json.loads(text)
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
@@ -51,7 +53,7 @@ class WorkerSettings:
 
 @dataclass(frozen=True, slots=True)
 class SupervisorSettings:
-    worker: WorkerSettings
+    worker: ConsumerSettings
     poll_interval: float = 5.0  # seconds between spawn passes (quarantine release seen)
     heartbeat_dir: Path = Path("/tmp/headwater/consumer-heartbeats")
     heartbeat_timeout: float = 30.0  # kill a worker silent for this long

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, delete, exists, func, select, tuple_, update
+from sqlalchemy import Insert, delete, exists, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from headwater.dispatch.replay import OUTBOX_CONSUMER_SOURCE_TYPE
 from headwater.store.ids import utcnow
 from headwater.store.tables import (
     consumer_checkpoints,
@@ -23,7 +24,6 @@ from headwater.store.tables import (
 )
 
 __all__ = [
-    "CONSUMER_SOURCE_TYPE",
     "Checkpoint",
     "Fence",
     "advance_checkpoint",
@@ -38,8 +38,6 @@ __all__ = [
     "upsert_dead_letter",
 ]
 
-# ``source_type`` of the consumers' dead letters (``headwater dlq list`` shows them).
-CONSUMER_SOURCE_TYPE = "consumer"
 
 Executor = AsyncSession | AsyncConnection
 
@@ -225,7 +223,7 @@ async def upsert_dead_letter(
     )(
         rejected_events
     ).values(
-        source_type=CONSUMER_SOURCE_TYPE,
+        source_type=OUTBOX_CONSUMER_SOURCE_TYPE,
         source_id=consumer,
         target_task=None,  # the payload holds the event, with its stream
         payload=payload,
@@ -264,7 +262,3 @@ async def cleanup_processed(
     )
     result: Any = await conn.execute(stmt)
     return int(result.rowcount or 0)
-
-
-def count_processed(consumer: str) -> Any:
-    return select(func.count()).where(processed_events.c.consumer_name == consumer)

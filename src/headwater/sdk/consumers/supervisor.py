@@ -69,7 +69,6 @@ class Unit:
     started: float = 0.0
     waiter: asyncio.Task[int] | None = None
     restarts: int = 0
-    last_exit: int | None = None
     owner: str = ""  # the lease owner the running worker was told to be
 
 
@@ -187,7 +186,7 @@ class Supervisor:
                 continue
             code = unit.waiter.result()
             pid = unit.proc.pid if unit.proc else None
-            unit.proc, unit.waiter, unit.last_exit = None, None, code
+            unit.proc, unit.waiter = None, None
             log.warning(
                 "supervisor_worker_exited",
                 consumer=unit.key,

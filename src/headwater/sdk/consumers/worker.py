@@ -34,7 +34,7 @@ from headwater.errors import LeaseLostError
 from headwater.sdk.consumers import sql
 from headwater.sdk.consumers.handling import EventProcessor, HandlerFailed, make_sessions
 from headwater.sdk.consumers.heartbeat import Heartbeat
-from headwater.sdk.consumers.settings import WorkerSettings, lease_name
+from headwater.sdk.consumers.settings import ConsumerSettings, lease_name
 from headwater.sdk.events import (
     REPLAY_FOR_KEY,
     EntryKind,
@@ -64,7 +64,7 @@ class ConsumerWorker:
     def __init__(
         self,
         registration: ConsumerRegistration,
-        settings: WorkerSettings,
+        settings: ConsumerSettings,
         *,
         store: SqlStore,
         redis: Any,

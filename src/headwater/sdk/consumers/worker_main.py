@@ -17,7 +17,7 @@ from pathlib import Path
 
 from headwater.logging_setup import configure_logging
 from headwater.sdk.consumers.heartbeat import Heartbeat
-from headwater.sdk.consumers.settings import WorkerSettings
+from headwater.sdk.consumers.settings import ConsumerSettings
 from headwater.sdk.consumers.supervisor import HEARTBEAT_ENV, OWNER_ENV, SETTINGS_ENV
 from headwater.sdk.consumers.worker import ConsumerWorker
 from headwater.sdk.loading import load_registry
@@ -28,7 +28,7 @@ from headwater.store.sql import open_store
 __all__ = ["main"]
 
 
-async def run(spec: str, name: str, settings: WorkerSettings, heartbeat: Path | None) -> None:
+async def run(spec: str, name: str, settings: ConsumerSettings, heartbeat: Path | None) -> None:
     registration = load_registry(spec).get(name)
     if not isinstance(registration, ConsumerRegistration):
         raise SystemExit(f"{name!r} is not an outbox consumer")
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m headwater.sdk.consumers.worker_main APP NAME")
     configure_logging(os.environ.get("HEADWATER_LOG_LEVEL", "info"),
                       os.environ.get("HEADWATER_LOG_FORMAT", "console"))  # fmt: skip
-    settings = WorkerSettings.from_json(os.environ[SETTINGS_ENV])
+    settings = ConsumerSettings.from_json(os.environ[SETTINGS_ENV])
     heartbeat = os.environ.get(HEARTBEAT_ENV)
     asyncio.run(run(args[0], args[1], settings, Path(heartbeat) if heartbeat else None))
 

@@ -25,6 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from headwater.store.ids import parse_id
 from headwater.triggers.receivers.base import ReceiverLag, decode_body
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
 from headwater.triggers.receivers.redis_client import blocking_client
@@ -39,11 +40,6 @@ TRIGGER_TYPE = "redis_stream"
 
 class _GroupLost(ConnectionError):
     """The group (or the stream) vanished: reconnecting recreates it at the checkpoint."""
-
-
-def parse_id(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _text(value: Any) -> str:

@@ -21,11 +21,12 @@ from pathlib import Path
 import structlog
 from rich.console import Console
 
+from headwater.app.embedded import EmbeddedServer
 from headwater.distributed.ownership import TriggerOwnership
-from headwater.distributed.service import WorkerService, WorkerServiceSettings
 from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.errors import HeadwaterError
 from headwater.node import Node, NodeSettings, freeze_startup_heap
+from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import Store
 from headwater.store.retention import RetentionPolicy
 from headwater.store.sql import open_store
@@ -77,11 +78,10 @@ async def _sweep(
 async def run_server(s: ServerSettings, err: Console) -> None:
     import uvicorn
 
-    from headwater.cli.run_cmds import _EmbeddedServer
     from headwater.server.app import create_app
     from headwater.server.auth import require_api_key_for
+    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
-    from headwater.triggers.webhook import create_webhook_router, max_webhook_body_bytes
     from headwater.url_secrets import hide_password
 
     require_api_key_for(s.host, list(s.api_keys))
@@ -114,7 +114,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     ownership.on_change = wake_triggers
     stop = asyncio.Event()
     tasks: list[asyncio.Task[None]] = []
-    server: _EmbeddedServer | None = None
+    server: EmbeddedServer | None = None
     serve: asyncio.Task[None] | None = None
     service: WorkerService | None = None
     try:
@@ -136,7 +136,7 @@ async def run_server(s: ServerSettings, err: Console) -> None:
 
         hook_body_limit(node.workspace())
         node.on_reload.append(hook_body_limit)
-        server = _EmbeddedServer(
+        server = EmbeddedServer(
             uvicorn.Config(
                 app,
                 host=s.host,

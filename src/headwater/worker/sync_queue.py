@@ -1,11 +1,12 @@
 """What a remote worker writes to the server — log lines, step records, job results —
-goes out in order through one outbox: one ``POST /worker/sync`` carries everything that
-accumulated while the previous one was on its way.
+goes out in order through one sync queue (not to be confused with the SDK's event
+outbox): one ``POST /worker/sync`` carries everything that accumulated while the previous
+one was on its way.
 
 Log lines and step records are queued and the caller goes on at once (the server
 applies them in order, before any result that follows them); a result waits for its
 answer (whether it was recorded). So a one-step job costs a fraction of one request
-instead of three or four, and the round trip is off the job's critical path. The outbox
+instead of three or four, and the round trip is off the job's critical path. The queue
 is bounded: when it holds ``max_bytes`` the writers wait (backpressure, as the store's
 log writer does). A request that fails is sent again (the server dedups what matters:
 step records are upserts, a result is recorded once); nothing is dropped while the
@@ -22,7 +23,7 @@ from typing import Any
 
 import structlog
 
-__all__ = ["SyncOutbox"]
+__all__ = ["SyncQueue"]
 
 log = structlog.get_logger(__name__)
 
@@ -41,7 +42,7 @@ class _Batch:
         return not (self.logs or self.steps or self.results)
 
 
-class SyncOutbox:
+class SyncQueue:
     def __init__(
         self,
         send: Callable[[_Batch], Awaitable[list[bool]]],
@@ -114,11 +115,11 @@ class SyncOutbox:
         self._idle.clear()
         self._wake.set()
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._run(), name="worker-outbox")
+            self._task = asyncio.create_task(self._run(), name="worker-sync")
 
     async def _wait_room(self) -> None:
         if self.closed:
-            raise ConnectionError("the worker's outbox is closed")
+            raise ConnectionError("the worker's sync queue is closed")
         await self._room.wait()
 
     async def _run(self) -> None:

@@ -1,12 +1,10 @@
-"""The statuses of jobs and steps and the streams of log lines: the store's words, in a
-module that imports nothing, so the command line can name them without loading the store
-(``headwater.store.base`` re-exports them)."""
+"""Statuses and other small enums shared by the store, the engine, the worker and the API."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["JobStatus", "LogStream", "StepStatus"]
+__all__ = ["Channel", "JobStatus", "LogStream", "StepStatus"]
 
 
 class JobStatus(StrEnum):
@@ -40,3 +38,17 @@ class LogStream(StrEnum):
     STDOUT = "stdout"
     STDERR = "stderr"
     SYSTEM = "system"  # headwater's own lines about the job (warnings, retries, timeouts)
+
+
+class Channel(StrEnum):
+    """Wake-up channels. Payloads are hints; listeners re-read the store. Any channel may
+    carry ``"*"``: something (unknown) changed, e.g. after a LISTEN reconnect."""
+
+    # new pending jobs; payload: ONE tag signature per notification (a signature itself
+    # contains commas, so several in one payload would be ambiguous)
+    JOBS = "headwater_jobs"
+    CANCEL = "headwater_cancel"  # payload: job id whose cancel was requested
+    FINISHED = "headwater_finished"  # payload: comma-separated job ids that reached a final state
+    LOGS = "headwater_logs"  # payload: job id that got new log lines
+    # an outbox row was committed (sent by ``headwater.send_event``); payload: its stream
+    OUTBOX = "headwater_outbox"

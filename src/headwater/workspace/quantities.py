@@ -5,7 +5,8 @@ Kubernetes (and Strøm) write it; the pod runner passes the strings on unchanged
 the docker runner converts them with these functions. Kubernetes notation is used for
 both because Docker's own (``512m`` = 512 MiB) collides with it (``512m`` memory is
 half a byte in Kubernetes): a memory amount with a milli suffix is refused with a hint
-instead of being guessed.
+instead of being guessed. The module lives with the workspace because `validate` checks the
+amounts without a runner.
 """
 
 from __future__ import annotations

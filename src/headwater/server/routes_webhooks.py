@@ -36,9 +36,9 @@ from headwater import jsonsafe
 from headwater.dispatch.dispatcher import DispatchStatus, Event
 from headwater.errors import HeadwaterError, InputValidationError, JsonValueError
 from headwater.server.routes_common import error_response
+from headwater.server.webhook_request import request_input
 from headwater.store.base import Channel, JobRecord, Subscription
 from headwater.triggers.context import TriggerContext, secret_context
-from headwater.triggers.webhook_request import request_input
 from headwater.workspace.models import WebhookInputShape, WebhookMode, WebhookTrigger, Workspace
 from headwater.workspace.secret_refs import seal
 

@@ -1,5 +1,6 @@
 """``ControlPlane``: what the worker side (claim loop, step runner, log writer) needs from
-the rest of headwater.
+the rest of headwater. It is the engine's port: defined here so that the engine imports
+no worker; the worker's planes implement it.
 
 Embedded mode (``headwater up``, ``headwater server --worker``) passes the ``Store``
 itself, which has every one of these methods: no extra layer, no behaviour change.

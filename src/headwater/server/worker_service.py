@@ -25,6 +25,7 @@ import structlog
 
 from headwater.dispatch.dispatcher import DispatchStatus, Event, tag_sets
 from headwater.distributed.bundle import WorkspaceBundle, build_bundle, revision_of
+from headwater.distributed.wire import ConsumerLease
 from headwater.errors import (
     ConflictError,
     HeadwaterError,
@@ -72,14 +73,6 @@ def consumer_lease_name(trigger: str) -> str:
 class WorkerServiceSettings:
     stale_after: float = 10.0  # consumer leases last this long without a heartbeat
     orphan_grace: float = 10.0  # a claimed job unknown to its worker this long is requeued
-
-
-@dataclass(frozen=True, slots=True)
-class ConsumerLease:
-    trigger: str
-    job_id: str
-    attempt: int
-    token: int
 
 
 @dataclass(frozen=True, slots=True)
