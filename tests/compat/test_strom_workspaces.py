@@ -266,3 +266,31 @@ def test_for_each(tmp_path: Path) -> None:
         "migrate[1]": "failed",
         "migrate[2]": "skipped",  # sequential: nothing after the failure
     }
+
+
+ARGS_OUTPUT = {
+    "deploy": {"env": "prod; rm -rf /", "flag": "--region", "region": "us-east-1", "count": 3},
+    "shell": {"first": "hello", "second": "two words", "count": 2},
+    "python": {"argv": ["HELLO", "$(echo not run)"]},
+}
+
+
+def test_action_args(tmp_path: Path) -> None:
+    # Each rendered element is one argument, never re-read by a shell.
+    job = run(tmp_path, "args", "release", environment="prod; rm -rf /")
+    assert job["status"] == "completed", job
+    assert job["output"] == ARGS_OUTPUT
+
+
+def test_action_args_through_up(tmp_path: Path) -> None:
+    up = Up(WORKSPACES / "args", tmp_path)
+    try:
+        created = up.client.post(
+            "/api/tasks/release/run", json={"input": {"environment": "prod; rm -rf /"}}
+        )
+        assert created.status_code == 201, created.text
+        job = up.wait_job(created.json()["job_id"], timeout=60)
+        assert job["status"] == "completed", job
+        assert job["output"] == ARGS_OUTPUT
+    finally:
+        up.stop()

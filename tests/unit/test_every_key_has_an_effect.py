@@ -59,6 +59,7 @@ ACTED_ON: dict[str, str] = {
     "Action.language": "engine/steps.py",
     "Action.interpreter": "engine/steps.py",
     "Action.dependencies": "engine/steps.py",
+    "Action.args": "engine/steps.py",
     "Action.runner": "workspace/models.py",
     "Action.image": "engine/steps.py",
     "Action.cmd": "engine/steps.py",

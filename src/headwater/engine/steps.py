@@ -380,6 +380,10 @@ class StepRunner:
             if action.script is not None
             else None
         )
+        args = tuple(
+            self.templates.render_str(a, action_context, where=f"{where} args[{i}]")
+            for i, a in enumerate(action.args)
+        )
         workdir = workspace.root / action.workdir if action.workdir else workspace.root
         # Image fields are templates too (Strøm renders image, cmd and manifest).
         image = (
@@ -411,6 +415,7 @@ class StepRunner:
             language=action.language,
             interpreter=action.interpreter,
             dependencies=tuple(action.dependencies),
+            args=args,
             image=image,
             cmd=cmd,
             entrypoint=entrypoint,

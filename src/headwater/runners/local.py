@@ -363,7 +363,7 @@ def _script_args(spec: StepSpec, prefix: tuple[str, ...]) -> tuple[list[str], st
         source = os.path.abspath(spec.workdir / spec.source)
         if not os.path.isfile(source):
             raise _StartError(f"script file {source} does not exist")
-        return [*prefix, source], None
+        return [*prefix, source, *spec.args], None
     assert spec.script is not None
     script = spec.script
     # Python runs from a file (as in Strøm): a traceback then names a plain path and shows
@@ -373,7 +373,9 @@ def _script_args(spec: StepSpec, prefix: tuple[str, ...]) -> tuple[list[str], st
         len(script) * 4 <= MAX_INLINE_SCRIPT_BYTES
         or len(script.encode("utf-8", "surrogateescape")) <= MAX_INLINE_SCRIPT_BYTES
     ):
-        return [*prefix, "-c", script], None
+        # `sh -c SCRIPT NAME ARGS...`: NAME becomes $0, so the args are $1, $2, ...
+        zeroth = [spec.step] if spec.args else []
+        return [*prefix, "-c", script, *zeroth, *spec.args], None
     if spec.language is Language.PYTHON:
         # A directory of its own: Python puts the script's directory first on sys.path,
         # where a stray /tmp/json.py would shadow the standard library.
@@ -384,7 +386,7 @@ def _script_args(spec: StepSpec, prefix: tuple[str, ...]) -> tuple[list[str], st
         fd, path = tempfile.mkstemp(prefix="headwater-script-", suffix=".sh")
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write(script)
-    return [*prefix, path], path
+    return [*prefix, path, *spec.args], path
 
 
 def _file_stem(step: str) -> str:

@@ -253,6 +253,7 @@ class Action(_Model):
     language: Language = Language.SHELL
     interpreter: str | None = None
     dependencies: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)  # templates: the script's $1, $2, ...
     runner: RunnerKind = RunnerKind.LOCAL
     # images (type docker/pod, or type script with runner docker/pod and no script)
     image: str | None = None

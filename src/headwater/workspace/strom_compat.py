@@ -26,7 +26,6 @@ _AGENT = "Strøm's agent actions"
 NOT_YET_KEYS: dict[tuple[str, str], str] = {
     ("Step", "message"): "Strøm's approval steps (`type: approval`)",
     ("Action", "message"): "Strøm's approval steps (`type: approval`)",
-    ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
     ("Task", "retry"): (
         "Strøm's task-level retry (a new job after a failure); "
         "set `retry` on the steps or actions instead"

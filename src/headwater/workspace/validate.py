@@ -42,10 +42,10 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # user:password@ (or :password@) in a URL whose password is not a template
 _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
-_SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
+_SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter", "args")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TASK: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "function"),
-    ActionType.FUNCTION: ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest", "task"),
+    ActionType.TASK: (*_SCRIPT_KEYS, "image", *_IMAGE_ONLY_KEYS, "manifest", "function"),
+    ActionType.FUNCTION: (*_SCRIPT_KEYS, "image", *_IMAGE_ONLY_KEYS, "manifest", "task"),
     ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function"),
     ActionType.POD: (*_SCRIPT_KEYS, "task", "function"),
     ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function"),
@@ -163,6 +163,8 @@ class _Checker:
         for field_name, spec in action.input.items():
             if isinstance(spec.default, str):
                 self.template(spec.default, (*path, "input", field_name, "default"))
+        for index, arg in enumerate(action.args):
+            self.template(arg, (*path, "args", index))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
             if action.language.is_shell and self.engine.syntax_error(action.script) is None:
