@@ -60,6 +60,8 @@ ACTED_ON: dict[str, str] = {
     "Action.interpreter": "engine/steps.py",
     "Action.dependencies": "engine/steps.py",
     "Action.args": "engine/steps.py",
+    "SchedulerTrigger.force_refresh": "triggers/scheduler.py",
+    "WebhookTrigger.force_refresh": "triggers/webhook.py",
     "Action.runner": "workspace/models.py",
     "Action.image": "engine/steps.py",
     "Action.cmd": "engine/steps.py",

@@ -407,6 +407,7 @@ class SchedulerTrigger(_TriggerBase):
     input: dict[str, Any] = Field(default_factory=dict)
     catch_up: bool = False
     concurrency: SchedulerConcurrency = SchedulerConcurrency.ALLOW
+    force_refresh: bool = False  # read the workspace files again before each job
 
 
 class WebhookMode(StrEnum):
@@ -429,6 +430,7 @@ class WebhookTrigger(_TriggerBase):
     timeout_secs: int = Field(default=30, ge=1, le=300)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     input_shape: WebhookInputShape = WebhookInputShape.BODY
+    force_refresh: bool = False  # read the workspace files again before each job
 
 
 class EventSourceTrigger(_TriggerBase):

@@ -32,8 +32,6 @@ NOT_YET_KEYS: dict[tuple[str, str], str] = {
     ),
     ("Task", "on_cancel"): "Strøm's on_cancel hooks; a cancelled job fires no hooks here",
     ("Task", "on_suspended"): "Strøm's on_suspended hooks (for approval steps)",
-    ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
-    ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",
     **{
         ("Action", key): _AGENT
         for key in (
