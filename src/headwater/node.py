@@ -275,6 +275,7 @@ class Node:
             workspace=self.workspace,
             secrets=lambda: self.holder.secrets,
             redact=self.redact,
+            refresh=self.reload_workspace,
         )
         self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner)
         self.executor = JobExecutor(self.steps, tracing=self.tracing)

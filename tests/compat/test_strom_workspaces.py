@@ -470,3 +470,24 @@ def test_worker_tags_in_up(tmp_path: Path) -> None:
         assert job["output"]["publish"] == {"published": True}
     finally:
         up.stop()
+
+
+def test_action_args(tmp_path: Path) -> None:
+    # Each rendered element is one argument, never re-read by a shell.
+    job = run(tmp_path, "args", "release", environment="prod; rm -rf /")
+    assert job["status"] == "completed", job
+    assert job["output"] == ARGS_OUTPUT
+
+
+def test_action_args_through_up(tmp_path: Path) -> None:
+    up = Up(WORKSPACES / "args", tmp_path)
+    try:
+        created = up.client.post(
+            "/api/tasks/release/run", json={"input": {"environment": "prod; rm -rf /"}}
+        )
+        assert created.status_code == 201, created.text
+        job = up.wait_job(created.json()["job_id"], timeout=60)
+        assert job["status"] == "completed", job
+        assert job["output"] == ARGS_OUTPUT
+    finally:
+        up.stop()

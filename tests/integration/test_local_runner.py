@@ -188,6 +188,26 @@ async def test_inline_script_too_big_for_argv_goes_through_a_temp_file(
     assert list((tmp_path / "tmp").iterdir()) == []  # removed afterwards
 
 
+async def test_inline_python_traceback_names_a_file_and_imports_from_workdir(
+    runner: LocalRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The step's error (its last stderr lines) reaches shell hooks that echo it in double
+    # quotes, as Strøm's hooks-test does: `File "<string>"` would break that quoting.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    (tmp_path / "helper_mod.py").write_text("VALUE = 'from workdir'\n")
+    (tmp_path / "tmp" / "json.py").write_text("raise SystemExit('stray module shadowed json')\n")
+    script = "import json, helper_mod\nprint(helper_mod.VALUE)\n{}['missing_key']\n"
+    result, sink = await run(runner, spec(tmp_path, script, language=Language.PYTHON))
+    assert result.outcome is StepOutcome.FAILED
+    assert sink.of(LogStream.STDOUT) == ["from workdir"]
+    stderr = "\n".join(sink.of(LogStream.STDERR))
+    assert "<string>" not in stderr and "<" not in stderr.split("line 3")[0]
+    assert "{}['missing_key']" in stderr  # the failing source line is shown
+    assert stderr.endswith("KeyError: 'missing_key'")
+    assert [p.name for p in (tmp_path / "tmp").iterdir()] == ["json.py"]  # ours removed
+
+
 # -- failures to start -----------------------------------------------------------------
 
 

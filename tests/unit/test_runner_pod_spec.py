@@ -142,6 +142,18 @@ def test_a_script_runs_through_its_language_in_the_container() -> None:
     )
 
 
+def test_script_args_follow_the_script_as_its_arguments() -> None:
+    # sh -c: a name for $0 first, so the args are $1, $2; python -c: sys.argv[1:] as is
+    assert container_argv(spec(script='echo "$1"', args=("a b", "c"))) == (
+        ("sh", "-c"),
+        ('echo "$1"', "s", "a b", "c"),
+    )
+    assert container_argv(spec(script="x", language=Language.PYTHON, args=("a",))) == (
+        ("python", "-c"),
+        ("x", "a"),
+    )
+
+
 def test_a_source_file_is_read_on_the_worker(tmp_path: Path) -> None:
     (tmp_path / "run.sh").write_text("echo from file\n")
     step = StepSpec(

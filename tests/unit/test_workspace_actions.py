@@ -315,3 +315,13 @@ def test_a_step_named_like_a_context_variable(tmp_path: Path) -> None:
             " later steps read its output as `steps.input.output`",
         )
     ]
+
+
+def test_args_belong_to_scripts_and_are_checked_templates(tmp_path: Path) -> None:
+    assert action(tmp_path, 'type: script\nscript: echo "$1"\nargs: ["{{ input.x }}", b]\n').valid
+    assert found(action(tmp_path, "type: docker\nimage: x\nargs: [a]\n")) == [
+        (5, "action 'a': a `type: docker` action cannot have `args`")
+    ]
+    (problem,) = found(action(tmp_path, "type: script\nscript: e\nargs: [ok, '{{ x | }}']\n"))
+    assert problem[0] == 5
+    assert problem[1].startswith("action 'a': `args[1]` is not a valid template"), problem

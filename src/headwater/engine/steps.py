@@ -461,6 +461,10 @@ class StepRunner:
             if action.script is not None
             else None
         )
+        args = tuple(
+            self.templates.render_str(a, action_context, where=f"{where} args[{i}]")
+            for i, a in enumerate(action.args)
+        )
         root = action.owner_root or workspace.root  # another workspace's action: its folder
         workdir = root / action.workdir if action.workdir else root
         # Image fields are templates too (Strøm renders image, cmd and manifest).
@@ -493,6 +497,7 @@ class StepRunner:
             language=action.language,
             interpreter=action.interpreter,
             dependencies=tuple(action.dependencies),
+            args=args,
             image=image,
             cmd=cmd,
             entrypoint=entrypoint,

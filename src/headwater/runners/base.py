@@ -52,6 +52,7 @@ class StepSpec:
     language: Language = Language.SHELL
     interpreter: str | None = None
     dependencies: tuple[str, ...] = ()
+    args: tuple[str, ...] = ()  # the script's arguments ($1, $2, ... / sys.argv[1:])
     # images (docker/pod runners)
     image: str | None = None
     cmd: tuple[str, ...] | None = None

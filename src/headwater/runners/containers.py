@@ -85,7 +85,10 @@ def container_argv(spec: StepSpec) -> tuple[tuple[str, ...] | None, tuple[str, .
         prefix = ("bash",)
     else:
         prefix = ("sh",)
-    return (*prefix, "-c"), (script,)
+    # `sh -c SCRIPT NAME ARGS...` makes the args $1, $2, ...; `python -c` gives them as
+    # sys.argv[1:] without a name.
+    zeroth = (spec.step,) if spec.args and spec.language is not Language.PYTHON else ()
+    return (*prefix, "-c"), (script, *zeroth, *spec.args)
 
 
 def seconds(grace: float) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -129,8 +130,7 @@ class LocalRunner:
             return await self._supervise(child, spec, sink, cancel, deadline)
         finally:
             if temp_script is not None:
-                with contextlib.suppress(OSError):
-                    os.unlink(temp_script)
+                _remove_script(temp_script)
 
     # -- command -----------------------------------------------------------------------
 
@@ -205,6 +205,12 @@ class LocalRunner:
         env = self._env.copy()
         if spec.language is Language.PYTHON:
             env["PYTHONUNBUFFERED"] = "1"  # print() lines reach us as they happen
+            if spec.script is not None:
+                # An inline script runs from a temporary file, yet imports modules of its
+                # working directory as `python -c` did.
+                here = os.path.abspath(spec.workdir)
+                above = env.get("PYTHONPATH")
+                env["PYTHONPATH"] = f"{here}{os.pathsep}{above}" if above else here
         env.update(spec.env)
         if venv is not None:
             env["VIRTUAL_ENV"] = str(venv)
@@ -357,18 +363,44 @@ def _script_args(spec: StepSpec, prefix: tuple[str, ...]) -> tuple[list[str], st
         source = os.path.abspath(spec.workdir / spec.source)
         if not os.path.isfile(source):
             raise _StartError(f"script file {source} does not exist")
-        return [*prefix, source], None
+        return [*prefix, source, *spec.args], None
     assert spec.script is not None
     script = spec.script
-    if len(script) * 4 <= MAX_INLINE_SCRIPT_BYTES or (
-        len(script.encode("utf-8", "surrogateescape")) <= MAX_INLINE_SCRIPT_BYTES
+    # Python runs from a file (as in Strøm): a traceback then names a plain path and shows
+    # the failing source lines, instead of `File "<string>"`, whose `<`/`>` break a shell
+    # hook that echoes the step's error.
+    if spec.language is not Language.PYTHON and (
+        len(script) * 4 <= MAX_INLINE_SCRIPT_BYTES
+        or len(script.encode("utf-8", "surrogateescape")) <= MAX_INLINE_SCRIPT_BYTES
     ):
-        return [*prefix, "-c", script], None
-    suffix = ".py" if spec.language is Language.PYTHON else ".sh"
-    fd, path = tempfile.mkstemp(prefix="headwater-script-", suffix=suffix)
+        # `sh -c SCRIPT NAME ARGS...`: NAME becomes $0, so the args are $1, $2, ...
+        zeroth = [spec.step] if spec.args else []
+        return [*prefix, "-c", script, *zeroth, *spec.args], None
+    if spec.language is Language.PYTHON:
+        # A directory of its own: Python puts the script's directory first on sys.path,
+        # where a stray /tmp/json.py would shadow the standard library.
+        folder = tempfile.mkdtemp(prefix="headwater-py-")
+        path = os.path.join(folder, f"{_file_stem(spec.step)}.py")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    else:
+        fd, path = tempfile.mkstemp(prefix="headwater-script-", suffix=".sh")
     with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
         f.write(script)
-    return [*prefix, path], path
+    return [*prefix, path, *spec.args], path
+
+
+def _file_stem(step: str) -> str:
+    """The step's name as a file name a shell echo survives (no quotes, `<`, spaces)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", step)[:60] or "script"
+
+
+def _remove_script(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    folder = os.path.dirname(path)
+    if os.path.basename(folder).startswith("headwater-py-"):
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def _start_error(exc: OSError | ValueError, exe: str, spec: StepSpec) -> str:

@@ -38,7 +38,7 @@ from headwater.errors import HeadwaterError, InputValidationError, JsonValueErro
 from headwater.server.routes_common import error_response
 from headwater.server.webhook_request import request_input
 from headwater.store.base import Channel, JobRecord, Subscription
-from headwater.triggers.context import TriggerContext, secret_context
+from headwater.triggers.context import TriggerContext, refreshed_workspace, secret_context
 from headwater.workspace.models import WebhookInputShape, WebhookMode, WebhookTrigger, Workspace
 from headwater.workspace.secret_refs import seal
 
@@ -144,6 +144,12 @@ async def _handle(ctx: TriggerContext, request: Request, name: str) -> Response:
     if found is None:
         raise _Refused(404, "not_found", f"no enabled webhook named {name!r}")
     key, trig = found
+    if trig.force_refresh:
+        ws = await refreshed_workspace(ctx, key)
+        found = find_webhook(ws, name)
+        if found is None:
+            raise _Refused(404, "not_found", f"no enabled webhook named {name!r}")
+        key, trig = found
     body = await _read_body(request, trig.max_body_bytes)
     secret = _render_secret(ctx, key, trig)
     if secret is not None:

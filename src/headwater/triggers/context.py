@@ -8,21 +8,27 @@ any set of callables to it; tests hand a fake.
 Optional: a context may also have ``redact(data) -> data`` (JSON-like data with every
 secret value masked). The webhook uses it on job outputs and error reasons it returns;
 without it, responses are not redacted. A protocol cannot declare an optional member,
-so the webhook looks it up with ``getattr``.
+so the webhook looks it up with ``getattr``. Likewise ``refresh()`` (awaitable): read
+the workspace from its files now, for Strøm's ``force_refresh`` on a trigger.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
+import structlog
+
 from headwater.dispatch.dispatcher import BatchingDispatcher
+from headwater.errors import HeadwaterError
 from headwater.store.base import Store
 from headwater.workspace.models import Workspace
 from headwater.workspace.secret_tree import secret_scope
 from headwater.workspace.templating import TemplateEngine
 
-__all__ = ["CallbackTriggerContext", "TriggerContext", "secret_context"]
+__all__ = ["CallbackTriggerContext", "TriggerContext", "refreshed_workspace", "secret_context"]
+
+log = structlog.get_logger(__name__)
 
 
 class TriggerContext(Protocol):
@@ -66,6 +72,7 @@ class CallbackTriggerContext:
         workspace: Callable[[], Workspace],
         secrets: Callable[[], Mapping[str, str]],
         redact: Callable[[Any], Any] | None = None,
+        refresh: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -75,9 +82,24 @@ class CallbackTriggerContext:
         if redact is not None:
             # Only set when given: the webhook checks ``getattr(ctx, "redact", None)``.
             self.redact = redact
+        if refresh is not None:
+            self.refresh = refresh
 
     def workspace(self) -> Workspace:
         return self._workspace()
 
     def secrets(self) -> Mapping[str, str]:
         return self._secrets()
+
+
+async def refreshed_workspace(ctx: TriggerContext, trigger: str) -> Workspace:
+    """Strøm's ``force_refresh``: the workspace read from its files now, not at the
+    watcher's next turn, so a job started right after an edit runs the edited task. A
+    broken edit keeps the loaded workspace (and is logged, as the watcher does)."""
+    refresh = getattr(ctx, "refresh", None)
+    if refresh is not None:
+        try:
+            await refresh()
+        except HeadwaterError as exc:
+            log.error("workspace_refresh_failed", trigger=trigger, error=str(exc))
+    return ctx.workspace()

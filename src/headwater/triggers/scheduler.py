@@ -41,7 +41,7 @@ from headwater.dispatch.dispatcher import DispatchOutcome, DispatchStatus, Event
 from headwater.errors import TemplateError
 from headwater.store.base import JobFilter, RejectedEvent
 from headwater.triggers.concurrency import Admission, admit_ticks
-from headwater.triggers.context import TriggerContext, secret_context
+from headwater.triggers.context import TriggerContext, refreshed_workspace, secret_context
 from headwater.triggers.cron_schedule import CronSchedule
 from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.workspace.models import SchedulerTrigger
@@ -280,6 +280,10 @@ class Scheduler:
             due.append((entry, self._due_ticks(entry, now)))
         if not due:
             return []
+        for entry, _ in due:
+            if entry.trigger.force_refresh:  # once: the reload serves every due trigger
+                await refreshed_workspace(self._ctx, entry.name)
+                break
         events: list[Event] = []
         labels: list[tuple[str, datetime]] = []
         unrenderable: list[RejectedEvent] = []

@@ -268,6 +268,7 @@ class Action(_Model):
     language: Language = Language.SHELL
     interpreter: str | None = None
     dependencies: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)  # templates: the script's $1, $2, ...
     runner: RunnerKind = RunnerKind.LOCAL
     # images (type docker/pod, or type script with runner docker/pod and no script)
     image: str | None = None
@@ -450,6 +451,7 @@ class SchedulerTrigger(_TriggerBase):
     input: dict[str, Any] = Field(default_factory=dict)
     catch_up: bool = False
     concurrency: SchedulerConcurrency = SchedulerConcurrency.ALLOW
+    force_refresh: bool = False  # read the workspace files again before each job
 
 
 class WebhookMode(StrEnum):
@@ -472,6 +474,7 @@ class WebhookTrigger(_TriggerBase):
     timeout_secs: int = Field(default=30, ge=1, le=300)
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     input_shape: WebhookInputShape = WebhookInputShape.BODY
+    force_refresh: bool = False  # read the workspace files again before each job
 
 
 class EventSourceTrigger(_TriggerBase):

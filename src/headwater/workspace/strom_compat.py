@@ -24,9 +24,6 @@ _AGENT = "Strøm's agent actions"
 
 # (model class name, key) -> what it is in Strøm, and what to do instead.
 NOT_YET_KEYS: dict[tuple[str, str], str] = {
-    ("Action", "args"): "Strøm's action `args`; pass values through `input` or `env`",
-    ("SchedulerTrigger", "force_refresh"): "Strøm's force_refresh",
-    ("WebhookTrigger", "force_refresh"): "Strøm's force_refresh",
     **{
         ("Action", key): _AGENT
         for key in (

@@ -43,8 +43,8 @@ _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # user:password@ (or :password@) in a URL whose password is not a template
 _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
-_SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter")
-_NOT_RUNNABLE = ("script", "source", "image", *_IMAGE_ONLY_KEYS, "manifest")
+_SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter", "args")
+_NOT_RUNNABLE = ("script", "source", "args", "image", *_IMAGE_ONLY_KEYS, "manifest")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
     ActionType.TASK: (*_NOT_RUNNABLE, "function", "message"),
     ActionType.FUNCTION: (*_NOT_RUNNABLE, "task", "message"),
@@ -188,6 +188,8 @@ class _Checker:
                 self.template(spec.default, (*path, "input", field_name, "default"))
         if action.message is not None:
             self.template(action.message, (*path, "message"))
+        for index, arg in enumerate(action.args):
+            self.template(arg, (*path, "args", index))
         if action.script is not None:
             self.template(action.script, (*path, "script"))
             if action.language.is_shell and self.engine.syntax_error(action.script) is None:
