@@ -472,6 +472,13 @@ def test_worker_tags_in_up(tmp_path: Path) -> None:
         up.stop()
 
 
+ARGS_OUTPUT = {
+    "deploy": {"env": "prod; rm -rf /", "flag": "--region", "region": "us-east-1", "count": 3},
+    "shell": {"first": "hello", "second": "two words", "count": 2},
+    "python": {"argv": ["HELLO", "$(echo not run)"]},
+}
+
+
 def test_action_args(tmp_path: Path) -> None:
     # Each rendered element is one argument, never re-read by a shell.
     job = run(tmp_path, "args", "release", environment="prod; rm -rf /")
