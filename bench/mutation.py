@@ -10,6 +10,18 @@ scores, per file:
     python bench/mutation.py src/headwater/triggers/event_source.py
     python bench/mutation.py --changed             # the PROMISES modules changed vs main
     python bench/mutation.py --changed --base origin/main --max-children 2
+    python bench/mutation.py src/headwater/store/lease_ops.py -k "not postgres and not memory"
+    python bench/mutation.py src/headwater/triggers/emitter.py \
+        --tests tests/unit/test_emitter.py --markdown bench/results/mutation-runs.md
+    python bench/mutation.py src/headwater/triggers/emitter.py --report-only
+
+``--tests`` replaces the module's PROMISES test files for this run (a quick first look, or
+a new test file before it joins PROMISES); ``-k`` passes a pytest keyword expression to
+every test run (``-k "not postgres and not memory"`` leaves out the PostgreSQL and
+in-memory cases of the store tests, which makes each mutant several times faster; the
+lead's full suite still runs them); ``--report-only`` prints the
+survivors and table of the last run without running anything; ``--markdown`` appends the
+table (and the survivors' names) to a file.
 
 Score = killed / (killed + survived + no tests); timeouts count as killed (the mutant
 hangs a test, which then fails). Each run starts from a fresh ``mutants/``, so a cached
@@ -37,14 +49,25 @@ PROMISES: dict[str, list[str]] = {
     "src/headwater/dispatch/dispatcher.py": [
         "tests/unit/test_dispatcher_prepare.py",
         "tests/unit/test_event_source_states.py",
+        "tests/integration/test_dispatcher.py",
     ],
     "src/headwater/triggers/event_source.py": ["tests/unit/test_event_source_states.py"],
-    "src/headwater/triggers/emitter.py": ["tests/unit/test_emitter.py"],
-    "src/headwater/triggers/receivers/base.py": ["tests/unit/test_receivers_base.py"],
-    "src/headwater/triggers/receivers/common.py": ["tests/unit/test_receivers_base.py"],
+    "src/headwater/triggers/emitter.py": [
+        "tests/unit/test_emitter.py",
+        "tests/integration/test_local_emitter.py",
+    ],
+    "src/headwater/triggers/receivers/base.py": [
+        "tests/unit/test_receivers_base.py",
+        "tests/integration/test_batch_receiver.py",
+    ],
+    "src/headwater/triggers/receivers/common.py": [
+        "tests/unit/test_receivers_base.py",
+        "tests/integration/test_batch_receiver.py",
+    ],
     "src/headwater/store/job_writes.py": [
         "tests/unit/test_job_writes.py",
         "tests/unit/test_group_commit.py",
+        "tests/integration/test_store.py",
     ],
     "src/headwater/store/lease_ops.py": ["tests/integration/test_store_leases.py"],
     "src/headwater/workspace/secrets.py": [
@@ -52,7 +75,9 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/test_api_tasks.py",
         "tests/integration/test_api_real_node.py",
     ],
-    "src/headwater/sdk/consumers/handling.py": ["tests/integration/test_sdk_consumer.py"],
+    # test_sdk_consumer.py (Redis, worker pipelines: 73 s on SQLite alone) guards the
+    # same promises end to end; test_sdk_handling.py drives the processor directly.
+    "src/headwater/sdk/consumers/handling.py": ["tests/integration/test_sdk_handling.py"],
     "src/headwater/sdk/consumers/crashloop.py": ["tests/unit/test_sdk_crashloop.py"],
 }
 
@@ -72,7 +97,9 @@ def changed_modules(base: str) -> list[str]:
     return [m for m in PROMISES if m in changed]
 
 
-def run_mutmut(modules: list[str], max_children: int) -> None:
+def run_mutmut(
+    modules: list[str], tests: list[str], keyword: str | None, max_children: int
+) -> None:
     """mutmut's own ``run``, with only_mutate and the test selection narrowed."""
     from mutmut import configuration
     from mutmut.__main__ import _run
@@ -81,8 +108,9 @@ def run_mutmut(modules: list[str], max_children: int) -> None:
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     cfg = configuration.config()
     cfg.only_mutate = modules
-    tests = sorted({t for m in modules for t in PROMISES.get(m, [])})
     cfg.pytest_add_cli_args_test_selection = tests
+    if keyword:
+        cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "-k", keyword]
     print(f"mutating {len(modules)} file(s) against {len(tests)} test file(s)", flush=True)
     try:
         _run([], max_children)
@@ -91,7 +119,7 @@ def run_mutmut(modules: list[str], max_children: int) -> None:
             raise
 
 
-def report(modules: list[str], elapsed: float) -> int:
+def report(modules: list[str], elapsed: float | None, markdown: Path | None = None) -> int:
     """Print survivors and the score table; returns how many survived."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
@@ -108,6 +136,7 @@ def report(modules: list[str], elapsed: float) -> int:
             counts["killed" if status in KILLED else status] += 1
             if status in ("survived", "no tests", "suspicious"):
                 survivors.append((name, status))
+        survivors.sort(key=lambda item: _mutant_order(item[0]))
         rows.append((module, counts))
 
     for name, status in survivors:
@@ -117,7 +146,8 @@ def report(modules: list[str], elapsed: float) -> int:
         except Exception as exc:  # a diff is a help, not the result
             print(f"(no diff: {exc})")
 
-    print(f"\nmutation run over {len(modules)} file(s) in {elapsed:.0f}s\n")
+    took = f" in {elapsed:.0f}s" if elapsed is not None else " (last run, from mutants/)"
+    print(f"\nmutation run over {len(modules)} file(s){took}\n")
     header = ("module", "mutants", "killed", "survived", "no tests", "other", "score")
     lines = [header]
     totals: Counter[str] = Counter()
@@ -138,7 +168,28 @@ def report(modules: list[str], elapsed: float) -> int:
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    if markdown is not None:
+        _append_markdown(markdown, lines, survivors)
     return totals["survived"] + totals["no tests"]
+
+
+def _mutant_order(name: str) -> tuple[str, int]:
+    """``module.x_func__mutmut_12`` sorts by function, then by number (not 1, 10, 2)."""
+    stem, _, number = name.rpartition("__mutmut_")
+    return (stem, int(number) if number.isdigit() else 0)
+
+
+def _append_markdown(
+    path: Path, lines: list[tuple[str, ...]], survivors: list[tuple[str, str]]
+) -> None:
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
+    if survivors:
+        out += ["", "Survivors:", ""]
+        out += [f"- `{name}` ({status})" for name, status in survivors]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n\n")
 
 
 def main() -> int:
@@ -147,6 +198,14 @@ def main() -> int:
     parser.add_argument("--changed", action="store_true", help="the PROMISES files changed")
     parser.add_argument("--base", default="main", help="what --changed compares with")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument(
+        "--tests", nargs="+", metavar="TEST", help="test files or node ids instead of PROMISES'"
+    )
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression for every test run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the last run's result, run nothing"
+    )
+    parser.add_argument("--markdown", type=Path, help="append the score table to this file")
     args = parser.parse_args()
 
     if args.changed:
@@ -157,11 +216,15 @@ def main() -> int:
     else:
         modules = args.files or list(PROMISES)
     unknown = [m for m in modules if m not in PROMISES]
-    if unknown:
+    if unknown and not args.tests:
         parser.error(f"not in PROMISES (add it with its test files): {', '.join(unknown)}")
+    if args.report_only:
+        os.chdir(ROOT)
+        return 1 if report(modules, None, args.markdown) else 0
+    tests = args.tests or sorted({t for m in modules for t in PROMISES.get(m, [])})
     started = time.monotonic()
-    run_mutmut(modules, args.max_children)
-    survived = report(modules, time.monotonic() - started)
+    run_mutmut(modules, tests, args.keyword, args.max_children)
+    survived = report(modules, time.monotonic() - started, args.markdown)
     return 1 if survived else 0
 
 
