@@ -38,7 +38,7 @@ class Setup:
     registry: headwater.Registry
     calls: list[str] = field(default_factory=list)
     fail_on: set[str] = field(default_factory=set)
-    misuse: str | None = None  # "commit" or "rollback" inside the handler
+    misuse: str | None = None  # "commit" or "rollback" inside the handler of e2
 
     def processor(self, name: str) -> EventProcessor:
         bind = self.store.engine
@@ -92,9 +92,9 @@ async def setup(db_url: str) -> AsyncIterator[Setup]:
     def once(event: StreamEvent, session: Any) -> None:
         effect(event)
         session.execute(text("INSERT INTO effects (u) VALUES (:u)"), {"u": event.event_uuid})
-        if s.misuse == "commit":
+        if s.misuse == "commit" and event.event_uuid == "e2":
             session.commit()
-        elif s.misuse == "rollback":
+        elif s.misuse == "rollback" and event.event_uuid == "e2":
             session.rollback()
 
     @reg.consumer(STREAM, name="async_once")
@@ -120,6 +120,14 @@ async def setup(db_url: str) -> AsyncIterator[Setup]:
         await store.close()
 
 
+def as_utc(value: Any) -> datetime | None:
+    """A stored timestamp (a datetime, or ISO text on SQLite) in UTC."""
+    if value is None:
+        return None
+    stamp = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    return stamp.replace(tzinfo=UTC) if stamp.tzinfo is None else stamp.astimezone(UTC)
+
+
 def ev(n: int, uuid: str | None = None, created_ms: int | None = None) -> StreamEvent:
     meta = {CREATION_TS_KEY: created_ms} if created_ms is not None else None
     return StreamEvent(STREAM, f"{1000 + n}-0", "T", n, uuid or f"e{n}", {"n": n}, meta)
@@ -135,9 +143,7 @@ async def test_exactly_once_applies_each_new_event_once_in_order(setup: Setup) -
     assert await setup.done("once") == {"e1", "e2", "e3"}
     last_ms, last_seq, processed, created = await setup.checkpoint("once")
     assert (last_ms, last_seq, processed) == (1009, 0, 3)
-    assert created is not None
-    created_at = created if isinstance(created, datetime) else datetime.fromisoformat(created)
-    assert created_at.replace(tzinfo=UTC) == datetime.fromtimestamp(1_700_000_000, UTC)
+    assert as_utc(created) == datetime.fromtimestamp(1_700_000_000, UTC)
 
     again = await processor.process_batch([ev(2), ev(4)], fence, "1010-0")
     assert again.applied == 1 and setup.calls[3:] == ["e4"]
@@ -165,12 +171,14 @@ async def test_a_handler_that_commits_or_rolls_back_fails_its_event(
     processor, fence = setup.processor("once"), await setup.fence("once")
     setup.misuse = misuse
     with pytest.raises(HandlerFailed) as failed:
-        await processor.process_batch([ev(1)], fence, "1001-0")
+        await processor.process_batch([ev(1), ev(2)], fence, "1002-0")
     assert isinstance(failed.value.error, CommitInTransactionError)
+    assert failed.value.index == 1  # the event whose handler did it
     assert misuse in str(failed.value)
     setup.misuse = None
     assert await processor.process(ev(1), fence) is Processed.DONE  # not marked done
-    assert await setup.effects() == ["e1"]
+    assert await processor.process(ev(2), fence) is Processed.DONE
+    assert await setup.effects() == ["e1", "e2"]
 
 
 async def test_an_async_handler_gets_an_async_session_in_the_transaction(setup: Setup) -> None:
@@ -213,17 +221,25 @@ async def test_advance_moves_the_checkpoint_without_a_handler(setup: Setup) -> N
 async def test_at_least_once_records_what_ran_before_a_failure(setup: Setup) -> None:
     processor, fence = setup.processor("least"), await setup.fence("least")
     setup.fail_on = {"e3"}
+    batch = [ev(1), ev(2, created_ms=1_700_000_002_000), ev(3), ev(4, created_ms=1_700_000_004_000)]
     with pytest.raises(HandlerFailed) as failed:
-        await processor.process_batch([ev(1), ev(2), ev(3), ev(4)], fence, "1004-0")
+        await processor.process_batch(batch, fence, "1004-0")
     assert failed.value.index == 2
+    assert str(failed.value) == "ValueError: bad e3"  # what last_error will say
+    assert isinstance(failed.value.error, ValueError)
     assert await setup.done("least") == {"e1", "e2"}
-    assert (await setup.checkpoint("least"))[:3] == (1002, 0, 2)
+    last_ms, last_seq, processed, created = await setup.checkpoint("least")
+    assert (last_ms, last_seq, processed) == (1002, 0, 2)
+    assert as_utc(created) == datetime.fromtimestamp(1_700_000_002, UTC)
 
     setup.fail_on, setup.calls = set(), []
-    outcome = await processor.process_batch([ev(1), ev(2), ev(3), ev(4), ev(4)], fence, "1004-0")
+    # Entries after the last event (markers, other consumers' replays) are passed too.
+    outcome = await processor.process_batch([*batch, batch[3]], fence, "1009-0")
     assert setup.calls == ["e3", "e4"] and outcome.applied == 2
     assert await setup.done("least") == {"e1", "e2", "e3", "e4"}
-    assert (await setup.checkpoint("least"))[:3] == (1004, 0, 4)
+    last_ms, last_seq, processed, created = await setup.checkpoint("least")
+    assert (last_ms, last_seq, processed) == (1009, 0, 4)
+    assert as_utc(created) == datetime.fromtimestamp(1_700_000_004, UTC)
 
 
 async def test_at_least_once_failing_first_records_nothing(setup: Setup) -> None:
@@ -239,10 +255,13 @@ async def test_at_least_once_failing_first_records_nothing(setup: Setup) -> None
 async def test_at_most_once_marks_done_first_and_reports_failures(setup: Setup) -> None:
     processor, fence = setup.processor("most"), await setup.fence("most")
     setup.fail_on = {"e2"}
-    outcome = await processor.process_batch([ev(1), ev(2), ev(3), ev(1, "e1")], fence, "1003-0")
+    batch = [ev(1), ev(2), ev(3), ev(1, "e1", created_ms=1_700_000_001_000)]
+    outcome = await processor.process_batch(batch, fence, "1003-0")
     assert setup.calls == ["e1", "e2", "e3"]
     assert outcome.applied == 2
     assert [(e.event_uuid, f.index) for e, f in outcome.failures] == [("e2", 1)]
+    assert str(outcome.failures[0][1]) == "ValueError: bad e2"
+    assert as_utc((await setup.checkpoint("most"))[3]) == datetime.fromtimestamp(1_700_000_001, UTC)
     assert await setup.done("most") == {"e1", "e2", "e3"}
     assert (await setup.checkpoint("most"))[:3] == (1003, 0, 3)
     setup.calls = []
