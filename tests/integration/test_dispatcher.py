@@ -21,6 +21,7 @@ from headwater.dispatch.dispatcher import (
     DispatchStatus,
     Event,
 )
+from headwater.errors import JsonValueError
 from headwater.store.base import JobFilter, NewJob, Store
 from headwater.workspace.loader import load_workspace
 from headwater.workspace.models import Workspace
@@ -281,3 +282,54 @@ async def test_only_a_new_job_gets_a_dispatch_span(store: Store, ws: Workspace) 
     assert again[0].status is DispatchStatus.DUPLICATE
     assert spans.spans == [(first[0].job_id, "t", "api", "src")]
     assert before <= spans.starts[0] <= time.time_ns()
+
+
+class PickyStore:
+    """A store that refuses, for their data, jobs whose input has ``x == "bad"`` (as a
+    database refuses a value it cannot keep), with a two-line error."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def insert_jobs(self, jobs: list[NewJob], cursor: Any = None) -> Any:
+        if any(job.input.get("x") == "bad" for job in jobs):
+            raise JsonValueError("the value of x cannot be stored\nat row 1")
+        return await self._store.insert_jobs(jobs, cursor)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+
+@pytest.mark.parametrize("size", [1, 3])
+async def test_a_refused_event_is_kept_with_the_stores_reason_and_its_payload(
+    store: Store, ws: Workspace, size: int
+) -> None:
+    dispatcher = Dispatcher(PickyStore(store), lambda: ws)  # type: ignore[arg-type]
+    events = [Event("t", {"n": i}, "api", "src", dedup_key=f"k{i}") for i in range(size)]
+    events[-1] = Event("t", {"n": 9, "x": "bad"}, "api", "src", dedup_key="k9")
+    outcomes = await dispatcher.dispatch(events)
+    reason = "the store cannot keep this event: the value of x cannot be stored"
+    assert outcomes[-1].status is DispatchStatus.REJECTED and outcomes[-1].reason == reason
+    assert [o.status for o in outcomes[:-1]] == [DispatchStatus.ACCEPTED] * (size - 1)
+    (rejected,) = await store.list_rejected(source_id="src")
+    assert rejected.reason == reason and rejected.dedup_key == "k9"
+    assert rejected.payload == {"n": 9, "x": "bad"}  # as sent: it can be replayed
+
+
+async def test_a_batch_never_holds_more_than_max_batch_events(store: Store, ws: Workspace) -> None:
+    sizes: list[int] = []
+
+    class Counting(Dispatcher):
+        async def dispatch(self, events: Any, cursor: Any = None) -> Any:
+            sizes.append(len(events))
+            return await super().dispatch(events, cursor)
+
+    batching = BatchingDispatcher(Counting(store, lambda: ws), max_batch=3)
+    try:
+        outcomes = await asyncio.gather(
+            *(batching.dispatch_one(Event("t", {"n": i}, "webhook")) for i in range(8))
+        )
+        assert all(o.status is DispatchStatus.ACCEPTED for o in outcomes)
+        assert sum(sizes) == 8 and max(sizes) == 3
+    finally:
+        await batching.close()
