@@ -21,7 +21,7 @@ from headwater.dispatch.dispatcher import (
     DispatchStatus,
     Event,
 )
-from headwater.errors import JsonValueError
+from headwater.errors import JsonValueError, NotFoundError
 from headwater.store.base import JobFilter, NewJob, Store
 from headwater.workspace.loader import load_workspace
 from headwater.workspace.models import Workspace
@@ -46,6 +46,11 @@ tasks:
   tagged:
     flow:
       a: { action: gpu }
+  multi:
+    flow:
+      a: { action: gpu }
+      b: { type: script, script: "true", tags: [fast] }
+      c: { action: noop }
 """
 
 
@@ -80,7 +85,8 @@ async def test_each_event_gets_its_outcome_in_order_and_a_dedup_key_makes_one_jo
         DispatchStatus.ACCEPTED,
     ]
     assert first[0].job_id and first[3].job_id and first[0].job_id != first[3].job_id
-    assert first[1].job_id is None and "n" in (first[1].reason or "")
+    assert first[1].job_id is None
+    assert (first[1].reason or "").startswith("input for task 't' is invalid")
     assert "nope" in (first[2].reason or "")
     stored = await jobs_by_n(store)
     assert stored[1].id == first[0].job_id and stored[4].id == first[3].job_id
@@ -333,3 +339,34 @@ async def test_a_batch_never_holds_more_than_max_batch_events(store: Store, ws: 
         assert sum(sizes) == 8 and max(sizes) == 3
     finally:
         await batching.close()
+
+
+async def test_a_jobs_tags_are_what_all_its_steps_need_and_it_keeps_its_parent(
+    store: Store, ws: Workspace
+) -> None:
+    dispatcher = Dispatcher(store, lambda: ws)
+    (parent,) = await dispatcher.dispatch([Event("t", {"n": 1}, "api")])
+    (child,) = await dispatcher.dispatch([Event("multi", {}, "api", parent_job_id=parent.job_id)])
+    job = await store.get_job(child.job_id or "")
+    assert job is not None
+    assert job.tags == {"gpu", "fast", "script"}  # named and inline steps alike
+    assert job.parent_job_id == parent.job_id
+    parent_job = await store.get_job(parent.job_id or "")
+    assert parent_job is not None and parent_job.max_attempts == 3  # the default
+
+
+async def test_a_reloaded_workspace_is_what_events_are_checked_against(
+    store: Store, ws: Workspace, tmp_path: Path
+) -> None:
+    stricter = tmp_path / "stricter.yaml"
+    stricter.write_text(
+        textwrap.dedent(WS).replace("x: { type: any }", "x: { type: any, required: true }")
+    )
+    current = [ws]
+    dispatcher = Dispatcher(store, lambda: current[0])
+    assert dispatcher.prepare(Event("t", {"n": 1}, "api")).input == {"n": 1, "kind": "plain"}
+    current[0] = load_workspace(stricter)  # what a reload does
+    (outcome,) = await dispatcher.dispatch([Event("t", {"n": 1}, "api")])
+    assert outcome.status is DispatchStatus.REJECTED and "x" in (outcome.reason or "")
+    with pytest.raises(NotFoundError):
+        dispatcher.prepare(Event("gone", {}, "api"))
