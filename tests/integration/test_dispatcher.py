@@ -104,6 +104,8 @@ async def test_each_event_gets_its_outcome_in_order_and_a_dedup_key_makes_one_jo
         ("t", "bad"),
     ]
     assert {r.reason for r in rejected} == {first[1].reason, first[2].reason}
+    # Kept as sent, so that a fixed workspace can replay them.
+    assert sorted(str(r.payload) for r in rejected) == ["{'n': 'one'}", "{'n': 3}"]
     assert seen == {
         ("api", "src", "accepted"): 3,
         ("api", "src", "rejected"): 2,
@@ -158,10 +160,16 @@ async def test_the_keyed_path_stores_what_the_general_path_stores(
     assert stored[1].input == {"n": 1, "kind": "fancy"} and stored[1].dedup_key == "a"
     assert stored[1].max_attempts == 4 and stored[1].source_id == "orders"
     assert stored[1].source_type == "event_source"
+    assert stored[1].tags == {"script"}  # what its steps need, as on the general path
     rejected = await store.list_rejected(source_id="orders")
     assert sorted(r.dedup_key for r in rejected) == ["b", "c"]
     cursor = await store.get_cursor("orders")
     assert cursor is not None and cursor.cursor == "c9"
+
+    gpu = dispatcher.prepare_keyed("tagged", "event_source", "orders", {}, [("g", {})])
+    (made,) = await dispatcher.commit(gpu)
+    gpu_job = await store.get_job(made.job_id or "")
+    assert gpu_job is not None and gpu_job.tags == {"gpu", "script"}
 
     unknown = dispatcher.prepare_keyed("gone", "event_source", "orders", {}, [("e", {})])
     (outcome,) = await dispatcher.commit(unknown)
@@ -320,6 +328,19 @@ async def test_a_refused_event_is_kept_with_the_stores_reason_and_its_payload(
     (rejected,) = await store.list_rejected(source_id="src")
     assert rejected.reason == reason and rejected.dedup_key == "k9"
     assert rejected.payload == {"n": 9, "x": "bad"}  # as sent: it can be replayed
+
+
+async def test_a_refused_event_of_an_event_source_keeps_its_payload(
+    store: Store, ws: Workspace
+) -> None:
+    dispatcher = Dispatcher(PickyStore(store), lambda: ws)  # type: ignore[arg-type]
+    batch = dispatcher.prepare_keyed(
+        "t", "event_source", "src", {"kind": "k"}, [("a", {"n": 1}), ("b", {"n": 2, "x": "bad"})]
+    )
+    outcomes = await dispatcher.commit(batch)
+    assert [o.status for o in outcomes] == [DispatchStatus.ACCEPTED, DispatchStatus.REJECTED]
+    (rejected,) = await store.list_rejected(source_id="src")
+    assert rejected.dedup_key == "b" and rejected.payload == {"n": 2, "x": "bad"}
 
 
 async def test_a_batch_never_holds_more_than_max_batch_events(store: Store, ws: Workspace) -> None:
