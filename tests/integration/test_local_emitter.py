@@ -121,3 +121,11 @@ async def test_a_finished_job_wakes_a_waiting_consumer(store: Store, ws: Workspa
         assert await emitter.in_flight(TRIGGER) == 0
     finally:
         emitter.close()
+
+
+async def test_waiting_for_a_finish_ends_at_its_timeout(store: Store, ws: Workspace) -> None:
+    emitter = LocalEmitter(store, Dispatcher(store, lambda: ws))
+    try:
+        await asyncio.wait_for(emitter.wait_for_finished(0.05), 30)  # no job finished
+    finally:
+        emitter.close()
