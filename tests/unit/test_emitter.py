@@ -471,3 +471,22 @@ async def test_a_log_in_the_failing_store_does_not_stop_the_retries(
     await hook(STEP, LogStream.STDOUT, out(1), False)
     await asyncio.wait_for(hook.close(), 10.0)
     assert emitter.created == [f"{PREFIX}:1"]
+
+
+async def test_first_of_two_emits_fails_second_commits_each_event_is_one_job() -> None:
+    emitter = FakeEmitter(fail_first=1)
+    emitter.gate = asyncio.Event()  # both emits wait; the first to go on fails
+    hook = make_hook(emitter, FakeLogs())
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await eventually(lambda: len(emitter.attempts) == 1)
+    for n in (2, 3):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await eventually(lambda: len(emitter.attempts) == 2)  # the second batch is on its way
+    emitter.gate.set()
+    for n in (4, 5):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    expected = [f"{PREFIX}:{n}" for n in range(1, 6)]
+    assert sorted(emitter.created) == sorted(expected)  # none lost
+    assert len(emitter.attempts) >= 3 and emitter.attempts[0] == [f"{PREFIX}:1"]
+    assert hook.accepted == 5  # and none counted twice
