@@ -490,3 +490,16 @@ async def test_first_of_two_emits_fails_second_commits_each_event_is_one_job() -
     assert sorted(emitter.created) == sorted(expected)  # none lost
     assert len(emitter.attempts) >= 3 and emitter.attempts[0] == [f"{PREFIX}:1"]
     assert hook.accepted == 5  # and none counted twice
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 100])
+async def test_each_run_of_failures_is_said_and_survived(max_in_flight: int | None) -> None:
+    emitter, logs = FakeEmitter(fail_first=1), FakeLogs()
+    hook = make_hook(emitter, logs, max_in_flight=max_in_flight)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await eventually(lambda: emitter.created == [f"{PREFIX}:1"])
+    emitter.fail_first = 1  # the store fails again, later
+    await hook(STEP, LogStream.STDOUT, out(2), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.created == [f"{PREFIX}:1", f"{PREFIX}:2"]
+    assert len(logs.lines) == 2  # one line per run of failures
