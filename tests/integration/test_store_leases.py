@@ -59,3 +59,50 @@ async def test_racing_processes_never_both_hold_a_lease(db_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_a_stale_token_of_the_same_owner_renews_and_releases_nothing(store: Store) -> None:
+    # node-1 held the lease (token 1), lost it to node-2 (token 2), then won it back
+    # (token 3): a task of node-1 that still holds token 1 is fenced off like a stranger.
+    await store.acquire_lease("trigger:a", "node-1", 0)  # a zero TTL is expired at once
+    await store.acquire_lease("trigger:a", "node-2", 0)
+    back = await store.acquire_lease("trigger:a", "node-1", 30)
+    assert back is not None and back.token == 3
+    assert not await store.renew_lease("trigger:a", "node-1", 1, 30)
+    await store.release_lease("trigger:a", "node-1", 1)
+    assert await store.acquire_lease("trigger:a", "node-2", 30) is None
+    assert await store.renew_lease("trigger:a", "node-1", 3, 30)
+
+
+async def test_renew_and_release_touch_only_the_named_lease(store: Store) -> None:
+    for name in ("consumer:a", "consumer:b"):  # both token 1, both expired at once
+        assert await store.acquire_lease(name, "node-1", 0) is not None
+    assert await store.renew_lease("consumer:a", "node-1", 1, 30)
+    assert await store.acquire_lease("consumer:a", "node-2", 30) is None
+    assert await store.acquire_lease("consumer:b", "node-2", 30) is not None
+
+    for name in ("consumer:c", "consumer:d"):
+        assert await store.acquire_lease(name, "node-1", 30) is not None
+    await store.release_lease("consumer:c", "node-1", 1)
+    assert await store.acquire_lease("consumer:d", "node-2", 30) is None
+    assert await store.acquire_lease("consumer:c", "node-2", 30) is not None
+
+
+async def test_a_lease_shows_since_when_its_holder_holds_it(store: Store) -> None:
+    first = await store.acquire_lease("trigger:a", "node-1", 0)
+    assert first is not None
+    kept = await store.acquire_lease("trigger:a", "node-1", 0)  # the same holder again
+    assert kept is not None and kept.acquired_at == first.acquired_at
+    taken = await store.acquire_lease("trigger:a", "node-2", 30)
+    assert taken is not None and taken.acquired_at >= kept.expires_at
+    (listed,) = await store.list_leases("trigger:")
+    assert (listed.owner, listed.token, listed.acquired_at) == ("node-2", 2, taken.acquired_at)
+    assert listed.expires_at == taken.expires_at
+
+
+async def test_listing_without_a_prefix_shows_every_lease_by_name(store: Store) -> None:
+    for name in ("trigger:b", "worker:1", "consumer:z", "trigger:a"):
+        assert await store.acquire_lease(name, "node-1", 30) is not None
+    names = [le.name for le in await store.list_leases()]
+    assert names == ["consumer:z", "trigger:a", "trigger:b", "worker:1"]
+    assert [le.name for le in await store.list_leases("trigger:")] == ["trigger:a", "trigger:b"]

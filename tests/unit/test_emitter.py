@@ -402,3 +402,104 @@ async def test_a_second_batch_is_sent_while_the_first_is_stored_and_nothing_is_l
     assert len(emitter.created) == 4  # each once
     assert emitter.created[:2] == [f"{PREFIX}:3", f"{PREFIX}:4"]
     assert hook.accepted == 4 and hook._pending == []
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 100])  # pipelined, and one emit at a time
+@pytest.mark.parametrize("failures", [1, 3])
+async def test_a_failing_store_is_said_once_in_the_consumers_log(
+    max_in_flight: int | None, failures: int
+) -> None:
+    emitter, logs = FakeEmitter(fail_first=failures), FakeLogs()
+    hook = make_hook(emitter, logs, max_in_flight=max_in_flight)
+    before = datetime.now(UTC)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.created == [f"{PREFIX}:1"] and len(emitter.attempts) == failures + 1
+    # However many failures in a row: one line, from the first, on the consumer's step.
+    assert [(line.job_id, line.step, line.stream, line.line) for line in logs.lines] == [
+        (
+            "job-1",
+            STEP,
+            LogStream.SYSTEM,
+            "warning: events cannot be stored, retrying until they are: store is down",
+        )
+    ]
+    assert before <= logs.lines[0].ts <= datetime.now(UTC)
+
+
+async def test_a_skipped_lines_warning_carries_its_time() -> None:
+    logs = FakeLogs()
+    hook = make_hook(FakeEmitter(), logs)
+    before = datetime.now(UTC)
+    await hook(STEP, LogStream.STDOUT, "OUTPUT: {not json", False)
+    await hook.close()
+    (warning,) = logs.lines
+    assert before <= warning.ts <= datetime.now(UTC)
+
+
+async def test_max_in_flight_counts_the_events_not_yet_stored() -> None:
+    emitter = FakeEmitter()
+    emitter.max_in_flight = 2
+    emitter.gate = asyncio.Event()  # the store is slow: nothing is committed yet
+    hook = make_hook(emitter, FakeLogs(), max_in_flight=2)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await hook(STEP, LogStream.STDOUT, out(2), False)
+    # Two events read, none stored: a third would exceed max_in_flight once stored.
+    third = asyncio.ensure_future(hook(STEP, LogStream.STDOUT, out(3), False))
+    await still_blocked(third, 0.3)
+    emitter.gate.set()
+    await still_blocked(third, 0.3)  # both stored now: two in flight
+    emitter.finish(1)
+    assert await asyncio.wait_for(third, 10.0) is True
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.worst_total == 2
+
+
+class DownLogs(FakeLogs):
+    """The consumer's log lives in the store that is down."""
+
+    async def write(self, line: LogLine) -> None:
+        raise ConnectionError("store is down")
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 100])
+async def test_a_log_in_the_failing_store_does_not_stop_the_retries(
+    max_in_flight: int | None,
+) -> None:
+    emitter = FakeEmitter(fail_first=2)
+    hook = make_hook(emitter, DownLogs(), max_in_flight=max_in_flight)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.created == [f"{PREFIX}:1"]
+
+
+async def test_first_of_two_emits_fails_second_commits_each_event_is_one_job() -> None:
+    emitter = FakeEmitter(fail_first=1)
+    emitter.gate = asyncio.Event()  # both emits wait; the first to go on fails
+    hook = make_hook(emitter, FakeLogs())
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await eventually(lambda: len(emitter.attempts) == 1)
+    for n in (2, 3):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await eventually(lambda: len(emitter.attempts) == 2)  # the second batch is on its way
+    emitter.gate.set()
+    for n in (4, 5):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    expected = [f"{PREFIX}:{n}" for n in range(1, 6)]
+    assert sorted(emitter.created) == sorted(expected)  # none lost
+    assert len(emitter.attempts) >= 3 and emitter.attempts[0] == [f"{PREFIX}:1"]
+    assert hook.accepted == 5  # and none counted twice
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 100])
+async def test_each_run_of_failures_is_said_and_survived(max_in_flight: int | None) -> None:
+    emitter, logs = FakeEmitter(fail_first=1), FakeLogs()
+    hook = make_hook(emitter, logs, max_in_flight=max_in_flight)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await eventually(lambda: emitter.created == [f"{PREFIX}:1"])
+    emitter.fail_first = 1  # the store fails again, later
+    await hook(STEP, LogStream.STDOUT, out(2), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.created == [f"{PREFIX}:1", f"{PREFIX}:2"]
+    assert len(logs.lines) == 2  # one line per run of failures

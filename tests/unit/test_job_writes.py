@@ -48,5 +48,5 @@ def test_only_the_first_finish_of_a_job_counts() -> None:
 
 
 def test_a_finish_needs_a_final_status() -> None:
-    with pytest.raises(ValueError, match="final status"):
-        plan([JobWrite(finish=("j", "w", JobStatus.RUNNING, None, None))])
+    with pytest.raises(ValueError, match=r"final status, not <JobStatus\.RUNNING: 'running'>"):
+        plan([JobWrite(finish=("j", "w", JobStatus.RUNNING, {"out": 1}, None))])

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from headwater.errors import TemplateError
 from headwater.workspace.models import Workspace
-from headwater.workspace.secrets import MASK, Redactor, resolve_secrets
+from headwater.workspace.secrets import MASK, Redactor, check_secrets, resolve_secrets
+from headwater.workspace.templating import TemplateEngine
 
 
 def workspace(root: Path, **secrets: str) -> Workspace:
@@ -137,3 +138,21 @@ def test_each_line_of_8_or_more_characters_of_a_multiline_secret_is_masked() -> 
 def test_keys_that_are_not_text_are_kept_as_they_are() -> None:
     redactor = Redactor(["hunter22"])
     assert redactor.redact({1: "hunter22", "k": ["hunter22"]}) == {1: MASK, "k": [MASK]}
+
+
+def test_check_reports_each_failing_secret_by_name_and_only_those(tmp_path: Path) -> None:
+    (tmp_path / "ok.txt").write_text("fine\n")
+    ws = workspace(
+        tmp_path,
+        token="{{ env.TOKEN }}",
+        cert="{{ file('missing.pem') }}",
+        plain="{{ file('ok.txt') }}",
+        user="{{ env.USER_NAME }}",
+    )
+    failures = check_secrets(ws, {"USER_NAME": "me"}, TemplateEngine())
+    assert set(failures) == {"token", "cert"}  # every failure, not only the first
+    assert "'env.TOKEN' is undefined in secret 'token'" in failures["token"]
+    assert failures["cert"].startswith("secret 'cert'") and "missing.pem" in failures["cert"]
+    assert check_secrets(ws, {"USER_NAME": "me", "TOKEN": "t"}, TemplateEngine()) == {
+        "cert": failures["cert"]
+    }

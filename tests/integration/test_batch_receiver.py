@@ -1,0 +1,266 @@
+"""What every broker receiver inherits from ``BatchReceiver`` and ``ReceiverContext``,
+with an in-process broker on the real store (SQLite, PostgreSQL, in memory): a message is
+acknowledged only after its job committed, a redelivery makes no second job, what cannot
+become a job is dead-lettered with its reason and acknowledged, a dropped connection is
+reconnected, ``max_in_flight`` bounds what is read, and the checkpoint is compare-and-set."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from headwater.dispatch.dispatcher import Dispatcher
+from headwater.errors import ConflictError
+from headwater.store.base import JobFilter, JobStatus, Store
+from headwater.triggers.receivers.base import ReceiverContext
+from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
+from headwater.workspace.loader import load_workspace
+from headwater.workspace.models import Workspace
+from headwater.workspace.receiver_triggers.base import ReceiverTriggerBase
+from headwater.workspace.templating import TemplateEngine
+from tests.polling import eventually, stays_true_for
+
+WS = """
+actions:
+  noop:
+    type: script
+    script: "true"
+tasks:
+  handle:
+    flow:
+      s: { action: noop }
+"""
+
+
+class FakeBroker(BatchReceiver):
+    trigger_type = "fake"
+    reconnect_initial_secs = 0.01
+    reconnect_max_secs = 0.02
+
+    def __init__(self, trigger: ReceiverTriggerBase, store: Store) -> None:
+        super().__init__(TemplateEngine(), trigger)
+        self.store = store
+        self.queue: list[BrokerMessage] = []
+        self.rooms: list[int] = []
+        self.acked: list[str] = []
+        self.jobs_at_ack: list[int] = []  # jobs stored when each acknowledge began
+        self.connects = 0
+        self.closes = 0
+        self.drop_next = 0  # how many fetches fail as if the connection dropped
+
+    async def connect(self) -> None:
+        self.connects += 1
+
+    async def fetch(self, room: int) -> Sequence[BrokerMessage]:
+        if self.drop_next:
+            self.drop_next -= 1
+            raise ConnectionError("connection reset")
+        self.rooms.append(room)
+        if not self.queue:
+            await asyncio.sleep(0.01)
+            return []
+        taken, self.queue = self.queue[:room], self.queue[room:]
+        return taken
+
+    async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None:
+        self.jobs_at_ack.append(len(await self.store.list_jobs(JobFilter(limit=1000))))
+        self.acked += [m.id for m in messages]
+
+    async def close(self) -> None:
+        self.closes += 1
+
+    def public_settings(self) -> dict[str, Any]:
+        return {"queue": "q"}
+
+
+def trigger(**extra: Any) -> ReceiverTriggerBase:
+    return ReceiverTriggerBase(type="fake", target_task="handle", **extra)
+
+
+@pytest.fixture
+def ws(tmp_path: Path) -> Workspace:
+    (tmp_path / "ws.yaml").write_text(textwrap.dedent(WS))
+    return load_workspace(tmp_path / "ws.yaml")
+
+
+def context(store: Store, ws: Workspace, max_in_flight: int | None = None) -> ReceiverContext:
+    return ReceiverContext(
+        store=store,
+        dispatcher=Dispatcher(store, lambda: ws),
+        workspace="ws",
+        trigger="incoming",
+        trigger_type="fake",
+        target_task="handle",
+        defaults={"origin": "broker"},
+        max_in_flight=max_in_flight,
+    )
+
+
+@pytest.fixture
+async def running(store: Store, ws: Workspace) -> AsyncIterator[list[FakeBroker]]:
+    started: list[FakeBroker] = []
+    yield started
+    for receiver in started:
+        await receiver.stop()
+
+
+async def start(
+    receivers: list[FakeBroker], store: Store, ws: Workspace, max_in_flight: int | None = None,
+    **extra: Any,
+) -> FakeBroker:  # fmt: skip
+    receiver = FakeBroker(trigger(**extra), store)
+    await receiver.start(context(store, ws, max_in_flight))
+    receivers.append(receiver)
+    return receiver
+
+
+async def test_messages_become_jobs_before_they_are_acknowledged(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    receiver = await start(running, store, ws, batch_size=2)
+    receiver.queue = [
+        BrokerMessage("m1", b'{"n": 1}', {"partition": 0}),
+        BrokerMessage("m2", "plain text"),
+        BrokerMessage("m3", b"\xff\x00"),
+    ]
+    await eventually(lambda: len(receiver.acked) == 3, what="three acknowledged")
+    assert receiver.acked == ["m1", "m2", "m3"]
+    assert receiver.jobs_at_ack == [2, 3]  # each batch's jobs were stored first
+    assert max(receiver.rooms) == 2
+    jobs = {j.dedup_key: j for j in await store.list_jobs(JobFilter(limit=10))}
+    assert set(jobs) == {"fake:ws/incoming:m1", "fake:ws/incoming:m2", "fake:ws/incoming:m3"}
+    first = jobs["fake:ws/incoming:m1"]
+    assert first.task == "handle" and first.source_type == "fake"
+    assert first.source_id == "ws/incoming"
+    assert first.input == {
+        "payload": {"n": 1},
+        "metadata": {"id": "m1", "partition": 0},
+        "origin": "broker",
+    }
+    assert jobs["fake:ws/incoming:m2"].input["payload"] == "plain text"
+    assert "content_type" in jobs["fake:ws/incoming:m3"].input
+    assert receiver.describe() == {
+        "type": "fake",
+        "trigger": "ws/incoming",
+        "target_task": "handle",
+        "queue": "q",
+    }
+
+    receiver.queue = [BrokerMessage("m1", b'{"n": 1}', {"partition": 0})]  # redelivered
+    await eventually(lambda: len(receiver.acked) == 4, what="the redelivery acknowledged")
+    assert len(await store.list_jobs(JobFilter(limit=10))) == 3
+
+
+async def test_what_cannot_become_a_job_is_dead_lettered_and_acknowledged(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    receiver = await start(running, store, ws, format="json", dedup_key="{{ payload.k }}")
+    receiver.queue = [
+        BrokerMessage("m1", b'{"k": "a"}'),
+        BrokerMessage("m2", None, {"h": "v"}),
+        BrokerMessage("m3", b"not json"),
+        BrokerMessage("m4", b'{"k": ""}'),
+    ]
+    await eventually(lambda: len(receiver.acked) == 4, what="all acknowledged")
+    (job,) = await store.list_jobs(JobFilter(limit=10))
+    assert job.dedup_key == "a"
+    rejected = {r.dedup_key: r for r in await store.list_rejected(source_id="ws/incoming")}
+    assert set(rejected) == {f"fake:ws/incoming:m{i}" for i in (2, 3, 4)}
+    no_body = rejected["fake:ws/incoming:m2"]
+    assert no_body.payload == {"id": "m2", "metadata": {"h": "v"}, "body": None}
+    assert no_body.reason.startswith("undecodable message m2:")
+    assert "no body" in no_body.reason
+    assert no_body.source_type == "fake" and no_body.target_task == "handle"
+    assert rejected["fake:ws/incoming:m3"].payload["body"] == "not json"
+    assert "rendered empty" in rejected["fake:ws/incoming:m4"].reason
+
+
+async def test_a_dropped_connection_is_reopened_and_nothing_is_lost(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    receiver = await start(running, store, ws)
+    receiver.drop_next = 3
+    receiver.queue = [BrokerMessage("m1", b"{}")]
+    await eventually(lambda: receiver.acked == ["m1"], what="acknowledged after reconnects")
+    assert receiver.connects == 4 and receiver.closes == 3
+    assert len(await store.list_jobs(JobFilter(limit=10))) == 1
+
+
+async def test_max_in_flight_bounds_what_is_read(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    receiver = await start(running, store, ws, max_in_flight=2, batch_size=10)
+    receiver.queue = [BrokerMessage(f"m{i}", b"{}") for i in range(5)]
+    await eventually(lambda: len(receiver.acked) == 2, what="two acknowledged")
+    assert receiver.rooms[0] == 2
+    # The third message waits until a job of this trigger finishes.
+    await stays_true_for(lambda: len(receiver.queue) == 3, 0.3, what="nothing more read")
+    (job,) = await store.claim_jobs("w1", ["script"], 1)
+    assert await store.finish_job(job.id, "w1", JobStatus.COMPLETED)
+    await eventually(lambda: len(receiver.acked) == 3, what="one more after a finish")
+    assert all(room <= 2 for room in receiver.rooms)
+
+
+async def test_stop_lets_a_batch_in_hand_finish(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    receiver = await start(running, store, ws)
+    release = asyncio.Event()
+    acknowledge = receiver.acknowledge
+
+    async def slow_ack(messages: Sequence[BrokerMessage]) -> None:
+        await release.wait()
+        await acknowledge(messages)
+
+    receiver.acknowledge = slow_ack  # type: ignore[method-assign]
+    receiver.queue = [BrokerMessage("m1", b"{}")]
+    await eventually(lambda: len(receiver.jobs_at_ack) == 0 and not receiver.queue, what="fetched")
+    stopping = asyncio.create_task(receiver.stop())
+    await asyncio.sleep(0.05)
+    release.set()
+    await stopping
+    assert receiver.acked == ["m1"] and receiver.stopping
+    await receiver.wait()
+    running.remove(receiver)
+
+
+async def test_the_checkpoint_is_compare_and_set(store: Store, ws: Workspace) -> None:
+    one, two = context(store, ws), context(store, ws)
+    assert await one.get_checkpoint() is None
+    assert await two.get_checkpoint() is None
+    await one.put_checkpoint({"offsets": {"0": 5}})
+    # The second writer read before the first wrote: its write merges with what is stored.
+    await two.put_checkpoint(
+        {"offsets": {"1": 7}},
+        merge=lambda stored, mine: {"offsets": {**stored["offsets"], **mine["offsets"]}},
+    )
+    assert await one.get_checkpoint() == {"offsets": {"0": 5, "1": 7}}
+    await one.put_checkpoint({"offsets": {"0": 6, "1": 7}})  # its version is current again
+    assert await two.get_checkpoint() == {"offsets": {"0": 6, "1": 7}}
+
+
+async def test_a_checkpoint_that_keeps_changing_is_an_error(store: Store, ws: Workspace) -> None:
+    ctx = context(store, ws)
+    # Another node writes every time just before us: we must give up, loudly.
+
+    writes = 0
+    real_put = store.put_state
+
+    async def racing_put(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        writes += 1
+        await real_put(args[0], args[1], {"v": writes}, None)
+        return await real_put(*args, **kwargs)
+
+    store.put_state = racing_put  # type: ignore[method-assign]
+    try:
+        with pytest.raises(ConflictError, match="keeps changing"):
+            await ctx.put_checkpoint({"v": -1}, merge=lambda stored, mine: mine)
+    finally:
+        store.put_state = real_put  # type: ignore[method-assign]
+    assert writes == 5
