@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -128,7 +127,7 @@ def server(
         retention=policy,
     )
     try:
-        asyncio.run(run_server(settings, _err))
+        asyncio.run(run_server(settings, _err.print))
     except HeadwaterError as exc:
         raise _fail(exc) from None
 
@@ -179,9 +178,10 @@ def worker_cmd(
     log_format: LogFormatOpt = LogFormat.CONSOLE,
 ) -> None:
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
+    from headwater.app.worker import run_remote_worker
     from headwater.cli.worker_config import WorkerConfig, load_worker_config
     from headwater.logging_setup import configure_logging
-    from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
+    from headwater.worker.remote import RemoteWorkerSettings
     from headwater.worker.worker import WorkerSettings
 
     configure_logging(log_level, log_format)
@@ -220,21 +220,8 @@ def worker_cmd(
         ),
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
-        shown = f"servers {', '.join(servers)} · tags {shown_tags}"
-        _err.print(f"headwater worker: {shown} · concurrency {settings.worker.concurrency}")
-        from headwater.node import freeze_startup_heap
-
-        freeze_startup_heap()  # what is loaded by now lives as long as the process
-        await RemoteWorker(settings).run(stop)
-
     try:
-        asyncio.run(main())
+        asyncio.run(run_remote_worker(settings, _err.print))
     except HeadwaterError as exc:
         raise _fail(exc) from None
 
