@@ -103,13 +103,14 @@ async def run_server(s: ServerSettings, say: Callable[[str], None]) -> None:
         node.receivers.wake()
 
     ownership.on_change = wake_triggers
+    protocol = WorkerServiceSettings(stale_after=s.stale_after, orphan_grace=s.stale_after)
+    service = WorkerService(node, protocol)
     try:
-        protocol = WorkerServiceSettings(stale_after=s.stale_after, orphan_grace=s.stale_after)
-        service = WorkerService(node, protocol)
         service.shipped()  # a workspace too large to ship fails the start, not a worker
         await ownership.check()  # take what is free before the triggers start
     except BaseException:
         say("headwater server: shutting down…")
+        service.close()
         await node.close()
         raise
 
