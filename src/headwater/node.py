@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import gc
 import os
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -200,17 +198,9 @@ class Node:
         source_id: str | None = None,
         dedup_key: str | None = None,
     ) -> InsertOutcome:
-        job = self.dispatcher.prepare(
+        return await self.dispatcher.submit(
             Event(task, input, source_type, source_id=source_id, dedup_key=dedup_key)
         )
-        started = time.time_ns()
-        (outcome,) = await self.store.insert_jobs([job])
-        if outcome.created and self.tracing is not None:
-            self.tracing.dispatch(outcome.id, task, source_type, source_id, started)
-        self.job_metrics.event(
-            source_type, source_id, "accepted" if outcome.created else "duplicate"
-        )
-        return outcome
 
     def redact(self, data: Any) -> Any:
         return self.holder.redactor.redact(data)
@@ -513,8 +503,7 @@ class Node:
         """Submit one job and run it in this process (``headwater run``), handing its log
         lines to ``on_logs`` as they are stored and its id to ``on_created``."""
         signature = f"run:{uuid.uuid4().hex}"
-        job = self.dispatcher.prepare(Event(task, job_input, "cli"))
-        job = dataclasses.replace(job, tags=frozenset({signature}))
+        event = Event(task, job_input, "cli", tags=frozenset({signature}))
         stop = asyncio.Event()
         worker = Worker(
             self.control,
@@ -528,7 +517,7 @@ class Node:
             self.store.subscribe(Channel.FINISHED) as finished,
             self.store.subscribe(Channel.LOGS) as logs,
         ):
-            (outcome,) = await self.store.insert_jobs([job])
+            outcome = await self.dispatcher.submit(event, counted=False)
             if on_created is not None:
                 on_created(outcome.id)
             runner = asyncio.create_task(worker.run(stop))

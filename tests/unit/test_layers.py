@@ -125,3 +125,60 @@ def test_the_import_linter_contracts_are_kept() -> None:
     cli = pytest.importorskip("importlinter.cli")
     code = cli.lint_imports(str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
     assert code == 0, "lint-imports: a contract is broken (its output is above)"
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def _package_of(module: str) -> str:
+    return ".".join(module.split(".")[:2])  # headwater.<package> (or a root module)
+
+
+def _private_imports(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, what)`` for each private name (``_x``) imported from another package."""
+    own = _package_of(_module_name(path))
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if not isinstance(node, ast.ImportFrom) or node.level or not node.module:
+            continue  # a relative import stays in its package
+        if not node.module.startswith("headwater") or _package_of(node.module) == own:
+            continue
+        if any(_private(part) for part in node.module.split(".")):
+            yield node.lineno, node.module
+        yield from (
+            (node.lineno, f"{node.module}.{a.name}") for a in node.names if _private(a.name)
+        )
+
+
+def test_no_module_imports_a_private_name_of_another_package() -> None:
+    """A package's ``_name`` is its own business: another package that needs it asks for
+    a public name (the composition root once imported ``run_cmds._EmbeddedServer``)."""
+    found = [
+        f"{_module_name(path)}:{line} imports {what}"
+        for path in sorted(SRC.rglob("*.py"))
+        for line, what in _private_imports(path)
+    ]
+    assert found == []
+
+
+# What only the composition root's ``serve()`` may call: the HTTP app is built, the
+# webhooks mounted and uvicorn configured in one place for ``up`` and ``server``.
+SERVE_ONLY = {"create_app", "create_webhook_router", "uvicorn.Config", "uvicorn.run"}
+
+
+def _serve_calls(path: Path) -> Iterator[tuple[int, str]]:
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            if name in SERVE_ONLY:
+                yield node.lineno, name
+
+
+def test_one_composition_root_builds_the_http_server() -> None:
+    found = [
+        f"{_module_name(path)}:{line} calls {name}"
+        for path in sorted(SRC.rglob("*.py"))
+        if path != SRC / "app" / "serve.py"
+        for line, name in _serve_calls(path)
+    ]
+    assert found == [], "the HTTP server is wired in headwater.app.serve.serve() only"

@@ -1,5 +1,8 @@
-"""The composition root: builds and runs a node with its HTTP server (``up``, ``server``).
+"""The composition root: builds and runs each long-lived process (``up``, ``server``,
+``worker``, ``consumer run``, ``publisher run``).
 
 Above ``server`` and below ``cli``: the CLI parses and prints, this package wires the
-pieces; no module below it starts uvicorn or installs signal handlers.
+pieces. Only ``serve.serve`` builds the HTTP app and uvicorn; the SDK's supervised child
+processes (``sdk/consumers/worker_main.py``, ``sdk/receiver_node.py``) are the one other
+place that installs signal handlers.
 """

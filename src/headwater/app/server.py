@@ -14,24 +14,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
-from rich.console import Console
 
-from headwater.app.embedded import EmbeddedServer
+from headwater.app.serve import Background, Http, serve
 from headwater.distributed.ownership import TriggerOwnership
 from headwater.distributed.tokens import WorkerTokenVerifier
-from headwater.errors import HeadwaterError
-from headwater.node import Node, NodeSettings, freeze_startup_heap
+from headwater.node import Node, NodeSettings
 from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import Store
 from headwater.store.retention import RetentionPolicy
 from headwater.store.sql import open_store
 from headwater.worker.worker import WorkerSettings
 from headwater.workspace.models import Workspace
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 __all__ = ["ServerSettings", "run_server"]
 
@@ -75,12 +77,8 @@ async def _sweep(
             await asyncio.wait_for(stop.wait(), s.recovery_interval)
 
 
-async def run_server(s: ServerSettings, err: Console) -> None:
-    import uvicorn
-
-    from headwater.server.app import create_app
+async def run_server(s: ServerSettings, say: Callable[[str], None]) -> None:
     from headwater.server.auth import require_api_key_for
-    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
     from headwater.url_secrets import hide_password
 
@@ -104,7 +102,6 @@ async def run_server(s: ServerSettings, err: Console) -> None:
     ownership = TriggerOwnership(store, node.workspace, ttl=s.lease_ttl)
     node.owner = ownership
     await node.start(store)
-    freeze_startup_heap()
 
     def wake_triggers() -> None:
         node.event_sources.wake()
@@ -112,73 +109,50 @@ async def run_server(s: ServerSettings, err: Console) -> None:
         node.receivers.wake()
 
     ownership.on_change = wake_triggers
-    stop = asyncio.Event()
-    tasks: list[asyncio.Task[None]] = []
-    server: EmbeddedServer | None = None
-    serve: asyncio.Task[None] | None = None
-    service: WorkerService | None = None
+    protocol = WorkerServiceSettings(stale_after=s.stale_after, orphan_grace=s.stale_after)
+    service = WorkerService(node, protocol)
     try:
-        protocol = WorkerServiceSettings(stale_after=s.stale_after, orphan_grace=s.stale_after)
-        service = WorkerService(node, protocol)
         service.shipped()  # a workspace too large to ship fails the start, not a worker
         await ownership.check()  # take what is free before the triggers start
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        app = create_app(node, api_keys=list(s.api_keys))
-        app.include_router(create_webhook_router(node.trigger_ctx))
-        verifier = WorkerTokenVerifier(store)
-        app.include_router(create_worker_router(service, verifier, node.artifacts))
+    except BaseException:
+        say("headwater server: shutting down…")
+        service.close()
+        await node.close()
+        raise
+
+    def worker_routes(app: FastAPI) -> None:
+        app.include_router(
+            create_worker_router(service, WorkerTokenVerifier(store), node.artifacts)
+        )
         app.state.body_limits["/worker"] = WORKER_BODY_LIMIT
 
-        def hook_body_limit(ws: Workspace) -> None:
-            app.state.body_limits["/hooks"] = max(max_webhook_body_bytes(ws), 1)
-
-        hook_body_limit(node.workspace())
-        node.on_reload.append(hook_body_limit)
-        server = EmbeddedServer(
-            uvicorn.Config(
-                app,
-                host=s.host,
-                port=s.port,
-                log_level="warning",
-                lifespan="off",
-                timeout_graceful_shutdown=10,
-            )
-        )
-        ws = node.workspace()
-        err.print(
+    def banner(ws: Workspace) -> str:
+        return (
             f"headwater server: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
             f"{len(ws.triggers)} triggers) · API http://{s.host}:{s.port} · "
             f"db {hide_password(s.db_url)} · worker {'on' if s.run_worker else 'off'} · "
             f"owner {ownership.owner}"
         )
-        serve = asyncio.create_task(server.serve(), name="http")
-        tasks = [
-            asyncio.create_task(ownership.run(stop), name="ownership"),
-            asyncio.create_task(node.run_triggers(stop), name="triggers"),
-            asyncio.create_task(_sweep(store, ownership, s, stop), name="sweep"),
-        ]
-        if s.run_worker:
-            tasks.append(asyncio.create_task(node.run_worker(stop), name="worker"))
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait([serve, *tasks, stopper], return_when="FIRST_COMPLETED")
-        stopper.cancel()
-        for t in done:
-            if t is not stopper and not t.cancelled() and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        if serve in done and not stop.is_set():
-            raise HeadwaterError(f"the HTTP server stopped (is port {s.port} already in use?)")
-    finally:
-        err.print("headwater server: shutting down…")
-        stop.set()
-        if service is not None:
-            service.close()
-        for t in tasks:  # triggers, then the worker's jobs, then leases are released
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(t), 60)
-        if server is not None and serve is not None:
-            server.should_exit = True
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(serve, 10)
-        await node.close()
+
+    async def sweep(stop: asyncio.Event) -> None:
+        await _sweep(store, ownership, s, stop)
+
+    # Triggers, then the worker's jobs, then the leases are released; the API serves
+    # remote workers until then.
+    background = [
+        Background("ownership", ownership.run),
+        Background("triggers", node.run_triggers),
+        Background("sweep", sweep),
+    ]
+    if s.run_worker:
+        background.append(Background("worker", node.run_worker))
+    await serve(
+        node,
+        Http(s.host, s.port, s.api_keys, graceful_shutdown=10, stop_first=False),
+        say,
+        label="headwater server",
+        banner=banner,
+        background=background,
+        configure=worker_routes,
+        on_stop=[service.close],
+    )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -146,7 +145,7 @@ def server(
         artifacts_dir=artifacts_dir or Path(".headwater") / "artifacts",
     )
     try:
-        asyncio.run(run_server(settings, _err_console()))
+        asyncio.run(run_server(settings, _err_console().print))
     except HeadwaterError as exc:
         raise _fail(exc) from None
 
@@ -199,9 +198,10 @@ def worker_cmd(
     """Run jobs for headwater servers over HTTP (a worker on another host)."""
     import asyncio
 
+    from headwater.app.worker import run_remote_worker
     from headwater.cli.worker_config import WorkerConfig, load_worker_config
     from headwater.logging_setup import configure_logging
-    from headwater.worker.remote import RemoteWorker, RemoteWorkerSettings
+    from headwater.worker.remote import RemoteWorkerSettings
     from headwater.worker.worker import WorkerSettings
 
     configure_logging(log_level, log_format)
@@ -240,23 +240,8 @@ def worker_cmd(
         ),
     )
 
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        shown_tags = ", ".join(sorted(offered)) if offered else "those of its runners"
-        shown = f"servers {', '.join(servers)} · tags {shown_tags}"
-        _err_console().print(
-            f"headwater worker: {shown} · concurrency {settings.worker.concurrency}"
-        )
-        from headwater.node import freeze_startup_heap
-
-        freeze_startup_heap()  # what is loaded by now lives as long as the process
-        await RemoteWorker(settings).run(stop)
-
     try:
-        asyncio.run(main())
+        asyncio.run(run_remote_worker(settings, _err_console().print))
     except HeadwaterError as exc:
         raise _fail(exc) from None
 

@@ -4,7 +4,6 @@ outbox pipeline, straight on the database and Redis."""
 from __future__ import annotations
 
 import json
-import signal
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -31,7 +30,7 @@ from headwater.cli.sdk_cmds import (
 from headwater.defaults import DEFAULT_REDIS_URL
 
 if TYPE_CHECKING:
-    import asyncio
+    pass
 
 __all__ = ["publisher_app", "send_event_cmd"]
 
@@ -99,49 +98,9 @@ def publisher_run(
         cleanup_interval=duration(cleanup_interval, "--cleanup-interval"),
         cleanup_batch_size=cleanup_batch_size,
     )
-    run_async(lambda: _publish(settings, metrics_port))
+    from headwater.app.sdk import run_publisher
 
-
-async def _publish(settings: Any, metrics_port: int | None) -> None:
-    import asyncio
-
-    from headwater.sdk.metrics import PipelineMetrics
-    from headwater.sdk.publisher import Publisher
-    from headwater.sdk.redis_util import connect
-    from headwater.store.sql import open_store
-
-    store = await open_store(settings.db_url)
-    redis = connect(settings.redis_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    publisher = Publisher(settings, store=store, redis=redis)
-    metrics = PipelineMetrics()
-    reporter: asyncio.Task[None] | None = None
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
-
-        async def report() -> None:
-            seen = (0, 0)
-            while not stop.is_set():
-                count, age = await publisher.backlog()
-                metrics.outbox_backlog.set(count)
-                metrics.outbox_backlog_ms.set(age)
-                stats = publisher.stats
-                metrics.published.inc(stats.published - seen[0])
-                metrics.recoveries.inc(stats.recoveries - seen[1])
-                seen = (stats.published, stats.recoveries)
-                await asyncio.sleep(5)
-
-        reporter = asyncio.create_task(report())
-    try:
-        await publisher.run(stop)
-    finally:
-        if reporter is not None:
-            reporter.cancel()
-        await redis.aclose()
-        await store.close()
+    run_async(lambda: run_publisher(settings, metrics_port))
 
 
 @app.command("send-event", rich_help_panel="Python SDK")

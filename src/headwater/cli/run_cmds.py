@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import signal
 import tempfile
 import time
 from enum import StrEnum
@@ -13,7 +12,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from headwater.app.embedded import EmbeddedServer as _EmbeddedServer
 from headwater.cli import app
 from headwater.cli.keys import api_keys
 from headwater.core.status import JobStatus, LogStream
@@ -24,7 +22,6 @@ if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays 
 
     from headwater.store.base import JobRecord, LogRecord, Store
     from headwater.store.retention import RetentionPolicy
-    from headwater.workspace.models import Workspace
 
 DB_ENV = "HEADWATER_DATABASE_URL"
 
@@ -427,79 +424,9 @@ async def _up(
     artifacts_dir: Path | None = None,
     worker_tags: frozenset[str] = frozenset(),
 ) -> None:
-    import asyncio
+    from headwater.app.up import UpSettings, run_up
 
-    import uvicorn
-
-    from headwater.node import Node, NodeSettings, freeze_startup_heap
-    from headwater.server.app import create_app
-    from headwater.server.auth import require_api_key_for
-    from headwater.server.routes_webhooks import create_webhook_router, max_webhook_body_bytes
-    from headwater.url_secrets import hide_password
-    from headwater.worker.worker import WorkerSettings
-    from headwater.workspace.tag_checks import unserved_steps
-
-    require_api_key_for(host, keys)
-    settings = NodeSettings(
-        db_url=db_url,
-        worker=WorkerSettings(concurrency=concurrency),
-        retention=retention,
-        artifacts_dir=artifacts_dir,
-        worker_tags=worker_tags,
+    settings = UpSettings(
+        path, db_url, host, port, concurrency, tuple(keys), retention, artifacts_dir, worker_tags
     )
-    sdk_app = path.suffix == ".py"
-    if sdk_app:  # a Python app: its receiver-bound functions are the workspace
-        from headwater.sdk.receiver_node import node_for
-
-        node = node_for(str(path), settings)
-    else:
-        node = Node(path, settings)
-    await node.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    app_ = create_app(node, api_keys=keys)
-    app_.include_router(create_webhook_router(node.trigger_ctx))
-    freeze_startup_heap()
-
-    def hook_body_limit(ws: Workspace) -> None:
-        app_.state.body_limits["/hooks"] = max(max_webhook_body_bytes(ws), 1)
-
-    hook_body_limit(node.workspace())
-    node.on_reload.append(hook_body_limit)
-    server = _EmbeddedServer(
-        uvicorn.Config(app_, host=host, port=port, log_level="warning", lifespan="off")
-    )
-    ws = node.workspace()
-    err.print(
-        f"headwater up: workspace [bold]{ws.name}[/bold] ({len(ws.tasks)} tasks, "
-        f"{len(ws.triggers)} triggers) · API http://{host}:{port} · db {hide_password(db_url)}"
-    )
-    for unserved in unserved_steps(ws, worker_tags):
-        err.print(f"note: {unserved.describe()}", markup=False)
-    serve = asyncio.create_task(server.serve(), name="http")
-    worker = asyncio.create_task(node.run_worker(stop), name="worker")
-    triggers = asyncio.create_task(node.run_triggers(stop, watch=not sdk_app), name="triggers")
-    stopper = asyncio.create_task(stop.wait())
-    try:
-        done, _ = await asyncio.wait(
-            [serve, worker, triggers, stopper], return_when=asyncio.FIRST_COMPLETED
-        )
-        for t in done:
-            if t is not stopper and t.exception() is not None:
-                raise t.exception()  # type: ignore[misc]
-        if serve in done and not stop.is_set():
-            raise HeadwaterError(f"the HTTP server stopped (is port {port} already in use?)")
-    finally:
-        err.print("headwater: shutting down…")
-        stop.set()
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(triggers, 10)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(worker), 60)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(serve, 10)
-        stopper.cancel()
-        await node.close()
+    await run_up(settings, err.print)

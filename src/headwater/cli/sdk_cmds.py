@@ -8,7 +8,6 @@ consumer supervisor itself: an outbox pipeline does not need a headwater server.
 from __future__ import annotations
 
 import json
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -234,37 +233,9 @@ def consumer_run(
         metrics_port=metrics_port,
         only=tuple(only or ()),
     )
-    run_async(lambda: _supervise(spec, settings))
+    from headwater.app.sdk import run_consumers
 
-
-async def _supervise(spec: str, settings: Any) -> None:
-    import asyncio
-
-    from headwater.sdk.consumers.supervisor import Supervisor
-    from headwater.sdk.loading import load_registry
-    from headwater.sdk.metrics import PipelineMetrics
-    from headwater.sdk.redis_util import connect
-    from headwater.store.sql import open_store
-
-    registry = load_registry(spec)
-    registry.log_registered_endpoints()
-    store = await open_store(settings.worker.db_url)
-    redis = connect(settings.worker.redis_url)
-    metrics = PipelineMetrics()
-    if settings.metrics_port is not None:
-        metrics.serve(settings.metrics_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        supervisor = Supervisor(spec, registry, settings, store=store, redis=redis, metrics=metrics)
-        if not supervisor.units:
-            raise HeadwaterError(f"{spec!r} has no registration to run (see --only)")
-        await supervisor.run(stop)
-    finally:
-        await redis.aclose()
-        await store.close()
+    run_async(lambda: run_consumers(spec, settings))
 
 
 # -- consumer status ---------------------------------------------------------------------

@@ -178,6 +178,31 @@ class Dispatcher:
             max_attempts=event.max_attempts or self._max_attempts,
         )
 
+    async def submit(self, event: Event, *, counted: bool = True) -> InsertOutcome:
+        """One event that must become a job or fail its caller: an API call, ``headwater
+        run``, a dead-letter replay. An invalid one raises (NotFoundError /
+        InputValidationError) and nothing is stored. ``counted``: traced and counted in
+        the metrics as a dispatched event (``run`` and replays are not, as before)."""
+        job = self.prepare(event)
+        started = time.time_ns()
+        (outcome,) = await self._store.insert_jobs([job])
+        if counted:
+            if outcome.created and self._tracing is not None:
+                self._tracing.dispatch(
+                    outcome.id, job.task, job.source_type, job.source_id, started
+                )
+            if self._observe is not None:
+                status = DispatchStatus.ACCEPTED if outcome.created else DispatchStatus.DUPLICATE
+                self._observe(job.source_type, job.source_id, status.value, 1)
+        return outcome
+
+    async def reject(self, events: Sequence[RejectedEvent]) -> None:
+        """Store events their source refused before dispatch (a dead-lettered broker
+        message, a cron tick whose input does not render or that was skipped): kept,
+        with why, once per dedup key."""
+        if events:
+            await self._store.insert_rejected(events)
+
     async def dispatch(
         self, events: Sequence[Event], cursor: tuple[str, str] | None = None
     ) -> list[DispatchOutcome]:
@@ -424,6 +449,9 @@ class BatchingDispatcher:
     async def dispatch_many(self, events: Sequence[Event]) -> list[DispatchOutcome]:
         """A caller that already has a batch skips the queue."""
         return await self._dispatcher.dispatch(events)
+
+    async def reject(self, events: Sequence[RejectedEvent]) -> None:
+        await self._dispatcher.reject(events)
 
     def _ensure_started(self) -> None:
         if self._task is None or self._task.done():

@@ -122,12 +122,11 @@ async def _replay_one(
         dedup_key=record.dedup_key or f"dlq:{record.id}",
     )
     try:
-        # Validated here rather than through dispatch(): a replay that fails again must
-        # not store a second dead letter.
-        new_job = dispatcher.prepare(event)
+        # submit, not dispatch: a replay that fails again must not store a second dead
+        # letter.
+        result = await dispatcher.submit(event, counted=False)
     except (InputValidationError, NotFoundError) as exc:
         return ReplayOutcome(record.id, ReplayStatus.STILL_INVALID, reason=str(exc))
-    (result,) = await store.insert_jobs([new_job])
     await store.mark_replayed(record.id, result.id)
     log.info("dead_letter_replayed", id=record.id, job_id=result.id, created=result.created)
     status = ReplayStatus.CREATED if result.created else ReplayStatus.ALREADY_REPLAYED

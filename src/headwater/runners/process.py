@@ -33,7 +33,7 @@ from pathlib import Path
 
 import structlog
 
-__all__ = ["ChildProcess", "Reaper", "pidfd_available", "spawn"]
+__all__ = ["ChildProcess", "Reaper", "die_with_parent_hook", "pidfd_available", "spawn"]
 
 _log = structlog.get_logger(__name__)
 
@@ -215,7 +215,7 @@ async def spawn(
         env=env,
         start_new_session=True,
         bufsize=0,  # the transports read the fds directly; no Python buffer needed
-        preexec_fn=_die_with_parent(os.getpid()) if die_with_parent else None,
+        preexec_fn=die_with_parent_hook(os.getpid()) if die_with_parent else None,
     )
     child = ChildProcess(popen, loop)
     try:
@@ -241,7 +241,7 @@ async def spawn(
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> Callable[[], None] | None:
+def die_with_parent_hook(parent_pid: int) -> Callable[[], None] | None:
     """A preexec function asking the kernel to SIGKILL the child when we die."""
     if not sys.platform.startswith("linux"):
         return None

@@ -305,7 +305,7 @@ class Scheduler:
                     events.append(event)
                     labels.append((entry.name, tick))
         if unrenderable:
-            await self._ctx.store.insert_rejected(unrenderable)
+            await self._ctx.dispatcher.reject(unrenderable)
         outcomes = await self._ctx.dispatcher.dispatch_many(events) if events else []
         # Only after the commit: a failed insert leaves the ticks due for the retry.
         for entry, _ in due:

@@ -34,7 +34,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError
 
-from headwater.runners.process import _die_with_parent
+from headwater.runners.process import die_with_parent_hook
 from headwater.sdk.consumers.crashloop import CrashLoopGuard, Verdict
 from headwater.sdk.consumers.quarantine import list_quarantined, record_quarantine
 from headwater.sdk.consumers.settings import SupervisorSettings, lease_name
@@ -168,7 +168,7 @@ class Supervisor:
                 *unit.argv,
                 env=env,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent(os.getpid()),
+                preexec_fn=die_with_parent_hook(os.getpid()),
             )
         except OSError as exc:
             log.error("supervisor_spawn_failed", consumer=unit.key, error=str(exc))

@@ -154,7 +154,7 @@ class ReceiverContext:
 
     async def dead_letter(self, payload: Any, reason: str, dedup_key: str | None) -> None:
         """Keep a message that cannot become a job, with why (idempotent by dedup key)."""
-        await self.store.insert_rejected(
+        await self._dispatcher.reject(
             [
                 RejectedEvent(
                     id=None,
