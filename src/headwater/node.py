@@ -231,7 +231,7 @@ class Node:
         )
         runners: dict[RunnerKind, Runner] = await open_runners()
         self.steps = StepRunner(
-            store=self.control,
+            control=self.control,
             logs=self.logs,
             templates=self.templates,
             runners=runners,

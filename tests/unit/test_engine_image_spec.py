@@ -8,7 +8,8 @@ from typing import Any, cast
 
 import pytest
 
-from headwater.engine.steps import StepRunner, _image_command
+from headwater.engine.step_attempt import image_command
+from headwater.engine.steps import StepRunner
 from headwater.errors import TemplateError
 from headwater.store.base import JobRecord
 from headwater.workspace.models import Action, Step, Workspace
@@ -31,17 +32,17 @@ from headwater.workspace.templating import TemplateEngine
     ],
 )
 def test_cmd_command_and_entrypoint(entrypoint: Any, cmd: Any, command: Any, expected: Any) -> None:
-    assert _image_command(entrypoint, cmd, command, "action 'a'") == expected
+    assert image_command(entrypoint, cmd, command, "action 'a'") == expected
 
 
 def test_an_unsplittable_cmd_is_a_clear_error() -> None:
     with pytest.raises(TemplateError, match="action 'a' cmd: cannot be split into words"):
-        _image_command(["/run"], "'unclosed", None, "action 'a'")
+        image_command(["/run"], "'unclosed", None, "action 'a'")
 
 
 def test_image_cmd_and_manifest_are_rendered() -> None:
     steps = StepRunner(
-        store=None,  # type: ignore[arg-type]
+        control=None,  # type: ignore[arg-type]
         logs=None,  # type: ignore[arg-type]
         templates=TemplateEngine(),
         runners={},

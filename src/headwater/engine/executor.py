@@ -387,7 +387,7 @@ class JobExecutor:
 
     async def _retry_wait(self, policy: RetryPolicy, job: JobRecord, cancel: asyncio.Event) -> None:
         """A task retry waits its delay (from its creation) before its first step."""
-        attempt = await retry_attempt(self._steps.store.get_job, job)
+        attempt = await retry_attempt(self._steps.control.get_job, job)
         delay = retry_delay(policy, job, max(1, attempt))
         if delay <= 0:
             return

@@ -25,13 +25,13 @@ class LogWriter:
 
     def __init__(
         self,
-        store: ControlPlane,
+        control: ControlPlane,
         redact: Callable[[str], str] = lambda s: s,
         flush_interval: float = 0.05,
         max_batch: int = 2000,
         max_buffer: int = 20_000,
     ) -> None:
-        self._store = store
+        self._control = control
         self._redact = redact
         self._interval = flush_interval
         self._max_batch = max_batch
@@ -85,7 +85,7 @@ class LogWriter:
         while self._buffer:
             batch = self._buffer[: self._max_batch]
             try:
-                await self._store.append_logs(batch)
+                await self._control.append_logs(batch)
             except Exception:
                 # Keep the lines and try again on the next tick; a store outage must not
                 # lose logs nor crash the worker.

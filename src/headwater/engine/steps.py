@@ -6,13 +6,11 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-import shlex
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import structlog
 
@@ -22,6 +20,14 @@ from headwater.engine.approval import is_approval, wait_for_approval
 from headwater.engine.control import ControlPlane
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
+from headwater.engine.step_attempt import (
+    Attempt,
+    LineHook,
+    OutputCollector,
+    RunningRecord,
+    from_result,
+    image_command,
+)
 from headwater.engine.step_dirs import (
     ArtifactKeeper,
     LocalArtifacts,
@@ -32,7 +38,6 @@ from headwater.engine.step_dirs import (
 )
 from headwater.engine.task_state import (
     Snapshots,
-    StateLines,
     load_snapshots,
     ran_to_its_end,
     save_snapshots,
@@ -41,12 +46,10 @@ from headwater.engine.task_state import (
 )
 from headwater.errors import HeadwaterError, TemplateError
 from headwater.runners.base import (
-    OUTPUT_PREFIX,
     Runner,
     StepOutcome,
     StepResult,
     StepSpec,
-    parse_output_line,
 )
 from headwater.store.base import (
     Channel,
@@ -71,16 +74,6 @@ MAX_TASK_DEPTH = 10
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-class LineHook(Protocol):
-    """Sees a step's lines before they are logged; True means "consumed, don't log it".
-    Event-source consumers use it to turn ``OUTPUT:`` lines into events."""
-
-    async def __call__(self, step: str, stream: LogStream, line: str, truncated: bool) -> bool: ...
-
-    async def close(self) -> None:
-        """The step's process ended: commit what it emitted before the step finishes."""
 
 
 @dataclass
@@ -127,15 +120,6 @@ class StepState:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class _Attempt:
-    status: StepStatus
-    output: Any = None
-    error: str | None = None
-    exit_code: int | None = None
-    retryable: bool = True
-
-
 SubmitChild = Callable[[JobRecord, str, str, Mapping[str, Any]], Awaitable[str]]
 
 
@@ -144,7 +128,7 @@ class StepRunner:
 
     def __init__(
         self,
-        store: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
+        control: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
         logs: LogWriter,
         templates: TemplateEngine,
         runners: Mapping[RunnerKind, Runner],
@@ -158,7 +142,7 @@ class StepRunner:
         functions: FunctionCache | None = None,
         artifacts: ArtifactStore | ArtifactKeeper | None = None,
     ) -> None:
-        self.store = store
+        self.control = control
         # None: this worker keeps no artifacts
         self._artifacts = (
             LocalArtifacts(artifacts) if isinstance(artifacts, ArtifactStore) else artifacts
@@ -180,7 +164,7 @@ class StepRunner:
         self._owned_secrets: tuple[int, dict[str | None, Mapping[str, str]]] = (0, {})
 
     async def record(self, job_id: str, state: StepState) -> None:
-        await self.store.upsert_steps(job_id, [state.update()])
+        await self.control.upsert_steps(job_id, [state.update()])
 
     async def system(self, job_id: str, step: str | None, text: str) -> None:
         await self.logs.write(LogLine(job_id, step, LogStream.SYSTEM, text, _now()))
@@ -227,7 +211,7 @@ class StepRunner:
             state.status = StepStatus.RUNNING
             state.started_at = _now()
             state.error = None
-            running = _RunningRecord(self.store, job.id, state.update())
+            running = RunningRecord(self.control, job.id, state.update())
             try:
                 attempt = await self._attempt(
                     workspace, job, name, step, context, stop, state.attempts, snaps
@@ -235,9 +219,7 @@ class StepRunner:
             finally:
                 await running.settle()
             if attempt.status is StepStatus.CANCELLED and stop.reason is not None:
-                attempt = _Attempt(
-                    StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code
-                )
+                attempt = Attempt(StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code)
             state.exit_code = attempt.exit_code
             state.output = attempt.output
             can_retry = (
@@ -318,7 +300,7 @@ class StepRunner:
             self._state_users[id(task)] = known
         if not known[1]:
             return Snapshots()
-        return await load_snapshots(self.store, job.workspace, job.task)
+        return await load_snapshots(self.control, job.workspace, job.task)
 
     def _secrets_of(self, workspace: Workspace | None, owner: str | None) -> Mapping[str, str]:
         """The secrets templates of workspace ``owner`` see (one workspace: all of them)."""
@@ -366,7 +348,7 @@ class StepRunner:
         stop: StopSignal,
         step_attempt: int,
         snaps: Snapshots,
-    ) -> _Attempt:
+    ) -> Attempt:
         action = workspace.action_for(step)
         try:
             if job.source_type == "hook" and is_hook_task(job.task):
@@ -393,7 +375,7 @@ class StepRunner:
             spec = self._spec(workspace, job, name, step, action, step_input, action_context)
             runner = self.runners.get(action.effective_runner)
             if runner is None:
-                return _Attempt(
+                return Attempt(
                     StepStatus.FAILED,
                     error=f"this worker has no {action.effective_runner.value} runner",
                     retryable=False,
@@ -405,8 +387,8 @@ class StepRunner:
                     env.update(await self._resume_env(job))
                 spec = dataclasses.replace(spec, die_with_parent=True, env=env)
         except TemplateError as exc:
-            return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
-        collector = _OutputCollector(self, job, name, hook)
+            return Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
+        collector = OutputCollector(self, job, name, hook)
         kind = action.effective_runner
         scratch = (
             scratch_dirs(spec)
@@ -423,21 +405,27 @@ class StepRunner:
                 result: StepResult = await runner.run(spec, collector, stop.event)
                 if ran_to_its_end(result):
                     warnings = await save_snapshots(
-                        self.store, job.workspace, job.task, job.id, name, collector.state, folders
+                        self.control,
+                        job.workspace,
+                        job.task,
+                        job.id,
+                        name,
+                        collector.state,
+                        folders,
                     )
                     for warning in warnings:
                         await self.system(job.id, name, warning)
                 if kind is not RunnerKind.POD and result.outcome is StepOutcome.SUCCEEDED:
                     kept = await keep_artifacts(self._artifacts, job.id, name, spec)
                     if kept is not None:
-                        return _Attempt(StepStatus.FAILED, error=kept, retryable=False)
+                        return Attempt(StepStatus.FAILED, error=kept, retryable=False)
         finally:
             if hook is not None:
                 await hook.close()
         if collector.problem is not None and result.outcome is StepOutcome.SUCCEEDED:
             # The output cannot be stored: the step fails instead of its job's finish.
-            return _Attempt(StepStatus.FAILED, error=collector.problem, exit_code=result.exit_code)
-        return _from_result(result, collector.output, collector.stderr_tail)
+            return Attempt(StepStatus.FAILED, error=collector.problem, exit_code=result.exit_code)
+        return from_result(result, collector.output, collector.stderr_tail)
 
     def _spec(
         self,
@@ -473,7 +461,7 @@ class StepRunner:
             if action.image
             else None
         )
-        entrypoint, cmd = _image_command(
+        entrypoint, cmd = image_command(
             self.templates.render(action.entrypoint, action_context, where=f"{where} entrypoint"),
             self.templates.render(action.cmd, action_context, where=f"{where} cmd"),
             self.templates.render(action.command, action_context, where=f"{where} command"),
@@ -508,31 +496,31 @@ class StepRunner:
 
     async def _run_child(
         self, job: JobRecord, name: str, action: Action, step_input: Any, stop: StopSignal
-    ) -> _Attempt:
+    ) -> Attempt:
         assert action.task is not None
         depth = await self._depth(job)
         if depth >= MAX_TASK_DEPTH:
-            return _Attempt(
+            return Attempt(
                 StepStatus.FAILED,
                 error=f"sub-task nesting is deeper than {MAX_TASK_DEPTH} levels",
                 retryable=False,
             )
         payload = step_input if isinstance(step_input, Mapping) else {"value": step_input}
-        with self.store.subscribe(Channel.FINISHED) as finished:
+        with self.control.subscribe(Channel.FINISHED) as finished:
             try:
                 child_id = await self._submit_child(job, name, action.task, payload)
             except HeadwaterError as exc:
-                return _Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
+                return Attempt(StepStatus.FAILED, error=str(exc), retryable=False)
             await self.system(job.id, name, f"started sub-job {child_id} of task {action.task!r}")
             while True:
-                child = await self.store.get_job(child_id)
+                child = await self.control.get_job(child_id)
                 if child is None:
-                    return _Attempt(StepStatus.FAILED, error=f"sub-job {child_id} disappeared")
+                    return Attempt(StepStatus.FAILED, error=f"sub-job {child_id} disappeared")
                 if child.status.is_terminal:
                     break
                 if stop.event.is_set():
                     with contextlib.suppress(HeadwaterError):
-                        await self.store.request_cancel(child_id)
+                        await self.control.request_cancel(child_id)
                 stopper = asyncio.ensure_future(stop.event.wait())
                 while True:  # every job's finish is announced: wait for the child's
                     waiter = asyncio.ensure_future(finished.wait(5.0))
@@ -545,10 +533,10 @@ class StepRunner:
                         break
                 stopper.cancel()
         if child.status.value == "completed":
-            return _Attempt(StepStatus.COMPLETED, output=child.output)
+            return Attempt(StepStatus.COMPLETED, output=child.output)
         if child.status.value == "cancelled":
-            return _Attempt(StepStatus.CANCELLED, error=f"sub-job {child_id} was cancelled")
-        return _Attempt(
+            return Attempt(StepStatus.CANCELLED, error=f"sub-job {child_id} was cancelled")
+        return Attempt(
             StepStatus.FAILED,
             output=child.output,
             error=f"sub-job {child_id} failed: {child.error}",
@@ -558,7 +546,7 @@ class StepRunner:
         depth, parent = 0, job.parent_job_id
         while parent is not None and depth <= MAX_TASK_DEPTH:
             depth += 1
-            record = await self.store.get_job(parent)
+            record = await self.control.get_job(parent)
             parent = record.parent_job_id if record is not None else None
         return depth
 
@@ -571,7 +559,7 @@ class StepRunner:
         step_input: Any,
         stop: StopSignal,
         root: Path,
-    ) -> _Attempt:
+    ) -> Attempt:
         assert action.function is not None
         kwargs = step_input if isinstance(step_input, Mapping) else {"value": step_input}
         timeout = step.timeout if step.timeout is not None else action.timeout
@@ -586,66 +574,8 @@ class StepRunner:
             await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))
         if outcome.error is not None:
             status = StepStatus.CANCELLED if outcome.cancelled else StepStatus.FAILED
-            return _Attempt(status, error=outcome.error)
-        return _Attempt(StepStatus.COMPLETED, output=outcome.value)
-
-
-def _image_command(
-    entrypoint: Any, cmd: Any, command: Any, where: str
-) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
-    """``(entrypoint, cmd)`` of a container: the image's ENTRYPOINT and CMD replaced.
-
-    ``entrypoint`` (a list, or a string split like a shell would) replaces ENTRYPOINT;
-    ``command`` (Strøm's list) or a list ``cmd`` replaces CMD. A string ``cmd`` is a
-    shell command (``/bin/sh -c CMD``) when there is no entrypoint, and the
-    entrypoint's arguments (split like a shell would) when there is one."""
-
-    def words(value: Any, field_name: str) -> tuple[str, ...] | None:
-        if value is None:
-            return None
-        if isinstance(value, list):
-            return tuple(str(v) for v in value)
-        try:
-            return tuple(shlex.split(str(value)))
-        except ValueError as exc:
-            message = f"{where} {field_name}: cannot be split into words: {exc}"
-            raise TemplateError(message) from None
-
-    first = words(entrypoint, "entrypoint")
-    if command is not None:
-        return first, words(command, "command")
-    if isinstance(cmd, str) and first is None:
-        return ("/bin/sh", "-c"), (cmd,)
-    return first, words(cmd, "cmd")
-
-
-# A step that ends sooner than this is stored once, when it ends (with the job's finish
-# when it is the job's last): most function and short shell steps take milliseconds,
-# and a commit each for "running" was a third of a job's writes.
-RUNNING_RECORD_DELAY = 0.05
-
-
-class _RunningRecord:
-    """A step's running state, stored ``RUNNING_RECORD_DELAY`` after it started unless
-    it has ended by then. ``settle`` (before anything else is stored for the step) drops
-    it if it was not written, and waits for it (raising what it raised) if it was."""
-
-    __slots__ = ("_job_id", "_store", "_timer", "_update", "_write")
-
-    def __init__(self, store: ControlPlane, job_id: str, update: StepUpdate) -> None:
-        self._store = store
-        self._job_id = job_id
-        self._update = update
-        self._write: asyncio.Future[None] | None = None
-        self._timer = asyncio.get_running_loop().call_later(RUNNING_RECORD_DELAY, self._start)
-
-    def _start(self) -> None:
-        self._write = asyncio.ensure_future(self._store.upsert_steps(self._job_id, [self._update]))
-
-    async def settle(self) -> None:
-        self._timer.cancel()
-        if self._write is not None:
-            await self._write
+            return Attempt(status, error=outcome.error)
+        return Attempt(StepStatus.COMPLETED, output=outcome.value)
 
 
 def _unpack_state(snaps: Snapshots, env: Mapping[str, str]) -> None:
@@ -679,86 +609,3 @@ def _has_template(value: Any) -> bool:
     if isinstance(value, list):
         return any(_has_template(v) for v in value)
     return False
-
-
-# A failed step's error ends with the last lines it wrote to stderr (its cause: a
-# traceback's last lines, a command's complaint), at most this many lines and characters.
-STDERR_TAIL_LINES = 10
-STDERR_TAIL_CHARS = 2000
-
-
-def _from_result(result: StepResult, output: Any, stderr_tail: Iterable[str] = ()) -> _Attempt:
-    if result.outcome is StepOutcome.SUCCEEDED:
-        return _Attempt(StepStatus.COMPLETED, output=output, exit_code=result.exit_code)
-    if result.outcome is StepOutcome.CANCELLED:
-        return _Attempt(
-            StepStatus.CANCELLED, output=output, error=result.error, exit_code=result.exit_code
-        )
-    return _Attempt(
-        StepStatus.FAILED,
-        output=output,
-        error=_with_stderr(result.error, list(stderr_tail)),
-        exit_code=result.exit_code,
-    )
-
-
-def _with_stderr(error: str | None, tail: list[str]) -> str | None:
-    if not tail:
-        return error
-    text = "\n".join(tail)
-    if len(text) > STDERR_TAIL_CHARS:
-        text = "…" + text[-STDERR_TAIL_CHARS:]
-    return f"{error or 'failed'}; stderr (last lines):\n{text}"
-
-
-class _OutputCollector:
-    """The LineSink of a step: logs lines, keeps the last ``OUTPUT:`` object."""
-
-    def __init__(
-        self, runner: StepRunner, job: JobRecord, step: str, hook: LineHook | None
-    ) -> None:
-        self._runner = runner
-        self._job = job
-        self._step = step
-        self._hook = hook
-        self.output: Any = None
-        self.problem: str | None = None  # an OUTPUT value that no store can keep
-        self._warned_truncation = False
-        self.stderr_tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        self.state = StateLines()  # STATE: / GLOBAL_STATE: lines
-
-    async def __call__(self, stream: LogStream, line: str, truncated: bool) -> None:
-        if not line.strip():
-            return
-        if self._hook is not None and await self._hook(self._step, stream, line, truncated):
-            return
-        if stream is LogStream.STDERR:
-            self.stderr_tail.append(line.rstrip())
-        if stream is LogStream.STDOUT and "STATE:" in line[:13]:
-            problem = self.state.feed(line)
-            if problem is not None:
-                await self._runner.system(self._job.id, self._step, problem)
-        if stream is LogStream.STDOUT and line.startswith(OUTPUT_PREFIX):
-            if truncated:
-                await self._runner.system(
-                    self._job.id, self._step, "warning: an OUTPUT line was too long and was skipped"
-                )
-                return
-            parsed = parse_output_line(line)
-            if parsed is not None and parsed.value is not None:
-                self.output = parsed.value
-            elif parsed is not None and parsed.unstorable:
-                self.problem = f"an OUTPUT value cannot be stored: {parsed.problem}"
-                await self._runner.system(self._job.id, self._step, f"error: {self.problem}")
-            elif parsed is not None:
-                await self._runner.system(
-                    self._job.id, self._step, f"warning: {parsed.problem}; line skipped"
-                )
-        elif truncated and not self._warned_truncation:
-            self._warned_truncation = True
-            await self._runner.system(
-                self._job.id,
-                self._step,
-                "warning: a line was longer than the limit and was cut",
-            )
-        await self._runner.logs.write(LogLine(self._job.id, self._step, stream, line, _now()))

@@ -386,12 +386,6 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def list_leases(self, prefix: str = "") -> list[Lease]: ...
 
-    async def lease_is_current(self, name: str, token: int) -> bool:
-        """Whether ``token`` is the live holder's (the check a fenced write makes)."""
-        leases = await self.list_leases(name)
-        held = next((le for le in leases if le.name == name), None)
-        return held is not None and held.token == token and held.expires_at > datetime.now(UTC)
-
     # -- wake-ups --------------------------------------------------------------------
     @abc.abstractmethod
     def subscribe(self, channel: Channel) -> Subscription:

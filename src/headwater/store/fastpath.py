@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -27,10 +27,9 @@ from headwater.store.base import (
     StepStatus,
 )
 from headwater.store.ids import parse_tags
+from headwater.store.job_writes import WritePlan
 from headwater.store.queries import PG_NOTIFY
-
-if TYPE_CHECKING:
-    from headwater.store.job_writes import WritePlan
+from headwater.store.rows import FinishRequest, NewJobRow, StepRow
 
 T = TypeVar("T")
 
@@ -62,28 +61,6 @@ JOB_COLUMNS = (
 STEP_COLUMNS = (
     "job_id, name, action, status, exit_code, output, error, attempts, started_at, finished_at"
 )
-
-# (id, workspace, task, input JSON text, source_type, source_id, dedup_key, tag signature,
-#  parent_job_id, max_attempts): one job to insert, already encoded.
-NewJobRow = tuple[str, str, str, str, str, str | None, str | None, str, str | None, int]
-
-# (job_id, name, action, status, exit_code, output JSON text or None, error, attempts,
-#  started_at, finished_at): one step row to upsert, already encoded.
-StepRow = tuple[
-    str,
-    str,
-    str | None,
-    str,
-    int | None,
-    str | None,
-    str | None,
-    int,
-    datetime | None,
-    datetime | None,
-]
-
-# (job_id, worker_id, status, output, error), as ``Store.finish_jobs`` takes it.
-FinishRequest = tuple[str, str | None, JobStatus, Any, str | None]
 
 
 class FastPath(Protocol):

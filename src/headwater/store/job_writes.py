@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.store.base import JobStatus, StepUpdate
-from headwater.store.fastpath import FinishRequest, StepRow
 from headwater.store.queries import dumps
+from headwater.store.rows import FinishRequest, StepRow
 
 __all__ = ["JobWrite", "WritePlan", "plan", "results", "step_rows"]
 

@@ -146,7 +146,7 @@ class LocalEmitter:
 
 
 class EventSourceLineHook:
-    """The LineHook of one consumer job (see ``headwater.engine.steps.LineHook``)."""
+    """The LineHook of one consumer job (see ``headwater.engine.step_attempt.LineHook``)."""
 
     def __init__(
         self,

@@ -253,7 +253,7 @@ class RemoteWorker:
             return await control.submit_child(parent, step, task, sealed)
 
         steps = StepRunner(
-            store=guarded,
+            control=guarded,
             logs=logs,
             templates=self.templates,
             runners=runners,

@@ -64,7 +64,7 @@ class _Active:
 class Worker:
     def __init__(
         self,
-        store: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
+        control: ControlPlane,  # the Store itself (embedded) or a server (HttpControlPlane)
         executor: JobExecutor,
         logs: LogWriter,
         workspace: Callable[[], Workspace],
@@ -78,7 +78,7 @@ class Worker:
         on_store_error: Callable[[str], None] | None = None,
         tags: frozenset[str] | None = None,
     ) -> None:
-        self.store = store
+        self.control = control
         # The tags this worker has: a step that needs others is handed on (None: it runs
         # every step, as ``headwater run`` does).
         self.tags = tags
@@ -112,9 +112,9 @@ class Worker:
     async def run(self, stop: asyncio.Event) -> None:
         await self._forget_dead_local_workers()
         shown = self.tags if self.tags is not None else frozenset(self._tag_signatures())
-        await self.store.register_worker(self.id, self.name, shown)
+        await self.control.register_worker(self.id, self.name, shown)
         await self._recover()
-        jobs_sub = self.store.subscribe(Channel.JOBS)
+        jobs_sub = self.control.subscribe(Channel.JOBS)
         background = [
             asyncio.create_task(self._heartbeat_loop(stop), name="worker-heartbeat"),
             asyncio.create_task(self._cancel_loop(stop), name="worker-cancel"),
@@ -133,7 +133,7 @@ class Worker:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await t
             with contextlib.suppress(Exception):
-                await self.store.deregister_worker(self.id)
+                await self.control.deregister_worker(self.id)
             log.info("worker_stopped", worker_id=self.id)
 
     async def _claim_loop(self, stop: asyncio.Event, jobs_sub: Subscription) -> None:
@@ -177,7 +177,7 @@ class Worker:
     async def _claim(self, limit: int) -> None:
         """One claim of up to ``limit`` jobs (``limit`` slots are reserved for it)."""
         try:
-            claimed = await self.store.claim_jobs(self.id, list(self._tag_signatures()), limit)
+            claimed = await self.control.claim_jobs(self.id, list(self._tag_signatures()), limit)
         except Exception:
             log.exception("claim_failed", worker_id=self.id)
             self._store_error("claim")
@@ -221,7 +221,7 @@ class Worker:
             if active.interrupted:
                 # Shutdown stopped it: the next start recovers it (requeue) instead.
                 if outcome.steps:
-                    await self.store.upsert_steps(job.id, outcome.steps)
+                    await self.control.upsert_steps(job.id, outcome.steps)
                 await self.logs.write(
                     LogLine(job.id, None, LogStream.SYSTEM, "interrupted by shutdown", _now())
                 )
@@ -237,7 +237,7 @@ class Worker:
                 await self._suspend(job, outcome)
                 return
             try:
-                changed = await self.store.finish_job(
+                changed = await self.control.finish_job(
                     job.id, self.id, outcome.status, outcome.output, outcome.error, outcome.steps
                 )
             except Exception as exc:
@@ -246,7 +246,7 @@ class Worker:
                 # An output the store cannot keep must not leave the job running (and
                 # requeued after every restart): it fails, without its outputs.
                 log.error("job_output_unstorable", job_id=job.id, error=str(exc)[:500])
-                changed = await self.store.finish_job(
+                changed = await self.control.finish_job(
                     job.id,
                     self.id,
                     JobStatus.FAILED,
@@ -270,8 +270,8 @@ class Worker:
     async def _suspend(self, job: JobRecord, outcome: JobOutcome) -> None:
         """The job waits for an approval: store that and let it go (no slot held)."""
         if outcome.steps:
-            await self.store.upsert_steps(job.id, outcome.steps)
-        if not await self.store.suspend_job(job.id, self.id, outcome.waiting):
+            await self.control.upsert_steps(job.id, outcome.steps)
+        if not await self.control.suspend_job(job.id, self.id, outcome.waiting):
             log.warning("job_suspend_refused", job_id=job.id, worker_id=self.id)
             return
         log.info("job_suspended", job_id=job.id, steps=sorted(outcome.waiting))
@@ -285,7 +285,7 @@ class Worker:
         reason = outcome.error or "waiting for a worker with the next step's tags"
         await self.logs.write(LogLine(job.id, None, LogStream.SYSTEM, reason, _now()))
         await self.logs.flush()
-        released = await self.store.release_job(
+        released = await self.control.release_job(
             job.id, self.id, outcome.handoff, reason, outcome.steps
         )
         log.info("job_handed_on", job_id=job.id, tags=sorted(outcome.handoff), released=released)
@@ -310,7 +310,7 @@ class Worker:
     async def _heartbeat_loop(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                for job_id in await self.store.heartbeat(self.id):
+                for job_id in await self.control.heartbeat(self.id):
                     self._cancel(job_id)
             except Exception:
                 log.exception("heartbeat_failed", worker_id=self.id)
@@ -318,11 +318,11 @@ class Worker:
                 await asyncio.wait_for(stop.wait(), self.settings.heartbeat_interval)
 
     async def _cancel_loop(self, stop: asyncio.Event) -> None:
-        with self.store.subscribe(Channel.CANCEL) as sub:
+        with self.control.subscribe(Channel.CANCEL) as sub:
             while not stop.is_set():
                 for payload in await sub.wait(self.settings.safety_wakeup):
                     if payload == "*":
-                        for job_id in await self.store.heartbeat(self.id):
+                        for job_id in await self.control.heartbeat(self.id):
                             self._cancel(job_id)
                     else:
                         for job_id in payload.split(","):
@@ -343,7 +343,7 @@ class Worker:
 
     async def _recover(self) -> None:
         try:
-            recovered = await self.store.recover_stale_jobs(self.settings.stale_after)
+            recovered = await self.control.recover_stale_jobs(self.settings.stale_after)
         except Exception:
             log.exception("recovery_failed")
             return
@@ -357,7 +357,7 @@ class Worker:
         not after ``stale_after``."""
         host = socket.gethostname()
         try:
-            workers = await self.store.list_workers()
+            workers = await self.control.list_workers()
         except Exception:
             log.exception("list_workers_failed")
             return
@@ -369,7 +369,7 @@ class Worker:
             if pid == os.getpid() or pid_alive(pid):
                 continue
             log.info("dead_worker_forgotten", worker_id=w.id, pid=pid)
-            await self.store.deregister_worker(w.id)
+            await self.control.deregister_worker(w.id)
 
 
 def _now() -> datetime:
