@@ -11,6 +11,19 @@ scores, per file:
     python bench/mutation.py --changed             # the PROMISES modules changed vs main
     python bench/mutation.py --changed --base origin/main --max-children 2
     python bench/mutation.py --changed-since HEAD~1 --budget 120   # CI: changed lines only
+    python bench/mutation.py src/headwater/store/lease_ops.py -k "not postgres and not memory"
+    python bench/mutation.py src/headwater/triggers/emitter.py \
+        --tests tests/unit/test_emitter.py --markdown bench/results/mutation-runs.md
+    python bench/mutation.py src/headwater/triggers/emitter.py --report-only
+
+By hand: ``--tests`` replaces the modules' PROMISES test files for this run (a quick
+first look, or a new test file before it joins PROMISES; a module not in PROMISES may be
+mutated then); ``-k`` passes a pytest keyword expression to every test run (``-k "not
+postgres and not memory"`` leaves out the PostgreSQL and in-memory cases of the store
+tests, several times faster per mutant; the full suite still runs them);
+``--report-only`` prints the survivors and table of the last run in ``mutants/`` without
+running anything; ``--markdown`` appends the table and the survivors to a file.
+Survivors are listed by function, then by mutant number.
 
 ``--changed-since REV`` is the CI step (.ci/run): only the mutants on the lines of PROMISES
 modules that differ from REV, at most ``--max-mutants`` of them, within ``--budget``
@@ -37,26 +50,38 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Module -> the test files that guard its promises. Only fast, in-process tests: a test
-# that starts `headwater` or `python -m ...` as a subprocess would import the unmutated
-# code, and the slow integration files would make every mutant take minutes.
+# Module -> the test files that guard its promises. Only in-process tests: a test that
+# starts `headwater` or `python -m ...` as a subprocess would import the unmutated code.
+# pyproject's [tool.mutmut] lists the same modules and test files (a unit test checks).
 PROMISES: dict[str, list[str]] = {
     "src/headwater/dispatch/dispatcher.py": [
         "tests/unit/test_dispatcher_prepare.py",
         "tests/unit/test_event_source_states.py",
+        "tests/integration/test_dispatcher.py",
     ],
     "src/headwater/triggers/event_source.py": ["tests/unit/test_event_source_states.py"],
-    "src/headwater/triggers/emitter.py": ["tests/unit/test_emitter.py"],
-    "src/headwater/triggers/receivers/base.py": ["tests/unit/test_receivers_base.py"],
-    "src/headwater/triggers/receivers/common.py": ["tests/unit/test_receivers_base.py"],
+    "src/headwater/triggers/emitter.py": [
+        "tests/unit/test_emitter.py",
+        "tests/unit/test_event_cursor.py",
+        "tests/integration/test_local_emitter.py",
+    ],
+    "src/headwater/triggers/receivers/base.py": [
+        "tests/unit/test_receivers_base.py",
+        "tests/integration/test_batch_receiver.py",
+    ],
+    "src/headwater/triggers/receivers/common.py": [
+        "tests/unit/test_receivers_base.py",
+        "tests/integration/test_batch_receiver.py",
+    ],
     "src/headwater/store/job_writes.py": [
         "tests/unit/test_job_writes.py",
         "tests/unit/test_group_commit.py",
+        "tests/integration/test_store.py",
     ],
     "src/headwater/store/lease_ops.py": ["tests/integration/test_store_leases.py"],
     "src/headwater/workspace/secrets.py": [
@@ -64,7 +89,9 @@ PROMISES: dict[str, list[str]] = {
         "tests/unit/test_api_tasks.py",
         "tests/integration/test_api_real_node.py",
     ],
-    "src/headwater/sdk/consumers/handling.py": ["tests/integration/test_sdk_consumer.py"],
+    # test_sdk_consumer.py (Redis, worker pipelines: 73 s on SQLite alone) guards the
+    # same promises end to end; test_sdk_handling.py drives the processor directly.
+    "src/headwater/sdk/consumers/handling.py": ["tests/integration/test_sdk_handling.py"],
     "src/headwater/sdk/consumers/crashloop.py": ["tests/unit/test_sdk_crashloop.py"],
 }
 
@@ -160,8 +187,10 @@ def pick(names: list[str], cap: int) -> list[str]:
     return [ordered[int(i * step)] for i in range(cap)]
 
 
-def run_mutmut(modules: list[str], max_children: int) -> None:
-    """mutmut's own ``run``, with only_mutate and the test selection narrowed."""
+def run_mutmut(
+    modules: list[str], tests: list[str], keyword: str | None, max_children: int
+) -> None:
+    """mutmut's own ``run``, with only_mutate, the test selection and ``-k`` narrowed."""
     from mutmut import configuration
     from mutmut.__main__ import _run
 
@@ -169,8 +198,9 @@ def run_mutmut(modules: list[str], max_children: int) -> None:
     shutil.rmtree(ROOT / "mutants", ignore_errors=True)
     cfg = configuration.config()
     cfg.only_mutate = modules
-    tests = sorted({t for m in modules for t in PROMISES.get(m, [])})
     cfg.pytest_add_cli_args_test_selection = tests
+    if keyword:
+        cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "-k", keyword]
     print(f"mutating {len(modules)} file(s) against {len(tests)} test file(s)", flush=True)
     try:
         _run([], max_children)
@@ -203,7 +233,7 @@ def mutate_lines(lines: dict[str, list[int]], cap: int, max_children: int) -> No
     copy_also_copy_files()
     setup_source_paths()
     create_mutants(max_children)
-    names = []
+    names: list[str] = []
     for module in lines:
         data = SourceFileMutationData(path=Path(module))
         data.load()
@@ -345,14 +375,20 @@ def change_of(diff: str, width: int = 90, context: int = 12) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
-def report(modules: list[str], elapsed: float, only: set[str] | None = None) -> int:
+def report(
+    modules: list[str],
+    elapsed: float | None,
+    only: set[str] | None = None,
+    markdown: Path | None = None,
+) -> int:
     """Print survivors and the score table; returns how many survived. ``only``: count
-    just these mutants (a ``--changed-since`` run); one never checked is "not run"."""
+    just these mutants (a ``--changed-since`` run); one never checked is "not run".
+    ``elapsed`` None: the last run's results (``--report-only``)."""
     from mutmut.mutation.data import SourceFileMutationData
     from mutmut.mutation.diff_apply import get_diff_for_mutant
     from mutmut.stats import status_by_exit_code
 
-    rows = []
+    rows: list[tuple[str, Counter[str] | None]] = []
     survivors: list[tuple[str, str]] = []
     for module in modules:
         data = SourceFileMutationData(path=Path(module))
@@ -366,6 +402,7 @@ def report(modules: list[str], elapsed: float, only: set[str] | None = None) -> 
             if status in ("survived", "no tests", "suspicious"):
                 survivors.append((name, status))
         rows.append((module, counts))
+    survivors.sort(key=lambda item: mutant_order(item[0]))
 
     table = [("survivor", "status", "change")]
     for name, status in survivors:
@@ -382,14 +419,16 @@ def report(modules: list[str], elapsed: float, only: set[str] | None = None) -> 
         for row in table:
             print(f"  {row[0].ljust(widths[0])}  {row[1].ljust(widths[1])}  {row[2]}")
 
-    print(f"\nmutation run over {len(modules)} file(s) in {elapsed:.0f}s\n")
+    took = f" in {elapsed:.0f}s" if elapsed is not None else " (the last run, from mutants/)"
+    print(f"\nmutation run over {len(modules)} file(s){took}\n")
     header = ("module", "mutants", "killed", "survived", "no tests", "not run", "other", "score")
     lines = [header]
     totals: Counter[str] = Counter()
-    for module, counts in [*rows, ("total", None)]:
-        if counts is None:
+    for module, of_module in [*rows, ("total", None)]:
+        if of_module is None:
             counts = totals
         else:
+            counts = of_module
             totals.update(counts)
         killed, survived, untested = counts["killed"], counts["survived"], counts["no tests"]
         not_run = counts["not checked"]
@@ -404,7 +443,29 @@ def report(modules: list[str], elapsed: float, only: set[str] | None = None) -> 
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for line in lines:
         print("  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)))
+    if markdown is not None:
+        append_markdown(markdown, lines, table[1:])
     return totals["survived"] + totals["no tests"]
+
+
+def mutant_order(name: str) -> tuple[str, int]:
+    """``module.x_func__mutmut_12`` sorts by function, then by number (not 1, 10, 2)."""
+    stem, _, number = name.rpartition("__mutmut_")
+    return (stem, int(number) if number.isdigit() else 0)
+
+
+def append_markdown(
+    path: Path, lines: Sequence[tuple[str, ...]], survivors: Sequence[tuple[str, str, str]]
+) -> None:
+    """The score table (and each survivor with its change) appended as Markdown."""
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(line) + " |" for line in lines[1:]]
+    if survivors:
+        out += ["", "Survivors:", ""]
+        out += [f"- `{name}` ({status}): `{change}`" for name, status, change in survivors]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as fh:
+        fh.write("\n".join(out) + "\n\n")
 
 
 def main() -> int:
@@ -419,6 +480,14 @@ def main() -> int:
     parser.add_argument("--budget", type=float, default=120.0, help="seconds (--changed-since)")
     parser.add_argument("--max-mutants", type=int, default=30, help="cap (--changed-since)")
     parser.add_argument("--mutate-lines", help=argparse.SUPPRESS)  # its child process
+    parser.add_argument(
+        "--tests", nargs="+", metavar="TEST", help="test files or node ids instead of PROMISES'"
+    )
+    parser.add_argument("-k", dest="keyword", help="pytest -k expression for every test run")
+    parser.add_argument(
+        "--report-only", action="store_true", help="print the last run's result, run nothing"
+    )
+    parser.add_argument("--markdown", type=Path, help="append the score table to this file")
     args = parser.parse_args()
 
     if args.mutate_lines is not None:
@@ -435,11 +504,15 @@ def main() -> int:
     else:
         modules = args.files or list(PROMISES)
     unknown = [m for m in modules if m not in PROMISES]
-    if unknown:
+    if unknown and not args.tests:
         parser.error(f"not in PROMISES (add it with its test files): {', '.join(unknown)}")
+    if args.report_only:
+        os.chdir(ROOT)
+        return 1 if report(modules, None, markdown=args.markdown) else 0
+    tests = args.tests or sorted({t for m in modules for t in PROMISES[m]})
     started = time.monotonic()
-    run_mutmut(modules, args.max_children)
-    survived = report(modules, time.monotonic() - started)
+    run_mutmut(modules, tests, args.keyword, args.max_children)
+    survived = report(modules, time.monotonic() - started, markdown=args.markdown)
     return 1 if survived else 0
 
 

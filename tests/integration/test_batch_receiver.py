@@ -264,3 +264,17 @@ async def test_a_checkpoint_that_keeps_changing_is_an_error(store: Store, ws: Wo
     finally:
         store.put_state = real_put  # type: ignore[method-assign]
     assert writes == 5
+
+
+async def test_a_failure_that_is_not_a_dropped_connection_is_raised_by_wait(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    """Nothing silent: the receiver's loop ends and whoever waits on it sees why."""
+    receiver = await start(running, store, ws)
+
+    async def broken(room: int) -> Sequence[BrokerMessage]:
+        raise RuntimeError("the broker sent a frame we cannot read")
+
+    receiver.fetch = broken  # type: ignore[method-assign]
+    with pytest.raises(RuntimeError, match="cannot read"):
+        await asyncio.wait_for(receiver.wait(), 10.0)

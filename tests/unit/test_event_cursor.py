@@ -91,6 +91,54 @@ async def test_with_cursors_one_batch_at_a_time_so_a_cursor_never_passes_a_lost_
     assert emitter.created == [f"es:{TRIGGER}:cursor:{n}" for n in range(1, 5)]
 
 
+class CursorCheckingEmitter(GatedEmitter):
+    """A gated store (the first emit fails) that records, whenever a batch commits a
+    cursor, the lines stored so far: a cursor may only be stored when every line before
+    its event is stored too, or a restart would resume past a lost event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_of: dict[str, int] = {}  # dedup key -> OUTPUT line number
+        self.cursor_commits: list[tuple[str, set[int]]] = []  # (cursor, lines stored)
+
+    async def emit(self, batch: EmitBatch) -> EmitResult:
+        for key, payload in batch.events:
+            self.line_of[key] = int(payload["n"])
+        result = await super().emit(batch)
+        if batch.cursor is not None:
+            stored = {self.line_of[key] for key in self.jobs}
+            self.cursor_commits.append((batch.cursor, stored))
+        return result
+
+
+async def test_a_cursor_never_commits_past_an_event_whose_batch_failed() -> None:
+    """The flusher starts before any cursor is seen (two emits may go at once); once
+    cursors flow, a second batch must wait for the first: were it to commit its cursor
+    while the first fails, a restart would resume after the first's events."""
+    emitter = CursorCheckingEmitter()
+    hook = make_hook(emitter, FakeLogs(), max_batch=10)
+    await hook(STEP, LogStream.STDOUT, line(1), False)  # no cursor yet
+    await eventually(lambda: len(emitter.gates) == 1)
+    for n in (2, 3):
+        await hook(STEP, LogStream.STDOUT, line(n, str(n)), False)
+    await stays_true_for(lambda: len(emitter.gates) == 1, 0.1, what="the second batch waiting")
+    emitter.gates[0].set()  # the first fails; every later emit succeeds
+
+    def release_all() -> bool:
+        for gate in emitter.gates:
+            gate.set()
+        return not hook._pending
+
+    await eventually(release_all)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.cursor_commits, "no cursor was stored"
+    for cursor, stored in emitter.cursor_commits:
+        assert set(range(1, int(cursor) + 1)) <= stored, (cursor, stored)
+    # Every event became a job exactly once.
+    assert sorted(emitter.line_of[key] for key in emitter.created) == [1, 2, 3]
+    assert len(emitter.created) == 3 and hook.accepted == 3
+
+
 @given(
     st.dictionaries(
         st.text(max_size=20),

@@ -186,3 +186,64 @@ def test_a_survivor_is_shown_as_the_part_it_changed(mutation: ModuleType) -> Non
         "-    x = compute(alpha, beta, gamma, delta)\n+    x = compute(alpha, beta, None, delta)\n"
     )
     assert mutation.change_of(long) == "…lpha, beta, gamma, delta) -> …lpha, beta, None, delta)"
+
+
+# -- by hand: --tests, -k, --report-only, --markdown --------------------------------------
+
+
+def test_pyproject_mutmut_section_lists_the_promises(mutation: ModuleType) -> None:
+    """``mutmut run`` alone (pyproject) and the script mutate and run the same files."""
+    import tomllib
+
+    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["mutmut"]
+    assert cfg["only_mutate"] == list(mutation.PROMISES)
+    tests = {t for files in mutation.PROMISES.values() for t in files}
+    assert set(cfg["pytest_add_cli_args_test_selection"]) == tests
+    assert all((ROOT / t).is_file() for t in tests)
+
+
+def test_survivors_sort_by_function_then_number(mutation: ModuleType) -> None:
+    names = ["m.x_b__mutmut_2", "m.x_a__mutmut_10", "m.x_a__mutmut_2", "m.x_a__mutmut_1"]
+    assert sorted(names, key=mutation.mutant_order) == [
+        "m.x_a__mutmut_1",
+        "m.x_a__mutmut_2",
+        "m.x_a__mutmut_10",
+        "m.x_b__mutmut_2",
+    ]
+
+
+def test_tests_and_k_replace_the_selection_and_markdown_appends(
+    mutation: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs: list[tuple[list[str], list[str], str | None]] = []
+    reports: list[tuple[float | None, Path | None]] = []
+
+    def run(modules: list[str], tests: list[str], keyword: str | None, children: int) -> None:
+        runs.append((modules, tests, keyword))
+
+    def report(modules: list[str], elapsed: float | None, **kw: Path | None) -> int:
+        reports.append((elapsed, kw.get("markdown")))
+        return 0
+
+    monkeypatch.setattr(mutation, "run_mutmut", run)
+    monkeypatch.setattr(mutation, "report", report)
+    md = tmp_path / "runs.md"
+    argv = ["mutation.py", "src/x.py", "--tests", "tests/unit/t.py", "-k", "not pg"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--markdown", str(md)])
+    assert mutation.main() == 0  # not in PROMISES, but --tests says what guards it
+    assert runs == [(["src/x.py"], ["tests/unit/t.py"], "not pg")]
+    assert reports[-1][1] == md and reports[-1][0] is not None
+    monkeypatch.setattr(sys, "argv", ["mutation.py", EMITTER, "--report-only"])
+    assert mutation.main() == 0 and len(runs) == 1 and reports[-1][0] is None
+    monkeypatch.setattr(sys, "argv", ["mutation.py", EMITTER])
+    assert mutation.main() == 0
+    assert runs[-1] == ([EMITTER], sorted(mutation.PROMISES[EMITTER]), None)
+
+    header = ("module", "score")
+    mutation.append_markdown(
+        md, [header, ("emitter.py", "90.0%")], [("x__mutmut_3", "survived", "a -> b")]
+    )
+    mutation.append_markdown(md, [header, ("emitter.py", "95.0%")], [])
+    text = md.read_text()
+    assert "| emitter.py | 90.0% |" in text and "| emitter.py | 95.0% |" in text
+    assert "- `x__mutmut_3` (survived): `a -> b`" in text
