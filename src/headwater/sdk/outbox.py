@@ -17,7 +17,13 @@ from typing import Any
 
 from headwater.errors import InvalidEventError
 from headwater.sdk.events import CREATION_TS_KEY
-from headwater.store.outbox_ops import AsyncExecutor, SyncExecutor, ainsert_event, insert_event
+from headwater.store.outbox_ops import (
+    AsyncExecutor,
+    SyncExecutor,
+    ainsert_event,
+    insert_event,
+    require_sync,
+)
 
 __all__ = ["MAX_EVENT_BYTES", "asend_event", "outbox_row", "send_event"]
 
@@ -74,6 +80,7 @@ def send_event(
 
     Nothing is committed here: the event is sent when (and only if) the caller commits.
     Use ``asend_event`` with an ``AsyncSession`` or ``AsyncConnection``."""
+    require_sync(session)
     row = outbox_row(stream, event_type, payload, metadata)
     insert_event(session, row)
     return str(row["event_uuid"])

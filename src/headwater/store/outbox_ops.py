@@ -36,6 +36,7 @@ __all__ = [
     "ainsert_event",
     "insert_event",
     "replay_into_outbox",
+    "require_sync",
 ]
 
 OUTBOX_CHANNEL = "headwater_outbox"
@@ -45,14 +46,20 @@ SyncExecutor = Session | Connection
 AsyncExecutor = AsyncSession | AsyncConnection
 
 
-def insert_event(session: SyncExecutor, row: Mapping[str, Any]) -> None:
-    """Insert an outbox row in ``session``'s transaction (no commit); on PostgreSQL also
-    queue ``NOTIFY headwater_outbox``, delivered when the caller commits."""
+def require_sync(session: object) -> None:
+    """Raise TypeError unless ``session`` is a SQLAlchemy Session or Connection (checked
+    before anything else, so an AsyncSession gets the hint to use ``asend_event``)."""
     if not isinstance(session, Session | Connection):
         raise TypeError(
             f"send_event needs a SQLAlchemy Session or Connection, not {type(session).__name__}"
             " (with an AsyncSession: `await headwater.asend_event(session, …)`)"
         )
+
+
+def insert_event(session: SyncExecutor, row: Mapping[str, Any]) -> None:
+    """Insert an outbox row in ``session``'s transaction (no commit); on PostgreSQL also
+    queue ``NOTIFY headwater_outbox``, delivered when the caller commits."""
+    require_sync(session)
     session.execute(insert(outbox_events).values(**row))
     dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
     if dialect.name == "postgresql":
