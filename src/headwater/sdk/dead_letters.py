@@ -15,17 +15,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import insert, update
-
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.dispatch.replay import ReplayOutcome, ReplayStatus
 from headwater.dispatch.replay import replay_dead_letters as replay_dispatched
 from headwater.errors import InvalidEventError
 from headwater.sdk.events import REPLAY_FOR_KEY
-from headwater.sdk.outbox import NOTIFY, outbox_row
+from headwater.sdk.outbox import outbox_row
 from headwater.store.base import RejectedEvent, Store
-from headwater.store.ids import utcnow
-from headwater.store.tables import outbox_events, rejected_events
+from headwater.store.outbox_ops import replay_into_outbox
 
 __all__ = ["replay_consumer_dead_letter", "replay_dead_letters"]
 
@@ -68,19 +65,7 @@ async def replay_consumer_dead_letter(
         )
     except InvalidEventError as exc:
         return ReplayOutcome(record.id, ReplayStatus.STILL_INVALID, reason=str(exc))
-    async with store.write_engine.begin() as conn:
-        outbox_id = (
-            await conn.execute(insert(outbox_events).values(**row).returning(outbox_events.c.id))
-        ).scalar_one()
-        job_id = f"outbox:{outbox_id}"
-        marked = await conn.execute(
-            update(rejected_events)
-            .where(rejected_events.c.id == record.id, rejected_events.c.replayed_at.is_(None))
-            .values(replayed_at=utcnow(), replay_job_id=job_id)
-        )
-        if not marked.rowcount:
-            await conn.rollback()
-            return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED)
-        if conn.dialect.name == "postgresql":
-            await conn.execute(NOTIFY, {"stream": row["stream"]})
+    job_id = await replay_into_outbox(store, row, record.id)
+    if job_id is None:
+        return ReplayOutcome(record.id, ReplayStatus.ALREADY_REPLAYED)
     return ReplayOutcome(record.id, ReplayStatus.CREATED, job_id)

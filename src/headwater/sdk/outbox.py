@@ -15,20 +15,19 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, text
-from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from sqlalchemy.orm import Session
-
 from headwater.errors import InvalidEventError
 from headwater.sdk.events import CREATION_TS_KEY
-from headwater.store.tables import outbox_events
+from headwater.store.outbox_ops import (
+    AsyncExecutor,
+    SyncExecutor,
+    ainsert_event,
+    insert_event,
+    require_sync,
+)
 
-__all__ = ["MAX_EVENT_BYTES", "NOTIFY", "OUTBOX_CHANNEL", "asend_event", "outbox_row", "send_event"]
+__all__ = ["MAX_EVENT_BYTES", "asend_event", "outbox_row", "send_event"]
 
-OUTBOX_CHANNEL = "headwater_outbox"
 MAX_EVENT_BYTES = 1_048_576  # payload + metadata as JSON
-NOTIFY = text(f"SELECT pg_notify('{OUTBOX_CHANNEL}', :stream)")
 
 
 def outbox_row(
@@ -71,7 +70,7 @@ def outbox_row(
 
 
 def send_event(
-    session: Session | Connection,
+    session: SyncExecutor,
     stream: str,
     event_type: str,
     payload: Mapping[str, Any],
@@ -81,21 +80,14 @@ def send_event(
 
     Nothing is committed here: the event is sent when (and only if) the caller commits.
     Use ``asend_event`` with an ``AsyncSession`` or ``AsyncConnection``."""
-    if not isinstance(session, Session | Connection):
-        raise TypeError(
-            f"send_event needs a SQLAlchemy Session or Connection, not {type(session).__name__}"
-            " (with an AsyncSession: `await headwater.asend_event(session, …)`)"
-        )
+    require_sync(session)
     row = outbox_row(stream, event_type, payload, metadata)
-    session.execute(insert(outbox_events).values(**row))
-    dialect = session.dialect if isinstance(session, Connection) else session.get_bind().dialect
-    if dialect.name == "postgresql":
-        session.execute(NOTIFY, {"stream": stream})
+    insert_event(session, row)
     return str(row["event_uuid"])
 
 
 async def asend_event(
-    session: AsyncSession | AsyncConnection,
+    session: AsyncExecutor,
     stream: str,
     event_type: str,
     payload: Mapping[str, Any],
@@ -103,8 +95,5 @@ async def asend_event(
 ) -> str:
     """``send_event`` for an ``AsyncSession`` or ``AsyncConnection``."""
     row = outbox_row(stream, event_type, payload, metadata)
-    await session.execute(insert(outbox_events).values(**row))
-    dialect = session.get_bind().dialect if isinstance(session, AsyncSession) else session.dialect
-    if dialect.name == "postgresql":
-        await session.execute(NOTIFY, {"stream": stream})
+    await ainsert_event(session, row)
     return str(row["event_uuid"])

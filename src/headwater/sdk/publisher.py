@@ -28,23 +28,22 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError, ResponseError
-from sqlalchemy import bindparam, delete, func, select, update
-from sqlalchemy.exc import DBAPIError
 
 from headwater.sdk.consumers.settings import DAY, DEFAULT_REDIS_URL
 from headwater.sdk.events import encode_fields
 from headwater.sdk.recovery import EpochGuard
 from headwater.store.base import Channel
+from headwater.store.errors import DATABASE_ERRORS
 from headwater.store.ids import utcnow
+from headwater.store.outbox_ops import OutboxQueries
 from headwater.store.sql import SqlStore
-from headwater.store.tables import consumer_checkpoints, outbox_events
 
 __all__ = ["PUBLISHER_LEASE", "Publisher", "PublisherSettings", "PublisherStats"]
 
 log = structlog.get_logger(__name__)
 
 PUBLISHER_LEASE = "outbox-publisher"
-_INFRA_ERRORS = (DBAPIError, OSError, RedisError, TimeoutError)
+_INFRA_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError, RedisError, TimeoutError)
 _VERIFY_SECS = 1.0  # an idle publisher checks Redis's epoch this often
 
 # KEYS: the epoch key, then the streams; ARGV: the epoch, the entry count, then six
@@ -108,20 +107,7 @@ class Publisher:
         self._token: int | None = None
         pg = store.dialect == "postgresql"
         self._poll = settings.poll_interval or (1.0 if pg else 0.01)
-        # Reads need no transaction: on PostgreSQL that saves the BEGIN and ROLLBACK
-        # round trips around every poll.
-        self._reader = store.engine.execution_options(isolation_level="AUTOCOMMIT") if pg else (
-            store.engine
-        )  # fmt: skip
-        self._mark = (
-            update(outbox_events)
-            .where(outbox_events.c.id == bindparam("b_id"))
-            .values(
-                published_at=bindparam("b_at"),
-                redis_ms=bindparam("b_ms"),
-                redis_seq=bindparam("b_seq"),
-            )
-        )
+        self._outbox = OutboxQueries(store)
 
     async def run(self, stop: asyncio.Event) -> None:
         with self._store.subscribe(Channel.OUTBOX) as wakeups:
@@ -207,21 +193,7 @@ class Publisher:
 
     async def publish_batch(self) -> int:
         """Publish up to ``batch_size`` rows; returns how many."""
-        query = (
-            select(
-                outbox_events.c.id,
-                outbox_events.c.event_uuid,
-                outbox_events.c.stream,
-                outbox_events.c.event_type,
-                outbox_events.c.payload,
-                outbox_events.c.event_metadata,
-            )
-            .where(outbox_events.c.published_at.is_(None))
-            .order_by(outbox_events.c.id)
-            .limit(self.settings.batch_size)
-        )
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
+        rows = await self._outbox.unpublished(self.settings.batch_size)
         if not rows:
             return 0
         streams: dict[str, int] = {}
@@ -233,13 +205,11 @@ class Publisher:
             )
             args += [index, *fields.values()]
         ids = await self._script(keys=[self._epoch.key, *streams], args=args)
-        now = utcnow()
         marks = []
         for row, raw in zip(rows, ids, strict=True):
             ms, _, seq = (raw.decode() if isinstance(raw, bytes) else str(raw)).partition("-")
-            marks.append({"b_id": row.id, "b_at": now, "b_ms": int(ms), "b_seq": int(seq)})
-        async with self._store.write_engine.begin() as conn:
-            await conn.execute(self._mark, marks)
+            marks.append((row.id, int(ms), int(seq)))
+        await self._outbox.mark_published(marks, utcnow())
         self.stats.published += len(rows)
         self.stats.batches += 1
         return len(rows)
@@ -250,30 +220,13 @@ class Publisher:
         cutoff = utcnow() - timedelta(seconds=self.settings.cleanup_retention)
         removed = 0
         while True:
-            oldest = (
-                select(outbox_events.c.id)
-                .where(outbox_events.c.published_at < cutoff)
-                .limit(self.settings.cleanup_batch_size)
-            )
-            async with self._store.write_engine.begin() as conn:
-                result = await conn.execute(
-                    delete(outbox_events).where(outbox_events.c.id.in_(oldest))
-                )
-            n = int(result.rowcount or 0)
+            n = await self._outbox.delete_published_before(cutoff, self.settings.cleanup_batch_size)
             removed += n
             if n < self.settings.cleanup_batch_size:
                 break
         cutoff_ms = int(cutoff.timestamp() * 1000)
-        async with self._store.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(consumer_checkpoints.c.stream, func.min(consumer_checkpoints.c.last_ms))
-                    .where(consumer_checkpoints.c.updated_at >= cutoff)
-                    .group_by(consumer_checkpoints.c.stream)
-                )
-            ).all()
-        for stream, slowest in rows:
-            minid = min(cutoff_ms, int(slowest))
+        for stream, slowest in await self._outbox.slowest_checkpoints(cutoff):
+            minid = min(cutoff_ms, slowest)
             with contextlib.suppress(ResponseError):
                 await self._redis.xtrim(stream, minid=minid, approximate=True)
         if removed:
@@ -282,15 +235,7 @@ class Publisher:
 
     async def backlog(self) -> tuple[int, float]:
         """(rows not published yet, age in ms of the oldest) — for metrics and status."""
-        async with self._store.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(func.count(), func.min(outbox_events.c.created_at)).where(
-                        outbox_events.c.published_at.is_(None)
-                    )
-                )
-            ).one()
-        count, oldest = int(row[0]), row[1]
+        count, oldest = await self._outbox.backlog()
         self.stats.backlog = count
         age = (utcnow() - oldest).total_seconds() * 1000 if oldest is not None else 0.0
         return count, age

@@ -25,13 +25,12 @@ from typing import Any
 
 import structlog
 from redis.exceptions import ResponseError
-from sqlalchemy import and_, func, or_, select, update
 
 from headwater.errors import ConflictError
 from headwater.sdk.events import MARKER_FIELD, format_id
 from headwater.store.ids import utcnow
+from headwater.store.outbox_ops import OutboxQueries
 from headwater.store.sql import SqlStore
-from headwater.store.tables import consumer_checkpoints, outbox_events
 
 __all__ = ["EPOCH_NAMESPACE", "EpochGuard", "epoch_key"]
 
@@ -54,6 +53,7 @@ def _text(value: Any) -> str | None:
 class EpochGuard:
     def __init__(self, store: SqlStore, redis: Any, *, retention: float) -> None:
         self._store = store
+        self._outbox = OutboxQueries(store)
         self._redis = redis
         self._retention = retention
         self.current = ""
@@ -105,25 +105,7 @@ class EpochGuard:
 
     async def _published_streams(self) -> dict[str, tuple[int, int]]:
         """Stream → the newest entry id we published to it (rows still kept)."""
-        async with self._store.engine.connect() as conn:
-            rows = (
-                await conn.execute(
-                    select(outbox_events.c.stream, func.max(outbox_events.c.redis_ms))
-                    .where(outbox_events.c.redis_ms.is_not(None))
-                    .group_by(outbox_events.c.stream)
-                )
-            ).all()
-            newest: dict[str, tuple[int, int]] = {}
-            for stream, ms in rows:
-                seq = (
-                    await conn.execute(
-                        select(func.max(outbox_events.c.redis_seq)).where(
-                            outbox_events.c.stream == stream, outbox_events.c.redis_ms == ms
-                        )
-                    )
-                ).scalar_one()
-                newest[str(stream)] = (int(ms), int(seq or 0))
-        return newest
+        return await self._outbox.newest_published()
 
     async def _stale_streams(self) -> list[str]:
         stale = []
@@ -143,32 +125,12 @@ class EpochGuard:
         published = await self._published_streams()
         cutoff = utcnow() - timedelta(seconds=self._retention)
         for stream, newest in published.items():
-            async with self._store.write_engine.begin() as conn:
-                checkpoints = (
-                    await conn.execute(
-                        select(consumer_checkpoints.c.last_ms, consumer_checkpoints.c.last_seq)
-                        .where(consumer_checkpoints.c.stream == stream)
-                        .where(consumer_checkpoints.c.updated_at >= cutoff)
-                    )
-                ).all()
-                # A stream nobody reads yet gets all its kept rows back: a consumer
-                # that starts later must find them, and a stream left missing would
-                # look lost again at every restart and trigger recovery once more.
-                slowest = min(((int(ms), int(seq)) for ms, seq in checkpoints), default=(0, 0))
-                highest = max([newest, *((int(ms), int(seq)) for ms, seq in checkpoints)])
-                past = or_(
-                    outbox_events.c.redis_ms > slowest[0],
-                    and_(
-                        outbox_events.c.redis_ms == slowest[0],
-                        outbox_events.c.redis_seq > slowest[1],
-                    ),
-                )
-                result = await conn.execute(
-                    update(outbox_events)
-                    .where(outbox_events.c.stream == stream, outbox_events.c.redis_ms.is_not(None))
-                    .where(past)
-                    .values(published_at=None, redis_ms=None, redis_seq=None)
-                )
+            # A stream nobody reads yet gets all its kept rows back: a consumer that
+            # starts later must find them, and a stream left missing would look lost
+            # again at every restart and trigger recovery once more.
+            rows, slowest, highest = await self._outbox.unpublish_past_slowest(
+                stream, newest, cutoff
+            )
             marker = format_id(highest[0], highest[1] + 1)
             try:
                 await self._redis.xadd(stream, {MARKER_FIELD: "epoch"}, id=marker)
@@ -177,7 +139,7 @@ class EpochGuard:
             log.warning(
                 "outbox_republishing",
                 stream=stream,
-                rows=int(result.rowcount or 0),
+                rows=rows,
                 after=format_id(*slowest),
             )
         epoch = uuid.uuid4().hex

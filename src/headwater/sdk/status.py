@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import func, select
 
 from headwater.dispatch.replay import OUTBOX_CONSUMER_SOURCE_TYPE
 from headwater.sdk.consumers.quarantine import list_quarantined
@@ -15,8 +14,8 @@ from headwater.sdk.events import format_id
 from headwater.sdk.publisher import PUBLISHER_LEASE
 from headwater.sdk.redis_util import count_after, entry_lag_ms
 from headwater.store.base import Lease
+from headwater.store.outbox_ops import OutboxQueries
 from headwater.store.sql import SqlStore
-from headwater.store.tables import consumer_checkpoints, outbox_events, rejected_events
 
 __all__ = ["pipeline_status"]
 
@@ -40,28 +39,10 @@ async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -
     now = datetime.now(UTC)
     prefix = f"{app}." if app else ""
     leases = {le.name: le for le in await store.list_leases("consumer:")}
-    async with store.engine.connect() as conn:
-        by_name = consumer_checkpoints.c.consumer_name
-        rows = (await conn.execute(select(consumer_checkpoints).order_by(by_name))).all()
-        letters: dict[str, int] = dict(
-            (
-                await conn.execute(
-                    select(rejected_events.c.source_id, func.count())
-                    .where(
-                        rejected_events.c.source_type == OUTBOX_CONSUMER_SOURCE_TYPE,
-                        rejected_events.c.replayed_at.is_(None),
-                    )
-                    .group_by(rejected_events.c.source_id)
-                )
-            ).all()
-        )
-        backlog, oldest = (
-            await conn.execute(
-                select(func.count(), func.min(outbox_events.c.created_at)).where(
-                    outbox_events.c.published_at.is_(None)
-                )
-            )
-        ).one()
+    outbox = OutboxQueries(store)
+    rows = await outbox.checkpoints()
+    letters = await outbox.open_dead_letters(OUTBOX_CONSUMER_SOURCE_TYPE)
+    backlog, oldest = await outbox.backlog()
     quarantined = {r.key: r.value for r in await list_quarantined(store, app)}
     consumers: list[dict[str, Any]] = []
     redis_error: str | None = None

@@ -11,7 +11,7 @@ import contextlib
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import case, select, update
+from sqlalchemy import ColumnElement, case, exists, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -19,7 +19,17 @@ from headwater.store.base import Lease
 from headwater.store.ids import utcnow
 from headwater.store.tables import leases
 
-__all__ = ["LeaseOps"]
+__all__ = ["LeaseOps", "lease_held"]
+
+
+def _holder(name: str, owner: str, token: int) -> ColumnElement[bool]:
+    return (leases.c.name == name) & (leases.c.owner == owner) & (leases.c.token == token)
+
+
+def lease_held(name: str, owner: str, token: int) -> ColumnElement[bool]:
+    """True while ``owner`` still holds ``name`` with ``token``: the fence a write adds to
+    its WHERE, so a holder whose lease was taken over writes nothing."""
+    return exists().where(_holder(name, owner, token))
 
 
 class LeaseOps:
@@ -57,7 +67,7 @@ class LeaseOps:
     async def renew_lease(self, name: str, owner: str, token: int, ttl_secs: float) -> bool:
         stmt = (
             update(leases)
-            .where(leases.c.name == name, leases.c.owner == owner, leases.c.token == token)
+            .where(_holder(name, owner, token))
             .values(expires_at=utcnow() + timedelta(seconds=ttl_secs))
             .returning(leases.c.name)
         )
@@ -65,11 +75,7 @@ class LeaseOps:
             return (await tx.conn.execute(stmt)).first() is not None
 
     async def release_lease(self, name: str, owner: str, token: int) -> None:
-        stmt = (
-            update(leases)
-            .where(leases.c.name == name, leases.c.owner == owner, leases.c.token == token)
-            .values(expires_at=utcnow())
-        )
+        stmt = update(leases).where(_holder(name, owner, token)).values(expires_at=utcnow())
         async with self._write() as tx:
             await tx.conn.execute(stmt)
 

@@ -31,8 +31,6 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy import select
-from sqlalchemy.exc import DBAPIError
 
 from headwater.runners.process import die_with_parent_hook
 from headwater.sdk.consumers.crashloop import CrashLoopGuard, Verdict
@@ -42,8 +40,9 @@ from headwater.sdk.events import format_id
 from headwater.sdk.metrics import PipelineMetrics
 from headwater.sdk.redis_util import count_after
 from headwater.sdk.registry import Registry
+from headwater.store.errors import DATABASE_ERRORS
+from headwater.store.outbox_ops import OutboxQueries
 from headwater.store.sql import SqlStore
-from headwater.store.tables import consumer_checkpoints
 
 __all__ = ["RECEIVERS_UNIT", "Supervisor", "Unit"]
 
@@ -54,7 +53,7 @@ RECEIVERS_UNIT = "@receivers"  # the one process running every receiver-bound fu
 SETTINGS_ENV = "HEADWATER_CONSUMER_SETTINGS"
 HEARTBEAT_ENV = "HEADWATER_HEARTBEAT_FILE"
 OWNER_ENV = "HEADWATER_LEASE_OWNER"
-_INFRA_ERRORS = (DBAPIError, OSError, RedisError, TimeoutError)
+_INFRA_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError, RedisError, TimeoutError)
 _LAG_WARN = 100_000
 
 
@@ -305,14 +304,7 @@ class Supervisor:
         if not consumers:
             return
         try:
-            async with self._store.engine.connect() as conn:
-                rows = (
-                    await conn.execute(
-                        select(consumer_checkpoints).where(
-                            consumer_checkpoints.c.consumer_name.in_(list(consumers))
-                        )
-                    )
-                ).all()
+            rows = await OutboxQueries(self._store).checkpoints(list(consumers))
             for row in rows:
                 if consumers.get(row.consumer_name) != row.stream:
                     continue

@@ -28,7 +28,6 @@ from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
-from sqlalchemy.exc import DBAPIError
 
 from headwater.errors import LeaseLostError
 from headwater.sdk.consumers import sql
@@ -46,13 +45,14 @@ from headwater.sdk.events import (
 )
 from headwater.sdk.redis_util import entry_lag_ms, stream_entries
 from headwater.sdk.registrations import ConsumerRegistration
+from headwater.store.errors import DATABASE_ERRORS
 from headwater.store.sql import SqlStore
 
 __all__ = ["ConsumerWorker"]
 
 log = structlog.get_logger(__name__)
 
-_INFRA_ERRORS = (DBAPIError, OSError, RedisError, TimeoutError)
+_INFRA_ERRORS: tuple[type[Exception], ...] = (*DATABASE_ERRORS, OSError, RedisError, TimeoutError)
 _INFRA_BACKOFF_MAX = 10.0
 
 

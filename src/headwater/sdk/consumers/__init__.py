@@ -1,0 +1,1 @@
+"""Exactly-once outbox consumers: the supervisor, its worker processes, event handling."""
