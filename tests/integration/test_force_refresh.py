@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
-from headwater.triggers.webhook import create_webhook_router
 
 from headwater.dispatch.dispatcher import BatchingDispatcher, Dispatcher
 from headwater.errors import ConfigError
 from headwater.server.app import create_app
+from headwater.server.routes_webhooks import create_webhook_router
 from headwater.store.base import JobFilter, Store
 from headwater.store.sql import open_store
 from headwater.triggers.context import CallbackTriggerContext
