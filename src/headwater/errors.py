@@ -116,6 +116,11 @@ class ConfigError(HeadwaterError):
     """Bad command-line or process configuration (database URL, ports, tokens)."""
 
 
+class MissingClientError(ConfigError):
+    """A receiver's client library is not installed; retrying cannot help, so the trigger
+    stops with the ``pip install 'headwater[extra]'`` line as its error."""
+
+
 class AuthError(HeadwaterError):
     """A credential (API key, worker token) is missing, unknown or revoked."""
 

@@ -107,13 +107,17 @@ def test_validate_checks_target_task_and_clear_passwords(tmp_path: Path) -> None
 
 
 def test_every_receiver_trigger_type_has_a_receiver_and_a_contract_harness() -> None:
-    from headwater.triggers.receivers import RECEIVER_MODULES
-    from headwater.workspace.receiver_triggers import RECEIVER_TRIGGER_MODELS
+    import importlib
+
+    from headwater.workspace.receiver_triggers import RECEIVERS
     from tests.integration.receivers.harness import HARNESS_MODULES
 
-    assert set(RECEIVER_MODULES) == set(RECEIVER_TRIGGER_MODELS)
+    for kind in RECEIVERS:
+        line = RECEIVERS.kind(kind)
+        assert line is not None
+        assert callable(importlib.import_module(line.runtime).create_receiver)
     # ``custom`` runs the user's own EventReceiver: its promises are the user's to keep.
-    builtin = set(RECEIVER_MODULES) - {"custom"}
+    builtin = set(RECEIVERS) - {"custom"}
     assert builtin == set(HARNESS_MODULES)
     assert len(builtin) == 8
 

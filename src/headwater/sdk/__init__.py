@@ -5,12 +5,14 @@
   caller's transaction and ``headwater publisher run`` moves them to Redis Streams.
 - ``@on_redis_stream``, ``@on_redis_list``, ``@on_amqp``, ``@on_mqtt``, ``@on_nats``,
   ``@on_kafka``, ``@on_sqs``, ``@on_postgres`` and ``@on_receiver(MyReceiver, …)``: each
-  message becomes a durable job whose one step calls the function (seed 004).
+  message becomes a durable job whose one step calls the function (seed 004);
+  ``@on("toy", …)`` is the same for any receiver in the catalog, a plugin's included.
 """
 
 from headwater.errors import CommitInTransactionError, RegistrationError
 from headwater.sdk.decorators import (
     consumer,
+    on,
     on_amqp,
     on_kafka,
     on_mqtt,
@@ -41,6 +43,7 @@ __all__ = [
     "asend_event",
     "consumer",
     "default_registry",
+    "on",
     "on_amqp",
     "on_kafka",
     "on_mqtt",

@@ -14,6 +14,7 @@ from headwater.sdk.registry import default_registry
 
 __all__ = [
     "consumer",
+    "on",
     "on_amqp",
     "on_kafka",
     "on_mqtt",
@@ -46,6 +47,11 @@ def consumer(
         retry_backoff=retry_backoff,
         retry_max_backoff=retry_max_backoff,
     )
+
+
+def on(trigger_type: str, argument: Any, *, name: str, **options: Any) -> Callable[[F], F]:
+    """Any catalog receiver's decorator (see ``Registry.on``)."""
+    return default_registry().on(trigger_type, argument, name=name, **options)
 
 
 def on_redis_stream(stream: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:

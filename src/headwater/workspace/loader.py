@@ -25,6 +25,7 @@ from headwater.workspace.models import (
     RECEIVER_TRIGGER_MODELS,
     Action,
     EventSourceTrigger,
+    ReceiverTriggerBase,
     SchedulerTrigger,
     Step,
     Task,
@@ -63,12 +64,18 @@ _UNSUPPORTED_SECTIONS = (
     "connection_types",
     "mcp_servers",
 )
-_TRIGGER_MODELS: dict[str, type[BaseModel]] = {
+_FIXED_TRIGGER_MODELS: dict[str, type[BaseModel]] = {
     "scheduler": SchedulerTrigger,
     "webhook": WebhookTrigger,
     "event_source": EventSourceTrigger,
-    **RECEIVER_TRIGGER_MODELS,
 }
+
+
+def _trigger_models() -> dict[str, type[BaseModel]]:
+    # Read at each load: a receiver registered after import is a valid `type:` too.
+    return {**_FIXED_TRIGGER_MODELS, **RECEIVER_TRIGGER_MODELS}
+
+
 # Action fields a step may carry inline (the ones a Step does not have itself).
 _INLINE_KEYS = frozenset(Action.model_fields) - frozenset(Step.model_fields)
 
@@ -152,6 +159,8 @@ def check_workspace(
         problems.extend(tag_problems(workspace, source_map, worker_tags))
     if check_secrets and workspace.secrets:
         problems.extend(_secret_warnings(workspace, source_map, environ, engine))
+    if check_secrets:
+        problems.extend(_missing_clients(workspace, source_map))
     problems.sort(key=lambda p: (p.file or "", p.line or 0, p.column or 0))
     valid = not any(p.severity is Severity.ERROR for p in problems)
     return Report(workspace if valid else None, problems)
@@ -444,18 +453,19 @@ def _build_trigger(
     if not isinstance(body, dict):
         return _validate(SchedulerTrigger, body, path, source_map, problems)
     kind = body.get("type")
+    models = _trigger_models()
     if kind is None:
-        valid = ", ".join(_TRIGGER_MODELS)
+        valid = ", ".join(models)
         problems.append(
             source_map.problem(
                 f"trigger {key!r}: missing required key `type` ({valid})", path, at_key=True
             )
         )
         return None
-    model = _TRIGGER_MODELS.get(str(kind))
+    model = models.get(str(kind))
     if model is None:
-        valid = ", ".join(_TRIGGER_MODELS)
-        hint = did_you_mean(str(kind), _TRIGGER_MODELS)
+        valid = ", ".join(models)
+        hint = did_you_mean(str(kind), models)
         problems.append(
             source_map.problem(
                 f"trigger {key!r}: unknown type {kind!r}; valid: {valid}{hint}", (*path, "type")
@@ -470,6 +480,18 @@ def _build_trigger(
             body = {k: v for k, v in body.items() if k not in EXECUTION_KEYS}
             skip = (("missing", "target_task"),)  # the suggestion above covers it
     return _validate(model, body, path, source_map, problems, skip=skip)
+
+
+def _missing_clients(workspace: Workspace, source_map: SourceMap) -> list[Problem]:
+    # Like the secrets, this checks the environment `validate` runs in: the server
+    # (check_secrets=False) starts the others and fails this trigger alone, without retrying.
+    problems: list[Problem] = []
+    for key, trigger in workspace.triggers.items():
+        if isinstance(trigger, ReceiverTriggerBase) and trigger.enabled:
+            missing = type(trigger).missing_client()
+            if missing is not None:
+                problems.append(source_map.problem(missing, ("triggers", key, "type")))
+    return problems
 
 
 def _secret_warnings(

@@ -20,14 +20,17 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainValidator,
     PrivateAttr,
+    SerializeAsAny,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
 
 from headwater.workspace.receiver_triggers import (
     RECEIVER_TRIGGER_MODELS,
-    ReceiverTrigger,
+    RECEIVERS,
     ReceiverTriggerBase,
     RedisStreamTrigger,
 )
@@ -507,9 +510,29 @@ class EventSourceTrigger(_TriggerBase):
         return float(min(300.0, self.backoff_secs * (2 ** (n - 1))))
 
 
+# A receiver trigger is whatever model the catalog holds for its type (a receiver
+# registered after this module was imported included); the others are a fixed union.
+ReceiverTrigger = ReceiverTriggerBase
+
+
+_FIXED_TRIGGERS: TypeAdapter[SchedulerTrigger | WebhookTrigger | EventSourceTrigger] = TypeAdapter(
+    Annotated[SchedulerTrigger | WebhookTrigger | EventSourceTrigger, Field(discriminator="type")]
+)
+
+
+def _trigger_by_type(value: Any) -> Any:
+    if isinstance(value, ReceiverTriggerBase):
+        return value
+    if isinstance(value, dict):
+        model = RECEIVERS.get(str(value.get("type")))
+        if model is not None:
+            return model.model_validate(value)
+    return _FIXED_TRIGGERS.validate_python(value)
+
+
 Trigger = Annotated[
-    SchedulerTrigger | WebhookTrigger | EventSourceTrigger | ReceiverTrigger,
-    Field(discriminator="type"),
+    SchedulerTrigger | WebhookTrigger | EventSourceTrigger | SerializeAsAny[ReceiverTriggerBase],
+    PlainValidator(_trigger_by_type),
 ]
 
 

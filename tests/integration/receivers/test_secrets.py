@@ -20,8 +20,9 @@ from structlog.testing import capture_logs
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.server.routes_triggers import trigger_json
 from headwater.store.base import Store
-from headwater.triggers.receivers import RECEIVER_MODULES, create_receiver
+from headwater.triggers.receivers import create_receiver
 from headwater.triggers.receivers.manager import ReceiverManager
+from headwater.workspace.receiver_triggers import RECEIVERS
 from headwater.workspace.templating import TemplateEngine
 from tests.integration.receivers.conftest import TRIGGER, Rig, eventually, workspace_with
 from tests.integration.receivers.harnesses.amqp import rabbitmqctl
@@ -66,7 +67,7 @@ def _secrets(kind: str, port: int) -> dict[str, str]:
     return {"url": url, "pw": PW}
 
 
-BUILT_IN = sorted(k for k in RECEIVER_MODULES if k != "custom")
+BUILT_IN = sorted(k for k in RECEIVERS if k != "custom")
 
 
 def _render(secrets: dict[str, str]) -> Callable[[Any, str], Any]:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from typing import Any
 import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher
+from headwater.errors import MissingClientError
 from headwater.store.base import Store
 from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.triggers.receivers import (
@@ -54,7 +56,7 @@ class _Slot:
     config: str
     receiver: EventReceiver | None = None
     watcher: asyncio.Task[None] | None = None
-    phase: str = "starting"  # running | backoff | stopped
+    phase: str = "starting"  # running | backoff | failed | stopped
     failures: int = 0
     next_start: float = 0.0  # monotonic
     started_at: float | None = None
@@ -171,6 +173,15 @@ class ReceiverManager:
                 max_in_flight=trigger.max_in_flight,
             )
             await asyncio.wait_for(receiver.start(ctx), _START_TIMEOUT_SECS)
+        except MissingClientError as exc:
+            # Installing the package needs a restart anyway: no backoff loop, one error.
+            slot.phase = "failed"
+            slot.next_start = math.inf
+            slot.last_error = f"start failed: {exc}"
+            log.error("receiver_missing_client", trigger=slot.name, reason=str(exc))
+            if self._on_error is not None:
+                self._on_error(slot.name)
+            return
         except Exception as exc:
             if receiver is not None:
                 with contextlib.suppress(Exception):

@@ -15,6 +15,10 @@ class AmqpTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
+    pip_extra: ClassVar[str | None] = "amqp"
+    client_modules: ClassVar[tuple[str, ...]] = ("aio_pika",)
+    sdk_argument: ClassVar[str | None] = "queue"
+
     type: Literal["amqp"]
     url: str  # amqp://user:{{ secret.amqp_password }}@host:5672/vhost
     queue: str

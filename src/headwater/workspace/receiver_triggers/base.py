@@ -8,7 +8,8 @@ written in clear, and never shown in listings.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import importlib.util
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,6 +23,13 @@ class ReceiverTriggerBase(BaseModel):
 
     # Connection settings that are templates (URLs, passwords, keys).
     secret_fields: ClassVar[tuple[str, ...]] = ()
+    # The package extra that installs the client library (``pip install 'headwater[x]'``)
+    # and the modules it provides: `validate` and the start check name the missing one.
+    pip_extra: ClassVar[str | None] = None
+    client_modules: ClassVar[tuple[str, ...]] = ()
+    # The field the SDK decorator takes as its first argument (``on_kafka(topic, …)``);
+    # every other field is a keyword with the model's default.
+    sdk_argument: ClassVar[str | None] = None
 
     type: str  # each broker's model narrows it to its Literal
     enabled: bool = True
@@ -40,6 +48,25 @@ class ReceiverTriggerBase(BaseModel):
     def task(self) -> str:
         # Trigger listings show every trigger's task; a receiver's is the target.
         return self.target_task
+
+    @classmethod
+    def missing_client(cls) -> str | None:
+        """The install line when a client module of this receiver is not importable."""
+        for module in cls.client_modules:
+            if importlib.util.find_spec(module) is None:
+                return (
+                    f"the {cls.trigger_type()} receiver needs {module!r}, which is not"
+                    f" installed: pip install 'headwater[{cls.pip_extra}]'"
+                )
+        return None
+
+    @classmethod
+    def trigger_type(cls) -> str:
+        """The ``type:`` value of this model (its ``Literal``)."""
+        args = get_args(cls.model_fields["type"].annotation)
+        if len(args) != 1 or not isinstance(args[0], str):
+            raise TypeError(f"{cls.__name__}.type must be a Literal of one string")
+        return args[0]
 
     def templated(self) -> dict[str, str]:
         """The connection fields that are set, by name (for validation and rendering)."""

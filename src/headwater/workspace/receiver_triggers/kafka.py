@@ -15,6 +15,10 @@ class KafkaTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("bootstrap_servers", "sasl_password")
 
+    pip_extra: ClassVar[str | None] = "kafka"
+    client_modules: ClassVar[tuple[str, ...]] = ("aiokafka",)
+    sdk_argument: ClassVar[str | None] = "topic"
+
     type: Literal["kafka"]
     bootstrap_servers: str  # host:9092[,host2:9092]
     topic: str

@@ -13,6 +13,10 @@ class MqttTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url", "password")
 
+    pip_extra: ClassVar[str | None] = "mqtt"
+    client_modules: ClassVar[tuple[str, ...]] = ("aiomqtt",)
+    sdk_argument: ClassVar[str | None] = "topic"
+
     type: Literal["mqtt"]
     url: str  # mqtt://host:1883 (mqtts:// for TLS)
     topic: str  # a filter: sensors/+/temperature, orders/#

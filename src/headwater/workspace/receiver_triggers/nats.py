@@ -15,6 +15,10 @@ class NatsTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url", "token", "password")
 
+    pip_extra: ClassVar[str | None] = "nats"
+    client_modules: ClassVar[tuple[str, ...]] = ("nats",)
+    sdk_argument: ClassVar[str | None] = "stream"
+
     type: Literal["nats"]
     url: str = "nats://127.0.0.1:4222"
     stream: str

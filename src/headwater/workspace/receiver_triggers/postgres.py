@@ -16,6 +16,10 @@ class PostgresTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
+    pip_extra: ClassVar[str | None] = "postgres"
+    client_modules: ClassVar[tuple[str, ...]] = ("psycopg",)
+    sdk_argument: ClassVar[str | None] = "table"
+
     type: Literal["postgres"]
     url: str  # postgresql://user:{{ secret.pg_password }}@host:5432/db
     table: str  # schema-qualified or not

@@ -15,6 +15,10 @@ class RedisListTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
+    pip_extra: ClassVar[str | None] = "redis"
+    client_modules: ClassVar[tuple[str, ...]] = ("redis",)
+    sdk_argument: ClassVar[str | None] = "list"
+
     type: Literal["redis_list"]
     url: str
     list: str  # the key producers LPUSH to

@@ -15,6 +15,10 @@ class RedisStreamTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
+    pip_extra: ClassVar[str | None] = "redis"
+    client_modules: ClassVar[tuple[str, ...]] = ("redis",)
+    sdk_argument: ClassVar[str | None] = "stream"
+
     type: Literal["redis_stream"]
     url: str  # templated: redis://:{{ secret.redis_password }}@host:6379/0
     stream: str

@@ -20,6 +20,10 @@ class SqsTrigger(ReceiverTriggerBase):
         "secret_access_key",
     )
 
+    pip_extra: ClassVar[str | None] = "sqs"
+    client_modules: ClassVar[tuple[str, ...]] = ("aiohttp",)
+    sdk_argument: ClassVar[str | None] = "queue_url"
+
     type: Literal["sqs"]
     queue_url: str
     region: str = "us-east-1"

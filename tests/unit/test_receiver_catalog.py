@@ -1,0 +1,41 @@
+"""Every catalog line has its typed SDK decorator, exported, passing its first argument
+to the field the model names (so a new line without its wrapper fails here)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+import headwater
+from headwater.sdk import decorators
+from headwater.sdk.registry import Registry
+from headwater.workspace.receiver_triggers import RECEIVERS
+
+
+def _handler(payload: Any, metadata: Any) -> None:
+    return None
+
+
+BUILT_IN = sorted(k for k in RECEIVERS if k != "custom")
+
+
+@pytest.mark.parametrize("kind", BUILT_IN)
+def test_each_receiver_has_an_exported_typed_decorator(kind: str) -> None:
+    model = RECEIVERS[kind]
+    assert model.sdk_argument is not None and model.pip_extra is not None
+    wrapper = getattr(Registry, f"on_{kind}")
+    assert f"on_{kind}" in headwater.__all__
+    assert getattr(decorators, f"on_{kind}") is getattr(headwater, f"on_{kind}")
+    params = inspect.signature(wrapper).parameters
+    required: dict[str, Any] = {
+        name: "x"
+        for name, p in params.items()
+        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name != "name"
+    }
+    registry = Registry(app="catalog")
+    registry.__getattribute__(f"on_{kind}")("the-arg", name="n", **required)(_handler)
+    (reg,) = registry.receivers
+    assert getattr(reg.trigger, model.sdk_argument) == "the-arg"
+    assert type(reg.trigger) is model
