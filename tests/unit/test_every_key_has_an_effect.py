@@ -67,7 +67,7 @@ ACTED_ON: dict[str, str] = {
     "Action.dependencies": "engine/steps.py",
     "Action.args": "engine/steps.py",
     "SchedulerTrigger.force_refresh": "triggers/scheduler.py",
-    "WebhookTrigger.force_refresh": "triggers/webhook.py",
+    "WebhookTrigger.force_refresh": "server/routes_webhooks.py",
     "Action.runner": "workspace/models.py",
     "Action.image": "engine/steps.py",
     "Action.cmd": "engine/steps.py",
