@@ -114,6 +114,21 @@ def workspace_of(name: str, text: str, home: Path, into: Path) -> Path:
     return ws
 
 
+def several_workspaces(
+    ws: Path, others: dict[str, str], files: dict[str, tuple[str, Path]], into: Path
+) -> Path:
+    """A server config listing ``ws`` as ``default`` and each other corpus file as its
+    own folder workspace (README "Several workspaces")."""
+    lines = ["workspaces:", f"  default: {{type: folder, path: {ws}}}"]
+    for name, corpus_name in others.items():
+        text, home = files[corpus_name]
+        other = workspace_of(f"{name}-{corpus_name}", text, home, into)
+        lines.append(f"  {name}: {{type: folder, path: {other}}}")
+    config = into / "server-config.yaml"
+    config.write_text("\n".join(lines) + "\n")
+    return config
+
+
 # -- running headwater -----------------------------------------------------------------
 
 
@@ -165,6 +180,33 @@ async def _step_running(db_url: str, task: str, step: str) -> bool:
         await store.close()
 
 
+async def _seed_state(db_url: str, workspace: str, run: Run) -> None:
+    """Leave ``run``'s state as the task's current snapshot, as Strøm's upload does."""
+    import io
+
+    from headwater.store.ids import utcnow
+    from headwater.store.sql import open_store
+    from headwater.store.task_state import TaskStateRecord
+
+    blob = None
+    if run.state_files:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, content in run.state_files.items():
+                data = content.encode()
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        blob = buf.getvalue()
+    store = await open_store(db_url)
+    try:
+        snapshot = TaskStateRecord(workspace, run.task, "seeded", "upload", run.state, blob,
+                                   utcnow())  # fmt: skip
+        await store.save_task_state(snapshot)
+    finally:
+        await store.close()
+
+
 def run_job(
     ws: Path, run: Run, scratch: Path
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]], str]:
@@ -172,6 +214,10 @@ def run_job(
     db = scratch / "run.db"
     db.unlink(missing_ok=True)
     url = f"sqlite:///{db}"
+    if run.state is not None or run.state_files:
+        from headwater.workspace.loader import load_workspace
+
+        asyncio.run(_seed_state(url, load_workspace(ws).name, run))
     argv = [*HEADWATER, "run", str(ws), run.task, "--json", "--input", json.dumps(run.input),
             "--db", url, "--artifacts-dir", str(scratch / "artifacts")]  # fmt: skip
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -252,9 +298,12 @@ def judge(
 # -- the table -------------------------------------------------------------------------
 
 
-def check_file(name: str, text: str, home: Path, scratch: Path) -> FileResult:
+def check_file(name: str, files: dict[str, tuple[str, Path]], scratch: Path) -> FileResult:
     expect = EXPECTATIONS.get(name, FileCheck())
+    text, home = files[name]
     ws = workspace_of(name, text, home, scratch)
+    if expect.workspaces:
+        ws = several_workspaces(ws, expect.workspaces, files, scratch)
     verdict, errors = validate(ws)
     valid, first_error = not errors, (errors[0] if errors else "")
     result = FileResult(name, verdict, "yes", first_error=first_error)
@@ -367,12 +416,13 @@ def main() -> int:
         scratch = Path(tmp)
         tree = checkout(args.stroem.resolve(), scratch)
         results = []
-        for name, (text, home) in corpus(tree).items():
+        files = corpus(tree)
+        for name in files:
             if args.only and args.only not in name:
                 continue
             work = scratch / f"w{len(results)}"
             work.mkdir()
-            results.append(check_file(name, text, home, work))
+            results.append(check_file(name, files, work))
         if args.docs:
             for name, text in docs_blocks(tree).items():
                 if args.only and args.only not in name:

@@ -210,3 +210,23 @@ def test_any_workspaces_section_gives_located_problems_never_an_exception(
     report = check_workspace(config, environ={})
     assert report.workspace is not None or report.errors
     assert all(p.file for p in report.problems)
+
+
+def test_every_kind_of_hook_is_kept_when_workspaces_are_combined(tmp_path: Path) -> None:
+    """on_suspended and on_cancel too, a later workspace's hook naming its own action."""
+    hooks = "\n".join(f"{e}: [{{ action: {a} }}]" for e, a in EVENTS_AND_ACTIONS)
+    jobs = JOBS.replace("actions:\n", "actions:\n  notify: { type: script, script: 'true' }\n", 1)
+    caller = CALLER + "\n" + hooks.replace("notify", "local") + "\n"
+    report = check_workspace(layout(tmp_path, caller, jobs + hooks + "\n"))
+    assert errors(report) == []
+    ws = report.workspace
+    assert ws is not None
+    for event, _ in EVENTS_AND_ACTIONS:
+        assert [h.action for h in getattr(ws, event)] == ["local"], event
+        # the later workspace's workspace-level hooks become its tasks' own
+        assert [h.action for h in getattr(ws.tasks["jobs/recalc"], event)] == ["jobs.notify"]
+
+
+EVENTS_AND_ACTIONS = [
+    (e, "notify") for e in ("on_success", "on_error", "on_suspended", "on_cancel")
+]

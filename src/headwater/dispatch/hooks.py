@@ -96,9 +96,12 @@ def hook_context(ws: Workspace, job: JobRecord) -> dict[str, Any]:
         if job.finished_at is not None and job.started_at is not None
         else None
     )
+    # Strøm names the task inside its workspace: a later workspace's task is stored as
+    # "<workspace>/<task>" here (README "Several workspaces"), its hooks see "<task>".
+    own_name = job.task.removeprefix(f"{job.workspace}/") if job.workspace != ws.name else job.task
     return {
         "workspace": job.workspace,
-        "task_name": job.task,
+        "task_name": own_name,
         "job_id": job.id,
         "status": job.status.value,
         "is_success": job.status is JobStatus.COMPLETED,

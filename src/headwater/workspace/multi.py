@@ -224,8 +224,10 @@ def combine(workspaces: list[Workspace], root: Path) -> Workspace:
         tasks=tasks,
         triggers=triggers,
         secrets=secrets,
-        on_success=[_rehome_hook(h, primary, True) for h in primary.on_success],
-        on_error=[_rehome_hook(h, primary, True) for h in primary.on_error],
+        **{
+            event: [_rehome_hook(h, primary, True) for h in getattr(primary, event)]
+            for event in HOOK_EVENTS
+        },
     )
     combined._later = frozenset(ws.name for ws in workspaces[1:])
     return combined
@@ -287,6 +289,10 @@ def _local(ws: Workspace, first: bool, action: str) -> str:
     return action
 
 
+# Every kind of hook a task or a workspace has (each is carried into the combination).
+HOOK_EVENTS = ("on_success", "on_error", "on_suspended", "on_cancel")
+
+
 def _rehome_hook(hook: Hook, ws: Workspace, first: bool) -> Hook:
     return hook.model_copy(update={"action": _local(ws, first, hook.action)})
 
@@ -306,15 +312,14 @@ def _rehome_task(task: Task, ws: Workspace, first: bool) -> Task:
     # The combined workspace has one set of workspace-level hooks, the first one's: a
     # later workspace's become the default of each of its tasks (so they fire for its
     # sub-task jobs too, which workspace-level hooks skip).
-    success = task.on_success or ([] if first else ws.on_success)
-    error = task.on_error or ([] if first else ws.on_error)
-    return task.model_copy(
-        update={
-            "flow": flow,
-            "on_success": [_rehome_hook(h, ws, first) for h in success],
-            "on_error": [_rehome_hook(h, ws, first) for h in error],
-        }
-    )
+    hooks = {
+        event: [
+            _rehome_hook(h, ws, first)
+            for h in getattr(task, event) or ([] if first else getattr(ws, event))
+        ]
+        for event in HOOK_EVENTS
+    }
+    return task.model_copy(update={"flow": flow, **hooks})
 
 
 def _qualified_task(action: Action, ws: Workspace) -> Action:
