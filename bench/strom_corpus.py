@@ -35,6 +35,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from headwater.server.json_shapes import job_json
+
 HEADWATER = [sys.executable, "-m", "headwater"]
 RUN_TIMEOUT = 90.0
 
@@ -159,7 +161,7 @@ async def _jobs_and_logs(db_url: str) -> list[dict[str, Any]]:
         for j in jobs:
             full = await store.get_job(j.id)
             logs = await store.get_logs(j.id, limit=100_000)
-            out.append({**(full or j).to_api(), "log": "\n".join(r.line for r in logs)})
+            out.append({**job_json(full or j), "log": "\n".join(r.line for r in logs)})
         return out
     finally:
         await store.close()

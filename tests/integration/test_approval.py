@@ -14,6 +14,7 @@ import pytest
 from headwater.engine.approval import decide
 from headwater.errors import ConflictError
 from headwater.node import Node, NodeSettings
+from headwater.server.json_shapes import job_json
 from headwater.store.base import JobFilter, JobRecord, JobStatus, StepStatus
 from headwater.worker.worker import WorkerSettings
 from tests.integration.test_engine import write_workspace
@@ -127,7 +128,7 @@ async def test_approve_resumes_the_flow_with_the_approvers_input(
         (approve,) = [s for s in job.steps if s.name == "approve"]
         assert approve.output == {"approval_message": "Deploy 1.2 to prod?"}
         assert not (tmp_path / "ship.txt").exists()
-        assert job.to_api()["suspended"] is True
+        assert job_json(job)["suspended"] is True
         # The slot is free: another job runs meanwhile on this one-slot worker.
         (tmp_path / "x").mkdir()
         other = await node.submit("deploy", {"version": "2", "out": str(tmp_path / "x")})

@@ -7,6 +7,7 @@ from pathlib import Path
 import httpx
 
 from headwater.server.app import create_app
+from headwater.server.json_shapes import job_json
 from headwater.store.base import JobFilter, JobStatus
 from tests.integration.test_engine import start_node
 
@@ -65,7 +66,7 @@ async def test_a_failed_job_retries_as_new_linked_jobs_until_it_completes(
             JobStatus.COMPLETED,
         ]
         assert chain[-1].source_type == "cli"
-        assert last.to_api()["retry_of_job_id"] == chain[1].id
+        assert job_json(last)["retry_of_job_id"] == chain[1].id
         assert not (tmp_path / "hooks").exists()  # hooks wait for the last attempt
     finally:
         await node.close()

@@ -287,7 +287,9 @@ def tokens_create(
 
     _with_store(db, action)
     if as_json:
-        typer.echo(json.dumps({**issued.record.to_api(), "token": issued.token}))
+        from headwater.server.json_shapes import worker_token_json
+
+        typer.echo(json.dumps({**worker_token_json(issued.record), "token": issued.token}))
         return
     typer.echo(issued.token)
     _err_console().print(
@@ -301,22 +303,23 @@ def tokens_list(db: DbOpt = None, as_json: JsonOpt = False) -> None:
     """List worker tokens (ids and names; the tokens themselves are not stored)."""
     from rich.console import Console
 
+    from headwater.server.json_shapes import worker_token_json
+
     async def action(store: Any) -> list[Any]:
         return list(await store.list_worker_tokens())
 
     records = _with_store(db, action)
     if as_json:
-        typer.echo(json.dumps([r.to_api() for r in records]))
+        typer.echo(json.dumps([worker_token_json(r) for r in records]))
         return
     out = Console(highlight=False)
     if not records:
         out.print("no worker tokens (create one with 'headwater worker-tokens create NAME')")
     for r in records:
-        state = f"revoked {r.to_api()['revoked_at']}" if r.revoked_at else "active"
-        used = r.to_api()["last_used_at"] or "never used"
-        out.print(
-            f"{r.id}  {r.name}  {state}  created {r.to_api()['created_at']}  {used}", markup=False
-        )
+        shown = worker_token_json(r)
+        state = f"revoked {shown['revoked_at']}" if r.revoked_at else "active"
+        used = shown["last_used_at"] or "never used"
+        out.print(f"{r.id}  {r.name}  {state}  created {shown['created_at']}  {used}", markup=False)
 
 
 @tokens_app.command("revoke")

@@ -182,8 +182,10 @@ def _direct(db: str, work: Any) -> Any:
 async def _list_direct(
     store: Any, source_id: str | None, limit: int, pending: bool
 ) -> list[dict[str, Any]]:
+    from headwater.server.json_shapes import rejected_json
+
     found = await store.list_rejected(source_id, limit, pending_only=pending)
-    return [r.to_api() for r in found]
+    return [rejected_json(r) for r in found]
 
 
 async def _replay_direct(

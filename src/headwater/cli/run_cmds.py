@@ -194,7 +194,9 @@ def run(
         raise typer.Exit(1) from None
     kept = _artifacts(artifacts_dir, job.id)
     if as_json:
-        out.print_json(json.dumps({**job.to_api(), "artifacts": kept}))
+        from headwater.server.json_shapes import job_json
+
+        out.print_json(json.dumps({**job_json(job), "artifacts": kept}))
     elif kept:
         assert artifacts_dir is not None
         names = ", ".join(a["name"] for a in kept)

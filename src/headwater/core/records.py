@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from headwater.core.status import JobStatus, LogStream, StepStatus
-from headwater.core.trace import trace_id_of
 
 __all__ = [
     "CursorRecord",
@@ -68,22 +67,6 @@ class StepRecord:
     finished_at: datetime | None = None
     timeout_at: datetime | None = None  # a suspended approval step fails at this time
 
-    def to_api(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "name": self.name,
-            "action": self.action,
-            "status": self.status.value,
-            "exit_code": self.exit_code,
-            "output": self.output,
-            "error": self.error,
-            "attempts": self.attempts,
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-        }
-        if self.timeout_at is not None:
-            data["timeout_at"] = _iso(self.timeout_at)
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class StepUpdate:
@@ -128,37 +111,6 @@ class JobRecord:
         """Waiting for an approval: running, but no worker holds it (``suspend_job``)."""
         return self.status is JobStatus.RUNNING and self.worker_id is None
 
-    def to_api(self, include_steps: bool = True) -> dict[str, Any]:
-        """The job JSON of DESIGN.md (snake_case)."""
-        data: dict[str, Any] = {
-            "id": self.id,
-            "workspace": self.workspace,
-            "task": self.task,
-            "status": self.status.value,
-            "input": self.input,
-            "output": self.output,
-            "error": self.error,
-            "source_type": self.source_type,
-            "source_id": self.source_id,
-            "dedup_key": self.dedup_key,
-            "tags": sorted(self.tags),
-            "parent_job_id": self.parent_job_id,
-            "worker_id": self.worker_id,
-            "attempt": self.attempt,
-            "cancel_requested": self.cancel_requested,
-            "suspended": self.suspended,
-            # A task retry's previous attempt (Strøm's retry_of_job_id).
-            "retry_of_job_id": self.source_id if self.source_type == "retry" else None,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
-            # The job's OpenTelemetry trace id: derived from its UUIDv7 id, never stored.
-            "trace_id": trace_id_of(self.id),
-        }
-        if include_steps:
-            data["steps"] = [s.to_api() for s in self.steps]
-        return data
-
 
 @dataclass(frozen=True, slots=True)
 class JobFilter:
@@ -192,15 +144,6 @@ class LogRecord:
     line: str
     ts: datetime
 
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "seq": self.seq,
-            "step": self.step,
-            "stream": self.stream.value,
-            "line": self.line,
-            "ts": _iso(self.ts),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerRecord:
@@ -233,20 +176,6 @@ class RejectedEvent:
     created_at: datetime | None = None
     replayed_at: datetime | None = None  # set when ``headwater dlq replay`` made it a job
     replay_job_id: str | None = None
-
-    def to_api(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source_type": self.source_type,
-            "source_id": self.source_id,
-            "target_task": self.target_task,
-            "payload": self.payload,
-            "reason": self.reason,
-            "dedup_key": self.dedup_key,
-            "created_at": _iso(self.created_at),
-            "replayed_at": _iso(self.replayed_at),
-            "replay_job_id": self.replay_job_id,
-        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,16 +248,6 @@ class WorkerTokenRecord:
     revoked_at: datetime | None = None
     last_used_at: datetime | None = None
 
-    def to_api(self) -> dict[str, Any]:
-        """Everything but the hash."""
-        return {
-            "id": self.id,
-            "name": self.name,
-            "created_at": _iso(self.created_at),
-            "revoked_at": _iso(self.revoked_at),
-            "last_used_at": _iso(self.last_used_at),
-        }
-
 
 @dataclass(frozen=True, slots=True)
 class WorkerJobsReconciled:
@@ -336,7 +255,3 @@ class WorkerJobsReconciled:
 
     requeued: tuple[str, ...] = ()  # running as the worker's, unknown to it: back to pending
     lost: tuple[str, ...] = ()  # the worker runs them, but they are no longer its
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None

@@ -24,7 +24,7 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headwater.store.base import JobStatus, Store
+from headwater.store.base import JobStatus, JobStore, UpkeepStore
 from headwater.telemetry.job_metrics import JobMetrics
 
 __all__ = [
@@ -123,7 +123,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def job_status_refresher(metrics: Metrics, store: Store) -> Refresher:
+def job_status_refresher(metrics: Metrics, store: JobStore) -> Refresher:
     """Sets ``headwater_jobs{status=...}`` from ``store.count_jobs_by_status()``."""
 
     async def refresh() -> None:
@@ -136,7 +136,7 @@ def job_status_refresher(metrics: Metrics, store: Store) -> Refresher:
     return refresh
 
 
-def store_size_refresher(metrics: Metrics, store: Store, every: float = 30.0) -> Refresher:
+def store_size_refresher(metrics: Metrics, store: UpkeepStore, every: float = 30.0) -> Refresher:
     """Sets ``headwater_store_rows{table}`` and ``headwater_store_bytes``, read at most
     every ``every`` seconds (counting rows of a large SQLite table is a scan)."""
     rows = metrics.gauge(

@@ -16,6 +16,7 @@ from fastapi.params import Depends
 from pydantic import BaseModel, Field
 
 from headwater.engine.approval import MAX_REASON_CHARS, decide
+from headwater.server.json_shapes import job_json
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
 from headwater.server.routes_jobs import resolve_job_id
 
@@ -59,7 +60,7 @@ def approval_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             given=given,
             reason=reason,
         )
-        data: dict[str, Any] = runtime.redact(job.to_api(include_steps=True))
+        data: dict[str, Any] = runtime.redact(job_json(job, include_steps=True))
         return data
 
     @router.post(

@@ -1,7 +1,7 @@
 """What every route module shares: the response models (the OpenAPI schema of the job
 JSON), the error body, and the dependency that hands a route the runtime.
 
-The models document and check the JSON that ``JobRecord.to_api()`` and friends build;
+The models document and check the JSON that ``server.json_shapes`` (``job_json`` and friends) build;
 they allow extra fields so that a field the store adds later reaches clients before the
 model learns about it instead of being silently dropped.
 """
@@ -39,7 +39,7 @@ JobStatusName = Literal["pending", "running", "completed", "failed", "cancelled"
 StepStatusName = Literal[
     "pending", "running", "completed", "failed", "skipped", "cancelled", "suspended"
 ]
-# Timestamps stay the strings ``to_api`` produced (ISO 8601, UTC, ``Z``): re-parsing
+# Timestamps stay the strings ``json_shapes`` produced (ISO 8601, UTC, ``Z``): re-parsing
 # them into datetimes would only risk a different spelling on the way out.
 Timestamp = Annotated[str | None, Field(json_schema_extra={"format": "date-time"})]
 

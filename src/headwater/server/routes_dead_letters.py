@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.sdk.dead_letters import replay_dead_letters
+from headwater.server.json_shapes import rejected_json
 from headwater.server.routes_common import RuntimeDep
 
 __all__ = ["ReplayIn", "dead_letters_router"]
@@ -37,7 +38,7 @@ def dead_letters_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
     ) -> list[dict[str, Any]]:
         records = await runtime.store.list_rejected(source_id, limit, pending_only=pending)
-        data: list[dict[str, Any]] = runtime.redact([r.to_api() for r in records])
+        data: list[dict[str, Any]] = runtime.redact([rejected_json(r) for r in records])
         return data
 
     @router.post("/dead-letters/replay", summary="Dispatch dead letters again as jobs")

@@ -21,6 +21,7 @@ from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
 
 from headwater.errors import ConflictError, NotFoundError
+from headwater.server.json_shapes import job_json, log_json
 from headwater.server.routes_common import (
     ERRORS_404,
     ERRORS_409,
@@ -99,7 +100,7 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         waiting = await waiting_reasons(runtime.store, jobs)
         listed = []
         for job in jobs:
-            item = job.to_api(include_steps=False)
+            item = job_json(job, include_steps=False)
             if job.id in waiting:
                 item["waiting_for"] = waiting[job.id]
             listed.append(item)
@@ -215,7 +216,7 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             )
         logs = await runtime.store.get_logs(job_id, after_seq=after, limit=limit, step=step)
         return {
-            "logs": runtime.redact([rec.to_api() for rec in logs]),
+            "logs": runtime.redact([log_json(rec) for rec in logs]),
             "last_seq": logs[-1].seq if logs else after,
             "job_status": job.status.value,
         }
@@ -281,7 +282,7 @@ async def waiting_reasons(store: Store, jobs: Sequence[JobRecord]) -> dict[str, 
 
 
 def _job_json(runtime: Runtime, job: JobRecord) -> dict[str, Any]:
-    data: dict[str, Any] = runtime.redact(job.to_api(include_steps=True))
+    data: dict[str, Any] = runtime.redact(job_json(job, include_steps=True))
     return data
 
 
@@ -307,7 +308,7 @@ async def _follow(
             while True:
                 records = await store.get_logs(job_id, after_seq=after, limit=page, step=step)
                 for rec in records:
-                    yield _line(runtime.redact(rec.to_api()))
+                    yield _line(runtime.redact(log_json(rec)))
                     after = rec.seq
                 if len(records) < page:
                     break

@@ -10,6 +10,7 @@ from fastapi.params import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.errors import ConflictError, IdempotencyKeyReusedError
+from headwater.server.json_shapes import job_json
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
 from headwater.server.runtime import Runtime
 from headwater.workspace.models import InputField, Task, Workspace
@@ -117,7 +118,7 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         return {
             "job_id": outcome.id,
             "created": outcome.created,
-            "job": runtime.redact(job.to_api(include_steps=True)),
+            "job": runtime.redact(job_json(job, include_steps=True)),
         }
 
     return router

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from headwater.store.ids import utcnow
 
 if TYPE_CHECKING:
-    from headwater.store.base import Store
+    from headwater.store.roles import StateStore
 
 __all__ = [
     "GLOBAL_STATE_NAMESPACE",
@@ -98,12 +98,14 @@ def _where(workspace: str, task: str | None) -> tuple[str, str]:
     return TASK_STATE_NAMESPACE, f"{workspace}/{task}"
 
 
-async def load_task_state(store: Store, workspace: str, task: str | None) -> TaskStateRecord | None:
+async def load_task_state(
+    store: StateStore, workspace: str, task: str | None
+) -> TaskStateRecord | None:
     record = await store.get_state(*_where(workspace, task))
     if record is None:
         return None
     return TaskStateRecord.from_doc(workspace, task, record.value)
 
 
-async def save_task_state(store: Store, snapshot: TaskStateRecord) -> None:
+async def save_task_state(store: StateStore, snapshot: TaskStateRecord) -> None:
     await store.put_state(*_where(snapshot.workspace, snapshot.task), snapshot.to_doc())

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from headwater.errors import NotFoundError
-from headwater.store.base import StateRecord, Store
+from headwater.store.base import StateRecord, StateStore
 from headwater.store.ids import utcnow
 
 __all__ = ["QUARANTINE_NAMESPACE", "list_quarantined", "record_quarantine", "release_quarantine"]
@@ -17,7 +17,7 @@ QUARANTINE_NAMESPACE = "consumer_quarantine"
 
 
 async def record_quarantine(
-    store: Store, consumer: str, stream: str, crashes: int, window: float
+    store: StateStore, consumer: str, stream: str, crashes: int, window: float
 ) -> None:
     await store.put_state(
         QUARANTINE_NAMESPACE,
@@ -32,7 +32,7 @@ async def record_quarantine(
     )
 
 
-async def list_quarantined(store: Store, app: str | None = None) -> list[StateRecord]:
+async def list_quarantined(store: StateStore, app: str | None = None) -> list[StateRecord]:
     """Every quarantined consumer (of ``app`` only, when given)."""
     records = await store.list_state(QUARANTINE_NAMESPACE)
     if app is None:
@@ -40,7 +40,7 @@ async def list_quarantined(store: Store, app: str | None = None) -> list[StateRe
     return [r for r in records if r.key.startswith(f"{app}.")]
 
 
-async def release_quarantine(store: Store, name: str) -> dict[str, Any]:
+async def release_quarantine(store: StateStore, name: str) -> dict[str, Any]:
     """Release ``name`` (a full name ``app.consumer``, or a consumer name when only one
     app has it); returns what was stored. NotFoundError when it is not quarantined."""
     records = await store.list_state(QUARANTINE_NAMESPACE)
