@@ -9,6 +9,7 @@ store-derived values at scrape time through ``Metrics.on_scrape``.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -242,7 +243,13 @@ class RequestMetricsMiddleware:
             raise
 
 
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
 def _route_template(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "<unmatched>"
+    if not isinstance(path, str):
+        return "<unmatched>"
+    # `{task:path}` (a task name may hold a `/`) is still the route `{task}` to a dashboard.
+    return _CONVERTER.sub(r"{\1}", path)
