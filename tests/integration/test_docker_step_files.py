@@ -76,7 +76,7 @@ async def test_a_docker_steps_folders_are_copied_in_and_kept(
         engine.containers.clear()
         engine.requests.clear()
         second = await node.run_one("build", {})
-        assert second.status is JobStatus.COMPLETED
+        assert second.status is JobStatus.COMPLETED, second.steps
         (put,) = engine.calls(lambda r: r.method == "PUT" and r.path.endswith("/archive"))
         with tarfile.open(fileobj=io.BytesIO(put.body)) as tar:
             names = set(tar.getnames())
