@@ -17,7 +17,7 @@ pytestmark = [
     pytest.mark.xdist_group("crash"),
 ]  # one kill -9 test at a time
 
-EVENTS = 10_000
+EVENTS = 2_000
 
 
 def test_each_guarantee_holds_through_kills_and_a_redis_restart(
@@ -25,10 +25,10 @@ def test_each_guarantee_holds_through_kills_and_a_redis_restart(
 ) -> None:
     if db_url.startswith("postgresql"):
         require_service("postgres")
-    # Each kill costs a process start and a lease hand-over; 18 of them (workers, the
-    # supervisor, the publisher) keep CI's run near a minute. bench/sdk_crash.py kills
-    # without a cap, at 100,000 events.
-    report = run_chaos(db_url, tmp_path, EVENTS, kill_every=(1.5, 3.0), max_kills=18, timeout=300)
+    # Each kill costs a process start and a lease hand-over; 5 of them (workers, the
+    # supervisor, the publisher) and a Redis restart keep CI's run to seconds.
+    # bench/sdk_crash.py kills without a cap, at 100,000 events.
+    report = run_chaos(db_url, tmp_path, EVENTS, kill_every=(1.0, 2.0), max_kills=5, timeout=300)
     print(report.summary())
     assert report.kills["worker"] + report.kills["supervisor"] >= 3, report.summary()
     sent = report.sent
