@@ -17,6 +17,7 @@ from types import ModuleType
 
 import pytest
 
+from tests.pg_databases import PgDatabases
 from tests.store_backends import STORE_BACKENDS
 
 # The only tests that may skip when HEADWATER_REQUIRE_SERVICES=1: node id prefix -> why.
@@ -34,6 +35,8 @@ ALLOWED_SKIPS: dict[str, str] = {
 }
 
 PG_ADMIN_URL = os.environ.get("HEADWATER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+# This test process's PostgreSQL databases, reused from test to test (tests/pg_databases.py).
+PG_DATABASES = PgDatabases(PG_ADMIN_URL)
 
 SERVICES = {
     "postgres": ("127.0.0.1", 5432),
@@ -188,11 +191,11 @@ async def drop_pg_database(url: str) -> None:
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for one test (dropped afterwards)."""
     require_service("postgres")
-    url = await create_pg_database()
+    url = await PG_DATABASES.take()
     try:
         yield url
     finally:
-        await drop_pg_database(url)
+        await PG_DATABASES.give_back(url)
 
 
 @pytest.fixture
@@ -207,11 +210,11 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         yield f"sqlite:///{os.fspath(tmp_path)}/headwater.db"
         return
     require_service("postgres")
-    url = await create_pg_database()
+    url = await PG_DATABASES.take()
     try:
         yield url
     finally:
-        await drop_pg_database(url)
+        await PG_DATABASES.give_back(url)
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -244,7 +247,7 @@ async def store(store_backend: str, tmp_path: os.PathLike[str]) -> AsyncIterator
             await st.close()
         return
     require_service("postgres")
-    url = await create_pg_database()
+    url = await PG_DATABASES.take()
     try:
         st = await open_store(url)
         try:
@@ -252,4 +255,12 @@ async def store(store_backend: str, tmp_path: os.PathLike[str]) -> AsyncIterator
         finally:
             await st.close()
     finally:
-        await drop_pg_database(url)
+        await PG_DATABASES.give_back(url)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Drop the PostgreSQL databases this test process used."""
+    if PG_DATABASES.owns_any():
+        import asyncio
+
+        asyncio.run(PG_DATABASES.drop_all())

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from tests.conftest import PG_ADMIN_URL, _pg_url_for, require_service
+from tests.conftest import PG_DATABASES, require_service
 
 SOURCE_ID = "rcv/incoming"
 
@@ -21,8 +21,7 @@ class PostgresHarness:
 
     def __init__(self) -> None:
         require_service("postgres")
-        self.database = f"hw_rcv_{uuid.uuid4().hex[:12]}"
-        self.url = _pg_url_for(self.database)
+        self.url = ""  # a database of its own, taken in setup()
         self.table = f"hw_test_events_{uuid.uuid4().hex[:10]}"
         self.channel = f"{self.table}_new"
         self.conn: Any = None
@@ -51,8 +50,7 @@ class PostgresHarness:
     async def setup(self) -> None:
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            await admin.execute(f'CREATE DATABASE "{self.database}"')
+        self.url = await PG_DATABASES.take()
         self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         t, ch = self.table, self.channel
         await self.conn.execute(
@@ -68,11 +66,9 @@ class PostgresHarness:
         )
 
     async def cleanup(self) -> None:
-        import psycopg
 
         await self.conn.close()
-        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        await PG_DATABASES.give_back(self.url)
 
     async def publish(self, payloads: list[Any]) -> list[str]:
         ids = []
