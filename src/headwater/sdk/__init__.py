@@ -21,6 +21,7 @@ from headwater.sdk.decorators import (
     on_receiver,
     on_redis_list,
     on_redis_stream,
+    on_sqlserver_cdc,
     on_sqs,
 )
 from headwater.sdk.events import Guarantee, StreamEvent
@@ -52,6 +53,7 @@ __all__ = [
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
+    "on_sqlserver_cdc",
     "on_sqs",
     "send_event",
     "set_default_registry",
