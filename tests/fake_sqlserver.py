@@ -61,12 +61,13 @@ _AFTER_ROW = (
 )
 _ORDER = " ORDER BY __$start_lsn, __$seqval, __$operation"
 _CHANGES = re.compile(
-    r"^SELECT TOP \(%\(limit\)s\) \* FROM cdc\.\[fn_cdc_get_all_changes_(\w+)\]"
+    r"^SELECT TOP \(%\(limit\)s\) \* FROM cdc\.\[fn_cdc_get_all_changes_((?:[^\]]|\]\])+)\]"
     r"\(%\(from_lsn\)s, %\(to_lsn\)s, N'all update old'\)(.*)$"
 )
 _COUNT = re.compile(
     r"^SELECT count\(\*\) AS n FROM \(SELECT TOP \((\d+)\) 1 AS one FROM"
-    r" cdc\.\[fn_cdc_get_all_changes_(\w+)\]\(%\(from_lsn\)s, %\(to_lsn\)s, N'all'\)(.*)"
+    r" cdc\.\[fn_cdc_get_all_changes_((?:[^\]]|\]\])+)\]"
+    r"\(%\(from_lsn\)s, %\(to_lsn\)s, N'all'\)(.*)"
     r"\) AS pending$"
 )
 
@@ -196,6 +197,7 @@ class FakeSqlServer:
     def _changes(
         self, name: str, tail: str, params: dict[str, Any], *, updates: str
     ) -> tuple[Instance, list[dict[str, Any]]]:
+        name = name.replace("]]", "]")
         inst = self.instances.get(name)
         if inst is None:
             raise OperationalError(

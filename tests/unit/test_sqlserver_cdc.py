@@ -18,7 +18,11 @@ from headwater.testing import InMemoryStore
 from headwater.triggers.receivers.base import RECEIVER_NAMESPACE
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.receivers.sqlserver_cdc.changes import Position, pair_changes
-from headwater.triggers.receivers.sqlserver_cdc.queries import CdcQueryError, connect_params
+from headwater.triggers.receivers.sqlserver_cdc.queries import (
+    CdcQueryError,
+    changes_sql,
+    connect_params,
+)
 from headwater.workspace.models import Workspace
 from headwater.workspace.templating import TemplateEngine
 from tests.fake_sqlserver import FakeSqlServer, OperationalError, lsn
@@ -330,6 +334,13 @@ def test_pair_changes_waits_for_the_after_row_past_a_cut() -> None:
     assert (lone.operation, lone.after) == ("update", None)
     (pair,) = pair_changes("i", [before, after], limit=1, complete=False)
     assert pair.position == Position(a, s, 4)
+
+
+def test_the_capture_instance_is_quoted_as_one_identifier() -> None:
+    sql, _ = changes_sql("dbo_odd]name'; DROP TABLE x--", None)
+    assert "FROM cdc.[fn_cdc_get_all_changes_dbo_odd]]name'; DROP TABLE x--](" in sql
+    with pytest.raises(CdcQueryError):
+        changes_sql("a%b", None)
 
 
 def test_connect_params_from_the_url() -> None:

@@ -25,7 +25,9 @@ class SqlServerCdcTrigger(ReceiverTriggerBase):
     url: str  # mssql://user:{{ secret.mssql_password }}@host:1433/database
     # The capture instance (sys.sp_cdc_enable_table's @capture_instance; by default
     # "<schema>_<table>"): its change function is cdc.fn_cdc_get_all_changes_<name>.
-    capture_instance: str = Field(pattern=r"^[A-Za-z0-9_]{1,100}$")
+    # SQL Server allows 100 characters; the name is bracket-quoted in the query (and "%"
+    # would be taken for a parameter by the driver).
+    capture_instance: str = Field(pattern=r"^[^\x00-\x1f%]{1,100}$")
     # The column holding the event (JSON, or text decoded like a message body), taken
     # from the new row (the old one for a delete). Default: the change itself
     # ({operation, before, after}) is the payload.

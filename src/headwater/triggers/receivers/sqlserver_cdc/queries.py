@@ -78,11 +78,12 @@ class Bounds:
 
 
 def _changes_function(instance: str) -> str:
-    # The instance is a checked identifier (letters, digits, _): bracket-quoted, it is
-    # the name of a table-valued function; everything else is a parameter.
-    if not instance or not all(c.isalnum() or c == "_" for c in instance):
+    # A function name cannot be a parameter: it is quoted as QUOTENAME does (brackets,
+    # a "]" doubled), so any instance name stays one identifier; the rest are parameters.
+    if not 0 < len(instance) <= 100 or any(ord(c) < 32 or c == "%" for c in instance):
         raise CdcQueryError(f"not a capture instance name: {instance!r}")
-    return f"cdc.[fn_cdc_get_all_changes_{instance}]"
+    quoted = ("fn_cdc_get_all_changes_" + instance).replace("]", "]]")
+    return f"cdc.[{quoted}]"
 
 
 def _after(position: Position | None) -> tuple[str, dict[str, Any]]:
