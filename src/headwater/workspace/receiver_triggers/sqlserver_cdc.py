@@ -32,7 +32,9 @@ class SqlServerCdcTrigger(ReceiverTriggerBase):
     # from the new row (the old one for a delete). Default: the change itself
     # ({operation, before, after}) is the payload.
     payload_column: str | None = None
-    poll_secs: float = Field(default=5.0, gt=0, le=3600)
+    # How often to ask for new changes (two small queries). SQL Server's capture job
+    # itself moves changes into the change tables every 5 s by default.
+    poll_secs: float = Field(default=1.0, gt=0, le=3600)
     start: Literal["beginning", "end"] = "beginning"  # where a new checkpoint starts
     # What to do when CDC's cleanup removed changes after the checkpoint (headwater was
     # down longer than the retention): stop with an error (the trigger is marked failed),
