@@ -252,6 +252,28 @@ async def test_a_checkpoint_that_cleanup_passed_fails_the_trigger_loudly(
     await stays_true_for(lambda: _not_retried(again), 0.3, what="no restart, no new job")
 
 
+async def test_cleanup_passing_a_running_receiver_stops_it_too(
+    server: FakeSqlServer, start: Any
+) -> None:
+    """Detected on every read, not only at start: here the receiver is held back by
+    ``max_in_flight`` while the changes it has not read are cleaned up."""
+    run = await start(max_in_flight=1)
+    (job,) = await run.wait_jobs(1)
+    gone = server.commit("dbo_orders", [("insert", {"id": 9, "status": "new"})])
+    kept = server.commit("dbo_orders", [("insert", {"id": 10, "status": "new"})])
+    server.cleanup("dbo_orders", kept)
+    await run.store.request_cancel(job.id)  # room for the next read
+
+    async def failed() -> dict[str, Any] | None:
+        state = await run.state()
+        return state if state["state"] == "failed" else None
+
+    state = await eventually(failed, what="the trigger to fail")
+    assert state["last_error"].startswith("stopped: changes of capture instance 'dbo_orders'")
+    assert gone.hex() not in state["last_error"] and kept.hex() in state["last_error"]
+    await stays_true_for(lambda: _count(run, 1), 0.3, what="no job after the gap")
+
+
 async def test_skip_and_record_keeps_the_gap_as_a_dead_letter_and_goes_on(
     server: FakeSqlServer, start: Any
 ) -> None:
