@@ -131,8 +131,18 @@ class FakeSqlServer:
                 }
             )
         self.instances[instance] = inst
-        top = max(int.from_bytes(r["__$start_lsn"], "big") for r in inst.rows)
+        top = max((int.from_bytes(r["__$start_lsn"], "big") for r in inst.rows), default=0)
         self.next_lsn = max(self.next_lsn, top)
+
+    def save(self, instance: str, path: Path) -> None:
+        """The instance's rows in the recording format ``load`` reads (another process
+        can then serve the same changes: the kill -9 suite's child)."""
+        inst = self.instances[instance]
+        names = ["__$start_lsn", "__$end_lsn", "__$seqval", "__$operation", "__$update_mask"]
+        names += [*inst.columns, "__$command_id"]
+        rows = [[_hex(r[n]) if n in _BINARY else r[n] for n in names] for r in inst.rows]
+        recording = {"min_lsn": _hex(inst.min_lsn), "columns": names, "rows": rows}
+        path.write_text(json.dumps(recording))
 
     def module(self) -> types.ModuleType:
         """A stand-in for the ``pymssql`` module."""
@@ -236,6 +246,10 @@ def _key(row: Mapping[str, Any]) -> tuple[bytes, bytes, int]:
 
 
 _BINARY = {"__$start_lsn", "__$end_lsn", "__$seqval", "__$update_mask"}
+
+
+def _hex(value: Any) -> Any:
+    return "0x" + value.hex() if isinstance(value, bytes) else value
 
 
 def _unhex(value: Any) -> Any:

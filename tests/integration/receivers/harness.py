@@ -2,10 +2,10 @@
 
 Adding a broker to the suite means adding ``harnesses/<trigger type>.py`` with one class
 that has ``trigger_type`` and listing it in ``HARNESS_MODULES``. A harness may define
-``secrets()`` returning the workspace secrets its trigger templates refer to, and
-``in_process = True`` when its broker is a fake living in the test process (the kill -9
-suite, which runs the receiver in a child process, leaves it out), and
-``max_latency_secs`` when it polls (a message may wait a poll interval to be read).
+``secrets()`` returning the workspace secrets its trigger templates refer to,
+``child_spec()`` when its broker is a fake in the test process (what the kill -9 suite's
+child process needs to serve the same messages), and ``max_latency_secs`` when it polls
+(a message may wait a poll interval to be read).
 """
 
 from __future__ import annotations

@@ -2,14 +2,16 @@
 (no SQL Server runs here), swapped in for the ``pymssql`` module while a test runs. A
 publish is one transaction of inserts into a CDC-enabled table with a ``body`` column.
 
-``in_process``: the fake lives in this process, so the kill -9 suite (a child process)
-does not apply; the contract's stop between commit and checkpoint covers that window.
+The fake lives in this process; for the kill -9 suite ``child_spec`` saves its rows to a
+file, and the child process serves the same changes from it (``serve_in_child``).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -22,7 +24,6 @@ INSTANCE = "dbo_events"
 
 class SqlServerCdcHarness:
     trigger_type = "sqlserver_cdc"
-    in_process = True
     shortened: tuple[str, ...] = ("poll_secs",)
     default_wait_secs = 1.0  # poll_secs
     # It polls: a change waits up to one poll_secs (nothing wakes it early).
@@ -96,3 +97,16 @@ class SqlServerCdcHarness:
 
     async def interrupt(self) -> None:
         self.server.cut()
+
+    def child_spec(self) -> dict[str, Any]:
+        """What the kill -9 suite's child needs to serve the same changes."""
+        self._dump = Path(tempfile.mkdtemp(prefix="hw-fake-mssql-")) / "changes.json"
+        self.server.save(INSTANCE, self._dump)
+        return {"sqlserver_fake": {"instance": INSTANCE, "path": str(self._dump)}}
+
+
+def serve_in_child(spec: dict[str, Any]) -> None:
+    """In the child process: install a fake serving the rows ``child_spec`` saved."""
+    server = FakeSqlServer()
+    server.load(spec["instance"], Path(spec["path"]))
+    sys.modules["pymssql"] = server.module()
