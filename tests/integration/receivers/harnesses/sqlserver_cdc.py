@@ -9,6 +9,7 @@ file, and the child process serves the same changes from it (``serve_in_child``)
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,6 +34,7 @@ class SqlServerCdcHarness:
         self.server = FakeSqlServer()
         self.store: Any = None
         self._saved: ModuleType | None = None
+        self._dump: Path | None = None
 
     def attach(self, store: Any) -> None:
         self.store = store
@@ -58,6 +60,8 @@ class SqlServerCdcHarness:
         sys.modules["pymssql"] = self.server.module()
 
     async def cleanup(self) -> None:
+        if self._dump is not None:
+            shutil.rmtree(self._dump.parent, ignore_errors=True)
         if self._saved is not None:
             sys.modules["pymssql"] = self._saved
         else:
