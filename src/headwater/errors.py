@@ -121,6 +121,11 @@ class MissingClientError(ConfigError):
     stops with the ``pip install 'headwater[extra]'`` line as its error."""
 
 
+class ReceiverHaltedError(HeadwaterError):
+    """A receiver cannot go on without an operator (its stored position is gone from the
+    source): the trigger is marked failed with this message, and not restarted."""
+
+
 class AuthError(HeadwaterError):
     """A credential (API key, worker token) is missing, unknown or revoked."""
 

@@ -4,8 +4,9 @@
   ``headwater consumer run MODULE``; ``send_event(session, …)`` writes its events in the
   caller's transaction and ``headwater publisher run`` moves them to Redis Streams.
 - ``@on_redis_stream``, ``@on_redis_list``, ``@on_amqp``, ``@on_mqtt``, ``@on_nats``,
-  ``@on_kafka``, ``@on_sqs``, ``@on_postgres`` and ``@on_receiver(MyReceiver, …)``: each
-  message becomes a durable job whose one step calls the function (seed 004);
+  ``@on_kafka``, ``@on_sqs``, ``@on_postgres``, ``@on_sqlserver_cdc`` and
+  ``@on_receiver(MyReceiver, …)``: each message becomes a durable job whose one step
+  calls the function (seed 004);
   ``@on("toy", …)`` is the same for any receiver in the catalog, a plugin's included.
 """
 
@@ -21,6 +22,7 @@ from headwater.sdk.decorators import (
     on_receiver,
     on_redis_list,
     on_redis_stream,
+    on_sqlserver_cdc,
     on_sqs,
 )
 from headwater.sdk.events import Guarantee, StreamEvent
@@ -52,6 +54,7 @@ __all__ = [
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
+    "on_sqlserver_cdc",
     "on_sqs",
     "send_event",
     "set_default_registry",

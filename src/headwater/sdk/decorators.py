@@ -23,6 +23,7 @@ __all__ = [
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
+    "on_sqlserver_cdc",
     "on_sqs",
 ]
 
@@ -86,6 +87,12 @@ def on_sqs(queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
 
 def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_postgres(table, name=name, url=url, **options)
+
+
+def on_sqlserver_cdc(
+    capture_instance: str, *, name: str, url: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_sqlserver_cdc(capture_instance, name=name, url=url, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

@@ -236,6 +236,12 @@ class Registry:
         """Each new row of a PostgreSQL table (in key order, from a checkpoint) calls it."""
         return self.on("postgres", table, name=name, url=url, **options)
 
+    def on_sqlserver_cdc(
+        self, capture_instance: str, *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each insert, update and delete of a SQL Server CDC capture instance calls it."""
+        return self.on("sqlserver_cdc", capture_instance, name=name, url=url, **options)
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

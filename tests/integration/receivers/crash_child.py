@@ -36,7 +36,11 @@ class _KillingDispatcher(Dispatcher):
 
 
 async def run_and_kill(
-    db_url: str, kill_at: str, trigger: dict[str, Any], secrets: dict[str, str]
+    db_url: str,
+    kill_at: str,
+    trigger: dict[str, Any],
+    secrets: dict[str, str],
+    extra: dict[str, Any] | None = None,
 ) -> int | None:
     """Run this module as a child process with ``trigger``; its exit code (-SIGKILL when
     it reached its first batch)."""
@@ -49,12 +53,16 @@ async def run_and_kill(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    spec = {"trigger": trigger, "secrets": secrets}
+    spec = {"trigger": trigger, "secrets": secrets, **(extra or {})}
     await child.communicate(json.dumps(spec).encode())
     return child.returncode
 
 
 async def main(db_url: str, kill_at: str, spec: dict[str, Any]) -> None:
+    if "sqlserver_fake" in spec:  # the harness's fake SQL Server, from its saved rows
+        from tests.integration.receivers.harnesses.sqlserver_cdc import serve_in_child
+
+        serve_in_child(spec["sqlserver_fake"])
     store = await open_store(db_url)
     ws = workspace_with(spec["trigger"])
     dispatcher = _KillingDispatcher(store, lambda: ws)

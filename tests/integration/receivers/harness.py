@@ -2,7 +2,10 @@
 
 Adding a broker to the suite means adding ``harnesses/<trigger type>.py`` with one class
 that has ``trigger_type`` and listing it in ``HARNESS_MODULES``. A harness may define
-``secrets()`` returning the workspace secrets its trigger templates refer to.
+``secrets()`` returning the workspace secrets its trigger templates refer to,
+``child_spec()`` when its broker is a fake in the test process (what the kill -9 suite's
+child process needs to serve the same messages), and ``max_latency_secs`` when it polls
+(a message may wait a poll interval to be read).
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ HARNESS_MODULES = (
     "kafka",
     "sqs",
     "postgres",
+    "sqlserver_cdc",
 )
 
 

@@ -80,4 +80,6 @@ async def test_idle_past_one_read_then_the_next_message_is_a_job_at_once(
     # Every broker here hands a waiting reader a new message at once (the long poll ends
     # early): the job comes in milliseconds. Half a read's wait is loose enough for a
     # loaded 2-core machine and far below what a reconnect-with-backoff costs.
-    assert latency < max(wait / 2, 1.0), f"{latency:.2f}s to a job after idling {wait + 1.0:.0f}s"
+    # A receiver that polls (no wake-up from the source) says how long it may take.
+    bound = getattr(rig.harness, "max_latency_secs", max(wait / 2, 1.0))
+    assert latency < bound, f"{latency:.2f}s to a job after idling {wait + 1.0:.0f}s"

@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher
-from headwater.errors import MissingClientError
+from headwater.errors import MissingClientError, ReceiverHaltedError
 from headwater.store.base import Store
 from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.triggers.receivers import (
@@ -173,14 +173,13 @@ class ReceiverManager:
                 max_in_flight=trigger.max_in_flight,
             )
             await asyncio.wait_for(receiver.start(ctx), _START_TIMEOUT_SECS)
-        except MissingClientError as exc:
-            # Installing the package needs a restart anyway: no backoff loop, one error.
-            slot.phase = "failed"
-            slot.next_start = math.inf
-            slot.last_error = f"start failed: {exc}"
-            log.error("receiver_missing_client", trigger=slot.name, reason=str(exc))
-            if self._on_error is not None:
-                self._on_error(slot.name)
+        except (MissingClientError, ReceiverHaltedError) as exc:
+            # Installing the package needs a restart anyway, and a lost position needs an
+            # operator: no backoff loop, one error.
+            if receiver is not None:
+                with contextlib.suppress(Exception):
+                    await receiver.stop()
+            self._halted(slot, f"start failed: {exc}")
             return
         except Exception as exc:
             if receiver is not None:
@@ -209,9 +208,22 @@ class ReceiverManager:
             # It already ended; stop() only closes its connections.
             with contextlib.suppress(Exception):
                 await receiver.stop()
+        if isinstance(exc, ReceiverHaltedError):
+            self._halted(slot, f"stopped: {exc}")
+            return
         if slot.started_at is not None and now - slot.started_at >= _HEALTHY_SECS:
             slot.failures = 0
         self._failed(slot, f"crashed: {exc!r}" if exc else "ended on its own", now)
+
+    def _halted(self, slot: _Slot, reason: str) -> None:
+        """Failed for good: restarted only when its configuration changes (or the
+        process restarts)."""
+        slot.phase = "failed"
+        slot.next_start = math.inf
+        slot.last_error = reason
+        log.error("receiver_halted", trigger=slot.name, reason=reason)
+        if self._on_error is not None:
+            self._on_error(slot.name)
 
     def _failed(self, slot: _Slot, reason: str, now: float) -> None:
         slot.failures += 1

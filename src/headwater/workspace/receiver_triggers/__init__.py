@@ -28,6 +28,7 @@ from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
 from headwater.workspace.receiver_triggers.redis_stream import RedisStreamTrigger
+from headwater.workspace.receiver_triggers.sqlserver_cdc import SqlServerCdcTrigger
 from headwater.workspace.receiver_triggers.sqs import SqsTrigger
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "ReceiverTriggerBase",
     "RedisListTrigger",
     "RedisStreamTrigger",
+    "SqlServerCdcTrigger",
     "SqsTrigger",
 ]
 
@@ -104,6 +106,7 @@ RECEIVERS.register(NatsTrigger, runtime=f"{_RUNTIME}.nats")
 RECEIVERS.register(KafkaTrigger, runtime=f"{_RUNTIME}.kafka")
 RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
+RECEIVERS.register(SqlServerCdcTrigger, runtime=f"{_RUNTIME}.sqlserver_cdc")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.

@@ -16,7 +16,7 @@ class AmqpTrigger(ReceiverTriggerBase):
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
     pip_extra: ClassVar[str | None] = "amqp"
-    client_modules: ClassVar[tuple[str, ...]] = ("aio_pika",)
+    client_modules: ClassVar[tuple[str, ...]] = ("aio_pika", "aiormq")
     sdk_argument: ClassVar[str | None] = "queue"
 
     type: Literal["amqp"]

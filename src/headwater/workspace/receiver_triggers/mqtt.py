@@ -14,7 +14,7 @@ class MqttTrigger(ReceiverTriggerBase):
     secret_fields: ClassVar[tuple[str, ...]] = ("url", "password")
 
     pip_extra: ClassVar[str | None] = "mqtt"
-    client_modules: ClassVar[tuple[str, ...]] = ("aiomqtt",)
+    client_modules: ClassVar[tuple[str, ...]] = ("aiomqtt", "paho")
     sdk_argument: ClassVar[str | None] = "topic"
 
     type: Literal["mqtt"]

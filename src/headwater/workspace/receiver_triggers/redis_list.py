@@ -15,7 +15,7 @@ class RedisListTrigger(ReceiverTriggerBase):
 
     secret_fields: ClassVar[tuple[str, ...]] = ("url",)
 
-    pip_extra: ClassVar[str | None] = "redis"
+    pip_extra: ClassVar[str | None] = "redis-list"
     client_modules: ClassVar[tuple[str, ...]] = ("redis",)
     sdk_argument: ClassVar[str | None] = "list"
 

@@ -21,7 +21,7 @@ class SqsTrigger(ReceiverTriggerBase):
     )
 
     pip_extra: ClassVar[str | None] = "sqs"
-    client_modules: ClassVar[tuple[str, ...]] = ("aiohttp",)
+    client_modules: ClassVar[tuple[str, ...]] = ("aiobotocore", "botocore", "aiohttp")
     sdk_argument: ClassVar[str | None] = "queue_url"
 
     type: Literal["sqs"]
