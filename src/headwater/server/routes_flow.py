@@ -289,10 +289,17 @@ def _invalid(field: str, message: str) -> NoReturn:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    """A time without an offset is UTC (the store refuses naive datetimes)."""
-    if value is None or value.tzinfo is not None:
-        return value
-    return value.replace(tzinfo=UTC)
+    """In UTC; a time without an offset is UTC (the store refuses naive datetimes)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise RequestValidationError(
+            [{"loc": ("body",), "msg": "time out of range", "type": "value_error"}]
+        ) from None
 
 
 def _iso(value: datetime) -> str:
