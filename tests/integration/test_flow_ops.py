@@ -273,6 +273,25 @@ async def test_a_paused_webhook_answers_503_with_retry_after_until_resumed(
         assert refused.json()["error"]["type"] == "paused"
         assert await node.store.list_jobs(JobFilter(source_type="webhook")) == []
         await client.post("/api/triggers/hook/resume")
+        # Another server learns of a pause from the store, on its own loop.
+        other = node_for(tmp_path, db_url, worker=False)
+        await other.start()
+        stop = asyncio.Event()
+        watching = asyncio.create_task(other.paused_triggers.run(stop))
+        try:
+            async with api(other) as elsewhere:
+                assert (await elsewhere.post("/hooks/hook", json={})).status_code < 300
+                await client.post("/api/triggers/hook/pause")
+
+                async def refused_there() -> bool:
+                    return (await elsewhere.post("/hooks/hook", json={})).status_code == 503
+
+                await eventually(refused_there, timeout=5, what="the other server to refuse")
+                await client.post("/api/triggers/hook/resume")
+        finally:
+            stop.set()
+            await watching
+            await other.close()
         accepted = await client.post("/hooks/hook", json={})
         assert accepted.status_code in (200, 201, 202), accepted.text
         assert (await client.post("/api/triggers/nope/pause")).status_code == 404
