@@ -239,6 +239,8 @@ async def test_a_paused_tasks_jobs_stay_pending_across_a_restart_and_start_on_re
         await stays_true_for(
             lambda: status_of_is(node, held, JobStatus.PENDING), 0.5, what="x pending"
         )
+        waiting = (await client.get(f"/api/jobs/{held}")).json()["waiting_for"]
+        assert waiting == "task x is paused (headwater resume task x)"
         tasks = {t["name"]: t["paused"] for t in (await client.get("/api/tasks")).json()}
         assert tasks == {"pipe": False, "x": True, "y": False}
         metrics = (await client.get("/metrics")).text

@@ -33,7 +33,15 @@ from headwater.server.routes_common import (
     WorkerOut,
 )
 from headwater.server.runtime import FlowControl, JobFinishObserver, Runtime
-from headwater.store.base import Channel, JobFilter, JobRecord, JobStatus, Store, Subscription
+from headwater.store.base import (
+    Channel,
+    JobFilter,
+    JobRecord,
+    JobStatus,
+    PauseKind,
+    Store,
+    Subscription,
+)
 
 __all__ = ["FOLLOW_SAFETY_TIMEOUT", "MIN_SHORT_ID", "jobs_router", "resolve_job_id"]
 
@@ -303,15 +311,19 @@ LIVE_WORKER_SECS = 30.0
 
 
 async def waiting_reasons(store: Store, jobs: Sequence[JobRecord]) -> dict[str, str]:
-    """Why pending jobs wait: no live worker has every tag they need (job id -> reason).
-    One query (the workers), and only when a pending job is listed."""
+    """Why pending jobs wait: their task is paused, or no live worker has every tag they
+    need (job id -> reason). Two small queries, only when a pending job is listed."""
     pending = [j for j in jobs if j.status is JobStatus.PENDING]
     if not pending:
         return {}
     cutoff = datetime.now(UTC) - timedelta(seconds=LIVE_WORKER_SECS)
     offered = [w.tags for w in await store.list_workers() if w.last_heartbeat >= cutoff]
+    paused = {p.name for p in await store.list_paused(PauseKind.TASK)}
     reasons: dict[str, str] = {}
     for job in pending:
+        if job.task in paused:
+            reasons[job.id] = f"task {job.task} is paused (headwater resume task {job.task})"
+            continue
         if any(job.tags <= tags for tags in offered):
             continue
         need = ", ".join(sorted(job.tags)) or "(none)"
