@@ -15,7 +15,16 @@ import httpx
 from headwater.node import Node, NodeSettings
 from headwater.server.app import create_app
 from headwater.server.routes_webhooks import create_webhook_router
-from headwater.store.base import Channel, JobFilter, JobStatus, NewJob, PauseKind, Store
+from headwater.store.base import (
+    Channel,
+    JobFilter,
+    JobStatus,
+    NewJob,
+    PauseKind,
+    StepStatus,
+    StepUpdate,
+    Store,
+)
 from headwater.worker.worker import WorkerSettings
 from tests.integration.test_engine import write_workspace
 from tests.polling import eventually, stays_true_for
@@ -331,3 +340,26 @@ async def test_the_claim_leaves_a_paused_tasks_jobs_and_resume_wakes_workers(
     assert await store.set_paused(PauseKind.TASK, "p", False) is False
     claimed = await store.claim_jobs("w1", [""], 10)
     assert [j.id for j in claimed] == [ids[0], ids[2]]  # in their order, none lost
+
+
+async def test_a_job_inserted_with_steps_is_claimed_with_them(store: Store) -> None:
+    done = datetime(2026, 12, 7, 9, 0, tzinfo=UTC)
+    kept = [
+        StepUpdate("a", "first", StepStatus.COMPLETED, 0, {"v": [1, "x"]}, None, 1, done, done),
+        StepUpdate("s", None, StepStatus.SKIPPED, error="skipped: when was false"),
+    ]
+    with store.subscribe(Channel.JOBS) as jobs_sub:
+        if getattr(store, "dialect", "") == "postgresql":
+            await store.wait_listening(timeout=5)  # type: ignore[attr-defined]
+        job_id = await store.insert_job_with_steps(
+            NewJob("ws", "pipe", {"n": 1}, "retry", source_id="old", tags=frozenset({"t"})),
+            kept,
+        )
+        assert await jobs_sub.wait(timeout=5)
+    (claimed,) = await store.claim_jobs("w1", ["t"], 10)
+    assert claimed.id == job_id
+    assert (claimed.source_type, claimed.source_id, claimed.input) == ("retry", "old", {"n": 1})
+    steps = {s.name: s for s in claimed.steps}
+    assert steps["a"].output == {"v": [1, "x"]}
+    assert (steps["a"].status, steps["a"].finished_at) == (StepStatus.COMPLETED, done)
+    assert steps["s"].status is StepStatus.SKIPPED
