@@ -49,7 +49,7 @@ def pause(
 ) -> None:
     """Pause a task (its jobs queue but do not start) or a trigger (it stops reading).
 
-    \\b
+    \b
     headwater pause task nightly-report
     headwater pause trigger orders-queue
     """
