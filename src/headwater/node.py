@@ -29,6 +29,7 @@ from headwater.dispatch.dispatcher import (
     tag_sets,
 )
 from headwater.dispatch.hooks import HookFirer
+from headwater.dispatch.rerun import rerun_from
 from headwater.engine.executor import JobExecutor
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
@@ -44,6 +45,7 @@ from headwater.store.base import (
     LogLine,
     LogRecord,
     LogStream,
+    PauseKind,
     Store,
 )
 from headwater.store.ids import parse_tags, tag_signature
@@ -66,6 +68,7 @@ from headwater.triggers.event_source import (
     trigger_key,
 )
 from headwater.triggers.owner import TriggerOwner
+from headwater.triggers.pause import PausedTriggers, set_paused
 from headwater.triggers.receivers.manager import ReceiverManager
 from headwater.triggers.scheduler import Scheduler
 from headwater.worker.secret_guard import SecretGuard
@@ -246,9 +249,12 @@ class Node:
             artifacts=self.artifacts,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
+        # Paused triggers (``headwater pause``), read from the store by every server.
+        self.paused_triggers = PausedTriggers(self.store)
         self.event_sources = EventSourceManager(
-            self.store, self.dispatcher, self.workspace, owner=self.owner
-        )
+            self.store, self.dispatcher, self.workspace, owner=self.owner,
+            paused=self.paused_triggers,
+        )  # fmt: skip
         self.receivers = ReceiverManager(
             self.store,
             self.dispatcher,
@@ -257,6 +263,7 @@ class Node:
             lambda: self.holder.secrets,
             owner=self.owner,
             on_error=self.job_metrics.receiver_error,
+            paused=self.paused_triggers,
         )
         self.trigger_ctx = CallbackTriggerContext(
             store=self.store,
@@ -266,8 +273,11 @@ class Node:
             secrets=lambda: self.holder.secrets,
             redact=self.redact,
             refresh=self.reload_workspace,
+            paused=self.paused_triggers,
         )
-        self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner)
+        self.scheduler = Scheduler(self.trigger_ctx, owner=self.owner, paused=self.paused_triggers)
+        for manager in (self.event_sources, self.receivers, self.scheduler):
+            self.paused_triggers.on_change(manager.wake)
         self.executor = JobExecutor(self.steps, tracing=self.tracing)
         self.worker: Worker | None = None
         if self.settings.run_worker:
@@ -347,6 +357,14 @@ class Node:
                 if not here and not isinstance(trigger, EventSourceTrigger):
                     entry["state"] = "elsewhere"  # another server fires or reads it
         return result
+
+    # -- flow control (FlowControl): pause and resume, re-run from a step ---------------
+    async def set_paused(self, kind: PauseKind, name: str, paused: bool) -> Mapping[str, Any]:
+        ws = self.holder.workspace
+        return await set_paused(self.store, ws, kind, name, paused, self.paused_triggers)
+
+    async def rerun_from(self, job: JobRecord, step: str) -> str:
+        return await rerun_from(self.dispatcher, self.holder.workspace, job, step)
 
     def _event_source_key(self, name: str) -> str:
         ws = self.holder.workspace
@@ -472,7 +490,10 @@ class Node:
 
     async def run_triggers(self, stop: asyncio.Event, watch: bool = True) -> None:
         """Every trigger (and the workspace watcher) until ``stop``."""
+        with contextlib.suppress(Exception):  # paused triggers stay stopped from the start
+            await self.paused_triggers.refresh()
         tasks = [
+            asyncio.create_task(self.paused_triggers.run(stop), name="paused-triggers"),
             asyncio.create_task(self.event_sources.run(stop), name="event-sources"),
             asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
             asyncio.create_task(self.receivers.run(stop), name="receivers"),

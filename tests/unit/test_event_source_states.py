@@ -484,3 +484,37 @@ async def test_a_start_whose_state_was_never_saved_reuses_its_consumer_job(rig: 
     await _manager(rig).reconcile()
     (consumer,) = await rig.store.list_jobs(JobFilter(source_type=CONSUMER_SOURCE_TYPE))
     assert (await rig.state()).consumer_job_id == consumer.id
+
+
+async def test_a_paused_trigger_stops_its_consumer_and_starts_a_new_one_on_resume(
+    rig: Rig,
+) -> None:
+    paused = [False]
+    rig.manager = EventSourceManager(
+        rig.store,
+        Dispatcher(rig.store, lambda: rig.ws),
+        lambda: rig.ws,
+        paused=lambda name: paused[0] and name == "src",
+    )
+    first = await rig.start()
+    paused[0] = True
+    await rig.manager.reconcile()
+    job = await rig.store.get_job(first)
+    assert job is not None and job.cancel_requested  # its worker stops it
+    assert (await rig.state()).stop_reason == "paused"
+    state = await rig.finish(JobStatus.CANCELLED)
+    assert state.phase is TriggerPhase.PAUSED
+    assert state.consecutive_failures == 0  # stopped on purpose, not a crash
+    rig.clock.now += 3600
+    await rig.manager.reconcile()  # however long it waits, nothing starts
+    assert (await rig.state()).phase is TriggerPhase.PAUSED
+    live = [
+        j
+        for j in await rig.store.list_jobs(JobFilter(source_type=CONSUMER_SOURCE_TYPE))
+        if not j.status.is_terminal
+    ]
+    assert live == []
+
+    paused[0] = False
+    second = await rig.start()
+    assert second != first

@@ -15,7 +15,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "headwater"
 # The store's writers of the jobs and rejected_events tables.
-WRITERS = {"insert_jobs", "insert_rejected"}
+WRITERS = {"insert_jobs", "insert_job_with_steps", "insert_rejected"}
 TABLES = {"jobs", "rejected_events"}
 ALLOWED = {"dispatch", "store"}
 # The SDK's exactly-once consumer records its dead letter (and a replay marks it) in

@@ -94,6 +94,8 @@ COMMAND_MODULES = {
     "consumers": "sdk_cmds",
     "consumer": "sdk_cmds",
     "quarantine": "sdk_cmds",
+    "pause": "flow_cmds",
+    "resume": "flow_cmds",
 }
 _ALL_MODULES = (
     "approval_cmds",
@@ -107,6 +109,7 @@ _ALL_MODULES = (
     "dlq_cmds",
     "outbox_cmds",
     "sdk_cmds",
+    "flow_cmds",
 )
 
 

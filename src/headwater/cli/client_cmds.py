@@ -13,11 +13,21 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
 from headwater.cli import app
+from headwater.cli.job_filters import (
+    DryRunOpt,
+    LimitOpt,
+    SinceOpt,
+    SourceIdOpt,
+    SourceTypeOpt,
+    StatusOpt,
+    TaskOpt,
+    UntilOpt,
+)
 from headwater.cli.keys import api_keys
 from headwater.core.status import JobStatus
 from headwater.defaults import DEFAULT_SERVER
@@ -87,6 +97,11 @@ def _client(server: str, token: str | None) -> Iterator[HeadwaterClient]:
     except ClientError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _print_json(data: Any) -> None:
@@ -363,16 +378,48 @@ class _LogPrinter:
 @app.command(rich_help_panel="Server")
 def cancel(
     job_id: Annotated[
-        str, typer.Argument(help="The job's id, or 8+ of its first or last characters.")
-    ],
+        str | None,
+        typer.Argument(
+            help="The job's id, or 8+ of its first or last characters.", show_default=False
+        ),
+    ] = None,
+    task: TaskOpt = None,
+    status: StatusOpt = None,
+    source_type: SourceTypeOpt = None,
+    source_id: SourceIdOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = 1000,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
-    """Cancel a job: at once when pending, via its worker when running."""
+    """Cancel a job: at once when pending, via its worker when running.
+
+    \b
+    headwater cancel JOB                          one job
+    headwater cancel --task T --dry-run           list the pending/running jobs of T
+    headwater cancel --source-id ws/hook --since 10m
+    """
     from rich.console import Console
     from rich.markup import escape
 
+    from headwater.cli.bulk_cmds import run_bulk, selection_of
+
+    selection = selection_of(
+        task=task, status=status, source_type=source_type, source_id=source_id,
+        since=since, until=until, limit=limit, dry_run=dry_run,
+    )  # fmt: skip
+    if selection is not None:
+        if job_id is not None:
+            _usage("give a job id or filters, not both")
+        run_bulk("cancel", selection, server, token, as_json)
+        return
+    if job_id is None:
+        _usage("which job? give its id, or filters such as --task/--status/--since")
+    if dry_run:
+        _usage("--dry-run goes with filters (--task, --status, --since...)")
     with _client(server, token) as client:
         data = client.cancel_job(job_id)
     if as_json:

@@ -231,10 +231,28 @@ class HeadwaterClient:
         job: dict[str, Any] = self._request("POST", path, json=body)
         return job
 
-    def retry_job(self, job_id: str) -> dict[str, Any]:
-        """A new job of the same task with the same input (the job must be final)."""
-        job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/retry")
+    def retry_job(self, job_id: str, *, from_step: str | None = None) -> dict[str, Any]:
+        """A new job of the same task with the same input (the job must be final);
+        ``from_step``: it starts there, the completed steps before it kept."""
+        body = {"from_step": from_step} if from_step is not None else None
+        job: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(job_id)}/retry", json=body)
         return job
+
+    def bulk_jobs(self, action: str, selection: Mapping[str, Any]) -> dict[str, Any]:
+        """``retry`` or ``cancel`` the jobs ``selection`` (filters, limit, dry_run) picks."""
+        result: dict[str, Any] = self._request("POST", f"/api/jobs/{_seg(action)}", json=selection)
+        return result
+
+    def set_paused(self, kind: str, name: str, paused: bool) -> dict[str, Any]:
+        """Pause or resume a ``task`` or ``trigger``."""
+        verb = "pause" if paused else "resume"
+        path = f"/api/{_seg(kind)}s/{_seg(name)}/{verb}"
+        result: dict[str, Any] = self._request("POST", path)
+        return result
+
+    def list_tasks(self) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = self._request("GET", "/api/tasks")
+        return tasks
 
     def list_workers(self) -> list[dict[str, Any]]:
         workers: list[dict[str, Any]] = self._request("GET", "/api/workers")

@@ -15,6 +15,7 @@ _PHASE_STYLE = {
     "idle": "dim",
     "quarantined": "bold red",
     "disabled": "dim",
+    "paused": "yellow",
 }
 _MIN_DETAIL_WIDTH = 24
 
@@ -33,6 +34,8 @@ def list_server_triggers(server: str, token: str | None, as_json: bool) -> None:
     for row in rows:
         state: dict[str, Any] = row.get("state") or {}
         phase = state.get("state") or ("enabled" if row.get("enabled") else "disabled")
+        if row.get("paused") and row.get("enabled"):  # a webhook has no live state
+            phase = "paused"
         limit = state.get("max_in_flight")
         in_flight = state.get("in_flight")
         cells.append(

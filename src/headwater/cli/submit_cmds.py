@@ -8,7 +8,7 @@ and exit 1 on an error, and ``--json`` prints what the API returned.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -24,6 +24,16 @@ from headwater.cli.client_cmds import (
     _status,
     _when,
     short_id,
+)
+from headwater.cli.job_filters import (
+    DryRunOpt,
+    LimitOpt,
+    SinceOpt,
+    SourceIdOpt,
+    SourceTypeOpt,
+    StatusOpt,
+    TaskOpt,
+    UntilOpt,
 )
 from headwater.defaults import DEFAULT_SERVER
 
@@ -78,24 +88,67 @@ def submit(
 
 @app.command(rich_help_panel="Server")
 def retry(
-    job_id: Annotated[str, typer.Argument(help="The job's id (or a short id).")],
+    job_id: Annotated[
+        str | None, typer.Argument(help="The job's id (or a short id).", show_default=False)
+    ] = None,
+    from_step: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            help="Re-run from this step: the completed steps before it keep their outputs.",
+            show_default=False,
+        ),
+    ] = None,
     wait: WaitOpt = False,
     follow: FollowOpt = False,
+    task: TaskOpt = None,
+    status: StatusOpt = None,
+    source_type: SourceTypeOpt = None,
+    source_id: SourceIdOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    limit: LimitOpt = 1000,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
     server: ServerOpt = DEFAULT_SERVER,
     token: TokenOpt = None,
 ) -> None:
-    """Run a final job again: a new job of the same task with the same input."""
+    """Run a final job again: a new job of the same task with the same input.
+
+    \b
+    headwater retry JOB                     the whole job again
+    headwater retry JOB --from STEP         from STEP on; the steps before it are kept
+    headwater retry --task T --since 1h     every failed job of T of the last hour
+    headwater retry --status failed --dry-run   list what would be retried
+    """
+    from headwater.cli.bulk_cmds import run_bulk, selection_of
+
+    selection = selection_of(
+        task=task, status=status, source_type=source_type, source_id=source_id,
+        since=since, until=until, limit=limit, dry_run=dry_run,
+    )  # fmt: skip
+    if selection is not None:
+        if job_id is not None or from_step is not None or wait or follow:
+            _usage("give a job id or filters, not both (--from/--wait/--follow: one job)")
+        run_bulk("retry", selection, server, token, as_json)
+        return
+    if job_id is None:
+        _usage("which job? give its id, or filters such as --task/--status/--since")
+    if dry_run:
+        _usage("--dry-run goes with filters (--task, --status, --since...)")
     with _client(server, token) as client:
-        new = client.retry_job(job_id)
-        _started(
-            client,
-            new,
-            f"created (retry of {short_id(str(new.get('source_id')))})",
-            wait or follow,
-            follow,
-            as_json,
-        )
+        new = client.retry_job(job_id, from_step=from_step)
+        what = f"created (retry of {short_id(str(new.get('source_id')))}"
+        if from_step is not None:
+            kept = ", ".join(s["name"] for s in new.get("steps", [])) or "no steps"
+            what += f", from step {from_step}; kept {kept}"
+        what += ")"
+        _started(client, new, what, wait or follow, follow, as_json)
+
+
+def _usage(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(2)
 
 
 def _started(

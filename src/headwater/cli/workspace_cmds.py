@@ -189,11 +189,27 @@ def _console() -> Console:
 
 
 @app.command()
-def tasks(path: PathArg, as_json: JsonOpt = False) -> None:
-    """List the tasks a workspace defines."""
+def tasks(
+    path: Annotated[
+        Path | None,
+        typer.Argument(
+            help="A workspace to read; without it, the running server's tasks (with "
+            "whether each is paused).",
+            metavar="[PATH]",
+            show_default=False,
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """List the tasks a workspace defines (or a running server serves)."""
     from rich.table import Table
     from rich.text import Text
 
+    if path is None:
+        _server_tasks(server, token, as_json)
+        return
     rows = task_rows(_valid_workspace(path, as_json))
     if as_json:
         typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
@@ -206,6 +222,25 @@ def tasks(path: PathArg, as_json: JsonOpt = False) -> None:
         )
         steps = " → ".join(s["name"] for s in row["steps"])
         table.add_row(Text(row["name"]), Text(row["mode"]), Text(inputs), Text(steps))
+    _console().print(table)
+
+
+def _server_tasks(server: str, token: str | None, as_json: bool) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from headwater.cli.client_cmds import _client
+
+    with _client(server, token) as client:
+        rows = client.list_tasks()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table("task", "mode", "state", "steps", title=None, box=None, pad_edge=False)
+    for row in rows:
+        state = Text("paused", style="yellow") if row.get("paused") else Text("active")
+        steps = " → ".join(s["name"] for s in row.get("steps", []))
+        table.add_row(Text(row["name"]), Text(str(row.get("mode", ""))), state, Text(steps))
     _console().print(table)
 
 

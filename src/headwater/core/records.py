@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from headwater.core.status import JobStatus, LogStream, StepStatus
+from headwater.core.status import JobStatus, LogStream, PauseKind, StepStatus
 
 __all__ = [
     "CursorRecord",
@@ -18,6 +18,7 @@ __all__ = [
     "LogLine",
     "LogRecord",
     "NewJob",
+    "PausedRecord",
     "PruneCounts",
     "RecoveredJob",
     "RejectedEvent",
@@ -122,6 +123,17 @@ class JobFilter:
     parent_job_id: str | None = None
     limit: int = 100
     before_id: str | None = None  # keyset pagination: jobs older than this id
+    created_after: datetime | None = None  # created at or after (a time range)
+    created_before: datetime | None = None  # created strictly before
+
+
+@dataclass(frozen=True, slots=True)
+class PausedRecord:
+    """A paused task or trigger (``headwater pause``): it stays paused until resumed."""
+
+    kind: PauseKind
+    name: str
+    paused_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

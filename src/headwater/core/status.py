@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["Channel", "JobStatus", "LogStream", "StepStatus"]
+__all__ = ["Channel", "JobStatus", "LogStream", "PauseKind", "StepStatus"]
 
 
 class JobStatus(StrEnum):
@@ -32,6 +32,14 @@ class StepStatus(StrEnum):
     @property
     def is_terminal(self) -> bool:
         return self not in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.SUSPENDED)
+
+
+class PauseKind(StrEnum):
+    """What ``headwater pause`` stops: a task's jobs from starting, or a trigger from
+    reading its source."""
+
+    TASK = "task"
+    TRIGGER = "trigger"
 
 
 class LogStream(StrEnum):

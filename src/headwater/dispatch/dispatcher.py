@@ -24,7 +24,7 @@ import structlog
 
 from headwater import jsonsafe
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError, first_line
-from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, Store
+from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, StepUpdate, Store
 from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
@@ -195,6 +195,11 @@ class Dispatcher:
                 status = DispatchStatus.ACCEPTED if outcome.created else DispatchStatus.DUPLICATE
                 self._observe(job.source_type, job.source_id, status.value, 1)
         return outcome
+
+    async def submit_with_steps(self, event: Event, steps: Sequence[StepUpdate]) -> str:
+        """``submit`` for a re-run from a step (``dispatch.rerun``): the job is stored
+        with ``steps`` already ended, in one transaction. Raises as ``submit`` does."""
+        return await self._store.insert_job_with_steps(self.prepare(event), steps)
 
     async def reject(self, events: Sequence[RejectedEvent]) -> None:
         """Store events their source refused before dispatch (a dead-lettered broker

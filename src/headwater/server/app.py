@@ -43,6 +43,7 @@ from headwater.server.metrics import (
     Metrics,
     RequestMetricsMiddleware,
     job_status_refresher,
+    paused_refresher,
     store_size_refresher,
     trigger_state_refresher,
 )
@@ -50,6 +51,7 @@ from headwater.server.routes_approval import approval_router
 from headwater.server.routes_artifacts import artifacts_router
 from headwater.server.routes_common import error_response
 from headwater.server.routes_dead_letters import dead_letters_router
+from headwater.server.routes_flow import flow_router
 from headwater.server.routes_jobs import jobs_router
 from headwater.server.routes_ops import ops_router
 from headwater.server.routes_state import state_router
@@ -118,6 +120,7 @@ def create_app(
         metrics.include(job_metrics)
     metrics.on_scrape(job_status_refresher(metrics, runtime.store))
     metrics.on_scrape(store_size_refresher(metrics, runtime.store))
+    metrics.on_scrape(paused_refresher(metrics, runtime.store))
     if isinstance(runtime, TriggerStateProvider):
         metrics.on_scrape(trigger_state_refresher(metrics, runtime.trigger_states))
 
@@ -147,6 +150,7 @@ def create_app(
     app.include_router(tasks_router(api_deps))
     app.include_router(state_router(api_deps))
     app.include_router(triggers_router(api_deps))
+    app.include_router(flow_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
     app.include_router(ops_router())
 

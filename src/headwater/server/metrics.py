@@ -25,13 +25,14 @@ from prometheus_client import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headwater.store.base import JobStatus, JobStore, UpkeepStore
+from headwater.store.base import FlowStore, JobStatus, JobStore, UpkeepStore
 from headwater.telemetry.job_metrics import JobMetrics
 
 __all__ = [
     "Metrics",
     "RequestMetricsMiddleware",
     "job_status_refresher",
+    "paused_refresher",
     "store_size_refresher",
     "trigger_state_refresher",
 ]
@@ -161,6 +162,20 @@ def store_size_refresher(metrics: Metrics, store: UpkeepStore, every: float = 30
             rows.labels(table=table).set(count)
         if found.bytes is not None:
             size.set(found.bytes)
+
+    return refresh
+
+
+def paused_refresher(metrics: Metrics, store: FlowStore) -> Refresher:
+    """Sets ``headwater_paused{kind, name}`` to 1 for each paused task and trigger
+    (``headwater pause``); a resumed one loses its series."""
+    paused = metrics.gauge("paused", "1 while a task or trigger is paused", ("kind", "name"))
+
+    async def refresh() -> None:
+        found = await store.list_paused()
+        paused.clear()
+        for record in found:
+            paused.labels(kind=record.kind.value, name=record.name).set(1)
 
     return refresh
 

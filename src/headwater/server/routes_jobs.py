@@ -15,12 +15,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import structlog
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.params import Depends
 from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
 
-from headwater.errors import ConflictError, NotFoundError
+from headwater.errors import ConfigError, ConflictError, NotFoundError
 from headwater.server.json_shapes import job_json, log_json
 from headwater.server.routes_common import (
     ERRORS_404,
@@ -31,8 +32,16 @@ from headwater.server.routes_common import (
     RuntimeDep,
     WorkerOut,
 )
-from headwater.server.runtime import JobFinishObserver, Runtime
-from headwater.store.base import Channel, JobFilter, JobRecord, JobStatus, Store, Subscription
+from headwater.server.runtime import FlowControl, JobFinishObserver, Runtime
+from headwater.store.base import (
+    Channel,
+    JobFilter,
+    JobRecord,
+    JobStatus,
+    PauseKind,
+    Store,
+    Subscription,
+)
 
 __all__ = ["FOLLOW_SAFETY_TIMEOUT", "MIN_SHORT_ID", "jobs_router", "resolve_job_id"]
 
@@ -50,6 +59,14 @@ MIN_SHORT_ID = 8
 _CANDIDATES = 5  # an ambiguity error names this many matching jobs
 
 
+class RetryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    from_step: str | None = Field(
+        None, description="Re-run from this step; the completed steps before it are kept."
+    )
+
+
 def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     """A new router per app: routers hold no state, but sharing one between apps would
     let a route added for one app appear in the other."""
@@ -62,6 +79,12 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         status: JobStatus | None = None,
         source_type: str | None = None,
         source_id: str | None = None,
+        created_after: Annotated[
+            datetime | None, Query(description="Only jobs created at or after (ISO 8601).")
+        ] = None,
+        created_before: Annotated[
+            datetime | None, Query(description="Only jobs created before (ISO 8601).")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
         before: Annotated[
             str | None, Query(description="Keyset cursor: only jobs older than this job id.")
@@ -89,6 +112,8 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             status=status,
             source_type=source_type,
             source_id=source_id,
+            created_after=_aware(created_after),
+            created_before=_aware(created_before),
             limit=limit + 1,
             before_id=before,
         )
@@ -147,14 +172,24 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         summary="Run a final job again",
         description="A new job of the same task with the same input, validated against "
         "the task's current schema. Its ``source_type`` is ``retry`` and its "
-        "``source_id`` the retried job's id. 409 while the job is not final.",
+        "``source_id`` the retried job's id. 409 while the job is not final. With "
+        '``{"from_step": "<step>"}`` the new job starts at that step: the steps before '
+        "it that completed keep their outputs (copied into the new job), the step and "
+        "everything after it run again (409 when a step before it did not complete).",
     )
-    async def retry_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    async def retry_job(
+        job_id: str, runtime: RuntimeDep, body: Annotated[RetryIn | None, Body()] = None
+    ) -> dict[str, Any]:
         job = await _job_or_404(runtime.store, await resolve_job_id(runtime.store, job_id))
         if not job.status.is_terminal:
             raise ConflictError(
                 f"job {job.id} is {job.status.value}: only a final job can be retried"
             )
+        if body is not None and body.from_step is not None:
+            if not isinstance(runtime, FlowControl):
+                raise ConfigError("this server cannot re-run a job from a step")
+            new_id = await runtime.rerun_from(job, body.from_step)
+            return _job_json(runtime, await _job_or_404(runtime.store, new_id))
         outcome = await runtime.submit(job.task, job.input, source_type="retry", source_id=job.id)
         return _job_json(runtime, await _job_or_404(runtime.store, outcome.id))
 
@@ -246,6 +281,20 @@ async def resolve_job_id(store: Store, given: str) -> str:
     return found[0]
 
 
+def _aware(value: datetime | None) -> datetime | None:
+    """In UTC; a time without an offset is UTC (the store refuses naive datetimes)."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise RequestValidationError(
+            [{"loc": ("query",), "msg": "time out of range", "type": "value_error"}]
+        ) from None
+
+
 def _iso(value: datetime) -> str:
     return value.isoformat().replace("+00:00", "Z")
 
@@ -262,15 +311,19 @@ LIVE_WORKER_SECS = 30.0
 
 
 async def waiting_reasons(store: Store, jobs: Sequence[JobRecord]) -> dict[str, str]:
-    """Why pending jobs wait: no live worker has every tag they need (job id -> reason).
-    One query (the workers), and only when a pending job is listed."""
+    """Why pending jobs wait: their task is paused, or no live worker has every tag they
+    need (job id -> reason). Two small queries, only when a pending job is listed."""
     pending = [j for j in jobs if j.status is JobStatus.PENDING]
     if not pending:
         return {}
     cutoff = datetime.now(UTC) - timedelta(seconds=LIVE_WORKER_SECS)
     offered = [w.tags for w in await store.list_workers() if w.last_heartbeat >= cutoff]
+    paused = {p.name for p in await store.list_paused(PauseKind.TASK)}
     reasons: dict[str, str] = {}
     for job in pending:
+        if job.task in paused:
+            reasons[job.id] = f"task {job.task} is paused (headwater resume task {job.task})"
+            continue
         if any(job.tags <= tags for tags in offered):
             continue
         need = ", ".join(sorted(job.tags)) or "(none)"

@@ -13,6 +13,7 @@ from headwater.errors import ConflictError, IdempotencyKeyReusedError
 from headwater.server.json_shapes import job_json
 from headwater.server.routes_common import ERRORS_404, ERRORS_409, ERRORS_422, JobOut, RuntimeDep
 from headwater.server.runtime import Runtime
+from headwater.store.base import PauseKind
 from headwater.workspace.models import InputField, Task, Workspace
 from headwater.workspace.multi import resolve_task_name
 
@@ -57,6 +58,7 @@ class TaskOut(BaseModel):
     mode: str
     input: dict[str, dict[str, Any]] = Field(description="The input schema, by field name.")
     steps: list[TaskStepOut]
+    paused: bool = Field(False, description="Its jobs queue but do not start (headwater pause).")
 
 
 def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
@@ -65,8 +67,12 @@ def tasks_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     @router.get("/tasks", response_model=list[TaskOut], summary="The workspace's tasks")
     async def list_tasks(runtime: RuntimeDep) -> list[dict[str, Any]]:
         ws = runtime.workspace()
+        paused = {p.name for p in await runtime.store.list_paused(PauseKind.TASK)}
         data: list[dict[str, Any]] = runtime.redact(
-            [task_json(ws, name, task) for name, task in sorted(ws.tasks.items())]
+            [
+                {**task_json(ws, name, task), "paused": name in paused}
+                for name, task in sorted(ws.tasks.items())
+            ]
         )
         return data
 

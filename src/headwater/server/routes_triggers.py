@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from headwater.errors import ConfigError
 from headwater.server.routes_common import RuntimeDep
 from headwater.server.runtime import REDACTED, Runtime, TriggerControl, TriggerStateProvider
+from headwater.store.base import PauseKind
 from headwater.workspace.models import ReceiverTriggerBase, Trigger, WebhookTrigger
 
 __all__ = ["TriggerOut", "trigger_json", "triggers_router"]
@@ -37,6 +38,7 @@ class TriggerOut(BaseModel):
     state: dict[str, Any] | None = Field(
         default=None, description="Live state from the runtime, when it tracks one."
     )
+    paused: bool = Field(False, description="Stopped by headwater pause until resumed.")
 
 
 def triggers_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
@@ -46,9 +48,10 @@ def triggers_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     async def list_triggers(runtime: RuntimeDep) -> list[dict[str, Any]]:
         ws = runtime.workspace()
         states = await _trigger_states(runtime)
+        paused = {p.name for p in await runtime.store.list_paused(PauseKind.TRIGGER)}
         data: list[dict[str, Any]] = runtime.redact(
             [
-                trigger_json(name, trig, states.get(name))
+                {**trigger_json(name, trig, states.get(name)), "paused": name in paused}
                 for name, trig in sorted(ws.triggers.items())
             ]
         )

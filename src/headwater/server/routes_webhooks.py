@@ -45,6 +45,7 @@ from headwater.workspace.secret_refs import seal
 __all__ = [
     "MAX_IDEMPOTENCY_KEY_LENGTH",
     "MAX_WAIT_SECONDS",
+    "PAUSED_RETRY_AFTER_SECS",
     "SIGNATURE_HEADERS",
     "SOURCE_TYPE",
     "create_webhook_router",
@@ -59,6 +60,7 @@ log = structlog.get_logger(__name__)
 SOURCE_TYPE = "webhook"
 MAX_WAIT_SECONDS = 300.0
 MAX_IDEMPOTENCY_KEY_LENGTH = 200
+PAUSED_RETRY_AFTER_SECS = 30  # a paused webhook's 503 asks the sender to retry after this
 SIGNATURE_HEADERS = ("x-hub-signature-256", "x-headwater-signature-256")
 _AUTH_HELP = (
     "this webhook requires its secret: send 'Authorization: Bearer <secret>', or sign the raw"
@@ -154,6 +156,16 @@ async def _handle(ctx: TriggerContext, request: Request, name: str) -> Response:
     secret = _render_secret(ctx, key, trig)
     if secret is not None:
         _authenticate(request, body, secret)
+    # Paused (``headwater pause trigger``), told only to an authenticated sender.
+    paused = getattr(ctx, "paused", None)
+    if paused is not None and paused(key):
+        # Not an error of the sender: it should send again later (the event is not lost).
+        raise _Refused(
+            503,
+            "paused",
+            f"webhook {name!r} is paused; resume it with 'headwater resume trigger {key}'",
+            headers={"Retry-After": str(PAUSED_RETRY_AFTER_SECS)},
+        )
     payload = (
         request_input(request, body)
         if trig.input_shape is WebhookInputShape.REQUEST

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol, runtime_checkable
 
-from headwater.store.base import InsertOutcome, JobRecord, Store
+from headwater.store.base import InsertOutcome, JobRecord, PauseKind, Store
 from headwater.workspace.models import Workspace
 
-__all__ = ["REDACTED", "JobFinishObserver", "Runtime", "TriggerStateProvider"]
+__all__ = ["REDACTED", "FlowControl", "JobFinishObserver", "Runtime", "TriggerStateProvider"]
 
 REDACTED = "••••••"  # what ``Runtime.redact`` puts in place of a secret value
 
@@ -90,4 +90,20 @@ class TriggerControl(Protocol):
 
     async def reload_workspace(self) -> Mapping[str, Any]:
         """Load the workspace again; triggers start, stop or restart to match."""
+        ...
+
+
+@runtime_checkable
+class FlowControl(Protocol):
+    """Optional: a runtime that pauses and resumes tasks and triggers and re-runs a job
+    from a step (``headwater pause``/``resume``, ``headwater retry --from``)."""
+
+    async def set_paused(self, kind: PauseKind, name: str, paused: bool) -> Mapping[str, Any]:
+        """Pause or resume; ``{"kind", "name", "paused", "changed"}``. NotFoundError for
+        a name the workspace does not define."""
+        ...
+
+    async def rerun_from(self, job: JobRecord, step: str) -> str:
+        """A new job of ``job``'s task that starts at ``step``, the steps before it kept
+        (``headwater.dispatch.rerun``); its id."""
         ...

@@ -21,6 +21,7 @@ from headwater.core.records import (
     LogLine,
     LogRecord,
     NewJob,
+    PausedRecord,
     PruneCounts,
     RecoveredJob,
     RejectedEvent,
@@ -32,11 +33,12 @@ from headwater.core.records import (
     WorkerRecord,
     WorkerTokenRecord,
 )
-from headwater.core.status import Channel, JobStatus, LogStream, StepStatus
+from headwater.core.status import Channel, JobStatus, LogStream, PauseKind, StepStatus
 from headwater.errors import HeadwaterError
 from headwater.store.notify import Subscription
 from headwater.store.roles import (
     DeadLetterStore,
+    FlowStore,
     JobStore,
     LeaseStore,
     LogStore,
@@ -54,6 +56,7 @@ __all__ = [
     "Channel",
     "CursorRecord",
     "DeadLetterStore",
+    "FlowStore",
     "InsertOutcome",
     "JobFilter",
     "JobRecord",
@@ -66,6 +69,8 @@ __all__ = [
     "LogStore",
     "LogStream",
     "NewJob",
+    "PauseKind",
+    "PausedRecord",
     "PruneCounts",
     "RecoveredJob",
     "RejectedEvent",
@@ -97,6 +102,7 @@ class Store(
     UpkeepStore,
     LeaseStore,
     WakeUps,
+    FlowStore,
 ):
     """Durable state. Every method is one transaction unless said otherwise.
 

@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 __all__ = [
     "JOB_COLUMNS",
+    "NOT_PAUSED",
     "STEP_COLUMNS",
     "FastPath",
     "FinishRequest",
@@ -48,6 +49,11 @@ __all__ = [
     "job_record",
     "step_record",
 ]
+
+# Pause and resume (``headwater pause task``): the claim's one predicate for it, kept
+# apart from the ordering and limits so each dialect's claim adds it as one ``AND``. A
+# paused task's pending jobs stay pending (and keep their place) until it is resumed.
+NOT_PAUSED = "task NOT IN (SELECT task FROM paused_tasks)"
 
 # NOTIFY payloads must stay under 8000 bytes; longer hints degrade to "re-read all".
 PAYLOAD_LIMIT = 7900

@@ -31,6 +31,7 @@ from headwater.store.base import (
     LogRecord,
     LogStream,
     NewJob,
+    PauseKind,
     RecoveredJob,
     RejectedEvent,
     StateRecord,
@@ -47,6 +48,7 @@ from headwater.store.fastpath import hint
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
 from headwater.store.memory_approval import MemoryApprovalOps
+from headwater.store.memory_flow import MemoryFlowOps
 from headwater.store.memory_ops import MemoryOps
 from headwater.store.notify import Broadcaster
 
@@ -72,7 +74,7 @@ def _step(job_id: str, s: StepUpdate) -> StepRecord:
     )
 
 
-class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
+class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, Store):
     """The Store in memory. ``jobs``, ``steps``, ``logs``… are plain attributes a test may
     read; write through the Store methods so wake-ups and invariants hold."""
 
@@ -86,6 +88,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         self.cursors: dict[str, CursorRecord] = {}
         self.state: dict[tuple[str, str], StateRecord] = {}
         self.leases: dict[str, Lease] = {}
+        self.paused: dict[PauseKind, dict[str, datetime]] = {}
         self.closed = False
         self._broadcaster = Broadcaster()
         self._new_id = UuidV7Generator()
@@ -201,6 +204,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
                 and (flt.source_id is None or j.source_id == flt.source_id)
                 and (flt.workspace is None or j.workspace == flt.workspace)
                 and (flt.parent_job_id is None or j.parent_job_id == flt.parent_job_id)
+                and (flt.created_after is None or j.created_at >= flt.created_after)
+                and (flt.created_before is None or j.created_at < flt.created_before)
                 and (anchor is None or (j.created_at, j.id) < (anchor.created_at, anchor.id))
             )
 
@@ -217,11 +222,14 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         if limit <= 0 or not tag_signatures:
             return []
         wanted = set(tag_signatures)
+        paused = self.paused_tasks()
         pending = sorted(
             (
                 j
                 for j in self.jobs.values()
-                if j.status is JobStatus.PENDING and tag_signature(j.tags) in wanted
+                if j.status is JobStatus.PENDING
+                and tag_signature(j.tags) in wanted
+                and j.task not in paused  # pause: the claim's one predicate for it
             ),
             key=lambda j: (j.created_at, j.id),
         )[:limit]

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from headwater.store.base import Channel, JobRecord, JobStatus, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
+    NOT_PAUSED,
     PAYLOAD_LIMIT,
     STEP_COLUMNS,
     NewJobRow,
@@ -212,6 +213,7 @@ WITH picked AS (
      CROSS JOIN LATERAL (
             SELECT id, created_at FROM jobs
              WHERE status = 'pending' AND tags = s.signature
+               AND {NOT_PAUSED}
              ORDER BY created_at, id
              LIMIT $3
                FOR UPDATE SKIP LOCKED) AS p

@@ -228,6 +228,10 @@ def list_jobs(flt: JobFilter) -> Select[Any]:
     ):
         if value is not None:
             stmt = stmt.where(column == value)
+    if flt.created_after is not None:
+        stmt = stmt.where(jobs.c.created_at >= flt.created_after)
+    if flt.created_before is not None:
+        stmt = stmt.where(jobs.c.created_at < flt.created_before)
     if flt.before_id is not None:
         # Keyset on (created_at, id): a row comparison both dialects serve from the
         # (…, created_at, id) indexes. An unknown cursor compares with NULL: empty page.

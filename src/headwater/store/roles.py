@@ -21,6 +21,7 @@ from headwater.core.records import (
     LogLine,
     LogRecord,
     NewJob,
+    PausedRecord,
     PruneCounts,
     RecoveredJob,
     RejectedEvent,
@@ -31,7 +32,7 @@ from headwater.core.records import (
     WorkerRecord,
     WorkerTokenRecord,
 )
-from headwater.core.status import Channel, JobStatus, StepStatus
+from headwater.core.status import Channel, JobStatus, PauseKind, StepStatus
 from headwater.store.notify import Subscription
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DeadLetterStore",
+    "FlowStore",
     "JobStore",
     "LeaseStore",
     "LogStore",
@@ -187,6 +189,27 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def count_source(self, source_id: str) -> int:
         """Every job of this source, whatever its status (events accepted)."""
+
+
+class FlowStore(abc.ABC):
+    """Flow control an operator sets: paused tasks and triggers, re-runs from a step."""
+
+    @abc.abstractmethod
+    async def set_paused(self, kind: PauseKind, name: str, paused: bool) -> bool:
+        """Pause (a row in ``paused_tasks``/``paused_triggers``) or resume ``name``;
+        whether that changed anything. A paused task's pending jobs are not claimed
+        (``claim_jobs``); resuming a task wakes ``Channel.JOBS`` so workers claim them."""
+
+    @abc.abstractmethod
+    async def list_paused(self, kind: PauseKind | None = None) -> list[PausedRecord]:
+        """What is paused (of ``kind``, or both), by kind then name."""
+
+    @abc.abstractmethod
+    async def insert_job_with_steps(self, job: NewJob, steps: Sequence[StepUpdate]) -> str:
+        """Insert one new job (no dedup key) with ``steps`` already stored, in one
+        transaction, so no worker can claim it before they are there: a re-run from a
+        step, whose earlier steps keep their outputs. Returns its id; wakes
+        ``Channel.JOBS``."""
 
 
 class LogStore(abc.ABC):

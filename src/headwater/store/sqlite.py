@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
+    NOT_PAUSED,
     STEP_COLUMNS,
     NewJobRow,
     StepRow,
@@ -157,6 +158,7 @@ def _claim_sql(count: int) -> str:
     rows, however long the queue (an IN list would sort every pending match first)."""
     one = (
         "SELECT * FROM (SELECT id, created_at FROM jobs WHERE status = 'pending' AND tags = ? "
+        f"AND {NOT_PAUSED} "
         "ORDER BY created_at, id LIMIT ?)"
     )
     picks = " UNION ALL ".join([one] * count)

@@ -41,6 +41,8 @@ __all__ = [
     "logs",
     "metadata",
     "outbox_events",
+    "paused_tasks",
+    "paused_triggers",
     "processed_events",
     "rejected_events",
     "state",
@@ -260,6 +262,23 @@ event_cursors = Table(
     Column("trigger", Text, primary_key=True),  # "{workspace}/{trigger}"
     Column("cursor", Text, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Paused tasks and triggers (``headwater pause``): a row while paused, none once resumed.
+# The claim leaves a paused task's pending jobs where they are (``task NOT IN (SELECT task
+# FROM paused_tasks)``); every server's trigger managers read ``paused_triggers``. Names,
+# not ``{workspace}/{name}``: a task's name is what its jobs carry in ``jobs.task``.
+paused_tasks = Table(
+    "paused_tasks",
+    metadata,
+    Column("task", Text, primary_key=True),
+    Column("paused_at", UtcDateTime, nullable=False),
+)
+paused_triggers = Table(
+    "paused_triggers",
+    metadata,
+    Column("trigger", Text, primary_key=True),
+    Column("paused_at", UtcDateTime, nullable=False),
 )
 
 # Durable state of components (trigger lifecycle, receiver checkpoints, leases): a small

@@ -9,7 +9,9 @@ Optional: a context may also have ``redact(data) -> data`` (JSON-like data with 
 secret value masked). The webhook uses it on job outputs and error reasons it returns;
 without it, responses are not redacted. A protocol cannot declare an optional member,
 so the webhook looks it up with ``getattr``. Likewise ``refresh()`` (awaitable): read
-the workspace from its files now, for Strøm's ``force_refresh`` on a trigger.
+the workspace from its files now, for Strøm's ``force_refresh`` on a trigger. And
+``paused(name) -> bool``: whether the trigger is paused (``headwater pause``); a paused
+webhook answers 503 with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ class CallbackTriggerContext:
         secrets: Callable[[], Mapping[str, str]],
         redact: Callable[[Any], Any] | None = None,
         refresh: Callable[[], Awaitable[object]] | None = None,
+        paused: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
         self.dispatcher = dispatcher
@@ -84,6 +87,8 @@ class CallbackTriggerContext:
             self.redact = redact
         if refresh is not None:
             self.refresh = refresh
+        if paused is not None:
+            self.paused = paused
 
     def workspace(self) -> Workspace:
         return self._workspace()

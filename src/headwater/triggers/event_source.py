@@ -20,6 +20,7 @@ import contextlib
 import hashlib
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -68,6 +69,7 @@ class TriggerPhase(StrEnum):
     IDLE = "idle"
     QUARANTINED = "quarantined"
     DISABLED = "disabled"
+    PAUSED = "paused"  # ``headwater pause trigger``: its consumer stopped, cursor kept
 
 
 @dataclass
@@ -113,10 +115,14 @@ class EventSourceManager:
         dispatcher: Dispatcher,
         workspace: Any,  # Callable[[], Workspace]
         owner: TriggerOwner | None = None,
+        paused: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
         self._dispatcher = dispatcher
         self._workspace = workspace
+        # ``headwater pause trigger``: the consumer is stopped as for a disabled trigger
+        # (its cursor stays) and started again on resume.
+        self._paused = paused or (lambda name: False)
         # Several servers: each reconciles only the triggers whose lease it holds.
         self._owner: TriggerOwner = owner or ServesAll()
         self._wake = asyncio.Event()
@@ -188,7 +194,7 @@ class EventSourceManager:
             seen.add(key)
             if not self._owner.owns(name):
                 continue
-            due = await self._reconcile_one(ws, key, trigger, now)
+            due = await self._reconcile_one(ws, key, trigger, now, self._paused(name))
             if due is not None:
                 next_due = min(next_due, max(0.0, due - time.time()))
         if not self._owner.is_janitor():
@@ -199,7 +205,12 @@ class EventSourceManager:
         return next_due
 
     async def _reconcile_one(
-        self, ws: Workspace, key: str, trigger: EventSourceTrigger, now: float
+        self,
+        ws: Workspace,
+        key: str,
+        trigger: EventSourceTrigger,
+        now: float,
+        paused: bool = False,
     ) -> float | None:
         """One trigger; returns when it next needs attention (epoch seconds) or None."""
         record = await self._store.get_state(STATE_NAMESPACE, key)
@@ -217,12 +228,16 @@ class EventSourceManager:
             now = time.time()
             if job is not None and not job.status.is_terminal:
                 changed = state.config_hash not in (None, config)
-                if (not trigger.enabled or changed) and state.stop_reason is None:
-                    state.stop_reason = "disabled" if not trigger.enabled else "reconfigured"
+                if (not trigger.enabled or paused or changed) and state.stop_reason is None:
+                    state.stop_reason = (
+                        "disabled"
+                        if not trigger.enabled
+                        else ("paused" if paused else "reconfigured")
+                    )
                     log.info("event_source_stopping", trigger=key, reason=state.stop_reason)
                     with contextlib.suppress(ConflictError, NotFoundError):
                         await self._store.request_cancel(job.id)
-                elif trigger.enabled and not changed:
+                elif trigger.enabled and not paused and not changed:
                     state.phase = TriggerPhase.RUNNING
                     self._note_healthy(state, trigger, now)
                 if state.to_json() != before:
@@ -232,7 +247,10 @@ class EventSourceManager:
 
         if not trigger.enabled:
             state.phase = TriggerPhase.DISABLED
-        elif state.phase is TriggerPhase.DISABLED or (
+        elif paused:
+            if state.phase is not TriggerPhase.QUARANTINED:  # a quarantine outlives a pause
+                state.phase = TriggerPhase.PAUSED
+        elif state.phase in (TriggerPhase.DISABLED, TriggerPhase.PAUSED) or (
             state.phase is TriggerPhase.IDLE and state.generation == 0
         ):
             state.phase = TriggerPhase.BACKOFF  # a new or re-enabled trigger starts now

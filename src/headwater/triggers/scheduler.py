@@ -122,8 +122,13 @@ class Scheduler:
         clock: Callable[[], datetime] | None = None,
         owner: TriggerOwner | None = None,
         takeover_window: float = 60.0,
+        paused: Callable[[str], bool] | None = None,
     ) -> None:
         self._ctx = ctx
+        # ``headwater pause trigger``: a paused trigger fires no ticks; on resume it
+        # goes on from the next tick (the ticks of the pause are not made up).
+        self._paused_of = paused or (lambda name: False)
+        self._paused: set[str] = set()
         self._tolerance = timedelta(seconds=tolerance)
         self._max_catch_up = max_catch_up
         self._max_sleep = max_sleep
@@ -147,6 +152,7 @@ class Scheduler:
         """Next tick (UTC) of every scheduler trigger; None when disabled or never due."""
         times: dict[str, datetime | None] = dict.fromkeys(self._disabled)
         times.update(dict.fromkeys(self._broken))
+        times.update(dict.fromkeys(self._paused))
         times.update({name: e.next for name, e in self._entries.items()})
         return times
 
@@ -159,6 +165,8 @@ class Scheduler:
             states[name] = {"state": "disabled", "next_fire_at": None}
         for name in self._broken:
             states[name] = {"state": "invalid", "next_fire_at": None}
+        for name in self._paused:
+            states[name] = {"state": "paused", "next_fire_at": None}
         for name, entry in self._entries.items():
             when = entry.next
             states[name] = {
@@ -200,17 +208,23 @@ class Scheduler:
             if isinstance(t, SchedulerTrigger) and self._owner.owns(n)
         }
         self._disabled = {n for n, t in wanted.items() if not t.enabled}
+        self._paused = {n for n, t in wanted.items() if t.enabled and self._paused_of(n)}
         for name in list(self._entries):
             trig = wanted.get(name)
             entry = self._entries[name]
-            if trig is None or not trig.enabled or entry.workspace != ws.name:
+            if (
+                trig is None
+                or not trig.enabled
+                or name in self._paused
+                or entry.workspace != ws.name
+            ):
                 del self._entries[name]
                 log.info("scheduler_trigger_stopped", trigger=name)
         for name in list(self._broken):
             if name not in wanted or not wanted[name].enabled:
                 del self._broken[name]
         for name, trig in wanted.items():
-            if trig.enabled:
+            if trig.enabled and name not in self._paused:
                 await self._sync_one(ws.name, name, trig, now)
         # Catch-up reads the store only for the triggers of the first pass: a trigger
         # added or re-enabled later was not missed by downtime.

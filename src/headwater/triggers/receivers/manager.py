@@ -79,8 +79,12 @@ class ReceiverManager:
         backoff_max: float = 60.0,
         owner: TriggerOwner | None = None,
         on_error: Callable[[str], None] | None = None,
+        paused: Callable[[str], bool] | None = None,
     ) -> None:
         self._store = store
+        # ``headwater pause trigger``: a paused receiver is stopped (its messages stay in
+        # the broker) and started again on resume (``triggers.pause.PausedTriggers``).
+        self._paused = paused or _never
         self._on_error = on_error  # told the trigger name of each failure (metrics)
         self._dispatcher = dispatcher
         self._workspace = workspace
@@ -122,7 +126,10 @@ class ReceiverManager:
         wanted = {
             name: t
             for name, t in ws.triggers.items()
-            if is_receiver_trigger(t) and t.enabled and self._owner.owns(name)
+            if is_receiver_trigger(t)
+            and t.enabled
+            and self._owner.owns(name)
+            and not self._paused(name)
         }
         for name in list(self._slots):
             slot = self._slots[name]
@@ -130,6 +137,9 @@ class ReceiverManager:
             if trigger is None or _config_hash(trigger) != slot.config:
                 await self._stop(slot)
                 del self._slots[name]
+                if trigger is None and self._paused(name):
+                    log.info("receiver_paused", trigger=name)
+                    continue
                 log.info(
                     "receiver_removed" if trigger is None else "receiver_reconfigured", trigger=name
                 )
@@ -256,9 +266,12 @@ class ReceiverManager:
                 continue
             slot = self._slots.get(name)
             source_id = receiver_key(ws.name, name)
+            phase = slot.phase if slot else ("starting" if trigger.enabled else "disabled")
+            if trigger.enabled and slot is None and self._paused(name):
+                phase = "paused"
             state: dict[str, Any] = {
                 "type": trigger.type,
-                "state": slot.phase if slot else ("starting" if trigger.enabled else "disabled"),
+                "state": phase,
                 "restarts": slot.restarts if slot else 0,
                 "last_error": slot.last_error if slot else None,
                 "receiver": slot.describe if slot else {},
@@ -277,6 +290,10 @@ class ReceiverManager:
                         state.update(lag_events=lag.events, lag_pending=lag.pending, lag_ms=lag.ms)
             result[name] = state
         return result
+
+
+def _never(name: str) -> bool:
+    return False
 
 
 def _config_hash(trigger: Any) -> str:
