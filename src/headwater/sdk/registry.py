@@ -11,7 +11,7 @@ finds it by name. Like DBOS's ``logRegisteredEndpoints``, ``describe()`` (and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -235,6 +235,13 @@ class Registry:
     def on_postgres(self, table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
         """Each new row of a PostgreSQL table (in key order, from a checkpoint) calls it."""
         return self.on("postgres", table, name=name, url=url, **options)
+
+    def on_postgres_cdc(
+        self, tables: str | Sequence[str], *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each insert, update and delete of the tables (a logical replication slot)."""
+        chosen = [tables] if isinstance(tables, str) else list(tables)
+        return self.on("postgres_cdc", chosen, name=name, url=url, **options)
 
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event

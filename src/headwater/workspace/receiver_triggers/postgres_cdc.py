@@ -15,6 +15,10 @@ _SLOT_NAME = re.compile(r"^[a-z0-9_]{1,63}$")
 _TABLE_NAME = re.compile(r"^[^.\s\"]{1,63}(\.[^.\s\"]{1,63})?$")
 
 
+def _default_operations() -> list[CdcOperation]:
+    return ["insert", "update", "delete"]  # truncate: opted into (no row to carry)
+
+
 class PostgresCdcTrigger(ReceiverTriggerBase):
     """Each insert, update and delete of chosen PostgreSQL tables becomes one job, read
     from the write-ahead log through a logical replication slot (``pgoutput`` and a
@@ -37,9 +41,7 @@ class PostgresCdcTrigger(ReceiverTriggerBase):
     # Create the slot and the publication when they do not exist. False: both must exist
     # (made by a DBA); a missing one fails the start with its name.
     create: bool = True
-    operations: list[CdcOperation] = Field(
-        default_factory=lambda: ["insert", "update", "delete"], min_length=1
-    )
+    operations: list[CdcOperation] = Field(default_factory=_default_operations, min_length=1)
     # The column holding the event (JSON, or text decoded like a message body): it becomes
     # the payload, and the rows go to metadata. Default: the change is the payload.
     payload_column: str | None = None
@@ -60,6 +62,11 @@ class PostgresCdcTrigger(ReceiverTriggerBase):
         if value is not None and not 0 < len(value) <= 63:
             raise ValueError("a publication name has 1 to 63 characters")
         return value
+
+    @field_validator("tables", mode="before")
+    @classmethod
+    def _one_table(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value
 
     @field_validator("tables")
     @classmethod

@@ -95,9 +95,7 @@ class PostgresCdcHarness:
             f"CREATE TABLE {self.table} (id bigserial PRIMARY KEY, body jsonb, note text)"
         )
         # The slot exists before anything is published (a slot starts where it is made).
-        await self.conn.execute(
-            f"CREATE PUBLICATION {self.slot} FOR TABLE {self.table}"
-        )
+        await self.conn.execute(f"CREATE PUBLICATION {self.slot} FOR TABLE {self.table}")
         for slot in (self.slot, self.witness):
             await self.conn.execute(
                 "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [slot]

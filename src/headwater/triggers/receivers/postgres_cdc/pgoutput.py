@@ -19,6 +19,7 @@ from headwater import jsonsafe
 from headwater.errors import JsonValueError
 
 __all__ = [
+    "UNCHANGED",
     "Begin",
     "Column",
     "Commit",
@@ -31,7 +32,6 @@ __all__ = [
     "Tuple",
     "Unhandled",
     "Update",
-    "UNCHANGED",
     "decode",
     "format_lsn",
     "parse_lsn",
@@ -309,7 +309,7 @@ def tuple_values(relation: Relation, row: Tuple, *, key_only: bool = False) -> d
 
 
 def parse_lsn(text: str) -> int:
-    """"16/B374D848" → its 64-bit position."""
+    """ "16/B374D848" → its 64-bit position."""
     high, _, low = text.partition("/")
     if not low:
         raise ValueError(f"not an LSN: {text!r}")

@@ -9,6 +9,7 @@ again, and their dedup keys make them no-ops.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from collections.abc import Sequence
@@ -68,7 +69,9 @@ class SlotClient:
         return None if row is None else row[0]
 
     # -- preparing -----------------------------------------------------------------------
-    async def prepare(self, *, tables: Sequence[str], operations: Sequence[str], create: bool) -> None:
+    async def prepare(
+        self, *, tables: Sequence[str], operations: Sequence[str], create: bool
+    ) -> None:
         """Check ``wal_level``, then make sure the publication and the slot exist (created
         when ``create``, publication first: the slot decodes with it)."""
         level = await self._one("SHOW wal_level")
@@ -85,7 +88,9 @@ class SlotClient:
         await self._publication(tables, operations, create)
         await self._slot(create)
 
-    async def _publication(self, tables: Sequence[str], operations: Sequence[str], create: bool) -> None:
+    async def _publication(
+        self, tables: Sequence[str], operations: Sequence[str], create: bool
+    ) -> None:
         row = await (
             await self.conn.execute(
                 "SELECT oid, puballtables FROM pg_publication WHERE pubname = %s",
@@ -94,11 +99,14 @@ class SlotClient:
         ).fetchone()
         if row is None:
             if not create:
-                raise ConfigError(f"publication {self.publication!r} does not exist (create: false)")
+                raise ConfigError(
+                    f"publication {self.publication!r} does not exist (create: false)"
+                )
             if not tables:
                 raise ConfigError("name the tables of the publication to create (tables: [...])")
             query = sql.SQL("CREATE PUBLICATION {name} FOR TABLE {tables} WITH (publish = {ops})")
-            try:
+            # Created meanwhile (another node): use it.
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
                 await self.conn.execute(
                     query.format(
                         name=sql.Identifier(self.publication),
@@ -106,8 +114,6 @@ class SlotClient:
                         ops=sql.Literal(", ".join(operations)),
                     )
                 )
-            except psycopg.errors.DuplicateObject:
-                pass  # created meanwhile (another node): use it
             return
         oid, all_tables = row
         if all_tables or not create or not tables:
@@ -142,13 +148,11 @@ class SlotClient:
         if row is None:
             if not create:
                 raise ConfigError(f"replication slot {self.slot!r} does not exist (create: false)")
-            try:
-                # Waits for the transactions running now to end (a consistent start).
+            # Waits for the transactions running now to end (a consistent start).
+            with contextlib.suppress(psycopg.errors.DuplicateObject):
                 await self.conn.execute(
                     "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [self.slot]
                 )
-            except psycopg.errors.DuplicateObject:
-                pass
             return
         plugin, database, current = row
         if plugin != "pgoutput" or database != current:
