@@ -133,6 +133,14 @@ class PostgresCdcHarness:
                 ids.append(row[0])
         return [await self._id_of(xid) for xid in ids]
 
+    async def publish_many(self, payloads: list[Any]) -> None:
+        """All in one transaction, without their ids (for bench/receivers.py)."""
+        async with self.conn.transaction(), self.conn.cursor() as cur:
+            await cur.executemany(
+                f"INSERT INTO {self.table} (body) VALUES (%s::jsonb)",
+                [[json.dumps(p)] for p in payloads],
+            )
+
     async def _id_of(self, xid: str) -> str:
         """The change id of the (single) insert of transaction ``xid``, read from a second
         slot of ours (the receiver's may have moved past it already)."""
