@@ -97,6 +97,7 @@ async def test_headwater_creates_its_slot_and_publication_with_the_chosen_operat
         await rig.halt()
     finally:
         await drop_slot(h.conn, slot)
+        await h.conn.execute(f"DROP PUBLICATION IF EXISTS {slot}")
 
 
 async def test_a_missing_slot_with_create_false_fails_the_start_naming_it(rig: Rig) -> None:
@@ -128,8 +129,9 @@ async def test_a_quiet_slot_follows_the_wal_and_reports_its_lag_in_bytes(rig: Ri
     """Writes to tables outside the publication must not pile up behind the slot."""
     h = rig.harness
     manager = await rig.start()
-    await h.conn.execute("CREATE TABLE unpublished (n int)")
-    await h.conn.execute("INSERT INTO unpublished SELECT generate_series(1, 5000)")
+    other = f"{h.table}_unpublished"
+    await h.conn.execute(f"CREATE TABLE {other} (n int)")
+    await h.conn.execute(f"INSERT INTO {other} SELECT generate_series(1, 5000)")
     cur = await h.conn.execute("SELECT pg_current_wal_lsn()::text")
     written = parse_lsn((await cur.fetchone())[0])
 

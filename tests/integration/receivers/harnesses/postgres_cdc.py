@@ -1,11 +1,15 @@
 """Harness of the postgres_cdc receiver: a table, a slot and a publication of their own, in
-a database of its own (so that ``interrupt`` cuts only this test's receiver, also under
-pytest-xdist). The slot is dropped at the end: a slot left behind retains WAL forever."""
+a database of the test process (so that ``interrupt`` cuts only this test's receiver, also
+under pytest-xdist). The slot is dropped at the end: a slot left behind retains WAL
+forever (and the process's database is dropped at exit with any slot a test left)."""
 
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
+import os
+import time
 import uuid
 from typing import Any
 
@@ -54,6 +58,64 @@ async def pending_changes(conn: Any, slot: str) -> int:
         await conn.execute("SELECT pg_drop_replication_slot(%s)", [copy])
 
 
+# Creating a logical slot waits for every transaction running on the server to end
+# (seconds on a shared, busy server); copying one does not. So each test process keeps a
+# database of its own with a template slot, temporary (it goes with the process's
+# connection), moved to the end of the WAL before each copy: a test's slot is a copy.
+_SHARED: dict[str, Any] = {}
+
+
+def _shared_database() -> str:
+    if not _SHARED:
+        import psycopg
+
+        name = f"hw_cdc_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        conn = psycopg.connect(_pg_url_for(name), autocommit=True)
+        template = f"hw_cdc_template_{uuid.uuid4().hex[:12]}"
+        conn.execute("SELECT pg_create_logical_replication_slot(%s, 'pgoutput', true)", [template])
+        _SHARED.update(database=name, conn=conn, template=template)
+        atexit.register(_drop_shared_database)
+    return str(_SHARED["database"])
+
+
+def _copy_template(slot: str) -> None:
+    import psycopg
+
+    template = _SHARED["template"]
+    _SHARED["conn"].execute(
+        "SELECT pg_replication_slot_advance(%s, pg_current_wal_flush_lsn())", [template]
+    )
+    # The session that makes a copy keeps holding it: a short-lived one, so it is free.
+    with psycopg.connect(_pg_url_for(_SHARED["database"]), autocommit=True) as conn:
+        conn.execute("SELECT pg_copy_logical_replication_slot(%s, %s, false)", [template, slot])
+
+
+def _drop_shared_database() -> None:
+    import psycopg
+
+    _SHARED["conn"].close()  # drops the temporary template slot
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as admin:
+        # A slot a failed test left: a database with slots cannot be dropped.
+        admin.execute(
+            "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots"
+            " WHERE database = %s AND active_pid IS NOT NULL",
+            [_SHARED["database"]],
+        )
+        for _ in range(50):
+            try:
+                admin.execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
+                    " WHERE database = %s",
+                    [_SHARED["database"]],
+                )
+                break
+            except psycopg.errors.ObjectInUse:
+                time.sleep(0.1)
+        admin.execute(f'DROP DATABASE IF EXISTS "{_SHARED["database"]}" WITH (FORCE)')
+
+
 class PostgresCdcHarness:
     trigger_type = "postgres_cdc"
     shortened: tuple[str, ...] = ("poll_secs",)
@@ -62,7 +124,7 @@ class PostgresCdcHarness:
     def __init__(self) -> None:
         require_service("postgres")
         suffix = uuid.uuid4().hex[:12]
-        self.database = f"hw_cdc_{suffix}"
+        self.database = _shared_database()
         self.url = _pg_url_for(self.database)
         self.table = f"hw_cdc_events_{suffix}"
         self.slot = f"hw_cdc_{suffix}"  # also the publication's name
@@ -88,37 +150,23 @@ class PostgresCdcHarness:
     async def setup(self) -> None:
         import psycopg
 
-        async with await psycopg.AsyncConnection.connect(PG_ADMIN_URL, autocommit=True) as admin:
-            await admin.execute(f'CREATE DATABASE "{self.database}"')
         self.conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
         await self.conn.execute(
             f"CREATE TABLE {self.table} (id bigserial PRIMARY KEY, body jsonb, note text)"
         )
-        # The slot exists before anything is published (a slot starts where it is made).
         await self.conn.execute(f"CREATE PUBLICATION {self.slot} FOR TABLE {self.table}")
-        # Creating a slot waits for every transaction running on the server to end; a
-        # copy does not.
-        await self.conn.execute(
-            "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [self.slot]
-        )
-        await self.conn.execute(
-            "SELECT pg_copy_logical_replication_slot(%s, %s)", [self.slot, self.witness]
-        )
+        # The slot exists before anything is published (a slot starts where it is made).
+        for slot in (self.slot, self.witness):
+            _copy_template(slot)
 
     async def cleanup(self) -> None:
-        import psycopg
-
         try:
-            await drop_slot(self.conn, self.slot)
-            await drop_slot(self.conn, self.witness)
+            for slot in (self.slot, self.witness):
+                await drop_slot(self.conn, slot)
+            await self.conn.execute(f"DROP PUBLICATION IF EXISTS {self.slot}")
+            await self.conn.execute(f"DROP TABLE IF EXISTS {self.table}")
         finally:
             await self.conn.close()
-            async with await psycopg.AsyncConnection.connect(
-                PG_ADMIN_URL, autocommit=True
-            ) as admin:
-                for slot in (self.slot, self.witness):  # the first attempt may have failed
-                    await drop_slot(admin, slot)
-                await admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
 
     async def publish(self, payloads: list[Any]) -> list[str]:
         """One transaction per payload (each change's id: its commit LSN and index 0)."""

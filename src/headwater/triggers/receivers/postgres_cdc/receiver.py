@@ -121,8 +121,9 @@ class PostgresCdcReceiver(BatchReceiver):
         if not self._buffer:
             await self._read()
         if not self._buffer:
-            await asyncio.sleep(self.trigger.poll_secs)  # idle: no notification to wait for
-            await self._read()
+            # Idle: nothing notifies us of new WAL; the next fetch reads again.
+            await asyncio.sleep(self.trigger.poll_secs)
+            return []
         taken, self._buffer = self._buffer[:room], self._buffer[room:]
         return [self._message(change) for change in taken]
 

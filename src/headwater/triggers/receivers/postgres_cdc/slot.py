@@ -140,7 +140,7 @@ class SlotClient:
     async def _slot(self, create: bool) -> None:
         row = await (
             await self.conn.execute(
-                "SELECT plugin, database, current_database() FROM pg_replication_slots"
+                "SELECT plugin, database, current_database(), wal_status FROM pg_replication_slots"
                 " WHERE slot_name = %s",
                 [self.slot],
             )
@@ -154,7 +154,13 @@ class SlotClient:
                     "SELECT pg_create_logical_replication_slot(%s, 'pgoutput')", [self.slot]
                 )
             return
-        plugin, database, current = row
+        plugin, database, current, wal_status = row
+        if wal_status == "lost":
+            raise ConfigError(
+                f"replication slot {self.slot!r} was invalidated: PostgreSQL removed WAL it"
+                " still needed (max_slot_wal_keep_size); changes since its position are lost."
+                " Drop it (SELECT pg_drop_replication_slot(...)) to start again from now"
+            )
         if plugin != "pgoutput" or database != current:
             raise ConfigError(
                 f"replication slot {self.slot!r} is a {plugin} slot of database {database!r};"
