@@ -4,6 +4,7 @@ publication it creates, a slot that keeps up while its tables are quiet."""
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from headwater.store.base import JobRecord
 from headwater.triggers.receivers import ReceiverContext, create_receiver
 from headwater.triggers.receivers.postgres_cdc.pgoutput import parse_lsn
 from headwater.workspace.templating import TemplateEngine
-from tests.integration.receivers.conftest import TRIGGER, Rig, eventually
+from tests.integration.receivers.conftest import SECRETS, TRIGGER, Rig, eventually
+from tests.integration.receivers.crash_child import run_and_kill
 from tests.integration.receivers.harnesses.postgres_cdc import drop_slot
 
 pytestmark = [
@@ -146,6 +148,26 @@ async def test_a_quiet_slot_follows_the_wal_and_reports_its_lag_in_bytes(rig: Ri
     state = (await manager.states())[TRIGGER]
     assert isinstance(state["lag_bytes"], int) and state["lag_bytes"] >= 0
     assert state["lag_events"] == 0
+
+
+async def test_kill_9_between_the_job_commit_and_the_slot_advance_reads_them_again(
+    rig: Rig, db_url: str
+) -> None:
+    """A real process killed after its first batch of jobs committed and before the slot
+    moved: the slot still holds every change, the restart reads them all again, and the
+    ones that are already jobs are duplicates."""
+    await rig.store.migrate()
+    await rig.harness.publish([{"n": i} for i in range(20)])
+    secrets = {**SECRETS, **rig.harness.secrets()}
+    returncode = await run_and_kill(db_url, "after_commit", rig.trigger, secrets)
+    assert returncode == -signal.SIGKILL
+    assert len(await rig.jobs()) == 10  # batch_size: the first batch committed
+    assert await rig.harness.undelivered() == 20  # and the slot did not move
+    await rig.start()
+    jobs = await rig.wait_jobs(20)
+    assert sorted(j.input["payload"]["n"] for j in jobs) == list(range(20))
+    await eventually(lambda: _caught_up(rig), what="the slot past every change")
+    assert len(await rig.jobs()) == 20
 
 
 async def _caught_up(rig: Rig) -> bool:
