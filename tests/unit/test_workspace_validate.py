@@ -145,6 +145,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
             16,
             "trigger 's': unknown type 'cron'; valid: scheduler, webhook, event_source,"
             " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, sqlserver_cdc,"
+            " postgres_cdc,"
             " custom",
         )
     ]
@@ -154,6 +155,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
             15,
             "trigger 's': missing required key `type` (scheduler, webhook, event_source,"
             " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, sqlserver_cdc,"
+            " postgres_cdc,"
             " custom)",
         )
     ]

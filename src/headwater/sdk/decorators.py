@@ -6,7 +6,7 @@ with its own ``Registry`` uses ``registry.consumer(...)`` instead, with the same
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from headwater.sdk.events import Guarantee
@@ -20,6 +20,7 @@ __all__ = [
     "on_mqtt",
     "on_nats",
     "on_postgres",
+    "on_postgres_cdc",
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
@@ -93,6 +94,12 @@ def on_sqlserver_cdc(
     capture_instance: str, *, name: str, url: str, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_sqlserver_cdc(capture_instance, name=name, url=url, **options)
+
+
+def on_postgres_cdc(
+    tables: str | Sequence[str], *, name: str, url: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_postgres_cdc(tables, name=name, url=url, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

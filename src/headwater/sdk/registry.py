@@ -11,7 +11,7 @@ finds it by name. Like DBOS's ``logRegisteredEndpoints``, ``describe()`` (and
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -241,6 +241,13 @@ class Registry:
     ) -> Callable[[F], F]:
         """Each insert, update and delete of a SQL Server CDC capture instance calls it."""
         return self.on("sqlserver_cdc", capture_instance, name=name, url=url, **options)
+
+    def on_postgres_cdc(
+        self, tables: str | Sequence[str], *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each insert, update and delete of the tables (a logical replication slot)."""
+        chosen = [tables] if isinstance(tables, str) else list(tables)
+        return self.on("postgres_cdc", chosen, name=name, url=url, **options)
 
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event

@@ -60,6 +60,7 @@ HARNESS_MODULES = (
     "sqs",
     "postgres",
     "sqlserver_cdc",
+    "postgres_cdc",
 )
 
 

@@ -278,6 +278,7 @@ class ReceiverManager:
                 "lag_events": None,
                 "lag_pending": None,
                 "lag_ms": None,
+                "lag_bytes": None,
                 "in_flight": await self._store.count_in_flight(source_id),
                 "max_in_flight": trigger.max_in_flight,
                 "events_accepted": await self._store.count_source(source_id),
@@ -287,7 +288,12 @@ class ReceiverManager:
                 with contextlib.suppress(Exception):
                     lag = await asyncio.wait_for(slot.receiver.lag(), _LAG_TIMEOUT_SECS)
                     if lag is not None:
-                        state.update(lag_events=lag.events, lag_pending=lag.pending, lag_ms=lag.ms)
+                        state.update(
+                            lag_events=lag.events,
+                            lag_pending=lag.pending,
+                            lag_ms=lag.ms,
+                            lag_bytes=lag.bytes,
+                        )
             result[name] = state
         return result
 

@@ -26,6 +26,7 @@ from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
+from headwater.workspace.receiver_triggers.postgres_cdc import PostgresCdcTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
 from headwater.workspace.receiver_triggers.redis_stream import RedisStreamTrigger
 from headwater.workspace.receiver_triggers.sqlserver_cdc import SqlServerCdcTrigger
@@ -40,6 +41,7 @@ __all__ = [
     "KafkaTrigger",
     "MqttTrigger",
     "NatsTrigger",
+    "PostgresCdcTrigger",
     "PostgresTrigger",
     "ReceiverCatalog",
     "ReceiverKind",
@@ -107,6 +109,7 @@ RECEIVERS.register(KafkaTrigger, runtime=f"{_RUNTIME}.kafka")
 RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
 RECEIVERS.register(SqlServerCdcTrigger, runtime=f"{_RUNTIME}.sqlserver_cdc")
+RECEIVERS.register(PostgresCdcTrigger, runtime=f"{_RUNTIME}.postgres_cdc")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
