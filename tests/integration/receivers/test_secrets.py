@@ -58,6 +58,7 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
         },
         "postgres": {"url": url, "table": "t", "key_column": "id"},
         "sqlserver_cdc": {"url": url, "capture_instance": "dbo_t", "login_timeout_secs": 2},
+        "postgres_cdc": {"url": url, "tables": "t"},
     }
     return {"type": kind, "target_task": "handle", **specific[kind]}
 
@@ -68,6 +69,7 @@ def _secrets(kind: str, port: int) -> dict[str, str]:
         "redis_list": "redis",
         "postgres": "postgresql",
         "sqlserver_cdc": "mssql",
+        "postgres_cdc": "postgresql",
     }
     url = f"{scheme.get(kind, kind)}://hw:{PW}@127.0.0.1:{port}/"
     return {"url": url, "pw": PW}
@@ -156,6 +158,9 @@ async def _with_password(rig: Rig) -> None:
         "postgres": {
             "pg_url": str(base.get("pg_url", "")).replace("://postgres@", f"://postgres:{PW}@")
         },
+        "postgres_cdc": {
+            "pg_url": str(base.get("pg_url", "")).replace("://postgres@", f"://postgres:{PW}@")
+        },
         "sqs": {"aws_secret": PW},
         "amqp": {"amqp_url": f"amqp://{_AMQP_USER}:{PW}@127.0.0.1:5672/"},
         "mqtt": {"mqtt_pw": PW},
@@ -178,7 +183,7 @@ async def _with_password(rig: Rig) -> None:
 # password (its describe() and failure logs are checked above).
 @pytest.mark.parametrize(
     "harness",
-    ["amqp", "mqtt", "nats", "postgres", "redis_list", "redis_stream", "sqs"],
+    ["amqp", "mqtt", "nats", "postgres", "postgres_cdc", "redis_list", "redis_stream", "sqs"],
     indirect=True,
 )
 async def test_a_running_receiver_logs_and_lists_no_password(rig: Rig) -> None:
