@@ -28,6 +28,7 @@ from headwater.dispatch.dispatcher import (
     Event,
     tag_sets,
 )
+from headwater.dispatch.gather import Flusher
 from headwater.dispatch.hooks import HookFirer
 from headwater.engine.executor import JobExecutor
 from headwater.engine.functions import FunctionCache
@@ -219,6 +220,9 @@ class Node:
             self.store, self.workspace, observe=self.job_metrics.event, tracing=self.tracing
         )
         self.batching = BatchingDispatcher(self.dispatcher)
+        # Debounced and batched events become jobs when their buffer is due.
+        self.flusher = Flusher(self.store)
+        self.dispatcher.gatherer.on_buffered = self.flusher.wake
         self.hooks = HookFirer(
             self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
         )
@@ -476,6 +480,7 @@ class Node:
             asyncio.create_task(self.event_sources.run(stop), name="event-sources"),
             asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
             asyncio.create_task(self.receivers.run(stop), name="receivers"),
+            asyncio.create_task(self.flusher.run(stop), name="gather-flush"),
         ]
         if watch:
             tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))

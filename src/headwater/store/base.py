@@ -37,6 +37,7 @@ from headwater.errors import HeadwaterError
 from headwater.store.notify import Subscription
 from headwater.store.roles import (
     DeadLetterStore,
+    GatherStore,
     JobStore,
     LeaseStore,
     LogStore,
@@ -54,6 +55,7 @@ __all__ = [
     "Channel",
     "CursorRecord",
     "DeadLetterStore",
+    "GatherStore",
     "InsertOutcome",
     "JobFilter",
     "JobRecord",
@@ -96,6 +98,7 @@ class Store(
     StateStore,
     UpkeepStore,
     LeaseStore,
+    GatherStore,
     WakeUps,
 ):
     """Durable state. Every method is one transaction unless said otherwise.

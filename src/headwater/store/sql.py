@@ -52,6 +52,7 @@ from headwater.store.fastpath import (
     chunks,
     hint,
 )
+from headwater.store.gather_ops import GatherOps
 from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
@@ -144,7 +145,9 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
             await asyncio.sleep(0.05 * 2**attempt)
 
 
-class SqlStore(ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, Store):
+class SqlStore(
+    ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, GatherOps, Store
+):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
     def __init__(
