@@ -403,9 +403,9 @@ gather_events = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE")),
     Index(
-        "uq_gather_events_source_id_dedup_key",
-        "source_id",
-        "dedup_key",
+        "uq_gather_events_dedup_key_source_id",
+        "dedup_key",  # first: a lookup by dedup keys is an index range, however many
+        "source_id",  # events the trigger buffered
         unique=True,
         postgresql_where=text("dedup_key IS NOT NULL"),
         sqlite_where=text("dedup_key IS NOT NULL"),

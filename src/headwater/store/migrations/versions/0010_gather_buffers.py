@@ -69,9 +69,9 @@ def upgrade() -> None:
         sqlite_autoincrement=True,
     )
     op.create_index(
-        "uq_gather_events_source_id_dedup_key",
+        "uq_gather_events_dedup_key_source_id",
         "gather_events",
-        ["source_id", "dedup_key"],
+        ["dedup_key", "source_id"],
         unique=True,
         postgresql_where=sa.text("dedup_key IS NOT NULL"),
         sqlite_where=sa.text("dedup_key IS NOT NULL"),
