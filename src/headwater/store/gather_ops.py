@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -111,9 +111,8 @@ class GatherOps:
                 outcomes[i] = BufferOutcome(False)  # another server buffered it meanwhile
                 continue
             counts[(event.job.source_id or "", event.key)].append(event)
-        # Buffers are locked in one order: two callers never wait for each other's.
-        for (source, key), group in sorted(counts.items()):
-            await self._count(conn, source, key, group, now)
+        if counts:
+            await self._count(conn, counts, now)
         return outcomes
 
     async def _insert_events(
@@ -147,53 +146,87 @@ class GatherOps:
     async def _count(
         self,
         conn: AsyncConnection,
-        source: str,
-        key: str,
-        group: Sequence[BufferedEvent],
+        groups: Mapping[tuple[str, str], Sequence[BufferedEvent]],
         now: datetime,
     ) -> None:
-        last = group[-1]  # the newest event says what job the buffer makes
-        rule, job = last.rule, last.job
-        shape = {
-            "kind": rule.kind.value,
-            "workspace": job.workspace,
-            "task": job.task,
-            "source_type": job.source_type,
-            "tags": tag_signature(job.tags),
-            "max_attempts": job.max_attempts,
-            "max_events": rule.limit,
-            "wait_secs": rule.wait,
-        }
-        row = await self._open(conn, source, key, shape, now)
-        count = row.events + len(group)
+        """Add each group's events to its (trigger, key) buffer: opened if there is none,
+        locked, its count and due time moved on. Three statements for all the buffers."""
+        shapes = {buffer: _shape(group[-1]) for buffer, group in groups.items()}
+        rows = await self._open(conn, shapes, now)
         await conn.execute(
             update(gather_buffers)
-            .where(gather_buffers.c.source_id == source, gather_buffers.c.key == key)
-            .values(events=count, due_at=rule.due(row.first_at, now, count), **shape)
+            .where(
+                gather_buffers.c.source_id == bindparam("b_source"),
+                gather_buffers.c.key == bindparam("b_key"),
+            )
+            .values(
+                events=bindparam("b_events"),
+                due_at=bindparam("b_due", type_=gather_buffers.c.due_at.type),
+                **{name: bindparam(f"b_{name}") for name in _SHAPE},
+            ),
+            [
+                {
+                    "b_source": source,
+                    "b_key": key,
+                    "b_events": rows[(source, key)][0] + len(group),
+                    "b_due": group[-1].rule.due(
+                        rows[(source, key)][1], now, rows[(source, key)][0] + len(group)
+                    ),
+                    **{f"b_{name}": value for name, value in shapes[(source, key)].items()},
+                }
+                for (source, key), group in groups.items()
+            ],
         )
 
     async def _open(
-        self, conn: AsyncConnection, source: str, key: str, shape: dict[str, Any], now: datetime
-    ) -> Any:
-        """The (trigger, key) buffer, locked: opened if there is none. A flush holding it
-        makes us wait; if that flush deleted it, it is opened again."""
-        dialect_insert = postgresql.insert if self._pg else sqlite.insert
+        self,
+        conn: AsyncConnection,
+        shapes: Mapping[tuple[str, str], Mapping[str, Any]],
+        now: datetime,
+    ) -> dict[tuple[str, str], tuple[int, datetime]]:
+        """(events, first_at) of each (trigger, key) buffer, locked: opened when there is
+        none. A flush holding one makes us wait; if that flush deleted it, it is opened
+        again. Locked in one order, so two callers never wait for each other."""
         opening = (
-            dialect_insert(gather_buffers)
-            .values(source_id=source, key=key, events=0, first_at=now, due_at=now, **shape)
+            (postgresql.insert if self._pg else sqlite.insert)(gather_buffers)
+            .values(
+                source_id=bindparam("o_source"),
+                key=bindparam("o_key"),
+                events=0,
+                first_at=bindparam("o_now", type_=gather_buffers.c.first_at.type),
+                due_at=bindparam("o_now", type_=gather_buffers.c.due_at.type),
+                **{name: bindparam(f"o_{name}") for name in _SHAPE},
+            )
             .on_conflict_do_nothing()
         )
-        locked = (
-            select(gather_buffers.c.events, gather_buffers.c.first_at)
-            .where(gather_buffers.c.source_id == source, gather_buffers.c.key == key)
-            .with_for_update()
-        )
+        found: dict[tuple[str, str], tuple[int, datetime]] = {}
+        missing = sorted(shapes)
         for _ in range(_OPEN_ATTEMPTS):
-            await conn.execute(opening)
-            row = (await conn.execute(locked)).first()
-            if row is not None:
-                return row
-        raise RuntimeError(f"the buffer {source!r}/{key!r} kept disappearing")
+            await conn.execute(
+                opening,
+                [
+                    {
+                        "o_source": source,
+                        "o_key": key,
+                        "o_now": now,
+                        **{f"o_{n}": v for n, v in shapes[(source, key)].items()},
+                    }
+                    for source, key in missing
+                ],
+            )
+            for chunk in chunks(missing, _CHUNK):
+                locked = await conn.execute(
+                    select(gather_buffers.c.source_id, gather_buffers.c.key)
+                    .add_columns(gather_buffers.c.events, gather_buffers.c.first_at)
+                    .where(tuple_(gather_buffers.c.source_id, gather_buffers.c.key).in_(chunk))
+                    .order_by(gather_buffers.c.source_id, gather_buffers.c.key)
+                    .with_for_update()
+                )
+                found.update(((r.source_id, r.key), (r.events, r.first_at)) for r in locked)
+            missing = [b for b in missing if b not in found]
+            if not missing:
+                return found
+        raise RuntimeError(f"buffers {missing[:3]!r} kept disappearing")
 
     async def flush_buffers(self, now: datetime, limit: int = 100) -> list[FlushedBuffer]:
         flushed: list[FlushedBuffer] = []
@@ -325,3 +358,24 @@ async def _flush_one(conn: AsyncConnection, buffer: Any, job_id: str, now: datet
             .values(events=left[0], first_at=oldest, due_at=due)
         )
     return len(taken)
+
+
+_SHAPE = (
+    *("kind", "workspace", "task", "source_type", "tags"),
+    *("max_attempts", "max_events", "wait_secs"),
+)
+
+
+def _shape(last: BufferedEvent) -> dict[str, Any]:
+    """What job a buffer makes: the newest event's say (a reload may change them)."""
+    rule, job = last.rule, last.job
+    return {
+        "kind": rule.kind.value,
+        "workspace": job.workspace,
+        "task": job.task,
+        "source_type": job.source_type,
+        "tags": tag_signature(job.tags),
+        "max_attempts": job.max_attempts,
+        "max_events": rule.limit,
+        "wait_secs": rule.wait,
+    }
