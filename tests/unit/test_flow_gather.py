@@ -121,7 +121,7 @@ def test_the_sdk_decorators_take_debounce_and_batch() -> None:
 
 def test_the_sdk_refuses_a_bad_flow_at_import() -> None:
     reg = headwater.Registry(app="shop")
-    with pytest.raises(RegistrationError, match="batch.size"):
+    with pytest.raises(RegistrationError, match=r"batch\.size"):
         reg.on_kafka("t", name="k", bootstrap_servers="b:9092", batch={"size": 0})
     with pytest.raises(RegistrationError, match=r"def handle\(events, key\)"):
         reg.on_kafka("t", name="k2", bootstrap_servers="b:9092", batch={"size": 5})(

@@ -27,9 +27,9 @@ from headwater.workspace.models import RetryPolicy
 from headwater.workspace.receiver_triggers import ReceiverTriggerBase
 
 __all__ = [
+    "GATHERED_KWARGS",
     "NAME_PATTERN",
     "RECEIVER_KWARGS",
-    "GATHERED_KWARGS",
     "ConsumerRegistration",
     "ReceiverRegistration",
     "Registration",
