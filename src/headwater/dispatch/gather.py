@@ -173,12 +173,10 @@ class Flusher:
         *,
         poll: float = 0.5,
         limit: int = 100,
-        on_flushed: Callable[[Sequence[FlushedBuffer]], None] | None = None,
     ) -> None:
         self._store = store
         self._poll = poll
         self._limit = limit
-        self._on_flushed = on_flushed
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -190,8 +188,6 @@ class Flusher:
             log.info(
                 "events_gathered", job_id=f.job_id, trigger=f.source_id, key=f.key, events=f.events
             )
-        if flushed and self._on_flushed is not None:
-            self._on_flushed(flushed)
         return flushed
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -206,11 +202,16 @@ class Flusher:
                 due = await self._store.next_buffer_due()
                 if due is not None:
                     delay = min(delay, max(0.0, (due - datetime.now(UTC)).total_seconds()))
+                if not flushed:  # due but not taken: another server's flush holds it
+                    delay = max(delay, 0.02)
                 failures = 0
-            except DATABASE_ERRORS as exc:  # the store is away: the buffers wait in it
+            except Exception as exc:  # the buffers wait in the store: try again later
                 failures += 1
                 delay = min(30.0, self._poll * 2**failures)
-                log.warning("gather_flush_failed", error=str(exc), retry_in=delay)
+                if isinstance(exc, DATABASE_ERRORS):  # the store is away
+                    log.warning("gather_flush_failed", error=first_line(exc), retry_in=delay)
+                else:
+                    log.exception("gather_flush_failed", retry_in=delay)
             await _wait_any(stop, self._wake, delay)
 
 
