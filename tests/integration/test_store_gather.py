@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from headwater.core.gather import BufferedEvent, BufferOutcome, GatherKind, GatherRule
 from headwater.store import JobFilter, JobStatus, NewJob, Store
 from headwater.store.sql import open_store
-from tests.conftest import create_pg_database, drop_pg_database, require_service
 
 DEBOUNCE = GatherRule(GatherKind.DEBOUNCE, wait=5.0, max_wait=60.0)
 LATER = timedelta(minutes=5)
@@ -105,7 +104,7 @@ async def test_the_cursor_commits_with_the_buffered_events(store: Store) -> None
 async def test_two_stores_flushing_while_another_buffers_take_each_event_once(
     db_url: str,
 ) -> None:
-    """Three processes' stores on one database: one buffers 300 events over 6 keys while
+    """Three processes' stores on one database: one buffers 180 events over 6 keys while
     two flush as fast as they can; every event ends in exactly one job."""
     stores = [await open_store(db_url) for _ in range(3)]
     try:
@@ -114,7 +113,7 @@ async def test_two_stores_flushing_while_another_buffers_take_each_event_once(
         done = asyncio.Event()
 
         async def produce() -> None:
-            for start in range(0, 300, 15):
+            for start in range(0, 180, 15):
                 await writer.buffer_events(
                     [event(rule, n, key=f"k{n % 6}") for n in range(start, start + 15)]
                 )
@@ -130,7 +129,7 @@ async def test_two_stores_flushing_while_another_buffers_take_each_event_once(
             pass
         jobs = await gathered_jobs(writer)
         seen = sorted(n for job in jobs for n in job)
-        assert seen == list(range(300))
+        assert seen == list(range(180))
         assert all(len(job) <= 7 for job in jobs)
         for job in jobs:  # in arrival order, one key per job
             assert job == sorted(job) and len({n % 6 for n in job}) == 1
@@ -153,24 +152,3 @@ async def test_a_pruned_job_forgets_its_events(tmp_path: os.PathLike[str]) -> No
         assert again.buffered
     finally:
         await store.close()
-
-
-async def test_pg_flushers_skip_locked_buffers() -> None:
-    """PostgreSQL: a buffer a flush holds is skipped by the other flush, not waited for."""
-    require_service("postgres")
-    url = await create_pg_database()
-    try:
-        a, b = await open_store(url), await open_store(url)
-        try:
-            await a.buffer_events([event(batch(2), n, key=f"k{n}") for n in range(40)])
-            later = datetime.now(UTC) + LATER
-            results = await asyncio.gather(
-                a.flush_buffers(later, limit=40), b.flush_buffers(later, limit=40)
-            )
-            keys = [f.key for r in results for f in r]
-            assert sorted(keys) == sorted(f"k{n}" for n in range(40))
-        finally:
-            await a.close()
-            await b.close()
-    finally:
-        await drop_pg_database(url)
