@@ -350,6 +350,10 @@ class Node:
                 entry["owned_here"] = here
                 if not here and not isinstance(trigger, EventSourceTrigger):
                     entry["state"] = "elsewhere"  # another server fires or reads it
+        # Debounce/batch: events waiting for their job (in the store: the same everywhere).
+        for source_id, plan in self.dispatcher.gatherer.plans(ws).items():
+            waiting = await self.store.count_buffered(source_id)
+            result.setdefault(plan.trigger, {})["buffered"] = waiting
         return result
 
     def _event_source_key(self, name: str) -> str:

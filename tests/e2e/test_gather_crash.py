@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.procs import Up, eventually, up_jobs
+from tests.e2e.procs import Up, eventually, up_jobs, up_triggers
 
 EVENTS = 80
 KILL_AT = 40
@@ -68,6 +68,7 @@ def test_a_batch_never_loses_or_repeats_an_event_across_kill_9(
                 unsent.append(n)
         for n in unsent:  # the sender retries what was not acknowledged
             assert _post(up, n)
+        assert up_triggers(up)["hook"]["state"]["buffered"] in range(EVENTS + 1)
         for n in range(0, KILL_AT, 5):  # and a confused sender redelivers some
             assert _post(up, n)
 
@@ -79,5 +80,6 @@ def test_a_batch_never_loses_or_repeats_an_event_across_kill_9(
         assert sorted(found) == list(range(EVENTS))  # each exactly once
         jobs = up_jobs(up, task="collect")
         assert all(len(j["input"]["events"]) <= 7 for j in jobs)
+        assert up_triggers(up)["hook"]["state"]["buffered"] == 0  # what waits: nothing
     finally:
         up.stop()
