@@ -28,6 +28,7 @@ from headwater.dispatch.dispatcher import (
     Event,
     tag_sets,
 )
+from headwater.dispatch.gather import Flusher
 from headwater.dispatch.hooks import HookFirer
 from headwater.dispatch.rerun import rerun_from
 from headwater.engine.executor import JobExecutor
@@ -222,6 +223,9 @@ class Node:
             self.store, self.workspace, observe=self.job_metrics.event, tracing=self.tracing
         )
         self.batching = BatchingDispatcher(self.dispatcher)
+        # Debounced and batched events become jobs when their buffer is due.
+        self.flusher = Flusher(self.store)
+        self.dispatcher.gatherer.on_buffered = self.flusher.wake
         self.hooks = HookFirer(
             self.store, self.dispatcher, self.workspace, self.templates, lambda: self.holder.secrets
         )
@@ -356,6 +360,10 @@ class Node:
                 entry["owned_here"] = here
                 if not here and not isinstance(trigger, EventSourceTrigger):
                     entry["state"] = "elsewhere"  # another server fires or reads it
+        # Debounce/batch: events waiting for their job (in the store: the same everywhere).
+        for source_id, plan in self.dispatcher.gatherer.plans(ws).items():
+            waiting = await self.store.count_buffered(source_id)
+            result.setdefault(plan.trigger, {})["buffered"] = waiting
         return result
 
     # -- flow control (FlowControl): pause and resume, re-run from a step ---------------
@@ -497,6 +505,7 @@ class Node:
             asyncio.create_task(self.event_sources.run(stop), name="event-sources"),
             asyncio.create_task(self.scheduler.run(stop), name="scheduler"),
             asyncio.create_task(self.receivers.run(stop), name="receivers"),
+            asyncio.create_task(self.flusher.run(stop), name="gather-flush"),
         ]
         if watch:
             tasks.append(asyncio.create_task(self.watch_workspace(stop), name="watch"))

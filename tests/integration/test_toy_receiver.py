@@ -189,3 +189,33 @@ async def test_a_missing_client_fails_validate_and_start_without_retrying(
         await stays_true_for(not_retried, 1.5, what="no restart")
     finally:
         await _close(node, stop, tasks)
+
+
+def toy_batch_handler(events: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    return {"ns": [e["payload"]["n"] for e in events], "key": key}
+
+
+async def test_an_sdk_receiver_with_a_batch_calls_its_function_once_with_the_batch(
+    toy: None, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Debounce/batch through the SDK: the node's receiver buffers the messages, its
+    flusher makes one job when the batch is full, the worker calls the function with
+    ``events`` (each message's payload and metadata, in order) and ``key``."""
+    registry = Registry(app="toyapp")
+    registry.on("toy", "sdk", name="toy-batch", count=3, batch={"size": 3, "window": "1m"})(
+        toy_batch_handler
+    )
+    workspace = registry.workspace(tmp_path)
+    node = Node(
+        tmp_path,
+        NodeSettings(db_url=sqlite_url),
+        loader=lambda _p: workspace,
+        functions=registry.functions(),
+    )
+    stop, tasks = await _serve(node)
+    try:
+        (job,) = await eventually(lambda: _jobs_done(node, "toy-batch", 1), what="the batch job")
+        assert job.status is JobStatus.COMPLETED, job.error
+        assert job.output["handler"] == {"ns": [1, 2, 3], "key": ""}
+    finally:
+        await _close(node, stop, tasks)

@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.dispatch.gather import Gathered, Gatherer
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError, first_line
 from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, StepUpdate, Store
 from headwater.telemetry.tracing import Tracing
@@ -66,6 +67,9 @@ class Event:
 class DispatchStatus(StrEnum):
     ACCEPTED = "accepted"  # a new job was created
     DUPLICATE = "duplicate"  # the dedup key already had a job; ``job_id`` is that job
+    # Held for a debounce/batch (dispatch.gather); its job comes later. A DUPLICATE of a
+    # held event has no ``job_id`` until its buffer is flushed.
+    BUFFERED = "buffered"
     REJECTED = "rejected"  # stored as a rejected event with ``reason``
 
 
@@ -137,6 +141,8 @@ class Dispatcher:
         # need, worked out once (an event source sends tens of thousands a second).
         self._tasks_of: Workspace | None = None
         self._tasks: dict[str, _Target] = {}
+        # Events of triggers with debounce/batch are buffered instead (dispatch.gather).
+        self.gatherer = Gatherer(store)
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
@@ -315,12 +321,17 @@ class Dispatcher:
         them single.)"""
         outcomes = batch.outcomes
         started = time.time_ns()
+        gathered = self.gatherer.take(self._workspace(), batch.jobs) if batch.jobs else None
+        if gathered is not None:
+            self._refuse(batch, gathered.refused)
         if batch.rejected:
             await self._store.insert_rejected(batch.rejected)
             for r in batch.rejected:
                 log.warning(
                     "event_rejected", source_id=r.source_id, task=r.target_task, reason=r.reason
                 )
+        if gathered is not None:
+            cursor = await self._gather(batch, gathered, cursor)
         if batch.jobs:
             try:
                 results: Sequence[InsertOutcome | str] = await self._store.insert_jobs(
@@ -344,6 +355,56 @@ class Dispatcher:
         if self._tracing is not None:
             self._trace(batch, started)
         return [o for o in outcomes if o is not None]
+
+    def _refuse(self, batch: PreparedBatch, refused: Sequence[tuple[int, str]]) -> None:
+        """Jobs of ``batch`` (by index) that become rejected events with a reason."""
+        for index, reason in refused:
+            job = batch.jobs[index]
+            batch.rejected.append(
+                RejectedEvent(
+                    id=None,
+                    source_type=job.source_type,
+                    source_id=job.source_id,
+                    target_task=job.task,
+                    payload=jsonsafe.clean(dict(batch.payloads[index])),
+                    reason=reason,
+                    dedup_key=job.dedup_key,
+                )
+            )
+            batch.outcomes[batch.job_slots[index]] = DispatchOutcome(
+                DispatchStatus.REJECTED, reason=reason
+            )
+
+    async def _gather(
+        self, batch: PreparedBatch, gathered: Gathered, cursor: tuple[str, str] | None
+    ) -> tuple[str, str] | None:
+        """Buffer the jobs of debounce/batch triggers and take them out of ``batch``;
+        returns the cursor still to store (with the other jobs)."""
+        refused = {slot for slot, _ in gathered.refused}
+        rest = await self.gatherer.store(gathered, cursor if gathered.all_jobs else None)
+        late = [(i, o) for i, o in gathered.refused if i not in refused]  # unstorable
+        if late:
+            rejected_before = len(batch.rejected)
+            self._refuse(batch, late)
+            await self._store.insert_rejected(batch.rejected[rejected_before:])
+        buffered = 0
+        for index, outcome in zip(gathered.slots, gathered.outcomes, strict=True):
+            if isinstance(outcome, str):
+                continue
+            status = DispatchStatus.BUFFERED if outcome.buffered else DispatchStatus.DUPLICATE
+            buffered += outcome.buffered
+            batch.outcomes[batch.job_slots[index]] = DispatchOutcome(status, outcome.job_id)
+        if buffered and self._observe is not None:
+            job = batch.jobs[gathered.slots[0]]
+            self._observe(job.source_type, job.source_id, DispatchStatus.BUFFERED.value, buffered)
+        taken = set(gathered.slots)
+        keep = [i for i in range(len(batch.jobs)) if i not in taken]
+        batch.jobs = [batch.jobs[i] for i in keep]
+        batch.job_slots = [batch.job_slots[i] for i in keep]
+        batch.payloads = [batch.payloads[i] for i in keep]
+        if gathered.all_jobs:
+            return rest  # None, unless an unstorable event made it wait for the rejects
+        return cursor
 
     def _trace(self, batch: PreparedBatch, started: int) -> None:
         tracing = self._tracing

@@ -27,6 +27,7 @@ from headwater.workspace.models import RetryPolicy
 from headwater.workspace.receiver_triggers import ReceiverTriggerBase
 
 __all__ = [
+    "GATHERED_KWARGS",
     "NAME_PATTERN",
     "RECEIVER_KWARGS",
     "ConsumerRegistration",
@@ -39,6 +40,9 @@ __all__ = [
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:-]{0,199}$")
 # What a receiver-bound function may take, as keyword arguments (the job's input).
 RECEIVER_KWARGS = ("payload", "metadata", "content_type")
+# ... and of a trigger with ``debounce`` or ``batch``: the gathered messages, each one's
+# {payload, metadata}, oldest first (``events``), and their ``key``.
+GATHERED_KWARGS = ("events", "key")
 
 
 def check_name(name: object) -> str:
@@ -144,22 +148,30 @@ class ReceiverRegistration:
     def __post_init__(self) -> None:
         check_name(self.name)
         if not self.accepted_kwargs:
+            shape = "events, key" if self.gathers else "payload, metadata"
             raise RegistrationError(
                 f"receiver function {function_ref(self.function)} ({self.name!r}) must accept"
-                " the message as keyword arguments: def handle(payload, metadata): …"
+                f" the message as keyword arguments: def handle({shape}): …"
             )
 
     @property
+    def gathers(self) -> bool:
+        """The trigger has ``debounce`` or ``batch``: one call receives many messages."""
+        return self.trigger.debounce is not None or self.trigger.batch is not None
+
+    @property
     def accepted_kwargs(self) -> tuple[str, ...]:
-        """Which of payload/metadata/content_type the function takes."""
+        """Which of payload/metadata/content_type (events/key when it gathers) the
+        function takes."""
+        names = GATHERED_KWARGS if self.gathers else RECEIVER_KWARGS
         try:
             params = inspect.signature(self.function).parameters
         except (TypeError, ValueError):
-            return RECEIVER_KWARGS
+            return names
         if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-            return RECEIVER_KWARGS
+            return names
         by_name = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-        return tuple(k for k in RECEIVER_KWARGS if k in params and params[k].kind in by_name)
+        return tuple(k for k in names if k in params and params[k].kind in by_name)
 
     @property
     def full_name(self) -> str:

@@ -44,7 +44,10 @@ log = structlog.get_logger(__name__)
 
 APP_ENV = "HEADWATER_APP"
 F = TypeVar("F", bound=Callable[..., Any])
-_TRIGGER_LEVEL = ("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled")
+_TRIGGER_LEVEL = (
+    *("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled"),
+    *("debounce", "batch"),
+)
 HANDLER_STEP = "handler"
 
 

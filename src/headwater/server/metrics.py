@@ -189,6 +189,7 @@ _TRIGGER_GAUGES = {
     "in_flight": "Jobs of the trigger that are pending or running",
     "events_accepted": "Events of the trigger that became jobs",
     "events_rejected": "Events of the trigger stored as dead letters",
+    "buffered": "Events of a debounce/batch trigger waiting in its buffers for their job",
 }
 
 

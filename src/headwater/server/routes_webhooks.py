@@ -320,7 +320,7 @@ def _wait_options(request: Request, trig: WebhookTrigger) -> tuple[bool, float]:
 
 @dataclass(frozen=True, slots=True)
 class _Accepted:
-    job_id: str
+    job_id: str | None  # None: held for a debounce/batch, its job comes later
     created: bool
     status: str
 
@@ -338,8 +338,10 @@ async def _dispatch(ctx: TriggerContext, name: str, event: Event) -> _Accepted:
                 {"task": event.target_task, "reasons": _reasons(ctx, event, outcome.reason)}
             ),
         )
-    assert outcome.job_id is not None
-    created = outcome.status is DispatchStatus.ACCEPTED
+    created = outcome.status in (DispatchStatus.ACCEPTED, DispatchStatus.BUFFERED)
+    if outcome.job_id is None or _gathers(ctx, event):  # its job holds other events too
+        log.info("webhook_buffered", hook=name, created=created, job_id=outcome.job_id)
+        return _Accepted(outcome.job_id, created, "buffered")
     status = "pending"
     if not created:
         job = await ctx.store.get_job(outcome.job_id)
@@ -355,6 +357,12 @@ async def _dispatch(ctx: TriggerContext, name: str, event: Event) -> _Accepted:
             )
     log.info("webhook_received", hook=name, job_id=outcome.job_id, created=created)
     return _Accepted(outcome.job_id, created, status)
+
+
+def _gathers(ctx: TriggerContext, event: Event) -> bool:
+    """The webhook has ``debounce`` or ``batch``: its events share jobs."""
+    gatherer = ctx.dispatcher.dispatcher.gatherer
+    return (event.source_id or "") in gatherer.plans(ctx.workspace())
 
 
 def _job_input(ctx: TriggerContext, event: Event, stored: Any) -> Any:
@@ -388,6 +396,8 @@ def _reasons(ctx: TriggerContext, event: Event, reason: str | None) -> list[str]
 async def _wait_for(
     ctx: TriggerContext, finished: Subscription, accepted: _Accepted, timeout: float
 ) -> JSONResponse:
+    if accepted.job_id is None or accepted.status == "buffered":  # no job of its own yet
+        return _accepted(accepted)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:

@@ -64,6 +64,9 @@ log = structlog.get_logger(__name__)
 MAX_WAIT_SECS = 30.0
 _MAX_SEEN_SIGNATURES = 1000
 
+# Stored: a new job, or held for the trigger's debounce/batch (its job comes later).
+_TAKEN = (DispatchStatus.ACCEPTED, DispatchStatus.BUFFERED)
+
 
 def consumer_lease_name(trigger: str) -> str:
     return f"consumer:{trigger}"
@@ -480,7 +483,7 @@ class WorkerService:
         in_flight = await node.store.count_in_flight(trigger_key)
         room = None if trigger.max_in_flight is None else max(0, trigger.max_in_flight - in_flight)
         return EmitAnswer(
-            accepted=sum(o.status is DispatchStatus.ACCEPTED for o in outcomes),
+            accepted=sum(o.status in _TAKEN for o in outcomes),
             duplicates=sum(o.status is DispatchStatus.DUPLICATE for o in outcomes),
             rejected=sum(o.status is DispatchStatus.REJECTED for o in outcomes),
             in_flight=in_flight,

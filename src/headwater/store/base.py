@@ -39,6 +39,7 @@ from headwater.store.notify import Subscription
 from headwater.store.roles import (
     DeadLetterStore,
     FlowStore,
+    GatherStore,
     JobStore,
     LeaseStore,
     LogStore,
@@ -57,6 +58,7 @@ __all__ = [
     "CursorRecord",
     "DeadLetterStore",
     "FlowStore",
+    "GatherStore",
     "InsertOutcome",
     "JobFilter",
     "JobRecord",
@@ -101,6 +103,7 @@ class Store(
     StateStore,
     UpkeepStore,
     LeaseStore,
+    GatherStore,
     WakeUps,
     FlowStore,
 ):

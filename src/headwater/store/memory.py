@@ -49,6 +49,7 @@ from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
 from headwater.store.memory_approval import MemoryApprovalOps
 from headwater.store.memory_flow import MemoryFlowOps
+from headwater.store.memory_gather import MemoryGatherOps
 from headwater.store.memory_ops import MemoryOps
 from headwater.store.notify import Broadcaster
 
@@ -74,7 +75,7 @@ def _step(job_id: str, s: StepUpdate) -> StepRecord:
     )
 
 
-class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, Store):
+class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps, Store):
     """The Store in memory. ``jobs``, ``steps``, ``logs``… are plain attributes a test may
     read; write through the Store methods so wake-ups and invariants hold."""
 
@@ -89,6 +90,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, Store):
         self.state: dict[tuple[str, str], StateRecord] = {}
         self.leases: dict[str, Lease] = {}
         self.paused: dict[PauseKind, dict[str, datetime]] = {}
+        self.gather_buffers = {}
+        self.gather_seen = {}
         self.closed = False
         self._broadcaster = Broadcaster()
         self._new_id = UuidV7Generator()

@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from headwater.core.gather import BufferedEvent, BufferOutcome, FlushedBuffer
 from headwater.core.records import (
     CursorRecord,
     InsertOutcome,
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DeadLetterStore",
     "FlowStore",
+    "GatherStore",
     "JobStore",
     "LeaseStore",
     "LogStore",
@@ -374,6 +376,37 @@ class UpkeepStore(abc.ABC):
 
     @abc.abstractmethod
     async def store_size(self) -> StoreSize: ...
+
+
+class GatherStore(abc.ABC):
+    """A trigger's debounce and batch: events buffered per (trigger, key), flushed into
+    one job each (``headwater.workspace.flow``)."""
+
+    @abc.abstractmethod
+    async def buffer_events(
+        self, events: Sequence[BufferedEvent], cursor: tuple[str, str] | None = None
+    ) -> list[BufferOutcome]:
+        """Store the events in their buffers (opened, counted, due time moved by each
+        event's rule) in one transaction, with ``cursor`` as ``insert_jobs`` does. An event
+        whose dedup key its trigger buffered already, or that a job of that key exists for,
+        is a duplicate and is not stored again. Outcomes are in the order of ``events``."""
+
+    @abc.abstractmethod
+    async def flush_buffers(self, now: datetime, limit: int = 100) -> list[FlushedBuffer]:
+        """Turn up to ``limit`` buffers due at ``now`` into one pending job each, input
+        ``{"events": [their inputs, oldest first], "key": key}`` (at most the rule's
+        size; the rest stay buffered). Per buffer ONE transaction creates the job and
+        marks its events, so a crash leaves either both or neither. PostgreSQL claims
+        buffers with FOR UPDATE SKIP LOCKED: several servers never flush one twice.
+        Wakes ``Channel.JOBS``."""
+
+    @abc.abstractmethod
+    async def next_buffer_due(self) -> datetime | None:
+        """The earliest due time of any buffer (None: nothing is buffered)."""
+
+    @abc.abstractmethod
+    async def count_buffered(self, source_id: str) -> int:
+        """Events of this trigger waiting in its buffers."""
 
 
 class LeaseStore(abc.ABC):

@@ -53,6 +53,7 @@ from headwater.store.fastpath import (
     hint,
 )
 from headwater.store.flow_ops import FlowOps
+from headwater.store.gather_ops import GatherOps
 from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
@@ -146,7 +147,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
 
 
 class SqlStore(
-    ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, FlowOps, Store
+    ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, FlowOps, GatherOps, Store
 ):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 

@@ -17,6 +17,7 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -36,6 +37,8 @@ __all__ = [
     "UtcDateTime",
     "consumer_checkpoints",
     "event_cursors",
+    "gather_buffers",
+    "gather_events",
     "jobs",
     "leases",
     "logs",
@@ -381,4 +384,65 @@ consumer_checkpoints = Table(
     Column("failing_attempts", Integer, nullable=False, server_default=text("0")),
     Column("last_error", Text),
     Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# -- a trigger's debounce / batch (headwater.workspace.flow, store/gather_ops.py) ----------
+# One open buffer per (trigger, key): when it is due (``due_at``, so timers survive a
+# restart) and what job it makes (the fields of the job each event would have made).
+gather_buffers = Table(
+    "gather_buffers",
+    metadata,
+    Column("source_id", Text, primary_key=True),  # the trigger: "{workspace}/{trigger}"
+    Column("key", Text, primary_key=True),  # the rendered debounce/batch key
+    Column("kind", Text, nullable=False),  # debounce | batch
+    Column("workspace", Text, nullable=False),
+    Column("task", Text, nullable=False),
+    Column("source_type", Text, nullable=False),
+    Column("tags", Text, nullable=False),  # tag signature, as jobs.tags
+    Column("max_attempts", Integer, nullable=False),
+    Column("max_events", Integer, nullable=False),  # per job: the batch size
+    Column("wait_secs", Float, nullable=False),  # the debounce period, the batch window
+    Column("events", Integer, nullable=False),  # events buffered (not flushed yet)
+    Column("first_at", UtcDateTime, nullable=False),
+    Column("due_at", UtcDateTime, nullable=False),
+    Index("ix_gather_buffers_due_at", "due_at"),
+)
+
+# The buffered events, in arrival order (``id``). A flush sets ``job_id`` (and drops the
+# input, which the job holds now) in the job's transaction; the row stays while the job
+# does (ON DELETE CASCADE), so a redelivered event finds it and is not gathered twice.
+gather_events = Table(
+    "gather_events",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("source_id", Text, nullable=False),
+    Column("key", Text, nullable=False),
+    Column("dedup_key", Text),
+    Column("input", _json()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE")),
+    Index(
+        "uq_gather_events_dedup_key_source_id",
+        "dedup_key",  # first: a lookup by dedup keys is an index range, however many
+        "source_id",  # events the trigger buffered
+        unique=True,
+        postgresql_where=text("dedup_key IS NOT NULL"),
+        sqlite_where=text("dedup_key IS NOT NULL"),
+    ),
+    # The flush reads a buffer's events oldest first; flushed rows are not in it.
+    Index(
+        "ix_gather_events_buffered",
+        "source_id",
+        "key",
+        "id",
+        postgresql_where=text("job_id IS NULL"),
+        sqlite_where=text("job_id IS NULL"),
+    ),
+    Index(
+        "ix_gather_events_job_id",
+        "job_id",
+        postgresql_where=text("job_id IS NOT NULL"),
+        sqlite_where=text("job_id IS NOT NULL"),
+    ),
+    sqlite_autoincrement=True,
 )

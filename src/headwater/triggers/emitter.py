@@ -49,6 +49,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+# Stored: a new job, or held for the trigger's debounce/batch (its job comes later).
+_TAKEN = (DispatchStatus.ACCEPTED, DispatchStatus.BUFFERED)
+
 
 @dataclass(frozen=True, slots=True)
 class EmitBatch:
@@ -125,7 +128,7 @@ class LocalEmitter:
                 self._errors[batch.trigger] = f"events cannot be stored (retrying): {why}"
                 raise
         self._errors.pop(batch.trigger, None)
-        accepted = sum(o.status is DispatchStatus.ACCEPTED for o in outcomes)
+        accepted = sum(o.status in _TAKEN for o in outcomes)
         duplicates = sum(o.status is DispatchStatus.DUPLICATE for o in outcomes)
         rejected = len(outcomes) - accepted - duplicates
         in_flight = await self.in_flight(batch.trigger) if batch.want_in_flight else None

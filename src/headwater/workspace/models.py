@@ -9,7 +9,6 @@ workspace is reported at once with its file and line.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from headwater.workspace.durations import Duration, parse_duration
+from headwater.workspace.flow import Batch, Debounce
 from headwater.workspace.receiver_triggers import (
     RECEIVER_TRIGGER_MODELS,
     RECEIVERS,
@@ -65,37 +66,6 @@ __all__ = [
     "Workspace",
     "parse_duration",
 ]
-
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h30m"``, ``"250ms"``."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '30s', '5m', '1h30m'")
-    if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().replace(" ", "")
-        if re.fullmatch(r"\d+(\.\d+)?", text):
-            return float(text)
-        pos, total = 0, 0.0
-        for match in _DURATION_PART.finditer(text):
-            if match.start() != pos:
-                break
-            total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-            pos = match.end()
-        if text and pos == len(text):
-            return total
-    raise ValueError(
-        f"{value!r} is not a duration: write seconds (30) or a string like '30s', '5m', '1h30m'"
-    )
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 class _Model(BaseModel):
@@ -478,6 +448,9 @@ class WebhookTrigger(_TriggerBase):
     max_body_bytes: int = Field(default=1_048_576, ge=1)
     input_shape: WebhookInputShape = WebhookInputShape.BODY
     force_refresh: bool = False  # read the workspace files again before each job
+    # Gather events into one job (headwater.workspace.flow).
+    debounce: Debounce | None = None
+    batch: Batch | None = None
 
 
 class EventSourceTrigger(_TriggerBase):
@@ -496,6 +469,9 @@ class EventSourceTrigger(_TriggerBase):
     max_crashes: int = Field(default=5, ge=1)
     crash_window_secs: float = Field(default=60.0, gt=0)
     healthy_run_secs: float = Field(default=60.0, gt=0)
+    # Gather events into one job (headwater.workspace.flow).
+    debounce: Debounce | None = None
+    batch: Batch | None = None
 
     @field_validator("env", mode="before")
     @classmethod

@@ -15,6 +15,7 @@ from typing import Any
 
 from headwater.errors import Problem, Severity
 from headwater.workspace.cron import cron_problem, timezone_problem
+from headwater.workspace.flow import flow_templates
 from headwater.workspace.hooks import is_approval_step
 from headwater.workspace.models import (
     Action,
@@ -26,6 +27,7 @@ from headwater.workspace.models import (
     SchedulerTrigger,
     Step,
     Task,
+    WebhookMode,
     WebhookTrigger,
     Workspace,
 )
@@ -404,6 +406,7 @@ class _Checker:
     # -- triggers --------------------------------------------------------------------------
     def trigger(self, name: str, trigger: Any) -> None:
         path: YamlPath = ("triggers", name)
+        self.flow_control(trigger, path)
         if isinstance(trigger, ReceiverTriggerBase):
             self.receiver_trigger(trigger, path)
             return
@@ -448,6 +451,25 @@ class _Checker:
                     f"`{name}` holds a password in clear; write it as `{{{{ secret.name }}}}`"
                     " and define the secret under `secrets:`",
                 )
+
+    def flow_control(self, trigger: Any, path: YamlPath) -> None:
+        """``debounce`` / ``batch`` (their values were checked by the models)."""
+        for field_name, key in flow_templates(trigger):
+            key_path: YamlPath = (*path, field_name, "key")
+            self.template(key, key_path)
+            if self.engine.syntax_error(key) is None:
+                other = sorted(self.engine.free_names(key) - {"input"})
+                if other:
+                    self.error(key_path, f"`key` may only read `input`, not {', '.join(other)}")
+        gathers = getattr(trigger, "debounce", None) or getattr(trigger, "batch", None)
+        if getattr(trigger, "debounce", None) and getattr(trigger, "batch", None):
+            self.error((*path, "batch"), "a trigger has `debounce` or `batch`, not both")
+        if isinstance(trigger, WebhookTrigger) and gathers and trigger.mode is WebhookMode.SYNC:
+            self.error(
+                (*path, "mode"),
+                "`mode: sync` waits for the event's job, but `debounce`/`batch` makes that"
+                " job later: use `mode: async`",
+            )
 
     def task_ref(self, task: str, path: YamlPath, key: str) -> None:
         if task not in self.defined.tasks:

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from headwater.workspace.flow import Batch, Debounce
+
 __all__ = ["BodyFormat", "ReceiverTriggerBase"]
 
 BodyFormat = Literal["auto", "json", "text"]
@@ -43,6 +45,10 @@ class ReceiverTriggerBase(BaseModel):
     # when it parses, else text, else base64 with its content type.
     format: BodyFormat = "auto"
     batch_size: int = Field(default=100, ge=1, le=10_000)
+    # Gather messages into one job (headwater.workspace.flow); ``batch_size`` above is
+    # how many messages are read at once, ``batch`` how many make one job.
+    debounce: Debounce | None = None
+    batch: Batch | None = None
 
     @property
     def task(self) -> str:
