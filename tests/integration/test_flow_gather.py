@@ -51,7 +51,7 @@ WS = Workspace.model_validate(
                 "debounce": {"key": "{{ input.customer }}", "period": "300ms", "max_wait": "600ms"},
             },
             "sized": {"type": "webhook", "task": "t", "batch": {"size": 5, "window": "1m"}},
-            "timed": {"type": "webhook", "task": "t", "batch": {"size": 100, "window": "300ms"}},
+            "timed": {"type": "webhook", "task": "t", "batch": {"size": 100, "window": "2s"}},
             "badkey": {
                 "type": "webhook",
                 "task": "t",
