@@ -43,7 +43,7 @@ WS = Workspace.model_validate(
                 "type": "webhook",
                 "task": "t",
                 "input": {"via": "quiet"},
-                "debounce": {"key": "{{ input.customer }}", "period": "300ms", "max_wait": "5s"},
+                "debounce": {"key": "{{ input.customer }}", "period": "1s", "max_wait": "10s"},
             },
             "stream": {
                 "type": "webhook",
