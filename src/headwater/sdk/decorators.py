@@ -20,6 +20,7 @@ __all__ = [
     "on_mqtt",
     "on_nats",
     "on_postgres",
+    "on_pubsub",
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
@@ -86,6 +87,10 @@ def on_sqs(queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
 
 def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_postgres(table, name=name, url=url, **options)
+
+
+def on_pubsub(subscription: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_pubsub(subscription, name=name, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

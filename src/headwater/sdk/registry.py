@@ -236,6 +236,10 @@ class Registry:
         """Each new row of a PostgreSQL table (in key order, from a checkpoint) calls it."""
         return self.on("postgres", table, name=name, url=url, **options)
 
+    def on_pubsub(self, subscription: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of a Google Cloud Pub/Sub subscription calls the function."""
+        return self.on("pubsub", subscription, name=name, **options)
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

@@ -57,6 +57,11 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
             "secret_access_key": "{{ secret.pw }}",
         },
         "postgres": {"url": url, "table": "t", "key_column": "id"},
+        "pubsub": {
+            "subscription": "projects/p/subscriptions/s",
+            "emulator_host": f"127.0.0.1:{port}",
+            "service_account_key": "{{ secret.pw }}",
+        },
     }
     return {"type": kind, "target_task": "handle", **specific[kind]}
 

@@ -26,6 +26,7 @@ from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
+from headwater.workspace.receiver_triggers.pubsub import PubsubTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
 from headwater.workspace.receiver_triggers.redis_stream import RedisStreamTrigger
 from headwater.workspace.receiver_triggers.sqs import SqsTrigger
@@ -40,6 +41,7 @@ __all__ = [
     "MqttTrigger",
     "NatsTrigger",
     "PostgresTrigger",
+    "PubsubTrigger",
     "ReceiverCatalog",
     "ReceiverKind",
     "ReceiverTriggerBase",
@@ -104,6 +106,7 @@ RECEIVERS.register(NatsTrigger, runtime=f"{_RUNTIME}.nats")
 RECEIVERS.register(KafkaTrigger, runtime=f"{_RUNTIME}.kafka")
 RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
+RECEIVERS.register(PubsubTrigger, runtime=f"{_RUNTIME}.pubsub")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
