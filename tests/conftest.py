@@ -119,6 +119,7 @@ _BROKERS = frozenset(
         "sqs",
         "postgres",
         "pubsub",
+        "eventhubs",
     }
 )
 

@@ -17,6 +17,8 @@ from headwater.triggers.receivers import create_receiver
         ("amqp", "aio_pika", "amqp"),
         ("redis_list", "redis", "redis"),
         ("kafka", "aiokafka", "kafka"),
+        ("pubsub", "google.pubsub_v1", "pubsub"),
+        ("eventhubs", "azure.eventhub", "eventhubs"),
     ],
 )
 def test_a_missing_client_library_names_the_extra(

@@ -16,6 +16,7 @@ __all__ = [
     "consumer",
     "on",
     "on_amqp",
+    "on_eventhubs",
     "on_kafka",
     "on_mqtt",
     "on_nats",
@@ -91,6 +92,14 @@ def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[
 
 def on_pubsub(subscription: str, *, name: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_pubsub(subscription, name=name, **options)
+
+
+def on_eventhubs(
+    eventhub: str, *, name: str, connection_string: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_eventhubs(
+        eventhub, name=name, connection_string=connection_string, **options
+    )
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

@@ -240,6 +240,14 @@ class Registry:
         """Each message of a Google Cloud Pub/Sub subscription calls the function."""
         return self.on("pubsub", subscription, name=name, **options)
 
+    def on_eventhubs(
+        self, eventhub: str, *, name: str, connection_string: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each event of an Azure Event Hub (consumer group consumer_group) calls the function."""
+        return self.on(
+            "eventhubs", eventhub, name=name, connection_string=connection_string, **options
+        )
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

@@ -9,6 +9,7 @@ acknowledged): the two windows where a crash could lose or duplicate a message.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -36,10 +37,15 @@ class _KillingDispatcher(Dispatcher):
 
 
 async def run_and_kill(
-    db_url: str, kill_at: str, trigger: dict[str, Any], secrets: dict[str, str]
+    db_url: str,
+    kill_at: str,
+    trigger: dict[str, Any],
+    secrets: dict[str, str],
+    setup: list[str] | None = None,
 ) -> int | None:
     """Run this module as a child process with ``trigger``; its exit code (-SIGKILL when
-    it reached its first batch)."""
+    it reached its first batch). ``setup``: ``["module:function", *args]`` the child calls
+    first (a harness that fakes a client library installs its fake there)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,12 +55,16 @@ async def run_and_kill(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    spec = {"trigger": trigger, "secrets": secrets}
+    spec = {"trigger": trigger, "secrets": secrets, "setup": setup}
     await child.communicate(json.dumps(spec).encode())
     return child.returncode
 
 
 async def main(db_url: str, kill_at: str, spec: dict[str, Any]) -> None:
+    if spec.get("setup"):
+        target, *args = spec["setup"]
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)(*args)
     store = await open_store(db_url)
     ws = workspace_with(spec["trigger"])
     dispatcher = _KillingDispatcher(store, lambda: ws)

@@ -57,6 +57,7 @@ HARNESS_MODULES = (
     "sqs",
     "postgres",
     "pubsub",
+    "eventhubs",
 )
 
 

@@ -66,9 +66,39 @@ async def test_pubsub_live(store: Store) -> None:
 
 
 class _NoHarness:
-    """The rig needs a harness only for its secrets: a live trigger has none."""
+    """The rig needs a harness only for its trigger's secrets."""
 
     trigger_type = "live"
 
+    def __init__(self, secrets: dict[str, str] | None = None) -> None:
+        self._secrets = secrets or {}
+
     def secrets(self) -> dict[str, str]:
-        return {}
+        return self._secrets
+
+
+async def test_eventhubs_live(store: Store) -> None:
+    connection = _need("HEADWATER_EVENTHUBS_CONNECTION")
+    eventhub = _need("HEADWATER_EVENTHUBS_NAME")
+    from azure.eventhub import EventData
+    from azure.eventhub.aio import EventHubProducerClient
+
+    trigger = {
+        "type": "eventhubs",
+        "target_task": "handle",
+        "connection_string": "{{ secret.eh }}",
+        "eventhub": eventhub,
+        "starting_position": "latest",  # only what this test sends
+    }
+    producer = EventHubProducerClient.from_connection_string(connection, eventhub_name=eventhub)
+
+    async def publish(payloads: list[Any]) -> None:
+        batch = await producer.create_batch()
+        for p in payloads:
+            batch.add(EventData(json.dumps(p)))
+        await producer.send_batch(batch)
+
+    try:
+        await _one_job_per_message(Rig(store, _NoHarness({"eh": connection}), trigger), publish)
+    finally:
+        await producer.close()

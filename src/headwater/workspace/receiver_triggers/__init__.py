@@ -22,6 +22,7 @@ from headwater.errors import ConfigError
 from headwater.workspace.receiver_triggers.amqp import AmqpTrigger
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
 from headwater.workspace.receiver_triggers.custom import CustomTrigger
+from headwater.workspace.receiver_triggers.eventhubs import EventhubsTrigger
 from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
@@ -37,6 +38,7 @@ __all__ = [
     "AmqpTrigger",
     "BodyFormat",
     "CustomTrigger",
+    "EventhubsTrigger",
     "KafkaTrigger",
     "MqttTrigger",
     "NatsTrigger",
@@ -107,6 +109,7 @@ RECEIVERS.register(KafkaTrigger, runtime=f"{_RUNTIME}.kafka")
 RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
 RECEIVERS.register(PubsubTrigger, runtime=f"{_RUNTIME}.pubsub")
+RECEIVERS.register(EventhubsTrigger, runtime=f"{_RUNTIME}.eventhubs")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
