@@ -120,6 +120,7 @@ _BROKERS = frozenset(
         "postgres",
         "pubsub",
         "eventhubs",
+        "pulsar",
     }
 )
 

@@ -19,6 +19,7 @@ from headwater.triggers.receivers import create_receiver
         ("kafka", "aiokafka", "kafka"),
         ("pubsub", "google.pubsub_v1", "pubsub"),
         ("eventhubs", "azure.eventhub", "eventhubs"),
+        ("pulsar", "pulsar", "pulsar"),
     ],
 )
 def test_a_missing_client_library_names_the_extra(

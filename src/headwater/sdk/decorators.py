@@ -22,6 +22,7 @@ __all__ = [
     "on_nats",
     "on_postgres",
     "on_pubsub",
+    "on_pulsar",
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
@@ -100,6 +101,10 @@ def on_eventhubs(
     return default_registry().on_eventhubs(
         eventhub, name=name, connection_string=connection_string, **options
     )
+
+
+def on_pulsar(topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_pulsar(topic, name=name, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

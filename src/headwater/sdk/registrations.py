@@ -193,6 +193,7 @@ _SOURCE_FIELD = {
     "kafka": "topic",
     "sqs": "queue_url",
     "postgres": "table",
+    "pulsar": "topic",
     "eventhubs": "eventhub",
     "pubsub": "subscription",
 }

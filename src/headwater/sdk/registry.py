@@ -248,6 +248,10 @@ class Registry:
             "eventhubs", eventhub, name=name, connection_string=connection_string, **options
         )
 
+    def on_pulsar(self, topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of an Apache Pulsar topic (subscription subscription) calls the function."""
+        return self.on("pulsar", topic, name=name, **options)
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

@@ -58,6 +58,7 @@ HARNESS_MODULES = (
     "postgres",
     "pubsub",
     "eventhubs",
+    "pulsar",
 )
 
 

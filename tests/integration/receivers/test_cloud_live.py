@@ -102,3 +102,30 @@ async def test_eventhubs_live(store: Store) -> None:
         await _one_job_per_message(Rig(store, _NoHarness({"eh": connection}), trigger), publish)
     finally:
         await producer.close()
+
+
+async def test_pulsar_live(store: Store) -> None:
+    url = _need("HEADWATER_PULSAR_URL")
+    import asyncio
+
+    import pulsar
+
+    topic = f"persistent://public/default/hw-live-{uuid.uuid4().hex[:10]}"
+    trigger = {
+        "type": "pulsar",
+        "target_task": "handle",
+        "service_url": "{{ secret.pulsar_url }}",
+        "topic": topic,
+    }
+    client = pulsar.Client(url)
+    producer = client.create_producer(topic)
+
+    async def publish(payloads: list[Any]) -> None:
+        for p in payloads:
+            await asyncio.to_thread(producer.send, json.dumps(p).encode())
+
+    try:
+        harness = _NoHarness({"pulsar_url": url})
+        await _one_job_per_message(Rig(store, harness, trigger), publish)
+    finally:
+        client.close()

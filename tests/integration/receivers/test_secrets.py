@@ -62,6 +62,7 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
             "emulator_host": f"127.0.0.1:{port}",
             "service_account_key": "{{ secret.pw }}",
         },
+        "pulsar": {"service_url": url, "topic": "t", "auth_token": "{{ secret.pw }}"},
         "eventhubs": {
             "connection_string": (
                 f"Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=hw;"

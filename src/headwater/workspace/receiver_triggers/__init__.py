@@ -28,6 +28,7 @@ from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
 from headwater.workspace.receiver_triggers.pubsub import PubsubTrigger
+from headwater.workspace.receiver_triggers.pulsar import PulsarTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
 from headwater.workspace.receiver_triggers.redis_stream import RedisStreamTrigger
 from headwater.workspace.receiver_triggers.sqs import SqsTrigger
@@ -44,6 +45,7 @@ __all__ = [
     "NatsTrigger",
     "PostgresTrigger",
     "PubsubTrigger",
+    "PulsarTrigger",
     "ReceiverCatalog",
     "ReceiverKind",
     "ReceiverTriggerBase",
@@ -110,6 +112,7 @@ RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
 RECEIVERS.register(PubsubTrigger, runtime=f"{_RUNTIME}.pubsub")
 RECEIVERS.register(EventhubsTrigger, runtime=f"{_RUNTIME}.eventhubs")
+RECEIVERS.register(PulsarTrigger, runtime=f"{_RUNTIME}.pulsar")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
