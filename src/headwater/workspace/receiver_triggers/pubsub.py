@@ -37,11 +37,10 @@ class PubsubTrigger(ReceiverTriggerBase):
     pull_timeout_secs: float = Field(default=10.0, gt=0, le=600)
     batch_size: int = Field(default=100, ge=1, le=1_000)
 
-    def subscription_path(self, default_project: str | None) -> str:
-        """The full name; a short one is in ``project`` (else ``default_project``)."""
+    def subscription_path(self, project: str | None) -> str:
+        """The full name; a short one is in ``project`` (the field, else the default)."""
         if self.subscription.startswith("projects/"):
             return self.subscription
-        project = self.project or default_project
         if not project:
             raise ConfigError(
                 f"pubsub subscription {self.subscription!r} names no project: write"

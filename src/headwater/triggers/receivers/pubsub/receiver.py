@@ -54,7 +54,7 @@ class PubsubSettings(BaseModel):
         emulator = str(render(emulator, "emulator_host")) if emulator else None
         key = t.service_account_key
         return cls(
-            subscription=t.subscription_path(os.environ.get("GOOGLE_CLOUD_PROJECT")),
+            subscription=t.subscription_path(t.project or os.environ.get("GOOGLE_CLOUD_PROJECT")),
             # Like Google's own clients, the emulator variable wins over the cloud.
             emulator_host=emulator or os.environ.get("PUBSUB_EMULATOR_HOST") or None,
             service_account_key=str(render(key, "service_account_key")) if key else None,
