@@ -34,7 +34,7 @@ class PubsubTrigger(ReceiverTriggerBase):
     # a crash it is delivered again when its lease runs out.
     ack_deadline_secs: int = Field(default=60, ge=2, le=600)
     # How long one pull waits for a first message (it returns at once when one arrives).
-    pull_timeout_secs: float = Field(default=10.0, gt=0, le=600)
+    pull_timeout_secs: float = Field(default=5.0, gt=0, le=600)
     batch_size: int = Field(default=100, ge=1, le=1_000)
 
     def subscription_path(self, project: str | None) -> str:
