@@ -104,6 +104,9 @@ RECEIVERS: list[tuple[str, str, dict[str, Any]]] = [
     ("on_kafka", "orders", {"bootstrap_servers": "localhost:9092", "group_id": "g"}),
     ("on_sqs", "http://localhost:4566/000000000000/q", {}),
     ("on_postgres", "public.orders", {"url": "postgresql://localhost/db"}),
+    ("on_pubsub", "projects/p/subscriptions/orders", {}),
+    ("on_pulsar", "persistent://public/default/orders", {}),
+    ("on_eventhubs", "orders", {"connection_string": "Endpoint=sb://ns/;SharedAccessKey=x"}),
 ]
 
 

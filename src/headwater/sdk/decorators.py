@@ -16,11 +16,14 @@ __all__ = [
     "consumer",
     "on",
     "on_amqp",
+    "on_eventhubs",
     "on_kafka",
     "on_mqtt",
     "on_nats",
     "on_postgres",
     "on_postgres_cdc",
+    "on_pubsub",
+    "on_pulsar",
     "on_receiver",
     "on_redis_list",
     "on_redis_stream",
@@ -100,6 +103,22 @@ def on_postgres_cdc(
     tables: str | Sequence[str], *, name: str, url: str, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_postgres_cdc(tables, name=name, url=url, **options)
+
+
+def on_pubsub(subscription: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_pubsub(subscription, name=name, **options)
+
+
+def on_eventhubs(
+    eventhub: str, *, name: str, connection_string: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_eventhubs(
+        eventhub, name=name, connection_string=connection_string, **options
+    )
+
+
+def on_pulsar(topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
+    return default_registry().on_pulsar(topic, name=name, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

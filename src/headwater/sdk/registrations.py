@@ -205,6 +205,9 @@ _SOURCE_FIELD = {
     "kafka": "topic",
     "sqs": "queue_url",
     "postgres": "table",
+    "pulsar": "topic",
+    "eventhubs": "eventhub",
+    "pubsub": "subscription",
 }
 
 

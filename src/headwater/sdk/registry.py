@@ -252,6 +252,22 @@ class Registry:
         chosen = [tables] if isinstance(tables, str) else list(tables)
         return self.on("postgres_cdc", chosen, name=name, url=url, **options)
 
+    def on_pubsub(self, subscription: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of a Google Cloud Pub/Sub subscription calls the function."""
+        return self.on("pubsub", subscription, name=name, **options)
+
+    def on_eventhubs(
+        self, eventhub: str, *, name: str, connection_string: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each event of an Azure Event Hub (consumer group consumer_group) calls the function."""
+        return self.on(
+            "eventhubs", eventhub, name=name, connection_string=connection_string, **options
+        )
+
+    def on_pulsar(self, topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
+        """Each message of an Apache Pulsar topic (subscription subscription) calls the function."""
+        return self.on("pulsar", topic, name=name, **options)
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

@@ -114,5 +114,7 @@ def trigger_json(
 def _may_hold_secret(field: str, value: str) -> bool:
     if any(word in field for word in ("password", "secret", "token", "key")):
         return True
+    if "sharedaccesskey=" in value.lower():  # an Azure connection string
+        return True
     _, sep, rest = value.partition("://")
     return bool(sep) and "@" in rest.split("/", 1)[0]  # user:password@host

@@ -44,6 +44,8 @@ _FUNCTION_REF = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _WEBHOOK_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 # user:password@ (or :password@) in a URL whose password is not a template
 _CLEAR_PASSWORD = re.compile(r"://[^/@{]*:(?!\{\{)[^/@]+@")
+# An Azure connection string's key written out (not a {{ secret.x }} template).
+_CLEAR_SAS_KEY = re.compile(r"SharedAccessKey=(?!\s*\{\{)[^;]+", re.IGNORECASE)
 _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter", "args")
 _NOT_RUNNABLE = ("script", "source", "args", "image", *_IMAGE_ONLY_KEYS, "manifest")
@@ -443,8 +445,10 @@ class _Checker:
             self.template(trigger.dedup_key, (*path, "dedup_key"))
         for name, value in trigger.templated().items():
             self.template(value, (*path, name))
-            if _CLEAR_PASSWORD.search(value) or (
-                ("password" in name or "secret" in name) and "{{" not in value
+            if (
+                _CLEAR_PASSWORD.search(value)
+                or _CLEAR_SAS_KEY.search(value)
+                or (("password" in name or "secret" in name) and "{{" not in value)
             ):
                 self.warn(
                     (*path, name),

@@ -9,6 +9,7 @@ acknowledged): the two windows where a crash could lose or duplicate a message.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import os
 import signal
@@ -40,10 +41,11 @@ async def run_and_kill(
     kill_at: str,
     trigger: dict[str, Any],
     secrets: dict[str, str],
-    extra: dict[str, Any] | None = None,
+    setup: list[Any] | None = None,
 ) -> int | None:
     """Run this module as a child process with ``trigger``; its exit code (-SIGKILL when
-    it reached its first batch)."""
+    it reached its first batch). ``setup``: ``["module:function", *args]`` the child calls
+    first (a harness that fakes a client library installs its fake there)."""
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -53,16 +55,16 @@ async def run_and_kill(
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL,
     )
-    spec = {"trigger": trigger, "secrets": secrets, **(extra or {})}
+    spec = {"trigger": trigger, "secrets": secrets, "setup": setup}
     await child.communicate(json.dumps(spec).encode())
     return child.returncode
 
 
 async def main(db_url: str, kill_at: str, spec: dict[str, Any]) -> None:
-    if "sqlserver_fake" in spec:  # the harness's fake SQL Server, from its saved rows
-        from tests.integration.receivers.harnesses.sqlserver_cdc import serve_in_child
-
-        serve_in_child(spec["sqlserver_fake"])
+    if spec.get("setup"):
+        target, *args = spec["setup"]
+        module, function = target.split(":")
+        getattr(importlib.import_module(module), function)(*args)
     store = await open_store(db_url)
     ws = workspace_with(spec["trigger"])
     dispatcher = _KillingDispatcher(store, lambda: ws)

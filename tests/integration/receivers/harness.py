@@ -61,6 +61,9 @@ HARNESS_MODULES = (
     "postgres",
     "sqlserver_cdc",
     "postgres_cdc",
+    "pubsub",
+    "eventhubs",
+    "pulsar",
 )
 
 

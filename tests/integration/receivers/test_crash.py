@@ -22,9 +22,8 @@ async def test_kill_9_mid_batch_then_restart_makes_one_job_per_message(
     await rig.store.migrate()
     await rig.harness.publish([{"n": i} for i in range(20)])
     secrets = {**SECRETS, **getattr(rig.harness, "secrets", dict)()}
-    # A fake broker living in this process tells the child how to serve the same messages.
-    extra = getattr(rig.harness, "child_spec", dict)()
-    returncode = await run_and_kill(db_url, kill_at, rig.trigger, secrets, extra)
+    setup = getattr(rig.harness, "child_setup", None)
+    returncode = await run_and_kill(db_url, kill_at, rig.trigger, secrets, setup)
     assert returncode == -signal.SIGKILL, "the receiver did not reach its first batch"
     committed = len(await rig.jobs())
     if kill_at == "before_commit":

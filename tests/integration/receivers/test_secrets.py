@@ -59,6 +59,19 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
         "postgres": {"url": url, "table": "t", "key_column": "id"},
         "sqlserver_cdc": {"url": url, "capture_instance": "dbo_t", "login_timeout_secs": 2},
         "postgres_cdc": {"url": url, "tables": "t"},
+        "pubsub": {
+            "subscription": "projects/p/subscriptions/s",
+            "emulator_host": f"127.0.0.1:{port}",
+            "service_account_key": "{{ secret.pw }}",
+        },
+        "pulsar": {"service_url": url, "topic": "t", "auth_token": "{{ secret.pw }}"},
+        "eventhubs": {
+            "connection_string": (
+                f"Endpoint=sb://127.0.0.1:{port}/;SharedAccessKeyName=hw;"
+                "SharedAccessKey={{ secret.pw }}"
+            ),
+            "eventhub": "h",
+        },
     }
     return {"type": kind, "target_task": "handle", **specific[kind]}
 

@@ -22,11 +22,14 @@ from headwater.errors import ConfigError
 from headwater.workspace.receiver_triggers.amqp import AmqpTrigger
 from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTriggerBase
 from headwater.workspace.receiver_triggers.custom import CustomTrigger
+from headwater.workspace.receiver_triggers.eventhubs import EventhubsTrigger
 from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
 from headwater.workspace.receiver_triggers.postgres_cdc import PostgresCdcTrigger
+from headwater.workspace.receiver_triggers.pubsub import PubsubTrigger
+from headwater.workspace.receiver_triggers.pulsar import PulsarTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
 from headwater.workspace.receiver_triggers.redis_stream import RedisStreamTrigger
 from headwater.workspace.receiver_triggers.sqlserver_cdc import SqlServerCdcTrigger
@@ -38,11 +41,14 @@ __all__ = [
     "AmqpTrigger",
     "BodyFormat",
     "CustomTrigger",
+    "EventhubsTrigger",
     "KafkaTrigger",
     "MqttTrigger",
     "NatsTrigger",
     "PostgresCdcTrigger",
     "PostgresTrigger",
+    "PubsubTrigger",
+    "PulsarTrigger",
     "ReceiverCatalog",
     "ReceiverKind",
     "ReceiverTriggerBase",
@@ -110,6 +116,9 @@ RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
 RECEIVERS.register(SqlServerCdcTrigger, runtime=f"{_RUNTIME}.sqlserver_cdc")
 RECEIVERS.register(PostgresCdcTrigger, runtime=f"{_RUNTIME}.postgres_cdc")
+RECEIVERS.register(PubsubTrigger, runtime=f"{_RUNTIME}.pubsub")
+RECEIVERS.register(EventhubsTrigger, runtime=f"{_RUNTIME}.eventhubs")
+RECEIVERS.register(PulsarTrigger, runtime=f"{_RUNTIME}.pulsar")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.

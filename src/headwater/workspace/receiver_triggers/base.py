@@ -59,7 +59,11 @@ class ReceiverTriggerBase(BaseModel):
     def missing_client(cls) -> str | None:
         """The install line when a client module of this receiver is not importable."""
         for module in cls.client_modules:
-            if importlib.util.find_spec(module) is None:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except ModuleNotFoundError:  # a dotted name whose parent package is missing
+                found = False
+            if not found:
                 return (
                     f"the {cls.trigger_type()} receiver needs {module!r}, which is not"
                     f" installed: pip install 'headwater[{cls.pip_extra}]'"

@@ -102,11 +102,12 @@ class SqlServerCdcHarness:
     async def interrupt(self) -> None:
         self.server.cut()
 
-    def child_spec(self) -> dict[str, Any]:
-        """What the kill -9 suite's child needs to serve the same changes."""
+    @property
+    def child_setup(self) -> list[Any]:
+        """What the kill -9 suite's child calls first to serve the same changes."""
         self._dump = Path(tempfile.mkdtemp(prefix="hw-fake-mssql-")) / "changes.json"
         self.server.save(INSTANCE, self._dump)
-        return {"sqlserver_fake": {"instance": INSTANCE, "path": str(self._dump)}}
+        return [f"{__name__}:serve_in_child", {"instance": INSTANCE, "path": str(self._dump)}]
 
 
 def serve_in_child(spec: dict[str, Any]) -> None:
