@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 # The records and statuses live in ``headwater.core``; they are re-exported here because
 # many modules (and users) import them from the store.
 from headwater.core.records import (
+    NO_FLOW,
+    ConcurrencyStrategy,
     CursorRecord,
     InsertOutcome,
     JobFilter,
+    JobFlow,
     JobRecord,
     Lease,
     LogLine,
@@ -51,11 +54,14 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "NO_FLOW",
     "Channel",
+    "ConcurrencyStrategy",
     "CursorRecord",
     "DeadLetterStore",
     "InsertOutcome",
     "JobFilter",
+    "JobFlow",
     "JobRecord",
     "JobStatus",
     "JobStore",

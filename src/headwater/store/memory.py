@@ -20,10 +20,12 @@ from typing import Any
 
 from headwater.errors import ConflictError, NotFoundError
 from headwater.store.base import (
+    NO_FLOW,
     Channel,
     CursorRecord,
     InsertOutcome,
     JobFilter,
+    JobFlow,
     JobRecord,
     JobStatus,
     Lease,
@@ -44,6 +46,7 @@ from headwater.store.base import (
     WorkerTokenRecord,
 )
 from headwater.store.fastpath import hint
+from headwater.store.flow import plan_in_memory
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
 from headwater.store.memory_approval import MemoryApprovalOps
@@ -86,6 +89,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         self.cursors: dict[str, CursorRecord] = {}
         self.state: dict[tuple[str, str], StateRecord] = {}
         self.leases: dict[str, Lease] = {}
+        self.flows: dict[str, tuple[int, JobFlow]] = {}  # job id → (priority, flow limits)
         self.closed = False
         self._broadcaster = Broadcaster()
         self._new_id = UuidV7Generator()
@@ -172,6 +176,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
             )
             self.jobs[record.id] = record
             self.steps[record.id] = {}
+            if job.priority or job.flow.limited:
+                self.flows[record.id] = (job.priority, job.flow)
             if key is not None:
                 by_key[key] = record.id
             signatures.add(tag_signature(record.tags))
@@ -216,18 +222,29 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
     ) -> list[JobRecord]:
         if limit <= 0 or not tag_signatures:
             return []
-        wanted = set(tag_signatures)
-        pending = sorted(
-            (
-                j
-                for j in self.jobs.values()
-                if j.status is JobStatus.PENDING and tag_signature(j.tags) in wanted
-            ),
-            key=lambda j: (j.created_at, j.id),
-        )[:limit]
         now = utcnow()
+        plan = plan_in_memory(self.jobs.values(), self.flows, set(tag_signatures), limit, now)
+        for job_id, reason in plan.skip.items():
+            self.jobs[job_id] = dataclasses.replace(
+                self.jobs[job_id], status=JobStatus.CANCELLED, error=reason, finished_at=now
+            )
+            self._log(job_id, None, LogStream.SYSTEM, reason, now)
+        self._publish(Channel.FINISHED, plan.skip)
+        for key, reason in plan.cancel_keys.items():
+            for job in list(self.jobs.values()):
+                flow = self.flows.get(job.id, (0, NO_FLOW))[1]
+                if (
+                    flow.concurrency_key == key
+                    and job.status is JobStatus.RUNNING
+                    and job.worker_id is not None
+                    and not job.cancel_requested
+                ):
+                    self.jobs[job.id] = dataclasses.replace(job, cancel_requested=True)
+                    self._log(job.id, None, LogStream.SYSTEM, reason, now)
+                    self._publish(Channel.CANCEL, [job.id])
         claimed: list[JobRecord] = []
-        for job in pending:
+        for job_id in plan.claim:
+            job = self.jobs[job_id]
             job = dataclasses.replace(
                 job,
                 status=JobStatus.RUNNING,
@@ -237,6 +254,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
             )
             self.jobs[job.id] = job
             claimed.append(self._with_steps(job))
+        claimed.sort(key=lambda j: (j.created_at, j.id))
         return claimed
 
     def _finish(

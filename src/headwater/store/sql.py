@@ -28,6 +28,7 @@ from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.approval_ops import ApprovalOps
 from headwater.store.base import (
+    NO_FLOW,
     Channel,
     InsertOutcome,
     JobFilter,
@@ -46,12 +47,14 @@ from headwater.store.base import (
 from headwater.store.dead_letter_ops import DeadLetterOps
 from headwater.store.fastpath import (
     FastPath,
+    HeldRow,
     NewJobRow,
     NoLock,
     Transaction,
     chunks,
     hint,
 )
+from headwater.store.flow import MAX_ROUNDS, LimitedClaim, claim_limited, wake_ups
 from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
@@ -63,6 +66,7 @@ from headwater.store.postgres import (
     asyncpg_connect_kwargs,
     create_pg_engine,
 )
+from headwater.store.rows import NO_FLOW_ROW, flow_row
 from headwater.store.sqlite import (
     BEGIN_OPTION,
     SqliteFastPath,
@@ -294,6 +298,11 @@ class SqlStore(ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, Upkeep
                         signature,
                         job.parent_job_id,
                         job.max_attempts,
+                        *(
+                            NO_FLOW_ROW
+                            if job.priority == 0 and job.flow is NO_FLOW
+                            else flow_row(job.priority, job.flow)
+                        ),
                     )
                 )
                 first_input.append(i)
@@ -344,7 +353,54 @@ class SqlStore(ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, Upkeep
         if limit <= 0 or not tag_signatures:
             return []
         signatures = list(dict.fromkeys(tag_signatures))
-        return await self._fast.claim(worker_id, signatures, limit, utcnow())
+        claimed, held = await self._fast.claim(worker_id, signatures, limit, utcnow())
+        if not held:  # the usual case: no flow limits in the window
+            return claimed
+        full: tuple[set[str], set[str]] = (set(), set())
+        for _ in range(MAX_ROUNDS):
+            room = limit - len(claimed)
+            if not held or room <= 0:
+                break
+            lane = await self._claim_limited(worker_id, signatures, held, room)
+            if lane.claimed:
+                claimed += await self._claimed_jobs(lane.claimed)
+            new_keys = lane.full_keys - full[0], lane.full_rates - full[1]
+            if not lane.claimed and not new_keys[0] and not new_keys[1]:
+                break  # nothing moved: another round would see the same
+            full[0].update(lane.full_keys)
+            full[1].update(lane.full_rates)
+            room = limit - len(claimed)
+            if room <= 0:
+                break
+            aside = (sorted(full[0]), sorted(full[1]))
+            more, held = await self._fast.claim(worker_id, signatures, room, utcnow(), aside)
+            claimed += more
+        claimed.sort(key=lambda j: (j.created_at, j.id))
+        return claimed
+
+    async def _claim_limited(
+        self, worker_id: str, signatures: list[str], held: list[HeldRow], room: int
+    ) -> LimitedClaim:
+        async with self._write() as tx:
+            lane = await claim_limited(tx.conn, self._pg, worker_id, signatures, held, room, utcnow)
+            if lane.lines:
+                await tx.conn.execute(q.insert_logs(), lane.lines)
+            for channel, ids in wake_ups(lane):
+                if channel is Channel.FINISHED:
+                    await tx.notify(channel, [hint(ids)])
+                else:
+                    await tx.notify(channel, ids)
+        for job_id in lane.skipped:
+            log.info("store.job_skipped", job_id=job_id, reason="concurrency skip_new")
+        if lane.cancel_requested:
+            log.info("store.cancel_running", job_ids=lane.cancel_requested)
+        return lane
+
+    async def _claimed_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
+        async with self._reader.connect() as conn:
+            found = await self._steps_by_job(conn, job_ids)
+            rows = (await conn.execute(q.jobs_by_ids(job_ids))).all()
+        return [q.job_from_row(r, found.get(r.id, ())) for r in rows]
 
     async def finish_job(
         self,

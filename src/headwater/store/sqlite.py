@@ -27,6 +27,7 @@ from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
     STEP_COLUMNS,
+    HeldRow,
     NewJobRow,
     StepRow,
     hint,
@@ -112,10 +113,13 @@ _EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)
 # sqlite_writer). "WHERE true" lets the parser tell ON CONFLICT from a join constraint.
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, workspace, task, input, source_type, source_id, dedup_key, tags, "
-    "parent_job_id, max_attempts, created_at, status, attempt, cancel_requested) "
+    "parent_job_id, max_attempts, priority, concurrency_key, concurrency_limit, "
+    "concurrency_strategy, rate_key, rate_limit, rate_per, "
+    "created_at, status, attempt, cancel_requested) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?, 'pending', 0, 0 "
-    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
+    "value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, "
+    "?, 'pending', 0, 0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
 )
 _STEPS_OF = (
     f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id IN (SELECT value FROM json_each(?)) "
@@ -151,19 +155,46 @@ def _ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _claim_sql(count: int) -> str:
-    """Oldest pending jobs of ``count`` signatures. One ordered, limited sub-select per
-    signature, so each walks the partial claim index in order and stops after ``limit``
-    rows, however long the queue (an IN list would sort every pending match first)."""
+_SET_ASIDE = (
+    "AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?))) "
+    "AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(?))) "
+)
+
+
+def _picks(count: int, columns: str, extra: str = "") -> str:
+    """The best pending jobs of ``count`` signatures (highest priority, then oldest). One
+    ordered, limited sub-select per signature, so each walks the partial claim index in
+    order and stops after ``limit`` rows, however long the queue (an IN list would sort
+    every pending match first)."""
     one = (
-        "SELECT * FROM (SELECT id, created_at FROM jobs WHERE status = 'pending' AND tags = ? "
-        "ORDER BY created_at, id LIMIT ?)"
+        f"SELECT * FROM (SELECT {columns} FROM jobs WHERE status = 'pending' AND tags = ? "
+        f"{_SET_ASIDE}{extra}ORDER BY priority DESC, created_at, id LIMIT ?)"
     )
-    picks = " UNION ALL ".join([one] * count)
+    return " UNION ALL ".join([one] * count)
+
+
+def _claim_sql(count: int) -> str:
+    """Claims the jobs without flow limits among the best ``limit`` (see ``_picks``)."""
+    picks = _picks(count, "id, priority, created_at, concurrency_key, rate_key")
     return (
         "UPDATE jobs SET status = 'running', worker_id = ?, attempt = attempt + 1, "
-        f"started_at = ? WHERE id IN (SELECT id FROM ({picks}) ORDER BY created_at, id LIMIT ?) "
+        f"started_at = ? WHERE id IN (SELECT id FROM ({picks}) "
+        "ORDER BY priority DESC, created_at, id LIMIT ?) "
+        "AND concurrency_key IS NULL AND rate_key IS NULL "
         f"RETURNING {JOB_COLUMNS}"
+    )
+
+
+def _held_sql(count: int) -> str:
+    """The best pending jobs with flow limits, unclaimed (for ``store.flow``)."""
+    picks = _picks(
+        count,
+        "id, priority, created_at, concurrency_key, rate_key",
+        "AND (concurrency_key IS NOT NULL OR rate_key IS NOT NULL) ",
+    )
+    return (
+        f"SELECT id, concurrency_key, rate_key FROM ({picks}) "
+        "ORDER BY priority DESC, created_at, id LIMIT ?"
     )
 
 
@@ -203,10 +234,20 @@ def _insert_jobs(
     return created, existing, signatures
 
 
-def _claim(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[JobRecord]:
-    rows = db.execute(sql, params).fetchall()
+def _claim(
+    db: sqlite3.Connection,
+    sqls: tuple[str, str],
+    params: Sequence[Any],
+    held_params: Sequence[Any],
+    limit: int,
+) -> tuple[list[JobRecord], list[HeldRow]]:
+    rows = db.execute(sqls[0], params).fetchall()
+    held: list[HeldRow] = []
+    if len(rows) < limit:  # the window held jobs with limits, or the queue ran dry
+        held_params = [*held_params, limit - len(rows)]
+        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], held_params)]
     if not rows:
-        return []
+        return [], held
     steps: dict[str, list[StepRecord]] = {}
     for s in db.execute(_STEPS_OF, (dumps([r[0] for r in rows]),)):
         values = (*s[:8], _ts(s[8]), _ts(s[9]))
@@ -216,7 +257,7 @@ def _claim(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[JobR
         for r in rows
     ]
     jobs.sort(key=lambda j: (j.created_at, j.id))  # RETURNING has no order
-    return jobs
+    return jobs, held
 
 
 _STEP_FIELDS = (
@@ -266,7 +307,7 @@ class SqliteFastPath:
         self._writer = writer
         self._lock = lock
         self._publish = publish
-        self._claim_sql: dict[int, str] = {}
+        self._claim_sql: dict[int, tuple[str, str]] = {}
 
     async def insert_jobs(
         self,
@@ -287,18 +328,29 @@ class SqliteFastPath:
         return created, existing
 
     async def claim(
-        self, worker_id: str, signatures: Sequence[str], limit: int, now: datetime
-    ) -> list[JobRecord]:
-        sql = self._claim_sql.get(len(signatures))
-        if sql is None:
-            sql = self._claim_sql[len(signatures)] = _claim_sql(len(signatures))
+        self,
+        worker_id: str,
+        signatures: Sequence[str],
+        limit: int,
+        now: datetime,
+        set_aside: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> tuple[list[JobRecord], list[HeldRow]]:
+        sqls = self._claim_sql.get(len(signatures))
+        if sqls is None:
+            count = len(signatures)
+            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
+        aside = (dumps(list(set_aside[0])), dumps(list(set_aside[1])))
         params: list[Any] = [worker_id, to_text(now)]
+        held_params: list[Any] = []
         for signature in signatures:
-            params += (signature, limit)
+            params += (signature, *aside, limit)
+            held_params += (signature, *aside, limit)
         params.append(limit)
         async with self._lock:
             return await self._writer.transaction(
-                lambda db: _claim(db, sql, params), limit, inline_max=_RETURNING_INLINE_MAX
+                lambda db: _claim(db, sqls, params, held_params, limit),
+                limit,
+                inline_max=_RETURNING_INLINE_MAX,
             )
 
     async def write(self, plan: WritePlan, now: datetime) -> set[str]:

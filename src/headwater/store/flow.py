@@ -1,0 +1,362 @@
+"""Flow control in the claim: concurrency keys and rate limits, enforced by the store.
+
+A job's limits are rendered when it is created and kept on its row (``JobFlow``). The
+claim then runs in two lanes (``SqlStore.claim_jobs``):
+
+1. The dialect's one-statement fast path claims the jobs without limits among the
+   ``limit`` best pending ones (highest priority, then oldest) and reports the limited
+   ones it passed over ("held").
+2. For the held jobs, ``claim_limited`` (here) takes, in one transaction, a lock per key
+   (PostgreSQL: ``pg_try_advisory_xact_lock``, a key another claimer holds is skipped
+   this round; SQLite: the database's one writer), counts the key's running jobs and its
+   starts within the window from the jobs table, and claims what fits: per concurrency
+   key the oldest pending jobs (its head, so ``limit: 1`` keeps the key's order even when
+   another claimer passed over a different row), per rate key as many as the window
+   leaves. The counts are read after the lock, so a claimer that held the lock before us
+   has committed what it claimed: the limit holds across every worker and server.
+
+Keys that are full are handed back, and the fast path runs again without them, so jobs
+of full keys at the head of the queue never starve the rest (a bounded number of rounds).
+Nothing is counted separately: the running jobs and the start times are the jobs' own
+rows, so a crashed worker, a recovery or a cancel never leaves a counter behind.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, select, text, union_all, update
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from headwater.store.base import (
+    NO_FLOW,
+    Channel,
+    ConcurrencyStrategy,
+    JobFlow,
+    JobRecord,
+    JobStatus,
+)
+from headwater.store.ids import tag_signature
+from headwater.store.rows import HeldRow
+from headwater.store.tables import jobs
+
+__all__ = [
+    "MAX_ROUNDS",
+    "Candidate",
+    "Decision",
+    "LimitedClaim",
+    "cancel_reason",
+    "claim_limited",
+    "decide",
+    "plan_in_memory",
+    "skip_reason",
+    "wake_ups",
+]
+
+# Fast path + limited lane rounds per claim: each round sets aside the keys it found full.
+MAX_ROUNDS = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    id: str
+    priority: int
+    created_at: datetime
+    concurrency_key: str | None
+    concurrency_limit: int | None
+    concurrency_strategy: str | None
+    rate_key: str | None
+    rate_limit: int | None
+    rate_per: float | None
+
+    @property
+    def order(self) -> tuple[int, datetime, str]:
+        return (-self.priority, self.created_at, self.id)
+
+
+@dataclass(slots=True)
+class Decision:
+    claim: list[str] = field(default_factory=list)
+    skip: dict[str, str] = field(default_factory=dict)  # job id → why it never started
+    cancel_keys: dict[str, str] = field(default_factory=dict)  # key → why its jobs end
+    full_keys: set[str] = field(default_factory=set)  # concurrency keys at their limit
+    full_rates: set[str] = field(default_factory=set)  # rate keys out of starts
+
+
+def skip_reason(key: str, limit: int) -> str:
+    return (
+        f"skipped: concurrency key {key!r} already has {limit} running job(s) (strategy skip_new)"
+    )
+
+
+def cancel_reason(key: str) -> str:
+    return (
+        f"cancel requested: a newer job of concurrency key {key!r} is waiting "
+        "(strategy cancel_running)"
+    )
+
+
+def decide(
+    candidates: Sequence[Candidate],
+    running: Mapping[str, int],
+    starts: Mapping[str, Sequence[datetime]],
+    now: datetime,
+    room: int,
+) -> Decision:
+    """Which candidates start, in claim order, given the running jobs per concurrency key
+    and the recent start times per rate key. Pure: the SQL lanes and the in-memory store
+    share it. A key that is full stays full for the rest of the list (per-key order)."""
+    decision = Decision()
+    used: dict[str, int] = defaultdict(int)
+    windows: dict[str, int] = {}
+    for c in sorted(candidates, key=lambda c: c.order):
+        ckey, rkey = c.concurrency_key, c.rate_key
+        if ckey is not None and ckey in decision.full_keys:
+            if c.concurrency_strategy == ConcurrencyStrategy.SKIP_NEW:
+                decision.skip[c.id] = skip_reason(ckey, c.concurrency_limit or 1)
+            continue
+        if rkey is not None and rkey in decision.full_rates:
+            continue
+        if ckey is not None and running.get(ckey, 0) + used[ckey] >= (c.concurrency_limit or 1):
+            decision.full_keys.add(ckey)
+            if c.concurrency_strategy == ConcurrencyStrategy.SKIP_NEW:
+                decision.skip[c.id] = skip_reason(ckey, c.concurrency_limit or 1)
+            elif c.concurrency_strategy == ConcurrencyStrategy.CANCEL_RUNNING:
+                decision.cancel_keys[ckey] = cancel_reason(ckey)
+            continue
+        if rkey is not None:
+            if rkey not in windows:
+                since = now - timedelta(seconds=c.rate_per or 0.0)
+                windows[rkey] = sum(1 for t in starts.get(rkey, ()) if t > since)
+            if windows[rkey] >= (c.rate_limit or 1):
+                decision.full_rates.add(rkey)
+                continue
+            windows[rkey] += 1
+        if len(decision.claim) >= room:
+            break
+        if ckey is not None:
+            used[ckey] += 1
+        decision.claim.append(c.id)
+    return decision
+
+
+@dataclass(slots=True)
+class LimitedClaim:
+    claimed: list[str] = field(default_factory=list)
+    cancel_requested: list[str] = field(default_factory=list)  # running jobs told to stop
+    skipped: list[str] = field(default_factory=list)  # pending jobs ended by skip_new
+    full_keys: set[str] = field(default_factory=set)
+    full_rates: set[str] = field(default_factory=set)
+    lines: list[dict[str, Any]] = field(default_factory=list)  # system log lines to add
+
+
+_FLOW_COLUMNS = (
+    jobs.c.id,
+    jobs.c.priority,
+    jobs.c.created_at,
+    jobs.c.concurrency_key,
+    jobs.c.concurrency_limit,
+    jobs.c.concurrency_strategy,
+    jobs.c.rate_key,
+    jobs.c.rate_limit,
+    jobs.c.rate_per,
+)
+_CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+
+
+async def _try_locks(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
+    """PostgreSQL: the keys whose transaction-scoped advisory lock we now hold. Trying
+    (never waiting) cannot deadlock; a key held by another claimer waits for a later
+    claim, which that claimer's commit wakes."""
+    if not keys:
+        return set()
+    rows = await conn.execute(
+        text(
+            "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+            "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+        ),
+        {"keys": list(keys)},
+    )
+    return {str(r[0]) for r in rows}
+
+
+async def claim_limited(
+    conn: AsyncConnection,
+    pg: bool,
+    worker_id: str,
+    signatures: Sequence[str],
+    held: Sequence[HeldRow],
+    room: int,
+    now_fn: Any,
+) -> LimitedClaim:
+    """The limited lane, in the caller's write transaction (see the module doc)."""
+    result = LimitedClaim()
+    ckeys = sorted({c for _, c, _ in held if c is not None})
+    rkeys = sorted({r for _, _, r in held if r is not None})
+    if pg:  # one lock name space per kind: "c:" concurrency, "r:" rate
+        locked = await _try_locks(conn, [f"c:{k}" for k in ckeys] + [f"r:{k}" for k in rkeys])
+        busy_c = {k for k in ckeys if f"c:{k}" not in locked}
+        busy_r = {k for k in rkeys if f"r:{k}" not in locked}
+        ckeys = [k for k in ckeys if k not in busy_c]
+        rkeys = [k for k in rkeys if k not in busy_r]
+        result.full_keys |= busy_c
+        result.full_rates |= busy_r
+    now: datetime = now_fn()  # after the locks: later than any start they protect
+
+    running: dict[str, int] = {}
+    if ckeys:
+        rows = await conn.execute(
+            select(jobs.c.concurrency_key, func.count())
+            .where(jobs.c.concurrency_key.in_(ckeys), jobs.c.status == "running")
+            .group_by(jobs.c.concurrency_key)
+        )
+        running = {str(k): int(n) for k, n in rows}
+
+    # Each key's head, whichever of its rows the fast path passed over: its oldest
+    # pending jobs, as many as it has room for (and the claim wants).
+    heads = [
+        select(sub.c.id)
+        for sub in (
+            select(jobs.c.id)
+            .where(
+                jobs.c.concurrency_key == key,
+                jobs.c.status == "pending",
+                jobs.c.tags.in_(list(signatures)),
+            )
+            .order_by(*_CLAIM_ORDER)
+            .limit(room)
+            .subquery()
+            for key in ckeys
+        )
+    ]
+    loose = [i for i, c, r in held if c is None and (r is None or r in rkeys)]
+    wanted: list[Any] = []
+    if heads:
+        wanted.append(jobs.c.id.in_(union_all(*heads)))
+    if loose:
+        wanted.append(jobs.c.id.in_(loose))
+    candidates: list[Any] = []
+    if wanted:
+        query = select(*_FLOW_COLUMNS).where(
+            jobs.c.status == "pending", wanted[0] if len(wanted) == 1 else wanted[0] | wanted[1]
+        )
+        if pg:  # wait for a row a fast path holds for an instant: skipping it breaks order
+            query = query.with_for_update(of=jobs)
+        candidates = [Candidate(*row) for row in await conn.execute(query)]
+    # Keys of rows outside the heads (a key with no pending job left, or locked by
+    # another) bring no candidate; rate keys of the heads need their windows too.
+    rkeys = sorted(set(rkeys) | {c.rate_key for c in candidates if c.rate_key is not None})
+    if pg:
+        extra = [k for k in rkeys if k not in {r for _, _, r in held}]
+        if extra:
+            locked = await _try_locks(conn, [f"r:{k}" for k in extra])
+            lost = {k for k in extra if f"r:{k}" not in locked}
+            result.full_rates |= lost
+            candidates = [c for c in candidates if c.rate_key not in lost]
+    starts: dict[str, list[datetime]] = defaultdict(list)
+    pers = [c.rate_per or 0.0 for c in candidates if c.rate_key is not None]
+    if pers:
+        since = now - timedelta(seconds=max(pers))
+        rows = await conn.execute(
+            select(jobs.c.rate_key, jobs.c.started_at).where(
+                jobs.c.rate_key.in_(rkeys), jobs.c.started_at > since
+            )
+        )
+        for key, started in rows:
+            starts[str(key)].append(started)
+
+    decision = decide(candidates, running, starts, now, room)
+    result.full_keys |= decision.full_keys
+    result.full_rates |= decision.full_rates
+    if decision.claim:
+        rows = await conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(decision.claim), jobs.c.status == "pending")
+            .values(
+                status="running", worker_id=worker_id, attempt=jobs.c.attempt + 1, started_at=now
+            )
+            .returning(jobs.c.id)
+        )
+        result.claimed = [str(r[0]) for r in rows]
+    for job_id, reason in decision.skip.items():
+        changed = await conn.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == "pending")
+            .values(status=JobStatus.CANCELLED.value, error=reason, finished_at=now)
+        )
+        if changed.rowcount:
+            result.skipped.append(job_id)
+            result.lines.append(_line(job_id, reason, now))
+    for key, reason in decision.cancel_keys.items():
+        rows = await conn.execute(
+            update(jobs)
+            .where(
+                and_(
+                    jobs.c.concurrency_key == key,
+                    jobs.c.status == "running",
+                    jobs.c.cancel_requested.is_(False),
+                    jobs.c.worker_id.is_not(None),
+                )
+            )
+            .values(cancel_requested=True)
+            .returning(jobs.c.id)
+        )
+        for (job_id,) in rows:
+            result.cancel_requested.append(str(job_id))
+            result.lines.append(_line(str(job_id), reason, now))
+    return result
+
+
+def _line(job_id: str, reason: str, now: datetime) -> dict[str, Any]:
+    return {"job_id": job_id, "step": None, "stream": "system", "line": reason, "ts": now}
+
+
+def wake_ups(claim: LimitedClaim) -> list[tuple[Channel, list[str]]]:
+    """What the lane's commit must announce: ended jobs, cancel requests, log lines."""
+    found: list[tuple[Channel, list[str]]] = []
+    if claim.skipped:
+        found.append((Channel.FINISHED, claim.skipped))
+    if claim.cancel_requested:
+        found.append((Channel.CANCEL, claim.cancel_requested))
+    if claim.lines:
+        found.append((Channel.LOGS, sorted({str(x["job_id"]) for x in claim.lines})))
+    return found
+
+
+def plan_in_memory(
+    records: Iterable[JobRecord],
+    flows: Mapping[str, tuple[int, JobFlow]],
+    signatures: Collection[str],
+    limit: int,
+    now: datetime,
+) -> Decision:
+    """``decide`` over every job of the in-memory store (the contract's twin)."""
+    candidates: list[Candidate] = []
+    running: dict[str, int] = defaultdict(int)
+    starts: dict[str, list[datetime]] = defaultdict(list)
+    for job in records:
+        priority, flow = flows.get(job.id, (0, NO_FLOW))
+        if job.status is JobStatus.RUNNING and flow.concurrency_key is not None:
+            running[flow.concurrency_key] += 1
+        if flow.rate_key is not None and job.started_at is not None:
+            starts[flow.rate_key].append(job.started_at)
+        if job.status is JobStatus.PENDING and tag_signature(job.tags) in signatures:
+            keyed, rated = flow.concurrency_key is not None, flow.rate_key is not None
+            candidates.append(
+                Candidate(
+                    job.id,
+                    priority,
+                    job.created_at,
+                    flow.concurrency_key,
+                    flow.concurrency_limit if keyed else None,
+                    flow.concurrency_strategy.value if keyed else None,
+                    flow.rate_key,
+                    flow.rate_limit if rated else None,
+                    flow.rate_per if rated else None,
+                )
+            )
+    return decide(candidates, running, starts, now, limit)
