@@ -11,9 +11,10 @@ from datetime import timedelta
 
 import pytest
 
-from headwater.store import JobStatus, NewJob, Store
+from headwater.store import Channel, JobStatus, NewJob, Store
 from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord
 from headwater.store.sql import SqlStore, open_store
+from tests.integration.test_store import listening, payloads_until
 
 DONE = JobStatus.COMPLETED
 
@@ -220,3 +221,23 @@ async def test_rate_limit_exact_under_a_burst_of_claimers(db_url: str) -> None:
     finally:
         for s in stores:
             await s.close()
+
+
+async def test_claimers_are_woken_when_a_key_frees_up_or_a_window_slides(store: Store) -> None:
+    with store.subscribe(Channel.JOBS) as sub:
+        await listening(store, sub)
+        await store.insert_jobs([job(i, flow=keyed("ws/t:k")) for i in range(2)])
+        [first] = await store.claim_jobs("w", ["script"], 5)
+        await sub.wait(0)  # the inserts' wake-ups
+        await finish(store, [first])
+        assert await payloads_until(sub, bool)  # the finish announced room for the next
+        await store.claim_jobs("w", ["script"], 5)
+
+        rate = JobFlow(rate_key="ws/t:r", rate_limit=1, rate_per=0.3)
+        await store.insert_jobs([job(i, flow=rate) for i in range(2)])
+        assert len(await store.claim_jobs("w", ["script"], 5)) == 1
+        await asyncio.sleep(0.05)
+        await sub.wait(0)
+        assert await store.claim_jobs("w", ["script"], 5) == []  # the window is full
+        assert "*" in await payloads_until(sub, lambda seen: "*" in seen)  # when it slides
+        assert len(await store.claim_jobs("w", ["script"], 5)) == 1

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from headwater.store import queries as q
 from headwater.store.base import Channel, JobRecord, StepRecord
 from headwater.store.fastpath import FastPath, HeldRow, hint
-from headwater.store.flow import MAX_ROUNDS, LimitedClaim, claim_limited, wake_ups
+from headwater.store.flow import MAX_ROUNDS, LimitedClaim, WakeTimer, claim_limited, wake_ups
 from headwater.store.ids import utcnow
 
 __all__ = ["ClaimOps"]
@@ -28,6 +28,7 @@ class ClaimOps:
     _fast: FastPath
     _pg: bool
     _reader: AsyncEngine
+    _rate_wake: WakeTimer
 
     def _write(self) -> contextlib.AbstractAsyncContextManager[Any]:  # provided by SqlStore
         raise NotImplementedError
@@ -80,6 +81,7 @@ class ClaimOps:
                     await tx.notify(channel, [hint(ids)])
                 else:
                     await tx.notify(channel, ids)
+        self._rate_wake.wake_at(lane.retry_at)
         for job_id in lane.skipped:
             log.info("store.job_skipped", job_id=job_id, reason="concurrency skip_new")
         if lane.cancel_requested:

@@ -23,8 +23,9 @@ rows, so a crashed worker, a recovery or a cancel never leaves a counter behind.
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -40,7 +41,7 @@ from headwater.store.base import (
     JobRecord,
     JobStatus,
 )
-from headwater.store.ids import tag_signature
+from headwater.store.ids import tag_signature, utcnow
 from headwater.store.rows import HeldRow
 from headwater.store.tables import jobs
 
@@ -49,6 +50,7 @@ __all__ = [
     "Candidate",
     "Decision",
     "LimitedClaim",
+    "WakeTimer",
     "cancel_reason",
     "claim_limited",
     "decide",
@@ -85,6 +87,7 @@ class Decision:
     cancel_keys: dict[str, str] = field(default_factory=dict)  # key → why its jobs end
     full_keys: set[str] = field(default_factory=set)  # concurrency keys at their limit
     full_rates: set[str] = field(default_factory=set)  # rate keys out of starts
+    retry_at: datetime | None = None  # when the first full rate window has room again
 
 
 def skip_reason(key: str, limit: int) -> str:
@@ -134,6 +137,11 @@ def decide(
                 windows[rkey] = sum(1 for t in starts.get(rkey, ()) if t > since)
             if windows[rkey] >= (c.rate_limit or 1):
                 decision.full_rates.add(rkey)
+                per = timedelta(seconds=c.rate_per or 0.0)
+                oldest = min((t for t in starts.get(rkey, ()) if t > now - per), default=now)
+                free_at = oldest + per
+                if decision.retry_at is None or free_at < decision.retry_at:
+                    decision.retry_at = free_at
                 continue
             windows[rkey] += 1
         if len(decision.claim) >= room:
@@ -152,6 +160,7 @@ class LimitedClaim:
     full_keys: set[str] = field(default_factory=set)
     full_rates: set[str] = field(default_factory=set)
     lines: list[dict[str, Any]] = field(default_factory=list)  # system log lines to add
+    retry_at: datetime | None = None  # see Decision
 
 
 _FLOW_COLUMNS = (
@@ -272,6 +281,7 @@ async def claim_limited(
     decision = decide(candidates, running, starts, now, room)
     result.full_keys |= decision.full_keys
     result.full_rates |= decision.full_rates
+    result.retry_at = decision.retry_at
     if decision.claim:
         rows = await conn.execute(
             update(jobs)
@@ -360,3 +370,34 @@ def plan_in_memory(
                 )
             )
     return decide(candidates, running, starts, now, limit)
+
+
+class WakeTimer:
+    """A rate window that is full frees up at a known time, and nothing else announces
+    it: one local ``Channel.JOBS`` wake-up is kept for the earliest such time, so that the
+    claimers waiting in this process (an embedded worker, the server's waiting remote
+    claims) ask again then rather than at their safety timeout."""
+
+    def __init__(self, publish: Callable[[str, str], None]) -> None:
+        self._publish = publish
+        self._handle: asyncio.TimerHandle | None = None
+        self._at: datetime | None = None
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is None:
+            return
+        if self._handle is not None and self._at is not None and self._at <= when:
+            return
+        self.cancel()
+        delay = max(0.0, (when - utcnow()).total_seconds()) + 0.002
+        self._at = when
+        self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
+
+    def _fire(self) -> None:
+        self._handle = self._at = None
+        self._publish(Channel.JOBS.value, "*")
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+        self._handle = self._at = None

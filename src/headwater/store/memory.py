@@ -46,7 +46,7 @@ from headwater.store.base import (
     WorkerTokenRecord,
 )
 from headwater.store.fastpath import hint
-from headwater.store.flow import plan_in_memory
+from headwater.store.flow import WakeTimer, plan_in_memory
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
 from headwater.store.memory_approval import MemoryApprovalOps
@@ -92,6 +92,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         self.flows: dict[str, tuple[int, JobFlow]] = {}  # job id → (priority, flow limits)
         self.closed = False
         self._broadcaster = Broadcaster()
+        self._rate_wake = WakeTimer(self._broadcaster.publish)
         self._new_id = UuidV7Generator()
         self._seq = 0
         self._rejected_seq = 0
@@ -132,6 +133,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._rate_wake.cancel()
             self._broadcaster.close_all()
 
     # -- jobs ----------------------------------------------------------------------------
@@ -230,6 +232,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
             )
             self._log(job_id, None, LogStream.SYSTEM, reason, now)
         self._publish(Channel.FINISHED, plan.skip)
+        self._rate_wake.wake_at(plan.retry_at)
         for key, reason in plan.cancel_keys.items():
             for job in list(self.jobs.values()):
                 flow = self.flows.get(job.id, (0, NO_FLOW))[1]
@@ -268,6 +271,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, Store):
         self.jobs[job_id] = dataclasses.replace(
             job, status=JobStatus(status), output=_copy(output), error=error, finished_at=utcnow()
         )
+        if self.flows.get(job_id, (0, NO_FLOW))[1].concurrency_key is not None:
+            self._publish(Channel.JOBS, [hint([tag_signature(job.tags)])])  # room for the next
         return True
 
     async def finish_job(

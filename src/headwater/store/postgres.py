@@ -303,7 +303,7 @@ WITH plain AS (
      WHERE jobs.id = e->>0
        AND jobs.status IN ('pending', 'running')
        AND (e->>1 IS NULL OR jobs.worker_id = e->>1)
-    RETURNING jobs.id
+    RETURNING jobs.id, jobs.tags, jobs.concurrency_key
 ), carried AS (
     {_steps_from(4)}
      WHERE e->>0 IN (SELECT id FROM done)
@@ -314,8 +314,12 @@ WITH plain AS (
                           ELSE string_agg(id, ',') END)
       FROM done
     HAVING count(*) > 0
+), freed AS (  -- a keyed job's end makes room for the next of its key: wake claimers
+    SELECT pg_notify('{Channel.JOBS.value}',
+                     CASE WHEN octet_length(k.tags) > {PAYLOAD_LIMIT} THEN '*' ELSE k.tags END)
+      FROM (SELECT DISTINCT tags FROM done WHERE concurrency_key IS NOT NULL) AS k
 )
-SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
+SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n, (SELECT count(*) FROM freed) AS f
 """
 
 

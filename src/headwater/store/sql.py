@@ -54,6 +54,7 @@ from headwater.store.fastpath import (
     chunks,
     hint,
 )
+from headwater.store.flow import WakeTimer
 from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
@@ -159,6 +160,7 @@ class SqlStore(
         self._dialect = engine.dialect.name
         self._pg = self._dialect == "postgresql"
         self._broadcaster = Broadcaster()
+        self._rate_wake = WakeTimer(self._broadcaster.publish)
         self._new_id = UuidV7Generator()
         self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
@@ -243,6 +245,7 @@ class SqlStore(
         if self._listener is not None:
             await self._listener.close()
         await self._job_writes.close()
+        self._rate_wake.cancel()
         self._broadcaster.close_all()
         await self._fast.close()
         await self._engine.dispose()

@@ -135,7 +135,7 @@ _FINISH = """
      WHERE jobs.id = v.value ->> '$.id'
        AND +jobs.status IN ('pending', 'running')
        AND (v.value ->> '$.worker_id' IS NULL OR jobs.worker_id = v.value ->> '$.worker_id')
-    RETURNING jobs.id
+    RETURNING jobs.id, jobs.tags, jobs.concurrency_key
 """
 _INSERT_LOGS = (
     "INSERT INTO logs (job_id, step, stream, line, ts) "
@@ -367,12 +367,18 @@ class SqliteFastPath:
             finishes = (to_text(now), dumps(batch))
         carried = plan.finish_steps
 
+        freed: set[str] = set()  # tag signatures of keyed jobs that ended
+
         def work(db: sqlite3.Connection) -> set[str]:
             if steps is not None:
                 db.execute(_UPSERT_STEPS, (steps,))
             if finishes is None:
                 return set()
-            changed = {job_id for (job_id,) in db.execute(_FINISH, finishes)}
+            changed: set[str] = set()
+            for job_id, tags, key in db.execute(_FINISH, finishes):
+                changed.add(job_id)
+                if key is not None:
+                    freed.add(tags)
             rows = [r for r in carried if r[0] in changed]
             if rows:
                 db.execute(_UPSERT_STEPS, (_encode_steps(rows),))
@@ -383,6 +389,8 @@ class SqliteFastPath:
             changed = await self._writer.transaction(work, size, _RETURNING_INLINE_MAX)
         if changed:
             self._publish(Channel.FINISHED.value, hint(sorted(changed)))
+        for signature in sorted(freed):  # room for the next job of its key: wake claimers
+            self._publish(Channel.JOBS.value, hint([signature]))
         return changed
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:
