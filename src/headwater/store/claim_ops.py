@@ -53,8 +53,7 @@ class ClaimOps:
             if not held or room <= 0:
                 break
             lane = await self._claim_limited(worker_id, signatures, held, room)
-            if lane.claimed:
-                claimed += await self._claimed_jobs(lane.claimed)
+            claimed += lane.claimed
             new_keys = lane.full_keys - full[0], lane.full_rates - full[1]
             if not lane.claimed and not new_keys[0] and not new_keys[1]:
                 break  # nothing moved: another round would see the same
@@ -87,9 +86,3 @@ class ClaimOps:
         if lane.cancel_requested:
             log.info("store.cancel_running", job_ids=lane.cancel_requested)
         return lane
-
-    async def _claimed_jobs(self, job_ids: Sequence[str]) -> list[JobRecord]:
-        async with self._reader.connect() as conn:
-            found = await self._steps_by_job(conn, job_ids)
-            rows = (await conn.execute(q.jobs_by_ids(job_ids))).all()
-        return [q.job_from_row(r, found.get(r.id, ())) for r in rows]

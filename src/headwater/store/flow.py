@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import and_, func, select, text, union_all, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from headwater.store import queries as q
 from headwater.store.base import (
     NO_FLOW,
     Channel,
@@ -40,6 +41,7 @@ from headwater.store.base import (
     JobFlow,
     JobRecord,
     JobStatus,
+    StepRecord,
 )
 from headwater.store.ids import tag_signature, utcnow
 from headwater.store.rows import HeldRow
@@ -154,7 +156,7 @@ def decide(
 
 @dataclass(slots=True)
 class LimitedClaim:
-    claimed: list[str] = field(default_factory=list)
+    claimed: list[JobRecord] = field(default_factory=list)  # with their steps
     cancel_requested: list[str] = field(default_factory=list)  # running jobs told to stop
     skipped: list[str] = field(default_factory=list)  # pending jobs ended by skip_new
     full_keys: set[str] = field(default_factory=set)
@@ -175,6 +177,10 @@ _FLOW_COLUMNS = (
     jobs.c.rate_per,
 )
 _CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
+# Literal, not bound: PostgreSQL's generic plan of a prepared statement can only use a
+# partial index (``WHERE status = 'running'``) when the statement says so in its text.
+_RUNNING = text("jobs.status = 'running'")
+_PENDING = text("jobs.status = 'pending'")
 
 
 async def _try_locks(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
@@ -220,7 +226,7 @@ async def claim_limited(
     if ckeys:
         rows = await conn.execute(
             select(jobs.c.concurrency_key, func.count())
-            .where(jobs.c.concurrency_key.in_(ckeys), jobs.c.status == "running")
+            .where(jobs.c.concurrency_key.in_(ckeys), _RUNNING)
             .group_by(jobs.c.concurrency_key)
         )
         running = {str(k): int(n) for k, n in rows}
@@ -233,7 +239,7 @@ async def claim_limited(
             select(jobs.c.id)
             .where(
                 jobs.c.concurrency_key == key,
-                jobs.c.status == "pending",
+                _PENDING,
                 jobs.c.tags.in_(list(signatures)),
             )
             .order_by(*_CLAIM_ORDER)
@@ -251,7 +257,7 @@ async def claim_limited(
     candidates: list[Any] = []
     if wanted:
         query = select(*_FLOW_COLUMNS).where(
-            jobs.c.status == "pending", wanted[0] if len(wanted) == 1 else wanted[0] | wanted[1]
+            _PENDING, wanted[0] if len(wanted) == 1 else wanted[0] | wanted[1]
         )
         if pg:  # wait for a row a fast path holds for an instant: skipping it breaks order
             query = query.with_for_update(of=jobs)
@@ -289,9 +295,13 @@ async def claim_limited(
             .values(
                 status="running", worker_id=worker_id, attempt=jobs.c.attempt + 1, started_at=now
             )
-            .returning(jobs.c.id)
+            .returning(*jobs.c)
         )
-        result.claimed = [str(r[0]) for r in rows]
+        claimed = rows.all()
+        found: dict[str, list[StepRecord]] = defaultdict(list)
+        for step in await conn.execute(q.steps_of([r.id for r in claimed])):
+            found[step.job_id].append(q.step_from_row(step))
+        result.claimed = [q.job_from_row(r, found.get(r.id, ())) for r in claimed]
     for job_id, reason in decision.skip.items():
         changed = await conn.execute(
             update(jobs)

@@ -115,6 +115,7 @@ def _serial() -> Any:
 
 
 _CONCURRENCY_RUNNING = "status = 'running' AND concurrency_key IS NOT NULL"
+_CONCURRENCY_PENDING = "status = 'pending' AND concurrency_key IS NOT NULL"
 
 
 def _in(column: str, values: tuple[str, ...]) -> str:
@@ -215,6 +216,18 @@ Index(
     jobs.c.id,
     postgresql_where=text("status = 'pending'"),
     sqlite_where=text("status = 'pending'"),
+)
+
+# Each concurrency key's queue: the claim takes a key's head (its oldest pending jobs),
+# whichever rows the fast path passed over, so limit 1 keeps the key's order.
+Index(
+    "ix_jobs_concurrency_queue",
+    jobs.c.concurrency_key,
+    jobs.c.priority.desc(),
+    jobs.c.created_at,
+    jobs.c.id,
+    postgresql_where=text(_CONCURRENCY_PENDING),
+    sqlite_where=text(_CONCURRENCY_PENDING),
 )
 
 steps = Table(

@@ -5,8 +5,9 @@ Revises: 0008
 Create Date: 2026-12-07
 
 The claim index gains ``priority DESC`` (claim order: highest priority, then oldest);
-two partial indexes serve the claim's counts of running jobs per concurrency key and of
-recent starts per rate key. Existing jobs get priority 0 and no limits.
+partial indexes serve the claim's count of running jobs per concurrency key, each key's
+queue of pending jobs, and the recent starts per rate key. Existing jobs get priority 0
+and no limits.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ depends_on: str | Sequence[str] | None = None
 
 _PENDING = "status = 'pending'"
 _RUNNING_KEYED = "status = 'running' AND concurrency_key IS NOT NULL"
+_PENDING_KEYED = "status = 'pending' AND concurrency_key IS NOT NULL"
 _RATED = "rate_key IS NOT NULL"
 
 
@@ -53,6 +55,13 @@ def upgrade() -> None:
         sqlite_where=sa.text(_RUNNING_KEYED),
     )
     op.create_index(
+        "ix_jobs_concurrency_queue",
+        "jobs",
+        ["concurrency_key", sa.text("priority DESC"), "created_at", "id"],
+        postgresql_where=sa.text(_PENDING_KEYED),
+        sqlite_where=sa.text(_PENDING_KEYED),
+    )
+    op.create_index(
         "ix_jobs_rate_key_started_at",
         "jobs",
         ["rate_key", "started_at"],
@@ -63,6 +72,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_jobs_rate_key_started_at", table_name="jobs")
+    op.drop_index("ix_jobs_concurrency_queue", table_name="jobs")
     op.drop_index("ix_jobs_concurrency_key", table_name="jobs")
     op.drop_index("ix_jobs_claim", table_name="jobs")
     op.create_index(
