@@ -1,19 +1,19 @@
 """The claim on SQLite and PostgreSQL: the dialect's fast path, then, for jobs with flow
-limits, the limited lane of ``store.flow`` in rounds (see that module's doc)."""
+limits that it held back, the limited lane (``store.flow``) in rounds. SQLite runs the
+whole claim in one transaction of its fast path and never hands jobs back as held; on
+PostgreSQL the lane is ``store.flow_pg``."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Sequence
-from typing import Any
 
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from headwater.store import queries as q
-from headwater.store.base import Channel, JobRecord, StepRecord
-from headwater.store.fastpath import FastPath, HeldRow, hint
-from headwater.store.flow import MAX_ROUNDS, LimitedClaim, WakeTimer, claim_limited, wake_ups
+from headwater.store.base import JobRecord
+from headwater.store.fastpath import FastPath, HeldRow, driver_connection
+from headwater.store.flow import MAX_ROUNDS, LimitedClaim, WakeTimer
+from headwater.store.flow_pg import pg_lane
 from headwater.store.ids import utcnow
 
 __all__ = ["ClaimOps"]
@@ -22,21 +22,11 @@ log = structlog.get_logger(__name__)
 
 
 class ClaimOps:
-    """Mixed into SqlStore: needs ``_fast``, ``_pg``, ``_write()``, ``_reader`` and
-    ``_steps_by_job``."""
+    """Mixed into SqlStore: needs ``_fast``, ``_engine`` and ``_rate_wake``."""
 
     _fast: FastPath
-    _pg: bool
-    _reader: AsyncEngine
+    _engine: AsyncEngine
     _rate_wake: WakeTimer
-
-    def _write(self) -> contextlib.AbstractAsyncContextManager[Any]:  # provided by SqlStore
-        raise NotImplementedError
-
-    async def _steps_by_job(
-        self, conn: AsyncConnection, job_ids: Sequence[str]
-    ) -> dict[str, list[StepRecord]]:
-        raise NotImplementedError
 
     async def claim_jobs(
         self, worker_id: str, tag_signatures: Sequence[str], limit: int
@@ -71,15 +61,9 @@ class ClaimOps:
     async def _claim_limited(
         self, worker_id: str, signatures: list[str], held: list[HeldRow], room: int
     ) -> LimitedClaim:
-        async with self._write() as tx:
-            lane = await claim_limited(tx.conn, self._pg, worker_id, signatures, held, room, utcnow)
-            if lane.lines:
-                await tx.conn.execute(q.insert_logs(), lane.lines)
-            for channel, ids in wake_ups(lane):
-                if channel is Channel.FINISHED:
-                    await tx.notify(channel, [hint(ids)])
-                else:
-                    await tx.notify(channel, ids)
+        async with self._engine.connect() as conn:
+            db = await driver_connection(conn)
+            lane = await pg_lane(db, worker_id, signatures, held, room, utcnow)
         self._rate_wake.wake_at(lane.retry_at)
         for job_id in lane.skipped:
             log.info("store.job_skipped", job_id=job_id, reason="concurrency skip_new")

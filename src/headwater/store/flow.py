@@ -6,14 +6,16 @@ claim then runs in two lanes (``SqlStore.claim_jobs``):
 1. The dialect's one-statement fast path claims the jobs without limits among the
    ``limit`` best pending ones (highest priority, then oldest) and reports the limited
    ones it passed over ("held").
-2. For the held jobs, ``claim_limited`` (here) takes, in one transaction, a lock per key
-   (PostgreSQL: ``pg_try_advisory_xact_lock``, a key another claimer holds is skipped
+2. For the held jobs, the limited lane (``flow_pg.pg_lane``; on SQLite
+   ``flow_sqlite.sqlite_lane`` inside the fast path's own transaction) takes a lock per
+   key (PostgreSQL: ``pg_try_advisory_xact_lock``, a key another claimer holds is skipped
    this round; SQLite: the database's one writer), counts the key's running jobs and its
    starts within the window from the jobs table, and claims what fits: per concurrency
    key the oldest pending jobs (its head, so ``limit: 1`` keeps the key's order even when
    another claimer passed over a different row), per rate key as many as the window
    leaves. The counts are read after the lock, so a claimer that held the lock before us
    has committed what it claimed: the limit holds across every worker and server.
+   ``decide`` (here, pure) picks the jobs; the in-memory store uses it too.
 
 Keys that are full are handed back, and the fast path runs again without them, so jobs
 of full keys at the head of the queue never starve the rest (a bounded number of rounds).
@@ -30,10 +32,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, union_all, update
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from headwater.store import queries as q
 from headwater.store.base import (
     NO_FLOW,
     Channel,
@@ -41,11 +39,8 @@ from headwater.store.base import (
     JobFlow,
     JobRecord,
     JobStatus,
-    StepRecord,
 )
 from headwater.store.ids import tag_signature, utcnow
-from headwater.store.rows import HeldRow
-from headwater.store.tables import jobs
 
 __all__ = [
     "MAX_ROUNDS",
@@ -54,11 +49,9 @@ __all__ = [
     "LimitedClaim",
     "WakeTimer",
     "cancel_reason",
-    "claim_limited",
     "decide",
     "plan_in_memory",
     "skip_reason",
-    "wake_ups",
 ]
 
 # Fast path + limited lane rounds per claim: each round sets aside the keys it found full.
@@ -163,188 +156,6 @@ class LimitedClaim:
     full_rates: set[str] = field(default_factory=set)
     lines: list[dict[str, Any]] = field(default_factory=list)  # system log lines to add
     retry_at: datetime | None = None  # see Decision
-
-
-_FLOW_COLUMNS = (
-    jobs.c.id,
-    jobs.c.priority,
-    jobs.c.created_at,
-    jobs.c.concurrency_key,
-    jobs.c.concurrency_limit,
-    jobs.c.concurrency_strategy,
-    jobs.c.rate_key,
-    jobs.c.rate_limit,
-    jobs.c.rate_per,
-)
-_CLAIM_ORDER = (jobs.c.priority.desc(), jobs.c.created_at, jobs.c.id)
-# Literal, not bound: PostgreSQL's generic plan of a prepared statement can only use a
-# partial index (``WHERE status = 'running'``) when the statement says so in its text.
-_RUNNING = text("jobs.status = 'running'")
-_PENDING = text("jobs.status = 'pending'")
-
-
-async def _try_locks(conn: AsyncConnection, keys: Sequence[str]) -> set[str]:
-    """PostgreSQL: the keys whose transaction-scoped advisory lock we now hold. Trying
-    (never waiting) cannot deadlock; a key held by another claimer waits for a later
-    claim, which that claimer's commit wakes."""
-    if not keys:
-        return set()
-    rows = await conn.execute(
-        text(
-            "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
-            "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
-        ),
-        {"keys": list(keys)},
-    )
-    return {str(r[0]) for r in rows}
-
-
-async def claim_limited(
-    conn: AsyncConnection,
-    pg: bool,
-    worker_id: str,
-    signatures: Sequence[str],
-    held: Sequence[HeldRow],
-    room: int,
-    now_fn: Any,
-) -> LimitedClaim:
-    """The limited lane, in the caller's write transaction (see the module doc)."""
-    result = LimitedClaim()
-    ckeys = sorted({c for _, c, _ in held if c is not None})
-    rkeys = sorted({r for _, _, r in held if r is not None})
-    if pg:  # one lock name space per kind: "c:" concurrency, "r:" rate
-        locked = await _try_locks(conn, [f"c:{k}" for k in ckeys] + [f"r:{k}" for k in rkeys])
-        busy_c = {k for k in ckeys if f"c:{k}" not in locked}
-        busy_r = {k for k in rkeys if f"r:{k}" not in locked}
-        ckeys = [k for k in ckeys if k not in busy_c]
-        rkeys = [k for k in rkeys if k not in busy_r]
-        result.full_keys |= busy_c
-        result.full_rates |= busy_r
-    now: datetime = now_fn()  # after the locks: later than any start they protect
-
-    running: dict[str, int] = {}
-    if ckeys:
-        rows = await conn.execute(
-            select(jobs.c.concurrency_key, func.count())
-            .where(jobs.c.concurrency_key.in_(ckeys), _RUNNING)
-            .group_by(jobs.c.concurrency_key)
-        )
-        running = {str(k): int(n) for k, n in rows}
-
-    # Each key's head, whichever of its rows the fast path passed over: its oldest
-    # pending jobs, as many as it has room for (and the claim wants).
-    heads = [
-        select(sub.c.id)
-        for sub in (
-            select(jobs.c.id)
-            .where(
-                jobs.c.concurrency_key == key,
-                _PENDING,
-                jobs.c.tags.in_(list(signatures)),
-            )
-            .order_by(*_CLAIM_ORDER)
-            .limit(room)
-            .subquery()
-            for key in ckeys
-        )
-    ]
-    loose = [i for i, c, r in held if c is None and (r is None or r in rkeys)]
-    wanted: list[Any] = []
-    if heads:
-        wanted.append(jobs.c.id.in_(union_all(*heads)))
-    if loose:
-        wanted.append(jobs.c.id.in_(loose))
-    candidates: list[Any] = []
-    if wanted:
-        query = select(*_FLOW_COLUMNS).where(
-            _PENDING, wanted[0] if len(wanted) == 1 else wanted[0] | wanted[1]
-        )
-        if pg:  # wait for a row a fast path holds for an instant: skipping it breaks order
-            query = query.with_for_update(of=jobs)
-        candidates = [Candidate(*row) for row in await conn.execute(query)]
-    # Keys of rows outside the heads (a key with no pending job left, or locked by
-    # another) bring no candidate; rate keys of the heads need their windows too.
-    rkeys = sorted(set(rkeys) | {c.rate_key for c in candidates if c.rate_key is not None})
-    if pg:
-        extra = [k for k in rkeys if k not in {r for _, _, r in held}]
-        if extra:
-            locked = await _try_locks(conn, [f"r:{k}" for k in extra])
-            lost = {k for k in extra if f"r:{k}" not in locked}
-            result.full_rates |= lost
-            candidates = [c for c in candidates if c.rate_key not in lost]
-    starts: dict[str, list[datetime]] = defaultdict(list)
-    pers = [c.rate_per or 0.0 for c in candidates if c.rate_key is not None]
-    if pers:
-        since = now - timedelta(seconds=max(pers))
-        rows = await conn.execute(
-            select(jobs.c.rate_key, jobs.c.started_at).where(
-                jobs.c.rate_key.in_(rkeys), jobs.c.started_at > since
-            )
-        )
-        for key, started in rows:
-            starts[str(key)].append(started)
-
-    decision = decide(candidates, running, starts, now, room)
-    result.full_keys |= decision.full_keys
-    result.full_rates |= decision.full_rates
-    result.retry_at = decision.retry_at
-    if decision.claim:
-        rows = await conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(decision.claim), jobs.c.status == "pending")
-            .values(
-                status="running", worker_id=worker_id, attempt=jobs.c.attempt + 1, started_at=now
-            )
-            .returning(*jobs.c)
-        )
-        claimed = rows.all()
-        found: dict[str, list[StepRecord]] = defaultdict(list)
-        for step in await conn.execute(q.steps_of([r.id for r in claimed])):
-            found[step.job_id].append(q.step_from_row(step))
-        result.claimed = [q.job_from_row(r, found.get(r.id, ())) for r in claimed]
-    for job_id, reason in decision.skip.items():
-        changed = await conn.execute(
-            update(jobs)
-            .where(jobs.c.id == job_id, jobs.c.status == "pending")
-            .values(status=JobStatus.CANCELLED.value, error=reason, finished_at=now)
-        )
-        if changed.rowcount:
-            result.skipped.append(job_id)
-            result.lines.append(_line(job_id, reason, now))
-    for key, reason in decision.cancel_keys.items():
-        rows = await conn.execute(
-            update(jobs)
-            .where(
-                and_(
-                    jobs.c.concurrency_key == key,
-                    jobs.c.status == "running",
-                    jobs.c.cancel_requested.is_(False),
-                    jobs.c.worker_id.is_not(None),
-                )
-            )
-            .values(cancel_requested=True)
-            .returning(jobs.c.id)
-        )
-        for (job_id,) in rows:
-            result.cancel_requested.append(str(job_id))
-            result.lines.append(_line(str(job_id), reason, now))
-    return result
-
-
-def _line(job_id: str, reason: str, now: datetime) -> dict[str, Any]:
-    return {"job_id": job_id, "step": None, "stream": "system", "line": reason, "ts": now}
-
-
-def wake_ups(claim: LimitedClaim) -> list[tuple[Channel, list[str]]]:
-    """What the lane's commit must announce: ended jobs, cancel requests, log lines."""
-    found: list[tuple[Channel, list[str]]] = []
-    if claim.skipped:
-        found.append((Channel.FINISHED, claim.skipped))
-    if claim.cancel_requested:
-        found.append((Channel.CANCEL, claim.cancel_requested))
-    if claim.lines:
-        found.append((Channel.LOGS, sorted({str(x["job_id"]) for x in claim.lines})))
-    return found
 
 
 def plan_in_memory(

@@ -190,7 +190,9 @@ class SqlStore(
             self._fast = PgFastPath(engine)
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
-            self._fast = SqliteFastPath(writer, self._write_lock, self._broadcaster.publish)
+            self._fast = SqliteFastPath(
+                writer, self._write_lock, self._broadcaster.publish, self._rate_wake
+            )
         # Step records and finishes of concurrent jobs share one transaction (job_writes).
         self._job_writes: GroupCommit[JobWrite, Any] = GroupCommit(self._write_jobs)
         self._insert_rejected = q.insert_rejected(self._dialect)

@@ -34,6 +34,8 @@ from headwater.store.fastpath import (
     job_record,
     step_record,
 )
+from headwater.store.flow import MAX_ROUNDS, WakeTimer
+from headwater.store.flow_sqlite import LaneOutcome, sqlite_lane
 from headwater.store.queries import dumps
 
 if TYPE_CHECKING:
@@ -234,20 +236,56 @@ def _insert_jobs(
     return created, existing, signatures
 
 
+_CLAIM_IDS = (
+    "UPDATE jobs SET status = 'running', worker_id = ?, attempt = attempt + 1, started_at = ? "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
+    f"RETURNING {JOB_COLUMNS}"
+)
+
+
 def _claim(
     db: sqlite3.Connection,
     sqls: tuple[str, str],
-    params: Sequence[Any],
-    held_params: Sequence[Any],
+    worker_id: str,
+    signatures: Sequence[str],
     limit: int,
-) -> tuple[list[JobRecord], list[HeldRow]]:
-    rows = db.execute(sqls[0], params).fetchall()
-    held: list[HeldRow] = []
-    if len(rows) < limit:  # the window held jobs with limits, or the queue ran dry
-        held_params = [*held_params, limit - len(rows)]
-        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], held_params)]
+    now: datetime,
+    outcome: LaneOutcome,
+) -> list[JobRecord]:
+    """The fast path, then the limited lane for the held jobs, in rounds that set full
+    keys aside (see ``store.flow``), all in this one transaction."""
+    now_text = to_text(now)
+    rows: list[Any] = []
+    aside = ("[]", "[]")
+
+    def take(ids: list[str]) -> int:
+        claimed = db.execute(_CLAIM_IDS, (worker_id, now_text, dumps(ids))).fetchall()
+        rows.extend(claimed)
+        return len(claimed)
+
+    for _ in range(MAX_ROUNDS):
+        room = limit - len(rows)
+        params: list[Any] = [worker_id, now_text]
+        held_params: list[Any] = []
+        for signature in signatures:
+            params += (signature, *aside, room)
+            held_params += (signature, *aside, room)
+        got = db.execute(sqls[0], [*params, room]).fetchall()
+        rows.extend(got)
+        if len(got) >= room:  # the window held no job with limits, or the queue ran dry
+            break
+        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], [*held_params, room - len(got)])]
+        if not held:
+            break
+        before, full = len(rows), (len(outcome.full_keys), len(outcome.full_rates))
+        sqlite_lane(db, signatures, held, limit - len(rows), now, now_text, take, outcome)
+        if len(rows) == before and full == (len(outcome.full_keys), len(outcome.full_rates)):
+            break  # nothing moved: another round would see the same
+        if len(rows) >= limit:
+            break
+        aside = (dumps(sorted(outcome.full_keys)), dumps(sorted(outcome.full_rates)))
     if not rows:
-        return [], held
+        return []
     steps: dict[str, list[StepRecord]] = {}
     for s in db.execute(_STEPS_OF, (dumps([r[0] for r in rows]),)):
         values = (*s[:8], _ts(s[8]), _ts(s[9]))
@@ -257,7 +295,7 @@ def _claim(
         for r in rows
     ]
     jobs.sort(key=lambda j: (j.created_at, j.id))  # RETURNING has no order
-    return jobs, held
+    return jobs
 
 
 _STEP_FIELDS = (
@@ -303,7 +341,9 @@ class SqliteFastPath:
         writer: SqliteWriter,
         lock: AbstractAsyncContextManager[Any],
         publish: Callable[[str, str], None],
+        wake: WakeTimer | None = None,
     ) -> None:
+        self._wake = wake
         self._writer = writer
         self._lock = lock
         self._publish = publish
@@ -335,23 +375,27 @@ class SqliteFastPath:
         now: datetime,
         set_aside: tuple[Sequence[str], Sequence[str]] = ((), ()),
     ) -> tuple[list[JobRecord], list[HeldRow]]:
+        """Everything in one transaction: nothing is ever handed back as held."""
         sqls = self._claim_sql.get(len(signatures))
         if sqls is None:
             count = len(signatures)
             sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
-        aside = (dumps(list(set_aside[0])), dumps(list(set_aside[1])))
-        params: list[Any] = [worker_id, to_text(now)]
-        held_params: list[Any] = []
-        for signature in signatures:
-            params += (signature, *aside, limit)
-            held_params += (signature, *aside, limit)
-        params.append(limit)
+        outcome = LaneOutcome()
         async with self._lock:
-            return await self._writer.transaction(
-                lambda db: _claim(db, sqls, params, held_params, limit),
+            jobs = await self._writer.transaction(
+                lambda db: _claim(db, sqls, worker_id, signatures, limit, now, outcome),
                 limit,
                 inline_max=_RETURNING_INLINE_MAX,
             )
+        if outcome.skipped:
+            self._publish(Channel.FINISHED.value, hint(outcome.skipped))
+        for job_id in outcome.cancel_requested:
+            self._publish(Channel.CANCEL.value, job_id)
+        for job_id in (*outcome.skipped, *outcome.cancel_requested):
+            self._publish(Channel.LOGS.value, job_id)
+        if self._wake is not None:
+            self._wake.wake_at(outcome.retry_at)
+        return jobs, []
 
     async def write(self, plan: WritePlan, now: datetime) -> set[str]:
         steps = _encode_steps(plan.steps) if plan.steps else None
