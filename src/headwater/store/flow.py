@@ -101,16 +101,17 @@ def cancel_reason(key: str) -> str:
 def decide(
     candidates: Sequence[Candidate],
     running: Mapping[str, int],
-    starts: Mapping[str, Sequence[datetime]],
+    windows: Mapping[str, tuple[int, datetime | None]],
     now: datetime,
     room: int,
 ) -> Decision:
     """Which candidates start, in claim order, given the running jobs per concurrency key
-    and the recent start times per rate key. Pure: the SQL lanes and the in-memory store
-    share it. A key that is full stays full for the rest of the list (per-key order)."""
+    and, per rate key, its starts within the window ending ``now`` (how many, and the
+    oldest). Pure: the SQL lanes and the in-memory store share it. A key that is full
+    stays full for the rest of the list (per-key order)."""
     decision = Decision()
-    used: dict[str, int] = defaultdict(int)
-    windows: dict[str, int] = {}
+    used: dict[str, int] = defaultdict(int)  # claimed now, per concurrency key
+    taken: dict[str, int] = defaultdict(int)  # claimed now, per rate key
     for c in sorted(candidates, key=lambda c: c.order):
         ckey, rkey = c.concurrency_key, c.rate_key
         if ckey is not None and ckey in decision.full_keys:
@@ -127,18 +128,14 @@ def decide(
                 decision.cancel_keys[ckey] = cancel_reason(ckey)
             continue
         if rkey is not None:
-            if rkey not in windows:
-                since = now - timedelta(seconds=c.rate_per or 0.0)
-                windows[rkey] = sum(1 for t in starts.get(rkey, ()) if t > since)
-            if windows[rkey] >= (c.rate_limit or 1):
+            started, oldest = windows.get(rkey, (0, None))
+            if started + taken[rkey] >= (c.rate_limit or 1):
                 decision.full_rates.add(rkey)
-                per = timedelta(seconds=c.rate_per or 0.0)
-                oldest = min((t for t in starts.get(rkey, ()) if t > now - per), default=now)
-                free_at = oldest + per
+                free_at = (oldest or now) + timedelta(seconds=c.rate_per or 0.0)
                 if decision.retry_at is None or free_at < decision.retry_at:
                     decision.retry_at = free_at
                 continue
-            windows[rkey] += 1
+            taken[rkey] += 1
         if len(decision.claim) >= room:
             break
         if ckey is not None:
@@ -169,12 +166,14 @@ def plan_in_memory(
     candidates: list[Candidate] = []
     running: dict[str, int] = defaultdict(int)
     starts: dict[str, list[datetime]] = defaultdict(list)
+    pers: dict[str, float] = {}
     for job in records:
         priority, flow = flows.get(job.id, (0, NO_FLOW))
         if job.status is JobStatus.RUNNING and flow.concurrency_key is not None:
             running[flow.concurrency_key] += 1
         if flow.rate_key is not None and job.started_at is not None:
             starts[flow.rate_key].append(job.started_at)
+            pers[flow.rate_key] = flow.rate_per
         if job.status is JobStatus.PENDING and tag_signature(job.tags) in signatures:
             keyed, rated = flow.concurrency_key is not None, flow.rate_key is not None
             candidates.append(
@@ -190,7 +189,11 @@ def plan_in_memory(
                     flow.rate_per if rated else None,
                 )
             )
-    return decide(candidates, running, starts, now, limit)
+    windows: dict[str, tuple[int, datetime | None]] = {}
+    for key, times in starts.items():
+        recent = [t for t in times if t > now - timedelta(seconds=pers[key])]
+        windows[key] = (len(recent), min(recent, default=None))
+    return decide(candidates, running, windows, now, limit)
 
 
 class WakeTimer:

@@ -47,11 +47,13 @@ SELECT c.*,
        CASE WHEN c.concurrency_key IS NULL THEN 0 ELSE
            (SELECT count(*) FROM jobs r
              WHERE r.concurrency_key = c.concurrency_key AND r.status = 'running') END,
-       CASE WHEN c.rate_key IS NULL THEN NULL ELSE
-           ARRAY(SELECT s.started_at FROM jobs s
-                  WHERE s.rate_key = c.rate_key
-                    AND s.started_at > $5::timestamptz - make_interval(secs => c.rate_per)) END
+       w.n, w.oldest
   FROM cand AS c
+  LEFT JOIN LATERAL (
+        SELECT count(*) AS n, min(s.started_at) AS oldest FROM jobs s
+         WHERE s.rate_key = c.rate_key
+           AND s.started_at > $5::timestamptz - make_interval(secs => c.rate_per)
+       ) AS w ON c.rate_key IS NOT NULL
 """
 _JOB_OUT = ", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))
 _STEP_OUT = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
@@ -99,7 +101,7 @@ async def pg_lane(
         rows = await db.fetch(_READ, mine_c, list(signatures), room, loose, now)
         candidates: list[Candidate] = []
         running: dict[str, int] = {}
-        starts: dict[str, list[datetime]] = {}
+        windows: dict[str, tuple[int, datetime | None]] = {}
         for row in rows:
             candidate = Candidate(*row[:9])
             # A head whose rate key no held row brought is not locked by us: its turn
@@ -110,8 +112,8 @@ async def pg_lane(
             if candidate.concurrency_key is not None:
                 running[candidate.concurrency_key] = int(row[9])
             if candidate.rate_key is not None:
-                starts[candidate.rate_key] = list(row[10] or ())
-        decision = decide(candidates, running, starts, now, room)
+                windows[candidate.rate_key] = (int(row[10] or 0), row[11])
+        decision = decide(candidates, running, windows, now, room)
         result.full_keys |= decision.full_keys
         result.full_rates |= decision.full_rates
         result.retry_at = decision.retry_at

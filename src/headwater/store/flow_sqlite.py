@@ -6,7 +6,6 @@ BEGIN IMMEDIATE … COMMIT without a hop to another thread per statement."""
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -32,10 +31,7 @@ _HEAD = (
 _LOOSE = (
     f"SELECT {_FLOW} FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'"
 )
-_STARTS = (
-    "SELECT rate_key, started_at FROM jobs WHERE rate_key IN (SELECT value FROM json_each(?)) "
-    "AND started_at > ?"
-)
+_WINDOW = "SELECT count(*), min(started_at) FROM jobs WHERE rate_key = ? AND started_at > ?"
 _SKIP = (
     "UPDATE jobs SET status = 'cancelled', error = ?, finished_at = ? "
     "WHERE id = ? AND status = 'pending'"
@@ -76,7 +72,6 @@ def sqlite_lane(
 ) -> None:
     """Decide over the held rows' keys and claim (``claim(ids)`` → how many it took)."""
     ckeys = sorted({c for _, c, _ in held if c is not None})
-    rkeys = {r for _, _, r in held if r is not None}
     running = {str(k): int(n) for k, n in db.execute(_RUNNING, (dumps(ckeys),))}
     tags = dumps(list(signatures))
     rows: list[Any] = []
@@ -86,14 +81,13 @@ def sqlite_lane(
     if loose:
         rows += db.execute(_LOOSE, (dumps(loose),)).fetchall()
     candidates = [Candidate(r[0], r[1], _ts(r[2]), *r[3:]) for r in rows]
-    rkeys |= {c.rate_key for c in candidates if c.rate_key is not None}
-    starts: dict[str, list[datetime]] = defaultdict(list)
-    pers = [c.rate_per or 0.0 for c in candidates if c.rate_key is not None]
-    if pers:
-        since = (now - timedelta(seconds=max(pers))).isoformat(" ", "microseconds")[:26]
-        for key, started in db.execute(_STARTS, (dumps(sorted(rkeys)), since)):
-            starts[str(key)].append(_ts(started))
-    decision: Decision = decide(candidates, running, starts, now, room)
+    pers = {c.rate_key: c.rate_per or 0.0 for c in candidates if c.rate_key is not None}
+    windows: dict[str, tuple[int, datetime | None]] = {}
+    for key, per in pers.items():  # one index range each: the key's starts in its window
+        since = (now - timedelta(seconds=per)).isoformat(" ", "microseconds")[:26]
+        count, oldest = db.execute(_WINDOW, (key, since)).fetchone()
+        windows[key] = (int(count), _ts(oldest) if oldest else None)
+    decision: Decision = decide(candidates, running, windows, now, room)
     outcome.full_keys |= decision.full_keys
     outcome.full_rates |= decision.full_rates
     if decision.retry_at is not None and (
