@@ -42,18 +42,26 @@ WITH cand AS (
     UNION ALL
     SELECT l.* FROM (SELECT {_FLOW} FROM jobs
                       WHERE id = ANY($4::text[]) AND status = 'pending' FOR UPDATE) AS l
+),
+keys AS (SELECT DISTINCT concurrency_key AS key FROM cand WHERE concurrency_key IS NOT NULL),
+running AS (  -- once per key; the IS NOT NULL picks the partial index of running keyed jobs
+    SELECT k.key, (SELECT count(*) FROM jobs r
+                    WHERE r.concurrency_key = k.key AND r.concurrency_key IS NOT NULL
+                      AND r.status = 'running') AS n
+      FROM keys AS k
+), rates AS (
+    SELECT DISTINCT rate_key, rate_per FROM cand WHERE rate_key IS NOT NULL
+), windows AS (
+    SELECT w.rate_key, w.rate_per, x.n, x.oldest FROM rates AS w
+     CROSS JOIN LATERAL (
+            SELECT count(*) AS n, min(s.started_at) AS oldest FROM jobs s
+             WHERE s.rate_key = w.rate_key
+               AND s.started_at > $5::timestamptz - make_interval(secs => w.rate_per)) AS x
 )
-SELECT c.*,
-       CASE WHEN c.concurrency_key IS NULL THEN 0 ELSE
-           (SELECT count(*) FROM jobs r
-             WHERE r.concurrency_key = c.concurrency_key AND r.status = 'running') END,
-       w.n, w.oldest
+SELECT c.*, coalesce(r.n, 0), w.n, w.oldest
   FROM cand AS c
-  LEFT JOIN LATERAL (
-        SELECT count(*) AS n, min(s.started_at) AS oldest FROM jobs s
-         WHERE s.rate_key = c.rate_key
-           AND s.started_at > $5::timestamptz - make_interval(secs => c.rate_per)
-       ) AS w ON c.rate_key IS NOT NULL
+  LEFT JOIN running AS r ON r.key = c.concurrency_key
+  LEFT JOIN windows AS w ON w.rate_key = c.rate_key AND w.rate_per = c.rate_per
 """
 _JOB_OUT = ", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))
 _STEP_OUT = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
