@@ -39,9 +39,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.store_ingest import create_pg_database, drop_pg_database  # noqa: E402
-from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord, JobStatus, NewJob  # noqa: E402
-from headwater.store.sql import SqlStore, open_store  # noqa: E402
+from bench.store_ingest import create_pg_database, drop_pg_database
+
+from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord, JobStatus, NewJob
+from headwater.store.sql import SqlStore, open_store
 
 CLAIMERS = 4
 CLAIM = 16
@@ -257,9 +258,11 @@ async def bench_explain(url: str) -> list[str]:
             await store.insert_jobs(
                 jobs_of(
                     5000,
-                    lambda i: JobFlow(concurrency_key=f"k{i % 500}", concurrency_limit=2)
-                    if i % 2
-                    else JobFlow(),
+                    lambda i: (
+                        JobFlow(concurrency_key=f"k{i % 500}", concurrency_limit=2)
+                        if i % 2
+                        else JobFlow()
+                    ),
                     priority=start % 3,
                 )
             )
@@ -280,8 +283,10 @@ async def bench_explain(url: str) -> list[str]:
             await conn.rollback()
         t = time.perf_counter()
         got = await store.claim_jobs("w", ["script"], 16)
-        lines.append(f"claim_jobs(16) with 100,000 pending: {len(got)} jobs in "
-                     f"{(time.perf_counter() - t) * 1000:.1f} ms")
+        lines.append(
+            f"claim_jobs(16) with 100,000 pending: {len(got)} jobs in "
+            f"{(time.perf_counter() - t) * 1000:.1f} ms"
+        )
         return lines
     finally:
         await store.close()
@@ -292,7 +297,9 @@ def table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> str:
     out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |"]
     out.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
-        out.append("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+        out.append(
+            "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
+        )
     return "\n".join(out)
 
 
@@ -337,9 +344,7 @@ async def main() -> None:
         if "kill" in only:
             from tests.e2e.flow_cluster import run_keyed_kill_scenario
 
-            result = await asyncio.to_thread(
-                run_keyed_kill_scenario, Path(tmp), pg, 5000, 50, 900
-            )
+            result = await asyncio.to_thread(run_keyed_kill_scenario, Path(tmp), pg, 5000, 50, 900)
             print(f"kill: {result.summary()} in {result.seconds:.0f} s", flush=True)
     finally:
         await drop_pg_database(pg)
