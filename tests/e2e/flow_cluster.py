@@ -87,6 +87,17 @@ def _done(db_url: str) -> int:
     return int(pg_query(db_url, "SELECT count(*) FROM jobs WHERE status = 'completed'")[0][0])
 
 
+def _running_on(db_url: str, worker: str) -> int:
+    return int(
+        pg_query(
+            db_url,
+            "SELECT count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
+            " WHERE j.status = 'running' AND w.name = %s",
+            worker,
+        )[0][0]
+    )
+
+
 def run_keyed_kill_scenario(
     tmp: Path, pg_url: str, jobs: int, keys: int, timeout: float = 240
 ) -> KeyedResult:
@@ -106,6 +117,7 @@ def run_keyed_kill_scenario(
         poster = threading.Thread(target=_post_all, args=(server.url, jobs, keys), daemon=True)
         poster.start()
         wait_for(lambda: _done(pg_url) >= jobs // 4, timeout, "a quarter of the jobs")
+        wait_for(lambda: _running_on(pg_url, "worker1"), timeout, "a job running on worker1")
         w1.kill()
         poster.join(timeout)
         wait_for(lambda: _done(pg_url) >= jobs, timeout, f"{jobs} completed jobs")
