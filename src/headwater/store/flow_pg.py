@@ -2,15 +2,17 @@
 asyncpg connection, five round trips (BEGIN, the key locks, one read, the claim,
 COMMIT).
 
-The locks come first and alone: under READ COMMITTED each statement reads a fresh
-snapshot, so the read that follows them sees everything a previous holder of a lock
-committed. The read returns, per candidate (each key's head, plus the held jobs without
-a concurrency key), the running jobs of its key and its key's starts in the window.
+The locks (one per key, waited for) come first and alone: under READ COMMITTED each
+statement reads a fresh snapshot, so the read that follows them sees everything a
+previous holder of a lock committed. The read returns, per candidate (each key's head,
+plus the held jobs without a concurrency key), the running jobs of its key and its
+key's starts in the window.
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,22 +24,27 @@ from headwater.store.rows import HeldRow
 
 __all__ = ["pg_lane"]
 
-_LOCKS = (
-    "SELECT k FROM unnest($1::text[]) AS k WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
-)
+# Waits for each key's lock, taken in the order of the lock ids (the same order in every
+# claimer, so two claims never wait for each other in a cycle). A claim that found a hot
+# key busy and gave up would come back empty and leave its worker idle until a wake-up.
+_LOCKS = """
+SELECT count(pg_advisory_xact_lock(h))
+  FROM (SELECT DISTINCT hashtextextended(k, 0) AS h FROM unnest($1::text[]) AS k ORDER BY h) AS l
+"""
 _FLOW = (
     "id, priority, created_at, concurrency_key, concurrency_limit, concurrency_strategy, "
     "rate_key, rate_limit, rate_per"
 )
-# $1 concurrency keys (locked), $2 signatures, $3 room, $4 held ids without a key, $5 now.
+# $1 concurrency keys, $6 how many of each the fast path held (a bound on what this round
+# takes of it), $2 signatures, $3 room, $4 held ids without a key, $5 now.
 _READ = f"""
 WITH cand AS (
-    SELECT h.* FROM unnest($1::text[]) AS k(key)
+    SELECT h.* FROM unnest($1::text[], $6::int[]) AS k(key, n)
      CROSS JOIN LATERAL (
             SELECT {_FLOW} FROM jobs
              WHERE concurrency_key = k.key AND status = 'pending' AND tags = ANY($2::text[])
              ORDER BY priority DESC, created_at, id
-             LIMIT $3
+             LIMIT least(k.n, $3)
                FOR UPDATE) AS h
     UNION ALL
     SELECT l.* FROM (SELECT {_FLOW} FROM jobs
@@ -99,14 +106,25 @@ async def pg_lane(
     rkeys = sorted({r for _, _, r in held if r is not None})
     async with db.transaction():
         names = [f"c:{k}" for k in ckeys] + [f"r:{k}" for k in rkeys]
-        locked = {str(r[0]) for r in await db.fetch(_LOCKS, names)} if names else set()
-        result.full_keys = {k for k in ckeys if f"c:{k}" not in locked}  # another claims it
-        result.full_rates = {k for k in rkeys if f"r:{k}" not in locked}
-        mine_c = [k for k in ckeys if f"c:{k}" in locked]
-        mine_r = {k for k in rkeys if f"r:{k}" in locked}
-        now = now_fn()  # after the locks: later than any start they protect
-        loose = [i for i, c, r in held if c is None and r in mine_r]
-        rows = await db.fetch(_READ, mine_c, list(signatures), room, loose, now)
+        if names:
+            await db.fetchval(_LOCKS, names)
+        window_end = now_fn()  # after the locks: later than any start they protect
+        held_per_key = Counter(c for _, c, _ in held if c is not None)
+        loose = [i for i, c, _ in held if c is None]
+        rows = await db.fetch(
+            _READ,
+            ckeys,
+            list(signatures),
+            room,
+            loose,
+            window_end,
+            [held_per_key[k] for k in ckeys],
+        )
+        # The claims' start time: after the read, so after every finish it saw (a start
+        # stamped earlier could seem to overlap the run whose end made room for it).
+        # Windows counted up to the earlier instant can only count more: never over.
+        now = now_fn()
+        mine_r = set(rkeys)
         candidates: list[Candidate] = []
         running: dict[str, int] = {}
         windows: dict[str, tuple[int, datetime | None]] = {}
@@ -121,7 +139,7 @@ async def pg_lane(
                 running[candidate.concurrency_key] = int(row[9])
             if candidate.rate_key is not None:
                 windows[candidate.rate_key] = (int(row[10] or 0), row[11])
-        decision = decide(candidates, running, windows, now, room)
+        decision = decide(candidates, running, windows, window_end, room)
         result.full_keys |= decision.full_keys
         result.full_rates |= decision.full_rates
         result.retry_at = decision.retry_at

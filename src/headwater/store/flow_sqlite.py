@@ -6,6 +6,7 @@ BEGIN IMMEDIATE … COMMIT without a hop to another thread per statement."""
 from __future__ import annotations
 
 import sqlite3
+from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -75,8 +76,10 @@ def sqlite_lane(
     running = {str(k): int(n) for k, n in db.execute(_RUNNING, (dumps(ckeys),))}
     tags = dumps(list(signatures))
     rows: list[Any] = []
+    held_per_key = Counter(c for _, c, _ in held if c is not None)
     for key in ckeys:  # each key's head: order per key whatever the fast path passed over
-        rows += db.execute(_HEAD, (key, tags, room)).fetchall()
+        # At most as many as the fast path held of it: a bound on what one round takes.
+        rows += db.execute(_HEAD, (key, tags, min(room, held_per_key[key]))).fetchall()
     loose = [i for i, c, _ in held if c is None]
     if loose:
         rows += db.execute(_LOOSE, (dumps(loose),)).fetchall()

@@ -36,6 +36,7 @@ from headwater.store.fastpath import (
 )
 from headwater.store.flow import MAX_ROUNDS, WakeTimer
 from headwater.store.flow_sqlite import LaneOutcome, sqlite_lane
+from headwater.store.ids import utcnow
 from headwater.store.queries import dumps
 
 if TYPE_CHECKING:
@@ -254,6 +255,9 @@ def _claim(
 ) -> list[JobRecord]:
     """The fast path, then the limited lane for the held jobs, in rounds that set full
     keys aside (see ``store.flow``), all in this one transaction."""
+    # Stamped under the write lock: later than the end of every run whose finish
+    # committed before (a start stamped earlier could seem to overlap it).
+    now = max(now, utcnow())
     now_text = to_text(now)
     rows: list[Any] = []
     aside = ("[]", "[]")
