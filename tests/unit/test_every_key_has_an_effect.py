@@ -138,6 +138,19 @@ ACTED_ON: dict[str, str] = {
     "EventSourceTrigger.crash_window_secs": "triggers/event_source.py",
     "EventSourceTrigger.healthy_run_secs": "triggers/event_source.py",
     "EventSourceTrigger.enabled": "triggers/event_source.py",
+    # Flow control: rendered onto the job by the dispatcher, enforced by the store's claim.
+    "Task.concurrency": "dispatch/flow.py",
+    "Task.rate_limit": "dispatch/flow.py",
+    "Task.priority": "dispatch/flow.py",
+    "Concurrency.key": "dispatch/flow.py",
+    "Concurrency.limit": "dispatch/flow.py",
+    "Concurrency.strategy": "dispatch/flow.py",
+    "RateLimit.key": "dispatch/flow.py",
+    "RateLimit.limit": "dispatch/flow.py",
+    "RateLimit.per": "dispatch/flow.py",
+    "SchedulerTrigger.priority": "dispatch/flow.py",
+    "WebhookTrigger.priority": "dispatch/flow.py",
+    "EventSourceTrigger.priority": "dispatch/flow.py",
 }
 
 # Documentation only: headwater keeps them and shows them (API / CLI), as Strøm's UI does.

@@ -5,14 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from headwater.core.status import JobStatus, LogStream, PauseKind, StepStatus
 
 __all__ = [
+    "NO_FLOW",
+    "ConcurrencyStrategy",
     "CursorRecord",
     "InsertOutcome",
     "JobFilter",
+    "JobFlow",
     "JobRecord",
     "Lease",
     "LogLine",
@@ -32,6 +36,34 @@ __all__ = [
 ]
 
 
+class ConcurrencyStrategy(StrEnum):
+    """What a job whose concurrency key is at its limit does (``concurrency.strategy``)."""
+
+    QUEUE = "queue"  # waits, first in first out per key
+    CANCEL_RUNNING = "cancel_running"  # the key's running jobs are asked to cancel
+    SKIP_NEW = "skip_new"  # the new job ends as cancelled, never started
+
+
+@dataclass(frozen=True, slots=True)
+class JobFlow:
+    """A job's flow limits, rendered when it is created and kept on its row: the store's
+    claim enforces them across every worker. A key is scoped to its task already."""
+
+    concurrency_key: str | None = None
+    concurrency_limit: int = 1
+    concurrency_strategy: ConcurrencyStrategy = ConcurrencyStrategy.QUEUE
+    rate_key: str | None = None
+    rate_limit: int = 1
+    rate_per: float = 1.0  # seconds
+
+    @property
+    def limited(self) -> bool:
+        return self.concurrency_key is not None or self.rate_key is not None
+
+
+NO_FLOW = JobFlow()
+
+
 @dataclass(frozen=True, slots=True)
 class NewJob:
     """A job to insert. ``dedup_key`` makes the insert idempotent (unique when set)."""
@@ -46,6 +78,8 @@ class NewJob:
     parent_job_id: str | None = None
     max_attempts: int = 3  # claims allowed before recovery fails the job instead
     id: str | None = None  # generated (time-ordered UUID) when None
+    priority: int = 0  # claimed highest first, then oldest first
+    flow: JobFlow = NO_FLOW
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,14 +23,24 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.dispatch.flow import FlowPlan, trigger_priorities
 from headwater.dispatch.gather import Gathered, Gatherer
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError, first_line
-from headwater.store.base import InsertOutcome, NewJob, RejectedEvent, StepUpdate, Store
+from headwater.store.base import (
+    NO_FLOW,
+    InsertOutcome,
+    JobFlow,
+    NewJob,
+    RejectedEvent,
+    StepUpdate,
+    Store,
+)
 from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
 from headwater.workspace.models import Step, Task, Workspace
 from headwater.workspace.multi import resolve_task_name, task_workspace
+from headwater.workspace.templating import TemplateEngine
 
 __all__ = [
     "BatchingDispatcher",
@@ -117,6 +127,7 @@ class _Target:
     tags: frozenset[str]
     workspace: str  # the workspace the task belongs to (several: headwater.workspace.multi)
     task: str  # its name in the (combined) workspace
+    flow: FlowPlan | None = None  # its concurrency, rate limit, priority (most have none)
 
 
 class Dispatcher:
@@ -130,6 +141,7 @@ class Dispatcher:
         *,
         observe: Callable[[str, str | None, str, int], None] | None = None,
         tracing: Tracing | None = None,
+        templates: TemplateEngine | None = None,
     ) -> None:
         self._tracing = tracing
         self._store = store
@@ -143,6 +155,8 @@ class Dispatcher:
         self._tasks: dict[str, _Target] = {}
         # Events of triggers with debounce/batch are buffered instead (dispatch.gather).
         self.gatherer = Gatherer(store)
+        self._priorities: dict[str, int | str] = {}  # trigger source id → its priority
+        self._templates = templates or TemplateEngine()
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
@@ -151,6 +165,7 @@ class Dispatcher:
     def _task(self, ws: Workspace, name: str) -> _Target:
         if ws is not self._tasks_of:  # reloaded: a new workspace object
             self._tasks_of, self._tasks = ws, {}
+            self._priorities = trigger_priorities(ws)
         found = self._tasks.get(name)
         if found is None:
             canonical = resolve_task_name(ws, name)
@@ -162,6 +177,7 @@ class Dispatcher:
                 task_tags(ws, task),
                 task_workspace(ws, canonical),
                 canonical,
+                FlowPlan.of(ws.name, canonical, task),
             )
         return found
 
@@ -172,6 +188,7 @@ class Dispatcher:
         # (The checker copies what it is given: the caller's payload is never changed.)
         payload = {**event.defaults, **event.payload} if event.defaults else event.payload
         job_input = check_input(event.target_task, payload)
+        priority, flow = self._flow(target, job_input, event.source_id)
         return NewJob(
             workspace=target.workspace,
             task=target.task,
@@ -182,7 +199,20 @@ class Dispatcher:
             tags=event.tags if event.tags is not None else tags,
             parent_job_id=event.parent_job_id,
             max_attempts=event.max_attempts or self._max_attempts,
+            priority=priority,
+            flow=flow,
         )
+
+    def _flow(
+        self, target: _Target, job_input: Mapping[str, Any], source_id: str | None
+    ) -> tuple[int, JobFlow]:
+        trigger = self._priorities.get(source_id) if source_id is not None else None
+        if target.flow is None:
+            if trigger is None:
+                return 0, NO_FLOW
+            plan = FlowPlan(f"{target.workspace}/{target.task}", None, None, None)
+            return plan.render(self._templates, target.task, job_input, trigger)
+        return target.flow.render(self._templates, target.task, job_input, trigger)
 
     async def submit(self, event: Event, *, counted: bool = True) -> InsertOutcome:
         """One event that must become a job or fail its caller: an API call, ``headwater
@@ -280,6 +310,7 @@ class Dispatcher:
                 if refused and i in refused:
                     raise InputValidationError(target_task, [refused[i]])
                 job_input = check_input(target_task, merged)
+                priority, flow = self._flow(target, job_input, source_id)
             except InputValidationError:  # the general path records why
                 event = Event(
                     target_task,
@@ -304,6 +335,8 @@ class Dispatcher:
                     dedup_key=key,
                     tags=tags,
                     max_attempts=max_attempts,
+                    priority=priority,
+                    flow=flow,
                 )
             )
             slots.append(i)

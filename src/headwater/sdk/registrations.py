@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -143,6 +143,7 @@ class ReceiverRegistration:
     function: Callable[..., Any]
     retry: RetryPolicy | None = None
     timeout: float | None = None
+    flow: Mapping[str, Any] = field(default_factory=dict)  # the task's concurrency, rate_limit
     kind: str = field(default="receiver", init=False)
 
     def __post_init__(self) -> None:

@@ -27,6 +27,7 @@ from headwater.sdk.registrations import (
     check_name,
     function_ref,
 )
+from headwater.workspace.flow_models import Concurrency, RateLimit
 from headwater.workspace.models import (
     Action,
     ActionType,
@@ -45,9 +46,11 @@ log = structlog.get_logger(__name__)
 APP_ENV = "HEADWATER_APP"
 F = TypeVar("F", bound=Callable[..., Any])
 _TRIGGER_LEVEL = (
-    *("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled"),
+    *("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled", "priority"),
     *("debounce", "batch"),
 )
+# The handler task's flow control (the workspace's task keys of the same names).
+_TASK_FLOW = ("concurrency", "rate_limit")
 HANDLER_STEP = "handler"
 
 
@@ -148,13 +151,17 @@ class Registry:
         name: str,
         retry: int | RetryPolicy | Mapping[str, Any] | None = None,
         timeout: float | str | None = None,
+        concurrency: Concurrency | Mapping[str, Any] | None = None,
+        rate_limit: RateLimit | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """The general form behind ``on_redis_stream`` … ``on_receiver``: ``fields`` are
-        the workspace trigger's fields (validated now, so a typo fails at import)."""
+        the workspace trigger's fields (validated now, so a typo fails at import);
+        ``concurrency`` and ``rate_limit`` are the handler task's (as in YAML)."""
         check_name(name)
         model = RECEIVERS.get(trigger_type)
         if model is None:
             raise RegistrationError(f"no receiver of type {trigger_type!r}")
+        flow = _flow(name, concurrency, rate_limit)
         try:
             trigger = model.model_validate({**fields, "type": trigger_type, "target_task": name})
         except ValidationError as exc:
@@ -176,6 +183,7 @@ class Registry:
                     function=fn,
                     retry=policy,
                     timeout=seconds,
+                    flow=flow,
                 )
             )
             return fn
@@ -194,9 +202,10 @@ class Registry:
             raise RegistrationError(f"no receiver of type {trigger_type!r} with a decorator")
         retry = options.pop("retry", None)
         timeout = options.pop("timeout", None)
+        flow = {k: options.pop(k) for k in _TASK_FLOW if k in options}
         fields = {model.sdk_argument: argument, **options}
         return self.on_receiver_trigger(
-            trigger_type, fields, name=name, retry=retry, timeout=timeout
+            trigger_type, fields, name=name, retry=retry, timeout=timeout, **flow
         )
 
     # Typed thin wrappers of ``on`` (mypy sees each one's required fields); a test checks
@@ -282,10 +291,13 @@ class Registry:
         for key in ("retry", "timeout"):
             if key in options:
                 fields[key] = options.pop(key)
+        flow = {k: options.pop(k) for k in _TASK_FLOW if k in options}
         fields.update(receiver=function_ref(receiver), options=options)
         retry = fields.pop("retry", None)
         timeout = fields.pop("timeout", None)
-        return self.on_receiver_trigger("custom", fields, name=name, retry=retry, timeout=timeout)
+        return self.on_receiver_trigger(
+            "custom", fields, name=name, retry=retry, timeout=timeout, **flow
+        )
 
     # -- what runs it ---------------------------------------------------------------------
     def functions(self) -> dict[str, Callable[..., Any]]:
@@ -308,6 +320,7 @@ class Registry:
             tasks[reg.name] = Task(
                 description=f"{reg.source} → {function_ref(reg.function)}",
                 flow={HANDLER_STEP: Step(inline=action, input=step_input, retry=reg.retry)},
+                **reg.flow,
             )
             triggers[reg.name] = reg.trigger
         return Workspace.model_validate(
@@ -319,6 +332,31 @@ class Registry:
                 "secrets": self.secrets,
             }
         )
+
+
+def _flow(
+    name: str,
+    concurrency: Concurrency | Mapping[str, Any] | None,
+    rate_limit: RateLimit | Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The handler task's ``concurrency``/``rate_limit``, checked now (a typo fails at
+    import, with the receiver's name)."""
+    found: dict[str, Any] = {}
+    try:
+        if concurrency is not None:
+            found["concurrency"] = Concurrency.model_validate(
+                concurrency if isinstance(concurrency, Concurrency) else dict(concurrency)
+            )
+        if rate_limit is not None:
+            found["rate_limit"] = RateLimit.model_validate(
+                rate_limit if isinstance(rate_limit, RateLimit) else dict(rate_limit)
+            )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
+        )
+        raise RegistrationError(f"receiver {name!r}: {problems}") from None
+    return found
 
 
 def _retry(value: int | RetryPolicy | Mapping[str, Any] | None, name: str) -> RetryPolicy | None:

@@ -13,9 +13,12 @@ from typing import TYPE_CHECKING
 # The records and statuses live in ``headwater.core``; they are re-exported here because
 # many modules (and users) import them from the store.
 from headwater.core.records import (
+    NO_FLOW,
+    ConcurrencyStrategy,
     CursorRecord,
     InsertOutcome,
     JobFilter,
+    JobFlow,
     JobRecord,
     Lease,
     LogLine,
@@ -54,13 +57,16 @@ if TYPE_CHECKING:
     pass
 
 __all__ = [
+    "NO_FLOW",
     "Channel",
+    "ConcurrencyStrategy",
     "CursorRecord",
     "DeadLetterStore",
     "FlowStore",
     "GatherStore",
     "InsertOutcome",
     "JobFilter",
+    "JobFlow",
     "JobRecord",
     "JobStatus",
     "JobStore",

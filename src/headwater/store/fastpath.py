@@ -29,7 +29,7 @@ from headwater.store.base import (
 from headwater.store.ids import parse_tags
 from headwater.store.job_writes import WritePlan
 from headwater.store.queries import PG_NOTIFY
-from headwater.store.rows import FinishRequest, NewJobRow, StepRow
+from headwater.store.rows import FinishRequest, HeldRow, NewJobRow, StepRow
 
 T = TypeVar("T")
 
@@ -39,6 +39,7 @@ __all__ = [
     "STEP_COLUMNS",
     "FastPath",
     "FinishRequest",
+    "HeldRow",
     "NewJobRow",
     "NoLock",
     "StepRow",
@@ -84,9 +85,17 @@ class FastPath(Protocol):
         ...
 
     async def claim(
-        self, worker_id: str, signatures: Sequence[str], limit: int, now: datetime
-    ) -> list[JobRecord]:
-        """Claimed jobs, oldest first, with their steps."""
+        self,
+        worker_id: str,
+        signatures: Sequence[str],
+        limit: int,
+        now: datetime,
+        set_aside: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> tuple[list[JobRecord], list[HeldRow]]:
+        """Of the ``limit`` best pending jobs (highest priority, then oldest), claims
+        those without flow limits (returned oldest first, with their steps) and returns
+        the others unclaimed ("held", for ``store.flow``). ``set_aside``: concurrency and
+        rate keys whose jobs are left out entirely (found full by this claim)."""
         ...
 
     async def write(self, plan: WritePlan, now: datetime) -> set[str]:

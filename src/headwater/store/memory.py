@@ -20,10 +20,12 @@ from typing import Any
 
 from headwater.errors import ConflictError, NotFoundError
 from headwater.store.base import (
+    NO_FLOW,
     Channel,
     CursorRecord,
     InsertOutcome,
     JobFilter,
+    JobFlow,
     JobRecord,
     JobStatus,
     Lease,
@@ -45,6 +47,7 @@ from headwater.store.base import (
     WorkerTokenRecord,
 )
 from headwater.store.fastpath import hint
+from headwater.store.flow import WakeTimer, plan_in_memory
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.jsoncopy import json_copy as _copy
 from headwater.store.memory_approval import MemoryApprovalOps
@@ -92,8 +95,10 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
         self.paused: dict[PauseKind, dict[str, datetime]] = {}
         self.gather_buffers = {}
         self.gather_seen = {}
+        self.flows: dict[str, tuple[int, JobFlow]] = {}  # job id → (priority, flow limits)
         self.closed = False
         self._broadcaster = Broadcaster()
+        self._rate_wake = WakeTimer(self._broadcaster.publish)
         self._new_id = UuidV7Generator()
         self._seq = 0
         self._rejected_seq = 0
@@ -134,6 +139,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
     async def close(self) -> None:
         if not self.closed:
             self.closed = True
+            self._rate_wake.cancel()
             self._broadcaster.close_all()
 
     # -- jobs ----------------------------------------------------------------------------
@@ -178,6 +184,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
             )
             self.jobs[record.id] = record
             self.steps[record.id] = {}
+            if job.priority or job.flow.limited:
+                self.flows[record.id] = (job.priority, job.flow)
             if key is not None:
                 by_key[key] = record.id
             signatures.add(tag_signature(record.tags))
@@ -224,21 +232,33 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
     ) -> list[JobRecord]:
         if limit <= 0 or not tag_signatures:
             return []
-        wanted = set(tag_signatures)
         paused = self.paused_tasks()
-        pending = sorted(
-            (
-                j
-                for j in self.jobs.values()
-                if j.status is JobStatus.PENDING
-                and tag_signature(j.tags) in wanted
-                and j.task not in paused  # pause: the claim's one predicate for it
-            ),
-            key=lambda j: (j.created_at, j.id),
-        )[:limit]
+        # pause: the claim's one predicate for it (a flow key belongs to one task)
+        candidates = [j for j in self.jobs.values() if j.task not in paused]
         now = utcnow()
+        plan = plan_in_memory(candidates, self.flows, set(tag_signatures), limit, now)
+        for job_id, reason in plan.skip.items():
+            self.jobs[job_id] = dataclasses.replace(
+                self.jobs[job_id], status=JobStatus.CANCELLED, error=reason, finished_at=now
+            )
+            self._log(job_id, None, LogStream.SYSTEM, reason, now)
+        self._publish(Channel.FINISHED, plan.skip)
+        self._rate_wake.wake_at(plan.retry_at)
+        for key, reason in plan.cancel_keys.items():
+            for job in list(self.jobs.values()):
+                flow = self.flows.get(job.id, (0, NO_FLOW))[1]
+                if (
+                    flow.concurrency_key == key
+                    and job.status is JobStatus.RUNNING
+                    and job.worker_id is not None
+                    and not job.cancel_requested
+                ):
+                    self.jobs[job.id] = dataclasses.replace(job, cancel_requested=True)
+                    self._log(job.id, None, LogStream.SYSTEM, reason, now)
+                    self._publish(Channel.CANCEL, [job.id])
         claimed: list[JobRecord] = []
-        for job in pending:
+        for job_id in plan.claim:
+            job = self.jobs[job_id]
             job = dataclasses.replace(
                 job,
                 status=JobStatus.RUNNING,
@@ -248,6 +268,7 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
             )
             self.jobs[job.id] = job
             claimed.append(self._with_steps(job))
+        claimed.sort(key=lambda j: (j.created_at, j.id))
         return claimed
 
     def _finish(
@@ -261,6 +282,8 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
         self.jobs[job_id] = dataclasses.replace(
             job, status=JobStatus(status), output=_copy(output), error=error, finished_at=utcnow()
         )
+        if self.flows.get(job_id, (0, NO_FLOW))[1].concurrency_key is not None:
+            self._publish(Channel.JOBS, [hint([tag_signature(job.tags)])])  # room for the next
         return True
 
     async def finish_job(

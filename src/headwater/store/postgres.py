@@ -28,6 +28,7 @@ from headwater.store.fastpath import (
     NOT_PAUSED,
     PAYLOAD_LIMIT,
     STEP_COLUMNS,
+    HeldRow,
     NewJobRow,
     StepRow,
     driver_connection,
@@ -181,10 +182,13 @@ class PgListener:
 _INSERT_JOBS = f"""
 WITH ins AS (
     INSERT INTO jobs (id, workspace, task, input, source_type, source_id, dedup_key, tags,
-                      parent_job_id, max_attempts, status, created_at, attempt,
-                      cancel_requested)
+                      parent_job_id, max_attempts, priority, concurrency_key,
+                      concurrency_limit, concurrency_strategy, rate_key, rate_limit,
+                      rate_per, status, created_at, attempt, cancel_requested)
     SELECT e->>0, e->>1, e->>2, CAST(e->>3 AS jsonb), e->>4, e->>5, e->>6, e->>7, e->>8,
-           CAST(e->>9 AS int), 'pending', CAST($2 AS timestamptz), 0, false
+           CAST(e->>9 AS int), CAST(e->>10 AS int), e->>11, CAST(e->>12 AS int), e->>13,
+           e->>14, CAST(e->>15 AS int), CAST(e->>16 AS float8),
+           'pending', CAST($2 AS timestamptz), 0, false
       FROM json_array_elements(CAST($1 AS json)) AS e
     ON CONFLICT DO NOTHING
     RETURNING id, tags
@@ -205,32 +209,43 @@ _EXISTING_KEYS = "SELECT id, dedup_key FROM jobs WHERE dedup_key = ANY($1::text[
 # One ordered, limited, locking sub-select per signature (LATERAL): each walks the
 # partial claim index in order and stops after ``limit`` rows however long the queue; an
 # ``= ANY`` over several signatures would sort every pending match first. Rows another
-# claimer holds are skipped. Steps come back joined (most claimed jobs have none).
+# claimer holds are skipped. Steps come back joined (most claimed jobs have none). Jobs
+# with flow limits in the window are not claimed here: they come back as "held" rows
+# (store/flow.py claims them); $5/$6 are keys the claim found full and sets aside.
+_JOB_OUT = ", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))
+_STEP_OUT = ", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))
+_NULLS = ", ".join(["NULL"] * (len(JOB_COLUMNS.split(",")) + len(STEP_COLUMNS.split(",")) - 1))
 _CLAIM = f"""
 WITH picked AS (
-    SELECT p.id
+    SELECT p.id, p.held, p.concurrency_key, p.rate_key
       FROM unnest($2::text[]) AS s(signature)
      CROSS JOIN LATERAL (
-            SELECT id, created_at FROM jobs
+            SELECT id, priority, created_at, concurrency_key, rate_key,
+                   (concurrency_key IS NOT NULL OR rate_key IS NOT NULL) AS held
+              FROM jobs
              WHERE status = 'pending' AND tags = s.signature
                AND {NOT_PAUSED}
-             ORDER BY created_at, id
+               AND (concurrency_key IS NULL OR concurrency_key <> ALL($5::text[]))
+               AND (rate_key IS NULL OR rate_key <> ALL($6::text[]))
+             ORDER BY priority DESC, created_at, id
              LIMIT $3
                FOR UPDATE SKIP LOCKED) AS p
-     ORDER BY p.created_at, p.id
+     ORDER BY p.priority DESC, p.created_at, p.id
      LIMIT $3
 ), claimed AS (
     UPDATE jobs SET status = 'running', worker_id = $1, attempt = jobs.attempt + 1,
                     started_at = $4
       FROM picked
-     WHERE jobs.id = picked.id
+     WHERE jobs.id = picked.id AND NOT picked.held
     RETURNING jobs.*
 )
-SELECT {", ".join(f"c.{c.strip()}" for c in JOB_COLUMNS.split(","))},
-       {", ".join(f"s.{c.strip()}" for c in STEP_COLUMNS.split(","))}
+SELECT {_JOB_OUT}, {_STEP_OUT}, false AS held, NULL::text AS held_c, NULL::text AS held_r
   FROM claimed AS c LEFT JOIN steps AS s ON s.job_id = c.id
- ORDER BY c.created_at, c.id, s.started_at NULLS LAST, s.name
+UNION ALL
+SELECT id, {_NULLS}, true, concurrency_key, rate_key FROM picked WHERE held
+ ORDER BY 30, 17, 1, 28 NULLS LAST, 21
 """
+_HELD = len(JOB_COLUMNS.split(",")) + len(STEP_COLUMNS.split(","))  # index of "held"
 
 _APPEND_LOGS = f"""
 WITH ins AS (
@@ -290,7 +305,7 @@ WITH plain AS (
      WHERE jobs.id = e->>0
        AND jobs.status IN ('pending', 'running')
        AND (e->>1 IS NULL OR jobs.worker_id = e->>1)
-    RETURNING jobs.id
+    RETURNING jobs.id, jobs.tags, jobs.concurrency_key
 ), carried AS (
     {_steps_from(4)}
      WHERE e->>0 IN (SELECT id FROM done)
@@ -301,8 +316,12 @@ WITH plain AS (
                           ELSE string_agg(id, ',') END)
       FROM done
     HAVING count(*) > 0
+), freed AS (  -- a keyed job's end makes room for the next of its key: wake claimers
+    SELECT pg_notify('{Channel.JOBS.value}',
+                     CASE WHEN octet_length(k.tags) > {PAYLOAD_LIMIT} THEN '*' ELSE k.tags END)
+      FROM (SELECT DISTINCT tags FROM done WHERE concurrency_key IS NOT NULL) AS k
 )
-SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n
+SELECT done.id FROM done, (SELECT count(*) FROM woke) AS n, (SELECT count(*) FROM freed) AS f
 """
 
 
@@ -325,7 +344,9 @@ COPY_MIN_ROWS = 200
 
 _COPY_COLUMNS = [
     "id", "workspace", "task", "input", "source_type", "source_id", "dedup_key", "tags",
-    "parent_job_id", "max_attempts", "created_at", "status", "attempt", "cancel_requested",
+    "parent_job_id", "max_attempts", "priority", "concurrency_key", "concurrency_limit",
+    "concurrency_strategy", "rate_key", "rate_limit", "rate_per",
+    "created_at", "status", "attempt", "cancel_requested",
 ]  # fmt: skip
 
 _NOTIFY_JOBS = "SELECT pg_notify($1, s) FROM unnest($2::text[]) AS s"
@@ -385,24 +406,41 @@ class PgFastPath:
         return created, existing
 
     async def claim(
-        self, worker_id: str, signatures: Sequence[str], limit: int, now: datetime
-    ) -> list[JobRecord]:
+        self,
+        worker_id: str,
+        signatures: Sequence[str],
+        limit: int,
+        now: datetime,
+        set_aside: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> tuple[list[JobRecord], list[HeldRow]]:
         async with self._engine.connect() as conn:
             db = await driver_connection(conn)
-            rows = await db.fetch(_CLAIM, worker_id, list(signatures), limit, now)
+            rows = await db.fetch(
+                _CLAIM,
+                worker_id,
+                list(signatures),
+                limit,
+                now,
+                list(set_aside[0]),
+                list(set_aside[1]),
+            )
         jobs: list[JobRecord] = []
+        held: list[HeldRow] = []
         current: list[Any] | None = None
         steps: list[StepRecord] = []
         for row in rows:  # ordered by job: consecutive rows of one job carry its steps
+            if row[_HELD]:  # held rows come last
+                held.append((row[0], row[_HELD + 1], row[_HELD + 2]))
+                continue
             if current is None or row[0] != current[0]:
                 if current is not None:
                     jobs.append(job_record(current, steps, _json_text))
                 current, steps = list(row[:19]), []
             if row[19] is not None:
-                steps.append(step_record(row[19:], _json_text))
+                steps.append(step_record(row[19:_HELD], _json_text))
         if current is not None:
             jobs.append(job_record(current, steps, _json_text))
-        return jobs
+        return jobs, held
 
     async def write(self, plan: WritePlan, now: datetime) -> set[str]:
         finishes = dumps(

@@ -28,6 +28,7 @@ from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.approval_ops import ApprovalOps
 from headwater.store.base import (
+    NO_FLOW,
     Channel,
     InsertOutcome,
     JobFilter,
@@ -43,6 +44,7 @@ from headwater.store.base import (
     Subscription,
     WorkerRecord,
 )
+from headwater.store.claim_ops import ClaimOps
 from headwater.store.dead_letter_ops import DeadLetterOps
 from headwater.store.fastpath import (
     FastPath,
@@ -52,6 +54,7 @@ from headwater.store.fastpath import (
     chunks,
     hint,
 )
+from headwater.store.flow import WakeTimer
 from headwater.store.flow_ops import FlowOps
 from headwater.store.gather_ops import GatherOps
 from headwater.store.group_commit import GroupCommit
@@ -65,6 +68,7 @@ from headwater.store.postgres import (
     asyncpg_connect_kwargs,
     create_pg_engine,
 )
+from headwater.store.rows import NO_FLOW_ROW, flow_row
 from headwater.store.sqlite import (
     BEGIN_OPTION,
     SqliteFastPath,
@@ -147,7 +151,16 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
 
 
 class SqlStore(
-    ApprovalOps, StateOps, LeaseOps, DeadLetterOps, WorkerOps, UpkeepOps, FlowOps, GatherOps, Store
+    ClaimOps,
+    ApprovalOps,
+    StateOps,
+    LeaseOps,
+    DeadLetterOps,
+    WorkerOps,
+    UpkeepOps,
+    FlowOps,
+    GatherOps,
+    Store,
 ):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""
 
@@ -158,6 +171,7 @@ class SqlStore(
         self._dialect = engine.dialect.name
         self._pg = self._dialect == "postgresql"
         self._broadcaster = Broadcaster()
+        self._rate_wake = WakeTimer(self._broadcaster.publish)
         self._new_id = UuidV7Generator()
         self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
@@ -187,7 +201,9 @@ class SqlStore(
             self._fast = PgFastPath(engine)
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
-            self._fast = SqliteFastPath(writer, self._write_lock, self._broadcaster.publish)
+            self._fast = SqliteFastPath(
+                writer, self._write_lock, self._broadcaster.publish, self._rate_wake
+            )
         # Step records and finishes of concurrent jobs share one transaction (job_writes).
         self._job_writes: GroupCommit[JobWrite, Any] = GroupCommit(self._write_jobs)
         self._insert_rejected = q.insert_rejected(self._dialect)
@@ -242,6 +258,7 @@ class SqlStore(
         if self._listener is not None:
             await self._listener.close()
         await self._job_writes.close()
+        self._rate_wake.cancel()
         self._broadcaster.close_all()
         await self._fast.close()
         await self._engine.dispose()
@@ -298,6 +315,11 @@ class SqlStore(
                         signature,
                         job.parent_job_id,
                         job.max_attempts,
+                        *(
+                            NO_FLOW_ROW
+                            if job.priority == 0 and job.flow is NO_FLOW
+                            else flow_row(job.priority, job.flow)
+                        ),
                     )
                 )
                 first_input.append(i)
@@ -341,14 +363,6 @@ class SqlStore(
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         async with self._reader.connect() as conn:
             return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt))]
-
-    async def claim_jobs(
-        self, worker_id: str, tag_signatures: Sequence[str], limit: int
-    ) -> list[JobRecord]:
-        if limit <= 0 or not tag_signatures:
-            return []
-        signatures = list(dict.fromkeys(tag_signatures))
-        return await self._fast.claim(worker_id, signatures, limit, utcnow())
 
     async def finish_job(
         self,

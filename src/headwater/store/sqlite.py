@@ -28,12 +28,16 @@ from headwater.store.fastpath import (
     JOB_COLUMNS,
     NOT_PAUSED,
     STEP_COLUMNS,
+    HeldRow,
     NewJobRow,
     StepRow,
     hint,
     job_record,
     step_record,
 )
+from headwater.store.flow import MAX_ROUNDS, WakeTimer
+from headwater.store.flow_sqlite import LaneOutcome, sqlite_lane
+from headwater.store.ids import utcnow
 from headwater.store.queries import dumps
 
 if TYPE_CHECKING:
@@ -113,10 +117,13 @@ _EXISTING_IDS = "SELECT id FROM jobs WHERE id IN (SELECT value FROM json_each(?)
 # sqlite_writer). "WHERE true" lets the parser tell ON CONFLICT from a join constraint.
 _INSERT_JOBS = (
     "INSERT INTO jobs (id, workspace, task, input, source_type, source_id, dedup_key, tags, "
-    "parent_job_id, max_attempts, created_at, status, attempt, cancel_requested) "
+    "parent_job_id, max_attempts, priority, concurrency_key, concurrency_limit, "
+    "concurrency_strategy, rate_key, rate_limit, rate_per, "
+    "created_at, status, attempt, cancel_requested) "
     "SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, value ->> 5, "
-    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, ?, 'pending', 0, 0 "
-    "FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
+    "value ->> 6, value ->> 7, value ->> 8, value ->> 9, value ->> 10, value ->> 11, "
+    "value ->> 12, value ->> 13, value ->> 14, value ->> 15, value ->> 16, "
+    "?, 'pending', 0, 0 FROM json_each(?) WHERE true ON CONFLICT DO NOTHING"
 )
 _STEPS_OF = (
     f"SELECT {STEP_COLUMNS} FROM steps WHERE job_id IN (SELECT value FROM json_each(?)) "
@@ -132,7 +139,7 @@ _FINISH = """
      WHERE jobs.id = v.value ->> '$.id'
        AND +jobs.status IN ('pending', 'running')
        AND (v.value ->> '$.worker_id' IS NULL OR jobs.worker_id = v.value ->> '$.worker_id')
-    RETURNING jobs.id
+    RETURNING jobs.id, jobs.tags, jobs.concurrency_key
 """
 _INSERT_LOGS = (
     "INSERT INTO logs (job_id, step, stream, line, ts) "
@@ -152,20 +159,46 @@ def _ts(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value).replace(tzinfo=UTC)
 
 
-def _claim_sql(count: int) -> str:
-    """Oldest pending jobs of ``count`` signatures. One ordered, limited sub-select per
-    signature, so each walks the partial claim index in order and stops after ``limit``
-    rows, however long the queue (an IN list would sort every pending match first)."""
+_SET_ASIDE = (
+    "AND (concurrency_key IS NULL OR concurrency_key NOT IN (SELECT value FROM json_each(?))) "
+    "AND (rate_key IS NULL OR rate_key NOT IN (SELECT value FROM json_each(?))) "
+)
+
+
+def _picks(count: int, columns: str, extra: str = "") -> str:
+    """The best pending jobs of ``count`` signatures (highest priority, then oldest). One
+    ordered, limited sub-select per signature, so each walks the partial claim index in
+    order and stops after ``limit`` rows, however long the queue (an IN list would sort
+    every pending match first)."""
     one = (
-        "SELECT * FROM (SELECT id, created_at FROM jobs WHERE status = 'pending' AND tags = ? "
-        f"AND {NOT_PAUSED} "
-        "ORDER BY created_at, id LIMIT ?)"
+        f"SELECT * FROM (SELECT {columns} FROM jobs WHERE status = 'pending' AND tags = ? "
+        f"AND {NOT_PAUSED} {_SET_ASIDE}{extra}ORDER BY priority DESC, created_at, id LIMIT ?)"
     )
-    picks = " UNION ALL ".join([one] * count)
+    return " UNION ALL ".join([one] * count)
+
+
+def _claim_sql(count: int) -> str:
+    """Claims the jobs without flow limits among the best ``limit`` (see ``_picks``)."""
+    picks = _picks(count, "id, priority, created_at, concurrency_key, rate_key")
     return (
         "UPDATE jobs SET status = 'running', worker_id = ?, attempt = attempt + 1, "
-        f"started_at = ? WHERE id IN (SELECT id FROM ({picks}) ORDER BY created_at, id LIMIT ?) "
+        f"started_at = ? WHERE id IN (SELECT id FROM ({picks}) "
+        "ORDER BY priority DESC, created_at, id LIMIT ?) "
+        "AND concurrency_key IS NULL AND rate_key IS NULL "
         f"RETURNING {JOB_COLUMNS}"
+    )
+
+
+def _held_sql(count: int) -> str:
+    """The best pending jobs with flow limits, unclaimed (for ``store.flow``)."""
+    picks = _picks(
+        count,
+        "id, priority, created_at, concurrency_key, rate_key",
+        "AND (concurrency_key IS NOT NULL OR rate_key IS NOT NULL) ",
+    )
+    return (
+        f"SELECT id, concurrency_key, rate_key FROM ({picks}) "
+        "ORDER BY priority DESC, created_at, id LIMIT ?"
     )
 
 
@@ -205,8 +238,57 @@ def _insert_jobs(
     return created, existing, signatures
 
 
-def _claim(db: sqlite3.Connection, sql: str, params: Sequence[Any]) -> list[JobRecord]:
-    rows = db.execute(sql, params).fetchall()
+_CLAIM_IDS = (
+    "UPDATE jobs SET status = 'running', worker_id = ?, attempt = attempt + 1, started_at = ? "
+    "WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending' "
+    f"RETURNING {JOB_COLUMNS}"
+)
+
+
+def _claim(
+    db: sqlite3.Connection,
+    sqls: tuple[str, str],
+    worker_id: str,
+    signatures: Sequence[str],
+    limit: int,
+    now: datetime,
+    outcome: LaneOutcome,
+) -> list[JobRecord]:
+    """The fast path, then the limited lane for the held jobs, in rounds that set full
+    keys aside (see ``store.flow``), all in this one transaction."""
+    # Stamped under the write lock: later than the end of every run whose finish
+    # committed before (a start stamped earlier could seem to overlap it).
+    now = max(now, utcnow())
+    now_text = to_text(now)
+    rows: list[Any] = []
+    aside = ("[]", "[]")
+
+    def take(ids: list[str]) -> int:
+        claimed = db.execute(_CLAIM_IDS, (worker_id, now_text, dumps(ids))).fetchall()
+        rows.extend(claimed)
+        return len(claimed)
+
+    for _ in range(MAX_ROUNDS):
+        room = limit - len(rows)
+        params: list[Any] = [worker_id, now_text]
+        held_params: list[Any] = []
+        for signature in signatures:
+            params += (signature, *aside, room)
+            held_params += (signature, *aside, room)
+        got = db.execute(sqls[0], [*params, room]).fetchall()
+        rows.extend(got)
+        if len(got) >= room:  # the window held no job with limits, or the queue ran dry
+            break
+        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], [*held_params, room - len(got)])]
+        if not held:
+            break
+        before, full = len(rows), (len(outcome.full_keys), len(outcome.full_rates))
+        sqlite_lane(db, signatures, held, limit - len(rows), now, now_text, take, outcome)
+        if len(rows) == before and full == (len(outcome.full_keys), len(outcome.full_rates)):
+            break  # nothing moved: another round would see the same
+        if len(rows) >= limit:
+            break
+        aside = (dumps(sorted(outcome.full_keys)), dumps(sorted(outcome.full_rates)))
     if not rows:
         return []
     steps: dict[str, list[StepRecord]] = {}
@@ -264,11 +346,13 @@ class SqliteFastPath:
         writer: SqliteWriter,
         lock: AbstractAsyncContextManager[Any],
         publish: Callable[[str, str], None],
+        wake: WakeTimer | None = None,
     ) -> None:
+        self._wake = wake
         self._writer = writer
         self._lock = lock
         self._publish = publish
-        self._claim_sql: dict[int, str] = {}
+        self._claim_sql: dict[int, tuple[str, str]] = {}
 
     async def insert_jobs(
         self,
@@ -289,19 +373,34 @@ class SqliteFastPath:
         return created, existing
 
     async def claim(
-        self, worker_id: str, signatures: Sequence[str], limit: int, now: datetime
-    ) -> list[JobRecord]:
-        sql = self._claim_sql.get(len(signatures))
-        if sql is None:
-            sql = self._claim_sql[len(signatures)] = _claim_sql(len(signatures))
-        params: list[Any] = [worker_id, to_text(now)]
-        for signature in signatures:
-            params += (signature, limit)
-        params.append(limit)
+        self,
+        worker_id: str,
+        signatures: Sequence[str],
+        limit: int,
+        now: datetime,
+        set_aside: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    ) -> tuple[list[JobRecord], list[HeldRow]]:
+        """Everything in one transaction: nothing is ever handed back as held."""
+        sqls = self._claim_sql.get(len(signatures))
+        if sqls is None:
+            count = len(signatures)
+            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
+        outcome = LaneOutcome()
         async with self._lock:
-            return await self._writer.transaction(
-                lambda db: _claim(db, sql, params), limit, inline_max=_RETURNING_INLINE_MAX
+            jobs = await self._writer.transaction(
+                lambda db: _claim(db, sqls, worker_id, signatures, limit, now, outcome),
+                limit,
+                inline_max=_RETURNING_INLINE_MAX,
             )
+        if outcome.skipped:
+            self._publish(Channel.FINISHED.value, hint(outcome.skipped))
+        for job_id in outcome.cancel_requested:
+            self._publish(Channel.CANCEL.value, job_id)
+        for job_id in (*outcome.skipped, *outcome.cancel_requested):
+            self._publish(Channel.LOGS.value, job_id)
+        if self._wake is not None:
+            self._wake.wake_at(outcome.retry_at)
+        return jobs, []
 
     async def write(self, plan: WritePlan, now: datetime) -> set[str]:
         steps = _encode_steps(plan.steps) if plan.steps else None
@@ -317,12 +416,18 @@ class SqliteFastPath:
             finishes = (to_text(now), dumps(batch))
         carried = plan.finish_steps
 
+        freed: set[str] = set()  # tag signatures of keyed jobs that ended
+
         def work(db: sqlite3.Connection) -> set[str]:
             if steps is not None:
                 db.execute(_UPSERT_STEPS, (steps,))
             if finishes is None:
                 return set()
-            changed = {job_id for (job_id,) in db.execute(_FINISH, finishes)}
+            changed: set[str] = set()
+            for job_id, tags, key in db.execute(_FINISH, finishes):
+                changed.add(job_id)
+                if key is not None:
+                    freed.add(tags)
             rows = [r for r in carried if r[0] in changed]
             if rows:
                 db.execute(_UPSERT_STEPS, (_encode_steps(rows),))
@@ -333,6 +438,8 @@ class SqliteFastPath:
             changed = await self._writer.transaction(work, size, _RETURNING_INLINE_MAX)
         if changed:
             self._publish(Channel.FINISHED.value, hint(sorted(changed)))
+        for signature in sorted(freed):  # room for the next job of its key: wake claimers
+            self._publish(Channel.JOBS.value, hint([signature]))
         return changed
 
     async def append_logs(self, lines: Sequence[LogLine]) -> None:

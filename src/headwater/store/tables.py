@@ -118,6 +118,10 @@ def _serial() -> Any:
     return BigInteger().with_variant(Integer(), "sqlite")
 
 
+_CONCURRENCY_RUNNING = "status = 'running' AND concurrency_key IS NOT NULL"
+_CONCURRENCY_PENDING = "status = 'pending' AND concurrency_key IS NOT NULL"
+
+
 def _in(column: str, values: tuple[str, ...]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
 
@@ -144,16 +148,32 @@ jobs = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("started_at", UtcDateTime),
     Column("finished_at", UtcDateTime),
+    # Flow control (see store/flow.py), rendered when the job is created: claimed highest
+    # priority first; at most concurrency_limit running per concurrency_key; at most
+    # rate_limit started per rate_per seconds per rate_key. NULL keys: no limit.
+    Column("priority", Integer, nullable=False, server_default=text("0")),
+    Column("concurrency_key", Text),
+    Column("concurrency_limit", Integer),
+    Column("concurrency_strategy", Text),
+    Column("rate_key", Text),
+    Column("rate_limit", Integer),
+    Column("rate_per", Float),
     CheckConstraint(_in("status", _JOB_STATUSES), name="status"),
-    # Claim: oldest pending first per tag signature. Partial, so it only holds the queue
-    # (small and hot) however many finished jobs the table keeps.
+    # Running jobs per concurrency key (the claim counts them). Partial: only keyed jobs
+    # while they run, so unkeyed ingest pays nothing.
     Index(
-        "ix_jobs_claim",
-        "tags",
-        "created_at",
-        "id",
-        postgresql_where=text("status = 'pending'"),
-        sqlite_where=text("status = 'pending'"),
+        "ix_jobs_concurrency_key",
+        "concurrency_key",
+        postgresql_where=text(_CONCURRENCY_RUNNING),
+        sqlite_where=text(_CONCURRENCY_RUNNING),
+    ),
+    # Starts per rate key in the last window (the claim counts them).
+    Index(
+        "ix_jobs_rate_key_started_at",
+        "rate_key",
+        "started_at",
+        postgresql_where=text("rate_key IS NOT NULL"),
+        sqlite_where=text("rate_key IS NOT NULL"),
     ),
     # Backpressure: pending + running per source (max_in_flight), an index-only count.
     Index("ix_jobs_source_id_status", "source_id", "status"),
@@ -188,6 +208,30 @@ jobs = Table(
         postgresql_where=text("worker_id IS NOT NULL"),
         sqlite_where=text("worker_id IS NOT NULL"),
     ),
+)
+
+# Claim: highest priority, then oldest, pending first per tag signature. Partial, so it
+# only holds the queue (small and hot) however many finished jobs the table keeps.
+Index(
+    "ix_jobs_claim",
+    jobs.c.tags,
+    jobs.c.priority.desc(),
+    jobs.c.created_at,
+    jobs.c.id,
+    postgresql_where=text("status = 'pending'"),
+    sqlite_where=text("status = 'pending'"),
+)
+
+# Each concurrency key's queue: the claim takes a key's head (its oldest pending jobs),
+# whichever rows the fast path passed over, so limit 1 keeps the key's order.
+Index(
+    "ix_jobs_concurrency_queue",
+    jobs.c.concurrency_key,
+    jobs.c.priority.desc(),
+    jobs.c.created_at,
+    jobs.c.id,
+    postgresql_where=text(_CONCURRENCY_PENDING),
+    sqlite_where=text(_CONCURRENCY_PENDING),
 )
 
 steps = Table(

@@ -29,6 +29,7 @@ from pydantic import (
 
 from headwater.workspace.durations import Duration, parse_duration
 from headwater.workspace.flow import Batch, Debounce
+from headwater.workspace.flow_models import Concurrency, Priority, RateLimit
 from headwater.workspace.receiver_triggers import (
     RECEIVER_TRIGGER_MODELS,
     RECEIVERS,
@@ -395,6 +396,10 @@ class Task(_Model):
     on_error: list[Hook] = Field(default_factory=list)
     on_suspended: list[Hook] = Field(default_factory=list)  # a step waits for approval
     on_cancel: list[Hook] = Field(default_factory=list)
+    # Flow control (headwater.workspace.flow_models), enforced by the store's claim.
+    concurrency: Concurrency | None = None
+    rate_limit: RateLimit | None = None
+    priority: Priority | None = None
 
 
 class RestartPolicy(StrEnum):
@@ -414,6 +419,7 @@ class SchedulerConcurrency(StrEnum):
 class _TriggerBase(_Model):
     enabled: bool = True
     description: str | None = None
+    priority: Priority | None = None  # the jobs' priority; wins over the task's
 
 
 class SchedulerTrigger(_TriggerBase):

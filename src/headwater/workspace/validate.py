@@ -291,6 +291,7 @@ class _Checker:
                 (*path, "flow", first, "depends_on"),
                 f"steps depend on each other in a cycle: {' -> '.join(cycle)}",
             )
+        self.flow_keys(task, path)
         self.hooks(task.on_success, (*path, "on_success"))
         self.hooks(task.on_error, (*path, "on_error"))
         self.hooks(task.on_suspended, (*path, "on_suspended"))
@@ -406,9 +407,34 @@ class _Checker:
             self.template(hook.input, (*path, i, "input"))
 
     # -- triggers --------------------------------------------------------------------------
+    def flow_keys(self, task: Task, path: YamlPath) -> None:
+        """``concurrency.key``, ``rate_limit.key`` and ``priority`` render against the
+        job's input only, when the job is created."""
+        if task.concurrency is not None and task.concurrency.key is not None:
+            self.flow_template(task.concurrency.key, (*path, "concurrency", "key"))
+        if task.rate_limit is not None and task.rate_limit.key is not None:
+            self.flow_template(task.rate_limit.key, (*path, "rate_limit", "key"))
+        if isinstance(task.priority, str):
+            self.flow_template(task.priority, (*path, "priority"))
+
+    def flow_template(self, text: str, path: YamlPath) -> None:
+        label = field_label(describe(path)[1])
+        problem = self.engine.syntax_error(text)
+        if problem is not None:
+            self.error(path, f"`{label}` is not a valid template: {problem}")
+            return
+        for name in sorted(self.engine.free_names(text) - {"input"}):
+            self.error(
+                path,
+                f"`{label}` reads `{name}`: flow-control keys and priorities render when"
+                " the job is created, with `input` only (e.g. `{{ input.customer_id }}`)",
+            )
+
     def trigger(self, name: str, trigger: Any) -> None:
         path: YamlPath = ("triggers", name)
         self.flow_control(trigger, path)
+        if isinstance(getattr(trigger, "priority", None), str):
+            self.flow_template(trigger.priority, (*path, "priority"))
         if isinstance(trigger, ReceiverTriggerBase):
             self.receiver_trigger(trigger, path)
             return

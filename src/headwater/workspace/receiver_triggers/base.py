@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal, get_args
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.workspace.flow import Batch, Debounce
+from headwater.workspace.flow_models import Priority
 
 __all__ = ["BodyFormat", "ReceiverTriggerBase"]
 
@@ -39,6 +40,7 @@ class ReceiverTriggerBase(BaseModel):
     target_task: str
     input: dict[str, Any] = Field(default_factory=dict)
     max_in_flight: int | None = Field(default=None, ge=1)
+    priority: Priority | None = None  # the jobs' priority; wins over the task's
     # Template over {id, payload, metadata, input}; default: the broker's message identity.
     dedup_key: str | None = None
     # json: a body that is not JSON is a dead letter; text: kept as a string; auto: JSON
