@@ -1,7 +1,7 @@
 """A trigger's debounce and batch: buffered events and their buffers.
 
 Revision ID: 0010
-Revises: 0009 (re-pointed to 0009 at the merge: another branch adds 0009)
+Revises: 0009
 Create Date: 2026-12-07
 
 ``gather_buffers``: one row per open (trigger, key) buffer with its due time;
