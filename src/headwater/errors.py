@@ -121,6 +121,12 @@ class MissingClientError(ConfigError):
     stops with the ``pip install 'headwater[extra]'`` line as its error."""
 
 
+class SourcePositionLostError(ConfigError):
+    """A receiver's stored position is gone from its source (a MySQL binlog purged while
+    headwater was down): retrying cannot bring it back, so the trigger stops with the
+    error instead of skipping what was lost."""
+
+
 class AuthError(HeadwaterError):
     """A credential (API key, worker token) is missing, unknown or revoked."""
 

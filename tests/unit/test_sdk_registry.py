@@ -104,6 +104,7 @@ RECEIVERS: list[tuple[str, str, dict[str, Any]]] = [
     ("on_kafka", "orders", {"bootstrap_servers": "localhost:9092", "group_id": "g"}),
     ("on_sqs", "http://localhost:4566/000000000000/q", {}),
     ("on_postgres", "public.orders", {"url": "postgresql://localhost/db"}),
+    ("on_mysql_cdc", "shop.orders", {"url": "mysql://cdc@localhost:3306"}),
 ]
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "on_amqp",
     "on_kafka",
     "on_mqtt",
+    "on_mysql_cdc",
     "on_nats",
     "on_postgres",
     "on_receiver",
@@ -86,6 +87,12 @@ def on_sqs(queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
 
 def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_postgres(table, name=name, url=url, **options)
+
+
+def on_mysql_cdc(
+    tables: str | list[str], *, name: str, url: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_mysql_cdc(tables, name=name, url=url, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

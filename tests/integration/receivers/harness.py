@@ -56,6 +56,7 @@ HARNESS_MODULES = (
     "kafka",
     "sqs",
     "postgres",
+    "mysql_cdc",
 )
 
 

@@ -57,12 +57,18 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
             "secret_access_key": "{{ secret.pw }}",
         },
         "postgres": {"url": url, "table": "t", "key_column": "id"},
+        "mysql_cdc": {"url": url, "tables": ["shop.orders"]},
     }
     return {"type": kind, "target_task": "handle", **specific[kind]}
 
 
 def _secrets(kind: str, port: int) -> dict[str, str]:
-    scheme = {"redis_stream": "redis", "redis_list": "redis", "postgres": "postgresql"}
+    scheme = {
+        "redis_stream": "redis",
+        "redis_list": "redis",
+        "postgres": "postgresql",
+        "mysql_cdc": "mysql",
+    }
     url = f"{scheme.get(kind, kind)}://hw:{PW}@127.0.0.1:{port}/"
     return {"url": url, "pw": PW}
 

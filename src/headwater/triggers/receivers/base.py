@@ -58,6 +58,7 @@ class ReceiverLag:
     events: int | None = None  # not yet delivered + delivered but not acknowledged
     pending: int | None = None  # delivered but not acknowledged
     ms: float | None = None  # age of the oldest message not yet acknowledged
+    bytes: int | None = None  # of a log the receiver reads (a binlog), not yet checkpointed
 
 
 @dataclass(frozen=True, slots=True)

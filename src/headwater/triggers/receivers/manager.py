@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from headwater.dispatch.dispatcher import Dispatcher
-from headwater.errors import MissingClientError
+from headwater.errors import MissingClientError, SourcePositionLostError
 from headwater.store.base import Store
 from headwater.triggers.owner import ServesAll, TriggerOwner
 from headwater.triggers.receivers import (
@@ -173,14 +173,10 @@ class ReceiverManager:
                 max_in_flight=trigger.max_in_flight,
             )
             await asyncio.wait_for(receiver.start(ctx), _START_TIMEOUT_SECS)
-        except MissingClientError as exc:
-            # Installing the package needs a restart anyway: no backoff loop, one error.
-            slot.phase = "failed"
-            slot.next_start = math.inf
-            slot.last_error = f"start failed: {exc}"
-            log.error("receiver_missing_client", trigger=slot.name, reason=str(exc))
-            if self._on_error is not None:
-                self._on_error(slot.name)
+        except (MissingClientError, SourcePositionLostError) as exc:
+            # Installing the package needs a restart anyway, and a lost source position
+            # stays lost: no backoff loop, one error (a changed trigger starts again).
+            self._halt(slot, f"start failed: {exc}")
             return
         except Exception as exc:
             if receiver is not None:
@@ -209,9 +205,20 @@ class ReceiverManager:
             # It already ended; stop() only closes its connections.
             with contextlib.suppress(Exception):
                 await receiver.stop()
+        if isinstance(exc, SourcePositionLostError):
+            self._halt(slot, f"crashed: {exc}")
+            return
         if slot.started_at is not None and now - slot.started_at >= _HEALTHY_SECS:
             slot.failures = 0
         self._failed(slot, f"crashed: {exc!r}" if exc else "ended on its own", now)
+
+    def _halt(self, slot: _Slot, reason: str) -> None:
+        slot.phase = "failed"
+        slot.next_start = math.inf
+        slot.last_error = reason
+        log.error("receiver_halted", trigger=slot.name, reason=reason)
+        if self._on_error is not None:
+            self._on_error(slot.name)
 
     def _failed(self, slot: _Slot, reason: str, now: float) -> None:
         slot.failures += 1
@@ -253,6 +260,7 @@ class ReceiverManager:
                 "lag_events": None,
                 "lag_pending": None,
                 "lag_ms": None,
+                "lag_bytes": None,
                 "in_flight": await self._store.count_in_flight(source_id),
                 "max_in_flight": trigger.max_in_flight,
                 "events_accepted": await self._store.count_source(source_id),
@@ -262,7 +270,12 @@ class ReceiverManager:
                 with contextlib.suppress(Exception):
                     lag = await asyncio.wait_for(slot.receiver.lag(), _LAG_TIMEOUT_SECS)
                     if lag is not None:
-                        state.update(lag_events=lag.events, lag_pending=lag.pending, lag_ms=lag.ms)
+                        state.update(
+                            lag_events=lag.events,
+                            lag_pending=lag.pending,
+                            lag_ms=lag.ms,
+                            lag_bytes=lag.bytes,
+                        )
             result[name] = state
         return result
 

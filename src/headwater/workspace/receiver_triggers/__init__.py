@@ -24,6 +24,7 @@ from headwater.workspace.receiver_triggers.base import BodyFormat, ReceiverTrigg
 from headwater.workspace.receiver_triggers.custom import CustomTrigger
 from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
+from headwater.workspace.receiver_triggers.mysql_cdc import MysqlCdcTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
 from headwater.workspace.receiver_triggers.redis_list import RedisListTrigger
@@ -38,6 +39,7 @@ __all__ = [
     "CustomTrigger",
     "KafkaTrigger",
     "MqttTrigger",
+    "MysqlCdcTrigger",
     "NatsTrigger",
     "PostgresTrigger",
     "ReceiverCatalog",
@@ -104,6 +106,7 @@ RECEIVERS.register(NatsTrigger, runtime=f"{_RUNTIME}.nats")
 RECEIVERS.register(KafkaTrigger, runtime=f"{_RUNTIME}.kafka")
 RECEIVERS.register(SqsTrigger, runtime=f"{_RUNTIME}.sqs")
 RECEIVERS.register(PostgresTrigger, runtime=f"{_RUNTIME}.postgres")
+RECEIVERS.register(MysqlCdcTrigger, runtime=f"{_RUNTIME}.mysql_cdc")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
