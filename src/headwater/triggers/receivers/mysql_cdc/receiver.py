@@ -94,15 +94,18 @@ class MysqlCdcReceiver(BatchReceiver):
         async with self._control_lock:
             if self._control is None:
                 raise ConnectionError("the MySQL control connection is closed")
-            return await asyncio.to_thread(getattr(self._control, method), *args)
+            try:
+                return await asyncio.to_thread(getattr(self._control, method), *args)
+            except pymysql.err.MySQLError as exc:
+                raise explain(exc, self._position) from exc
 
     async def connect(self) -> None:
         t = self.trigger
         try:
             self._control = await asyncio.to_thread(Control, self._settings)
-            self._server = server = await self._control_call("server")
         except pymysql.err.MySQLError as exc:
             raise explain(exc, None) from exc
+        self._server = server = await self._control_call("server")
         if t.resume == "gtid" and not server.mariadb:
             raise ConfigError("resume: gtid needs MariaDB; use resume: file on MySQL")
         stored = await self.ctx.get_checkpoint()
@@ -235,8 +238,8 @@ class MysqlCdcReceiver(BatchReceiver):
             return None
         try:
             logs = await self._control_call("binlogs")
-        except (pymysql.err.MySQLError, ConnectionError, OSError):
-            return None
+        except (pymysql.err.MySQLError, ConfigError, ConnectionError, OSError):
+            return None  # unknown: the connection is down or the user may not ask
         with reader.progress.lock:
             events = reader.progress.produced - self._acked
         oldest = self._unacked_ts[0][1] if self._unacked_ts else None
