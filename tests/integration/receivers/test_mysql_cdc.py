@@ -32,9 +32,9 @@ async def _sql(rig: Rig, sql: str, args: Any = None) -> int:
 
 
 async def _by_operation(rig: Rig, n: int) -> dict[str, list[Any]]:
-    jobs = sorted(await rig.wait_jobs(n), key=lambda j: j.input["metadata"]["id"])
+    jobs = await rig.wait_jobs(n)
     out: dict[str, list[Any]] = {}
-    for job in sorted(jobs, key=lambda j: (j.input["position"]["file"], j.input["position"]["pos"])):
+    for job in sorted(jobs, key=lambda j: _in_binlog_order(j.input["position"])):
         out.setdefault(job.input["operation"], []).append(job.input)
     return out
 
@@ -61,7 +61,9 @@ async def test_updates_and_deletes_carry_their_images_and_their_position(rig: Ri
         assert job_input["metadata"]["operation"] == job_input["operation"]
 
 
-async def test_changes_made_while_headwater_was_down_are_caught_up(rig: Rig) -> None:
+@pytest.mark.parametrize("resume", ["file", "gtid"])
+async def test_changes_made_while_headwater_was_down_are_caught_up(rig: Rig, resume: str) -> None:
+    rig.trigger["resume"] = resume
     await rig.start()
     await rig.harness.publish([{"n": i} for i in range(4)])
     await rig.wait_jobs(4)
@@ -103,6 +105,7 @@ async def test_a_transaction_split_across_batches_resumes_where_its_jobs_end(rig
     """One 12-row transaction, 5 rows per batch, stopped after the first batch: the
     checkpoint is inside the transaction, and the restart dispatches only the 7 others."""
     rig.trigger["max_in_flight"] = 5
+    rig.trigger["resume"] = "gtid"  # the GTID position before the transaction, + 5 rows
     await rig.start()
     await rig.harness.publish([{"n": i} for i in range(12)])
     await rig.wait_jobs(5)
@@ -176,6 +179,10 @@ async def test_a_user_with_the_documented_grants_reads_and_one_without_is_told(
 
 
 # -- helpers -------------------------------------------------------------------------------
+def _in_binlog_order(position: dict[str, Any]) -> tuple[str, int, int]:
+    return position["file"], position["pos"], position["row"]
+
+
 async def _start_expecting(rig: Rig, phase: str) -> Any:
     from headwater.triggers.receivers.manager import ReceiverManager
     from headwater.workspace.templating import TemplateEngine

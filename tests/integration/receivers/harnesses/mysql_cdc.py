@@ -50,6 +50,7 @@ def scan(schema: str, file: str, pos: int) -> list[tuple[str, str]]:
         only_events=[RotateEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
         only_schemas=[schema],
         enable_logging=False,
+        pymysql_wrapper=_connect_renaming_db,
     )
     found = []
     try:
@@ -64,6 +65,15 @@ def scan(schema: str, file: str, pos: int) -> list[tuple[str, str]]:
     finally:
         stream.close()
     return found
+
+
+def _connect_renaming_db(**kwargs: Any) -> Any:
+    """The library's connections, with PyMySQL's current name of its ``db`` keyword."""
+    import pymysql
+
+    if "db" in kwargs:
+        kwargs["database"] = kwargs.pop("db")
+    return pymysql.connect(**kwargs)
 
 
 class MysqlCdcHarness:
@@ -137,7 +147,7 @@ class MysqlCdcHarness:
                 cur.execute("BEGIN")
                 cur.executemany(
                     f"INSERT INTO `{self.database}`.`{self.table}` (body) VALUES (%s)",
-                    [json.dumps(p) for p in payloads],
+                    [(json.dumps(p),) for p in payloads],
                 )
                 cur.execute("COMMIT")
 

@@ -120,24 +120,35 @@ class Channel:
     def __init__(self, loop: asyncio.AbstractEventLoop, capacity: int) -> None:
         self._loop = loop
         self._queue: asyncio.Queue[RowChange | BaseException] = asyncio.Queue()
+        self._capacity = capacity
         self._room = threading.Semaphore(capacity)
 
-    def put(self, row: RowChange, stopping: threading.Event) -> bool:
-        """Blocks while the channel is full; False when stopping."""
-        while not self._room.acquire(timeout=_ROOM_POLL_SECS):
-            if stopping.is_set():
+    def put(self, rows: list[RowChange], stopping: threading.Event) -> bool:
+        """Blocks while the channel is full; False when stopping. Rows are handed over
+        in chunks (one wake-up of the event loop per chunk, not per row)."""
+        for start in range(0, len(rows), self._capacity):
+            chunk = rows[start : start + self._capacity]
+            for _ in chunk:
+                while not self._room.acquire(timeout=_ROOM_POLL_SECS):
+                    if stopping.is_set():
+                        return False
+            if not self._send(chunk):
                 return False
-        return self._send(row)
+        return True
 
     def fail(self, exc: BaseException) -> None:
-        self._send(exc)
+        self._send([exc])
 
-    def _send(self, item: RowChange | BaseException) -> bool:
+    def _send(self, items: list[RowChange] | list[BaseException]) -> bool:
         try:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, item)
+            self._loop.call_soon_threadsafe(self._put_all, items)
         except RuntimeError:  # the loop is closed: nobody is listening any more
             return False
         return True
+
+    def _put_all(self, items: list[RowChange] | list[BaseException]) -> None:
+        for item in items:
+            self._queue.put_nowait(item)
 
     async def get(self) -> RowChange | BaseException:
         return self._took(await self._queue.get())
@@ -257,7 +268,9 @@ class BinlogReader:
                 raise ConnectionError("the server ended the binlog stream")
             if isinstance(event, RotateEvent):
                 file = event.next_binlog
-                if not rows_in_txn and txn_gtid is None:
+                # A real rotation (not the stream's first, fake one, timestamp 0) is a
+                # boundary: the new file starts with a transaction.
+                if event.timestamp and not skip:
                     self._boundary(Position(file, event.position, 0, gtid_pos))
             elif isinstance(event, MariadbGtidEvent | GtidEvent):
                 txn_pos = event.packet.log_pos - event.packet.event_size
@@ -270,13 +283,22 @@ class BinlogReader:
                 operation = _OPERATIONS[type(event)]
                 if operation not in s.filter.operations:
                     continue
-                for index, row in enumerate(event.rows):
-                    ordinal += 1
-                    if ordinal <= skip:
-                        continue
-                    after_ack = Position(file, txn_pos, ordinal, gtid_pos)
-                    if not self._emit(event, operation, row, index, txn_gtid, after_ack):
-                        return
+                rows = event.rows
+                first, ordinal = ordinal, ordinal + len(rows)
+                changes = [
+                    self._change(
+                        event,
+                        operation,
+                        row,
+                        index,
+                        txn_gtid,
+                        Position(file, txn_pos, first + index + 1, gtid_pos),
+                    )
+                    for index, row in enumerate(rows)
+                    if first + index + 1 > skip
+                ]
+                if changes and not self._channel.put(changes, self._stopping):
+                    return
             elif isinstance(event, XidEvent) or (
                 isinstance(event, QueryEvent) and _ends_transaction(event, rows_in_txn)
             ):
@@ -285,7 +307,7 @@ class BinlogReader:
                 self._boundary(Position(file, event.packet.log_pos, 0, gtid_pos))
                 txn_gtid, ordinal, rows_in_txn, skip = None, 0, False, 0
 
-    def _emit(
+    def _change(
         self,
         event: Any,
         operation: str,
@@ -293,7 +315,7 @@ class BinlogReader:
         index: int,
         gtid: str | None,
         after_ack: Position,
-    ) -> bool:
+    ) -> RowChange:
         before = after = None
         if operation == "insert":
             after = _values(row["values"])
@@ -304,7 +326,7 @@ class BinlogReader:
         with self.progress.lock:
             self.progress.produced += 1
             seq = self.progress.produced
-        change = RowChange(
+        return RowChange(
             seq=seq,
             operation=operation,
             schema=event.schema,
@@ -318,7 +340,6 @@ class BinlogReader:
             gtid=gtid,
             after_ack=after_ack,
         )
-        return self._channel.put(change, self._stopping)
 
     def _boundary(self, position: Position) -> None:
         with self.progress.lock:
