@@ -5,6 +5,7 @@ grants a non-root user needs. Against the local MariaDB (binlog on, ROW format).
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
 from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
+from tests.integration.receivers.harnesses.mysql_cdc import connect_renaming_db
 from tests.polling import stays_true_for
 
 # The store is not what is under test here (the contract suite runs on both).
@@ -178,7 +180,59 @@ async def test_a_user_with_the_documented_grants_reads_and_one_without_is_told(
         await _sql(rig, f"DROP USER IF EXISTS '{user}'@'%'")
 
 
+async def test_a_server_id_taken_by_another_reader_is_named_in_last_error(rig: Rig) -> None:
+    """Another reader connects with the trigger's server_id: MariaDB keeps the newer
+    connection and ends the trigger's with an error. The trigger backs off saying why,
+    and reads again once the id is free."""
+    await rig.start()
+    holding, release = threading.Event(), threading.Event()
+    other = threading.Thread(
+        target=_hold_server_id, args=(rig.trigger["server_id"], holding, release), daemon=True
+    )
+    other.start()
+    try:
+        assert await asyncio.to_thread(holding.wait, 10)
+        state = await eventually(lambda: _failed_once(rig), timeout=30, what="an error")
+        assert "server_id" in state["last_error"], state["last_error"]
+    finally:
+        release.set()
+        await asyncio.to_thread(other.join, 10)
+    await rig.harness.publish([{"n": 1}])
+    await rig.wait_jobs(1, timeout=30)
+
+
+def _hold_server_id(server_id: int, holding: threading.Event, release: threading.Event) -> None:
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.event import HeartbeatLogEvent
+
+    stream = BinLogStreamReader(
+        connection_settings={"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""},
+        server_id=server_id,
+        blocking=True,
+        only_events=[HeartbeatLogEvent],
+        slave_heartbeat=0.2,
+        enable_logging=False,
+        is_mariadb=True,
+        auto_position="",
+        pymysql_wrapper=connect_renaming_db,
+    )
+    try:
+        while not release.is_set():
+            stream.fetchone()
+            holding.set()
+    except Exception:  # the trigger took the id back while restarting: enough held
+        holding.set()
+    finally:
+        stream.close()
+
+
 # -- helpers -------------------------------------------------------------------------------
+async def _failed_once(rig: Rig) -> dict[str, Any] | None:
+    assert rig.manager is not None
+    state: dict[str, Any] = (await rig.manager.states())[TRIGGER]
+    return state if state["last_error"] else None
+
+
 def _in_binlog_order(position: dict[str, Any]) -> tuple[str, int, int]:
     return position["file"], position["pos"], position["row"]
 

@@ -50,7 +50,7 @@ def scan(schema: str, file: str, pos: int) -> list[tuple[str, str]]:
         only_events=[RotateEvent, WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
         only_schemas=[schema],
         enable_logging=False,
-        pymysql_wrapper=_connect_renaming_db,
+        pymysql_wrapper=connect_renaming_db,
     )
     found = []
     try:
@@ -67,7 +67,7 @@ def scan(schema: str, file: str, pos: int) -> list[tuple[str, str]]:
     return found
 
 
-def _connect_renaming_db(**kwargs: Any) -> Any:
+def connect_renaming_db(**kwargs: Any) -> Any:
     """The library's connections, with PyMySQL's current name of its ``db`` keyword."""
     import pymysql
 

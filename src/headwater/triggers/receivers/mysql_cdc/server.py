@@ -21,6 +21,7 @@ GRANTS = (
 # Access denied (user, database, privilege, table): retrying as-is cannot help.
 _ACCESS_DENIED = {1044, 1045, 1142, 1227}
 _PURGED = 1236  # the server cannot send from the requested position
+_SAME_SERVER_ID = 4052  # MariaDB: a replica with this server_id is already connected
 
 
 def connection_settings(url: str, timeout: float) -> dict[str, Any]:
@@ -48,6 +49,12 @@ def explain(exc: BaseException, position: Position | None) -> BaseException:
         code = exc.args[0]
         if code in _ACCESS_DENIED:
             return ConfigError(f"{exc.args[1] if len(exc.args) > 1 else exc}: {GRANTS}")
+        if code == _SAME_SERVER_ID:
+            return ConfigError(
+                "another replica or reader connected with this trigger's server_id (the"
+                " server keeps one binlog connection per server_id): give the trigger a"
+                " `server_id` of its own"
+            )
         if code == _PURGED:
             return SourcePositionLostError(
                 f"the server cannot send the binlog from {position}: {exc.args[-1]}"
