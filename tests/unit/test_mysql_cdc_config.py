@@ -115,9 +115,9 @@ def test_bytes_behind_the_end_count_the_later_files_and_a_purged_file_is_unknown
 
 
 def test_a_checkpoint_survives_its_json_form() -> None:
-    position = Position("mysql-bin.000007", 1234, 3, "0-1-42")
+    position = Position("mysql-bin.000007", 1234, (1500, 3), "0-1-42")
     assert Position.from_json(position.to_json()) == position
-    assert Position.from_json({"file": "f", "pos": 4}) == Position("f", 4, 0, None)
+    assert Position.from_json({"file": "f", "pos": 4}) == Position("f", 4)
 
 
 def test_column_values_become_json_values() -> None:

@@ -67,6 +67,12 @@ def scan(schema: str, file: str, pos: int) -> list[tuple[str, str]]:
     return found
 
 
+def _place(row_id: str) -> tuple[int, int]:
+    """(rows event position, row index) of a row id "server:file:pos:index"."""
+    parts = row_id.split(":")
+    return int(parts[-2]), int(parts[-1])
+
+
 def connect_renaming_db(**kwargs: Any) -> Any:
     """The library's connections, with PyMySQL's current name of its ``db`` keyword."""
     import pymysql
@@ -169,12 +175,14 @@ class MysqlCdcHarness:
             record = await self.store.get_state("receiver", SOURCE_ID)
         if record is None or "file" not in record.value:
             file, _, at = self.start.rpartition(":")
-            pos, skip = int(at), 0
+            pos, done = int(at), None
         else:
             file, pos = record.value["file"], int(record.value["pos"])
-            skip = int(record.value.get("skip") or 0)
+            done = record.value.get("done")
         found = await asyncio.to_thread(scan, self.database, file, pos)
-        return max(0, len(found) - skip)
+        if done is not None:  # rows of the first transaction up to ``done`` are jobs
+            found = [r for r in found if _place(r[0]) > (done[0], done[1])]
+        return len(found)
 
     async def interrupt(self) -> None:
         await self.proxy.interrupt()

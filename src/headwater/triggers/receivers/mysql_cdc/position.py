@@ -1,9 +1,11 @@
 """Where the binlog reader is, as stored in the checkpoint, and row values as JSON.
 
 A checkpoint names a transaction boundary, or a transaction part-way: ``pos`` is where a
-transaction starts (its GTID event) and ``skip`` how many of its rows (that the trigger
-watches) already became jobs. So a batch that ends inside a large transaction is
-checkpointed exactly, and a restart reads that transaction again and skips what was done.
+transaction starts (its GTID event) and ``done`` the last of its rows that became a job
+(its rows event's position and its index there). So a batch that ends inside a large
+transaction is checkpointed exactly, and a restart reads that transaction again and
+skips the rows up to ``done``: by their place in the binlog, which a change of the
+trigger's tables or operations does not move.
 ``gtid`` is MariaDB's GTID position just before ``pos`` (what ``resume: gtid`` connects
 with); MySQL's is not tracked.
 """
@@ -25,25 +27,26 @@ __all__ = ["BinlogFile", "Position", "bytes_behind", "gtid_advance", "jsonable"]
 class Position:
     file: str
     pos: int
-    skip: int = 0
+    done: tuple[int, int] | None = None  # (rows event position, row index)
     gtid: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"file": self.file, "pos": self.pos, "skip": self.skip, "gtid": self.gtid}
+        done = list(self.done) if self.done is not None else None
+        return {"file": self.file, "pos": self.pos, "done": done, "gtid": self.gtid}
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any]) -> Position:
-        gtid = value.get("gtid")
+        gtid, done = value.get("gtid"), value.get("done")
         return cls(
             str(value["file"]),
             int(value["pos"]),
-            int(value.get("skip") or 0),
+            (int(done[0]), int(done[1])) if done else None,
             str(gtid) if gtid is not None else None,
         )
 
     def __str__(self) -> str:
-        skip = f" (+{self.skip} rows)" if self.skip else ""
-        return f"{self.file}:{self.pos}{skip}"
+        done = f" (done to row {self.done[1]} of the event at {self.done[0]})" if self.done else ""
+        return f"{self.file}:{self.pos}{done}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,9 +259,9 @@ class BinlogReader:
         s = self.settings
         start = s.start
         file, gtid_pos = start.file, start.gtid
-        # The transaction being read: where it starts, its GTID, its watched rows so far.
-        txn_pos, txn_gtid, ordinal, rows_in_txn = start.pos, None, 0, False
-        skip = start.skip  # rows of the first transaction that are jobs already
+        # The transaction being read: where it starts, its GTID, whether it has rows.
+        txn_pos, txn_gtid, rows_in_txn = start.pos, None, False
+        done = start.done  # the last row of the first transaction that is a job already
         while not self._stopping.is_set():
             event = stream.fetchone()
             if event is None:
@@ -270,12 +270,12 @@ class BinlogReader:
                 file = event.next_binlog
                 # A real rotation (not the stream's first, fake one, timestamp 0) is a
                 # boundary: the new file starts with a transaction.
-                if event.timestamp and not skip:
-                    self._boundary(Position(file, event.position, 0, gtid_pos))
+                if event.timestamp and done is None:
+                    self._boundary(Position(file, event.position, None, gtid_pos))
             elif isinstance(event, MariadbGtidEvent | GtidEvent):
                 txn_pos = event.packet.log_pos - event.packet.event_size
                 txn_gtid = event.gtid if isinstance(event, MariadbGtidEvent) else None
-                ordinal, rows_in_txn = 0, False
+                rows_in_txn = False
             elif type(event) in _OPERATIONS:
                 rows_in_txn = True
                 if not s.filter.wants(event.schema, event.table):
@@ -283,8 +283,7 @@ class BinlogReader:
                 operation = _OPERATIONS[type(event)]
                 if operation not in s.filter.operations:
                     continue
-                rows = event.rows
-                first, ordinal = ordinal, ordinal + len(rows)
+                event_pos = event.packet.log_pos - event.packet.event_size
                 changes = [
                     self._change(
                         event,
@@ -292,10 +291,10 @@ class BinlogReader:
                         row,
                         index,
                         txn_gtid,
-                        Position(file, txn_pos, first + index + 1, gtid_pos),
+                        Position(file, txn_pos, (event_pos, index), gtid_pos),
                     )
-                    for index, row in enumerate(rows)
-                    if first + index + 1 > skip
+                    for index, row in enumerate(event.rows)
+                    if done is None or (event_pos, index) > done
                 ]
                 if changes and not self._channel.put(changes, self._stopping):
                     return
@@ -304,8 +303,8 @@ class BinlogReader:
             ):
                 if txn_gtid is not None:
                     gtid_pos = gtid_advance(gtid_pos, txn_gtid)
-                self._boundary(Position(file, event.packet.log_pos, 0, gtid_pos))
-                txn_gtid, ordinal, rows_in_txn, skip = None, 0, False, 0
+                self._boundary(Position(file, event.packet.log_pos, None, gtid_pos))
+                txn_gtid, rows_in_txn, done = None, False, None
 
     def _change(
         self,

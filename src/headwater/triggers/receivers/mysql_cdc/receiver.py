@@ -156,7 +156,7 @@ class MysqlCdcReceiver(BatchReceiver):
             )
         assert self._server is not None
         gtid = await self._control_call("gtid_at", oldest, 4) if self._server.mariadb else None
-        resumed = Position(oldest, 4, 0, gtid)
+        resumed = Position(oldest, 4, None, gtid)
         await self.ctx.dead_letter(
             {"lost_from": position.to_json(), "resumed_at": resumed.to_json()},
             message,

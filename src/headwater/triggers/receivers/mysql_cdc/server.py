@@ -21,6 +21,7 @@ GRANTS = (
 # Access denied (user, database, privilege, table): retrying as-is cannot help.
 _ACCESS_DENIED = {1044, 1045, 1142, 1227}
 _PURGED = 1236  # the server cannot send from the requested position
+_PARSE_ERROR = 1064
 _SAME_SERVER_ID = 4052  # MariaDB: a replica with this server_id is already connected
 
 
@@ -124,7 +125,12 @@ class Control:
         return [BinlogFile(str(r[0]), int(r[1])) for r in self._rows("SHOW BINARY LOGS")]
 
     def head(self) -> tuple[str, int]:
-        rows = self._rows("SHOW MASTER STATUS")
+        try:
+            rows = self._rows("SHOW MASTER STATUS")
+        except pymysql.err.ProgrammingError as exc:  # MySQL 8.4 renamed it
+            if not exc.args or exc.args[0] != _PARSE_ERROR:
+                raise
+            rows = self._rows("SHOW BINARY LOG STATUS")
         if not rows:
             raise ConfigError("SHOW MASTER STATUS is empty: is the binary log on?")
         return str(rows[0][0]), int(rows[0][1])
@@ -143,5 +149,5 @@ class Control:
             file, _, at = start.rpartition(":")
             pos = int(at)
         else:  # a MariaDB GTID position; the file is learnt from the stream
-            return Position("", 0, 0, start)
-        return Position(file, pos, 0, self.gtid_at(file, pos) if mariadb else None)
+            return Position("", 0, None, start)
+        return Position(file, pos, None, self.gtid_at(file, pos) if mariadb else None)
