@@ -260,7 +260,7 @@ class BinlogReader:
         start = s.start
         file, gtid_pos = start.file, start.gtid
         # The transaction being read: where it starts, its GTID, whether it has rows.
-        txn_pos, txn_gtid, rows_in_txn = start.pos, None, False
+        txn_pos, txn_gtid, rows_in_txn, in_txn = start.pos, None, False, False
         done = start.done  # the last row of the first transaction that is a job already
         while not self._stopping.is_set():
             event = stream.fetchone()
@@ -275,7 +275,11 @@ class BinlogReader:
             elif isinstance(event, MariadbGtidEvent | GtidEvent):
                 txn_pos = event.packet.log_pos - event.packet.event_size
                 txn_gtid = event.gtid if isinstance(event, MariadbGtidEvent) else None
-                rows_in_txn = False
+                rows_in_txn, in_txn = False, True
+            elif isinstance(event, QueryEvent) and _is_begin(event):
+                if not in_txn:  # MySQL without GTIDs: the transaction starts at BEGIN
+                    txn_pos = event.packet.log_pos - event.packet.event_size
+                    rows_in_txn, in_txn = False, True
             elif type(event) in _OPERATIONS:
                 rows_in_txn = True
                 if not s.filter.wants(event.schema, event.table):
@@ -304,7 +308,7 @@ class BinlogReader:
                 if txn_gtid is not None:
                     gtid_pos = gtid_advance(gtid_pos, txn_gtid)
                 self._boundary(Position(file, event.packet.log_pos, None, gtid_pos))
-                txn_gtid, rows_in_txn, done = None, False, None
+                txn_gtid, rows_in_txn, in_txn, done = None, False, False, None
 
     def _change(
         self,
@@ -346,8 +350,16 @@ class BinlogReader:
             self.progress.produced_at_boundary = self.progress.produced
 
 
+def _query(event: QueryEvent) -> str:
+    return event.query.strip().upper() if isinstance(event.query, str) else ""
+
+
+def _is_begin(event: QueryEvent) -> bool:
+    return _query(event) == "BEGIN"
+
+
 def _ends_transaction(event: QueryEvent, rows_in_txn: bool) -> bool:
-    query = event.query.strip().upper() if isinstance(event.query, str) else ""
+    query = _query(event)
     if query == "BEGIN":
         return False
     # COMMIT of a non-transactional table's changes; a DDL statement is its own
