@@ -144,7 +144,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
         (
             16,
             "trigger 's': unknown type 'cron'; valid: scheduler, webhook, event_source,"
-            " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, custom",
+            " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, mysql_cdc, custom",
         )
     ]
     report = check(tmp_path, "triggers:\n  s:\n    task: handle\n")
@@ -152,7 +152,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
         (
             15,
             "trigger 's': missing required key `type` (scheduler, webhook, event_source,"
-            " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, custom)",
+            " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, mysql_cdc, custom)",
         )
     ]
 
