@@ -8,14 +8,18 @@ import asyncio
 import threading
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from headwater.node import Node, NodeSettings
+from headwater.sdk.registry import Registry
+from headwater.store.base import JobFilter
 from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
 from tests.integration.receivers.harnesses.mysql_cdc import connect_renaming_db
-from tests.polling import stays_true_for
+from tests.polling import join, stays_true_for
 
 # The store is not what is under test here (the contract suite runs on both).
 pytestmark = [
@@ -220,6 +224,60 @@ def _hold_server_id(server_id: int, holding: threading.Event, release: threading
         holding.set()
     finally:
         stream.close()
+
+
+def _order_changed(payload: dict[str, Any], metadata: dict[str, Any]) -> dict[str, Any]:
+    before = metadata.get("before") or {}
+    return {"op": metadata["operation"], "n": payload["n"], "note_was": before.get("note")}
+
+
+async def test_an_sdk_function_bound_with_on_mysql_cdc_sees_each_change(
+    rig: Rig, db_url: str, tmp_path: Path
+) -> None:
+    h: Any = rig.harness
+    registry = Registry(app="cdcapp", secrets=h.secrets())
+    registry.on_mysql_cdc(
+        f"{h.database}.{h.table}",
+        name="order-changed",
+        url="{{ secret.mysql_url }}",
+        payload_column="body",
+        server_id=h.server_id,
+        start=h.start,
+    )(_order_changed)
+    workspace = registry.workspace(tmp_path)
+    node = Node(
+        tmp_path,
+        NodeSettings(db_url=db_url),
+        loader=lambda _p: workspace,
+        functions=registry.functions(),
+    )
+    await node.start()
+    stop = asyncio.Event()
+    tasks = [
+        asyncio.create_task(node.run_worker(stop)),
+        asyncio.create_task(node.run_triggers(stop, watch=False)),
+    ]
+    try:
+        await h.publish([{"n": 7}])
+        await _sql(rig, f"UPDATE {_table(rig)} SET note = 'x'")
+
+        async def done() -> list[Any]:
+            jobs = await node.store.list_jobs(JobFilter(task="order-changed", limit=10))
+            finished = [j for j in jobs if j.status.is_terminal]
+            return finished if len(finished) == 2 else []
+
+        jobs = await eventually(done, timeout=30, what="2 function jobs")
+        outputs = sorted((j.output["handler"] for j in jobs), key=lambda o: o["op"])
+        assert outputs == [
+            {"op": "insert", "n": 7, "note_was": None},
+            {"op": "update", "n": 7, "note_was": None},
+        ], [j.error for j in jobs]
+    finally:
+        stop.set()
+        try:
+            await join(tasks)
+        finally:
+            await node.close()
 
 
 # -- helpers -------------------------------------------------------------------------------
