@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import socket
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,12 +169,19 @@ class Channel:
 @dataclass
 class _Progress:
     """Shared with the event loop (under ``lock``): the newest transaction boundary and how
-    many rows had been produced when it was read."""
+    many rows had been produced when it was read; the (seq, timestamp) of the rows not
+    yet acknowledged, for the lag's age (bounded: the channel's room + one batch)."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     boundary: Position | None = None
     produced_at_boundary: int = 0
     produced: int = 0
+    times: deque[tuple[int, int]] = field(default_factory=deque)
+
+    def acknowledged(self, seq: int) -> None:
+        with self.lock:
+            while self.times and self.times[0][0] <= seq:
+                self.times.popleft()
 
 
 class BinlogReader:
@@ -329,6 +337,7 @@ class BinlogReader:
         with self.progress.lock:
             self.progress.produced += 1
             seq = self.progress.produced
+            self.progress.times.append((seq, int(event.timestamp)))
         return RowChange(
             seq=seq,
             operation=operation,

@@ -70,7 +70,6 @@ class MysqlCdcReceiver(BatchReceiver):
         self._failure: BaseException | None = None  # met after the rows before it
         self._position: Position | None = None  # the stored checkpoint
         self._acked = 0  # rows of the current reader that are jobs
-        self._unacked_ts: list[tuple[int, int]] = []  # (seq, timestamp) fetched, not acked
         self._server: ServerInfo | None = None
 
     @property
@@ -118,7 +117,6 @@ class MysqlCdcReceiver(BatchReceiver):
             await self.ctx.put_checkpoint(position.to_json())
         self._position = await self._unless_purged(position)
         self._acked = 0
-        self._unacked_ts = []
         self._failure = None
         self._channel = Channel(asyncio.get_running_loop(), max(self._batch_size, 1))
         self._reader = BinlogReader(
@@ -199,7 +197,6 @@ class MysqlCdcReceiver(BatchReceiver):
             if len(rows) >= room:
                 break
             item = channel.get_nowait()
-        self._unacked_ts.extend((r.seq, r.timestamp) for r in rows)
         return [BrokerMessage(id=r.id, body=None, metadata=_summary(r), handle=r) for r in rows]
 
     def _raise(self, exc: BaseException) -> None:
@@ -210,7 +207,8 @@ class MysqlCdcReceiver(BatchReceiver):
             return
         last: RowChange = messages[-1].handle
         self._acked = last.seq
-        self._unacked_ts = [(s, ts) for s, ts in self._unacked_ts if s > last.seq]
+        if self._reader is not None:
+            self._reader.progress.acknowledged(last.seq)
         if not await self._checkpoint_boundary():
             await self._checkpoint(last.after_ack)
 
@@ -242,7 +240,8 @@ class MysqlCdcReceiver(BatchReceiver):
             return None  # unknown: the connection is down or the user may not ask
         with reader.progress.lock:
             events = reader.progress.produced - self._acked
-        oldest = self._unacked_ts[0][1] if self._unacked_ts else None
+            times = reader.progress.times
+            oldest = times[0][1] if times else None
         ms = max(0.0, (time.time() - oldest) * 1000) if oldest is not None and events else 0.0
         return ReceiverLag(events=events, pending=events, ms=ms, bytes=bytes_behind(position, logs))
 
