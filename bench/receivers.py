@@ -200,6 +200,41 @@ async def _raw_postgres_cdc(h: Any, n: int) -> float:
     return got / (time.perf_counter() - started)
 
 
+async def _raw_mysql_cdc(h: Any, n: int) -> float:
+    """The binlog read by mysql-replication alone: the rows of the harness's table from
+    where it began, decoded, with no checkpoint and no job."""
+    from pymysqlreplication import BinLogStreamReader
+    from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+    file, _, pos = h.start.rpartition(":")
+
+    def read() -> int:
+        stream = BinLogStreamReader(
+            connection_settings={"host": "127.0.0.1", "port": 3306, "user": "root", "passwd": ""},
+            server_id=h.server_id,
+            blocking=False,
+            resume_stream=True,
+            log_file=file,
+            log_pos=int(pos),
+            only_events=[WriteRowsEvent, UpdateRowsEvent, DeleteRowsEvent],
+            only_schemas=[h.database],
+            enable_logging=False,
+        )
+        got = 0
+        try:
+            for event in stream:
+                got += len(event.rows)
+                if got >= n:
+                    break
+        finally:
+            stream.close()
+        return got
+
+    started = time.perf_counter()
+    got = await asyncio.to_thread(read)
+    return got / (time.perf_counter() - started)
+
+
 RAW: dict[str, RawConsumer] = {
     "redis_stream": _raw_redis_stream,
     "redis_list": _raw_redis_list,
@@ -210,6 +245,7 @@ RAW: dict[str, RawConsumer] = {
     "sqs": _raw_sqs,
     "postgres": _raw_postgres,
     "postgres_cdc": _raw_postgres_cdc,
+    "mysql_cdc": _raw_mysql_cdc,
 }
 
 

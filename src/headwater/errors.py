@@ -126,6 +126,12 @@ class ReceiverHaltedError(HeadwaterError):
     source): the trigger is marked failed with this message, and not restarted."""
 
 
+class SourcePositionLostError(ReceiverHaltedError):
+    """A receiver's stored position is gone from its source (a MySQL binlog purged while
+    headwater was down): retrying cannot bring it back, so the trigger stops with the
+    error instead of skipping what was lost."""
+
+
 class AuthError(HeadwaterError):
     """A credential (API key, worker token) is missing, unknown or revoked."""
 

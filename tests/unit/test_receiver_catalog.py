@@ -19,6 +19,11 @@ def _handler(payload: Any, metadata: Any) -> None:
 
 
 BUILT_IN = sorted(k for k in RECEIVERS if k != "custom")
+_VALID: dict[str, tuple[Any, Any, dict[str, Any]]] = {
+    "mysql_cdc": ("shop.orders", ["shop.orders"], {"url": "mysql://cdc@db:3306"}),
+    # A list field (postgres_cdc's tables) takes one name as a list of one.
+    "postgres_cdc": ("the-arg", ["the-arg"], {}),
+}
 
 
 @pytest.mark.parametrize("kind", BUILT_IN)
@@ -34,9 +39,10 @@ def test_each_receiver_has_an_exported_typed_decorator(kind: str) -> None:
         for name, p in params.items()
         if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name != "name"
     }
+    # A model that checks its fields is given values it accepts.
+    argument, stored, valid = _VALID.get(kind, ("the-arg", "the-arg", {}))
     registry = Registry(app="catalog")
-    registry.__getattribute__(f"on_{kind}")("the-arg", name="n", **required)(_handler)
+    registry.__getattribute__(f"on_{kind}")(argument, name="n", **{**required, **valid})(_handler)
     (reg,) = registry.receivers
-    # A list field (postgres_cdc's tables) takes one name as a list of one.
-    assert getattr(reg.trigger, model.sdk_argument) in ("the-arg", ["the-arg"])
+    assert getattr(reg.trigger, model.sdk_argument) == stored
     assert type(reg.trigger) is model

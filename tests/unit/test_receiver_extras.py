@@ -59,8 +59,11 @@ def _hide_clients(monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
         monkeypatch.delitem(sys.modules, name)
 
 
-# Keys a receiver needs that its model cannot mark required (one of several will do).
-_ONE_OF = {"postgres_cdc": {"tables": "x"}}
+# Keys and values a receiver needs that "x" for each required field does not give.
+_ONE_OF = {
+    "postgres_cdc": {"tables": "x"},
+    "mysql_cdc": {"tables": "shop.orders", "url": "mysql://db:3306"},
+}
 
 
 def _trigger(kind: str) -> dict[str, str]:

@@ -119,7 +119,7 @@ def test_every_receiver_trigger_type_has_a_receiver_and_a_contract_harness() -> 
     # ``custom`` runs the user's own EventReceiver: its promises are the user's to keep.
     builtin = set(RECEIVERS) - {"custom"}
     assert builtin == set(HARNESS_MODULES)
-    assert len(builtin) == 13
+    assert len(builtin) == 14
 
 
 async def test_stop_survives_a_client_library_cancelling_its_own_close() -> None:

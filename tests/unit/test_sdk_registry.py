@@ -107,6 +107,7 @@ RECEIVERS: list[tuple[str, str, dict[str, Any]]] = [
     ("on_pubsub", "projects/p/subscriptions/orders", {}),
     ("on_pulsar", "persistent://public/default/orders", {}),
     ("on_eventhubs", "orders", {"connection_string": "Endpoint=sb://ns/;SharedAccessKey=x"}),
+    ("on_mysql_cdc", "shop.orders", {"url": "mysql://cdc@localhost:3306"}),
 ]
 
 

@@ -145,7 +145,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
             16,
             "trigger 's': unknown type 'cron'; valid: scheduler, webhook, event_source,"
             " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, sqlserver_cdc,"
-            " postgres_cdc, pubsub, eventhubs, pulsar, custom",
+            " postgres_cdc, pubsub, eventhubs, pulsar, mysql_cdc, custom",
         )
     ]
     report = check(tmp_path, "triggers:\n  s:\n    task: handle\n")
@@ -154,7 +154,7 @@ def test_unknown_trigger_type(tmp_path: Path) -> None:
             15,
             "trigger 's': missing required key `type` (scheduler, webhook, event_source,"
             " redis_stream, redis_list, amqp, mqtt, nats, kafka, sqs, postgres, sqlserver_cdc,"
-            " postgres_cdc, pubsub, eventhubs, pulsar, custom)",
+            " postgres_cdc, pubsub, eventhubs, pulsar, mysql_cdc, custom)",
         )
     ]
 

@@ -81,7 +81,9 @@ def _detail(row: dict[str, Any], state: dict[str, Any]) -> str:
     if state.get("lag_events") is not None or state.get("lag_ms") is not None:
         lag_ms = state.get("lag_ms")
         age = f", oldest {lag_ms / 1000:.1f}s" if isinstance(lag_ms, int | float) else ""
-        parts.append(f"lag {state.get('lag_events', '?')}{age}")
+        lag_bytes = state.get("lag_bytes")
+        log = f", {lag_bytes:,} log bytes" if isinstance(lag_bytes, int) else ""
+        parts.append(f"lag {state.get('lag_events', '?')}{age}{log}")
     if state.get("cursor") is not None:
         parts.append(f"cursor {state['cursor']}")
     if state.get("restarts"):

@@ -19,6 +19,7 @@ __all__ = [
     "on_eventhubs",
     "on_kafka",
     "on_mqtt",
+    "on_mysql_cdc",
     "on_nats",
     "on_postgres",
     "on_postgres_cdc",
@@ -119,6 +120,12 @@ def on_eventhubs(
 
 def on_pulsar(topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_pulsar(topic, name=name, **options)
+
+
+def on_mysql_cdc(
+    tables: str | list[str], *, name: str, url: str, **options: Any
+) -> Callable[[F], F]:
+    return default_registry().on_mysql_cdc(tables, name=name, url=url, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:

@@ -213,7 +213,10 @@ _SOURCE_FIELD = {
 
 
 def _source_of(trigger: ReceiverTriggerBase) -> str:
-    return str(getattr(trigger, _SOURCE_FIELD.get(trigger.type, "type"), trigger.type))
+    # A receiver added by a catalog line names its source by its SDK argument.
+    field = _SOURCE_FIELD.get(trigger.type) or type(trigger).sdk_argument or "type"
+    value = getattr(trigger, field, trigger.type)
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 Registration = ConsumerRegistration | ReceiverRegistration

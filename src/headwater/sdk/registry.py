@@ -277,6 +277,13 @@ class Registry:
         """Each message of an Apache Pulsar topic (subscription subscription) calls the function."""
         return self.on("pulsar", topic, name=name, **options)
 
+    def on_mysql_cdc(
+        self, tables: str | list[str], *, name: str, url: str, **options: Any
+    ) -> Callable[[F], F]:
+        """Each row inserted, updated or deleted in MySQL/MariaDB tables ("schema.table",
+        "schema.*"), read from the binlog, calls it; ``metadata`` has the operation."""
+        return self.on("mysql_cdc", tables, name=name, url=url, **options)
+
     def on_receiver(self, receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
         """Your own ``EventReceiver`` subclass, built as ``receiver(**options)``; each event
         it dispatches calls the function. ``max_in_flight``, ``input``, ``retry`` and

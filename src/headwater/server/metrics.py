@@ -185,7 +185,7 @@ _TRIGGER_GAUGES = {
     "lag_events": "Messages not yet acknowledged by a receiver (undelivered + pending)",
     "lag_pending": "Messages a receiver has read but not yet acknowledged",
     "lag_ms": "Age in milliseconds of a receiver's oldest unacknowledged message",
-    "lag_bytes": "Log bytes a receiver's source retains for it (a CDC slot's WAL)",
+    "lag_bytes": "Bytes of its source's log after a receiver's checkpoint (CDC WAL, binlog)",
     "in_flight": "Jobs of the trigger that are pending or running",
     "events_accepted": "Events of the trigger that became jobs",
     "events_rejected": "Events of the trigger stored as dead letters",

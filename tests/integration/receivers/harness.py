@@ -64,6 +64,7 @@ HARNESS_MODULES = (
     "pubsub",
     "eventhubs",
     "pulsar",
+    "mysql_cdc",
 )
 
 

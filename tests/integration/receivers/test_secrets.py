@@ -72,6 +72,7 @@ def _unreachable(kind: str, port: int) -> dict[str, Any]:
             ),
             "eventhub": "h",
         },
+        "mysql_cdc": {"url": url, "tables": ["shop.orders"]},
     }
     return {"type": kind, "target_task": "handle", **specific[kind]}
 
@@ -83,6 +84,7 @@ def _secrets(kind: str, port: int) -> dict[str, str]:
         "postgres": "postgresql",
         "sqlserver_cdc": "mssql",
         "postgres_cdc": "postgresql",
+        "mysql_cdc": "mysql",
     }
     url = f"{scheme.get(kind, kind)}://hw:{PW}@127.0.0.1:{port}/"
     return {"url": url, "pw": PW}

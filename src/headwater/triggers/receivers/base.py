@@ -58,7 +58,9 @@ class ReceiverLag:
     events: int | None = None  # not yet delivered + delivered but not acknowledged
     pending: int | None = None  # delivered but not acknowledged
     ms: float | None = None  # age of the oldest message not yet acknowledged
-    bytes: int | None = None  # log bytes the broker retains for us (a CDC slot's WAL)
+    bytes: int | None = (
+        None  # of the source's log after our checkpoint (a CDC slot's WAL, a binlog)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from headwater.workspace.receiver_triggers.custom import CustomTrigger
 from headwater.workspace.receiver_triggers.eventhubs import EventhubsTrigger
 from headwater.workspace.receiver_triggers.kafka import KafkaTrigger
 from headwater.workspace.receiver_triggers.mqtt import MqttTrigger
+from headwater.workspace.receiver_triggers.mysql_cdc import MysqlCdcTrigger
 from headwater.workspace.receiver_triggers.nats import NatsTrigger
 from headwater.workspace.receiver_triggers.postgres import PostgresTrigger
 from headwater.workspace.receiver_triggers.postgres_cdc import PostgresCdcTrigger
@@ -44,6 +45,7 @@ __all__ = [
     "EventhubsTrigger",
     "KafkaTrigger",
     "MqttTrigger",
+    "MysqlCdcTrigger",
     "NatsTrigger",
     "PostgresCdcTrigger",
     "PostgresTrigger",
@@ -119,6 +121,7 @@ RECEIVERS.register(PostgresCdcTrigger, runtime=f"{_RUNTIME}.postgres_cdc")
 RECEIVERS.register(PubsubTrigger, runtime=f"{_RUNTIME}.pubsub")
 RECEIVERS.register(EventhubsTrigger, runtime=f"{_RUNTIME}.eventhubs")
 RECEIVERS.register(PulsarTrigger, runtime=f"{_RUNTIME}.pulsar")
+RECEIVERS.register(MysqlCdcTrigger, runtime=f"{_RUNTIME}.mysql_cdc")
 RECEIVERS.register(CustomTrigger, runtime=f"{_RUNTIME}.custom")
 
 # Older name: the catalog is the mapping of trigger type → model.
