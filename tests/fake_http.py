@@ -65,6 +65,10 @@ class Reply:
         self._h.send_response(status)
         self._h.send_header("Content-Type", content_type)
         self._h.send_header("Transfer-Encoding", "chunked")
+        # The connection closes after the stream: said in the headers, so that the client
+        # does not put it back in its pool and send the next request down a closed socket
+        # (RemoteDisconnected, seen under load in the docker step-files test).
+        self._h.send_header("Connection", "close")
         self._h.end_headers()
         self._h.wfile.flush()
         try:

@@ -113,15 +113,21 @@ class Up:
 
 
 def eventually(check: Callable[[], T | None], timeout: float = 20, what: str = "it") -> T:
-    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``."""
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``.
+
+    The pause between polls grows from 0.1 s to 0.5 s: many checks here start a
+    ``headwater`` process or query a server, and polling them flat out took a core from
+    the processes under test."""
     deadline = time.monotonic() + timeout
+    pause = 0.1
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
+        time.sleep(pause)
+        pause = min(0.5, pause * 1.3)
 
 
 def up_jobs(up: Up, **filters: str | int) -> list[dict[str, Any]]:

@@ -148,6 +148,7 @@ def run_chaos(
         producer = threading.Thread(target=produce)
         producer.start()
         redis_restarted = False
+        next_kill = time.monotonic() + rng.uniform(*kill_every)
         try:
             while True:
                 done = _count(
@@ -160,13 +161,19 @@ def run_chaos(
                     break
                 if time.monotonic() - t0 > timeout:
                     raise AssertionError(f"not done after {timeout}s: {done}")
-                time.sleep(rng.uniform(*kill_every))
-                progress = min(done.values(), default=0) / events
+                # Progress is looked at every quarter second, so that the Redis restart
+                # lands mid-run even when the consumers catch up fast; kills keep their
+                # own pace.
+                time.sleep(0.25)
+                progress = min(done.get(f"crash.{c}", 0) for c in CONSUMERS) / events
                 if not redis_restarted and progress > 0.4:
                     redis.restart(down_for=0.5)
                     redis_restarted = True
                     report.kills["redis"] += 1
                     continue
+                if time.monotonic() < next_kill:
+                    continue
+                next_kill = time.monotonic() + rng.uniform(*kill_every)
                 killed = sum(n for what, n in report.kills.items() if what != "redis")
                 if progress > 0.9 or NO_KILLS or (max_kills is not None and killed >= max_kills):
                     continue  # let it finish; the kills so far are the test

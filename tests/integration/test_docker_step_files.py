@@ -12,7 +12,7 @@ import pytest
 
 from headwater.artifacts import ArtifactStore
 from headwater.node import Node, NodeSettings
-from headwater.store.base import JobStatus
+from headwater.store.base import JobRecord, JobStatus
 from tests.conftest import require_module
 from tests.fake_docker import FakeDockerEngine, Script
 from tests.integration.test_engine import write_workspace
@@ -63,7 +63,7 @@ async def test_a_docker_steps_folders_are_copied_in_and_kept(
     await node.start()
     try:
         first = await node.run_one("build", {})
-        assert first.status is JobStatus.COMPLETED, first.steps
+        assert first.status is JobStatus.COMPLETED, await _why(node, first)
         (created,) = [r.body for r in engine.calls(lambda r: r.path == "/containers/create")]
         env = dict(e.split("=", 1) for e in created["Env"])
         assert env["ARTIFACTS_DIR"] == "/artifacts" and env["STATE_DIR"] == "/state"
@@ -76,7 +76,7 @@ async def test_a_docker_steps_folders_are_copied_in_and_kept(
         engine.containers.clear()
         engine.requests.clear()
         second = await node.run_one("build", {})
-        assert second.status is JobStatus.COMPLETED, second.steps
+        assert second.status is JobStatus.COMPLETED, await _why(node, second)
         (put,) = engine.calls(lambda r: r.method == "PUT" and r.path.endswith("/archive"))
         with tarfile.open(fileobj=io.BytesIO(put.body)) as tar:
             names = set(tar.getnames())
@@ -85,3 +85,10 @@ async def test_a_docker_steps_folders_are_copied_in_and_kept(
         assert {"artifacts", "state-out", "state/state.json"} <= names
     finally:
         await node.close()
+
+
+async def _why(node: Node, job: JobRecord) -> str:
+    """A failed job's step errors and log lines, for the assertion message."""
+    lines = [f"{s.name}: {s.status.value}: {s.error}" for s in job.steps]
+    lines += [f"log: {r.line}" for r in await node.store.get_logs(job.id)]
+    return "\n".join(lines)
