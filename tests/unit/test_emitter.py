@@ -221,30 +221,32 @@ async def test_keys_carry_job_attempt_step_and_step_attempt() -> None:
     assert emitter.attempts == [["es:job-1:2:consume:3:1"]]
 
 
-async def test_each_batch_says_its_trigger_consumer_task_and_defaults() -> None:
+@pytest.mark.parametrize("max_in_flight", [None, 10])
+async def test_each_batch_says_its_trigger_consumer_task_and_defaults(
+    max_in_flight: int | None,
+) -> None:
     """What the emitter is told: the consumer job, the target task, the trigger's input
     defaults; the in-flight count is asked for only under ``max_in_flight``. Every result
     reaches ``on_result`` and the hook's counts."""
-    for max_in_flight in (None, 10):
-        emitter, results = FakeEmitter(), []
+    emitter, results = FakeEmitter(), []
 
-        async def on_result(result: EmitResult) -> None:
-            results.append(result)
+    async def on_result(result: EmitResult) -> None:
+        results.append(result)
 
-        hook = make_hook(emitter, FakeLogs(), max_in_flight=max_in_flight, on_result=on_result)
-        await hook(STEP, LogStream.STDOUT, out(1), False)
-        await hook.close()
-        (batch,) = emitter.batches
-        assert (batch.trigger, batch.consumer_job_id, batch.target_task) == (
-            TRIGGER,
-            "job-1",
-            "target",
-        )
-        assert dict(batch.defaults) == {"source": "test"}
-        assert batch.want_in_flight is (max_in_flight is not None)
-        assert batch.rejected == {} and batch.cursor is None
-        assert results == [EmitResult(1, 0, 0, 1 if max_in_flight else None)]
-        assert (hook.accepted, hook.rejected) == (1, 0)
+    hook = make_hook(emitter, FakeLogs(), max_in_flight=max_in_flight, on_result=on_result)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await hook.close()
+    (batch,) = emitter.batches
+    assert (batch.trigger, batch.consumer_job_id, batch.target_task) == (
+        TRIGGER,
+        "job-1",
+        "target",
+    )
+    assert dict(batch.defaults) == {"source": "test"}
+    assert batch.want_in_flight is (max_in_flight is not None)
+    assert batch.rejected == {} and batch.cursor is None
+    assert results == [EmitResult(1, 0, 0, 1 if max_in_flight else None)]
+    assert (hook.accepted, hook.rejected) == (1, 0)
 
 
 async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retried() -> None:
@@ -252,21 +254,21 @@ async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retrie
     cleaned, with the reason), also in the retry of a failed emit, and is counted."""
     emitter, logs = FakeEmitter(fail_first=1), FakeLogs()
     hook = make_hook(emitter, logs)
-    await hook(STEP, LogStream.STDOUT, out(1), False)
-    await eventually(lambda: len(emitter.attempts) == 1)
     assert await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"n": "a\\u0000b"}', False)
-    await hook(STEP, LogStream.STDOUT, out(3), False)
+    await eventually(lambda: len(emitter.attempts) == 1)  # this emit fails
+    for n in (2, 3):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
     await asyncio.wait_for(hook.close(), 10.0)
-    assert emitter.created == [f"{PREFIX}:1", f"{PREFIX}:3"]
-    sent = [b for b in emitter.batches if f"{PREFIX}:2" in dict(b.events)]
-    assert sent, "the unstorable line was never sent"
+    assert emitter.created == [f"{PREFIX}:2", f"{PREFIX}:3"]
+    sent = [b for b in emitter.batches if f"{PREFIX}:1" in dict(b.events)]
+    assert len(sent) == 2, "sent, failed, sent again"
     for batch in sent:
-        index = [key for key, _ in batch.events].index(f"{PREFIX}:2")
+        index = [key for key, _ in batch.events].index(f"{PREFIX}:1")
         assert "NUL" in batch.rejected[index]
-        assert dict(batch.events)[f"{PREFIX}:2"] == {"n": "a\ufffdb"}
+        assert dict(batch.events)[f"{PREFIX}:1"] == {"n": "a\ufffdb"}
     assert (hook.accepted, hook.rejected) == (2, 1)
     (warning,) = [line for line in logs.lines if "OUTPUT line" in line.line]
-    assert "OUTPUT line 2" in warning.line and warning.line.endswith("; rejected")
+    assert "OUTPUT line 1" in warning.line and warning.line.endswith("; rejected")
 
 
 async def test_a_dedup_key_template_keys_events_by_their_own_identity() -> None:
