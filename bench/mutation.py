@@ -15,7 +15,8 @@ scores, per file:
     python bench/mutation.py src/headwater/triggers/emitter.py \
         --tests tests/unit/test_emitter.py --markdown bench/results/mutation-runs.md
     python bench/mutation.py src/headwater/triggers/emitter.py --report-only
-    python bench/mutation.py src/headwater/triggers/emitter.py --only '*__call__*'
+    python bench/mutation.py src/headwater/triggers/emitter.py --only '*__call__*' \
+        --test-timeout 30
 
 By hand: ``--tests`` replaces the modules' PROMISES test files for this run (a quick
 first look, or a new test file before it joins PROMISES; a module not in PROMISES may be
@@ -196,9 +197,12 @@ def run_mutmut(
     keyword: str | None,
     max_children: int,
     only: Sequence[str] = (),
+    test_timeout: float | None = None,
 ) -> None:
     """mutmut's own ``run``, with only_mutate, the test selection and ``-k`` narrowed;
-    ``only``: run just the mutants whose names match one of these fnmatch patterns."""
+    ``only``: run just the mutants whose names match one of these fnmatch patterns;
+    ``test_timeout``: pytest-timeout's limit per test (a mutant that hangs a test fails
+    it then, and counts as killed, instead of holding a worker for pyproject's 180 s)."""
     from mutmut import configuration
     from mutmut.__main__ import _run
 
@@ -209,6 +213,8 @@ def run_mutmut(
     cfg.pytest_add_cli_args_test_selection = tests
     if keyword:
         cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "-k", keyword]
+    if test_timeout:
+        cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "--timeout", f"{test_timeout:g}"]
     print(f"mutating {len(modules)} file(s) against {len(tests)} test file(s)", flush=True)
     try:
         _run(list(only), max_children)
@@ -503,6 +509,12 @@ def main() -> int:
         metavar="PATTERN",
         help="run only the mutants whose name matches (fnmatch, repeatable), e.g. '*__call__*'",
     )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        metavar="SECS",
+        help="per-test limit for the mutants' runs (a hang is a kill sooner); default 180",
+    )
     args = parser.parse_args()
 
     if args.mutate_lines is not None:
@@ -526,7 +538,7 @@ def main() -> int:
         return 1 if report(modules, None, markdown=args.markdown) else 0
     tests = args.tests or sorted({t for m in modules for t in PROMISES[m]})
     started = time.monotonic()
-    run_mutmut(modules, tests, args.keyword, args.max_children, args.only)
+    run_mutmut(modules, tests, args.keyword, args.max_children, args.only, args.test_timeout)
     survived = report(modules, time.monotonic() - started, markdown=args.markdown)
     return 1 if survived else 0
 
