@@ -271,6 +271,17 @@ async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retrie
     assert "OUTPUT line 1" in warning.line and warning.line.endswith("; rejected")
 
 
+async def test_an_unstorable_line_that_is_not_an_object_is_skipped() -> None:
+    emitter, logs = FakeEmitter(), FakeLogs()
+    hook = make_hook(emitter, logs)
+    assert await hook(STEP, LogStream.STDOUT, 'OUTPUT: ["a\\u0000"]', False)
+    await hook.close()
+    assert emitter.attempts == []
+    (warning,) = logs.lines
+    assert warning.line.startswith("warning: OUTPUT line 1: ")
+    assert "not a JSON object" in warning.line and warning.line.endswith("; skipped")
+
+
 async def test_a_dedup_key_template_keys_events_by_their_own_identity() -> None:
     """With the trigger's ``dedup_key``, the key is the rendered identity (the same event
     from another consumer run is one job); when it cannot be rendered the event is kept,
