@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
+from structlog.testing import capture_logs
 
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream
@@ -498,9 +499,15 @@ async def test_a_failing_store_is_said_once_in_the_consumers_log(
     emitter, logs = FakeEmitter(fail_first=failures), FakeLogs()
     hook = make_hook(emitter, logs, max_in_flight=max_in_flight)
     before = datetime.now(UTC)
-    await hook(STEP, LogStream.STDOUT, out(1), False)
-    await asyncio.wait_for(hook.close(), 10.0)
+    with capture_logs() as events:
+        await hook(STEP, LogStream.STDOUT, out(1), False)
+        await asyncio.wait_for(hook.close(), 10.0)
     assert emitter.created == [f"{PREFIX}:1"] and len(emitter.attempts) == failures + 1
+    # The process log has every failure, why, and when the next try is: the delay
+    # doubles (a failing store is not hammered).
+    failed = [e for e in events if e["event"] == "event_emit_failed"]
+    assert [(e["trigger"], e["error"]) for e in failed] == [(TRIGGER, "store is down")] * failures
+    assert [e["retry_in"] for e in failed] == [0.2, 0.4, 0.8][:failures]
     # However many failures in a row: one line, from the first, on the consumer's step.
     assert [(line.job_id, line.step, line.stream, line.line) for line in logs.lines] == [
         (
