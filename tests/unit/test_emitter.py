@@ -272,6 +272,19 @@ async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retrie
     assert "OUTPUT line 1" in warning.line and warning.line.endswith("; rejected")
 
 
+async def test_a_rejection_holds_for_its_event_only_not_for_a_later_one_with_its_key() -> None:
+    """With a ``dedup_key`` template two lines can share a key: the first, unstorable,
+    is rejected; the second, valid, is judged on its own and becomes the job."""
+    emitter = FakeEmitter()
+    hook = make_hook(emitter, FakeLogs(), event_key=lambda payload: str(payload["id"]))
+    await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"id": 7, "x": "\\u0000"}', False)
+    await eventually(lambda: hook.rejected == 1)
+    await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"id": 7, "x": "ok"}', False)
+    await hook.close()
+    assert emitter.jobs == {f"es:{TRIGGER}:7": {"id": 7, "x": "ok"}}
+    assert emitter.batches[-1].rejected == {}
+
+
 async def test_an_unstorable_line_that_is_not_an_object_is_skipped() -> None:
     emitter, logs = FakeEmitter(), FakeLogs()
     hook = make_hook(emitter, logs)
