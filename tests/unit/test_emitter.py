@@ -270,6 +270,7 @@ async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retrie
     assert (hook.accepted, hook.rejected) == (2, 1)
     (warning,) = [line for line in logs.lines if "OUTPUT line" in line.line]
     assert "OUTPUT line 1" in warning.line and warning.line.endswith("; rejected")
+    assert (warning.job_id, warning.step, warning.stream) == ("job-1", STEP, LogStream.SYSTEM)
 
 
 async def test_a_rejection_holds_for_its_event_only_not_for_a_later_one_with_its_key() -> None:
@@ -312,6 +313,7 @@ async def test_a_dedup_key_template_keys_events_by_their_own_identity() -> None:
     assert emitter.created == [f"es:{TRIGGER}:order-7", f"{PREFIX}:2"]
     (warning,) = logs.lines
     assert "OUTPUT line 2: dedup_key failed" in warning.line and "'id'" in warning.line
+    assert (warning.job_id, warning.step, warning.stream) == ("job-1", STEP, LogStream.SYSTEM)
 
 
 # -- emit failures ------------------------------------------------------------------------
