@@ -15,6 +15,8 @@ scores, per file:
     python bench/mutation.py src/headwater/triggers/emitter.py \
         --tests tests/unit/test_emitter.py --markdown bench/results/mutation-runs.md
     python bench/mutation.py src/headwater/triggers/emitter.py --report-only
+    python bench/mutation.py src/headwater/triggers/emitter.py --only '*__call__*' \
+        --test-timeout 30
 
 By hand: ``--tests`` replaces the modules' PROMISES test files for this run (a quick
 first look, or a new test file before it joins PROMISES; a module not in PROMISES may be
@@ -22,7 +24,9 @@ mutated then); ``-k`` passes a pytest keyword expression to every test run (``-k
 postgres and not memory"`` leaves out the PostgreSQL and in-memory cases of the store
 tests, several times faster per mutant; the full suite still runs them);
 ``--report-only`` prints the survivors and table of the last run in ``mutants/`` without
-running anything; ``--markdown`` appends the table and the survivors to a file.
+running anything; ``--markdown`` appends the table and the survivors to a file;
+``--only`` runs just the mutants whose names match (the others are "not run"): a slow
+module a few functions at a time.
 Survivors are listed by function, then by mutant number.
 
 ``--changed-since REV`` is the CI step (.ci/run): only the mutants on the lines of PROMISES
@@ -188,9 +192,17 @@ def pick(names: list[str], cap: int) -> list[str]:
 
 
 def run_mutmut(
-    modules: list[str], tests: list[str], keyword: str | None, max_children: int
+    modules: list[str],
+    tests: list[str],
+    keyword: str | None,
+    max_children: int,
+    only: Sequence[str] = (),
+    test_timeout: float | None = None,
 ) -> None:
-    """mutmut's own ``run``, with only_mutate, the test selection and ``-k`` narrowed."""
+    """mutmut's own ``run``, with only_mutate, the test selection and ``-k`` narrowed;
+    ``only``: run just the mutants whose names match one of these fnmatch patterns;
+    ``test_timeout``: pytest-timeout's limit per test (a mutant that hangs a test fails
+    it then, and counts as killed, instead of holding a worker for pyproject's 180 s)."""
     from mutmut import configuration
     from mutmut.__main__ import _run
 
@@ -201,9 +213,11 @@ def run_mutmut(
     cfg.pytest_add_cli_args_test_selection = tests
     if keyword:
         cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "-k", keyword]
+    if test_timeout:
+        cfg.pytest_add_cli_args = [*cfg.pytest_add_cli_args, "--timeout", f"{test_timeout:g}"]
     print(f"mutating {len(modules)} file(s) against {len(tests)} test file(s)", flush=True)
     try:
-        _run([], max_children)
+        _run(list(only), max_children)
     except SystemExit as exc:  # mutmut exits when the clean run fails, and at the end
         if exc.code not in (0, None):
             raise
@@ -488,6 +502,19 @@ def main() -> int:
         "--report-only", action="store_true", help="print the last run's result, run nothing"
     )
     parser.add_argument("--markdown", type=Path, help="append the score table to this file")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="run only the mutants whose name matches (fnmatch, repeatable), e.g. '*__call__*'",
+    )
+    parser.add_argument(
+        "--test-timeout",
+        type=float,
+        metavar="SECS",
+        help="per-test limit for the mutants' runs (a hang is a kill sooner); default 180",
+    )
     args = parser.parse_args()
 
     if args.mutate_lines is not None:
@@ -511,7 +538,7 @@ def main() -> int:
         return 1 if report(modules, None, markdown=args.markdown) else 0
     tests = args.tests or sorted({t for m in modules for t in PROMISES[m]})
     started = time.monotonic()
-    run_mutmut(modules, tests, args.keyword, args.max_children)
+    run_mutmut(modules, tests, args.keyword, args.max_children, args.only, args.test_timeout)
     survived = report(modules, time.monotonic() - started, markdown=args.markdown)
     return 1 if survived else 0
 

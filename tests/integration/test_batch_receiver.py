@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from headwater.dispatch.dispatcher import Dispatcher
 from headwater.errors import ConflictError
 from headwater.store.base import JobFilter, JobStatus, Store
+from headwater.triggers.receivers import base, common
 from headwater.triggers.receivers.base import ReceiverContext
 from headwater.triggers.receivers.common import BatchReceiver, BrokerMessage
 from headwater.workspace.loader import load_workspace
@@ -37,13 +39,19 @@ tasks:
 """
 
 
+# What the receiver does on its own, whatever the store: these run on SQLite only.
+ONE_STORE = pytest.mark.parametrize("store_backend", ["sqlite"])
+
+
 class FakeBroker(BatchReceiver):
     trigger_type = "fake"
     reconnect_initial_secs = 0.01
     reconnect_max_secs = 0.02
 
-    def __init__(self, trigger: ReceiverTriggerBase, store: Store) -> None:
-        super().__init__(TemplateEngine(), trigger)
+    def __init__(
+        self, trigger: ReceiverTriggerBase, store: Store, batch_size: int | None = None
+    ) -> None:
+        super().__init__(TemplateEngine(), trigger, batch_size=batch_size)
         self.store = store
         self.queue: list[BrokerMessage] = []
         self.rooms: list[int] = []
@@ -180,6 +188,80 @@ async def test_what_cannot_become_a_job_is_dead_lettered_and_acknowledged(
     assert "rendered empty" in rejected["fake:ws/incoming:m4"].reason
 
 
+async def test_a_dedup_key_template_sees_the_message_id_metadata_payload_and_input(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    """``dedup_key`` is a template over {id, payload, metadata, input}; one that cannot
+    render dead-letters its message, saying where it failed, with the body as read."""
+    receiver = await start(
+        running, store, ws,
+        dedup_key="{{ id }}|{{ metadata.p }}|{{ payload.k }}|{{ input.metadata.id }}",
+    )  # fmt: skip
+    receiver.queue = [
+        BrokerMessage("m1", b'{"k": "a"}', {"p": 3}),
+        BrokerMessage("m2", b'{"j": "b"}', {"p": 4}),
+    ]
+    await eventually(lambda: len(receiver.acked) == 2, what="both acknowledged")
+    (job,) = await store.list_jobs(JobFilter(limit=10))
+    assert job.dedup_key == "m1|3|a|m1"
+    (dead,) = await store.list_rejected(source_id="ws/incoming")
+    assert dead.dedup_key == "fake:ws/incoming:m2"
+    assert "'payload.k' is undefined in dedup_key" in dead.reason
+    assert dead.payload == {"id": "m2", "metadata": {"p": 4}, "body": {"j": "b"}}
+
+
+async def test_the_body_becomes_the_payload_in_the_trigger_s_format(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    cases: dict[str, list[tuple[bytes | str, Any, str | None]]] = {
+        "auto": [
+            (b' \n{"a": 1}', {"a": 1}, None),
+            (b'"quoted"', "quoted", None),
+            (b"123", "123", None),
+            (b"\xff\x00", "/wA=", "application/octet-stream"),
+        ],
+        "text": [(b'{"a": 1}', '{"a": 1}', None)],
+        "json": [("[1]", [1], None)],
+    }
+    expected: dict[str, dict[str, Any]] = {}
+    for fmt, messages in cases.items():
+        receiver = await start(running, store, ws, format=fmt)
+        for i, (body, payload, content_type) in enumerate(messages):
+            mid = f"{fmt}{i}"
+            receiver.queue.append(BrokerMessage(mid, body, {"p": i}))
+            want = {"payload": payload, "metadata": {"id": mid, "p": i}, "origin": "broker"}
+            if content_type is not None:
+                want["content_type"] = content_type
+            expected[f"fake:ws/incoming:{mid}"] = want
+    await eventually(
+        lambda: sum(len(r.acked) for r in running) == len(expected), what="all acknowledged"
+    )
+    jobs = {j.dedup_key: j.input for j in await store.list_jobs(JobFilter(limit=10))}
+    assert jobs == expected
+
+
+async def test_a_dead_letter_keeps_the_body_as_readable_as_it_can(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    """JSON as JSON, text as text, binary as base64; JSON that no store can keep as its
+    text, with the reason."""
+    receiver = await start(running, store, ws, format="json")
+    receiver.queue = [
+        BrokerMessage("m1", b"\xff\x00"),
+        BrokerMessage("m2", b'{"k": "\\u0000"}'),
+        BrokerMessage("m3", "not json either"),
+    ]
+    await eventually(lambda: len(receiver.acked) == 3, what="all acknowledged")
+    assert await store.list_jobs(JobFilter(limit=10)) == []
+    dead = {r.dedup_key: r for r in await store.list_rejected(source_id="ws/incoming")}
+    binary, unstorable, text = (dead[f"fake:ws/incoming:m{i}"] for i in (1, 2, 3))
+    assert binary.payload["body"] == "/wA="
+    assert "not UTF-8" in binary.reason
+    assert unstorable.payload["body"] == '{"k": "\\u0000"}'
+    assert "NUL" in unstorable.reason
+    assert text.payload["body"] == "not json either"
+
+
 async def test_a_dropped_connection_is_reopened_and_nothing_is_lost(
     store: Store, ws: Workspace, running: list[FakeBroker]
 ) -> None:
@@ -203,7 +285,38 @@ async def test_max_in_flight_bounds_what_is_read(
     (job,) = await store.claim_jobs("w1", ["script"], 1)
     assert await store.finish_job(job.id, "w1", JobStatus.COMPLETED)
     await eventually(lambda: len(receiver.acked) == 3, what="one more after a finish")
-    assert all(room <= 2 for room in receiver.rooms)
+    assert all(1 <= room <= 2 for room in receiver.rooms)  # never "read 0" (unbounded)
+
+
+@ONE_STORE
+async def test_room_is_recounted_when_no_finish_is_announced(
+    store: Store, ws: Workspace, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A job finished by another process may not be announced (SQLite): waiting for room
+    recounts on its own every so often instead of waiting for a notice forever."""
+    monkeypatch.setattr(base, "_RECOUNT_SECS", 0.05)
+    ctx = context(store, ws, max_in_flight=3)
+    counts = iter([3, 3, 1])
+
+    async def count_in_flight(source_id: str) -> int:
+        assert source_id == "ws/incoming"
+        return next(counts, 1)
+
+    monkeypatch.setattr(store, "count_in_flight", count_in_flight)
+    assert await asyncio.wait_for(ctx.wait_for_room(10), 10.0) == 2
+
+
+@ONE_STORE
+async def test_a_batch_size_given_by_the_broker_caps_every_read(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    """A broker with a smaller limit than the trigger's batch_size (SQS: 10) passes it."""
+    receiver = FakeBroker(trigger(batch_size=100), store, batch_size=2)
+    await receiver.start(context(store, ws, max_in_flight=50))
+    running.append(receiver)
+    receiver.queue = [BrokerMessage(f"m{i}", b"{}") for i in range(5)]
+    await eventually(lambda: len(receiver.acked) == 5, what="all acknowledged")
+    assert max(receiver.rooms) == 2
 
 
 async def test_stop_lets_a_batch_in_hand_finish(
@@ -229,6 +342,57 @@ async def test_stop_lets_a_batch_in_hand_finish(
     running.remove(receiver)
 
 
+@ONE_STORE
+@pytest.mark.parametrize("handled", [0, 1])
+async def test_stop_while_waiting_for_messages_does_not_wait_for_the_grace(
+    store: Store, ws: Workspace, running: list[FakeBroker], monkeypatch: pytest.MonkeyPatch,
+    handled: int,
+) -> None:  # fmt: skip
+    """Nothing in hand (before the first batch or after one): the wait for messages is
+    cancelled at once, so a broker's long poll does not hold up a shutdown."""
+    monkeypatch.setattr(common, "_STOP_GRACE_SECS", 3600.0)
+    receiver = await start(running, store, ws)
+    receiver.queue = [BrokerMessage(f"m{i}", b"{}") for i in range(handled)]
+    await eventually(lambda: len(receiver.acked) == handled, what="the batch before")
+    polling = asyncio.Event()
+
+    async def long_poll(room: int) -> Sequence[BrokerMessage]:
+        polling.set()
+        await asyncio.Event().wait()  # a broker with nothing to say
+        raise AssertionError("unreachable")
+
+    receiver.fetch = long_poll  # type: ignore[method-assign]
+    await asyncio.wait_for(polling.wait(), 10.0)
+    await asyncio.wait_for(receiver.stop(), 30.0)  # not the hour of grace
+    assert receiver.closes == 1
+    await receiver.wait()  # a cancelled loop is not a crash
+    running.remove(receiver)
+
+
+@ONE_STORE
+async def test_a_batch_that_outlives_the_grace_is_left_unacknowledged(
+    store: Store, ws: Workspace, running: list[FakeBroker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop waits for a batch in hand only so long; then it is cancelled unacknowledged
+    (the broker redelivers it, its dedup key keeps it one job) and the receiver closes."""
+    monkeypatch.setattr(common, "_STOP_GRACE_SECS", 0.05)
+    receiver = await start(running, store, ws)
+    stuck = asyncio.Event()
+
+    async def never_acknowledges(messages: Sequence[BrokerMessage]) -> None:
+        stuck.set()
+        await asyncio.Event().wait()
+
+    receiver.acknowledge = never_acknowledges  # type: ignore[method-assign]
+    receiver.queue = [BrokerMessage("m1", b"{}")]
+    await asyncio.wait_for(stuck.wait(), 10.0)
+    await asyncio.wait_for(receiver.stop(), 30.0)
+    assert receiver.acked == [] and receiver.closes == 1
+    assert len(await store.list_jobs(JobFilter(limit=10))) == 1  # committed before
+    await asyncio.wait_for(receiver.wait(), 10.0)  # the batch was cancelled, not left running
+    running.remove(receiver)
+
+
 async def test_the_checkpoint_is_compare_and_set(store: Store, ws: Workspace) -> None:
     one, two = context(store, ws), context(store, ws)
     assert await one.get_checkpoint() is None
@@ -242,6 +406,26 @@ async def test_the_checkpoint_is_compare_and_set(store: Store, ws: Workspace) ->
     assert await one.get_checkpoint() == {"offsets": {"0": 5, "1": 7}}
     await one.put_checkpoint({"offsets": {"0": 6, "1": 7}})  # its version is current again
     assert await two.get_checkpoint() == {"offsets": {"0": 6, "1": 7}}
+
+
+async def test_a_writer_that_wrote_last_still_sees_a_later_write_by_another(
+    store: Store, ws: Workspace
+) -> None:
+    one, two = context(store, ws), context(store, ws)
+    await one.get_checkpoint()
+    await one.put_checkpoint({"offsets": {"0": 1}})
+    assert await two.get_checkpoint() == {"offsets": {"0": 1}}
+    await two.put_checkpoint({"offsets": {"0": 1, "1": 9}})
+    # one's write is compare-and-set against its own last write: it sees two's.
+    await one.put_checkpoint(
+        {"offsets": {"0": 2}},
+        merge=lambda stored, mine: {"offsets": {**stored["offsets"], **mine["offsets"]}},
+    )
+    assert await two.get_checkpoint() == {"offsets": {"0": 2, "1": 9}}
+    # Without merge, a writer that is behind writes its value as it is (last one wins).
+    await one.put_checkpoint({"offsets": {"0": 3}})
+    await two.put_checkpoint({"offsets": {"0": 4}})
+    assert await one.get_checkpoint() == {"offsets": {"0": 4}}
 
 
 async def test_a_checkpoint_that_keeps_changing_is_an_error(store: Store, ws: Workspace) -> None:
@@ -278,3 +462,44 @@ async def test_a_failure_that_is_not_a_dropped_connection_is_raised_by_wait(
     receiver.fetch = broken  # type: ignore[method-assign]
     with pytest.raises(RuntimeError, match="cannot read"):
         await asyncio.wait_for(receiver.wait(), 10.0)
+
+
+class Backoff(FakeBroker):
+    reconnect_initial_secs = 0.01
+    reconnect_max_secs = 0.03
+
+
+@ONE_STORE
+async def test_every_receiver_log_line_names_its_trigger_and_says_why(
+    store: Store, ws: Workspace, running: list[FakeBroker]
+) -> None:
+    """Nothing silent: start (with what it serves), each reconnect (why, and the delay,
+    which doubles up to its cap and starts over once a read works), each dead letter and
+    the stop are logged, every line with the trigger and the receiver type."""
+    with capture_logs() as logs:  # the context's logger is bound inside
+        ctx = context(store, ws)
+        receiver = Backoff(trigger(format="json"), store)
+        await receiver.start(ctx)
+        running.append(receiver)
+        receiver.drop_next = 4
+        receiver.queue = [BrokerMessage("m1", b"not json")]
+        await eventually(lambda: receiver.acked == ["m1"], what="acknowledged after drops")
+        receiver.drop_next = 1
+        receiver.queue = [BrokerMessage("m2", b"{}")]
+        await eventually(lambda: receiver.acked == ["m1", "m2"], what="after one more drop")
+        await receiver.stop()
+        running.remove(receiver)
+    assert (ctx.workspace, ctx.trigger, ctx.source_id) == ("ws", "incoming", "ws/incoming")
+    ours = [e for e in logs if e["event"].startswith("receiver_")]
+    assert ours and all((e["trigger"], e["receiver"]) == ("ws/incoming", "fake") for e in ours)
+    by_event: dict[str, list[dict[str, Any]]] = {}
+    for e in ours:
+        by_event.setdefault(e["event"], []).append(e)
+    (started,) = by_event["receiver_started"]
+    assert (started["type"], started["target_task"], started["queue"]) == ("fake", "handle", "q")
+    reconnects = by_event["receiver_reconnecting"]
+    assert [r["delay"] for r in reconnects] == [0.01, 0.02, 0.03, 0.03, 0.01]
+    assert all("connection reset" in r["error"] for r in reconnects)
+    (dead,) = by_event["receiver_dead_letter"]
+    assert dead["dedup_key"] == "fake:ws/incoming:m1" and "not JSON" in dead["reason"]
+    assert len(by_event["receiver_stopped"]) == 1

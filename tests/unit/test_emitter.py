@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
+from structlog.testing import capture_logs
 
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream
@@ -57,10 +58,12 @@ class FakeEmitter:
         self.finished = asyncio.Event()
         self.waits = 0
         self.gate: asyncio.Event | None = None
+        self.batches: list[EmitBatch] = []  # every emit call's batch, as sent
 
     async def emit(self, batch: EmitBatch) -> EmitResult:
         keys = [key for key, _ in batch.events]
         self.attempts.append(keys)
+        self.batches.append(batch)
         assert batch.trigger == TRIGGER
         assert batch.target_task == "target"
         if self.gate is not None:
@@ -69,7 +72,9 @@ class FakeEmitter:
             self.fail_first -= 1
             raise ConnectionError("store is down")
         accepted = duplicates = 0
-        for key, payload in batch.events:
+        for i, (key, payload) in enumerate(batch.events):
+            if i in batch.rejected:  # stored as a rejected event, not a job
+                continue
             if key in self.jobs:
                 duplicates += 1
                 continue
@@ -83,7 +88,8 @@ class FakeEmitter:
         if self.fail_after_commit > 0:
             self.fail_after_commit -= 1
             raise TimeoutError("committed, but the answer was lost")
-        return EmitResult(accepted, duplicates, 0, self.count)
+        in_flight = self.count if batch.want_in_flight else None
+        return EmitResult(accepted, duplicates, len(batch.rejected), in_flight)
 
     async def in_flight(self, trigger: str) -> int:
         assert trigger == TRIGGER
@@ -130,6 +136,7 @@ def make_hook(
     logs: FakeLogs,
     max_in_flight: int | None = None,
     max_batch: int = 500,
+    **extra: Any,
 ) -> EventSourceLineHook:
     # The hook only calls ``logs.write``; the fake stands in for a LogWriter.
     writer: LogWriter = logs  # type: ignore[assignment]
@@ -145,6 +152,7 @@ def make_hook(
         emitter,
         writer,
         max_batch=max_batch,
+        **extra,
     )
 
 
@@ -212,6 +220,100 @@ async def test_keys_carry_job_attempt_step_and_step_attempt() -> None:
     await hook.close()
     assert emitter.created == ["es:job-1:2:consume:3:1"]
     assert emitter.attempts == [["es:job-1:2:consume:3:1"]]
+
+
+@pytest.mark.parametrize("max_in_flight", [None, 10])
+async def test_each_batch_says_its_trigger_consumer_task_and_defaults(
+    max_in_flight: int | None,
+) -> None:
+    """What the emitter is told: the consumer job, the target task, the trigger's input
+    defaults; the in-flight count is asked for only under ``max_in_flight``. Every result
+    reaches ``on_result`` and the hook's counts."""
+    emitter, results = FakeEmitter(), []
+
+    async def on_result(result: EmitResult) -> None:
+        results.append(result)
+
+    hook = make_hook(emitter, FakeLogs(), max_in_flight=max_in_flight, on_result=on_result)
+    await hook(STEP, LogStream.STDOUT, out(1), False)
+    await hook.close()
+    (batch,) = emitter.batches
+    assert (batch.trigger, batch.consumer_job_id, batch.target_task) == (
+        TRIGGER,
+        "job-1",
+        "target",
+    )
+    assert dict(batch.defaults) == {"source": "test"}
+    assert batch.want_in_flight is (max_in_flight is not None)
+    assert batch.rejected == {} and batch.cursor is None
+    assert results == [EmitResult(1, 0, 0, 1 if max_in_flight else None)]
+    assert (hook.accepted, hook.rejected) == (1, 0)
+
+
+async def test_valid_json_no_store_can_keep_is_a_rejected_event_also_when_retried() -> None:
+    """An OUTPUT line with a NUL is not skipped: it goes as a rejected event (its payload
+    cleaned, with the reason), also in the retry of a failed emit, and is counted."""
+    emitter, logs = FakeEmitter(fail_first=1), FakeLogs()
+    hook = make_hook(emitter, logs)
+    assert await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"n": "a\\u0000b"}', False)
+    await eventually(lambda: len(emitter.attempts) == 1)  # this emit fails
+    for n in (2, 3):
+        await hook(STEP, LogStream.STDOUT, out(n), False)
+    await asyncio.wait_for(hook.close(), 10.0)
+    assert emitter.created == [f"{PREFIX}:2", f"{PREFIX}:3"]
+    sent = [b for b in emitter.batches if f"{PREFIX}:1" in dict(b.events)]
+    assert len(sent) == 2, "sent, failed, sent again"
+    for batch in sent:
+        index = [key for key, _ in batch.events].index(f"{PREFIX}:1")
+        assert "NUL" in batch.rejected[index]
+        assert dict(batch.events)[f"{PREFIX}:1"] == {"n": "a\ufffdb"}
+    assert (hook.accepted, hook.rejected) == (2, 1)
+    (warning,) = [line for line in logs.lines if "OUTPUT line" in line.line]
+    assert "OUTPUT line 1" in warning.line and warning.line.endswith("; rejected")
+    assert (warning.job_id, warning.step, warning.stream) == ("job-1", STEP, LogStream.SYSTEM)
+
+
+async def test_a_rejection_holds_for_its_event_only_not_for_a_later_one_with_its_key() -> None:
+    """With a ``dedup_key`` template two lines can share a key: the first, unstorable,
+    is rejected; the second, valid, is judged on its own and becomes the job."""
+    emitter = FakeEmitter()
+    hook = make_hook(emitter, FakeLogs(), event_key=lambda payload: str(payload["id"]))
+    await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"id": 7, "x": "\\u0000"}', False)
+    await eventually(lambda: hook.rejected == 1)
+    await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"id": 7, "x": "ok"}', False)
+    await hook.close()
+    assert emitter.jobs == {f"es:{TRIGGER}:7": {"id": 7, "x": "ok"}}
+    assert emitter.batches[-1].rejected == {}
+
+
+async def test_an_unstorable_line_that_is_not_an_object_is_skipped() -> None:
+    emitter, logs = FakeEmitter(), FakeLogs()
+    hook = make_hook(emitter, logs)
+    assert await hook(STEP, LogStream.STDOUT, 'OUTPUT: ["a\\u0000"]', False)
+    await hook.close()
+    assert emitter.attempts == []
+    (warning,) = logs.lines
+    assert warning.line.startswith("warning: OUTPUT line 1: ")
+    assert "not a JSON object" in warning.line and warning.line.endswith("; skipped")
+
+
+async def test_a_dedup_key_template_keys_events_by_their_own_identity() -> None:
+    """With the trigger's ``dedup_key``, the key is the rendered identity (the same event
+    from another consumer run is one job); when it cannot be rendered the event is kept,
+    keyed by its line, with a warning."""
+
+    def identity(payload: Mapping[str, Any]) -> str:
+        return f"order-{payload['id']}"
+
+    emitter, logs = FakeEmitter(), FakeLogs()
+    hook = make_hook(emitter, logs, event_key=identity)
+    await hook(STEP, LogStream.STDOUT, 'OUTPUT: {"id": 7}', False)
+    await hook(STEP, LogStream.STDOUT, out(2), False)  # no id
+    await hook.close()
+    assert emitter.created == [f"es:{TRIGGER}:order-7", f"{PREFIX}:2"]
+    (warning,) = logs.lines
+    assert "OUTPUT line 2: dedup_key failed" in warning.line and "'id'" in warning.line
+    assert (warning.job_id, warning.step, warning.stream) == ("job-1", STEP, LogStream.SYSTEM)
 
 
 # -- emit failures ------------------------------------------------------------------------
@@ -412,9 +514,15 @@ async def test_a_failing_store_is_said_once_in_the_consumers_log(
     emitter, logs = FakeEmitter(fail_first=failures), FakeLogs()
     hook = make_hook(emitter, logs, max_in_flight=max_in_flight)
     before = datetime.now(UTC)
-    await hook(STEP, LogStream.STDOUT, out(1), False)
-    await asyncio.wait_for(hook.close(), 10.0)
+    with capture_logs() as events:
+        await hook(STEP, LogStream.STDOUT, out(1), False)
+        await asyncio.wait_for(hook.close(), 10.0)
     assert emitter.created == [f"{PREFIX}:1"] and len(emitter.attempts) == failures + 1
+    # The process log has every failure, why, and when the next try is: the delay
+    # doubles (a failing store is not hammered).
+    failed = [e for e in events if e["event"] == "event_emit_failed"]
+    assert [(e["trigger"], e["error"]) for e in failed] == [(TRIGGER, "store is down")] * failures
+    assert [e["retry_in"] for e in failed] == [0.2, 0.4, 0.8][:failures]
     # However many failures in a row: one line, from the first, on the consumer's step.
     assert [(line.job_id, line.step, line.stream, line.line) for line in logs.lines] == [
         (

@@ -70,6 +70,9 @@ async def test_a_bad_cursor_is_ignored_with_a_warning_and_the_event_kept() -> No
     assert set(emitter.cursors) == {None}
     assert len(logs.lines) == len(bad)
     assert all(CURSOR_FIELD in x.line for x in logs.lines)
+    assert {(x.job_id, x.step, x.stream) for x in logs.lines} == {
+        ("job-1", STEP, LogStream.SYSTEM)
+    }  # on the consumer's step, where `headwater logs` shows it
 
 
 async def test_with_cursors_one_batch_at_a_time_so_a_cursor_never_passes_a_lost_batch() -> None:

@@ -216,10 +216,19 @@ def test_tests_and_k_replace_the_selection_and_markdown_appends(
     mutation: ModuleType, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     runs: list[tuple[list[str], list[str], str | None]] = []
+    narrowed: list[tuple[list[str], float | None]] = []  # --only patterns, --test-timeout
     reports: list[tuple[float | None, Path | None]] = []
 
-    def run(modules: list[str], tests: list[str], keyword: str | None, children: int) -> None:
+    def run(
+        modules: list[str],
+        tests: list[str],
+        keyword: str | None,
+        children: int,
+        only: list[str],
+        test_timeout: float | None,
+    ) -> None:
         runs.append((modules, tests, keyword))
+        narrowed.append((only, test_timeout))
 
     def report(modules: list[str], elapsed: float | None, **kw: Path | None) -> int:
         reports.append((elapsed, kw.get("markdown")))
@@ -238,6 +247,11 @@ def test_tests_and_k_replace_the_selection_and_markdown_appends(
     monkeypatch.setattr(sys, "argv", ["mutation.py", EMITTER])
     assert mutation.main() == 0
     assert runs[-1] == ([EMITTER], sorted(mutation.PROMISES[EMITTER]), None)
+    assert narrowed[-1] == ([], None)  # every mutant, pyproject's per-test timeout
+    only = ["--only", "*__call__*", "--only", "*_emit__*", "--test-timeout", "30"]
+    monkeypatch.setattr(sys, "argv", ["mutation.py", EMITTER, *only])
+    assert mutation.main() == 0
+    assert narrowed[-1] == (["*__call__*", "*_emit__*"], 30.0)
 
     header = ("module", "score")
     mutation.append_markdown(

@@ -35,6 +35,29 @@ def test_decode_body_json_text_binary() -> None:
         decode_body(b"\xff", "text")
 
 
+def test_decode_body_parses_only_what_looks_like_a_json_document() -> None:
+    """``auto``: a JSON document (object, array, string), also after leading whitespace,
+    is parsed; a body that only looks like one stays text, as do bare numbers and
+    words; ``json`` and ``text`` insist, for ``str`` bodies too."""
+    assert decode_body(b' \n {"a": 1}').payload == {"a": 1}
+    assert decode_body(b"\t[1, 2]").payload == [1, 2]
+    assert decode_body(b'"quoted"').payload == "quoted"
+    assert decode_body(b"{not json").payload == "{not json"
+    assert decode_body(b"true").payload == "true"
+    assert decode_body(b"").payload == ""
+    assert decode_body("é").payload == "é"
+    assert decode_body("é".encode()).content_type is None  # UTF-8 text is not binary
+    assert decode_body('{"a": 1}', "json").payload == {"a": 1}
+    assert decode_body(b"123", "json").payload == 123  # json takes any JSON value
+    assert decode_body(b'{"a": 1}', "text").payload == '{"a": 1}'
+    text = decode_body("plain", "text")
+    assert (text.payload, text.content_type) == ("plain", None)
+    with pytest.raises(ValueError, match="not UTF-8 text, so it cannot be JSON"):
+        decode_body(b"\xff", "json")
+    with pytest.raises(ValueError, match="cannot be stored"):
+        decode_body(b' {"a": "\\u0000"}')
+
+
 def test_decode_body_is_strict_and_bounded() -> None:
     """Issue 14: a broker payload is read by the same strict decoder as everything else."""
     deep = b"[" * 100_000 + b"]" * 100_000
@@ -142,6 +165,32 @@ async def test_stop_survives_a_client_library_cancelling_its_own_close() -> None
     await receiver.stop()  # returns: nobody cancelled us
     current = asyncio.current_task()
     assert current is not None and current.cancelling() == 0
+
+
+async def test_a_stop_that_is_itself_cancelled_stays_cancelled() -> None:
+    """The other side of the rule above: when whoever stops the receiver is cancelled
+    while the close is under way (a shutdown that gave up waiting), the cancellation
+    reaches it and is not swallowed as the client library's."""
+    closing = asyncio.Event()
+
+    class _Receiver(BatchReceiver):
+        async def connect(self) -> None: ...
+        async def fetch(self, room: int) -> Sequence[BrokerMessage]:
+            return []
+
+        async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None: ...
+        async def close(self) -> None:
+            closing.set()
+            await asyncio.Event().wait()  # a close that hangs
+
+        def public_settings(self) -> dict[str, Any]:
+            return {}
+
+    stopping = asyncio.create_task(_Receiver(TemplateEngine(), _trigger()).stop())
+    await asyncio.wait_for(closing.wait(), 10.0)
+    stopping.cancel()
+    await asyncio.wait([stopping], timeout=10.0)
+    assert stopping.cancelled()
 
 
 @pytest.mark.parametrize(
