@@ -112,14 +112,17 @@ class Up:
         self._logf.close()
 
 
-def eventually(check: Callable[[], T | None], timeout: float = 20, what: str = "it") -> T:
+def eventually(
+    check: Callable[[], T | None], timeout: float = 20, what: str = "it", every: float = 0.1
+) -> T:
     """Poll ``check`` until it returns something truthy (returned); fail after ``timeout``.
 
     The pause between polls grows from 0.1 s to 0.5 s: many checks here start a
     ``headwater`` process or query a server, and polling them flat out took a core from
-    the processes under test."""
+    the processes under test. ``every``: the first pause (1 s for a check that starts a
+    process)."""
     deadline = time.monotonic() + timeout
-    pause = 0.1
+    pause = every
     while True:
         value = check()
         if value:
@@ -127,7 +130,7 @@ def eventually(check: Callable[[], T | None], timeout: float = 20, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(pause)
-        pause = min(0.5, pause * 1.3)
+        pause = min(max(0.5, every), pause * 1.3)
 
 
 def up_jobs(up: Up, **filters: str | int) -> list[dict[str, Any]]:

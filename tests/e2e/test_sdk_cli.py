@@ -3,6 +3,7 @@ consumer run/status, dlq list/replay --db, quarantine list/release, up app.py.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -77,6 +78,28 @@ def _series(body: str, name: str, consumer: str) -> list[float]:
 
 
 def status(env: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """What ``headwater consumer status --json`` prints, read in this process: the
+    waits poll it many times, and a CLI process per poll took a core from the
+    consumers under test. The pipeline test checks the command prints the same."""
+
+    async def gather() -> dict[str, Any]:
+        from headwater.sdk.redis_util import connect
+        from headwater.sdk.status import pipeline_status
+        from headwater.store.sql import open_store
+
+        store = await open_store(env["HEADWATER_DATABASE_URL"])
+        redis = connect(env["HEADWATER_REDIS_URL"])
+        try:
+            return await pipeline_status(store, redis, None)
+        finally:
+            await redis.aclose()
+            await store.close()
+
+    found = json.loads(json.dumps(asyncio.run(gather())))
+    return {c["name"]: c for c in found["consumers"]}
+
+
+def cli_status(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     result = cli(env, "consumer", "status", "--json")
     assert result.returncode == 0, result.stderr
     return {c["name"]: c for c in json.loads(result.stdout)["consumers"]}
@@ -162,10 +185,15 @@ def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
             what="the replayed event",
         )
         assert status(env)["e2e.ledger"]["events_processed"] == 4  # not applied twice
+        # The command prints what the waits above read in-process.
+        printed = cli_status(env)
+        assert printed.keys() == status(env).keys() == {"e2e.ledger", "e2e.picky"}
+        assert printed["e2e.picky"]["events_processed"] == 4
+        assert printed["e2e.ledger"]["lease"]["held"] is True
     finally:
         assert supervisor.stop() == 0, supervisor.output()
         publisher.stop()
-    after = status(env)
+    after = cli_status(env)
     assert after["e2e.ledger"]["lease"]["held"] is False  # released on a graceful stop
     text = cli(env, "consumer", "status")
     assert "e2e.ledger" in text.stdout and "publisher: stopped" in text.stdout
@@ -185,7 +213,7 @@ def test_a_crash_loop_is_quarantined_across_restarts_until_released(
             result = cli(env, "quarantine", "list", "--json")
             return json.loads(result.stdout) if result.returncode == 0 else []
 
-        (entry,) = eventually(quarantined, timeout=60, what="the quarantine")
+        (entry,) = eventually(quarantined, timeout=60, what="the quarantine", every=1.0)
         assert entry["name"] == "e2e.ledger"
         assert entry["reason"] == "crash_loop" and entry["crash_count"] == 5
     finally:
