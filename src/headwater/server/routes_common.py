@@ -9,9 +9,11 @@ model learns about it instead of being silently dropped.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -31,8 +33,10 @@ __all__ = [
     "RuntimeDep",
     "StepOut",
     "WorkerOut",
+    "aware_utc",
     "error_response",
     "get_runtime",
+    "iso_z",
 ]
 
 JobStatusName = Literal["pending", "running", "completed", "failed", "cancelled"]
@@ -170,3 +174,23 @@ def get_runtime(request: Request) -> Runtime:
 
 
 RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def aware_utc(value: datetime | None, where: Literal["query", "body"]) -> datetime | None:
+    """In UTC; a time without an offset is UTC (the store refuses naive datetimes).
+    ``where``: the part of the request it came from, for the 422."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
+        raise RequestValidationError(
+            [{"loc": (where,), "msg": "time out of range", "type": "value_error"}]
+        ) from None
+
+
+def iso_z(value: datetime) -> str:
+    """ISO 8601 with ``Z`` for UTC, as the API writes every time."""
+    return value.isoformat().replace("+00:00", "Z")

@@ -18,7 +18,7 @@ why) and changes nothing.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, NoReturn
 
 from fastapi import APIRouter
@@ -27,7 +27,13 @@ from fastapi.params import Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.errors import ConfigError, ConflictError, HeadwaterError
-from headwater.server.routes_common import ERRORS_404, ERRORS_422, RuntimeDep
+from headwater.server.routes_common import (
+    ERRORS_404,
+    ERRORS_422,
+    RuntimeDep,
+    aware_utc,
+    iso_z,
+)
 from headwater.server.runtime import FlowControl, JobFinishObserver, Runtime
 from headwater.store.base import JobFilter, JobRecord, JobStatus, PauseKind
 
@@ -99,7 +105,7 @@ def flow_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     @router.get("/paused", response_model=list[PausedOut], summary="Paused tasks and triggers")
     async def list_paused(runtime: RuntimeDep) -> list[dict[str, Any]]:
         return [
-            {"kind": p.kind.value, "name": p.name, "paused_at": _iso(p.paused_at)}
+            {"kind": p.kind.value, "name": p.name, "paused_at": iso_z(p.paused_at)}
             for p in await runtime.store.list_paused()
         ]
 
@@ -231,8 +237,8 @@ async def _select(
                 status=status,
                 source_type=selection.source_type,
                 source_id=selection.source_id,
-                created_after=_aware(selection.created_after),
-                created_before=_aware(selection.created_before),
+                created_after=aware_utc(selection.created_after, "body"),
+                created_before=aware_utc(selection.created_before, "body"),
                 limit=selection.limit + 1,
             )
         )
@@ -260,7 +266,7 @@ def _brief(job: JobRecord, **extra: Any) -> dict[str, Any]:
         "status": job.status.value,
         "source_type": job.source_type,
         "source_id": job.source_id,
-        "created_at": _iso(job.created_at),
+        "created_at": iso_z(job.created_at),
         **extra,
     }
 
@@ -286,21 +292,3 @@ def _invalid(field: str, message: str) -> NoReturn:
         [{"loc": ("body", field) if field != "body" else ("body",), "msg": message,
           "type": "value_error"}]
     )  # fmt: skip
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """In UTC; a time without an offset is UTC (the store refuses naive datetimes)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        raise RequestValidationError(
-            [{"loc": ("body",), "msg": "time out of range", "type": "value_error"}]
-        ) from None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")

@@ -31,6 +31,8 @@ from headwater.server.routes_common import (
     LogsOut,
     RuntimeDep,
     WorkerOut,
+    aware_utc,
+    iso_z,
 )
 from headwater.server.runtime import FlowControl, JobFinishObserver, Runtime
 from headwater.store.base import (
@@ -112,8 +114,8 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             status=status,
             source_type=source_type,
             source_id=source_id,
-            created_after=_aware(created_after),
-            created_before=_aware(created_before),
+            created_after=aware_utc(created_after, "query"),
+            created_before=aware_utc(created_before, "query"),
             limit=limit + 1,
             before_id=before,
         )
@@ -207,8 +209,8 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
                 "id": w.id,
                 "name": w.name,
                 "tags": sorted(w.tags),
-                "started_at": _iso(w.started_at),
-                "last_heartbeat": _iso(w.last_heartbeat),
+                "started_at": iso_z(w.started_at),
+                "last_heartbeat": iso_z(w.last_heartbeat),
                 "live": w.last_heartbeat >= cutoff,
                 "running_jobs": sorted(by_worker.get(w.id, [])),
             }
@@ -279,24 +281,6 @@ async def resolve_job_id(store: Store, given: str) -> str:
             f"job id {given!r} is ambiguous: it matches {shown}; give more characters"
         )
     return found[0]
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """In UTC; a time without an offset is UTC (the store refuses naive datetimes)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    try:
-        return value.astimezone(UTC)
-    except OverflowError:  # year 1 with a positive offset, year 9999 with a negative one
-        raise RequestValidationError(
-            [{"loc": ("query",), "msg": "time out of range", "type": "value_error"}]
-        ) from None
-
-
-def _iso(value: datetime) -> str:
-    return value.isoformat().replace("+00:00", "Z")
 
 
 async def _job_or_404(store: Store, job_id: str) -> JobRecord:
