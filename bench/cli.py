@@ -25,15 +25,14 @@ import resource
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from tests.canned_api import JOB_ID, serve_canned  # noqa: E402
+
 GOAL_MS = 300.0
 GOAL_COMMANDS = ("--help", "--version", "jobs", "logs", "triggers")
 HEAVY = (
@@ -48,57 +47,6 @@ HEAVY = (
     "jinja2",
     "yaml",
 )
-JOB_ID = "01a24ed6-6dd4-735b-9d7e-00000000abcd"
-CANNED: dict[str, object] = {
-    "/api/jobs": {
-        "jobs": [
-            {
-                "id": JOB_ID,
-                "task": "hello",
-                "status": "completed",
-                "source_type": "webhook",
-                "source_id": "github",
-                "created_at": "2026-12-07T04:00:00Z",
-                "started_at": "2026-12-07T04:00:01Z",
-                "finished_at": "2026-12-07T04:00:02Z",
-            }
-        ],
-        "next_before": None,
-    },
-    f"/api/jobs/{JOB_ID}/logs": {
-        "logs": [{"seq": 1, "step": "greet", "stream": "stdout", "line": "hi"}],
-        "last_seq": 1,
-        "job_status": "completed",
-    },
-    "/api/triggers": [
-        {"name": "nightly", "type": "scheduler", "task": "hello", "cron": "0 3 * * *"}
-    ],
-}
-
-
-class _Canned(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = CANNED.get(self.path.split("?", 1)[0])
-        data = json.dumps(body).encode()
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def canned_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def commands(server: str) -> dict[str, list[str]]:
@@ -208,7 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = max(args.runs, 3)
     srcs = [args.src.resolve(), *([args.vs.resolve()] if args.vs else [])]
-    with canned_server() as server:
+    with serve_canned() as server:
         results = measure(runs, srcs, server)
     load = os.getloadavg()
     print(

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from typer.testing import CliRunner
 
 import headwater
 from headwater.cli import COMMAND_MODULES, _register, app
+from tests.canned_api import JOB_ID, serve_canned
 
 
 def test_version_prints_the_package_version() -> None:
@@ -115,56 +113,11 @@ def test_python_dash_m_headwater_is_the_cli() -> None:
 
 # -- the everyday client commands, against a server that answers ------------------------
 
-JOB_ID = "01a24ed6-6dd4-735b-9d7e-00000000abcd"
-CANNED: dict[str, object] = {
-    "/api/jobs": {
-        "jobs": [
-            {
-                "id": JOB_ID,
-                "task": "hello",
-                "status": "completed",
-                "source_type": "api",
-                "source_id": None,
-                "created_at": "2026-12-07T04:00:00Z",
-                "started_at": "2026-12-07T04:00:01Z",
-                "finished_at": "2026-12-07T04:00:02Z",
-            }
-        ],
-        "next_before": None,
-    },
-    f"/api/jobs/{JOB_ID}/logs": {
-        "logs": [{"seq": 1, "step": "greet", "stream": "stdout", "line": "hi there"}],
-        "last_seq": 1,
-        "job_status": "completed",
-    },
-    "/api/triggers": [
-        {"name": "nightly", "type": "scheduler", "task": "hello", "cron": "0 3 * * *"}
-    ],
-}
-
-
-class _Canned(BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = CANNED.get(self.path.split("?", 1)[0])
-        data = json.dumps(body).encode()
-        self.send_response(200 if body is not None else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
 
 @pytest.fixture(scope="module")
 def canned_server() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Canned)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    with serve_canned() as url:
+        yield url
 
 
 @pytest.mark.parametrize(
