@@ -81,21 +81,10 @@ def status(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     """What ``headwater consumer status --json`` prints, read in this process: the
     waits poll it many times, and a CLI process per poll took a core from the
     consumers under test. The pipeline test checks the command prints the same."""
+    from headwater.sdk.status import read_status
 
-    async def gather() -> dict[str, Any]:
-        from headwater.sdk.redis_util import connect
-        from headwater.sdk.status import pipeline_status
-        from headwater.store.sql import open_store
-
-        store = await open_store(env["HEADWATER_DATABASE_URL"])
-        redis = connect(env["HEADWATER_REDIS_URL"])
-        try:
-            return await pipeline_status(store, redis, None)
-        finally:
-            await redis.aclose()
-            await store.close()
-
-    found = json.loads(json.dumps(asyncio.run(gather())))
+    urls = env["HEADWATER_DATABASE_URL"], env["HEADWATER_REDIS_URL"]
+    found = json.loads(json.dumps(asyncio.run(read_status(*urls, None))))
     return {c["name"]: c for c in found["consumers"]}
 
 

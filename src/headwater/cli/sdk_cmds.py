@@ -253,18 +253,9 @@ def consumer_status(
     from rich.table import Table
 
     async def gather() -> dict[str, Any]:
-        from headwater.sdk.redis_util import connect
-        from headwater.sdk.status import pipeline_status
-        from headwater.store.sql import open_store
+        from headwater.sdk.status import read_status
 
-        store = await open_store(db or default_db_url())
-        redis = None if no_redis else connect(redis_url)
-        try:
-            return await pipeline_status(store, redis, app_name)
-        finally:
-            if redis is not None:
-                await redis.aclose()
-            await store.close()
+        return await read_status(db or default_db_url(), None if no_redis else redis_url, app_name)
 
     status = run_async(gather)
     if as_json:

@@ -12,12 +12,12 @@ from headwater.dispatch.replay import OUTBOX_CONSUMER_SOURCE_TYPE
 from headwater.sdk.consumers.quarantine import list_quarantined
 from headwater.sdk.events import format_id
 from headwater.sdk.publisher import PUBLISHER_LEASE
-from headwater.sdk.redis_util import count_after, entry_lag_ms
+from headwater.sdk.redis_util import connect, count_after, entry_lag_ms
 from headwater.store.base import Lease
 from headwater.store.outbox_ops import OutboxQueries
-from headwater.store.sql import SqlStore
+from headwater.store.sql import SqlStore, open_store
 
-__all__ = ["pipeline_status"]
+__all__ = ["pipeline_status", "read_status"]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -90,3 +90,16 @@ async def pipeline_status(store: SqlStore, redis: Any | None, app: str | None) -
             "backlog_ms": backlog_ms,
         },
     }
+
+
+async def read_status(db_url: str, redis_url: str | None, app: str | None) -> dict[str, Any]:
+    """``pipeline_status`` of the database at ``db_url``, with lag read from Redis at
+    ``redis_url`` (``None``: no lag); what ``headwater consumer status`` prints."""
+    store = await open_store(db_url)
+    redis = None if redis_url is None else connect(redis_url)
+    try:
+        return await pipeline_status(store, redis, app)
+    finally:
+        if redis is not None:
+            await redis.aclose()
+        await store.close()
