@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import tempfile
@@ -33,11 +32,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.conftest import create_pg_database, drop_pg_database
+
 from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.store.sql import open_store
 from headwater.workspace.models import Workspace
-
-PG_ADMIN_URL = os.environ.get("HEADWATER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 WS = Workspace.model_validate(
     {
@@ -100,28 +99,6 @@ async def bench_db(label: str, url: str, n: int, chunk: int) -> list[tuple[str, 
     return rows
 
 
-async def create_pg_database() -> str:
-    import asyncpg
-
-    name = f"hw_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-
-async def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def throughput(args: argparse.Namespace) -> None:
     rows: list[tuple[str, str, float]] = []
     if args.db:
@@ -130,7 +107,7 @@ async def throughput(args: argparse.Namespace) -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             rows += await bench_db("sqlite", f"sqlite:///{tmp}/b.db", args.n, args.chunk)
-        pg = await create_pg_database()
+        pg = await create_pg_database("hw_bench")
         try:
             rows += await bench_db("postgresql", pg, args.n, args.chunk)
         finally:

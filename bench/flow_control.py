@@ -39,7 +39,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.store_ingest import create_pg_database, drop_pg_database
+from tests.conftest import create_pg_database, drop_pg_database
 
 from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord, JobStatus, NewJob
 from headwater.store.sql import SqlStore, open_store
@@ -315,7 +315,7 @@ async def main() -> None:
     targets: list[tuple[str, str]] = []
     if not args.no_sqlite:
         targets.append(("sqlite", f"sqlite:///{tmp}/bench.db"))
-    pg = await create_pg_database()
+    pg = await create_pg_database("hw_bench")
     targets.append(("postgresql", pg))
     try:
         if "cost" in only:

@@ -22,21 +22,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.conftest import create_pg_database, drop_pg_database
 
 from headwater.store.base import JobStatus, NewJob
 from headwater.store.ids import UuidV7Generator
 from headwater.store.queries import dumps
 from headwater.store.sql import SqlStore, normalise_url, open_store
 
-PG_ADMIN_URL = os.environ.get("HEADWATER_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CLAIM_BATCH = 50
 
 
@@ -216,28 +220,6 @@ async def bench_raw(label: str, store: SqlStore, jobs: Sequence[NewJob], batch: 
     return Result(label, f"raw aiosqlite executemany ({batch}/txn)", len(rows), seconds)
 
 
-async def create_pg_database() -> str:
-    import asyncpg
-
-    name = f"hw_bench_{uuid.uuid4().hex[:8]}"
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return PG_ADMIN_URL.rpartition("/")[0] + "/" + name
-
-
-async def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
-    finally:
-        await conn.close()
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--db", action="append", help="database URL (repeatable)")
@@ -255,7 +237,7 @@ async def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             url = f"sqlite:///{tmp}/bench.db"
             results += await bench_store("sqlite", url, args.n, args.batch, args.claimers)
-        pg = await create_pg_database()
+        pg = await create_pg_database("hw_bench")
         try:
             results += await bench_store("postgresql", pg, args.n, args.batch, args.claimers)
         finally:

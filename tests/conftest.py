@@ -11,13 +11,12 @@ from __future__ import annotations
 import importlib
 import os
 import socket
-import uuid
 from collections.abc import AsyncIterator, Generator, Iterator
 from types import ModuleType
 
 import pytest
 
-from tests.pg_databases import PgDatabases
+from tests.pg_databases import PgDatabases, create_database, drop_database
 from tests.store_backends import STORE_BACKENDS
 
 # The only tests that may skip when HEADWATER_REQUIRE_SERVICES=1: node id prefix -> why.
@@ -187,37 +186,19 @@ def _pg_url_for(database: str) -> str:
 
 async def create_pg_database(prefix: str = "hw_test") -> str:
     """A new empty PostgreSQL database; returns its URL."""
-    import asyncpg
-
-    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return _pg_url_for(name)
+    return await create_database(PG_ADMIN_URL, prefix)
 
 
 async def drop_pg_database(url: str) -> None:
-    import asyncpg
-
-    name = url.rpartition("/")[2]
-    conn = await asyncpg.connect(PG_ADMIN_URL)
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await conn.close()
+    await drop_database(PG_ADMIN_URL, url)
 
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A fresh PostgreSQL database for one test (dropped afterwards)."""
     require_service("postgres")
-    url = await PG_DATABASES.take()
-    try:
+    async with PG_DATABASES.lease() as url:
         yield url
-    finally:
-        await PG_DATABASES.give_back(url)
 
 
 @pytest.fixture
@@ -232,11 +213,8 @@ async def db_url(request: pytest.FixtureRequest, tmp_path: os.PathLike[str]) -> 
         yield f"sqlite:///{os.fspath(tmp_path)}/headwater.db"
         return
     require_service("postgres")
-    url = await PG_DATABASES.take()
-    try:
+    async with PG_DATABASES.lease() as url:
         yield url
-    finally:
-        await PG_DATABASES.give_back(url)
 
 
 @pytest.fixture(params=STORE_BACKENDS)
@@ -269,15 +247,12 @@ async def store(store_backend: str, tmp_path: os.PathLike[str]) -> AsyncIterator
             await st.close()
         return
     require_service("postgres")
-    url = await PG_DATABASES.take()
-    try:
+    async with PG_DATABASES.lease() as url:
         st = await open_store(url)
         try:
             yield st
         finally:
             await st.close()
-    finally:
-        await PG_DATABASES.give_back(url)
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

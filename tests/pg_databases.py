@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 PREFIX = "hw_test"
 
@@ -22,8 +24,32 @@ def _url_for(admin_url: str, database: str) -> str:
     return f"{base}/{database}"
 
 
-def _new_name() -> str:
-    return f"{PREFIX}_{uuid.uuid4().hex[:12]}"
+def _new_name(prefix: str = PREFIX) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:12]}"
+
+
+async def create_database(admin_url: str, prefix: str = PREFIX) -> str:
+    """A new empty database next to ``admin_url``'s; returns its URL."""
+    import asyncpg
+
+    name = _new_name(prefix)
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return _url_for(admin_url, name)
+
+
+async def drop_database(admin_url: str, url: str) -> None:
+    """Drop the database of ``url`` (its connections are ended first)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
+    finally:
+        await conn.close()
 
 
 class PgDatabases:
@@ -38,16 +64,18 @@ class PgDatabases:
         """An empty database's URL: a spare one, or a new one."""
         if self._spare:
             return self._spare.pop()
-        import asyncpg
+        url = await create_database(self.admin_url)
+        self._owned.add(url.rpartition("/")[2])
+        return url
 
-        name = _new_name()
-        conn = await asyncpg.connect(self.admin_url)
+    @asynccontextmanager
+    async def lease(self) -> AsyncIterator[str]:
+        """An empty database's URL for the block; given back (emptied) after it."""
+        url = await self.take()
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            yield url
         finally:
-            await conn.close()
-        self._owned.add(name)
-        return _url_for(self.admin_url, name)
+            await self.give_back(url)
 
     async def give_back(self, url: str) -> None:
         """Empty the database for the next test; drop it if it cannot be emptied."""
@@ -108,13 +136,7 @@ class PgDatabases:
             await conn.close()
 
     async def drop(self, name: str) -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(self.admin_url)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+        await drop_database(self.admin_url, _url_for(self.admin_url, name))
         self._owned.discard(name)
 
     async def drop_all(self) -> None:
