@@ -145,10 +145,15 @@ def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
                 body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
             except httpx.HTTPError:
                 return None
+            # Both are read on their own schedules: the count every 10 s, the age from the
+            # worker's heartbeat file (written at most once per heartbeat interval), so
+            # one can be exported before the other.
             caught_up = _series(body, "headwater_consumer_lag_events_count", "e2e.ledger")
-            return body if caught_up == [0.0] else None  # recounted every 10 s
+            age = _series(body, "headwater_consumer_lag_ms", "e2e.ledger")
+            return body if caught_up == [0.0] and age == [0.0] else None
 
         body = eventually(metrics, timeout=30, what="the lag on /metrics")
+        assert _series(body, "headwater_consumer_lag_events_count", "e2e.ledger") == [0.0]
         assert _series(body, "headwater_consumer_lag_ms", "e2e.ledger") == [0.0]
         assert "headwater_supervisor_workers_quarantined 0.0" in body
         assert found["e2e.ledger"]["lease"]["held"] is True

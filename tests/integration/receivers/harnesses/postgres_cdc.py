@@ -120,6 +120,9 @@ class PostgresCdcHarness:
     trigger_type = "postgres_cdc"
     shortened: tuple[str, ...] = ("poll_secs",)
     default_wait_secs = 0.5  # poll_secs
+    # It polls: a change waits up to one poll_secs (nothing wakes it early), as
+    # sqlserver_cdc, whose bound is also its poll plus one second.
+    max_latency_secs = 1.5
 
     def __init__(self) -> None:
         require_service("postgres")
