@@ -59,6 +59,7 @@ from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
 from headwater.server.strict_json import StrictJsonMiddleware
+from headwater.server.ui import UiSessions, ui_router
 from headwater.telemetry.job_metrics import JobMetrics
 
 __all__ = [
@@ -153,13 +154,17 @@ def create_app(
     app.include_router(flow_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
     app.include_router(ops_router())
+    # The web UI at / (login with the same keys; its session cookie also opens /api).
+    ui_sessions = UiSessions(api_keys)
+    app.state.ui_sessions = ui_sessions
+    app.include_router(ui_router(ui_sessions))
 
     _install_error_handlers(app)
     # Starlette runs the middleware added last first: metrics wraps auth, so rejected
     # requests are counted too.
     app.add_middleware(StrictJsonMiddleware)  # inside the body limit: reads a bounded body
     app.add_middleware(BodyLimitMiddleware, limits=body_limits)
-    app.add_middleware(ApiKeyMiddleware, keys=tuple(api_keys))
+    app.add_middleware(ApiKeyMiddleware, keys=tuple(api_keys), session_ok=ui_sessions.has_session)
     app.add_middleware(RequestMetricsMiddleware, metrics=metrics)
     return app
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
@@ -108,13 +108,26 @@ def is_cross_site_write(scope: Scope, headers: Headers) -> bool:
 
 class ApiKeyMiddleware:
     """Guards every path under ``prefixes``: requires ``Authorization: Bearer <key>``
-    when keys are configured, and always refuses cross-site browser writes."""
+    when keys are configured, and always refuses cross-site browser writes.
 
-    def __init__(self, app: ASGIApp, keys: Sequence[str], prefixes: Sequence[str] = ("/api",)):
+    ``session_ok``: the web UI's check of a request's session cookie. A request without
+    an ``Authorization`` header that it accepts passes too (the UI's own script calls the
+    API); a write so authenticated must carry ``X-Headwater-UI``, which a cross-site page
+    cannot add without a CORS preflight that is never granted.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        keys: Sequence[str],
+        prefixes: Sequence[str] = ("/api",),
+        session_ok: Callable[[Headers], bool] | None = None,
+    ):
         validate_api_keys(keys)
         self.app = app
         self.keys = tuple(keys)
         self.prefixes = tuple(prefixes)
+        self.session_ok = session_ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not _is_protected(scope, self.prefixes):
@@ -134,6 +147,12 @@ class ApiKeyMiddleware:
             )
         if not self.keys:
             return None
+        if "authorization" not in headers and self.session_ok and self.session_ok(headers):
+            if scope.get("method", "GET") in _SAFE_METHODS or headers.get("x-headwater-ui"):
+                return None
+            return error_response(
+                403, "forbidden", "a write with the UI's session needs the X-Headwater-UI header"
+            )
         scheme, _, token = headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return error_response(
