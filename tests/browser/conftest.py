@@ -1,12 +1,15 @@
-"""The browser tests' harness: one real ``headwater up`` and one Chromium per module.
+"""The browser tests' harness: one real ``headwater up`` per module, one Chromium.
 
-Chromium is Debian's (``/usr/bin/chromium``, installed by ``.ci/run``), driven by
-Playwright; Playwright never downloads a browser. Without it the tests skip locally and
-fail under HEADWATER_REQUIRE_SERVICES=1. Every test of this folder runs in one xdist
-group: they share the machine's cores with one browser at a time.
+The server runs with an API key, as a server reachable from other machines must
+(``page`` is logged in, ``anonymous_page`` is not). Chromium is Debian's
+(``/usr/bin/chromium``, installed by ``.ci/run``), driven by Playwright, which never
+downloads a browser. Without it the tests skip locally and fail under
+HEADWATER_REQUIRE_SERVICES=1. Every test of this folder runs in one xdist group
+(``pytestmark = pytest.mark.xdist_group("browser")``): one browser for the session, and
+the machine's cores are not shared with a second one.
 
 Screenshots for the README: ``HEADWATER_UI_SCREENSHOTS=docs/screenshots pytest
-tests/browser`` (CI leaves the variable unset, so it never rewrites them).
+tests/browser -n 0`` (CI leaves the variable unset, so it never rewrites them).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import os
 import textwrap
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -119,15 +123,16 @@ def _require_chromium() -> None:
     pytest.skip(reason)
 
 
-def write_workspace(folder: Path) -> Path:
+def write_workspace(folder: Path, text: str = WORKSPACE) -> Path:
     ws = folder / "ws.yaml"
-    ws.write_text(textwrap.dedent(WORKSPACE % SECRET))
+    ws.write_text(textwrap.dedent(text.replace("%s", SECRET)))
     return ws
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module (Playwright's sync API)."""
+    """One headless Chromium for the session (Playwright's sync API): every browser test
+    runs in one xdist worker (their ``xdist_group``), so it is launched once."""
     _require_chromium()
     from playwright.sync_api import sync_playwright
 
@@ -140,22 +145,51 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    """``headwater up`` on the test workspace, open on loopback (no API key)."""
+def up(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """``headwater up`` on the test workspace with an API key, as a server reachable from
+    other machines must run: ``up.client`` sends the key, ``page`` is logged in. A module
+    may bring its own workspace as ``UI_WORKSPACE`` (YAML text; ``%s`` is the secret).
+
+    The server starts while the browser launches: both take seconds on a busy machine."""
     _require_chromium()  # before the server: no process started only to be skipped
     folder = tmp_path_factory.mktemp("ui")
-    server = Up(write_workspace(folder), folder)
+    ws = write_workspace(folder, getattr(request.module, "UI_WORKSPACE", WORKSPACE))
+    with ThreadPoolExecutor(1) as pool:
+        starting = pool.submit(Up, ws, folder, None, "--api-key", API_KEY)
+        request.getfixturevalue("browser")
+        server = starting.result()
+    server.client.headers["Authorization"] = f"Bearer {API_KEY}"
     try:
         yield server
     finally:
         server.stop()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    """A fresh browser context (no cookies) and page per test."""
+def _context(browser: Any) -> Any:
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.set_default_timeout(20_000)
+    return context
+
+
+@pytest.fixture
+def page(browser: Any, up: Up) -> Iterator[Any]:
+    """A fresh browser context logged in to ``up`` (the key traded for the session cookie
+    by the login form's POST), and a page in it."""
+    context = _context(browser)
+    try:
+        login = context.request.post(
+            up.url + "/login", form={"key": API_KEY, "next": "/"}, max_redirects=0
+        )
+        assert login.status == 303, login.text()
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def anonymous_page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context without a session."""
+    context = _context(browser)
     try:
         yield context.new_page()
     finally:

@@ -1,15 +1,16 @@
-"""The Jobs, Job and Tasks pages in a real Chromium against a running ``headwater up``:
-real data, live updates, the Run form, cancel and retry from the page, and no secret in
-any page."""
+"""The Jobs, Job and Tasks pages in a real Chromium against a running ``headwater up``
+with an API key: real data, live updates, the Run form, cancel and retry from the page,
+no secret in any page, and the login that the key opens (nothing without it)."""
 
 from __future__ import annotations
 
 import re
 from typing import Any
 
+import httpx
 import pytest
 
-from tests.browser.conftest import SECRET, run_job, screenshot
+from tests.browser.conftest import API_KEY, SECRET, run_job, screenshot
 from tests.e2e.procs import Up, eventually
 
 pytestmark = pytest.mark.xdist_group("browser")
@@ -164,3 +165,44 @@ def test_no_page_shows_a_secret(up: Up, page: Any) -> None:
         page.goto(up.url + path)
         assert SECRET not in page.content()
         screenshot(page, name)
+
+
+def test_without_the_key_nothing_is_shown(up: Up) -> None:
+    job_id = run_job(up, "hello", note="hidden")
+    with httpx.Client(base_url=up.url, timeout=10) as anonymous:
+        page = anonymous.get("/jobs", headers={"Accept": "text/html"})
+        assert page.status_code == 303 and page.headers["location"].startswith("/login")
+        assert job_id not in page.text
+        assert anonymous.get(f"/ui/stream/jobs/{job_id}").status_code == 401
+        assert anonymous.get(f"/jobs/{job_id}/logs.txt").status_code == 401
+        assert anonymous.get(f"/api/jobs/{job_id}").status_code == 401
+        forged = anonymous.get("/jobs", headers={"Cookie": "headwater_session=guessed"})
+        assert forged.status_code in (303, 401) and job_id not in forged.text
+        wrong = anonymous.post("/login", data={"key": "not-the-key", "next": "/jobs"})
+        assert wrong.status_code == 401
+        assert "headwater_session" not in wrong.headers.get("set-cookie", "")
+
+
+def test_login_with_the_key_opens_the_ui_and_logout_closes_it(up: Up, anonymous_page: Any) -> None:
+    page = anonymous_page
+    job_id = run_job(up, "hello", note="shown after login")
+    page.goto(up.url + "/jobs")
+    assert "/login" in page.url
+    screenshot(page, "login")
+    page.get_by_label("API key").fill(API_KEY)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url("**/jobs")
+    assert page.locator(f"#job-{job_id}").is_visible()
+    (cookie,) = [c for c in page.context.cookies() if c["name"] == "headwater_session"]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert API_KEY not in cookie["value"] and API_KEY not in page.content()
+    # The session opens the API for the UI's own script (reads; writes need its header).
+    assert page.evaluate(f"fetch('/api/jobs/{job_id}').then(r => r.status)") == 200
+    bare_write = page.evaluate(
+        f"fetch('/api/jobs/{job_id}/retry', {{method: 'POST'}}).then(r => r.status)"
+    )
+    assert bare_write == 403
+    page.get_by_role("button", name="Log out").click()
+    page.wait_for_url("**/login")
+    page.goto(up.url + "/jobs")
+    assert "/login" in page.url

@@ -45,6 +45,10 @@ async def test_a_wrong_key_opens_nothing(secured: httpx.AsyncClient) -> None:
     assert COOKIE not in resp.headers.get("set-cookie", "")
     forged = await secured.get("/jobs", headers={**HTML, "Cookie": f"{COOKIE}=guess"})
     assert forged.status_code == 303
+    bearer = await secured.get("/jobs", headers={**HTML, "Authorization": "Bearer nope"})
+    assert bearer.status_code == 303
+    keyed = await secured.get("/jobs", headers={**HTML, "Authorization": f"Bearer {KEY}"})
+    assert keyed.status_code == 200  # the key itself opens a page too (curl, scripts)
 
 
 async def test_the_session_opens_the_pages_and_the_api_until_logout(

@@ -102,8 +102,12 @@ class UiSessions:
         return self.valid(cookie_token(headers))
 
     def allows(self, headers: Headers) -> bool:
-        """Whether a request may see the UI: no key configured, or a live session."""
-        return not self.required or self.valid(cookie_token(headers))
+        """Whether a request may see the UI: no key configured, a live session, or the
+        key itself as ``Authorization: Bearer`` (``curl`` fetching a log download)."""
+        if not self.required or self.valid(cookie_token(headers)):
+            return True
+        scheme, _, token = headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and key_matches(token.strip(), self.keys)
 
     def _expire(self) -> None:
         now = self._clock()

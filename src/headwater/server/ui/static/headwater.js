@@ -3,7 +3,7 @@
    the server's own templates (escaped there); everything else is set with textContent. */
 "use strict";
 
-const HW = {};
+const HW = { MAX_ROWS: 500, MAX_LOG_LINES: 20000 };
 
 /* A call of the API as the UI: the session cookie goes along on its own; the header
    tells the server this write comes from the UI's script (a cross-site page cannot add it). */
@@ -92,6 +92,8 @@ HW.jobs = function () {
         body.insertBefore(row, body.firstChild);
       }
     });
+    // A long-open page keeps the newest rows only; older ones are a page away.
+    while (body.rows.length > HW.MAX_ROWS) body.deleteRow(body.rows.length - 1);
   });
 };
 
@@ -141,6 +143,9 @@ HW.job = function () {
       frag.appendChild(row);
     }
     logs.appendChild(frag);
+    // The page keeps the last lines; the download has them all.
+    let extra = logs.childElementCount - HW.MAX_LOG_LINES;
+    while (extra-- > 0) logs.firstElementChild.remove();
     if (follow.checked) logs.scrollTop = logs.scrollHeight;
   }
 
