@@ -112,6 +112,17 @@ def test_bulk_retry_and_cancel_from_the_list(up: Up, page: Any) -> None:
     page.wait_for_selector("#bulk-result:has-text('1 cancelled')")
     page.wait_for_selector(f'#job-{running}[data-status="cancelled"]')
 
+    # Everything a filter selects, through the bulk route (after a confirmation).
+    more = [run_job(up, "flaky") for _ in range(2)]
+    for job_id in more:
+        up.wait_job(job_id)
+    page.goto(up.url + "/jobs?task=flaky&status=failed")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#filter-retry").click()
+    page.wait_for_selector("#bulk-result:has-text('retried,')")  # n retried, m skipped
+    for job_id in more:
+        assert up.client.get(f"/api/jobs/{job_id}").json()["retry_job_id"]
+
 
 def test_cancel_retry_and_retry_from_a_step_on_the_job_page(up: Up, page: Any) -> None:
     job_id = run_job(up, "slow", count=60, pause=0.5)

@@ -69,6 +69,14 @@ class JobQuery:
             before_id=self.before or None,
         )
 
+    def bulk_filter(self) -> dict[str, str]:
+        """The filters as a bulk cancel or retry (``POST /api/jobs/cancel|retry``) takes
+        them; empty when none is set (the API refuses a bulk action on every job)."""
+        if self.id:
+            return {}
+        names = ("task", "status", "source_type", "source_id", "created_after", "created_before")
+        return {name: getattr(self, name) for name in names if getattr(self, name)}
+
     def params(self, **override: str) -> dict[str, str]:
         values = {name: getattr(self, name) for name in self.__slots__}
         values.update(override)
@@ -134,6 +142,7 @@ def add_routes(router: APIRouter, ui: UiContext) -> None:
             tasks=sorted(runtime.workspace().tasks),
             statuses=[s.value for s in JobStatus],
             error=error,
+            bulk_filter=query.bulk_filter(),
         )
 
     _add_job_page(router, ui)

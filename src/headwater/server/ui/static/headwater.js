@@ -71,6 +71,26 @@ HW.jobs = function () {
   cancelBtn.addEventListener("click", () => bulk("cancel"));
   retryBtn.addEventListener("click", () => bulk("retry"));
 
+  /* Everything the filters select, through the API's bulk routes: a dry run first says
+     how many jobs it touches, and the operator confirms. */
+  async function bulkByFilter(action) {
+    const selection = JSON.parse(document.getElementById("bulk").dataset.filter);
+    const dry = await HW.api("POST", "/api/jobs/" + action, Object.assign({}, selection, { dry_run: true }));
+    if (!dry.ok) { result.textContent = HW.errorText(dry); return; }
+    const n = dry.data.jobs.length;
+    if (n === 0) { result.textContent = "no job to " + action + " (" + dry.data.skipped.length + " skipped)"; return; }
+    const more = dry.data.truncated ? " (more match; run it again for the rest)" : "";
+    if (!window.confirm(action + " " + n + " job" + (n === 1 ? "" : "s") + more + "?")) return;
+    const res = await HW.api("POST", "/api/jobs/" + action, selection);
+    if (!res.ok) { result.textContent = HW.errorText(res); return; }
+    const verb = action === "cancel" ? "cancelled" : "retried";
+    result.textContent = res.data.jobs.length + " " + verb + ", " + res.data.skipped.length + " skipped";
+  }
+  const filterCancel = document.getElementById("filter-cancel");
+  const filterRetry = document.getElementById("filter-retry");
+  if (filterCancel) filterCancel.addEventListener("click", () => bulkByFilter("cancel"));
+  if (filterRetry) filterRetry.addEventListener("click", () => bulkByFilter("retry"));
+
   const url = table.dataset.stream;
   if (!url) return;
   const live = document.getElementById("live");
