@@ -157,17 +157,27 @@ def _fingerprint(job: dict[str, Any]) -> tuple[Any, ...]:
     return (job["status"], job["cancel_requested"], job["started_at"], job["finished_at"], steps)
 
 
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
 def _timeline(job: dict[str, Any], spec_steps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per step: its times and a bar placed on the job's span (percent)."""
+    """One row per step: when it was queued (its dependencies done: the last one's finish;
+    a first step, the job's creation), its times, and a bar on the job's span (percent)."""
     start = job["created_at"]
     span = seconds_between(start, job["finished_at"]) or 0.0
     known = {st["name"]: st for st in job["steps"]}
-    names = [s["name"] for s in spec_steps] + [n for n in known if n not in {
-        s["name"] for s in spec_steps}]  # fmt: skip
+    deps = {s["name"]: list(s.get("depends_on", ())) for s in spec_steps}
+    names = list(deps) + [n for n in known if n not in deps]
     rows = []
     for name in names:
         st = known.get(name)
-        row: dict[str, Any] = {"name": name, "step": st, "bar": None}
+        ends = [known[d]["finished_at"] for d in deps.get(name, ()) if d in known]
+        queued = start
+        if deps.get(name):  # waiting until every dependency finished
+            done = len(ends) == len(deps[name]) and all(ends)
+            queued = max(ends, key=_instant) if done else None
+        row: dict[str, Any] = {"name": name, "step": st, "queued": queued, "bar": None}
         if st is not None and st["started_at"] and span > 0:
             offset = seconds_between(start, st["started_at"]) or 0.0
             length = seconds_between(st["started_at"], st["finished_at"]) or 0.0
@@ -206,7 +216,10 @@ async def job_view(runtime: Runtime, job_id: str) -> dict[str, Any]:
         "timeline": _timeline(job, spec_steps),
         "retry_job_id": retry_job_id,
         "terminal": record.status.is_terminal,
-        "rerun_steps": [st["name"] for st in job["steps"] if st["status"] != "completed"],
+        # Retry from any step (the API refuses one whose earlier steps did not complete);
+        # the first failed one is offered first.
+        "rerun_steps": [step["name"] for step in spec_steps],
+        "first_failed": next((st["name"] for st in job["steps"] if st["status"] == "failed"), None),
     }
 
 

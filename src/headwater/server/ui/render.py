@@ -90,6 +90,7 @@ def make_environment() -> Environment:
         autoescape=select_autoescape(default=True, default_for_string=True),
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # package files: no stat() of every template on every page
     )
     env.filters["when"] = _when
     env.filters["duration"] = _duration
