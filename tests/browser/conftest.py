@@ -5,8 +5,8 @@ The server runs with an API key, as a server reachable from other machines must
 (``/usr/bin/chromium``, installed by ``.ci/run``), driven by Playwright, which never
 downloads a browser. Without it the tests skip locally and fail under
 HEADWATER_REQUIRE_SERVICES=1. Every test of this folder runs in one xdist group
-(``pytestmark = pytest.mark.xdist_group("browser")``): one browser for the session, and
-the machine's cores are not shared with a second one.
+(``pytestmark = pytest.mark.xdist_group("browser")``): the machine's cores are not
+shared with a second browser.
 
 Screenshots for the README: ``HEADWATER_UI_SCREENSHOTS=docs/screenshots pytest
 tests/browser -n 0`` (CI leaves the variable unset, so it never rewrites them).
@@ -129,10 +129,11 @@ def write_workspace(folder: Path, text: str = WORKSPACE) -> Path:
     return ws
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the session (Playwright's sync API): every browser test
-    runs in one xdist worker (their ``xdist_group``), so it is launched once."""
+    """One headless Chromium for the module (Playwright's sync API). Not for the session:
+    Playwright's sync API keeps an event loop running in the test thread while it is
+    open, and the async tests that this xdist worker runs next need that thread free."""
     _require_chromium()
     from playwright.sync_api import sync_playwright
 

@@ -21,7 +21,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from headwater.errors import HeadwaterError, NotFoundError
 from headwater.server.json_shapes import job_json, log_json
 from headwater.server.routes_common import get_runtime
-from headwater.server.routes_jobs import MIN_SHORT_ID, resolve_job_id
+from headwater.server.routes_jobs import MIN_SHORT_ID, resolve_job_id, waiting_reasons
 from headwater.server.routes_tasks import task_json
 from headwater.server.runtime import Runtime
 from headwater.server.ui.dag import layout
@@ -210,8 +210,10 @@ async def job_view(runtime: Runtime, job_id: str) -> dict[str, Any]:
             JobFilter(source_type="retry", source_id=record.id, limit=1)
         )
         retry_job_id = retried[0].id if retried else None
+    waiting = await waiting_reasons(store, [record])  # why a pending job does not start
     return {
         "job": job,
+        "waiting_for": waiting.get(record.id),
         "dag": layout(spec_steps, statuses),
         "timeline": _timeline(job, spec_steps),
         "retry_job_id": retry_job_id,
