@@ -42,8 +42,8 @@ def test_the_navigation_reaches_every_page(up: Up, page: Any) -> None:
 def test_a_job_run_from_the_form_completes_and_its_logs_stream_in(up: Up, page: Any) -> None:
     page.goto(up.url + "/tasks/slow")
     assert page.locator("svg.dag g.node").count() == 4
-    page.get_by_label("count").fill("5")
-    page.get_by_label("pause").fill("0.6")
+    page.get_by_label("count").fill("8")
+    page.get_by_label("pause").fill("0.5")
     page.get_by_role("button", name="Run slow").click()
     page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
     # A line arrives while the job still runs: the log is streamed, not loaded at the end.
@@ -51,13 +51,13 @@ def test_a_job_run_from_the_form_completes_and_its_logs_stream_in(up: Up, page: 
     assert _status(page) == "running"
     screenshot(page, "job")
     _wait_status(page, "completed")
-    page.locator("#logs .line", has_text="tick 5").wait_for()
+    page.locator("#logs .line", has_text="tick 8").wait_for()
     assert page.locator("svg.dag g.node.s-completed").count() == 4
     assert page.locator("table.timeline svg.bar").count() == 4
     assert page.locator("#log-state").inner_text().startswith("finished")
     download = page.locator("a[download]").get_attribute("href")
     text = up.client.get(download).text
-    assert "tick 5" in text
+    assert "tick 8" in text
 
 
 def test_the_run_form_checks_its_input_and_masks_secrets(up: Up, page: Any) -> None:
