@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 POLL_SECS = 2.0
 DEAD_LETTER_PAGE = 200
+_KEEPALIVE_SECS = 15.0
 _RUNNING_JOBS = 1000  # as GET /api/workers reads them
 _LIVE_WORKER = timedelta(seconds=30)  # as GET /api/workers judges "live"
 _RUNNER_OF_TAG = {tag: kind.value for kind, tag in RUNNER_TAGS.items()}
@@ -178,15 +179,24 @@ async def dead_letter_rows(
 
 
 async def _poll_frames(render: Callable[[], Awaitable[str]]) -> AsyncIterator[bytes]:
-    """``rows`` with the re-rendered table body whenever it changed, polled."""
+    """``rows`` with the re-rendered table body whenever it changed, polled.
+
+    An unchanged table still sends a comment line every ``_KEEPALIVE_SECS``: a proxy
+    keeps the idle connection open, and a closed one is noticed at the next write even
+    by a server that does not report disconnects."""
     shown = None
+    quiet = 0.0
     try:
         while True:
             html = await render()
             if html != shown:
-                shown = html
+                shown, quiet = html, 0.0
                 yield event("rows", html)
+            elif quiet >= _KEEPALIVE_SECS:
+                quiet = 0.0
+                yield b": keep-alive\n\n"
             await asyncio.sleep(POLL_SECS)
+            quiet += POLL_SECS
     except Exception as exc:  # the response has started: no status code can carry it
         log.warning("ui_ops_stream_failed", error=type(exc).__name__)
 
