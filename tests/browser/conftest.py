@@ -97,6 +97,16 @@ tasks:
     flow:
       first:
         action: fail
+  release:
+    flow:
+      gate:
+        type: approval
+        message: "Ship it?"
+        timeout: 1h
+      ship:
+        action: tick
+        depends_on: [gate]
+        input: { count: 1, pause: 0 }
 """
 
 

@@ -43,7 +43,6 @@ def test_a_job_run_from_the_form_completes_and_its_logs_stream_in(up: Up, page: 
     assert page.locator("svg.dag g.node").count() == 4
     page.get_by_label("count").fill("5")
     page.get_by_label("pause").fill("0.6")
-    screenshot(page, "task")
     page.get_by_role("button", name="Run slow").click()
     page.wait_for_url(re.compile(r"/jobs/[0-9a-f-]{36}$"))
     # A line arrives while the job still runs: the log is streamed, not loaded at the end.
@@ -86,7 +85,6 @@ def test_the_jobs_list_is_live_and_filters(up: Up, page: Any) -> None:
     row = page.locator(f"#job-{job_id}")
     row.wait_for()  # appeared without a reload
     page.wait_for_selector(f'#job-{job_id}[data-status="completed"]')
-    screenshot(page, "jobs")
     page.goto(up.url + "/jobs?task=hello&status=completed")
     assert page.locator(f"#job-{job_id}").count() == 1
     assert all(t == "hello" for t in page.locator("tr.job-row td:nth-child(3)").all_inner_texts())
@@ -136,7 +134,19 @@ def test_cancel_retry_and_retry_from_a_step_on_the_job_page(up: Up, page: Any) -
     page.locator("#retry-from").click()
     page.wait_for_url(lambda url: _other_job(url, failed))
     _wait_status(page, "failed")  # the step fails again: it was run again
-    assert page.locator("#logs .line", has_text="about to fail").count() == 1
+    page.locator("#logs .line", has_text="about to fail").wait_for()
+
+
+@pytest.mark.parametrize(("button", "outcome"), [("Approve", "completed"), ("Reject", "failed")])
+def test_an_approval_step_is_decided_on_the_job_page(
+    up: Up, page: Any, button: str, outcome: str
+) -> None:
+    job_id = run_job(up, "release")
+    page.goto(up.url + f"/jobs/{job_id}")
+    page.get_by_role("button", name=button).click()  # appears once the step waits
+    _wait_status(page, outcome)
+    gate = page.locator('svg.dag g.node[data-step="gate"]').get_attribute("class")
+    assert f"s-{outcome}" in gate.split()  # the gate itself completed or failed
 
 
 def test_no_page_shows_a_secret(up: Up, page: Any) -> None:
@@ -149,6 +159,8 @@ def test_no_page_shows_a_secret(up: Up, page: Any) -> None:
     _wait_status(page, "completed")
     page.locator("#logs .line", has_text="the token is").wait_for()
     assert SECRET not in page.content()
-    page.goto(up.url + "/tasks")
-    screenshot(page, "tasks")
-    assert SECRET not in page.content()
+    # The README's screenshots, with the jobs of the tests before this one on show.
+    for path, name in (("/jobs", "jobs"), ("/tasks", "tasks"), ("/tasks/slow", "task")):
+        page.goto(up.url + path)
+        assert SECRET not in page.content()
+        screenshot(page, name)

@@ -73,6 +73,7 @@ async def serve(
     tasks: list[asyncio.Task[None]] = []
     server: EmbeddedServer | None = None
     http_task: asyncio.Task[None] | None = None
+    app: FastAPI | None = None
     try:
         app = create_app(node, api_keys=list(http.api_keys))
         app.include_router(create_webhook_router(node.trigger_ctx))
@@ -111,6 +112,8 @@ async def serve(
     finally:
         say(f"{label}: shutting down…")
         stop.set()
+        if app is not None:
+            app.state.closing.set()  # the UI's live streams end instead of holding the server
         for hook in on_stop:
             hook()
         if server is not None and http.stop_first:

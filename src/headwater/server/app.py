@@ -9,6 +9,7 @@ middleware) and every router inherits the error handlers below.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -138,6 +139,9 @@ def create_app(
     )
     app.state.runtime = runtime
     app.state.metrics = metrics
+    # Set by the process when it begins to shut down: responses that would otherwise stay
+    # open (the UI's live streams) end, so the server is not kept waiting for them.
+    app.state.closing = asyncio.Event()
     # Path prefix -> body limit, read on every request: a router added later sets its
     # own (``app.state.body_limits["/hooks"] = n``); the longest matching prefix wins.
     body_limits: dict[str, int] = {"/": max_body_bytes}

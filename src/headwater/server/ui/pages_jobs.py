@@ -7,6 +7,7 @@ Data comes from the store through the API's own shapes (``job_json``, ``log_json
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from headwater.server.routes_tasks import task_json
 from headwater.server.runtime import Runtime
 from headwater.server.ui.dag import layout
 from headwater.server.ui.render import UiContext, html_page, seconds_between
-from headwater.server.ui.sse import WAKE_EVERY, event, sse_response, wait_any
+from headwater.server.ui.sse import WAKE_EVERY, closing_event, ended, event, sse_response, wait_any
 from headwater.store.base import Channel, JobFilter, JobStatus
 
 __all__ = ["PAGE_SIZE", "JobQuery", "add_routes", "job_view", "list_jobs"]
@@ -201,7 +202,7 @@ async def job_view(runtime: Runtime, job_id: str) -> dict[str, Any]:
 
 
 async def _job_frames(
-    runtime: Runtime, ui: UiContext, job_id: str, after: int
+    runtime: Runtime, ui: UiContext, job_id: str, after: int, closing: asyncio.Event
 ) -> AsyncIterator[bytes]:
     """The Job page's stream: ``job`` (the re-rendered live part) when the job changes,
     ``logs`` (JSON lines, masked; the event id is the last seq, so a reconnect resumes),
@@ -227,7 +228,9 @@ async def _job_frames(
             if view["terminal"]:
                 yield event("end", view["job"]["status"])
                 return
-            await wait_any(subs, WAKE_EVERY)
+            await wait_any(subs, closing, WAKE_EVERY)
+            if ended(subs, closing):  # no end event: the browser reconnects later
+                return
     except NotFoundError:
         yield event("end", "deleted")
     except Exception as exc:  # the response has started: no status code can carry it
@@ -237,7 +240,9 @@ async def _job_frames(
             sub.close()
 
 
-async def _list_frames(runtime: Runtime, ui: UiContext, query: JobQuery) -> AsyncIterator[bytes]:
+async def _list_frames(
+    runtime: Runtime, ui: UiContext, query: JobQuery, closing: asyncio.Event
+) -> AsyncIterator[bytes]:
     """The Jobs page's stream: ``rows``, the rows of new or changed jobs (newest first)."""
     store = runtime.store
     subs = [store.subscribe(Channel.JOBS), store.subscribe(Channel.FINISHED)]
@@ -250,7 +255,9 @@ async def _list_frames(runtime: Runtime, ui: UiContext, query: JobQuery) -> Asyn
                 shown.update((j["id"], _fingerprint(j)) for j in changed)
                 rows = "".join(ui.render("_job_row.html", job=j) for j in changed)
                 yield event("rows", rows)
-            await wait_any(subs, WAKE_EVERY)
+            await wait_any(subs, closing, WAKE_EVERY)
+            if ended(subs, closing):
+                return
     except Exception as exc:
         log.warning("ui_jobs_stream_failed", error=type(exc).__name__)
     finally:
@@ -290,11 +297,12 @@ def _add_job_page(router: APIRouter, ui: UiContext) -> None:
         full_id = await resolve_job_id(runtime.store, job_id)
         last = request.headers.get("last-event-id", "")
         after = int(last) if last.isdigit() else 0
-        return sse_response(_job_frames(runtime, ui, full_id, after))
+        return sse_response(_job_frames(runtime, ui, full_id, after, closing_event(request)))
 
     @router.get("/ui/stream/jobs")
     async def jobs_stream(request: Request) -> StreamingResponse:
-        return sse_response(_list_frames(get_runtime(request), ui, JobQuery.from_request(request)))
+        query = JobQuery.from_request(request)
+        return sse_response(_list_frames(get_runtime(request), ui, query, closing_event(request)))
 
     @router.get("/jobs/{job_id}/logs.txt")
     async def job_log_download(job_id: str, request: Request) -> Response:

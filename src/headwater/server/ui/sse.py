@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
+from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from headwater.store.base import Subscription
 
-__all__ = ["WAKE_EVERY", "event", "sse_response", "wait_any"]
+__all__ = ["WAKE_EVERY", "closing_event", "ended", "event", "sse_response", "wait_any"]
 
 # A stream re-reads the store at least this often: status changes such as pending ->
 # running notify no channel, so a wake-up alone would miss them.
@@ -35,11 +37,24 @@ def sse_response(frames: AsyncIterator[bytes]) -> StreamingResponse:
     )
 
 
-async def wait_any(subs: Sequence[Subscription], timeout: float) -> None:
-    """Return when any subscription delivers (or was closed) or ``timeout`` passes."""
-    tasks = [asyncio.ensure_future(sub.wait(timeout)) for sub in subs]
+def closing_event(request: Request) -> asyncio.Event:
+    """The app's shutdown signal (``create_app`` makes it; the serving process sets it)."""
+    closing = getattr(request.app.state, "closing", None)
+    return closing if isinstance(closing, asyncio.Event) else asyncio.Event()
+
+
+def ended(subs: Sequence[Subscription], closing: asyncio.Event) -> bool:
+    """Whether a stream should stop: the server shuts down or the store closed."""
+    return closing.is_set() or any(sub.closed for sub in subs)
+
+
+async def wait_any(subs: Sequence[Subscription], closing: asyncio.Event, timeout: float) -> None:
+    """Return when any subscription delivers (or was closed), the server begins to shut
+    down, or ``timeout`` passes."""
+    tasks: list[asyncio.Future[Any]] = [asyncio.ensure_future(sub.wait(timeout)) for sub in subs]
+    tasks.append(asyncio.ensure_future(closing.wait()))
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(tasks, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
     finally:
         for task in tasks:
             task.cancel()
