@@ -28,7 +28,7 @@ from headwater.server.routes_common import get_runtime
 from headwater.server.routes_triggers import trigger_json
 from headwater.server.runtime import Runtime, TriggerControl, TriggerStateProvider
 from headwater.server.ui.render import UiContext, html_page
-from headwater.server.ui.sse import event, sse_response
+from headwater.server.ui.sse import closing_event, ended, event, sse_response, wait_any
 from headwater.store.base import JobFilter, JobStatus, PauseKind
 from headwater.triggers.event_source import trigger_key
 from headwater.workspace.models import EventSourceTrigger
@@ -178,8 +178,11 @@ async def dead_letter_rows(
     return data
 
 
-async def _poll_frames(render: Callable[[], Awaitable[str]]) -> AsyncIterator[bytes]:
-    """``rows`` with the re-rendered table body whenever it changed, polled.
+async def _poll_frames(
+    render: Callable[[], Awaitable[str]], closing: asyncio.Event
+) -> AsyncIterator[bytes]:
+    """``rows`` with the re-rendered table body whenever it changed, polled; ends when
+    the server shuts down (the browser reconnects to the next one).
 
     An unchanged table still sends a comment line every ``_KEEPALIVE_SECS``: a proxy
     keeps the idle connection open, and a closed one is noticed at the next write even
@@ -195,7 +198,9 @@ async def _poll_frames(render: Callable[[], Awaitable[str]]) -> AsyncIterator[by
             elif quiet >= _KEEPALIVE_SECS:
                 quiet = 0.0
                 yield b": keep-alive\n\n"
-            await asyncio.sleep(POLL_SECS)
+            await wait_any((), closing, POLL_SECS)
+            if ended((), closing):
+                return
             quiet += POLL_SECS
     except Exception as exc:  # the response has started: no status code can carry it
         log.warning("ui_ops_stream_failed", error=type(exc).__name__)
@@ -221,7 +226,7 @@ def add_routes(router: APIRouter, ui: UiContext) -> None:
         async def render() -> str:
             return ui.render("ops/_trigger_rows.html", triggers=await trigger_rows(runtime))
 
-        return sse_response(_poll_frames(render))
+        return sse_response(_poll_frames(render, closing_event(request)))
 
     @router.get("/workers", response_class=HTMLResponse, name="workers")
     async def workers_page(request: Request) -> HTMLResponse:
@@ -235,7 +240,7 @@ def add_routes(router: APIRouter, ui: UiContext) -> None:
         async def render() -> str:
             return ui.render("ops/_worker_rows.html", workers=await worker_rows(runtime))
 
-        return sse_response(_poll_frames(render))
+        return sse_response(_poll_frames(render, closing_event(request)))
 
     @router.get("/dead-letters", response_class=HTMLResponse, name="dead-letters")
     async def dead_letters_page(request: Request) -> HTMLResponse:
