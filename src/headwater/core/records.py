@@ -27,9 +27,11 @@ __all__ = [
     "RecoveredJob",
     "RejectedEvent",
     "StateRecord",
+    "StatusBucket",
     "StepRecord",
     "StepUpdate",
     "StoreSize",
+    "TaskDurations",
     "WorkerJobsReconciled",
     "WorkerRecord",
     "WorkerTokenRecord",
@@ -159,6 +161,7 @@ class JobFilter:
     before_id: str | None = None  # keyset pagination: jobs older than this id
     created_after: datetime | None = None  # created at or after (a time range)
     created_before: datetime | None = None  # created strictly before
+    id_prefix: str | None = None  # ids starting with this (an index range on the id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +252,28 @@ class PruneCounts:
             self.logs + other.logs,
             self.rejected + other.rejected,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class StatusBucket:
+    """Jobs created in one time bucket that now have ``status`` (the overview's chart)."""
+
+    start: datetime
+    status: JobStatus
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDurations:
+    """A task's finished runs in a window: how many, how many failed, and their run time
+    (``finished_at - started_at``) percentiles by nearest rank, in milliseconds."""
+
+    task: str
+    runs: int
+    failed: int
+    p50_ms: float
+    p95_ms: float
+    max_ms: float
 
 
 @dataclass(frozen=True, slots=True)

@@ -55,6 +55,7 @@ from headwater.server.routes_dead_letters import dead_letters_router
 from headwater.server.routes_flow import flow_router
 from headwater.server.routes_jobs import jobs_router
 from headwater.server.routes_ops import ops_router
+from headwater.server.routes_overview import overview_router
 from headwater.server.routes_state import state_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
@@ -157,6 +158,7 @@ def create_app(
     app.include_router(triggers_router(api_deps))
     app.include_router(flow_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
+    app.include_router(overview_router(api_deps))
     app.include_router(ops_router())
     # The web UI at / (login with the same keys; its session cookie also opens /api).
     ui_sessions = UiSessions(api_keys)

@@ -91,6 +91,17 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
         before: Annotated[
             str | None, Query(description="Keyset cursor: only jobs older than this job id.")
         ] = None,
+        id_prefix: Annotated[
+            str | None,
+            Query(
+                min_length=1,
+                max_length=64,
+                description="Only jobs whose id starts with this (search by id: an index "
+                "range, fast however many jobs there are). Hex digits are matched in "
+                "lower case. The page is then in id order, newest first (the store's ids "
+                "are time-ordered), and ``before`` pages on the id.",
+            ),
+        ] = None,
     ) -> dict[str, Any]:
         # A cursor is a job id that ``next_before`` gave: anything else is a client bug
         # (answering an empty page would look like the end of the list).
@@ -118,6 +129,7 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
             created_before=aware_utc(created_before, "query"),
             limit=limit + 1,
             before_id=before,
+            id_prefix=_id_prefix(id_prefix),
         )
         jobs = await runtime.store.list_jobs(flt)
         next_before = None
@@ -281,6 +293,15 @@ async def resolve_job_id(store: Store, given: str) -> str:
             f"job id {given!r} is ambiguous: it matches {shown}; give more characters"
         )
     return found[0]
+
+
+def _id_prefix(given: str | None) -> str | None:
+    """Ids the store makes are lower-case hex: a pasted upper-case one still matches. Any
+    other id (one a client chose) is matched as typed."""
+    if given is None:
+        return None
+    stripped = given.strip()
+    return stripped.lower() if _SHORT_ID.fullmatch(stripped.lower()) else stripped or None
 
 
 async def _job_or_404(store: Store, job_id: str) -> JobRecord:

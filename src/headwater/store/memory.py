@@ -203,6 +203,17 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
         return [self.jobs[i] for i in dict.fromkeys(job_ids) if i in self.jobs]
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
+        if flt.id_prefix:  # in id order, the keyset on the id alone (as the SQL stores)
+            found = [
+                j
+                for j in await self.list_jobs(
+                    dataclasses.replace(flt, id_prefix=None, before_id=None, limit=len(self.jobs))
+                )
+                if j.id.startswith(flt.id_prefix)
+                and (flt.before_id is None or j.id < flt.before_id)
+            ]
+            found.sort(key=lambda j: j.id, reverse=True)
+            return found[: max(flt.limit, 0)]
         anchor = self.jobs.get(flt.before_id) if flt.before_id is not None else None
         if flt.before_id is not None and anchor is None:
             return []

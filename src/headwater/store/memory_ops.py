@@ -4,8 +4,9 @@ versioned state and leases (mixed into ``InMemoryStore``, as SqlStore mixes in i
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from headwater.errors import ConflictError
@@ -18,8 +19,10 @@ from headwater.store.base import (
     PruneCounts,
     RejectedEvent,
     StateRecord,
+    StatusBucket,
     StepRecord,
     StoreSize,
+    TaskDurations,
     WorkerTokenRecord,
 )
 from headwater.store.ids import utcnow
@@ -111,6 +114,42 @@ class MemoryOps:
 
     async def count_source(self, source_id: str) -> int:
         return sum(1 for j in self.jobs.values() if j.source_id == source_id)
+
+    # -- the overview (as store/activity_ops.py) ------------------------------------------
+    async def job_activity(self, since: datetime, bucket_secs: int) -> list[StatusBucket]:
+        if bucket_secs < 1:
+            raise ValueError(f"bucket_secs must be at least 1, not {bucket_secs}")
+        counts: dict[tuple[int, str], int] = {}
+        for j in self.jobs.values():
+            if j.created_at >= since:
+                start = int(j.created_at.timestamp()) // bucket_secs * bucket_secs
+                key = (start, j.status.value)
+                counts[key] = counts.get(key, 0) + 1
+        return [
+            StatusBucket(datetime.fromtimestamp(start, UTC), JobStatus(status), n)
+            for (start, status), n in sorted(counts.items())
+        ]
+
+    async def task_durations(self, since: datetime, limit: int) -> list[TaskDurations]:
+        runs: dict[str, list[tuple[float, bool]]] = {}
+        for j in self.jobs.values():
+            if j.created_at >= since and j.started_at and j.finished_at:
+                ms = (j.finished_at - j.started_at).total_seconds() * 1000
+                runs.setdefault(j.task, []).append((ms, j.status is JobStatus.FAILED))
+        found = []
+        for task, items in runs.items():
+            times = sorted(ms for ms, _ in items)
+
+            def rank(percent: int, times: list[float] = times) -> float:
+                return times[math.ceil(len(times) * percent / 100) - 1]
+
+            found.append(
+                TaskDurations(
+                    task, len(times), sum(f for _, f in items), rank(50), rank(95), times[-1]
+                )
+            )
+        found.sort(key=lambda t: (-t.p95_ms, t.task))
+        return found[: max(limit, 0)]
 
     # -- event-source cursors ------------------------------------------------------------
     async def save_cursor(self, trigger: str, cursor: str) -> None:

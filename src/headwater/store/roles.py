@@ -27,8 +27,10 @@ from headwater.core.records import (
     RecoveredJob,
     RejectedEvent,
     StateRecord,
+    StatusBucket,
     StepUpdate,
     StoreSize,
+    TaskDurations,
     WorkerJobsReconciled,
     WorkerRecord,
     WorkerTokenRecord,
@@ -191,6 +193,17 @@ class JobStore(abc.ABC):
     @abc.abstractmethod
     async def count_source(self, source_id: str) -> int:
         """Every job of this source, whatever its status (events accepted)."""
+
+    @abc.abstractmethod
+    async def job_activity(self, since: datetime, bucket_secs: int) -> list[StatusBucket]:
+        """Jobs created at or after ``since`` per ``bucket_secs``-long bucket (aligned on
+        the Unix epoch) and current status; only non-empty buckets, oldest first. Reads
+        only the window (the ``created_at`` index), however many jobs the store keeps."""
+
+    @abc.abstractmethod
+    async def task_durations(self, since: datetime, limit: int) -> list[TaskDurations]:
+        """Per task, its jobs created at or after ``since`` that ran and finished: the
+        ``limit`` tasks with the highest p95 run time first."""
 
 
 class FlowStore(abc.ABC):

@@ -26,6 +26,7 @@ from headwater.errors import ConfigError, ConflictError, NotFoundError
 from headwater.store import job_writes
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
+from headwater.store.activity_ops import ActivityOps
 from headwater.store.approval_ops import ApprovalOps
 from headwater.store.base import (
     NO_FLOW,
@@ -151,6 +152,7 @@ async def _migrate(store: SqlStore, attempts: int = 8) -> None:
 
 
 class SqlStore(
+    ActivityOps,
     ClaimOps,
     ApprovalOps,
     StateOps,
