@@ -61,16 +61,27 @@ async def test_jobs_list_filters_the_ui_offers(store: Store, client: httpx.Async
         new("alpha", source_type="webhook", source_id="ws/hook"),
         new("beta", source_type="scheduler", source_id="ws/cron"),
         new("alpha", source_type="event_source", source_id="ws/hook"),
-        new("gamma"),
+        new("gamma", source_type="webhook"),
     )
     [own] = await insert(store, new("gamma", id="Own-Id-42"))
     now = datetime.now(UTC)
     for i, job_id in enumerate((a, b, c, d, own)):  # one hour apart, a the oldest
         await set_times(store, job_id, created_at=now - timedelta(hours=5 - i))
+    [claimed] = await store.claim_jobs("w", ["script"], 1)
+    assert claimed.id == a
+    await store.finish_job(a, "w", JobStatus.FAILED, error="boom")
 
-    assert await listed(client, source_type="webhook") == [a]
+    # The SQL stores read finished and pending jobs of a source type from two indexes.
+    assert await listed(client, source_type="webhook") == [d, a]
+    assert await listed(client, source_type="webhook", limit=1) == [d]
+    assert await listed(client, source_type="webhook", limit=1, before=d) == [a]
+    assert await listed(client, source_type="webhook", status="failed") == [a]
+    assert await listed(client, source_type="webhook", status="pending") == [d]
+    assert await listed(client, source_type="nothing-has-this") == []
+    assert await listed(client, status="pending", task="alpha") == [c]
+    assert await listed(client, status="pending", before=c) == [b]
     assert await listed(client, source_id="ws/hook") == [c, a]
-    assert await listed(client, task="alpha", source_id="ws/hook", status="pending") == [c, a]
+    assert await listed(client, task="alpha", source_id="ws/hook", status="pending") == [c]
     window = {
         "created_after": (now - timedelta(hours=4)).isoformat(),  # at or after: b
         "created_before": (now - timedelta(hours=2)).isoformat(),  # strictly before: not d

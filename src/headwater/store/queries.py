@@ -7,6 +7,7 @@ hot paths (insert, claim, finish, append logs) are raw SQL next to their dialect
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,6 +17,8 @@ from sqlalchemy import (
     Delete,
     Insert,
     Select,
+    Subquery,
+    Table,
     Update,
     bindparam,
     case,
@@ -26,6 +29,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -215,49 +219,88 @@ def steps_of(job_ids: Sequence[str]) -> Select[Any]:
 
 
 def list_jobs(flt: JobFilter) -> Select[Any]:
-    stmt = select(jobs)
-    if flt.status is not None:
+    """Newest first: one index range per filter (the UI pages these with 1,000,000 jobs).
+
+    The status and source_type indexes leave pending jobs out (ingest pays nothing for
+    them), so pending jobs are read from the queue (``ix_jobs_claim``): a filter that no
+    job matches then reads the queue, not every job."""
+    if flt.id_prefix:
+        return _by_id_prefix(flt)
+    if flt.status is JobStatus.PENDING:
+        return _newest(_queue(), flt)
+    if flt.status is not None or flt.source_type is None:
+        return _newest(jobs, flt)
+    past = _newest(jobs, flt, past_pending=True).subquery("past")
+    queued = _newest(_queue(), flt).subquery("queued")
+    both = union_all(select(past), select(queued)).subquery("listed")
+    return (
+        select(both).order_by(both.c.created_at.desc(), both.c.id.desc()).limit(max(flt.limit, 0))
+    )
+
+
+_PENDING = literal(JobStatus.PENDING.value, literal_execute=True)
+
+
+def _queue() -> Subquery:
+    # The pending jobs, through the claim index (partial: only the queue). The LIMIT
+    # keeps the subquery apart on both dialects (SQLite flattens no subquery with a
+    # LIMIT into an outer query with one): SQLite would otherwise walk
+    # ix_jobs_created_at_id past every job when no pending job matches.
+    return select(jobs).where(jobs.c.status == _PENDING).limit(_NO_LIMIT).subquery("queue")
+
+
+_NO_LIMIT = 2**62
+
+
+def _newest(source: Table | Subquery, flt: JobFilter, past_pending: bool = False) -> Select[Any]:
+    c = source.c
+    stmt = select(source)
+    on_status = flt.status is not None and source is jobs
+    if on_status and flt.status is not None:
         # Inline (five known values): the planner must see it to use the partial index.
-        stmt = stmt.where(jobs.c.status == literal(flt.status.value, literal_execute=True))
-        if flt.status.value != "pending":
-            # The partial index's own condition, spelled out: PostgreSQL infers it from
-            # the equality, SQLite only uses a partial index whose WHERE it finds as is.
-            stmt = stmt.where(jobs.c.status != literal("pending", literal_execute=True))
+        stmt = stmt.where(c.status == literal(flt.status.value, literal_execute=True))
+    if past_pending or (on_status and flt.status is not JobStatus.PENDING):
+        # The partial indexes' own condition, spelled out: PostgreSQL infers it from an
+        # equality, SQLite only uses a partial index whose WHERE it finds as is.
+        stmt = stmt.where(c.status != _PENDING)
     for column, value in (
-        (jobs.c.task, flt.task),
-        (jobs.c.source_type, flt.source_type),
-        (jobs.c.source_id, flt.source_id),
-        (jobs.c.workspace, flt.workspace),
-        (jobs.c.parent_job_id, flt.parent_job_id),
+        (c.task, flt.task),
+        (c.source_type, flt.source_type),
+        (c.source_id, flt.source_id),
+        (c.workspace, flt.workspace),
+        (c.parent_job_id, flt.parent_job_id),
     ):
         if value is not None:
             stmt = stmt.where(column == value)
     if flt.created_after is not None:
-        stmt = stmt.where(jobs.c.created_at >= flt.created_after)
+        stmt = stmt.where(c.created_at >= flt.created_after)
     if flt.created_before is not None:
-        stmt = stmt.where(jobs.c.created_at < flt.created_before)
-    if flt.id_prefix:
-        # A range of the primary key, walked backwards in id order (the store's ids are
-        # UUIDv7: id order is creation order), the keyset on the id alone: a short
-        # prefix matches many jobs, and sorting them by created_at would read them all.
-        # The range is exact under SQLite's binary and PostgreSQL's C collation; LIKE
-        # keeps the answer exact under any other. Not LIKE alone: SQLite's LIKE cannot
-        # use the index.
-        prefix = flt.id_prefix
-        stmt = stmt.where(jobs.c.id.startswith(prefix, autoescape=True))
-        if prefix[-1] < "\x7f":  # ids are ASCII; past it the next character may not exist
-            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-            stmt = stmt.where(jobs.c.id >= prefix, jobs.c.id < upper)
-        if flt.before_id is not None:
-            stmt = stmt.where(jobs.c.id < flt.before_id)
-        return stmt.order_by(jobs.c.id.desc()).limit(max(flt.limit, 0))
+        stmt = stmt.where(c.created_at < flt.created_before)
     if flt.before_id is not None:
         # Keyset on (created_at, id): a row comparison both dialects serve from the
         # (…, created_at, id) indexes. An unknown cursor compares with NULL: empty page.
         anchor = select(jobs.c.created_at).where(jobs.c.id == flt.before_id).scalar_subquery()
         cursor = tuple_(anchor, bindparam("before", flt.before_id))
-        stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < cursor)
-    return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(max(flt.limit, 0))
+        stmt = stmt.where(tuple_(c.created_at, c.id) < cursor)
+    return stmt.order_by(c.created_at.desc(), c.id.desc()).limit(max(flt.limit, 0))
+
+
+def _by_id_prefix(flt: JobFilter) -> Select[Any]:
+    """A range of the primary key, walked backwards in id order (the store's ids are
+    UUIDv7: id order is creation order), the keyset on the id alone: a short prefix
+    matches many jobs, and sorting them by created_at would read them all. The range is
+    exact under SQLite's binary and PostgreSQL's C collation; LIKE keeps the answer
+    exact under any other. Not LIKE alone: SQLite's LIKE cannot use the index."""
+    prefix = flt.id_prefix or ""
+    unprefixed = dataclasses.replace(flt, id_prefix=None, before_id=None)
+    stmt = _newest(jobs, unprefixed).order_by(None)
+    stmt = stmt.where(jobs.c.id.startswith(prefix, autoescape=True))
+    if prefix and prefix[-1] < "\x7f":  # ids are ASCII; past it a next character may not be
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        stmt = stmt.where(jobs.c.id >= prefix, jobs.c.id < upper)
+    if flt.before_id is not None:
+        stmt = stmt.where(jobs.c.id < flt.before_id)
+    return stmt.order_by(jobs.c.id.desc())
 
 
 def request_cancel(job_id: str, now: datetime) -> Update:
