@@ -16,6 +16,8 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Select,
+    Subquery,
+    Table,
     case,
     cast,
     func,
@@ -26,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headwater.store.base import JobStatus, StatusBucket, TaskDurations
+from headwater.store.queries import pending_queue
 from headwater.store.roles import MAX_RUNS
 from headwater.store.tables import jobs
 
@@ -50,24 +53,25 @@ def _run_ms(dialect: str, started: Any, finished: Any) -> Any:
 def activity_statements(dialect: str, since: datetime, bucket_secs: int) -> list[Select[Any]]:
     """Two statements: the jobs past ``pending`` are counted from the status index alone
     (its own partial condition spelled out, so that SQLite uses it; one range per
-    status), the pending ones through the ``created_at`` index (few: the queue)."""
-    # Integer division on both dialects: the bucket's first second.
-    bucket = (_epoch_secs(dialect, jobs.c.created_at) // bucket_secs) * bucket_secs
+    status), the pending ones from the queue's index (``queries.pending_queue``)."""
 
-    def counted(*conditions: Any) -> Select[Any]:
+    def counted(source: Table | Subquery, *conditions: Any) -> Select[Any]:
+        # Integer division on both dialects: the bucket's first second.
+        bucket = (_epoch_secs(dialect, source.c.created_at) // bucket_secs) * bucket_secs
         return (
-            select(bucket.label("bucket"), jobs.c.status, func.count().label("n"))
-            .where(jobs.c.created_at >= since, *conditions)
-            .group_by(literal_column("bucket"), jobs.c.status)
+            select(bucket.label("bucket"), source.c.status, func.count().label("n"))
+            .where(source.c.created_at >= since, *conditions)
+            .group_by(literal_column("bucket"), source.c.status)
         )
 
     past_pending = [s.value for s in JobStatus if s is not JobStatus.PENDING]
     return [
         counted(
+            jobs,
             jobs.c.status.in_([literal(s, literal_execute=True) for s in past_pending]),
             jobs.c.status != literal(JobStatus.PENDING.value, literal_execute=True),
         ),
-        counted(jobs.c.status == literal(JobStatus.PENDING.value, literal_execute=True)),
+        counted(pending_queue()),
     ]
 
 

@@ -364,7 +364,7 @@ class SqlStore(
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         async with self._reader.connect() as conn:
-            return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt))]
+            return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt, self._dialect))]
 
     async def finish_job(
         self,
