@@ -15,6 +15,7 @@ from sqlalchemy import update
 
 from headwater.server.app import create_app
 from headwater.store import JobStatus, NewJob, Store
+from headwater.store import queries as q
 from headwater.store.sql import SqlStore
 from headwater.store.tables import jobs
 from headwater.testing import InMemoryStore
@@ -187,3 +188,24 @@ async def test_overview_counts_durations_and_shape(store: Store, client: httpx.A
     assert day["bucket_secs"] == 360 and day["totals"]["completed"] == 4
     for bad in ("2d", "0m", "1 hour", "30s"):
         assert (await client.get("/api/overview", params={"window": bad})).status_code == 422
+
+
+async def test_a_long_queue_lists_the_same_jobs(
+    store: Store, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past LONG_QUEUE pending jobs SQLite walks the jobs instead of sorting the queue.
+    ids = await insert(
+        store, *(new(f"t{i % 2}", source_type=("api", "webhook")[i % 2]) for i in range(6))
+    )
+    [first] = await store.claim_jobs("w", ["script"], 1)
+    await store.finish_job(first.id, "w", JobStatus.COMPLETED)
+    queries = [
+        {"status": "pending"},
+        {"status": "pending", "task": "t1", "limit": 2},
+        {"source_type": "api"},
+        {"source_type": "webhook", "before": ids[5]},
+    ]
+    short = [await listed(client, **params) for params in queries]
+    monkeypatch.setattr(q, "LONG_QUEUE", 2)
+    assert [await listed(client, **params) for params in queries] == short
+    assert short[0] == ids[:0:-1] and short[2] == [ids[4], ids[2], ids[0]]

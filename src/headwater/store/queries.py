@@ -219,17 +219,21 @@ def steps_of(job_ids: Sequence[str]) -> Select[Any]:
     )
 
 
-def list_jobs(flt: JobFilter, dialect: str = "postgresql") -> Select[Any]:
+def list_jobs(flt: JobFilter, dialect: str = "postgresql", long_queue: bool = False) -> Select[Any]:
     """Newest first: one index range per filter (the UI pages these with 1,000,000 jobs).
 
     The status and source_type indexes leave pending jobs out (ingest pays nothing for
-    them), so pending jobs are read from the queue (``ix_jobs_claim``): a filter that no
-    job matches then reads the queue, not every job."""
+    them), so pending jobs are read from the queue (``ix_jobs_claim``) and sorted: a
+    filter that no job matches then reads the queue, not every job. ``long_queue``
+    (SQLite: at least ``LONG_QUEUE`` pending, see ``reads_queue``): too many to sort, and
+    the newest jobs are mostly pending, so the list walks the jobs newest first."""
     if flt.id_prefix:
         return _by_id_prefix(flt)
+    driving = _driving_filter(flt) if dialect == "sqlite" else None
+    if long_queue:
+        return _newest(jobs, flt, driving=driving)
     if flt.status is JobStatus.PENDING:
         return _newest(pending_queue(), flt)
-    driving = _driving_filter(flt) if dialect == "sqlite" else None
     if flt.status is not None or flt.source_type is None:
         return _newest(jobs, flt, driving=driving)
     past = _newest(jobs, flt, past_pending=True, driving=driving).subquery("past")
@@ -241,6 +245,23 @@ def list_jobs(flt: JobFilter, dialect: str = "postgresql") -> Select[Any]:
 
 
 _PENDING = literal(JobStatus.PENDING.value, literal_execute=True)
+
+# Pending jobs a listing sorts at most (SQLite); past it ``list_jobs`` walks the jobs.
+LONG_QUEUE = 10_000
+
+
+def reads_queue(flt: JobFilter) -> bool:
+    """Whether ``list_jobs`` reads the pending jobs from the queue for this filter."""
+    if flt.id_prefix:
+        return False
+    return flt.status is JobStatus.PENDING or (flt.status is None and flt.source_type is not None)
+
+
+def queue_is_long() -> Select[Any]:
+    """True when at least ``LONG_QUEUE`` jobs are pending: an index-only count that
+    stops there."""
+    pending = select(jobs.c.id).where(jobs.c.status == _PENDING).limit(LONG_QUEUE).subquery()
+    return select(func.count() >= LONG_QUEUE).select_from(pending)
 
 
 def pending_queue() -> Subquery:

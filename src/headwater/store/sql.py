@@ -364,7 +364,13 @@ class SqlStore(
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         async with self._reader.connect() as conn:
-            return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt, self._dialect))]
+            # SQLite has no statistics to choose between sorting the queue and walking
+            # the jobs newest first: it is asked how long the queue is (PostgreSQL knows).
+            long_queue = False
+            if self._dialect == "sqlite" and q.reads_queue(flt):
+                long_queue = bool((await conn.execute(q.queue_is_long())).scalar())
+            stmt = q.list_jobs(flt, self._dialect, long_queue)
+            return [q.job_from_row(r) for r in await conn.execute(stmt)]
 
     async def finish_job(
         self,
