@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from headwater.server.app import create_app
-from headwater.store import JobStatus, NewJob, Store
-from headwater.store import queries as q
+from headwater.store import JobStatus, NewJob, Store, listing
 from headwater.store.sql import SqlStore
 from headwater.store.tables import jobs
 from headwater.testing import InMemoryStore
@@ -206,6 +205,6 @@ async def test_a_long_queue_lists_the_same_jobs(
         {"source_type": "webhook", "before": ids[5]},
     ]
     short = [await listed(client, **params) for params in queries]
-    monkeypatch.setattr(q, "LONG_QUEUE", 2)
+    monkeypatch.setattr(listing, "LONG_QUEUE", 2)
     assert [await listed(client, **params) for params in queries] == short
     assert short[0] == ids[:0:-1] and short[2] == [ids[4], ids[2], ids[0]]

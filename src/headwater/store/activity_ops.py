@@ -28,7 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headwater.store.base import JobStatus, StatusBucket, TaskDurations
-from headwater.store.queries import pending_queue
+from headwater.store.listing import pending_queue
 from headwater.store.roles import MAX_RUNS
 from headwater.store.tables import jobs
 

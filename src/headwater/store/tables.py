@@ -180,7 +180,7 @@ jobs = Table(
     # Listings: newest first, optionally filtered; keyset pagination on (created_at, id).
     # Every index on pending rows is paid by ingest (measured: each costs 5-10% of the
     # insert rate), so the status and source_type indexes leave pending jobs out: the
-    # pending ones are the queue, read through ix_jobs_claim (queries.list_jobs). A
+    # pending ones are the queue, read through ix_jobs_claim (listing.list_jobs). A
     # filter on a value no job has must not walk every job (3 s on SQLite at 1,000,000).
     Index("ix_jobs_created_at_id", "created_at", "id"),
     Index("ix_jobs_task_created_at", "task", "created_at", "id"),
