@@ -278,25 +278,38 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(q * len(ordered) + 0.5) - 1))]
 
 
-async def time_requests(store: SqlStore, runs: int, now: datetime) -> dict[str, list[float]]:
+@dataclass
+class Timing:
+    wall: list[float]  # ms per request
+    cpu: list[float]  # ms of this process's CPU per request (the app and, on SQLite, the
+    # database: on a loaded machine a steadier figure than the wall time)
+
+
+async def time_requests(store: SqlStore, runs: int, now: datetime) -> dict[str, Timing]:
     app = create_app(BenchRuntime(store))
     transport = httpx.ASGITransport(app=app)
-    timings: dict[str, list[float]] = {}
+    timings: dict[str, Timing] = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://hw") as client:
         cases = await requests_for(client, now)
-        for label, path in cases:
-            for attempt in range(runs + 2):  # two warm-ups: the first reads from disk
+        # Round-robin over the cases: a burst of load on the machine spreads over all of
+        # them instead of landing on one. The first two rounds warm up (disk, caches).
+        for attempt in range(runs + 2):
+            for label, path in cases:
+                cpu = time.process_time()
                 started = time.perf_counter()
                 resp = await client.get(path)
                 took = (time.perf_counter() - started) * 1000
+                cpu = (time.process_time() - cpu) * 1000
                 if resp.status_code != 200:
                     raise RuntimeError(f"{label}: {path} → {resp.status_code} {resp.text[:300]}")
                 if attempt >= 2:
-                    timings.setdefault(label, []).append(took)
+                    timing = timings.setdefault(label, Timing([], []))
+                    timing.wall.append(took)
+                    timing.cpu.append(cpu)
     return timings
 
 
-async def bench(db: str, args: argparse.Namespace) -> dict[str, list[float]]:
+async def bench(db: str, args: argparse.Namespace) -> dict[str, Timing]:
     now = datetime.now(UTC)
     scratch: str | None = None
     tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -354,22 +367,24 @@ async def main() -> None:
     parser.add_argument("--sqlite-path", help="keep the SQLite database here (reused)")
     parser.add_argument("--pg-url", help="use this PostgreSQL database (reused)")
     args = parser.parse_args()
-    results: dict[str, dict[str, list[float]]] = {}
+    results: dict[str, dict[str, Timing]] = {}
+    before = os.getloadavg()
     for db in args.db or ["sqlite", "postgresql"]:
         results[db] = await bench(db, args)
     dbs = list(results)
     labels = list(next(iter(results.values())))
-    load = os.getloadavg()
-    print(f"\n{args.jobs:,} jobs, {args.runs} runs per request, load average "
-          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")  # fmt: skip
-    head = "".join(f"{db + ' p50':>16}{db + ' p95':>16}" for db in dbs)
-    print(f"{'request (ms)':<34}{head}")
+    after = os.getloadavg()
+    print(f"\n{args.jobs:,} jobs, {args.runs} runs per request, load average (1 min) "
+          f"{before[0]:.1f} before, {after[0]:.1f} after")  # fmt: skip
+    head = "".join(f"{db[:6] + ' p50':>12}{db[:6] + ' p95':>12}{db[:6] + ' cpu':>12}" for db in dbs)
+    print(f"{'request (ms)':<32}{head}")
     for label in labels:
         cells = "".join(
-            f"{statistics.median(times):>16.1f}{quantile(times, 0.95):>16.1f}"
-            for times in (results[db][label] for db in dbs)
+            f"{statistics.median(t.wall):>12.1f}{quantile(t.wall, 0.95):>12.1f}"
+            f"{statistics.median(t.cpu):>12.1f}"
+            for t in (results[db][label] for db in dbs)
         )
-        print(f"{label:<34}{cells}")
+        print(f"{label:<32}{cells}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from headwater.server.app import create_app
-from headwater.store import JobStatus, NewJob, Store
+from headwater.store import JobStatus, NewJob, Store, listing
 from headwater.store.sql import SqlStore
 from headwater.store.tables import jobs
 from headwater.testing import InMemoryStore
@@ -61,16 +61,27 @@ async def test_jobs_list_filters_the_ui_offers(store: Store, client: httpx.Async
         new("alpha", source_type="webhook", source_id="ws/hook"),
         new("beta", source_type="scheduler", source_id="ws/cron"),
         new("alpha", source_type="event_source", source_id="ws/hook"),
-        new("gamma"),
+        new("gamma", source_type="webhook"),
     )
     [own] = await insert(store, new("gamma", id="Own-Id-42"))
     now = datetime.now(UTC)
     for i, job_id in enumerate((a, b, c, d, own)):  # one hour apart, a the oldest
         await set_times(store, job_id, created_at=now - timedelta(hours=5 - i))
+    [claimed] = await store.claim_jobs("w", ["script"], 1)
+    assert claimed.id == a
+    await store.finish_job(a, "w", JobStatus.FAILED, error="boom")
 
-    assert await listed(client, source_type="webhook") == [a]
+    # The SQL stores read finished and pending jobs of a source type from two indexes.
+    assert await listed(client, source_type="webhook") == [d, a]
+    assert await listed(client, source_type="webhook", limit=1) == [d]
+    assert await listed(client, source_type="webhook", limit=1, before=d) == [a]
+    assert await listed(client, source_type="webhook", status="failed") == [a]
+    assert await listed(client, source_type="webhook", status="pending") == [d]
+    assert await listed(client, source_type="nothing-has-this") == []
+    assert await listed(client, status="pending", task="alpha") == [c]
+    assert await listed(client, status="pending", before=c) == [b]
     assert await listed(client, source_id="ws/hook") == [c, a]
-    assert await listed(client, task="alpha", source_id="ws/hook", status="pending") == [c, a]
+    assert await listed(client, task="alpha", source_id="ws/hook", status="pending") == [c]
     window = {
         "created_after": (now - timedelta(hours=4)).isoformat(),  # at or after: b
         "created_before": (now - timedelta(hours=2)).isoformat(),  # strictly before: not d
@@ -176,3 +187,24 @@ async def test_overview_counts_durations_and_shape(store: Store, client: httpx.A
     assert day["bucket_secs"] == 360 and day["totals"]["completed"] == 4
     for bad in ("2d", "0m", "1 hour", "30s"):
         assert (await client.get("/api/overview", params={"window": bad})).status_code == 422
+
+
+async def test_a_long_queue_lists_the_same_jobs(
+    store: Store, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Past LONG_QUEUE pending jobs SQLite walks the jobs instead of sorting the queue.
+    ids = await insert(
+        store, *(new(f"t{i % 2}", source_type=("api", "webhook")[i % 2]) for i in range(6))
+    )
+    [first] = await store.claim_jobs("w", ["script"], 1)
+    await store.finish_job(first.id, "w", JobStatus.COMPLETED)
+    queries = [
+        {"status": "pending"},
+        {"status": "pending", "task": "t1", "limit": 2},
+        {"source_type": "api"},
+        {"source_type": "webhook", "before": ids[5]},
+    ]
+    short = [await listed(client, **params) for params in queries]
+    monkeypatch.setattr(listing, "LONG_QUEUE", 2)
+    assert [await listed(client, **params) for params in queries] == short
+    assert short[0] == ids[:0:-1] and short[2] == [ids[4], ids[2], ids[0]]

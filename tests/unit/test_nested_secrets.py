@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -14,7 +15,7 @@ from headwater.errors import TemplateError
 from headwater.workspace.loader import check_workspace
 from headwater.workspace.models import Workspace
 from headwater.workspace.secret_tree import flatten_secrets, secret_tree
-from headwater.workspace.secrets import Redactor, resolve_secrets
+from headwater.workspace.secrets import MASK, Redactor, resolve_secrets
 from headwater.workspace.templating import TemplateEngine, build_context
 
 
@@ -108,3 +109,23 @@ def test_flattening_then_nesting_gives_the_secrets_back(secrets: dict[str, objec
     flat = flatten_secrets(secrets, str)
     assert all(isinstance(v, str) for v in flat.values())
     assert secret_tree({k: str(v) for k, v in flat.items()}) == secrets
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=30),
+        lambda inner: (
+            st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4)
+        ),
+        max_leaves=20,
+    ),
+    st.lists(st.text(min_size=4, max_size=8), min_size=1, max_size=3),
+)
+def test_redacting_json_masks_the_same_as_the_walk(data: Any, secrets: list[str]) -> None:
+    # Secrets with quotes, backslashes or control characters take the walk; the others
+    # are found in the value's JSON text first. Either way the same values are masked.
+    redactor = Redactor(secrets)
+    walked = redactor._redact(data, redactor.redact_text)
+    assert redactor.redact(data) == walked or walked != walked  # NaN is not equal to itself
+    hidden = redactor.redact({"in": [data, "x" + secrets[0] + "y"]})
+    assert MASK in hidden["in"][1]

@@ -1,10 +1,10 @@
 """What the UI's overview charts read: jobs per time bucket and status, and the slowest
 tasks. Mixed into SqlStore.
 
-Both read only the jobs created in the window: a range of ``ix_jobs_created_at_id``, so
-their cost follows the window's jobs, not the table's. The aggregation runs in the
-database (one row per bucket and status, one per task), so a busy window does not ship
-every job to Python.
+Both read only the jobs created in the window (index ranges: the counts come from the
+status index alone), so their cost follows the window's jobs, not the table's; the run
+times from its newest ``MAX_RUNS`` jobs at most. The aggregation runs in the database
+(one row per bucket and status, one per task): a busy window ships no job to Python.
 """
 
 from __future__ import annotations
@@ -16,18 +16,23 @@ from sqlalchemy import (
     BigInteger,
     Float,
     Select,
+    Subquery,
+    Table,
     case,
     cast,
     func,
+    literal,
     literal_column,
     select,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from headwater.store.base import JobStatus, StatusBucket, TaskDurations
+from headwater.store.listing import pending_queue
+from headwater.store.roles import MAX_RUNS
 from headwater.store.tables import jobs
 
-__all__ = ["ActivityOps", "activity_statement", "durations_statement"]
+__all__ = ["ActivityOps", "activity_statements", "durations_statement"]
 
 
 def _epoch_secs(dialect: str, column: Any) -> Any:
@@ -38,36 +43,52 @@ def _epoch_secs(dialect: str, column: Any) -> Any:
     return cast(func.strftime("%s", column), BigInteger)
 
 
-def _run_ms(dialect: str) -> Any:
+def _run_ms(dialect: str, started: Any, finished: Any) -> Any:
     """A job's run time in milliseconds (started to finished)."""
     if dialect == "postgresql":
-        return func.extract("epoch", jobs.c.finished_at - jobs.c.started_at) * 1000.0
-    return (func.julianday(jobs.c.finished_at) - func.julianday(jobs.c.started_at)) * 86_400_000.0
+        return func.extract("epoch", finished - started) * 1000.0
+    return (func.julianday(finished) - func.julianday(started)) * 86_400_000.0
 
 
-def activity_statement(dialect: str, since: datetime, bucket_secs: int) -> Select[Any]:
-    # Integer division on both dialects: the bucket's first second.
-    bucket = (_epoch_secs(dialect, jobs.c.created_at) // bucket_secs) * bucket_secs
-    return (
-        select(bucket.label("bucket"), jobs.c.status, func.count().label("n"))
-        .where(jobs.c.created_at >= since)
-        .group_by(literal_column("bucket"), jobs.c.status)
-        .order_by(literal_column("bucket"), jobs.c.status)
-    )
+def activity_statements(dialect: str, since: datetime, bucket_secs: int) -> list[Select[Any]]:
+    """Two statements: the jobs past ``pending`` are counted from the status index alone
+    (its own partial condition spelled out, so that SQLite uses it; one range per
+    status), the pending ones from the queue's index (``queries.pending_queue``)."""
+
+    def counted(source: Table | Subquery, *conditions: Any) -> Select[Any]:
+        # Integer division on both dialects: the bucket's first second.
+        bucket = (_epoch_secs(dialect, source.c.created_at) // bucket_secs) * bucket_secs
+        return (
+            select(bucket.label("bucket"), source.c.status, func.count().label("n"))
+            .where(source.c.created_at >= since, *conditions)
+            .group_by(literal_column("bucket"), source.c.status)
+        )
+
+    past_pending = [s.value for s in JobStatus if s is not JobStatus.PENDING]
+    return [
+        counted(
+            jobs,
+            jobs.c.status.in_([literal(s, literal_execute=True) for s in past_pending]),
+            jobs.c.status != literal(JobStatus.PENDING.value, literal_execute=True),
+        ),
+        counted(pending_queue()),
+    ]
 
 
 def durations_statement(dialect: str, since: datetime, limit: int) -> Select[Any]:
+    # A LIMIT keeps the subquery apart (neither dialect flattens it): it is read from
+    # the created_at index, not from the task index the window functions would prefer.
+    newest = (
+        select(jobs.c.task, jobs.c.status, jobs.c.started_at, jobs.c.finished_at)
+        .where(jobs.c.created_at >= since)
+        .order_by(jobs.c.created_at.desc())
+        .limit(MAX_RUNS)
+        .subquery("newest")
+    )
+    run_ms = _run_ms(dialect, newest.c.started_at, newest.c.finished_at)
     runs = (
-        select(
-            jobs.c.task,
-            jobs.c.status,
-            cast(_run_ms(dialect), Float).label("ms"),
-        )
-        .where(
-            jobs.c.created_at >= since,
-            jobs.c.finished_at.is_not(None),
-            jobs.c.started_at.is_not(None),
-        )
+        select(newest.c.task, newest.c.status, cast(run_ms, Float).label("ms"))
+        .where(newest.c.finished_at.is_not(None), newest.c.started_at.is_not(None))
         .subquery("runs")
     )
     ranked = select(
@@ -108,13 +129,15 @@ class ActivityOps:
     async def job_activity(self, since: datetime, bucket_secs: int) -> list[StatusBucket]:
         if bucket_secs < 1:
             raise ValueError(f"bucket_secs must be at least 1, not {bucket_secs}")
-        stmt = activity_statement(self._dialect, since, bucket_secs)
+        rows = []
         async with self._reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-        return [
+            for stmt in activity_statements(self._dialect, since, bucket_secs):
+                rows += (await conn.execute(stmt)).all()
+        found = [
             StatusBucket(datetime.fromtimestamp(int(r.bucket), UTC), JobStatus(r.status), r.n)
             for r in rows
         ]
+        return sorted(found, key=lambda b: (b.start, b.status.value))
 
     async def task_durations(self, since: datetime, limit: int) -> list[TaskDurations]:
         stmt = durations_statement(self._dialect, since, limit)

@@ -27,6 +27,7 @@ from headwater.store.base import (
 )
 from headwater.store.ids import utcnow
 from headwater.store.jsoncopy import json_copy as _copy
+from headwater.store.roles import MAX_RUNS
 
 __all__ = ["MemoryOps"]
 
@@ -132,8 +133,13 @@ class MemoryOps:
 
     async def task_durations(self, since: datetime, limit: int) -> list[TaskDurations]:
         runs: dict[str, list[tuple[float, bool]]] = {}
-        for j in self.jobs.values():
-            if j.created_at >= since and j.started_at and j.finished_at:
+        window = sorted(
+            (j for j in self.jobs.values() if j.created_at >= since),
+            key=lambda j: j.created_at,
+            reverse=True,
+        )
+        for j in window[:MAX_RUNS]:
+            if j.started_at and j.finished_at:
                 ms = (j.finished_at - j.started_at).total_seconds() * 1000
                 runs.setdefault(j.task, []).append((ms, j.status is JobStatus.FAILED))
         found = []

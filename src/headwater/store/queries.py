@@ -25,14 +25,12 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
 
 from headwater.store.base import (
-    JobFilter,
     JobRecord,
     JobStatus,
     LogRecord,
@@ -73,7 +71,6 @@ __all__ = [
     "job_from_row",
     "job_status",
     "jobs_by_ids",
-    "list_jobs",
     "list_rejected",
     "list_workers",
     "log_from_row",
@@ -212,52 +209,6 @@ def steps_of(job_ids: Sequence[str]) -> Select[Any]:
         .where(steps.c.job_id.in_(job_ids))
         .order_by(steps.c.job_id, steps.c.started_at.asc().nulls_last(), steps.c.name)
     )
-
-
-def list_jobs(flt: JobFilter) -> Select[Any]:
-    stmt = select(jobs)
-    if flt.status is not None:
-        # Inline (five known values): the planner must see it to use the partial index.
-        stmt = stmt.where(jobs.c.status == literal(flt.status.value, literal_execute=True))
-        if flt.status.value != "pending":
-            # The partial index's own condition, spelled out: PostgreSQL infers it from
-            # the equality, SQLite only uses a partial index whose WHERE it finds as is.
-            stmt = stmt.where(jobs.c.status != literal("pending", literal_execute=True))
-    for column, value in (
-        (jobs.c.task, flt.task),
-        (jobs.c.source_type, flt.source_type),
-        (jobs.c.source_id, flt.source_id),
-        (jobs.c.workspace, flt.workspace),
-        (jobs.c.parent_job_id, flt.parent_job_id),
-    ):
-        if value is not None:
-            stmt = stmt.where(column == value)
-    if flt.created_after is not None:
-        stmt = stmt.where(jobs.c.created_at >= flt.created_after)
-    if flt.created_before is not None:
-        stmt = stmt.where(jobs.c.created_at < flt.created_before)
-    if flt.id_prefix:
-        # A range of the primary key, walked backwards in id order (the store's ids are
-        # UUIDv7: id order is creation order), the keyset on the id alone: a short
-        # prefix matches many jobs, and sorting them by created_at would read them all.
-        # The range is exact under SQLite's binary and PostgreSQL's C collation; LIKE
-        # keeps the answer exact under any other. Not LIKE alone: SQLite's LIKE cannot
-        # use the index.
-        prefix = flt.id_prefix
-        stmt = stmt.where(jobs.c.id.startswith(prefix, autoescape=True))
-        if prefix[-1] < "\x7f":  # ids are ASCII; past it the next character may not exist
-            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-            stmt = stmt.where(jobs.c.id >= prefix, jobs.c.id < upper)
-        if flt.before_id is not None:
-            stmt = stmt.where(jobs.c.id < flt.before_id)
-        return stmt.order_by(jobs.c.id.desc()).limit(max(flt.limit, 0))
-    if flt.before_id is not None:
-        # Keyset on (created_at, id): a row comparison both dialects serve from the
-        # (…, created_at, id) indexes. An unknown cursor compares with NULL: empty page.
-        anchor = select(jobs.c.created_at).where(jobs.c.id == flt.before_id).scalar_subquery()
-        cursor = tuple_(anchor, bindparam("before", flt.before_id))
-        stmt = stmt.where(tuple_(jobs.c.created_at, jobs.c.id) < cursor)
-    return stmt.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(max(flt.limit, 0))
 
 
 def request_cancel(job_id: str, now: datetime) -> Update:

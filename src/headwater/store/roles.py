@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from headwater.store.task_state import TaskStateRecord
 
 __all__ = [
+    "MAX_RUNS",
     "DeadLetterStore",
     "FlowStore",
     "GatherStore",
@@ -54,6 +55,11 @@ __all__ = [
     "WakeUps",
     "WorkerStore",
 ]
+
+
+# ``task_durations`` reads the run times of the window's newest jobs, at most this many:
+# a busy window's percentiles then cost what a quiet one's do.
+MAX_RUNS = 10_000
 
 
 class StoreLifecycle(abc.ABC):
@@ -202,8 +208,9 @@ class JobStore(abc.ABC):
 
     @abc.abstractmethod
     async def task_durations(self, since: datetime, limit: int) -> list[TaskDurations]:
-        """Per task, its jobs created at or after ``since`` that ran and finished: the
-        ``limit`` tasks with the highest p95 run time first."""
+        """Per task, its jobs created at or after ``since`` (the newest ``MAX_RUNS`` of
+        them) that ran and finished: the ``limit`` tasks with the highest p95 run time
+        first."""
 
 
 class FlowStore(abc.ABC):

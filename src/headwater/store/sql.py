@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headwater import jsonsafe
 from headwater.errors import ConfigError, ConflictError, NotFoundError
-from headwater.store import job_writes
+from headwater.store import job_writes, listing
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.activity_ops import ActivityOps
@@ -364,7 +364,13 @@ class SqlStore(
 
     async def list_jobs(self, flt: JobFilter) -> list[JobRecord]:
         async with self._reader.connect() as conn:
-            return [q.job_from_row(r) for r in await conn.execute(q.list_jobs(flt))]
+            # SQLite has no statistics to choose between sorting the queue and walking
+            # the jobs newest first: it is asked how long the queue is (PostgreSQL knows).
+            long_queue = False
+            if self._dialect == "sqlite" and listing.reads_queue(flt):
+                long_queue = bool((await conn.execute(listing.queue_is_long())).scalar())
+            stmt = listing.list_jobs(flt, self._dialect, long_queue)
+            return [q.job_from_row(r) for r in await conn.execute(stmt)]
 
     async def finish_job(
         self,

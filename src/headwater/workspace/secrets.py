@@ -19,6 +19,7 @@ with ``••••••`` in log lines and API responses, substrings included.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -94,6 +95,9 @@ def _render_secret(
         raise TemplateError(message) from None
 
 
+_json_text = json.JSONEncoder(ensure_ascii=False).encode
+
+
 class Redactor:
     """Masks secret values in text and in JSON-like data."""
 
@@ -113,6 +117,10 @@ class Redactor:
         # Longest first: "abcdef" must be masked whole, not as "abc" + "def".
         ordered = sorted(needles, key=lambda v: (-len(v), v))
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        # JSON encodes a string character by character, and leaves these needles'
+        # characters as they are: a needle inside any string of a value is then also in
+        # the value's JSON text, and one search of that text can clear the whole value.
+        self._plain = all(_json_text(v)[1:-1] == v for v in ordered)
 
     @property
     def active(self) -> bool:
@@ -127,9 +135,19 @@ class Redactor:
         return pattern.sub(MASK, text)
 
     def redact(self, obj: Any) -> Any:
-        """A copy of JSON-like ``obj`` with secret values masked in every string."""
+        """JSON-like ``obj`` with secret values masked in every string: a copy, or
+        ``obj`` itself when it holds no secret value."""
         if self._pattern is None:
             return obj
+        if self._plain:
+            # One C-speed encode and search instead of a Python walk of every value (a
+            # page of 50 jobs is ~1,300 of them); the walk only when something matched.
+            try:
+                found = self._pattern.search(_json_text(obj)) is not None
+            except (TypeError, ValueError):  # not JSON (a datetime, a cycle): walk it
+                found = True
+            if not found:
+                return obj
         return self._redact(obj, self.redact_text)
 
     def _redact(self, obj: Any, text: Callable[[str], str]) -> Any:
