@@ -8,6 +8,9 @@
   ``@on_receiver(MyReceiver, …)``: each message becomes a durable job whose one step
   calls the function (seed 004);
   ``@on("toy", …)`` is the same for any receiver in the catalog, a plugin's included.
+- ``@workflow`` / ``@step`` / ``@transaction``, ``start_workflow``, ``sleep``, ``recv`` /
+  ``send``, ``get_event`` / ``set_event``, ``WorkflowClient``: durable workflows whose
+  runs are jobs (``headwater.sdk.workflows``).
 """
 
 from headwater.errors import CommitInTransactionError, RegistrationError
@@ -34,6 +37,25 @@ from headwater.sdk.events import Guarantee, StreamEvent
 from headwater.sdk.outbox import asend_event, send_event
 from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
 from headwater.sdk.registry import Registry, default_registry, set_default_registry
+from headwater.sdk.workflows import (
+    WorkflowClient,
+    WorkflowHandle,
+    get_event,
+    get_event_async,
+    recv,
+    recv_async,
+    send,
+    send_async,
+    set_event,
+    set_event_async,
+    sleep,
+    sleep_async,
+    start_workflow,
+    start_workflow_async,
+    step,
+    transaction,
+    workflow,
+)
 from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, ReceiverLag
 
 __all__ = [
@@ -47,9 +69,13 @@ __all__ = [
     "RegistrationError",
     "Registry",
     "StreamEvent",
+    "WorkflowClient",
+    "WorkflowHandle",
     "asend_event",
     "consumer",
     "default_registry",
+    "get_event",
+    "get_event_async",
     "on",
     "on_amqp",
     "on_eventhubs",
@@ -66,6 +92,19 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "recv",
+    "recv_async",
+    "send",
+    "send_async",
     "send_event",
     "set_default_registry",
+    "set_event",
+    "set_event_async",
+    "sleep",
+    "sleep_async",
+    "start_workflow",
+    "start_workflow_async",
+    "step",
+    "transaction",
+    "workflow",
 ]
