@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,9 @@ async def test_steps_run_once_across_a_sleep_and_retries_are_recorded(
         ("sleep", WorkflowStepKind.SLEEP, 1),
         ("count", WorkflowStepKind.STEP, 1),
     ]
+    wake_at = datetime.fromisoformat(records[2].output["wake_at"])
+    after = records[3].started_at
+    assert after is not None and timedelta(0) <= after - wake_at <= timedelta(seconds=1)
     job = await node.store.get_job(handle.job_id)
     assert job is not None and job.task == "steps_then_sleep" and job.dedup_key == f"wf-{t}"
     assert job.input == {"tag": t, "fail_times": 2}
