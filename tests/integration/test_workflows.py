@@ -154,3 +154,35 @@ async def test_a_transaction_steps_writes_commit_with_its_record(
         assert sorted(r[0] for r in rows) == [1, 2]  # once each, across the replay
     finally:
         await engine.dispose()
+
+
+async def test_a_waiting_workflow_is_cancelled_and_a_retry_goes_on_from_its_record(
+    client: tuple[Node, headwater.WorkflowClient], tmp_path: Path
+) -> None:
+    node, c = client
+    t = tag()
+    waiting = await c.start(app.talker, t)
+
+    async def let_go() -> bool:
+        job = await node.store.get_job(waiting.job_id)
+        return job is not None and job.suspended
+
+    from tests.polling import eventually
+
+    await eventually(let_go, timeout=20, what="the workflow waiting without a worker")
+    await node.store.request_cancel(waiting.job_id)
+    with pytest.raises(headwater.WorkflowFailedError, match="cancelled"):
+        await waiting.result_async(timeout=10)
+
+    flag = tmp_path / "flag"
+    flag.write_text("up")
+    failing = await c.start(app.fails_until_fixed, t, str(flag))
+    with pytest.raises(headwater.WorkflowFailedError, match="the flag is up"):
+        await failing.result_async(timeout=20)
+    flag.unlink()
+    job = await node.store.get_job(failing.job_id)
+    assert job is not None
+    retry = await node.submit(job.task, job.input, source_type="retry", source_id=job.id)
+    retried = headwater.WorkflowHandle(retry.id, retry.id)
+    assert await retried.result_async(timeout=20) == "calm"
+    assert app.CALLS[(t, "a")] == 1  # kept from the failed run's record
