@@ -29,6 +29,9 @@ from headwater.store.urls import normalise_url
 from tests.e2e.procs import REPO, Up, eventually
 
 APP = REPO / "tests" / "e2e" / "workflow_crash_app.py"
+# Each test restarts ``headwater up`` (1-6 times): seconds on an idle machine, minutes on
+# a crowded one (importing the node took 13 s at a load average of 12).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("crash")]
 
 
 def _db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
