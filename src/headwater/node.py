@@ -21,12 +21,14 @@ from typing import Any
 import structlog
 
 from headwater.artifacts import ArtifactStore
+from headwater.core.workflows import WorkflowStart
 from headwater.dispatch.dispatcher import (
     BatchingDispatcher,
     Dispatcher,
     DispatchStatus,
     Event,
     tag_sets,
+    workflow_event,
 )
 from headwater.dispatch.gather import Flusher
 from headwater.dispatch.hooks import HookFirer
@@ -35,6 +37,7 @@ from headwater.engine.executor import JobExecutor
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
+from headwater.engine.workflow_timers import run_workflow_timers
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
 from headwater.runners import RUNNER_TAGS, close_runners, open_runners
 from headwater.runners.base import Runner
@@ -251,6 +254,8 @@ class Node:
             max_line_bytes=self.settings.max_line_bytes,
             functions=self.functions,
             artifacts=self.artifacts,
+            workflow_store=self.store,
+            start_job=self._start_workflow,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         # Paused triggers (``headwater pause``), read from the store by every server.
@@ -482,6 +487,10 @@ class Node:
         assert outcome.job_id is not None
         return outcome.job_id
 
+    async def _start_workflow(self, start: WorkflowStart) -> InsertOutcome:
+        """A workflow run (``headwater.start_workflow``): its id is the job's dedup key."""
+        return await self.dispatcher.submit(workflow_event(start))
+
     async def close(self) -> None:
         if not self._started:
             return
@@ -494,7 +503,17 @@ class Node:
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         if self.worker is not None:
-            await self.worker.run(stop)
+            # Waiting workflows go back in the queue when their wait is over.
+            woken = self.worker.look_for_work
+            timers = asyncio.create_task(
+                run_workflow_timers(self.store, stop, woken), name="wf-timers"
+            )
+            try:
+                await self.worker.run(stop)
+            finally:
+                timers.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timers
 
     async def run_triggers(self, stop: asyncio.Event, watch: bool = True) -> None:
         """Every trigger (and the workspace watcher) until ``stop``."""

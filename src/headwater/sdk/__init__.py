@@ -8,9 +8,19 @@
   ``@on_receiver(MyReceiver, …)``: each message becomes a durable job whose one step
   calls the function (seed 004);
   ``@on("toy", …)`` is the same for any receiver in the catalog, a plugin's included.
+- ``@workflow`` / ``@step`` / ``@transaction``, ``start_workflow``, ``sleep``, ``recv`` /
+  ``send``, ``get_event`` / ``set_event``, ``WorkflowClient``: durable workflows whose
+  runs are jobs (``headwater.sdk.workflows``).
 """
 
-from headwater.errors import CommitInTransactionError, RegistrationError
+from headwater.errors import (
+    CommitInTransactionError,
+    NonDeterministicWorkflowError,
+    RegistrationError,
+    StepFailedError,
+    WorkflowError,
+    WorkflowFailedError,
+)
 from headwater.sdk.decorators import (
     consumer,
     on,
@@ -34,6 +44,25 @@ from headwater.sdk.events import Guarantee, StreamEvent
 from headwater.sdk.outbox import asend_event, send_event
 from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
 from headwater.sdk.registry import Registry, default_registry, set_default_registry
+from headwater.sdk.workflows import (
+    WorkflowClient,
+    WorkflowHandle,
+    get_event,
+    get_event_async,
+    recv,
+    recv_async,
+    send,
+    send_async,
+    set_event,
+    set_event_async,
+    sleep,
+    sleep_async,
+    start_workflow,
+    start_workflow_async,
+    step,
+    transaction,
+    workflow,
+)
 from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, ReceiverLag
 
 __all__ = [
@@ -41,15 +70,23 @@ __all__ = [
     "ConsumerRegistration",
     "EventReceiver",
     "Guarantee",
+    "NonDeterministicWorkflowError",
     "ReceiverContext",
     "ReceiverLag",
     "ReceiverRegistration",
     "RegistrationError",
     "Registry",
+    "StepFailedError",
     "StreamEvent",
+    "WorkflowClient",
+    "WorkflowError",
+    "WorkflowFailedError",
+    "WorkflowHandle",
     "asend_event",
     "consumer",
     "default_registry",
+    "get_event",
+    "get_event_async",
     "on",
     "on_amqp",
     "on_eventhubs",
@@ -66,6 +103,19 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "recv",
+    "recv_async",
+    "send",
+    "send_async",
     "send_event",
     "set_default_registry",
+    "set_event",
+    "set_event_async",
+    "sleep",
+    "sleep_async",
+    "start_workflow",
+    "start_workflow_async",
+    "step",
+    "transaction",
+    "workflow",
 ]

@@ -59,6 +59,7 @@ from headwater.server.routes_overview import overview_router
 from headwater.server.routes_state import state_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
+from headwater.server.routes_workflows import workflows_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
 from headwater.server.strict_json import StrictJsonMiddleware
 from headwater.server.ui import UiSessions, ui_router
@@ -159,6 +160,7 @@ def create_app(
     app.include_router(flow_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
     app.include_router(overview_router(api_deps))
+    app.include_router(workflows_router(api_deps))
     app.include_router(ops_router())
     # The web UI at / (login with the same keys; its session cookie also opens /api).
     ui_sessions = UiSessions(api_keys)

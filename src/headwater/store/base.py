@@ -53,6 +53,7 @@ from headwater.store.roles import (
     UpkeepStore,
     WakeUps,
     WorkerStore,
+    WorkflowStore,
 )
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ __all__ = [
     "WorkerRecord",
     "WorkerStore",
     "WorkerTokenRecord",
+    "WorkflowStore",
 ]
 
 
@@ -116,6 +118,7 @@ class Store(
     GatherStore,
     WakeUps,
     FlowStore,
+    WorkflowStore,
 ):
     """Durable state. Every method is one transaction unless said otherwise.
 
