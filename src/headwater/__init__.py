@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         on_redis_stream,
         on_sqlserver_cdc,
         on_sqs,
+        receiver_defaults,
         send_event,
         set_default_registry,
     )
@@ -82,6 +83,7 @@ _SDK_NAMES = (
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "receiver_defaults",
     "send_event",
     "set_default_registry",
 )
@@ -118,6 +120,7 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "receiver_defaults",
     "send_event",
     "set_default_registry",
 ]

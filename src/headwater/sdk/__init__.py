@@ -29,6 +29,7 @@ from headwater.sdk.decorators import (
     on_redis_stream,
     on_sqlserver_cdc,
     on_sqs,
+    receiver_defaults,
 )
 from headwater.sdk.events import Guarantee, StreamEvent
 from headwater.sdk.outbox import asend_event, send_event
@@ -66,6 +67,7 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "receiver_defaults",
     "send_event",
     "set_default_registry",
 ]
