@@ -27,7 +27,9 @@ if TYPE_CHECKING:
         RegistrationError,
         Registry,
         StreamEvent,
+        Submitter,
         asend_event,
+        asubmit,
         consumer,
         default_registry,
         on,
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         receiver_defaults,
         send_event,
         set_default_registry,
+        submit,
     )
 
 __version__ = "0.1.0"
@@ -64,7 +67,9 @@ _SDK_NAMES = (
     "RegistrationError",
     "Registry",
     "StreamEvent",
+    "Submitter",
     "asend_event",
+    "asubmit",
     "consumer",
     "default_registry",
     "on",
@@ -86,6 +91,7 @@ _SDK_NAMES = (
     "receiver_defaults",
     "send_event",
     "set_default_registry",
+    "submit",
 )
 
 __all__ = [
@@ -100,8 +106,10 @@ __all__ = [
     "RegistrationError",
     "Registry",
     "StreamEvent",
+    "Submitter",
     "__version__",
     "asend_event",
+    "asubmit",
     "consumer",
     "default_registry",
     "on",
@@ -123,6 +131,7 @@ __all__ = [
     "receiver_defaults",
     "send_event",
     "set_default_registry",
+    "submit",
 ]
 
 

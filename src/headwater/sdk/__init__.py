@@ -35,6 +35,7 @@ from headwater.sdk.events import Guarantee, StreamEvent
 from headwater.sdk.outbox import asend_event, send_event
 from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
 from headwater.sdk.registry import Registry, default_registry, set_default_registry
+from headwater.sdk.submitting import Submitter, asubmit, submit
 from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, ReceiverLag
 
 __all__ = [
@@ -48,7 +49,9 @@ __all__ = [
     "RegistrationError",
     "Registry",
     "StreamEvent",
+    "Submitter",
     "asend_event",
+    "asubmit",
     "consumer",
     "default_registry",
     "on",
@@ -70,4 +73,5 @@ __all__ = [
     "receiver_defaults",
     "send_event",
     "set_default_registry",
+    "submit",
 ]
