@@ -91,7 +91,7 @@ def test_the_one_call_form_reads_the_environment(
         headwater.submit("invoice", {"order": "C-3"})
 
     async def inside_a_loop() -> None:
-        with pytest.raises(ConfigError, match="await headwater.asubmit"):
+        with pytest.raises(ConfigError, match=r"await headwater\.asubmit"):
             headwater.submit("invoice", {"order": "C-3"}, workspace=workspace)
         assert (
             await headwater.asubmit(
