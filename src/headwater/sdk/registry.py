@@ -51,6 +51,7 @@ from headwater.workspace.models import (
     Workspace,
 )
 from headwater.workspace.receiver_triggers import RECEIVERS
+from headwater.workspace.workflow_refs import WORKFLOW_MARK
 
 __all__ = ["APP_ENV", "Registry", "default_registry", "set_default_registry"]
 
@@ -119,11 +120,15 @@ class Registry:
     # -- registering -----------------------------------------------------------------------
     def add(self, registration: Registration) -> None:
         existing = self._registrations.get(registration.name)
-        if existing is not None and existing.function is not registration.function:
+        if existing is not None and (
+            existing.function is not registration.function or existing.kind != registration.kind
+        ):
             raise RegistrationError(
                 f"two registrations are named {registration.name!r}: "
-                f"{function_ref(existing.function)} and {function_ref(registration.function)};"
-                " the name is the consumer's identity, so it must be unique"
+                f"{function_ref(existing.function)} ({existing.kind}) and"
+                f" {function_ref(registration.function)} ({registration.kind});"
+                " the name is the consumer's identity, so it must be unique (a receiver"
+                " that starts a workflow needs a name of its own)"
             )
         self._registrations[registration.name] = registration
 
@@ -176,10 +181,19 @@ class Registry:
         in YAML). On a method of a class, fields it misses may come from the class's
         ``receiver_defaults``."""
         check_name(name)
+        site = caller_site()
+        # ``target_workflow=``: this receiver starts that workflow (no function to decorate).
+        target = fields.get("target_workflow")
+        if target is not None and not isinstance(target, str):
+            if getattr(target, WORKFLOW_MARK, None) is None:
+                raise RegistrationError(
+                    f"{site}: receiver {name!r}: target_workflow must be a @headwater.workflow,"
+                    f" not {target!r}"
+                )
+            fields = {**fields, "target_workflow": function_ref(target)}
         given: dict[str, Any] = {"retry": retry, "timeout": timeout}
         given |= {"concurrency": concurrency, "rate_limit": rate_limit}
         options = {k: v for k, v in given.items() if v is not None}
-        site = caller_site()
         incomplete: RegistrationError | None = None
         try:
             receiver_settings(trigger_type, fields, name, options)
@@ -188,6 +202,11 @@ class Registry:
         except RegistrationError as exc:
             raise RegistrationError(f"{site}: {exc}") from None
         spec = ReceiverSpec(trigger_type, dict(fields), name, options, incomplete)
+        if target is not None and not isinstance(target, str):
+            if incomplete is not None:
+                raise RegistrationError(f"{site}: {incomplete}")
+            self.add(self.receiver_registration(spec, target))
+            return lambda fn: fn
 
         def decorate(fn: F) -> F:
             target = getattr(fn, "__func__", fn)  # above @staticmethod: the function in it
@@ -216,6 +235,8 @@ class Registry:
         fields = {k: v for k, v in defaults.items() if k not in DEFAULTABLE_OPTIONS}
         options = {k: v for k, v in defaults.items() if k in DEFAULTABLE_OPTIONS}
         merged = {**fields, **spec.fields}
+        if getattr(fn, WORKFLOW_MARK, None) is not None:  # stacked on @headwater.workflow
+            merged.setdefault("target_workflow", function_ref(fn))
         if isinstance(fields.get("options"), Mapping) and isinstance(
             spec.fields.get("options"), Mapping
         ):  # a custom receiver's own options: merged one level down
@@ -414,8 +435,14 @@ class Registry:
             step_input = {k: f"{{{{ input.{k} }}}}" for k in reg.accepted_kwargs}
             if "content_type" in step_input:  # only binary messages carry it
                 step_input["content_type"] = "{{ input.content_type | default(none) }}"
+            ref = function_ref(reg.function)
+            # A workflow: each message's job is one durable run, its dedup key the run's id.
+            is_workflow = getattr(reg.function, WORKFLOW_MARK, None) is not None
             action = Action(
-                type=ActionType.FUNCTION, function=function_ref(reg.function), timeout=reg.timeout
+                type=ActionType.WORKFLOW if is_workflow else ActionType.FUNCTION,
+                function=ref,
+                workflow=ref if is_workflow else None,
+                timeout=reg.timeout,
             )
             tasks[reg.name] = Task(
                 description=f"{reg.source} → {function_ref(reg.function)}",
