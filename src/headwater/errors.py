@@ -166,6 +166,35 @@ class ArtifactError(HeadwaterError):
     """A step's artifacts cannot be kept (too large, or no artifact storage here)."""
 
 
+class WorkflowError(HeadwaterError):
+    """A durable workflow cannot go on (see ``headwater.sdk.workflows``)."""
+
+
+class NonDeterministicWorkflowError(WorkflowError):
+    """A workflow's replay called other steps (or in another order) than its record says:
+    its code or what it depends on changed between runs. The workflow fails."""
+
+
+class StepFailedError(WorkflowError):
+    """A workflow step failed for good (after its retries); the same error is raised
+    when a replay reaches the recorded failure, so a workflow catching it behaves alike."""
+
+    def __init__(self, step: str, error: str) -> None:
+        super().__init__(f"step {step!r} failed: {error}")
+        self.step = step
+        self.error = error
+
+
+class WorkflowFailedError(WorkflowError):
+    """A workflow whose result was asked for failed or was cancelled."""
+
+    def __init__(self, workflow_id: str, status: str, error: str | None) -> None:
+        super().__init__(f"workflow {workflow_id!r} {status}: {error or 'no error given'}")
+        self.workflow_id = workflow_id
+        self.status = status
+        self.error = error
+
+
 def first_line(exc: BaseException, limit: int = 500) -> str:
     """An exception's first line (its type when it has no text), for one-line reasons
     shown to operators (``last_error``, rejected events)."""

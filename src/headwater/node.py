@@ -35,6 +35,7 @@ from headwater.engine.executor import JobExecutor
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
+from headwater.engine.workflow_timers import run_workflow_timers
 from headwater.errors import HeadwaterError, InputValidationError, NotFoundError
 from headwater.runners import RUNNER_TAGS, close_runners, open_runners
 from headwater.runners.base import Runner
@@ -251,6 +252,8 @@ class Node:
             max_line_bytes=self.settings.max_line_bytes,
             functions=self.functions,
             artifacts=self.artifacts,
+            workflow_store=self.store,
+            start_job=self._start_workflow,
         )
         self.emitter = LocalEmitter(self.store, self.dispatcher)
         # Paused triggers (``headwater pause``), read from the store by every server.
@@ -482,6 +485,15 @@ class Node:
         assert outcome.job_id is not None
         return outcome.job_id
 
+    async def _start_workflow(
+        self, task: str, payload: Mapping[str, Any], workflow_id: str | None, parent: str | None
+    ) -> InsertOutcome:
+        """A workflow run (``headwater.start_workflow``): its id is the job's dedup key."""
+        event = Event(
+            task, payload, "workflow", source_id=parent, dedup_key=workflow_id, parent_job_id=parent
+        )
+        return await self.dispatcher.submit(event)
+
     async def close(self) -> None:
         if not self._started:
             return
@@ -494,7 +506,14 @@ class Node:
 
     async def run_worker(self, stop: asyncio.Event) -> None:
         if self.worker is not None:
-            await self.worker.run(stop)
+            # Waiting workflows go back in the queue when their wait is over.
+            timers = asyncio.create_task(run_workflow_timers(self.store, stop), name="wf-timers")
+            try:
+                await self.worker.run(stop)
+            finally:
+                timers.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await timers
 
     async def run_triggers(self, stop: asyncio.Event, watch: bool = True) -> None:
         """Every trigger (and the workspace watcher) until ``stop``."""

@@ -28,6 +28,7 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.engine.function_context import WorkflowSuspended
 from headwater.engine.function_output import FunctionOutput, LineSink, install_routing
 from headwater.errors import JsonValueError
 
@@ -45,6 +46,7 @@ class FunctionOutcome:
     error: str | None = None
     traceback: tuple[str, ...] = ()
     cancelled: bool = False
+    suspended: bool = False  # a workflow waits: the job is let go, not ended
 
 
 def resolve_callable(ref: str) -> Callable[..., Any]:
@@ -236,6 +238,8 @@ class FunctionCache:
                 return FunctionOutcome(error="cancelled", cancelled=True)
             return FunctionOutcome(error=f"timed out after {timeout:g}s")
         failure = call.exception()
+        if isinstance(failure, WorkflowSuspended):
+            return FunctionOutcome(suspended=True)
         if failure is not None:
             lines = traceback.format_exception(type(failure), failure, failure.__traceback__)
             return FunctionOutcome(

@@ -18,6 +18,7 @@ from headwater.artifacts import ArtifactStore
 from headwater.engine.action_input import complete_action_input
 from headwater.engine.approval import is_approval, wait_for_approval
 from headwater.engine.control import ControlPlane
+from headwater.engine.function_context import CURRENT_FUNCTION, FunctionJob, StartJob
 from headwater.engine.functions import FunctionCache
 from headwater.engine.logwriter import LogWriter
 from headwater.engine.step_attempt import (
@@ -58,6 +59,7 @@ from headwater.store.base import (
     LogStream,
     StepStatus,
     StepUpdate,
+    Store,
 )
 from headwater.workspace.hooks import is_hook_task
 from headwater.workspace.models import Action, ActionType, RunnerKind, Step, Task, Workspace
@@ -141,8 +143,14 @@ class StepRunner:
         max_line_bytes: int = 1_048_576,
         functions: FunctionCache | None = None,
         artifacts: ArtifactStore | ArtifactKeeper | None = None,
+        workflow_store: Store | None = None,
+        start_job: StartJob | None = None,
     ) -> None:
         self.control = control
+        # Durable workflows' records (engine.function_context): the store in an embedded
+        # worker; a remote worker has none (its workflows fail with a clear error).
+        self._workflow_store = workflow_store
+        self._start_job = start_job
         # None: this worker keeps no artifacts
         self._artifacts = (
             LocalArtifacts(artifacts) if isinstance(artifacts, ArtifactStore) else artifacts
@@ -222,6 +230,11 @@ class StepRunner:
                 attempt = Attempt(StepStatus.FAILED, error=stop.reason, exit_code=attempt.exit_code)
             state.exit_code = attempt.exit_code
             state.output = attempt.output
+            if attempt.status is StepStatus.SUSPENDED:  # a workflow waits: let the job go
+                state.status = StepStatus.SUSPENDED
+                state.timeout_at = None
+                await self.record(job.id, state)
+                return
             can_retry = (
                 attempt.status is StepStatus.FAILED
                 and attempt.retryable
@@ -567,9 +580,26 @@ class StepRunner:
         async def sink(stream: LogStream, line: str) -> None:  # print() and logging
             await self.logs.write(LogLine(job.id, name, stream, line, _now()))
 
-        outcome = await self._functions.call(
-            action.function, dict(kwargs), timeout, stop.event, root, sink
+        token = CURRENT_FUNCTION.set(
+            FunctionJob(
+                job,
+                name,
+                action.function,
+                asyncio.get_running_loop(),
+                stop.event,
+                self._workflow_store,
+                self._start_job,
+            )
         )
+        try:
+            outcome = await self._functions.call(
+                action.function, dict(kwargs), timeout, stop.event, root, sink
+            )
+        finally:
+            CURRENT_FUNCTION.reset(token)
+        if outcome.suspended:
+            await self.system(job.id, name, "workflow waiting: the worker lets the job go")
+            return Attempt(StepStatus.SUSPENDED, output={"workflow": "waiting"})
         for line in outcome.traceback:
             await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))
         if outcome.error is not None:

@@ -8,6 +8,9 @@
   ``@on_receiver(MyReceiver, …)``: each message becomes a durable job whose one step
   calls the function (seed 004);
   ``@on("toy", …)`` is the same for any receiver in the catalog, a plugin's included.
+- ``@workflow`` / ``@step`` / ``@transaction``, ``start_workflow``, ``sleep``, ``recv`` /
+  ``send``, ``get_event`` / ``set_event``, ``WorkflowClient``: durable workflows whose
+  runs are jobs (``headwater.sdk.workflows``).
 """
 
 from headwater.errors import CommitInTransactionError, RegistrationError
@@ -36,6 +39,25 @@ from headwater.sdk.outbox import asend_event, send_event
 from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
 from headwater.sdk.registry import Registry, default_registry, set_default_registry
 from headwater.sdk.submitting import Submitter, asubmit, submit
+from headwater.sdk.workflows import (
+    WorkflowClient,
+    WorkflowHandle,
+    get_event,
+    get_event_async,
+    recv,
+    recv_async,
+    send,
+    send_async,
+    set_event,
+    set_event_async,
+    sleep,
+    sleep_async,
+    start_workflow,
+    start_workflow_async,
+    step,
+    transaction,
+    workflow,
+)
 from headwater.triggers.receivers.base import EventReceiver, ReceiverContext, ReceiverLag
 
 __all__ = [
@@ -50,10 +72,14 @@ __all__ = [
     "Registry",
     "StreamEvent",
     "Submitter",
+    "WorkflowClient",
+    "WorkflowHandle",
     "asend_event",
     "asubmit",
     "consumer",
     "default_registry",
+    "get_event",
+    "get_event_async",
     "on",
     "on_amqp",
     "on_eventhubs",
@@ -71,7 +97,20 @@ __all__ = [
     "on_sqlserver_cdc",
     "on_sqs",
     "receiver_defaults",
+    "recv",
+    "recv_async",
+    "send",
+    "send_async",
     "send_event",
     "set_default_registry",
+    "set_event",
+    "set_event_async",
+    "sleep",
+    "sleep_async",
+    "start_workflow",
+    "start_workflow_async",
+    "step",
     "submit",
+    "transaction",
+    "workflow",
 ]

@@ -15,7 +15,7 @@ from headwater.workspace.flow_models import Concurrency, RateLimit
 from headwater.workspace.models import RetryPolicy, parse_duration
 from headwater.workspace.receiver_triggers import RECEIVERS, ReceiverTriggerBase
 
-__all__ = ["Missing", "caller_site", "check_static", "receiver_settings"]
+__all__ = ["Missing", "caller_site", "check_static", "receiver_settings", "task_flow"]
 
 
 class Missing(RegistrationError):
@@ -29,7 +29,7 @@ def receiver_settings(
     model = RECEIVERS.get(trigger_type)
     if model is None:
         raise RegistrationError(f"no receiver of type {trigger_type!r}")
-    flow = _flow(name, options.get("concurrency"), options.get("rate_limit"))
+    flow = task_flow(name, options.get("concurrency"), options.get("rate_limit"))
     try:
         trigger = model.model_validate({**fields, "type": trigger_type, "target_task": name})
     except ValidationError as exc:
@@ -69,7 +69,7 @@ def check_static(fn: Callable[..., Any]) -> None:
         )
 
 
-def _flow(
+def task_flow(
     name: str,
     concurrency: Concurrency | Mapping[str, Any] | None,
     rate_limit: RateLimit | Mapping[str, Any] | None,

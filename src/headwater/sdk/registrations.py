@@ -34,6 +34,7 @@ __all__ = [
     "ConsumerRegistration",
     "ReceiverRegistration",
     "Registration",
+    "WorkflowRegistration",
     "check_name",
     "function_ref",
 ]
@@ -228,4 +229,54 @@ def _source_of(trigger: ReceiverTriggerBase) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
-Registration = ConsumerRegistration | ReceiverRegistration
+@dataclass(frozen=True, slots=True)
+class WorkflowRegistration:
+    """``@headwater.workflow``: a task ``{name}`` whose one step runs the workflow's
+    function (``type: function``), durably (``headwater.sdk.workflows``)."""
+
+    name: str
+    app: str
+    function: Callable[..., Any]  # the decorated wrapper (what the task's step calls)
+    flow: Mapping[str, Any] = field(default_factory=dict)  # the task's concurrency, rate_limit
+    kind: str = field(default="workflow", init=False)
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        app: str,
+        function: Callable[..., Any],
+        *,
+        concurrency: Mapping[str, Any] | None = None,
+        rate_limit: Mapping[str, Any] | None = None,
+    ) -> WorkflowRegistration:
+        flow = {
+            key: value
+            for key, value in (("concurrency", concurrency), ("rate_limit", rate_limit))
+            if value is not None
+        }
+        return cls(name, app, function, flow)
+
+    @property
+    def full_name(self) -> str:
+        return f"{self.app}.{self.name}"
+
+    @property
+    def source(self) -> str:
+        return "workflow"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "full_name": self.full_name,
+            "kind": self.kind,
+            "source": self.source,
+            "function": function_ref(self.function),
+            "task": self.name,
+        }
+
+
+Registration = ConsumerRegistration | ReceiverRegistration | WorkflowRegistration

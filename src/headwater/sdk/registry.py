@@ -33,11 +33,13 @@ from headwater.sdk.receiver_settings import (
     caller_site,
     check_static,
     receiver_settings,
+    task_flow,
 )
 from headwater.sdk.registrations import (
     ConsumerRegistration,
     ReceiverRegistration,
     Registration,
+    WorkflowRegistration,
     check_name,
     function_ref,
 )
@@ -69,6 +71,7 @@ _TASK_FLOW = ("concurrency", "rate_limit")
 HANDLER_STEP = "handler"
 # The decorators' connection arguments: optional, as a class may give them.
 _CONNECTION = ("url", "client_id", "bootstrap_servers", "connection_string")
+WORKFLOW_STEP = "workflow"  # the one step of a workflow's task (sdk.workflows.handles)
 
 
 class Registry:
@@ -102,6 +105,10 @@ class Registry:
     def receivers(self) -> list[ReceiverRegistration]:
         return [r for r in self if isinstance(r, ReceiverRegistration)]
 
+    @property
+    def workflows(self) -> list[WorkflowRegistration]:
+        return [r for r in self if isinstance(r, WorkflowRegistration)]
+
     def describe(self) -> list[dict[str, Any]]:
         return [r.describe() for r in self]
 
@@ -131,6 +138,15 @@ class Registry:
                 " that starts a workflow needs a name of its own)"
             )
         self._registrations[registration.name] = registration
+
+    def add_workflow(self, registration: WorkflowRegistration) -> None:
+        """``@headwater.workflow`` (its flow control checked now: a typo fails at import)."""
+        task_flow(
+            registration.name,
+            registration.flow.get("concurrency"),
+            registration.flow.get("rate_limit"),
+        )
+        self.add(registration)
 
     def consumer(
         self,
@@ -424,7 +440,9 @@ class Registry:
     def functions(self) -> dict[str, Callable[..., Any]]:
         """Function refs of the receiver registrations → the callables (so functions
         defined where import by name cannot reach them still resolve in-process)."""
-        return {function_ref(r.function): r.function for r in self.receivers}
+        found = {function_ref(r.function): r.function for r in self.receivers}
+        found.update((function_ref(r.function), r.function) for r in self.workflows)
+        return found
 
     def workspace(self, root: Path | None = None) -> Workspace:
         """The workspace the receiver registrations run as: per registration a task
@@ -450,6 +468,15 @@ class Registry:
                 **reg.flow,
             )
             triggers[reg.name] = reg.trigger
+        for wf in self.workflows:
+            # No step input: the workflow takes the job's input (the call's arguments
+            # by name) as its keyword arguments.
+            action = Action(type=ActionType.FUNCTION, function=function_ref(wf.function))
+            tasks[wf.name] = Task(
+                description=f"workflow {function_ref(wf.function)}",
+                flow={WORKFLOW_STEP: Step(inline=action, input={})},
+                **task_flow(wf.name, wf.flow.get("concurrency"), wf.flow.get("rate_limit")),
+            )
         return Workspace.model_validate(
             {
                 "name": self.app,

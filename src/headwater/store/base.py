@@ -51,6 +51,7 @@ from headwater.store.roles import (
     UpkeepStore,
     WakeUps,
     WorkerStore,
+    WorkflowStore,
 )
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ __all__ = [
     "WorkerRecord",
     "WorkerStore",
     "WorkerTokenRecord",
+    "WorkflowStore",
 ]
 
 
@@ -112,6 +114,7 @@ class Store(
     GatherStore,
     WakeUps,
     FlowStore,
+    WorkflowStore,
 ):
     """Durable state. Every method is one transaction unless said otherwise.
 

@@ -54,6 +54,7 @@ from headwater.store.memory_approval import MemoryApprovalOps
 from headwater.store.memory_flow import MemoryFlowOps
 from headwater.store.memory_gather import MemoryGatherOps
 from headwater.store.memory_ops import MemoryOps
+from headwater.store.memory_workflow import MemoryWorkflowOps
 from headwater.store.notify import Broadcaster
 
 __all__ = ["InMemoryStore"]
@@ -78,7 +79,9 @@ def _step(job_id: str, s: StepUpdate) -> StepRecord:
     )
 
 
-class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps, Store):
+class InMemoryStore(
+    MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps, MemoryWorkflowOps, Store
+):
     """The Store in memory. ``jobs``, ``steps``, ``logs``… are plain attributes a test may
     read; write through the Store methods so wake-ups and invariants hold."""
 
@@ -96,6 +99,10 @@ class InMemoryStore(MemoryApprovalOps, MemoryOps, MemoryFlowOps, MemoryGatherOps
         self.gather_buffers = {}
         self.gather_seen = {}
         self.flows: dict[str, tuple[int, JobFlow]] = {}  # job id → (priority, flow limits)
+        self.workflow_records = {}
+        self.workflow_messages = {}
+        self.workflow_events = {}
+        self.workflow_waits = {}
         self.closed = False
         self._broadcaster = Broadcaster()
         self._rate_wake = WakeTimer(self._broadcaster.publish)

@@ -34,6 +34,7 @@ from headwater.core.records import (
     WorkerTokenRecord,
 )
 from headwater.core.status import Channel, JobStatus, PauseKind, StepStatus
+from headwater.core.workflows import WorkflowStep, WorkflowWait
 from headwater.store.notify import Subscription
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ __all__ = [
     "UpkeepStore",
     "WakeUps",
     "WorkerStore",
+    "WorkflowStore",
 ]
 
 
@@ -436,3 +438,75 @@ class WakeUps(abc.ABC):
     def subscribe(self, channel: Channel) -> Subscription:
         """Payloads published on ``channel`` after this call, from this process and (on
         PostgreSQL) from every other process. Close the subscription when done."""
+
+
+class WorkflowStore(abc.ABC):
+    """Durable Python workflows (``headwater.sdk.workflows``): a workflow run is a job;
+    its step records, messages, events and waits are keyed by the job's id."""
+
+    @abc.abstractmethod
+    async def find_workflow(self, workflow_id: str) -> JobRecord | None:
+        """The job of a workflow: the one whose dedup key is ``workflow_id``, else the
+        job with that id."""
+
+    @abc.abstractmethod
+    async def workflow_steps(self, job_id: str) -> list[WorkflowStep]:
+        """The recorded calls of a workflow, in call order."""
+
+    @abc.abstractmethod
+    async def record_workflow_step(self, job_id: str, step: WorkflowStep) -> WorkflowStep:
+        """Record ``step``; when its ``seq`` is recorded already (another run of the same
+        workflow got there first) nothing changes and that record is returned."""
+
+    @abc.abstractmethod
+    async def run_transaction_step(
+        self, job_id: str, step: WorkflowStep, body: Any
+    ) -> WorkflowStep:
+        """``await body(session)`` on a session of the store's database, then record
+        ``step`` (its output: what ``body`` returned) in the same transaction: the body's
+        writes and the record commit together or not at all. A ``seq`` recorded already
+        returns that record without calling ``body``."""
+
+    @abc.abstractmethod
+    async def send_workflow_message(
+        self,
+        job_id: str,
+        topic: str,
+        message: Any,
+        sender: tuple[str, WorkflowStep] | None = None,
+    ) -> WorkflowStep | None:
+        """Queue ``message`` for workflow job ``job_id`` and wake it if it waits on
+        ``topic``. ``sender``: (job id, step) of a workflow sending it, recorded in the same
+        transaction (a replay sends nothing: the recorded step is returned)."""
+
+    @abc.abstractmethod
+    async def receive_workflow_message(
+        self, job_id: str, topic: str, step: WorkflowStep
+    ) -> WorkflowStep | None:
+        """Take the oldest message on ``topic`` and record ``step`` with it as output, in
+        one transaction; None when there is none (and ``step`` is not recorded)."""
+
+    @abc.abstractmethod
+    async def set_workflow_event(
+        self, job_id: str, key: str, value: Any, step: WorkflowStep
+    ) -> WorkflowStep:
+        """Publish ``value`` under ``key`` and record ``step``, in one transaction; wakes
+        the workflows waiting for it."""
+
+    @abc.abstractmethod
+    async def get_workflow_event(self, job_id: str, key: str) -> tuple[bool, Any]:
+        """(found, value) of an event of workflow job ``job_id``."""
+
+    @abc.abstractmethod
+    async def wait_workflow(self, wait: WorkflowWait) -> None:
+        """Note what the workflow will wait for once its worker lets it go (replaces any
+        earlier wait of the job)."""
+
+    @abc.abstractmethod
+    async def wake_workflows(self, now: datetime) -> list[str]:
+        """Put back in the queue the let-go workflows whose wait is over (time reached,
+        message or event arrived); their ids."""
+
+    @abc.abstractmethod
+    async def next_workflow_wake(self) -> datetime | None:
+        """The earliest ``wake_at`` of the waiting workflows."""

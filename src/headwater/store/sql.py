@@ -80,6 +80,7 @@ from headwater.store.state_ops import StateOps
 from headwater.store.upkeep_ops import UpkeepOps
 from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
 from headwater.store.worker_ops import WorkerOps
+from headwater.store.workflow_ops import WorkflowOps
 
 __all__ = ["SqlStore", "default_sqlite_url", "normalise_url", "open_store"]
 
@@ -160,6 +161,7 @@ class SqlStore(
     UpkeepOps,
     FlowOps,
     GatherOps,
+    WorkflowOps,
     Store,
 ):
     """The Store on SQLite or PostgreSQL. Use ``open_store``; one instance per process."""

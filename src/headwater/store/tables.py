@@ -52,6 +52,10 @@ __all__ = [
     "steps",
     "worker_tokens",
     "workers",
+    "workflow_events",
+    "workflow_messages",
+    "workflow_steps",
+    "workflow_waits",
 ]
 
 # Constraint names follow one convention so migrations can refer to them on every dialect.
@@ -489,4 +493,63 @@ gather_events = Table(
         sqlite_where=text("job_id IS NOT NULL"),
     ),
     sqlite_autoincrement=True,
+)
+
+
+# Durable Python workflows (headwater.sdk.workflows): a workflow run is a job; these
+# hold what its replay needs. ``workflow_steps``: one row per step call in call order
+# (``seq``), written in the transaction that completes the step, so a replay returns
+# the recorded output instead of running the step again.
+workflow_steps = Table(
+    "workflow_steps",
+    metadata,
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("kind", Text, nullable=False),  # step, transaction, sleep, recv, send, ...
+    Column("status", Text, nullable=False),  # completed | failed
+    Column("output", _json()),
+    Column("error", Text),
+    Column("attempts", Integer, nullable=False, server_default=text("1")),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime, nullable=False),
+)
+
+# Messages sent to a workflow (``headwater.send``), oldest first per topic; a ``recv``
+# deletes the one it takes in the transaction that records it.
+workflow_messages = Table(
+    "workflow_messages",
+    metadata,
+    Column("id", _serial(), primary_key=True, autoincrement=True),
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("topic", Text, nullable=False),
+    Column("message", _json()),
+    Column("created_at", UtcDateTime, nullable=False),
+    Index("ix_workflow_messages_job_id_topic_id", "job_id", "topic", "id"),
+    sqlite_autoincrement=True,
+)
+
+# What a workflow published (``headwater.set_event``): the last value per key.
+workflow_events = Table(
+    "workflow_events",
+    metadata,
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("key", Text, primary_key=True),
+    Column("value", _json()),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# A row while a workflow waits with no worker (sleep, recv, get_event): the timer sweep
+# puts the job back in the queue at ``wake_at``; a message or an event it waits for sets
+# ``wake_at`` to now.
+workflow_waits = Table(
+    "workflow_waits",
+    metadata,
+    Column("job_id", Text, ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("wake_at", UtcDateTime),
+    Column("topic", Text),  # recv: the topic it waits on
+    Column("event_job_id", Text),  # get_event: whose event ...
+    Column("event_key", Text),  # ... under which key
+    Index("ix_workflow_waits_wake_at", "wake_at"),
+    Index("ix_workflow_waits_event", "event_job_id", "event_key"),
 )
