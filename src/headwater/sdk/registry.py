@@ -64,7 +64,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 C = TypeVar("C", bound=type)
 _TRIGGER_LEVEL = (
     *("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled", "priority"),
-    *("debounce", "batch"),
+    *("debounce", "batch", "target_workflow"),
 )
 # The handler task's flow control (the workspace's task keys of the same names).
 _TASK_FLOW = ("concurrency", "rate_limit")

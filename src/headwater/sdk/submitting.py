@@ -6,9 +6,16 @@ its dedup. An ``idempotency_key`` shares its key space with the API's
 ``Idempotency-Key`` header: one key is one job whichever way it came, the same key twice
 returns the first job, and the same key for another task or another input is refused.
 
-Where it writes: ``workspace`` (a YAML file or folder) and ``db`` (the store URL), or
-``$HEADWATER_WORKSPACE`` and ``$HEADWATER_DATABASE_URL``, as ``headwater up`` reads them.
-``submit`` opens the store for one call; a ``Submitter`` keeps it open for many.
+Where it writes:
+- inside a workflow (not in a step's body): a recorded call, like a step. The job is
+  inserted once: a replay returns the recorded job id, and the key defaults to
+  ``{workflow id}/{call number}``, so a crash between the insert and its record does not
+  insert a second job;
+- inside any other job on an embedded worker: through the node's dispatcher (its
+  workspace must have the task);
+- elsewhere: ``workspace`` (a YAML file or folder) and ``db`` (the store URL), or
+  ``$HEADWATER_WORKSPACE`` and ``$HEADWATER_DATABASE_URL``, as ``headwater up`` reads
+  them. ``submit`` opens the store for one call; a ``Submitter`` keeps it open for many.
 """
 
 from __future__ import annotations
@@ -16,12 +23,23 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from headwater.core.workflows import WorkflowStep, WorkflowStepKind
 from headwater.dispatch.dispatcher import Dispatcher, Event
-from headwater.errors import ConfigError, ConflictError, IdempotencyKeyReusedError
+from headwater.engine.function_context import CURRENT_FUNCTION, StartJob
+from headwater.errors import (
+    ConfigError,
+    ConflictError,
+    IdempotencyKeyReusedError,
+    InputValidationError,
+    NotFoundError,
+    WorkflowError,
+)
+from headwater.sdk.workflows.runtime import RUN, WorkflowRun, on_loop
 from headwater.store.base import Store
 from headwater.workspace.models import Workspace
 
@@ -137,6 +155,13 @@ async def asubmit(
     db: str | None = None,
 ) -> str:
     """Enqueue one job of ``task`` (a YAML task); returns its id."""
+    if workspace is None and db is None:
+        run = RUN.get()
+        if run is not None and not run.in_step and run.start_job is not None:
+            return await _recorded(run, task, input, idempotency_key)
+        fjob = CURRENT_FUNCTION.get()
+        if fjob is not None and fjob.start_job is not None:
+            return await _from_job(fjob.start_job, fjob.job.id, task, input, idempotency_key)
     async with Submitter(workspace, db=db) as submitter:
         return await submitter.submit(task, input, idempotency_key=idempotency_key)
 
@@ -151,6 +176,14 @@ def submit(
 ) -> str:
     """``asubmit`` for synchronous code (not inside a running event loop: there, await
     ``headwater.asubmit``)."""
+    coro = asubmit(task, input, idempotency_key=idempotency_key, workspace=workspace, db=db)
+    fjob = CURRENT_FUNCTION.get()
+    if workspace is None and db is None and fjob is not None and fjob.start_job is not None:
+        run = RUN.get()
+        if run is not None:  # a sync workflow's thread: the worker's loop writes
+            return run.call(coro)
+        return on_loop(fjob.loop, coro)  # a sync function step's thread
+    coro.close()
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -160,6 +193,47 @@ def submit(
     return asyncio.run(
         asubmit(task, input, idempotency_key=idempotency_key, workspace=workspace, db=db)
     )
+
+
+async def _from_job(
+    start_job: StartJob,
+    parent: str,
+    task: str,
+    input: Mapping[str, Any] | None,
+    key: str | None,
+) -> str:
+    dedup_key = idempotency_dedup_key(key) if key else None
+    outcome = await start_job(task, dict(input or {}), dedup_key, parent)
+    return outcome.id
+
+
+async def _recorded(
+    run: WorkflowRun, task: str, input: Mapping[str, Any] | None, key: str | None
+) -> str:
+    """``submit`` as a workflow's durable call (kind step, name ``submit:{task}``)."""
+    name = f"submit:{task}"
+    seq, record = run.next(WorkflowStepKind.STEP, name)
+    if record is not None:
+        if record.failed:
+            raise WorkflowError(f"{name} failed in the recorded run: {record.error}")
+        return str(record.output)
+    assert run.start_job is not None
+    started = datetime.now(UTC)
+    try:
+        job_id = await _from_job(
+            run.start_job, run.job_id, task, input, key or f"{run.workflow_id}/{seq}"
+        )
+    except (NotFoundError, InputValidationError) as exc:  # no replay would do better
+        failed = WorkflowStep(
+            seq, name, WorkflowStepKind.STEP, "failed", None, str(exc), 1, started
+        )
+        await run.store.record_workflow_step(run.job_id, failed)
+        raise
+    done = WorkflowStep(
+        seq, name, WorkflowStepKind.STEP, "completed", job_id, None, 1, started, datetime.now(UTC)
+    )
+    stored = await run.store.record_workflow_step(run.job_id, done)
+    return str(stored.output)
 
 
 def _workspace(given: Workspace | str | Path | None) -> Workspace:

@@ -48,7 +48,9 @@ class WorkflowClient:
 
     async def __aenter__(self) -> WorkflowClient:
         self._store = await open_store(self._url)
-        workspace = (self._registry or default_registry()).workspace()
+        workspace = (
+            self._registry if self._registry is not None else default_registry()
+        ).workspace()
         dispatcher = Dispatcher(self._store, lambda: workspace)
 
         async def start_job(

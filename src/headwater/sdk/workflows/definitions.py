@@ -185,10 +185,10 @@ def workflow(
             )
         definition = WorkflowDef(name or f.__name__, f, inspect.iscoroutinefunction(f))
         wrapper = _wrap(definition)
-        (registry or default_registry()).add_workflow(
+        (registry if registry is not None else default_registry()).add_workflow(
             WorkflowRegistration.of(
                 definition.name,
-                (registry or default_registry()).app,
+                (registry if registry is not None else default_registry()).app,
                 wrapper,
                 concurrency=concurrency,
                 rate_limit=rate_limit,
