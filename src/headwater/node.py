@@ -21,12 +21,14 @@ from typing import Any
 import structlog
 
 from headwater.artifacts import ArtifactStore
+from headwater.core.workflows import WorkflowStart
 from headwater.dispatch.dispatcher import (
     BatchingDispatcher,
     Dispatcher,
     DispatchStatus,
     Event,
     tag_sets,
+    workflow_event,
 )
 from headwater.dispatch.gather import Flusher
 from headwater.dispatch.hooks import HookFirer
@@ -485,14 +487,9 @@ class Node:
         assert outcome.job_id is not None
         return outcome.job_id
 
-    async def _start_workflow(
-        self, task: str, payload: Mapping[str, Any], workflow_id: str | None, parent: str | None
-    ) -> InsertOutcome:
+    async def _start_workflow(self, start: WorkflowStart) -> InsertOutcome:
         """A workflow run (``headwater.start_workflow``): its id is the job's dedup key."""
-        event = Event(
-            task, payload, "workflow", source_id=parent, dedup_key=workflow_id, parent_job_id=parent
-        )
-        return await self.dispatcher.submit(event)
+        return await self.dispatcher.submit(workflow_event(start))
 
     async def close(self) -> None:
         if not self._started:

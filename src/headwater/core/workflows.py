@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["FINISHED_KEY", "TIMED_OUT", "WorkflowStep", "WorkflowStepKind", "WorkflowWait"]
+__all__ = [
+    "FINISHED_KEY",
+    "TIMED_OUT",
+    "WorkflowStart",
+    "WorkflowStep",
+    "WorkflowStepKind",
+    "WorkflowWait",
+]
 
 
 class WorkflowStepKind(StrEnum):
@@ -61,3 +69,14 @@ class WorkflowWait:
     topic: str | None = None
     event_job_id: str | None = None
     event_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStart:
+    """A workflow run to start: a job of ``task`` whose dedup key is ``workflow_id``."""
+
+    task: str
+    input: Mapping[str, Any]
+    workflow_id: str
+    parent_job_id: str | None = None
+    max_attempts: int | None = None  # claims before recovery fails it (None: the default)

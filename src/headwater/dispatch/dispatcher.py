@@ -23,6 +23,7 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
+from headwater.core.workflows import WorkflowStart
 from headwater.dispatch.flow import FlowPlan, trigger_priorities
 from headwater.dispatch.gather import Gathered, Gatherer
 from headwater.errors import InputValidationError, JsonValueError, NotFoundError, first_line
@@ -51,6 +52,7 @@ __all__ = [
     "PreparedBatch",
     "tag_sets",
     "task_tags",
+    "workflow_event",
 ]
 
 log = structlog.get_logger(__name__)
@@ -88,6 +90,20 @@ class DispatchOutcome:
     status: DispatchStatus
     job_id: str | None = None
     reason: str | None = None
+
+
+def workflow_event(start: WorkflowStart) -> Event:
+    """The event of a workflow run (``headwater.start_workflow``): the workflow id is the
+    job's dedup key, so a second start with that id finds the first run's job."""
+    return Event(
+        start.task,
+        start.input,
+        "workflow",
+        source_id=start.parent_job_id,
+        dedup_key=start.workflow_id,
+        parent_job_id=start.parent_job_id,
+        max_attempts=start.max_attempts,
+    )
 
 
 def task_tags(workspace: Workspace, task: Task) -> frozenset[str]:

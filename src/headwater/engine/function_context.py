@@ -10,18 +10,19 @@ the runner lets the job go instead of ending the step.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any
 
+from headwater.core.workflows import WorkflowStart
 from headwater.store.base import InsertOutcome, JobRecord, Store
 
-__all__ = ["CURRENT_FUNCTION", "FunctionJob", "StartJob", "WorkflowSuspended"]
+__all__ = ["CURRENT_FUNCTION", "FunctionJob", "StartJob", "WorkflowStart", "WorkflowSuspended"]
 
-# (task, input, dedup key, parent job id) → the insert's outcome, through the node's
-# Dispatcher (the one writer of jobs).
-StartJob = Callable[[str, Mapping[str, Any], str | None, str | None], Awaitable[InsertOutcome]]
+
+# Starts one through the node's Dispatcher (the one writer of jobs): the insert's outcome
+# (not created: a run with that workflow id exists, and that is its job).
+StartJob = Callable[[WorkflowStart], Awaitable[InsertOutcome]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,14 @@
   runs are jobs (``headwater.sdk.workflows``).
 """
 
-from headwater.errors import CommitInTransactionError, RegistrationError
+from headwater.errors import (
+    CommitInTransactionError,
+    NonDeterministicWorkflowError,
+    RegistrationError,
+    StepFailedError,
+    WorkflowError,
+    WorkflowFailedError,
+)
 from headwater.sdk.decorators import (
     consumer,
     on,
@@ -65,14 +72,18 @@ __all__ = [
     "ConsumerRegistration",
     "EventReceiver",
     "Guarantee",
+    "NonDeterministicWorkflowError",
     "ReceiverContext",
     "ReceiverLag",
     "ReceiverRegistration",
     "RegistrationError",
     "Registry",
+    "StepFailedError",
     "StreamEvent",
     "Submitter",
     "WorkflowClient",
+    "WorkflowError",
+    "WorkflowFailedError",
     "WorkflowHandle",
     "asend_event",
     "asubmit",

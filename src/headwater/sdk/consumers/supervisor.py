@@ -113,7 +113,9 @@ class Supervisor:
             ]
             beat = folder / f"{app}.{reg.name}.{os.getpid()}.json"
             units.append(Unit(reg.full_name, reg.name, reg.stream, argv, beat))
-        if self.registry.receivers and (not only or RECEIVERS_UNIT in only):
+        # The receivers' node runs the workflows too (a worker with the store).
+        runs_jobs = self.registry.receivers or self.registry.workflows
+        if runs_jobs and (not only or RECEIVERS_UNIT in only):
             argv = [sys.executable, "-m", "headwater.sdk.receiver_node", self.spec]
             beat = folder / f"{app}.receivers.{os.getpid()}.json"
             units.append(Unit(f"{app}.{RECEIVERS_UNIT}", RECEIVERS_UNIT, None, argv, beat))

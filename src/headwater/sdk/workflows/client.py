@@ -14,11 +14,12 @@ other job is written; the workers run them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from contextvars import Token
 from typing import Any
 
-from headwater.dispatch.dispatcher import Dispatcher, Event
+from headwater.core.workflows import WorkflowStart
+from headwater.dispatch.dispatcher import Dispatcher, workflow_event
 from headwater.errors import NotFoundError
 from headwater.sdk.registry import Registry, default_registry
 from headwater.sdk.workflows.backend import CLIENT, Backend
@@ -34,9 +35,19 @@ __all__ = ["WorkflowClient"]
 class WorkflowClient:
     """A connection to headwater's store for starting and talking to workflows."""
 
-    def __init__(self, db_url: str, registry: Registry | None = None) -> None:
+    def __init__(
+        self,
+        db_url: str | None = None,
+        registry: Registry | None = None,
+        *,
+        store: Store | None = None,
+    ) -> None:
+        """``db_url``: headwater's database; or ``store``, one already open (kept open)."""
+        if (db_url is None) == (store is None):
+            raise ValueError("give WorkflowClient a db_url or a store")
         self._url = db_url
         self._registry = registry
+        self._given = store
         self._store: Store | None = None
         self._token: Token[Backend | None] | None = None
 
@@ -47,17 +58,13 @@ class WorkflowClient:
         return self._store
 
     async def __aenter__(self) -> WorkflowClient:
-        self._store = await open_store(self._url)
-        workspace = (
-            self._registry if self._registry is not None else default_registry()
-        ).workspace()
+        self._store = self._given or await open_store(str(self._url))
+        registry = self._registry if self._registry is not None else default_registry()
+        workspace = registry.workspace()
         dispatcher = Dispatcher(self._store, lambda: workspace)
 
-        async def start_job(
-            task: str, payload: Mapping[str, Any], dedup_key: str | None, parent: str | None
-        ) -> InsertOutcome:
-            event = Event(task, payload, "workflow", source_id=parent, dedup_key=dedup_key)
-            return await dispatcher.submit(event)
+        async def start_job(start: WorkflowStart) -> InsertOutcome:
+            return await dispatcher.submit(workflow_event(start))
 
         self._token = CLIENT.set(Backend(self._store, start_job, asyncio.get_running_loop()))
         return self
@@ -66,9 +73,9 @@ class WorkflowClient:
         if self._token is not None:
             CLIENT.reset(self._token)
             self._token = None
-        if self._store is not None:
+        if self._store is not None and self._given is None:
             await self._store.close()
-            self._store = None
+        self._store = None
 
     async def start(
         self, fn: Callable[..., Any], *args: Any, workflow_id: str | None = None, **kwargs: Any

@@ -51,6 +51,7 @@ class WorkflowDef:
     name: str
     function: Callable[..., Any]  # the user's function
     is_async: bool
+    max_attempts: int | None = None  # claims (crashes) before recovery fails a run
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments by name: the job's input (JSON)."""
@@ -129,7 +130,7 @@ def _wrap(definition: WorkflowDef) -> Callable[..., Any]:
                 assert fjob is not None
                 return await _body_async(definition, fjob, kwargs)
             inputs = definition.bind(args, kwargs)
-            handle = await start_definition(definition.name, inputs, None)
+            handle = await start_definition(definition.name, inputs, None, definition.max_attempts)
             return await handle.result_async()
 
         wrapper: Callable[..., Any] = call_async
@@ -161,6 +162,7 @@ def workflow(
     registry: Registry | None = None,
     concurrency: Mapping[str, Any] | None = None,
     rate_limit: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -172,10 +174,13 @@ def workflow(
     registry: Registry | None = None,
     concurrency: Mapping[str, Any] | None = None,
     rate_limit: Mapping[str, Any] | None = None,
+    max_attempts: int | None = None,
 ) -> Any:
     """Make ``fn`` (sync or async) a durable workflow: each run is a job of the task
     ``name`` (default: the function's name) whose input is the call's arguments by name;
-    ``concurrency`` and ``rate_limit`` are that task's (as in YAML)."""
+    ``concurrency`` and ``rate_limit`` are that task's (as in YAML); ``max_attempts``:
+    how many times a run is picked up after its worker was lost before it fails (None:
+    the node's default, 3; waits do not count)."""
 
     def decorate(f: F) -> F:
         if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(f).parameters.values()):
@@ -183,12 +188,15 @@ def workflow(
                 f"workflow {function_ref(f)}: *args cannot be passed by name (the job's"
                 " input): declare the parameters"
             )
-        definition = WorkflowDef(name or f.__name__, f, inspect.iscoroutinefunction(f))
+        definition = WorkflowDef(
+            name or f.__name__, f, inspect.iscoroutinefunction(f), max_attempts
+        )
         wrapper = _wrap(definition)
-        (registry if registry is not None else default_registry()).add_workflow(
+        target = registry if registry is not None else default_registry()  # empty is falsy
+        target.add_workflow(
             WorkflowRegistration.of(
                 definition.name,
-                (registry if registry is not None else default_registry()).app,
+                target.app,
                 wrapper,
                 concurrency=concurrency,
                 rate_limit=rate_limit,
@@ -254,7 +262,9 @@ async def start_workflow_async(
     ``workflow_id`` is the idempotency key: a run with that id already started is
     returned instead of starting another (default: a new UUID)."""
     definition = definition_of(fn)
-    return await start_definition(definition.name, definition.bind(args, kwargs), workflow_id)
+    return await start_definition(
+        definition.name, definition.bind(args, kwargs), workflow_id, definition.max_attempts
+    )
 
 
 def start_workflow(

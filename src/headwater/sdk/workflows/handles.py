@@ -18,6 +18,7 @@ from typing import Any
 from headwater.core.workflows import (
     FINISHED_KEY,
     TIMED_OUT,
+    WorkflowStart,
     WorkflowStep,
     WorkflowStepKind,
     WorkflowWait,
@@ -134,29 +135,37 @@ async def _child_result(run: WorkflowRun, handle: WorkflowHandle, timeout: float
 
 
 async def start_definition(
-    name: str, inputs: Mapping[str, Any], workflow_id: str | None
+    name: str,
+    inputs: Mapping[str, Any],
+    workflow_id: str | None,
+    max_attempts: int | None = None,
 ) -> WorkflowHandle:
     """Start workflow task ``name`` (or find the run ``workflow_id`` names)."""
     run = RUN.get()
     if run is not None and not run.in_step:
-        return await _start_child(run, name, inputs, workflow_id)
+        return await _start_child(run, name, inputs, workflow_id, max_attempts)
     found = backend()
     wid = workflow_id or str(uuid.uuid4())
     fjob = CURRENT_FUNCTION.get()
     parent = fjob.job.id if fjob is not None else None
-    outcome = await found.start_job(name, inputs, wid, parent)
+    outcome = await found.start_job(WorkflowStart(name, inputs, wid, parent, max_attempts))
     return WorkflowHandle(wid, outcome.id)
 
 
 async def _start_child(
-    run: WorkflowRun, name: str, inputs: Mapping[str, Any], workflow_id: str | None
+    run: WorkflowRun,
+    name: str,
+    inputs: Mapping[str, Any],
+    workflow_id: str | None,
+    max_attempts: int | None,
 ) -> WorkflowHandle:
     seq, record = run.next(WorkflowStepKind.CHILD, name)
     if record is None:
         if run.start_job is None:
             raise WorkflowError("this worker cannot start workflows (no dispatcher)")
         wid = workflow_id or f"{run.workflow_id}/{seq}"
-        outcome = await run.start_job(name, inputs, wid, run.job_id)
+        start = WorkflowStart(name, inputs, wid, run.job_id, max_attempts)
+        outcome = await run.start_job(start)
         started = {"workflow_id": wid, "job_id": outcome.id}
         record = await run.store.record_workflow_step(
             run.job_id, WorkflowStep(seq, name, WorkflowStepKind.CHILD, "completed", started)
