@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from headwater.core.workflows import WorkflowStep, WorkflowStepKind
+from headwater.core.workflows import WorkflowStart, WorkflowStep, WorkflowStepKind
 from headwater.dispatch.dispatcher import Dispatcher, Event
 from headwater.engine.function_context import CURRENT_FUNCTION, StartJob
 from headwater.errors import (
@@ -202,8 +203,10 @@ async def _from_job(
     input: Mapping[str, Any] | None,
     key: str | None,
 ) -> str:
-    dedup_key = idempotency_dedup_key(key) if key else None
-    outcome = await start_job(task, dict(input or {}), dedup_key, parent)
+    # The node's job starter keys every job (a workflow id): without an idempotency key,
+    # a fresh one (a new job each call, as outside a job).
+    dedup_key = idempotency_dedup_key(key or f"submit:{uuid.uuid4()}")
+    outcome = await start_job(WorkflowStart(task, dict(input or {}), dedup_key, parent))
     return outcome.id
 
 
