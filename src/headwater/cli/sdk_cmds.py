@@ -130,7 +130,9 @@ def _list(spec: str, as_json: bool) -> None:
         table.add_column(column, overflow="fold")
     from_class = False
     for item in items:
-        guarantee = item.get("guarantee") or "one job per message"
+        guarantee = item.get("guarantee") or (
+            "once per workflow id" if item["kind"] == "workflow" else "one job per message"
+        )
         table.add_row(
             escape(item["full_name"]),
             item["kind"],

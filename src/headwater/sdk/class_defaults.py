@@ -68,6 +68,8 @@ class ReceiverSpec:
 
 def where(obj: Any) -> str:
     """``file:line`` of a function or class (``?`` when Python does not know)."""
+    if callable(obj) and not isinstance(obj, type):
+        obj = inspect.unwrap(obj)  # a decorated function (a workflow): the user's own
     code = getattr(obj, "__code__", None)
     if code is not None:
         return f"{code.co_filename}:{code.co_firstlineno}"
