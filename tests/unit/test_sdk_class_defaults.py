@@ -4,6 +4,7 @@ own values, checked at import with the code's file:line, listed with secrets hid
 from __future__ import annotations
 
 import re
+import sys
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -182,3 +183,18 @@ def test_two_class_decorators_each_give_their_own_type() -> None:
     assert reg.get("k").trigger.bootstrap_servers == "k:9092"  # type: ignore[attr-defined]
     assert reg.get("r").describe()["config"]["url"] == "redis://•••@r:6379/0"
     assert {r.name for r in reg} == {"k", "r"}
+
+
+def test_the_fulfilment_example_registers_workflows_behind_receivers() -> None:
+    app = Path(__file__).parents[2] / "examples" / "sdk" / "fulfilment.py"
+    previous = set_default_registry(None)
+    try:
+        registry = load_registry(str(app))
+    finally:
+        set_default_registry(previous)
+        sys.modules.pop("fulfilment", None)
+    placed, cancelled = registry.get("order-placed"), registry.get("order-cancelled")
+    assert placed.describe()["config"]["target_workflow"] == "fulfilment:Orders.placed"
+    assert placed.class_defaults == ("group", "start_id", "url")
+    assert cancelled.describe()["config"]["target_workflow"] == "fulfilment:cancel"
+    assert {r.name for r in registry.workflows} == {"fulfil", "cancel", "fulfil_placed"}
