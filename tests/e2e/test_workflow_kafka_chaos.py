@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import require_module
 from tests.e2e.wf_kafka_chaos import run_chaos
 
-pytestmark = [pytest.mark.timeout(180), pytest.mark.xdist_group("crash")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180), pytest.mark.xdist_group("crash")]
 
 
 def test_kafka_messages_start_each_workflow_once_through_kill_9s(
