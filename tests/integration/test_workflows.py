@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,9 @@ async def test_steps_run_once_across_a_sleep_and_retries_are_recorded(
         ("sleep", WorkflowStepKind.SLEEP, 1),
         ("count", WorkflowStepKind.STEP, 1),
     ]
+    wake_at = datetime.fromisoformat(records[2].output["wake_at"])
+    after = records[3].started_at
+    assert after is not None and timedelta(0) <= after - wake_at <= timedelta(seconds=1)
     job = await node.store.get_job(handle.job_id)
     assert job is not None and job.task == "steps_then_sleep" and job.dedup_key == f"wf-{t}"
     assert job.input == {"tag": t, "fail_times": 2}
@@ -150,3 +154,35 @@ async def test_a_transaction_steps_writes_commit_with_its_record(
         assert sorted(r[0] for r in rows) == [1, 2]  # once each, across the replay
     finally:
         await engine.dispose()
+
+
+async def test_a_waiting_workflow_is_cancelled_and_a_retry_goes_on_from_its_record(
+    client: tuple[Node, headwater.WorkflowClient], tmp_path: Path
+) -> None:
+    node, c = client
+    t = tag()
+    waiting = await c.start(app.talker, t)
+
+    async def let_go() -> bool:
+        job = await node.store.get_job(waiting.job_id)
+        return job is not None and job.suspended
+
+    from tests.polling import eventually
+
+    await eventually(let_go, timeout=20, what="the workflow waiting without a worker")
+    await node.store.request_cancel(waiting.job_id)
+    with pytest.raises(headwater.WorkflowFailedError, match="cancelled"):
+        await waiting.result_async(timeout=10)
+
+    flag = tmp_path / "flag"
+    flag.write_text("up")
+    failing = await c.start(app.fails_until_fixed, t, str(flag))
+    with pytest.raises(headwater.WorkflowFailedError, match="the flag is up"):
+        await failing.result_async(timeout=20)
+    flag.unlink()
+    job = await node.store.get_job(failing.job_id)
+    assert job is not None
+    retry = await node.submit(job.task, job.input, source_type="retry", source_id=job.id)
+    retried = headwater.WorkflowHandle(retry.id, retry.id)
+    assert await retried.result_async(timeout=20) == "calm"
+    assert app.CALLS[(t, "a")] == 1  # kept from the failed run's record

@@ -92,3 +92,16 @@ def writes(tag: str) -> int:
     total = remember(tag, 1)
     headwater.sleep(1.1)
     return total + remember(tag, 2)
+
+
+@headwater.step
+def boom(flag: str) -> str:
+    if Path(flag).exists():
+        raise RuntimeError("the flag is up")
+    return "calm"
+
+
+@headwater.workflow(registry=registry)
+def fails_until_fixed(tag: str, flag: str) -> str:
+    count(tag, "a")
+    return boom(flag)

@@ -267,8 +267,14 @@ def job(
         )
     out.print()
     out.print(table)
+    if data.get("workflow_steps"):
+        from headwater.cli.workflow_view import print_workflow_steps
+
+        print_workflow_steps(out, data["workflow_steps"], _status, _duration)
+    from headwater.cli.workflow_view import is_workflow_wait
+
     for s in steps:  # what the approvers are asked, and how to answer
-        if s["status"] != "suspended":
+        if s["status"] != "suspended" or is_workflow_wait(s):
             continue
         output = s.get("output") if isinstance(s.get("output"), dict) else {}
         until = f" (times out {_when(s['timeout_at'])})" if s.get("timeout_at") else ""

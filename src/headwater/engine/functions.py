@@ -239,7 +239,7 @@ class FunctionCache:
             return FunctionOutcome(error=f"timed out after {timeout:g}s")
         failure = call.exception()
         if isinstance(failure, WorkflowSuspended):
-            return FunctionOutcome(suspended=True)
+            return FunctionOutcome(suspended=True, error=str(failure) or None)
         if failure is not None:
             lines = traceback.format_exception(type(failure), failure, failure.__traceback__)
             return FunctionOutcome(

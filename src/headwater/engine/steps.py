@@ -598,7 +598,8 @@ class StepRunner:
         finally:
             CURRENT_FUNCTION.reset(token)
         if outcome.suspended:
-            await self.system(job.id, name, "workflow waiting: the worker lets the job go")
+            what = f" ({outcome.error})" if outcome.error else ""
+            await self.system(job.id, name, f"workflow waiting{what}: the worker lets it go")
             return Attempt(StepStatus.SUSPENDED, output={"workflow": "waiting"})
         for line in outcome.traceback:
             await self.logs.write(LogLine(job.id, name, LogStream.STDERR, line, _now()))

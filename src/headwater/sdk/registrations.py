@@ -276,6 +276,7 @@ class WorkflowRegistration:
             "source": self.source,
             "function": function_ref(self.function),
             "task": self.name,
+            "guarantee": "steps recorded once",
         }
 
 

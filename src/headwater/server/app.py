@@ -57,6 +57,7 @@ from headwater.server.routes_ops import ops_router
 from headwater.server.routes_state import state_router
 from headwater.server.routes_tasks import tasks_router
 from headwater.server.routes_triggers import triggers_router
+from headwater.server.routes_workflows import workflows_router
 from headwater.server.runtime import Runtime, TriggerStateProvider
 from headwater.server.strict_json import StrictJsonMiddleware
 from headwater.telemetry.job_metrics import JobMetrics
@@ -152,6 +153,7 @@ def create_app(
     app.include_router(triggers_router(api_deps))
     app.include_router(flow_router(api_deps))
     app.include_router(dead_letters_router(api_deps))
+    app.include_router(workflows_router(api_deps))
     app.include_router(ops_router())
 
     _install_error_handlers(app)

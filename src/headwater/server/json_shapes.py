@@ -18,8 +18,17 @@ from headwater.core.records import (
     WorkerTokenRecord,
 )
 from headwater.core.trace import trace_id_of
+from headwater.core.workflows import WorkflowStep
 
-__all__ = ["iso", "job_json", "log_json", "rejected_json", "step_json", "worker_token_json"]
+__all__ = [
+    "iso",
+    "job_json",
+    "log_json",
+    "rejected_json",
+    "step_json",
+    "worker_token_json",
+    "workflow_step_json",
+]
 
 
 def iso(value: datetime | None) -> str | None:
@@ -74,6 +83,20 @@ def job_json(job: JobRecord, include_steps: bool = True) -> dict[str, Any]:
     if include_steps:
         data["steps"] = [step_json(s) for s in job.steps]
     return data
+
+
+def workflow_step_json(step: WorkflowStep) -> dict[str, Any]:
+    return {
+        "seq": step.seq,
+        "name": step.name,
+        "kind": step.kind.value,
+        "status": step.status,
+        "output": step.output,
+        "error": step.error,
+        "attempts": step.attempts,
+        "started_at": iso(step.started_at),
+        "finished_at": iso(step.finished_at),
+    }
 
 
 def log_json(rec: LogRecord) -> dict[str, Any]:

@@ -33,6 +33,7 @@ __all__ = [
     "RuntimeDep",
     "StepOut",
     "WorkerOut",
+    "WorkflowStepOut",
     "aware_utc",
     "error_response",
     "get_runtime",
@@ -101,10 +102,27 @@ class JobSummaryOut(_Out):
     )
 
 
+class WorkflowStepOut(_Out):
+    """One recorded call of a durable workflow (``headwater.sdk.workflows``)."""
+
+    seq: int
+    name: str
+    kind: str
+    status: str
+    output: Any = None
+    error: str | None = None
+    attempts: int = 1
+    started_at: Timestamp = None
+    finished_at: Timestamp = None
+
+
 class JobOut(JobSummaryOut):
     """The job JSON of DESIGN.md with its steps (single-job responses)."""
 
     steps: list[StepOut]
+    workflow_steps: list[WorkflowStepOut] | None = Field(
+        None, description="A workflow run's recorded calls, in call order (else absent)."
+    )
 
 
 class JobListOut(BaseModel):

@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from headwater.errors import ConfigError, ConflictError, NotFoundError
-from headwater.server.json_shapes import job_json, log_json
+from headwater.server.json_shapes import job_json, log_json, workflow_step_json
 from headwater.server.routes_common import (
     ERRORS_404,
     ERRORS_409,
@@ -139,6 +139,9 @@ def jobs_router(dependencies: Sequence[Depends] = ()) -> APIRouter:
     async def get_job(job_id: str, runtime: RuntimeDep) -> dict[str, Any]:
         job = await _job_or_404(runtime.store, await resolve_job_id(runtime.store, job_id))
         data = _job_json(runtime, job)
+        recorded = await runtime.store.workflow_steps(job.id)
+        if recorded:  # a workflow run: its recorded calls
+            data["workflow_steps"] = runtime.redact([workflow_step_json(s) for s in recorded])
         if job.status is JobStatus.FAILED:
             retried = await runtime.store.list_jobs(
                 JobFilter(source_type="retry", source_id=job.id, limit=1)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar, overload
 
 from headwater import jsonsafe
+from headwater.core.workflows import WorkflowStep
+from headwater.dispatch.task_retry import RETRY_SOURCE
 from headwater.engine.function_context import CURRENT_FUNCTION, FunctionJob
 from headwater.errors import RegistrationError, WorkflowError
 from headwater.sdk.registrations import WorkflowRegistration, function_ref
@@ -26,6 +28,7 @@ from headwater.sdk.registry import Registry, default_registry
 from headwater.sdk.workflows.handles import WorkflowHandle, start_definition
 from headwater.sdk.workflows.runtime import RUN, WorkflowRun, on_loop
 from headwater.sdk.workflows.steps import StepDef, make_step
+from headwater.store.base import JobRecord, Store
 
 __all__ = [
     "WorkflowDef",
@@ -83,10 +86,23 @@ def _arguments(fjob: FunctionJob, kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(given) if isinstance(given, Mapping) else {}
 
 
+async def _records(store: Store, job: JobRecord) -> list[WorkflowStep]:
+    """The run's records; a retry of a failed run (``headwater retry``) starts with the
+    calls that run completed before its first failure, so it goes on from there."""
+    records = await store.workflow_steps(job.id)
+    if records or job.source_type != RETRY_SOURCE or job.source_id is None:
+        return records
+    for record in await store.workflow_steps(job.source_id):
+        if record.failed:
+            break
+        records.append(await store.record_workflow_step(job.id, record))
+    return records
+
+
 async def _body_async(definition: WorkflowDef, fjob: FunctionJob, kwargs: Any) -> Any:
     if fjob.store is None:
         raise WorkflowError(_NO_STORE.format(name=definition.name))
-    records = await fjob.store.workflow_steps(fjob.job.id)
+    records = await _records(fjob.store, fjob.job)
     run = WorkflowRun(fjob, definition.name, records, fjob.store, threaded=False)
     token = RUN.set(run)
     try:
@@ -104,7 +120,7 @@ async def _body_async(definition: WorkflowDef, fjob: FunctionJob, kwargs: Any) -
 def _body_sync(definition: WorkflowDef, fjob: FunctionJob, kwargs: Any) -> Any:
     if fjob.store is None:
         raise WorkflowError(_NO_STORE.format(name=definition.name))
-    records = on_loop(fjob.loop, fjob.store.workflow_steps(fjob.job.id))
+    records = on_loop(fjob.loop, _records(fjob.store, fjob.job))
     run = WorkflowRun(fjob, definition.name, records, fjob.store, threaded=True)
     token = RUN.set(run)
     try:

@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import functools
 import inspect
+import logging
 import time
 import traceback
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from headwater.sdk.workflows.runtime import RUN, WorkflowRun, now
 __all__ = ["StepDef", "make_step"]
 
 log = structlog.get_logger(__name__)
+job_log = logging.getLogger("headwater.workflow")
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,15 +217,16 @@ def _transaction(definition: StepDef, fn: Callable[..., Any]) -> Callable[..., A
 
 
 def _log_retry(run: WorkflowRun, definition: StepDef, attempts: int, exc: BaseException) -> None:
-    log.warning(
-        "workflow_step_retry",
-        workflow=run.name,
-        job_id=run.job_id,
-        step=definition.name,
-        attempt=attempts,
-        retries=definition.retries,
-        error=_describe(exc),
-        traceback="".join(traceback.format_exception(exc)[-3:]),
+    # Through logging: a function step's log records go to its job's log.
+    job_log.warning(
+        "step %r attempt %d failed (%s); retry %d/%d in %.3gs\n%s",
+        definition.name,
+        attempts,
+        _describe(exc),
+        attempts,
+        definition.retries,
+        definition.delay(attempts),
+        "".join(traceback.format_exception(exc)[-2:]).rstrip(),
     )
 
 
