@@ -127,3 +127,20 @@ def test_workflow_names_that_do_not_run_are_errors_with_their_line(
     assert f"{ws}:14:" in text and "it does not take metadata" in text
     assert "give `target_task` or `target_workflow`, not both" in text
     assert "a task of that name exists" in text
+
+
+def test_a_task_runs_at_most_one_workflow_step(folder: tuple[Path, str]) -> None:
+    root, mod = folder
+    ws = _write(
+        root,
+        f"""
+        tasks:
+          two:
+            flow:
+              first: {{type: workflow, workflow: "{mod}:process"}}
+              second: {{type: workflow, workflow: "{mod}:process", depends_on: [first]}}
+        """,
+    )
+    errors = [p.format() for p in check_workspace(ws).errors]
+    assert len(errors) == 1 and f"{ws}:6:" in errors[0], errors
+    assert "at most one `type: workflow` step (also 'first')" in errors[0]

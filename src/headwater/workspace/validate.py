@@ -289,6 +289,7 @@ class _Checker:
         for step_name, step in task.flow.items():
             scope = _StepScope(name, step_name, aliases, ancestors.get(step_name, frozenset()))
             self.step(step, (*path, "flow", step_name), task, scope)
+        self.one_workflow_step(task, path)
         for cycle in _cycles({s: st.depends_on for s, st in task.flow.items()}):
             first = cycle[0]
             self.error(
@@ -466,6 +467,22 @@ class _Checker:
                 self.template(trigger.dedup_key, (*path, "dedup_key"))
         elif isinstance(trigger, WebhookTrigger) and trigger.secret is not None:
             self.template(trigger.secret, (*path, "secret"))
+
+    def one_workflow_step(self, task: Task, path: YamlPath) -> None:
+        """A workflow's recorded calls are the job's: two workflow steps of one task would
+        replay each other's records."""
+        found = []
+        for step_name, step in task.flow.items():
+            action = step.inline or self.ws.actions.get(step.action or "")
+            if action is not None and action.type is ActionType.WORKFLOW:
+                found.append(step_name)
+        if len(found) > 1:
+            self.error(
+                (*path, "flow", found[1]),
+                f"a task runs at most one `type: workflow` step (also {found[0]!r}): a"
+                " workflow's recorded calls belong to its job; make a task per workflow and"
+                " call it with a `type: task` step",
+            )
 
     def workflow_ref(
         self, ref: str | None, path: YamlPath, key: str, kwargs: tuple[str, ...] = ()
