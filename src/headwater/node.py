@@ -504,7 +504,10 @@ class Node:
     async def run_worker(self, stop: asyncio.Event) -> None:
         if self.worker is not None:
             # Waiting workflows go back in the queue when their wait is over.
-            timers = asyncio.create_task(run_workflow_timers(self.store, stop), name="wf-timers")
+            woken = self.worker.look_for_work
+            timers = asyncio.create_task(
+                run_workflow_timers(self.store, stop, woken), name="wf-timers"
+            )
             try:
                 await self.worker.run(stop)
             finally:

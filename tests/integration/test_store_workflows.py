@@ -117,9 +117,11 @@ async def test_a_message_wakes_a_workflow_waiting_on_its_topic(store: Store) -> 
     await store.wait_workflow(WorkflowWait(job_id, None, topic="go"))
     await let_go(store, job_id)
     await store.send_workflow_message(job_id, "other", 1)
+    assert await store.wake_workflows(datetime.now(UTC)) == []
     job = await store.get_job(job_id)
     assert job is not None and job.status is JobStatus.RUNNING
     await store.send_workflow_message(job_id, "go", 1)
+    await store.wake_workflows(datetime.now(UTC))  # PostgreSQL's send requeued it already
     job = await store.get_job(job_id)
     assert job is not None and job.status is JobStatus.PENDING
 
@@ -144,6 +146,7 @@ async def test_an_event_and_a_childs_end_wake_their_waiters(store: Store) -> Non
     await let_go(store, waiter)
     kind = WorkflowStepKind.SET_EVENT
     await store.set_workflow_event(child, "k", "v", done(0, "set_event:k", kind=kind))
+    await store.wake_workflows(datetime.now(UTC))
     job = await store.get_job(waiter)
     assert job is not None and job.status is JobStatus.PENDING
 

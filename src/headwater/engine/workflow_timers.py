@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import structlog
@@ -22,12 +23,17 @@ log = structlog.get_logger(__name__)
 POLL = 0.25
 
 
-async def run_workflow_timers(store: WorkflowStore, stop: asyncio.Event) -> None:
+async def run_workflow_timers(
+    store: WorkflowStore, stop: asyncio.Event, on_woken: Callable[[], None] | None = None
+) -> None:
+    """``on_woken``: told when jobs went back to the queue (the local worker looks for
+    work at once, not only on the store's wake-up, which another process may miss)."""
     while not stop.is_set():
         delay = POLL
         try:
             now = datetime.now(UTC)
-            await store.wake_workflows(now)
+            if await store.wake_workflows(now) and on_woken is not None:
+                on_woken()
             due = await store.next_workflow_wake()
             if due is not None:
                 delay = min(POLL, max(0.0, (due - datetime.now(UTC)).total_seconds()))

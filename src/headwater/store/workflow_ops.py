@@ -87,9 +87,16 @@ async def _flag_waiters(conn: AsyncConnection, condition: Any, now: datetime) ->
 
 
 class WorkflowOps:
-    """Mixed into SqlStore: needs ``_write()``, ``_reader`` and ``_writer``."""
+    """Mixed into SqlStore: needs ``_write()``, ``_reader`` and ``_pg``.
+
+    A message or an event flags the waits it satisfies (``wake_at`` now). On PostgreSQL
+    it also requeues a let-go waiter at once: the NOTIFY reaches the workers of every
+    process. SQLite's wake-ups stay in the process that wrote, so there the worker's own
+    timer loop requeues it (within ``engine.workflow_timers.POLL``) and tells its worker.
+    """
 
     _reader: AsyncEngine
+    _pg: bool
 
     def _write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:  # SqlStore's
         raise NotImplementedError
@@ -175,7 +182,8 @@ class WorkflowOps:
                     (workflow_waits.c.job_id == job_id) & (workflow_waits.c.topic == topic),
                     now,
                 )
-                await self._wake(tx, now, job_id)
+                if self._pg:
+                    await self._wake(tx, now, job_id)
         except IntegrityError:
             if sender is None:
                 raise
@@ -250,7 +258,7 @@ class WorkflowOps:
                     ).scalars()
                 )
                 await _flag_waiters(tx.conn, condition, now)
-                for waiter in waiting:
+                for waiter in waiting if self._pg else ():
                     await self._wake(tx, now, waiter)
                 return step
         except IntegrityError:

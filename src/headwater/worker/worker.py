@@ -109,6 +109,11 @@ class Worker:
     def active_jobs(self) -> list[str]:
         return list(self._active)
 
+    def look_for_work(self) -> None:
+        """Claim now if a slot is free (jobs were requeued in this process)."""
+        self._drained = False
+        self._slot_freed.set()
+
     async def run(self, stop: asyncio.Event) -> None:
         await self._forget_dead_local_workers()
         shown = self.tags if self.tags is not None else frozenset(self._tag_signatures())
