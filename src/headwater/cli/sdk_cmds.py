@@ -126,18 +126,39 @@ def _list(spec: str, as_json: bool) -> None:
         return
     out = Console(highlight=False)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("NAME", "KIND", "SOURCE", "FUNCTION", "GUARANTEE"):
+    for column in ("NAME", "KIND", "SOURCE", "FUNCTION", "GUARANTEE", "CONFIG"):
         table.add_column(column, overflow="fold")
+    from_class = False
     for item in items:
-        guarantee = item.get("guarantee") or "one job per message"
+        guarantee = item.get("guarantee") or (
+            "once per workflow id" if item["kind"] == "workflow" else "one job per message"
+        )
         table.add_row(
             escape(item["full_name"]),
             item["kind"],
             escape(item["source"]),
             escape(item["function"]),
             guarantee,
+            escape(_config_cell(item)),
         )
+        from_class = from_class or bool(item.get("class_defaults"))
     out.print(table)
+    if from_class:
+        out.print("* from the class's @headwater.receiver_defaults")
+
+
+def _config_cell(item: dict[str, Any]) -> str:
+    """The receiver's settings given in code (a class's marked *), secrets hidden; the
+    full effective configuration is in --json."""
+    config = item.get("config") or {}
+    inherited = set(item.get("class_defaults") or ())
+    shown = [
+        f"{key}={json.dumps(config[key]) if not isinstance(config[key], str) else config[key]}"
+        + ("*" if key in inherited else "")
+        for key in item.get("config_set") or ()
+        if key in config
+    ]
+    return " ".join(shown) or "-"
 
 
 @consumers_app.command("list")

@@ -377,8 +377,8 @@ class StepRunner:
             )
             if action.type is ActionType.TASK:
                 return await self._run_child(job, name, action, step_input, stop)
-            if action.type is ActionType.FUNCTION:
-                return await self._run_function(
+            if action.type in (ActionType.FUNCTION, ActionType.WORKFLOW):  # a workflow: its
+                return await self._run_function(  # wrapper runs it durably as this step
                     job, name, action, step, step_input, stop, action.owner_root or workspace.root
                 )
             action_context = {**context(), "input": step_input}

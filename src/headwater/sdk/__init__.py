@@ -39,11 +39,13 @@ from headwater.sdk.decorators import (
     on_redis_stream,
     on_sqlserver_cdc,
     on_sqs,
+    receiver_defaults,
 )
 from headwater.sdk.events import Guarantee, StreamEvent
 from headwater.sdk.outbox import asend_event, send_event
 from headwater.sdk.registrations import ConsumerRegistration, ReceiverRegistration
 from headwater.sdk.registry import Registry, default_registry, set_default_registry
+from headwater.sdk.submitting import Submitter, asubmit, submit
 from headwater.sdk.workflows import (
     WorkflowClient,
     WorkflowHandle,
@@ -78,11 +80,13 @@ __all__ = [
     "Registry",
     "StepFailedError",
     "StreamEvent",
+    "Submitter",
     "WorkflowClient",
     "WorkflowError",
     "WorkflowFailedError",
     "WorkflowHandle",
     "asend_event",
+    "asubmit",
     "consumer",
     "default_registry",
     "get_event",
@@ -103,6 +107,7 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "receiver_defaults",
     "recv",
     "recv_async",
     "send",
@@ -116,6 +121,7 @@ __all__ = [
     "start_workflow",
     "start_workflow_async",
     "step",
+    "submit",
     "transaction",
     "workflow",
 ]

@@ -30,9 +30,11 @@ __all__ = [
     "on_redis_stream",
     "on_sqlserver_cdc",
     "on_sqs",
+    "receiver_defaults",
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 
 
 def consumer(
@@ -60,19 +62,25 @@ def on(trigger_type: str, argument: Any, *, name: str, **options: Any) -> Callab
     return default_registry().on(trigger_type, argument, name=name, **options)
 
 
-def on_redis_stream(stream: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+def on_redis_stream(
+    stream: str, *, name: str, url: str | None = None, **options: Any
+) -> Callable[[F], F]:
     return default_registry().on_redis_stream(stream, name=name, url=url, **options)
 
 
-def on_redis_list(key: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+def on_redis_list(
+    key: str, *, name: str, url: str | None = None, **options: Any
+) -> Callable[[F], F]:
     return default_registry().on_redis_list(key, name=name, url=url, **options)
 
 
-def on_amqp(queue: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+def on_amqp(queue: str, *, name: str, url: str | None = None, **options: Any) -> Callable[[F], F]:
     return default_registry().on_amqp(queue, name=name, url=url, **options)
 
 
-def on_mqtt(topic: str, *, name: str, url: str, client_id: str, **options: Any) -> Callable[[F], F]:
+def on_mqtt(
+    topic: str, *, name: str, url: str | None = None, client_id: str | None = None, **options: Any
+) -> Callable[[F], F]:
     return default_registry().on_mqtt(topic, name=name, url=url, client_id=client_id, **options)
 
 
@@ -80,7 +88,9 @@ def on_nats(stream: str, *, name: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_nats(stream, name=name, **options)
 
 
-def on_kafka(topic: str, *, name: str, bootstrap_servers: str, **options: Any) -> Callable[[F], F]:
+def on_kafka(
+    topic: str, *, name: str, bootstrap_servers: str | None = None, **options: Any
+) -> Callable[[F], F]:
     return default_registry().on_kafka(
         topic, name=name, bootstrap_servers=bootstrap_servers, **options
     )
@@ -90,18 +100,20 @@ def on_sqs(queue_url: str, *, name: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_sqs(queue_url, name=name, **options)
 
 
-def on_postgres(table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+def on_postgres(
+    table: str, *, name: str, url: str | None = None, **options: Any
+) -> Callable[[F], F]:
     return default_registry().on_postgres(table, name=name, url=url, **options)
 
 
 def on_sqlserver_cdc(
-    capture_instance: str, *, name: str, url: str, **options: Any
+    capture_instance: str, *, name: str, url: str | None = None, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_sqlserver_cdc(capture_instance, name=name, url=url, **options)
 
 
 def on_postgres_cdc(
-    tables: str | Sequence[str], *, name: str, url: str, **options: Any
+    tables: str | Sequence[str], *, name: str, url: str | None = None, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_postgres_cdc(tables, name=name, url=url, **options)
 
@@ -111,7 +123,7 @@ def on_pubsub(subscription: str, *, name: str, **options: Any) -> Callable[[F], 
 
 
 def on_eventhubs(
-    eventhub: str, *, name: str, connection_string: str, **options: Any
+    eventhub: str, *, name: str, connection_string: str | None = None, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_eventhubs(
         eventhub, name=name, connection_string=connection_string, **options
@@ -123,10 +135,16 @@ def on_pulsar(topic: str, *, name: str, **options: Any) -> Callable[[F], F]:
 
 
 def on_mysql_cdc(
-    tables: str | list[str], *, name: str, url: str, **options: Any
+    tables: str | list[str], *, name: str, url: str | None = None, **options: Any
 ) -> Callable[[F], F]:
     return default_registry().on_mysql_cdc(tables, name=name, url=url, **options)
 
 
 def on_receiver(receiver: type[Any], *, name: str, **options: Any) -> Callable[[F], F]:
     return default_registry().on_receiver(receiver, name=name, **options)
+
+
+def receiver_defaults(type: str, **defaults: Any) -> Callable[[C], C]:
+    """Class decorator: defaults for the class's ``type`` receivers (see
+    ``Registry.receiver_defaults``)."""
+    return default_registry().receiver_defaults(type, **defaults)

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import ModuleType
 
 from headwater.errors import RegistrationError
+from headwater.sdk.class_defaults import check_unclaimed
 from headwater.sdk.registry import Registry, default_registry
 
 __all__ = ["app_root", "import_app", "load_registry", "split_spec"]
@@ -36,6 +37,14 @@ def import_app(module: str) -> ModuleType:
         raise
 
 
+def _complete(module: ModuleType, registry: Registry) -> Registry:
+    """The registry, after checking no receiver-bound method of the module was left
+    incomplete (a missing field that no class default gave)."""
+    names = {r.name for r in registry}
+    check_unclaimed(module, names.__contains__)
+    return registry
+
+
 def split_spec(spec: str) -> tuple[str, str]:
     """``"pkg.mod:registry"`` → ("pkg.mod", "registry"); no attribute → (spec, "")."""
     head, sep, tail = spec.rpartition(":")
@@ -59,17 +68,18 @@ def load_registry(spec: str) -> Registry:
         found = getattr(loaded, attr, None)
         if not isinstance(found, Registry):
             raise RegistrationError(f"{spec!r}: {attr!r} is not a headwater.Registry")
-        return found
+        return _complete(loaded, found)
     registry = default_registry()
     if len(registry):
-        return registry
+        return _complete(loaded, registry)
     own = [v for v in vars(loaded).values() if isinstance(v, Registry)]
     if len(own) == 1:
-        return own[0]
+        return _complete(loaded, own[0])
     if own:
         raise RegistrationError(
             f"{spec!r} defines {len(own)} registries; name one: {spec}:<attribute>"
         )
+    check_unclaimed(loaded, lambda _name: False)
     raise RegistrationError(
         f"{spec!r} registers nothing: decorate functions with @headwater.consumer(...) or"
         " @headwater.on_<broker>(...)"

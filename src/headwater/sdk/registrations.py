@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from headwater.errors import RegistrationError
+from headwater.sdk.class_defaults import shown_config
 from headwater.sdk.events import Guarantee
 from headwater.workspace.models import RetryPolicy
 from headwater.workspace.receiver_triggers import ReceiverTriggerBase
@@ -145,6 +146,9 @@ class ReceiverRegistration:
     retry: RetryPolicy | None = None
     timeout: float | None = None
     flow: Mapping[str, Any] = field(default_factory=dict)  # the task's concurrency, rate_limit
+    defined_at: str | None = None  # file:line of the function
+    defaults_from: str | None = None  # the class whose receiver_defaults filled some keys
+    class_defaults: tuple[str, ...] = ()  # ... which ones
     kind: str = field(default="receiver", init=False)
 
     def __post_init__(self) -> None:
@@ -195,6 +199,11 @@ class ReceiverRegistration:
             "function": function_ref(self.function),
             "task": self.name,
             "trigger": f"{self.app}/{self.name}",
+            "config": shown_config(self.trigger),
+            "config_set": sorted(self.trigger.model_fields_set - {"type", "target_task"}),
+            "defaults_from": self.defaults_from,
+            "class_defaults": list(self.class_defaults),
+            "defined_at": self.defined_at,
         }
 
 

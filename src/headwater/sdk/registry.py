@@ -16,10 +16,25 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
-from pydantic import ValidationError
 
 from headwater.errors import RegistrationError
+from headwater.sdk.class_defaults import (
+    DEFAULTABLE_OPTIONS,
+    PENDING,
+    ReceiverSpec,
+    class_members,
+    defaults_problem,
+    is_method,
+    where,
+)
 from headwater.sdk.events import Guarantee
+from headwater.sdk.receiver_settings import (
+    Missing,
+    caller_site,
+    check_static,
+    receiver_settings,
+    task_flow,
+)
 from headwater.sdk.registrations import (
     ConsumerRegistration,
     ReceiverRegistration,
@@ -36,9 +51,9 @@ from headwater.workspace.models import (
     Step,
     Task,
     Workspace,
-    parse_duration,
 )
-from headwater.workspace.receiver_triggers import RECEIVERS, ReceiverTriggerBase
+from headwater.workspace.receiver_triggers import RECEIVERS
+from headwater.workspace.workflow_refs import WORKFLOW_MARK
 
 __all__ = ["APP_ENV", "Registry", "default_registry", "set_default_registry"]
 
@@ -46,13 +61,16 @@ log = structlog.get_logger(__name__)
 
 APP_ENV = "HEADWATER_APP"
 F = TypeVar("F", bound=Callable[..., Any])
+C = TypeVar("C", bound=type)
 _TRIGGER_LEVEL = (
     *("max_in_flight", "input", "dedup_key", "format", "batch_size", "enabled", "priority"),
-    *("debounce", "batch"),
+    *("debounce", "batch", "target_workflow"),
 )
 # The handler task's flow control (the workspace's task keys of the same names).
 _TASK_FLOW = ("concurrency", "rate_limit")
 HANDLER_STEP = "handler"
+# The decorators' connection arguments: optional, as a class may give them.
+_CONNECTION = ("url", "client_id", "bootstrap_servers", "connection_string")
 WORKFLOW_STEP = "workflow"  # the one step of a workflow's task (sdk.workflows.handles)
 
 
@@ -109,17 +127,21 @@ class Registry:
     # -- registering -----------------------------------------------------------------------
     def add(self, registration: Registration) -> None:
         existing = self._registrations.get(registration.name)
-        if existing is not None and existing.function is not registration.function:
+        if existing is not None and (
+            existing.function is not registration.function or existing.kind != registration.kind
+        ):
             raise RegistrationError(
                 f"two registrations are named {registration.name!r}: "
-                f"{function_ref(existing.function)} and {function_ref(registration.function)};"
-                " the name is the consumer's identity, so it must be unique"
+                f"{function_ref(existing.function)} ({existing.kind}) and"
+                f" {function_ref(registration.function)} ({registration.kind});"
+                " the name is the consumer's identity, so it must be unique (a receiver"
+                " that starts a workflow needs a name of its own)"
             )
         self._registrations[registration.name] = registration
 
     def add_workflow(self, registration: WorkflowRegistration) -> None:
         """``@headwater.workflow`` (its flow control checked now: a typo fails at import)."""
-        _flow(
+        task_flow(
             registration.name,
             registration.flow.get("concurrency"),
             registration.flow.get("rate_limit"),
@@ -170,38 +192,117 @@ class Registry:
         rate_limit: RateLimit | Mapping[str, Any] | None = None,
     ) -> Callable[[F], F]:
         """The general form behind ``on_redis_stream`` … ``on_receiver``: ``fields`` are
-        the workspace trigger's fields (validated now, so a typo fails at import);
-        ``concurrency`` and ``rate_limit`` are the handler task's (as in YAML)."""
+        the workspace trigger's fields (validated now, so a typo fails at import, naming
+        its ``file:line``); ``concurrency`` and ``rate_limit`` are the handler task's (as
+        in YAML). On a method of a class, fields it misses may come from the class's
+        ``receiver_defaults``."""
         check_name(name)
-        model = RECEIVERS.get(trigger_type)
-        if model is None:
-            raise RegistrationError(f"no receiver of type {trigger_type!r}")
-        flow = _flow(name, concurrency, rate_limit)
+        site = caller_site()
+        # ``target_workflow=``: this receiver starts that workflow (no function to decorate).
+        target = fields.get("target_workflow")
+        if target is not None and not isinstance(target, str):
+            if getattr(target, WORKFLOW_MARK, None) is None:
+                raise RegistrationError(
+                    f"{site}: receiver {name!r}: target_workflow must be a @headwater.workflow,"
+                    f" not {target!r}"
+                )
+            fields = {**fields, "target_workflow": function_ref(target)}
+        given: dict[str, Any] = {"retry": retry, "timeout": timeout}
+        given |= {"concurrency": concurrency, "rate_limit": rate_limit}
+        options = {k: v for k, v in given.items() if v is not None}
+        incomplete: RegistrationError | None = None
         try:
-            trigger = model.model_validate({**fields, "type": trigger_type, "target_task": name})
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise RegistrationError(f"{trigger_type} receiver {name!r}: {problems}") from None
-        assert isinstance(trigger, ReceiverTriggerBase)
-        policy = _retry(retry, name)
-        seconds = parse_duration(timeout) if timeout is not None else None
+            receiver_settings(trigger_type, fields, name, options)
+        except Missing as exc:  # a class default may still fill it
+            incomplete = RegistrationError(str(exc))
+        except RegistrationError as exc:
+            raise RegistrationError(f"{site}: {exc}") from None
+        spec = ReceiverSpec(trigger_type, dict(fields), name, options, incomplete)
+        if target is not None and not isinstance(target, str):
+            if incomplete is not None:
+                raise RegistrationError(f"{site}: {incomplete}")
+            self.add(self.receiver_registration(spec, target))
+            return lambda fn: fn
 
         def decorate(fn: F) -> F:
-            self.add(
-                ReceiverRegistration(
-                    name=name,
-                    app=self.app,
-                    trigger=trigger,
-                    function=fn,
-                    retry=policy,
-                    timeout=seconds,
-                    flow=flow,
-                )
-            )
+            target = getattr(fn, "__func__", fn)  # above @staticmethod: the function in it
+            if is_method(target):
+                check_static(target)
+                setattr(target, PENDING, (*getattr(target, PENDING, ()), spec))
+                if incomplete is None:  # complete alone: a class decorator may redo it
+                    self.add(self.receiver_registration(spec, target))
+                return fn
+            if incomplete is not None:
+                raise RegistrationError(f"{where(target)}: {incomplete}")
+            self.add(self.receiver_registration(spec, target))
             return fn
+
+        return decorate
+
+    def receiver_registration(
+        self,
+        spec: ReceiverSpec,
+        fn: Callable[..., Any],
+        defaults: Mapping[str, Any] | None = None,
+        origin: str | None = None,
+    ) -> ReceiverRegistration:
+        """``spec`` bound to ``fn``, with ``defaults`` (a class's) under its own values."""
+        defaults = dict(defaults or {})
+        fields = {k: v for k, v in defaults.items() if k not in DEFAULTABLE_OPTIONS}
+        options = {k: v for k, v in defaults.items() if k in DEFAULTABLE_OPTIONS}
+        merged = {**fields, **spec.fields}
+        if getattr(fn, WORKFLOW_MARK, None) is not None:  # stacked on @headwater.workflow
+            merged.setdefault("target_workflow", function_ref(fn))
+        if isinstance(fields.get("options"), Mapping) and isinstance(
+            spec.fields.get("options"), Mapping
+        ):  # a custom receiver's own options: merged one level down
+            merged["options"] = {**fields["options"], **spec.fields["options"]}
+        options.update(spec.options)
+        try:
+            trigger, policy, seconds, flow = receiver_settings(
+                spec.trigger_type, merged, spec.name, options
+            )
+        except RegistrationError as exc:
+            raise RegistrationError(f"{where(fn)}: {exc}") from None
+        used = sorted(k for k in defaults if k not in spec.fields and k not in spec.options)
+        return ReceiverRegistration(
+            name=spec.name,
+            app=self.app,
+            trigger=trigger,
+            function=fn,
+            retry=policy,
+            timeout=seconds,
+            flow=flow,
+            defined_at=where(fn),
+            defaults_from=origin if used else None,
+            class_defaults=tuple(used),
+        )
+
+    def receiver_defaults(self, type: str, **defaults: Any) -> Callable[[C], C]:
+        """Class decorator: defaults for the ``type`` receivers bound to the class's
+        static methods (e.g. a Kafka broker and group); a method's own values win. Keys
+        are checked now: an unknown one fails at import with the class's ``file:line``."""
+
+        def decorate(cls: C) -> C:
+            problem = defaults_problem(type, defaults)
+            if problem is not None:
+                raise RegistrationError(
+                    f"{where(cls)}: receiver_defaults on {cls.__qualname__}: {problem}"
+                )
+            for attr, member, fn in class_members(cls):
+                if not isinstance(member, staticmethod):
+                    raise RegistrationError(
+                        f"{where(fn)}: {cls.__qualname__}.{attr} is bound to a receiver, so it"
+                        " must be a @staticmethod (headwater calls it without an instance)"
+                    )
+                for spec in getattr(fn, PENDING):
+                    if spec.trigger_type == type:
+                        registration = self.receiver_registration(
+                            spec, fn, defaults, origin=cls.__qualname__
+                        )
+                        self._registrations.pop(spec.name, None)  # its complete-alone form
+                        self.add(registration)
+            return cls
 
         return decorate
 
@@ -218,7 +319,9 @@ class Registry:
         retry = options.pop("retry", None)
         timeout = options.pop("timeout", None)
         flow = {k: options.pop(k) for k in _TASK_FLOW if k in options}
-        fields = {model.sdk_argument: argument, **options}
+        # A connection argument left out (None) may come from the class's defaults.
+        given = {k: v for k, v in options.items() if v is not None or k not in _CONNECTION}
+        fields = {model.sdk_argument: argument, **given}
         return self.on_receiver_trigger(
             trigger_type, fields, name=name, retry=retry, timeout=timeout, **flow
         )
@@ -226,21 +329,31 @@ class Registry:
     # Typed thin wrappers of ``on`` (mypy sees each one's required fields); a test checks
     # there is one per catalog line and that each passes its argument where the model says.
     def on_redis_stream(
-        self, stream: str, *, name: str, url: str, **options: Any
+        self, stream: str, *, name: str, url: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each entry of a Redis Stream (read through a consumer group) calls the function."""
         return self.on("redis_stream", stream, name=name, url=url, **options)
 
-    def on_redis_list(self, key: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    def on_redis_list(
+        self, key: str, *, name: str, url: str | None = None, **options: Any
+    ) -> Callable[[F], F]:
         """Each element pushed to a Redis list calls the function."""
         return self.on("redis_list", key, name=name, url=url, **options)
 
-    def on_amqp(self, queue: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    def on_amqp(
+        self, queue: str, *, name: str, url: str | None = None, **options: Any
+    ) -> Callable[[F], F]:
         """Each message of a RabbitMQ queue calls the function."""
         return self.on("amqp", queue, name=name, url=url, **options)
 
     def on_mqtt(
-        self, topic: str, *, name: str, url: str, client_id: str, **options: Any
+        self,
+        topic: str,
+        *,
+        name: str,
+        url: str | None = None,
+        client_id: str | None = None,
+        **options: Any,
     ) -> Callable[[F], F]:
         """Each message on an MQTT topic filter (QoS 1, persistent session) calls it."""
         return self.on("mqtt", topic, name=name, url=url, client_id=client_id, **options)
@@ -250,7 +363,7 @@ class Registry:
         return self.on("nats", stream, name=name, **options)
 
     def on_kafka(
-        self, topic: str, *, name: str, bootstrap_servers: str, **options: Any
+        self, topic: str, *, name: str, bootstrap_servers: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each record of a Kafka topic (consumer group ``group_id``) calls the function."""
         return self.on("kafka", topic, name=name, bootstrap_servers=bootstrap_servers, **options)
@@ -259,18 +372,20 @@ class Registry:
         """Each message of an SQS queue calls the function."""
         return self.on("sqs", queue_url, name=name, **options)
 
-    def on_postgres(self, table: str, *, name: str, url: str, **options: Any) -> Callable[[F], F]:
+    def on_postgres(
+        self, table: str, *, name: str, url: str | None = None, **options: Any
+    ) -> Callable[[F], F]:
         """Each new row of a PostgreSQL table (in key order, from a checkpoint) calls it."""
         return self.on("postgres", table, name=name, url=url, **options)
 
     def on_sqlserver_cdc(
-        self, capture_instance: str, *, name: str, url: str, **options: Any
+        self, capture_instance: str, *, name: str, url: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each insert, update and delete of a SQL Server CDC capture instance calls it."""
         return self.on("sqlserver_cdc", capture_instance, name=name, url=url, **options)
 
     def on_postgres_cdc(
-        self, tables: str | Sequence[str], *, name: str, url: str, **options: Any
+        self, tables: str | Sequence[str], *, name: str, url: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each insert, update and delete of the tables (a logical replication slot)."""
         chosen = [tables] if isinstance(tables, str) else list(tables)
@@ -281,7 +396,7 @@ class Registry:
         return self.on("pubsub", subscription, name=name, **options)
 
     def on_eventhubs(
-        self, eventhub: str, *, name: str, connection_string: str, **options: Any
+        self, eventhub: str, *, name: str, connection_string: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each event of an Azure Event Hub (consumer group consumer_group) calls the function."""
         return self.on(
@@ -293,7 +408,7 @@ class Registry:
         return self.on("pulsar", topic, name=name, **options)
 
     def on_mysql_cdc(
-        self, tables: str | list[str], *, name: str, url: str, **options: Any
+        self, tables: str | list[str], *, name: str, url: str | None = None, **options: Any
     ) -> Callable[[F], F]:
         """Each row inserted, updated or deleted in MySQL/MariaDB tables ("schema.table",
         "schema.*"), read from the binlog, calls it; ``metadata`` has the operation."""
@@ -338,8 +453,14 @@ class Registry:
             step_input = {k: f"{{{{ input.{k} }}}}" for k in reg.accepted_kwargs}
             if "content_type" in step_input:  # only binary messages carry it
                 step_input["content_type"] = "{{ input.content_type | default(none) }}"
+            ref = function_ref(reg.function)
+            # A workflow: each message's job is one durable run, its dedup key the run's id.
+            is_workflow = getattr(reg.function, WORKFLOW_MARK, None) is not None
             action = Action(
-                type=ActionType.FUNCTION, function=function_ref(reg.function), timeout=reg.timeout
+                type=ActionType.WORKFLOW if is_workflow else ActionType.FUNCTION,
+                function=ref,
+                workflow=ref if is_workflow else None,
+                timeout=reg.timeout,
             )
             tasks[reg.name] = Task(
                 description=f"{reg.source} → {function_ref(reg.function)}",
@@ -354,7 +475,7 @@ class Registry:
             tasks[wf.name] = Task(
                 description=f"workflow {function_ref(wf.function)}",
                 flow={WORKFLOW_STEP: Step(inline=action, input={})},
-                **_flow(wf.name, wf.flow.get("concurrency"), wf.flow.get("rate_limit")),
+                **task_flow(wf.name, wf.flow.get("concurrency"), wf.flow.get("rate_limit")),
             )
         return Workspace.model_validate(
             {
@@ -365,42 +486,6 @@ class Registry:
                 "secrets": self.secrets,
             }
         )
-
-
-def _flow(
-    name: str,
-    concurrency: Concurrency | Mapping[str, Any] | None,
-    rate_limit: RateLimit | Mapping[str, Any] | None,
-) -> dict[str, Any]:
-    """The handler task's ``concurrency``/``rate_limit``, checked now (a typo fails at
-    import, with the receiver's name)."""
-    found: dict[str, Any] = {}
-    try:
-        if concurrency is not None:
-            found["concurrency"] = Concurrency.model_validate(
-                concurrency if isinstance(concurrency, Concurrency) else dict(concurrency)
-            )
-        if rate_limit is not None:
-            found["rate_limit"] = RateLimit.model_validate(
-                rate_limit if isinstance(rate_limit, RateLimit) else dict(rate_limit)
-            )
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in exc.errors()
-        )
-        raise RegistrationError(f"receiver {name!r}: {problems}") from None
-    return found
-
-
-def _retry(value: int | RetryPolicy | Mapping[str, Any] | None, name: str) -> RetryPolicy | None:
-    if value is None or isinstance(value, RetryPolicy):
-        return value
-    try:
-        if isinstance(value, int):
-            return RetryPolicy(count=value)
-        return RetryPolicy.model_validate(dict(value))
-    except ValidationError as exc:
-        raise RegistrationError(f"receiver {name!r}: retry: {exc.errors()[0]['msg']}") from None
 
 
 class _DefaultHolder:

@@ -24,6 +24,7 @@ from headwater.errors import Problem, Severity, WorkspaceError
 from headwater.workspace.models import (
     RECEIVER_TRIGGER_MODELS,
     Action,
+    ActionType,
     EventSourceTrigger,
     ReceiverTriggerBase,
     SchedulerTrigger,
@@ -321,6 +322,7 @@ def _build(
             tasks[key] = built
     triggers: dict[str, Any] = {}
     for key, body in raw["triggers"].items():
+        body = _workflow_target(key, body, tasks, defined, source_map, problems)
         trigger = _build_trigger(key, body, source_map, problems)
         if trigger is not None:
             triggers[key] = trigger
@@ -444,6 +446,63 @@ def _shape_task(body: Any, path: YamlPath, source_map: SourceMap, problems: list
 def _note(problem: Problem | None, problems: list[Problem]) -> None:
     if problem is not None:
         problems.append(problem)
+
+
+def _workflow_target(
+    key: str,
+    body: Any,
+    tasks: dict[str, Task],
+    defined: DefinedNames,
+    source_map: SourceMap,
+    problems: list[Problem],
+) -> Any:
+    """A receiver trigger with ``target_workflow``: the task ``{trigger}`` whose one step
+    runs the workflow with the message's payload and metadata becomes its target (each
+    job is one workflow run, the message's dedup key its workflow id)."""
+    if not isinstance(body, dict) or not body.get("target_workflow"):
+        return body
+    path: YamlPath = ("triggers", key)
+    if body.get("type") not in _receiver_types():
+        problems.append(
+            source_map.problem(
+                f"trigger {key!r}: `target_workflow` is for broker receivers", (*path, "type")
+            )
+        )
+        return {k: v for k, v in body.items() if k != "target_workflow"}
+    if body.get("target_task"):
+        problems.append(
+            source_map.problem(
+                f"trigger {key!r}: give `target_task` or `target_workflow`, not both",
+                (*path, "target_workflow"),
+                at_key=True,
+            )
+        )
+        return body
+    if key in tasks or key in defined.tasks:
+        problems.append(
+            source_map.problem(
+                f"trigger {key!r}: `target_workflow` runs the workflow as the task {key!r},"
+                " but a task of that name exists: rename the trigger or the task",
+                (*path, "target_workflow"),
+                at_key=True,
+            )
+        )
+        return body
+    ref = str(body["target_workflow"])
+    action = Action(type=ActionType.WORKFLOW, workflow=ref)
+    step_input = {"payload": "{{ input.payload }}", "metadata": "{{ input.metadata }}"}
+    tasks[key] = Task(
+        description=f"{body.get('type')} → workflow {ref}",
+        flow={"workflow": Step(inline=action, input=step_input)},
+    )
+    defined.tasks.add(key)
+    return {**body, "target_task": key}
+
+
+def _receiver_types() -> frozenset[str]:
+    from headwater.workspace.receiver_triggers import RECEIVERS
+
+    return frozenset(RECEIVERS)
 
 
 def _build_trigger(

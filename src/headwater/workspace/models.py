@@ -206,6 +206,7 @@ class ActionType(StrEnum):
     TASK = "task"
     FUNCTION = "function"
     APPROVAL = "approval"  # Strøm's approval gate: the job waits for a person
+    WORKFLOW = "workflow"  # a Python @headwater.workflow, run durably as the step
 
 
 class RunnerKind(StrEnum):
@@ -255,6 +256,9 @@ class Action(_Model):
     task: str | None = None
     # type function: "package.module:callable"
     function: str | None = None
+    # type workflow: "package.module:workflow" (a @headwater.workflow); runs as a function
+    # step does, so ``function`` is set to it too
+    workflow: str | None = None
     # type approval: what the approver reads (a template); ``timeout`` bounds the wait
     message: str | None = None
     # common
@@ -304,6 +308,15 @@ class Action(_Model):
             data["type"] = runner
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _workflow_runs_as_a_function(cls, data: object) -> object:
+        # A workflow step is a function step whose callable is the workflow: the engine
+        # runs it the same way and the workflow's wrapper knows it is the job's body.
+        if isinstance(data, dict) and data.get("type") == "workflow" and data.get("workflow"):
+            data = {**data, "function": data["workflow"]}
+        return data
+
     @field_validator("env", "resources", mode="before")
     @classmethod
     def _env_values_are_strings(cls, value: object) -> object:
@@ -329,7 +342,7 @@ class Action(_Model):
         if self.type is ActionType.APPROVAL:  # decided through the server: no runner
             return frozenset()
         base = {RunnerKind.LOCAL: "script", RunnerKind.DOCKER: "docker", RunnerKind.POD: "pod"}
-        if self.type is ActionType.FUNCTION:
+        if self.type in (ActionType.FUNCTION, ActionType.WORKFLOW):
             return frozenset({"function", *self.tags})
         return frozenset({base[self.effective_runner], *self.tags})
 

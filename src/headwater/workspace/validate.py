@@ -36,6 +36,7 @@ from headwater.workspace.quantities import resource_problems
 from headwater.workspace.schema_errors import describe, did_you_mean, field_label
 from headwater.workspace.template_ast import shell_warning
 from headwater.workspace.templating import RESERVED_NAMES, TemplateEngine
+from headwater.workspace.workflow_refs import workflow_problem
 from headwater.workspace.yamlsource import SourceMap, YamlPath
 
 __all__ = ["DefinedNames", "semantic_problems"]
@@ -50,15 +51,16 @@ _IMAGE_ONLY_KEYS = ("cmd", "entrypoint", "command")
 _SCRIPT_KEYS = ("script", "source", "dependencies", "interpreter", "args")
 _NOT_RUNNABLE = ("script", "source", "args", "image", *_IMAGE_ONLY_KEYS, "manifest")
 _FORBIDDEN: dict[ActionType, tuple[str, ...]] = {
-    ActionType.TASK: (*_NOT_RUNNABLE, "function", "message"),
-    ActionType.FUNCTION: (*_NOT_RUNNABLE, "task", "message"),
-    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function", "message"),
-    ActionType.POD: (*_SCRIPT_KEYS, "task", "function", "message"),
-    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function", "message"),
+    ActionType.TASK: (*_NOT_RUNNABLE, "function", "message", "workflow"),
+    ActionType.FUNCTION: (*_NOT_RUNNABLE, "task", "message", "workflow"),
+    ActionType.WORKFLOW: (*_NOT_RUNNABLE, "task", "message"),
+    ActionType.DOCKER: (*_SCRIPT_KEYS, "task", "function", "message", "workflow"),
+    ActionType.POD: (*_SCRIPT_KEYS, "task", "function", "message", "workflow"),
+    ActionType.SCRIPT: (*_IMAGE_ONLY_KEYS, "task", "function", "message", "workflow"),
     # Strøm: an approval gate has a message (and input, timeout) and nothing that runs.
     ActionType.APPROVAL: (
         *_NOT_RUNNABLE,
-        *("dependencies", "interpreter", "resources", "task", "function"),
+        *("dependencies", "interpreter", "resources", "task", "function", "workflow"),
         *("env", "tags", "workdir", "retry"),
     ),
 }
@@ -180,6 +182,8 @@ class _Checker:
                 (*path, "function" if action.function else "type"),
                 f'a `type: function` action needs `function: "module:callable"`{got}',
             )
+        elif kind is ActionType.WORKFLOW:
+            self.workflow_ref(action.workflow, path, "workflow")
         if action.manifest is not None and action.effective_runner is not RunnerKind.POD:
             self.warn(
                 (*path, "manifest"),
@@ -285,6 +289,7 @@ class _Checker:
         for step_name, step in task.flow.items():
             scope = _StepScope(name, step_name, aliases, ancestors.get(step_name, frozenset()))
             self.step(step, (*path, "flow", step_name), task, scope)
+        self.one_workflow_step(task, path)
         for cycle in _cycles({s: st.depends_on for s, st in task.flow.items()}):
             first = cycle[0]
             self.error(
@@ -463,8 +468,45 @@ class _Checker:
         elif isinstance(trigger, WebhookTrigger) and trigger.secret is not None:
             self.template(trigger.secret, (*path, "secret"))
 
+    def one_workflow_step(self, task: Task, path: YamlPath) -> None:
+        """A workflow's recorded calls are the job's: two workflow steps of one task would
+        replay each other's records."""
+        found = []
+        for step_name, step in task.flow.items():
+            action = step.inline or self.ws.actions.get(step.action or "")
+            if action is not None and action.type is ActionType.WORKFLOW:
+                found.append(step_name)
+        if len(found) > 1:
+            self.error(
+                (*path, "flow", found[1]),
+                f"a task runs at most one `type: workflow` step (also {found[0]!r}): a"
+                " workflow's recorded calls belong to its job; make a task per workflow and"
+                " call it with a `type: task` step",
+            )
+
+    def workflow_ref(
+        self, ref: str | None, path: YamlPath, key: str, kwargs: tuple[str, ...] = ()
+    ) -> None:
+        """A ``@headwater.workflow`` named by ``module:function``: importable, a workflow,
+        taking ``kwargs``."""
+        if not _FUNCTION_REF.match(ref or ""):
+            got = f", got {ref!r}" if ref else ""
+            self.error(
+                (*path, key if ref else "type"),
+                f'`{key}` needs a Python workflow as "module:function"{got}',
+            )
+            return
+        assert ref is not None
+        problem = workflow_problem(ref, self.ws.root, kwargs)
+        if problem is not None:
+            self.error((*path, key), problem)
+
     def receiver_trigger(self, trigger: ReceiverTriggerBase, path: YamlPath) -> None:
         """A broker receiver: its target task, templates, and no password in clear."""
+        if trigger.target_workflow is not None:
+            self.workflow_ref(
+                trigger.target_workflow, path, "target_workflow", ("payload", "metadata")
+            )
         self.task_ref(trigger.target_task, (*path, "target_task"), "target_task")
         self.template(trigger.input, (*path, "input"))
         if trigger.dedup_key is not None:

@@ -38,6 +38,9 @@ class ReceiverTriggerBase(BaseModel):
     enabled: bool = True
     description: str | None = None
     target_task: str
+    # A Python @headwater.workflow ("module:function") each message starts, its dedup key
+    # the workflow id; the loader makes the task that runs it (headwater.workspace.loader).
+    target_workflow: str | None = None
     input: dict[str, Any] = Field(default_factory=dict)
     max_in_flight: int | None = Field(default=None, ge=1)
     priority: Priority | None = None  # the jobs' priority; wins over the task's
