@@ -9,10 +9,12 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from alembic.script import ScriptDirectory
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from headwater.errors import ConfigError
+from headwater.store.migrate import alembic_config, head_revision
 from headwater.store.sql import SqlStore, default_sqlite_url, open_store
 from headwater.store.tables import metadata
 from tests.store_backends import sql_only
@@ -61,6 +63,23 @@ async def test_migrate_is_idempotent_and_safe_concurrently(db_url: str) -> None:
     finally:
         for st in stores:
             await st.close()
+
+
+def test_the_head_read_from_the_scripts_is_alembics() -> None:
+    # open_store skips alembic when the database is at this head (migrate.py).
+    assert head_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+async def test_a_schema_newer_than_the_code_is_refused(db_url: str) -> None:
+    store = await open_store(db_url)
+    try:
+        async with store.write_engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    finally:
+        await store.close()
+    with pytest.raises(ConfigError, match="newer headwater"):
+        await open_store(db_url)
+    await (await open_store(db_url, migrate=False)).close()  # and left as it was
 
 
 async def test_sqlite_pragmas_and_directory(tmp_path: Path) -> None:

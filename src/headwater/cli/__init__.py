@@ -126,6 +126,35 @@ def _register(command: str | None = None) -> None:
         importlib.import_module(f"headwater.cli.{name}")  # registers its commands
 
 
+# The commands that run a store, a server or workers: they log through structlog.
+_LOGGING_MODULES = frozenset(
+    {"run_cmds", "cluster_cmds", "sdk_cmds", "outbox_cmds", "dlq_cmds", "prune_cmds"}
+)
+
+
+def _import_structlog_plain() -> None:
+    """Import structlog without rich's traceback and pretty-printer modules.
+
+    When rich is installed, structlog imports them (and pygments and attrs) at import
+    time for its own exception rendering; our processors turn exceptions into text with
+    ``format_exc_info`` before the renderer (logging_setup), so they would never be used,
+    and loading them cost 0.1-0.2 s of CPU in every server, worker and supervisor. They
+    import normally afterwards for anyone who asks."""
+    import sys
+
+    if "structlog" in sys.modules:
+        return
+    blocked = [name for name in ("rich.traceback", "rich.pretty") if name not in sys.modules]
+    for name in blocked:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import raises ImportError
+    try:
+        import structlog  # noqa: F401
+    finally:
+        for name in blocked:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+
+
 def main() -> None:
     import os
     import sys
@@ -137,5 +166,8 @@ def main() -> None:
         print(f"headwater {__version__}")
         return
     completing = any(k.startswith("_") and k.endswith("_COMPLETE") for k in os.environ)
-    _register(None if completing or not args else args[0])
+    command = None if completing or not args else args[0]
+    if COMMAND_MODULES.get(command or "") in _LOGGING_MODULES:
+        _import_structlog_plain()
+    _register(command)
     app()

@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import structlog
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -147,6 +146,8 @@ class PgListener:
             backoff = min(backoff * 2, self._max_backoff)
 
     async def _listen_once(self) -> None:
+        import asyncpg  # here: a process on SQLite never needs it
+
         conn = await asyncpg.connect(
             **self._connect_kwargs, server_settings={"application_name": LISTEN_APPLICATION}
         )
@@ -358,6 +359,8 @@ async def _copy_jobs(
     """COPY the rows in, with their wake-ups, in one transaction. COPY has no ON CONFLICT:
     when a dedup key (or id) exists already it fails as a whole and nothing is written;
     returns False then, and the caller inserts the batch with ON CONFLICT instead."""
+    import asyncpg  # loaded already: ``db`` is its connection
+
     records = [(*r, now, "pending", 0, False) for r in rows]
     signatures = sorted({r[7] if len(r[7]) <= PAYLOAD_LIMIT else "*" for r in rows})
     try:

@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import structlog
-from alembic.util.exc import CommandError
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -125,7 +124,7 @@ async def open_store(
             await _migrate(store)
         else:
             await store.ping()
-    except CommandError as exc:
+    except migrations.SchemaVersionError as exc:
         await store.close()
         raise ConfigError(
             f"cannot migrate {shown}: {exc}. Was the database created by a newer headwater?"
