@@ -12,17 +12,19 @@ from datetime import timedelta
 import pytest
 
 from headwater.store import Channel, JobStatus, NewJob, Store
-from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord
+from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord, PauseKind
 from headwater.store.sql import SqlStore, open_store
 from tests.integration.test_store import listening, payloads_until
 
 DONE = JobStatus.COMPLETED
 
 
-def job(n: int = 0, *, priority: int = 0, flow: JobFlow | None = None) -> NewJob:
+def job(
+    n: int = 0, *, priority: int = 0, flow: JobFlow | None = None, task: str = "t"
+) -> NewJob:
     return NewJob(
         workspace="ws",
-        task="t",
+        task=task,
         input={"n": n},
         source_type="api",
         priority=priority,
@@ -243,3 +245,23 @@ async def test_claimers_are_woken_when_a_key_frees_up_or_a_window_slides(store: 
         assert await store.claim_jobs("w", ["script"], 5) == []  # the window is full
         assert "*" in await payloads_until(sub, lambda seen: "*" in seen)  # when it slides
         assert len(await store.claim_jobs("w", ["script"], 5)) == 1
+
+
+async def test_a_paused_tasks_limited_jobs_wait_for_resume(store: Store) -> None:
+    # The limited lane reads a key's head itself (not the fast path's picks): a paused
+    # task's job at the head of a key that another task's held job shares must stay.
+    rate = JobFlow(rate_key="ws/r", rate_limit=1, rate_per=3600.0)
+    await store.insert_jobs([job(flow=rate)])
+    await finish(store, await store.claim_jobs("w", ["script"], 1))  # r: full for an hour
+    assert await store.set_paused(PauseKind.TASK, "p", True)
+    keyed_p = await store.insert_jobs([job(1, flow=keyed("ws/k"), task="p")])
+    rated_p = await store.insert_jobs([job(2, flow=JobFlow(rate_key="ws/r2"), task="p")])
+    both = JobFlow(
+        concurrency_key="ws/k", concurrency_limit=1, rate_key="ws/r", rate_limit=1, rate_per=3600.0
+    )
+    await store.insert_jobs([job(3, flow=both)])  # held (r is full): the lane reads ws/k
+    for _ in range(2):
+        assert await store.claim_jobs("w", ["script"], 5) == []
+    assert await store.set_paused(PauseKind.TASK, "p", False)
+    claimed = {j.id for j in await store.claim_jobs("w", ["script"], 5)}
+    assert claimed == {keyed_p[0].id, rated_p[0].id}

@@ -18,7 +18,14 @@ from datetime import datetime
 from typing import Any
 
 from headwater.store.base import Channel, JobRecord, StepRecord
-from headwater.store.fastpath import JOB_COLUMNS, STEP_COLUMNS, hint, job_record, step_record
+from headwater.store.fastpath import (
+    JOB_COLUMNS,
+    NOT_PAUSED,
+    STEP_COLUMNS,
+    hint,
+    job_record,
+    step_record,
+)
 from headwater.store.flow import Candidate, LimitedClaim, decide
 from headwater.store.rows import HeldRow
 
@@ -35,6 +42,8 @@ _FLOW = (
     "id, priority, created_at, concurrency_key, concurrency_limit, concurrency_strategy, "
     "rate_key, rate_limit, rate_per"
 )
+# A key's head is read here, not taken from the fast path's picks: a paused task's jobs
+# must be left out here too (their key's other jobs go on, as in the fast path).
 # $1 concurrency keys, $6 how many of each the fast path held (a bound on what this round
 # takes of it), $2 signatures, $3 room, $4 held ids without a key, $5 now.
 _READ = f"""
@@ -43,12 +52,14 @@ WITH cand AS (
      CROSS JOIN LATERAL (
             SELECT {_FLOW} FROM jobs
              WHERE concurrency_key = k.key AND status = 'pending' AND tags = ANY($2::text[])
+               AND {NOT_PAUSED}
              ORDER BY priority DESC, created_at, id
              LIMIT least(k.n, $3)
                FOR UPDATE) AS h
     UNION ALL
     SELECT l.* FROM (SELECT {_FLOW} FROM jobs
-                      WHERE id = ANY($4::text[]) AND status = 'pending' FOR UPDATE) AS l
+                      WHERE id = ANY($4::text[]) AND status = 'pending' AND {NOT_PAUSED}
+                        FOR UPDATE) AS l
 ),
 keys AS (SELECT DISTINCT concurrency_key AS key FROM cand WHERE concurrency_key IS NOT NULL),
 running AS (  -- once per key; the IS NOT NULL picks the partial index of running keyed jobs

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from headwater.store.fastpath import NOT_PAUSED
 from headwater.store.flow import Candidate, Decision, decide
 from headwater.store.queries import dumps
 from headwater.store.rows import HeldRow
@@ -25,12 +26,16 @@ _RUNNING = (
     "SELECT concurrency_key, count(*) FROM jobs WHERE status = 'running' "
     "AND concurrency_key IN (SELECT value FROM json_each(?)) GROUP BY concurrency_key"
 )
+# A key's head is read here, not taken from the fast path's picks: a paused task's jobs
+# must be left out here too (their key's other jobs go on, as in the fast path).
 _HEAD = (
     f"SELECT {_FLOW} FROM jobs WHERE concurrency_key = ? AND status = 'pending' "
-    "AND tags IN (SELECT value FROM json_each(?)) ORDER BY priority DESC, created_at, id LIMIT ?"
+    f"AND tags IN (SELECT value FROM json_each(?)) AND {NOT_PAUSED} "
+    "ORDER BY priority DESC, created_at, id LIMIT ?"
 )
 _LOOSE = (
-    f"SELECT {_FLOW} FROM jobs WHERE id IN (SELECT value FROM json_each(?)) AND status = 'pending'"
+    f"SELECT {_FLOW} FROM jobs WHERE id IN (SELECT value FROM json_each(?)) "
+    f"AND status = 'pending' AND {NOT_PAUSED}"
 )
 _WINDOW = "SELECT count(*), min(started_at) FROM jobs WHERE rate_key = ? AND started_at > ?"
 _SKIP = (
