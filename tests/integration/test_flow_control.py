@@ -19,9 +19,7 @@ from tests.integration.test_store import listening, payloads_until
 DONE = JobStatus.COMPLETED
 
 
-def job(
-    n: int = 0, *, priority: int = 0, flow: JobFlow | None = None, task: str = "t"
-) -> NewJob:
+def job(n: int = 0, *, priority: int = 0, flow: JobFlow | None = None, task: str = "t") -> NewJob:
     return NewJob(
         workspace="ws",
         task=task,
