@@ -80,6 +80,20 @@ def _workflow(up: Up, workflow_id: str) -> dict[str, Any]:
     return data
 
 
+def _start_again(app: Path, tmp_path: Path, db_url: str) -> tuple[Up, int]:
+    """A new ``headwater up`` and how often it died first: on a loaded machine it can reach
+    the next kill point before it answers, and that death is one of the five."""
+    early = 0
+    while True:
+        try:
+            return Up(app, tmp_path, db_url), early
+        except RuntimeError as exc:
+            if "exited -9" not in str(exc):
+                raise
+            early += 1
+            assert early <= 5, str(exc)
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_a_five_step_workflow_completes_once_across_kill_9_at_step_boundaries(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
@@ -107,7 +121,9 @@ def test_a_five_step_workflow_completes_once_across_kill_9_at_step_boundaries(
                 up.kill()
                 restarts += 1
                 assert restarts <= 5, up.output()
-                up = Up(app, tmp_path, db_url)
+                up, early = _start_again(app, tmp_path, db_url)
+                restarts += early
+                assert restarts <= 5
                 continue
             time.sleep(0.1)
         data = _workflow(up, "five-1")

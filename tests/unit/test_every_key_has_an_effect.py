@@ -60,6 +60,8 @@ ACTED_ON: dict[str, str] = {
     "Step.inline": "workspace/models.py",
     "Step.tags": "workspace/models.py",
     "Action.type": "engine/steps.py",
+    # A workflow step runs as a function step: the model copies it into ``function``.
+    "Action.workflow": "workspace/models.py",
     "Action.script": "engine/steps.py",
     "Action.source": "engine/steps.py",
     "Action.language": "engine/steps.py",
@@ -253,6 +255,7 @@ def test_every_receiver_trigger_field_is_read(kind: str) -> None:
         SRC / "dispatch" / "dispatcher.py",
         SRC / "dispatch" / "gather.py",
         SRC / "cli" / "workspace_cmds.py",
+        SRC / "workspace" / "loader.py",  # target_workflow: the trigger's workflow task
     ]
     text = "\n".join(
         p.read_text()

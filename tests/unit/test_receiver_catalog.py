@@ -34,10 +34,15 @@ def test_each_receiver_has_an_exported_typed_decorator(kind: str) -> None:
     assert f"on_{kind}" in headwater.__all__
     assert getattr(decorators, f"on_{kind}") is getattr(headwater, f"on_{kind}")
     params = inspect.signature(wrapper).parameters
+    fields = model.model_fields
     required: dict[str, Any] = {
         name: "x"
         for name, p in params.items()
-        if p.kind is p.KEYWORD_ONLY and p.default is p.empty and name != "name"
+        if p.kind is p.KEYWORD_ONLY
+        and name != "name"
+        # Connection keys may come from a class's receiver_defaults: optional in the
+        # signature, still required by the model.
+        and (p.default is p.empty or (name in fields and fields[name].is_required()))
     }
     # A model that checks its fields is given values it accepts.
     argument, stored, valid = _VALID.get(kind, ("the-arg", "the-arg", {}))
