@@ -185,6 +185,11 @@ async def test_a_server_id_taken_by_another_reader_is_named_in_last_error(rig: R
     connection and ends the trigger's with an error. The trigger backs off saying why,
     and reads again once the id is free."""
     await rig.start()
+    # The trigger's reader is connected once a change reaches a job: only then does the
+    # other reader take the id from it (on a loaded machine the trigger may connect
+    # later and take the id from the other reader instead, and no error is raised).
+    await rig.harness.publish([{"n": 0}])
+    await rig.wait_jobs(1, timeout=30)
     holding, release = threading.Event(), threading.Event()
     other = threading.Thread(
         target=_hold_server_id, args=(rig.trigger["server_id"], holding, release), daemon=True
@@ -198,7 +203,7 @@ async def test_a_server_id_taken_by_another_reader_is_named_in_last_error(rig: R
         release.set()
         await asyncio.to_thread(other.join, 10)
     await rig.harness.publish([{"n": 1}])
-    await rig.wait_jobs(1, timeout=30)
+    await rig.wait_jobs(2, timeout=30)
 
 
 def _hold_server_id(server_id: int, holding: threading.Event, release: threading.Event) -> None:
