@@ -101,6 +101,11 @@ class WorkflowOps:
     def _write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:  # SqlStore's
         raise NotImplementedError
 
+    async def _recorded_first(self, job_id: str, seq: int) -> WorkflowStep | None:
+        """After a record's insert failed: the one another attempt wrote first, if any."""
+        async with self._reader.connect() as conn:
+            return await _recorded(conn, job_id, seq)
+
     async def find_workflow(self, workflow_id: str) -> JobRecord | None:
         async with self._reader.connect() as conn:
             found = (
@@ -123,8 +128,7 @@ class WorkflowOps:
             async with self._write() as tx:
                 await tx.conn.execute(insert(workflow_steps).values(**_values(job_id, step)))
         except IntegrityError:
-            async with self._reader.connect() as conn:
-                existing = await _recorded(conn, job_id, step.seq)
+            existing = await self._recorded_first(job_id, step.seq)
             if existing is None:
                 raise  # not a duplicate record: the job is gone
             return existing
@@ -149,8 +153,7 @@ class WorkflowOps:
                 await tx.conn.execute(insert(workflow_steps).values(**_values(job_id, done)))
                 return done
         except IntegrityError:
-            async with self._reader.connect() as conn:
-                existing = await _recorded(conn, job_id, step.seq)
+            existing = await self._recorded_first(job_id, step.seq)
             if existing is None:
                 raise
             return existing
@@ -187,8 +190,7 @@ class WorkflowOps:
         except IntegrityError:
             if sender is None:
                 raise
-            async with self._reader.connect() as conn:
-                existing = await _recorded(conn, sender[0], sender[1].seq)
+            existing = await self._recorded_first(sender[0], sender[1].seq)
             if existing is None:
                 raise
             return existing
@@ -223,8 +225,7 @@ class WorkflowOps:
                 await tx.conn.execute(insert(workflow_steps).values(**_values(job_id, done)))
                 return done
         except IntegrityError:
-            async with self._reader.connect() as conn:
-                existing = await _recorded(conn, job_id, step.seq)
+            existing = await self._recorded_first(job_id, step.seq)
             if existing is None:
                 raise
             return existing
@@ -262,8 +263,7 @@ class WorkflowOps:
                     await self._wake(tx, now, waiter)
                 return step
         except IntegrityError:
-            async with self._reader.connect() as conn:
-                existing = await _recorded(conn, job_id, step.seq)
+            existing = await self._recorded_first(job_id, step.seq)
             if existing is None:
                 raise
             return existing
