@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import uuid
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -130,10 +130,12 @@ class InMemoryStore(testing.InMemoryStore):
         self._broadcaster.publish(Channel.LOGS, job_id)
         return self.logs[-1]
 
-    async def count_jobs_by_status(self) -> dict[str, int]:
+    async def count_jobs_by_status(
+        self, statuses: Collection[JobStatus] | None = None
+    ) -> dict[str, int]:
         if self.broken:
             raise StoreError("database is locked (password=hunter2)")
-        return await super().count_jobs_by_status()
+        return await super().count_jobs_by_status(statuses)
 
 
 def make_workspace() -> Workspace:

@@ -529,6 +529,11 @@ async def test_counts(store: SqlStore) -> None:
     assert await store.count_in_flight("nothing") == 0
     counts = await store.count_jobs_by_status()
     assert counts == {"pending": 3, "running": 0, "completed": 1, "failed": 0, "cancelled": 0}
+    [second] = await store.claim_jobs("w", ["script"], 1)
+    live = await store.count_jobs_by_status([JobStatus.PENDING, JobStatus.RUNNING])
+    assert live == {"pending": 2, "running": 1}
+    assert await store.count_jobs_by_status([JobStatus.COMPLETED]) == {"completed": 1}
+    assert second.id != first.id
 
 
 async def test_rejected_events(store: SqlStore) -> None:

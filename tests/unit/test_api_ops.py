@@ -15,7 +15,7 @@ from fastapi import APIRouter, FastAPI
 from headwater.errors import ConfigError, StoreError
 from headwater.server.app import create_app
 from headwater.server.auth import is_loopback, key_matches, require_api_key_for
-from headwater.server.metrics import Metrics
+from headwater.server.metrics import Metrics, job_status_refresher
 from headwater.store.base import JobStatus
 from tests.fakes import FakeRuntime
 
@@ -224,6 +224,27 @@ async def test_metrics_expose_job_gauges_and_request_counters(
     assert 'route="/api/jobs/{job_id}",status="404"} 1.0' in text
     assert job.id not in text
     assert "headwater_api_request_seconds_bucket" in text
+
+
+async def test_metrics_count_the_queue_at_every_scrape_and_finished_jobs_less_often() -> None:
+    # Counting finished jobs reads their whole index: at 1,000,000 jobs a scrape every
+    # few seconds would cost a core. The queue's gauges stay exact at every scrape.
+    runtime = FakeRuntime()
+    metrics = Metrics()
+    refresh = job_status_refresher(metrics, runtime.store, finished_every=3600)
+    runtime.store.add_job(status=JobStatus.COMPLETED)
+    await refresh()
+    runtime.store.add_job(status=JobStatus.COMPLETED)
+    runtime.store.add_job(status=JobStatus.PENDING)
+    runtime.store.add_job(status=JobStatus.RUNNING)
+    await refresh()
+    text = (await metrics.render()).decode()
+    assert 'headwater_jobs{status="pending"} 1.0' in text
+    assert 'headwater_jobs{status="running"} 1.0' in text
+    assert 'headwater_jobs{status="completed"} 1.0' in text  # the first scrape's count
+    fresh = job_status_refresher(metrics, runtime.store, finished_every=0)
+    await fresh()
+    assert 'headwater_jobs{status="completed"} 2.0' in (await metrics.render()).decode()
 
 
 async def test_metrics_survive_a_store_outage(

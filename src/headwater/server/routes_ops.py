@@ -9,7 +9,7 @@ import structlog
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
-from headwater.server.metrics import Metrics
+from headwater.server.metrics import LIVE_STATUSES, Metrics
 from headwater.server.routes_common import RuntimeDep
 
 __all__ = ["STORE_CHECK_TIMEOUT", "ops_router"]
@@ -36,7 +36,11 @@ def ops_router() -> APIRouter:
             log.warning("health_report_failed", error=type(exc).__name__)
             components = {"runtime": "error"}
         try:
-            await asyncio.wait_for(runtime.store.count_jobs_by_status(), STORE_CHECK_TIMEOUT)
+            # Pending and running only: an index range each, where counting every job
+            # read a million index entries per probe (373 ms of CPU on SQLite).
+            await asyncio.wait_for(
+                runtime.store.count_jobs_by_status(LIVE_STATUSES), STORE_CHECK_TIMEOUT
+            )
             store_state = "ok"
         except TimeoutError:
             store_state = "error: timeout"

@@ -14,7 +14,7 @@ thread-safe: drive it from one event loop. Public as ``headwater.testing.InMemor
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -399,10 +399,14 @@ class InMemoryStore(
     async def count_in_flight(self, source_id: str) -> int:
         return sum(1 for j in self.jobs.values() if j.source_id == source_id and j.status in _LIVE)
 
-    async def count_jobs_by_status(self) -> dict[str, int]:
-        counts = {status.value: 0 for status in JobStatus}
+    async def count_jobs_by_status(
+        self, statuses: Collection[JobStatus] | None = None
+    ) -> dict[str, int]:
+        wanted = list(JobStatus) if statuses is None else list(statuses)
+        counts = {status.value: 0 for status in wanted}
         for j in self.jobs.values():
-            counts[j.status.value] += 1
+            if j.status.value in counts:
+                counts[j.status.value] += 1
         return counts
 
     # -- logs ----------------------------------------------------------------------------

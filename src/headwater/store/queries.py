@@ -8,7 +8,7 @@ hot paths (insert, claim, finish, append logs) are raw SQL next to their dialect
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Row
+from sqlalchemy.sql import Executable
 
 from headwater.store.base import (
     JobRecord,
@@ -246,8 +247,42 @@ def count_in_flight(source_id: str) -> Select[int]:
     )
 
 
-def count_by_status() -> Select[str, int]:
-    return select(jobs.c.status, func.count()).group_by(jobs.c.status)
+def count_by_status(dialect: str, statuses: Collection[JobStatus]) -> list[Executable]:
+    """Statements giving (status, count) rows, each read from an index alone: pending
+    jobs from the claim index (partial: only the queue), the others from the status
+    index, whose partial condition is spelled out so that SQLite uses it. Without
+    statistics SQLite would otherwise scan the source index over every job for either
+    (46 ms for 100 pending jobs among 1,000,000). The statuses are rendered inline:
+    PostgreSQL cannot match a partial index's condition against a bound parameter in a
+    generic plan."""
+
+    def inline(status: str) -> Any:
+        return literal(status, literal_execute=True)
+
+    pending = JobStatus.PENDING.value
+    stmts: list[Executable] = []
+    if JobStatus.PENDING in statuses and dialect == "sqlite":
+        # SQLAlchemy renders no table hint for SQLite.
+        stmts.append(
+            text(
+                f"SELECT '{pending}', count(*) FROM jobs INDEXED BY ix_jobs_claim "
+                f"WHERE status = '{pending}'"
+            )  # fmt: skip
+        )
+    elif JobStatus.PENDING in statuses:
+        stmts.append(
+            select(inline(pending).label("status"), func.count())
+            .select_from(jobs)
+            .where(jobs.c.status == inline(pending))
+        )
+    others = [inline(s.value) for s in statuses if s is not JobStatus.PENDING]
+    if others:
+        stmts.append(
+            select(jobs.c.status, func.count())
+            .where(jobs.c.status.in_(others), jobs.c.status != inline(pending))
+            .group_by(jobs.c.status)
+        )
+    return stmts
 
 
 # -- logs ----------------------------------------------------------------------------------

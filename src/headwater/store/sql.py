@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -448,11 +448,15 @@ class SqlStore(
         async with self._reader.connect() as conn:
             return int((await conn.execute(q.count_in_flight(source_id))).scalar_one())
 
-    async def count_jobs_by_status(self) -> dict[str, int]:
-        counts = {status.value: 0 for status in JobStatus}
+    async def count_jobs_by_status(
+        self, statuses: Collection[JobStatus] | None = None
+    ) -> dict[str, int]:
+        wanted = list(JobStatus) if statuses is None else list(statuses)
+        counts = {status.value: 0 for status in wanted}
         async with self._reader.connect() as conn:
-            for status, count in await conn.execute(q.count_by_status()):
-                counts[status] = int(count)
+            for stmt in q.count_by_status(self._dialect, wanted):
+                for status, count in await conn.execute(stmt):
+                    counts[status] = int(count)
         return counts
 
     # -- logs ----------------------------------------------------------------------------
