@@ -1,0 +1,87 @@
+"""A durable workflow on a remote worker survives ``kill -9`` of that worker: ``headwater
+server`` (no worker of its own) and ``headwater worker`` processes, SQLite and
+PostgreSQL. The worker dies inside the workflow's second step, before that step's side
+effect; another worker started afterwards gets the job once recovery requeues it,
+replays the first step from its record and runs the rest. Each step's side effect
+happened exactly once and the workflow completed once. Sized to seconds."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.cluster import RemoteWorkerProc, Server, create_token, wait_for
+from tests.integration import remote_workflow_app as app
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(300), pytest.mark.xdist_group("crash")]
+
+# Recovery requeues the dead worker's job after this long without a heartbeat (workers
+# beat every 0.3 s); more than the 2 s of tests/e2e/cluster.py so that a live worker on
+# a loaded machine is not taken for dead.
+STALE_AFTER = 3.0
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text().split() if path.exists() else []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_remote_workflow_resumes_on_another_worker_after_kill_9(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    db_url = (
+        str(request.getfixturevalue("pg_url"))
+        if backend == "postgres"
+        else f"sqlite:///{tmp_path}/hw.db"
+    )
+    folder = tmp_path / "ws"
+    folder.mkdir()
+    shutil.copy(Path(app.__file__), folder / "rwf_crash.py")
+    workspace = folder / "ws.yaml"
+    workspace.write_text(app.workspace_yaml("rwf_crash"))
+    log, gate = tmp_path / "effects.log", tmp_path / "gate"
+    started = Path(f"{log}.started")
+    token = create_token(db_url, "crash")
+    server = Server("server", workspace, db_url, tmp_path, stale_after=STALE_AFTER)
+    first = RemoteWorkerProc("worker1", [server.url], token, tmp_path, concurrency=2)
+    second: RemoteWorkerProc | None = None
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            resp = client.post(
+                "/api/tasks/chain/run", json={"input": {"log": str(log), "gate": str(gate)}}
+            )
+            assert resp.status_code == 201, resp.text
+            job_id = resp.json()["job_id"]
+            wait_for(lambda: "two" in _lines(started), 60, "the second step to start")
+            first.kill()  # SIGKILL inside step two, before its side effect
+            killed = time.monotonic()
+            gate.touch()
+            second = RemoteWorkerProc("worker2", [server.url], token, tmp_path, concurrency=2)
+
+            def ended() -> dict[str, object] | None:
+                job: dict[str, object] = client.get(f"/api/jobs/{job_id}").json()
+                return job if job["status"] in ("completed", "failed", "cancelled") else None
+
+            job = wait_for(ended, 60, "the workflow to end", interval=0.1)
+            print(f"resumed {time.monotonic() - killed:.1f}s after the kill")
+            workflow = client.get(f"/api/workflows/{job_id}").json()
+            runs = client.get("/api/jobs", params={"task": "chain"}).json()
+    finally:
+        for proc in (first, second, server):
+            if proc is not None:
+                proc.kill()
+    assert job["status"] == "completed", (job["error"], server.output())
+    assert job["output"] == {"workflow": ["one", "two", "three"]}
+    assert int(str(job["attempt"])) >= 2  # the second worker's claim
+    assert sorted(_lines(log)) == ["one", "three", "two"]  # each side effect once
+    assert _lines(started) == ["two", "two"]  # step two ran again; step one did not
+    assert [(s["seq"], s["name"], s["status"]) for s in workflow["workflow_steps"]] == [
+        (0, "effect", "completed"),
+        (1, "gated", "completed"),
+        (2, "effect", "completed"),
+    ]
+    assert [j["id"] for j in runs["jobs"]] == [job_id]  # one run, completed once
