@@ -3,13 +3,14 @@ tests/e2e/test_remote_workflow_crash.py). The tests copy this file into the work
 folder the server ships to its workers, under a name of their own.
 
 Each step appends a line to the file ``log`` names: its side effect, counted by the
-tests. ``gated`` marks that its step started in ``{log}.started`` (not a side effect)
-and waits for the file ``gate`` before its side effect: the e2e test kills the worker
-there.
+tests. ``gated`` notes that it started, and in which process, in ``{log}.started`` (not
+a side effect) and waits for the file ``gate`` before its side effect: the e2e test
+kills that worker there.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def transactional(log: str) -> int:
 
 @headwater.step
 def gated(log: str, name: str, gate: str) -> str:
-    _note(log + ".started", name)
+    _note(log + ".started", f"{name}:{os.getpid()}")
     while not Path(gate).exists():
         time.sleep(0.05)
     _note(log, name)
