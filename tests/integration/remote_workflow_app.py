@@ -86,8 +86,11 @@ def gated(log: str, name: str, gate: str) -> str:
 
 @headwater.workflow(registry=registry)
 def chain(log: str, gate: str) -> list[str]:
-    """Three steps; the second waits for ``gate`` (the e2e test's kill point)."""
-    return [effect(log, "one"), gated(log, "two", gate), effect(log, "three")]
+    """Three steps and a durable sleep (the server's timers wake it); the second step
+    waits for ``gate`` (the e2e test's kill point)."""
+    first = effect(log, "one")
+    headwater.sleep(1.1)
+    return [first, gated(log, "two", gate), effect(log, "three")]
 
 
 def workspace_yaml(module: str) -> str:
