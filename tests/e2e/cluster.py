@@ -125,6 +125,7 @@ class Server(Proc):
         *extra: str,
         stale_after: float = STALE_AFTER,
         lease_ttl: float = LEASE_TTL,
+        wait: bool = True,  # False: start its workers meanwhile, then wait_healthy()
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -134,7 +135,8 @@ class Server(Proc):
             "--log-level", "warning", *extra,
         ]  # fmt: skip
         super().__init__(name, args, cwd)
-        self.wait_healthy()
+        if wait:
+            self.wait_healthy()
 
     def restart(self) -> None:
         self.start()

@@ -7,7 +7,9 @@ What runs in one server process:
   the janitor lease; the trigger managers serve only what this server holds;
 - the recovery sweep (janitor only): running jobs of workers silent for ``stale_after``
   seconds go back to pending (or fail after their last attempt);
-- with ``--worker``, an embedded worker claiming straight from the store.
+- with ``--worker``, an embedded worker claiming straight from the store;
+- the wake-up loop of waiting workflows (``engine.workflow_timers``): the embedded
+  worker's, or without one its own, for the workflows remote workers run.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +27,7 @@ import structlog
 from headwater.app.serve import Background, Http, serve
 from headwater.distributed.ownership import TriggerOwnership
 from headwater.distributed.tokens import WorkerTokenVerifier
+from headwater.engine.workflow_timers import run_workflow_timers
 from headwater.node import Node, NodeSettings
 from headwater.server.worker_service import WorkerService, WorkerServiceSettings
 from headwater.store.base import Store
@@ -80,6 +84,7 @@ async def _sweep(
 async def run_server(s: ServerSettings, say: Callable[[str], None]) -> None:
     from headwater.server.auth import require_api_key_for
     from headwater.server.routes_worker import WORKER_BODY_LIMIT, create_worker_router
+    from headwater.server.routes_worker_workflows import WORKFLOW_BODY_LIMIT
     from headwater.url_secrets import hide_password
 
     require_api_key_for(s.host, list(s.api_keys))
@@ -125,6 +130,7 @@ async def run_server(s: ServerSettings, say: Callable[[str], None]) -> None:
             create_worker_router(service, WorkerTokenVerifier(store), node.artifacts)
         )
         app.state.body_limits["/worker"] = WORKER_BODY_LIMIT
+        app.state.body_limits["/worker/workflows"] = WORKFLOW_BODY_LIMIT
 
     def banner(ws: Workspace) -> str:
         return (
@@ -145,7 +151,9 @@ async def run_server(s: ServerSettings, say: Callable[[str], None]) -> None:
         Background("sweep", sweep),
     ]
     if s.run_worker:
-        background.append(Background("worker", node.run_worker))
+        background.append(Background("worker", node.run_worker))  # with the workflow timers
+    else:
+        background.append(Background("workflow-timers", partial(run_workflow_timers, store)))
     await serve(
         node,
         Http(s.host, s.port, s.api_keys, graceful_shutdown=10, stop_first=False),

@@ -23,6 +23,7 @@ records use ``headwater.distributed.wire``.
 | ``POST /worker/event-source/cursor`` | the trigger's last committed cursor |
 | ``POST /worker/state/get``, ``/put`` | task state between runs (``routes_worker_files``) |
 | ``POST /worker/artifacts/{id}/{step}`` | a step's artifacts (``routes_worker_files``) |
+| ``POST /worker/workflows/*`` | a workflow's durable calls (``routes_worker_workflows``) |
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from headwater.distributed.tokens import WorkerTokenVerifier
 from headwater.distributed.wire import ConsumerLease, job_to_wire, log_from_wire, step_from_wire
 from headwater.errors import AuthError, NotFoundError
 from headwater.server.routes_worker_files import add_worker_file_routes
+from headwater.server.routes_worker_workflows import add_worker_workflow_routes
 from headwater.server.worker_service import WorkerService
 from headwater.store.base import JobRecord, JobStatus, WorkerTokenRecord
 
@@ -350,6 +352,7 @@ def create_worker_router(
         return {"in_flight": await service.wait_room(body.trigger, body.below, body.timeout)}
 
     add_worker_file_routes(router, service, _token_job, artifacts)
+    add_worker_workflow_routes(router, service, worker_bound)
     return router
 
 

@@ -141,6 +141,10 @@ class WorkerService:
     def store(self) -> Store:
         return self._node.store
 
+    @property
+    def node(self) -> Node:
+        return self._node
+
     # -- workspace ---------------------------------------------------------------------
     def shipped(self) -> _Shipped:
         """The workspace as shipped to workers; rebuilt after a reload."""

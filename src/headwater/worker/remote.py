@@ -4,7 +4,8 @@ It runs the very Worker, JobExecutor and StepRunner of the embedded mode, over a
 ``HttpControlPlane``. The workspace comes from the server: its files as a tar.gz cached by
 checksum under ``cache_dir``, its secrets resolved by the server and kept in memory only
 (they render templates and are masked in every log line). When the server announces a
-new revision (after a workspace reload) the worker loads it before its next job.
+new revision (after a workspace reload) the worker loads it before its next job. Durable
+workflows keep their records through the servers (``worker.workflow_backend``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import structlog
 
@@ -26,7 +27,7 @@ from headwater.engine.logwriter import LogWriter
 from headwater.engine.steps import LineHook, StepRunner
 from headwater.errors import AuthError, ConflictError, StaleConsumerError
 from headwater.runners import RUNNER_TAGS, close_runners, open_runners, runner_tags
-from headwater.store.base import JobRecord
+from headwater.store.base import JobRecord, Store
 from headwater.telemetry.tracing import tracing_from_env
 from headwater.triggers.consumers import consumer_env, consumer_line_hook, consumer_resume_env
 from headwater.triggers.emitter import EmitBatch, EmitResult
@@ -35,6 +36,7 @@ from headwater.worker.http_control import HttpControlPlane
 from headwater.worker.remote_artifacts import RemoteArtifacts
 from headwater.worker.secret_guard import SecretGuard
 from headwater.worker.worker import Worker, WorkerSettings
+from headwater.worker.workflow_backend import RemoteWorkflowStore
 from headwater.workspace.models import EventSourceTrigger, Workspace
 from headwater.workspace.secret_refs import seal
 from headwater.workspace.secrets import Redactor
@@ -252,6 +254,7 @@ class RemoteWorker:
             sealed = seal(payload, self.holder.secrets, parent.id)
             return await control.submit_child(parent, step, task, sealed)
 
+        workflows = RemoteWorkflowStore(control)
         steps = StepRunner(
             control=guarded,
             logs=logs,
@@ -269,6 +272,10 @@ class RemoteWorker:
             kill_grace=self.settings.kill_grace,
             max_line_bytes=self.settings.max_line_bytes,
             artifacts=RemoteArtifacts(control),  # kept by the server
+            # Durable workflows: their records are kept by the servers (/worker/workflows).
+            # It implements the store operations the workflow SDK makes, not a Store.
+            workflow_store=cast(Store, workflows),
+            start_job=workflows.start_job,
         )
         worker = Worker(
             guarded,

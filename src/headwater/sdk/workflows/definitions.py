@@ -43,9 +43,8 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 _NO_STORE = (
-    "workflow {name!r} needs the store in the worker's process: run it on an embedded"
-    " worker (headwater up, headwater server --worker, headwater consumer run); remote"
-    " workers (headwater worker) do not run workflows yet"
+    "workflow {name!r} needs a store for its records: run it on a worker (headwater up,"
+    " headwater server --worker, headwater consumer run, headwater worker)"
 )
 
 
