@@ -263,12 +263,8 @@ def count_by_status(dialect: str, statuses: Collection[JobStatus]) -> list[Execu
     stmts: list[Executable] = []
     if JobStatus.PENDING in statuses and dialect == "sqlite":
         # SQLAlchemy renders no table hint for SQLite.
-        stmts.append(
-            text(
-                f"SELECT '{pending}', count(*) FROM jobs INDEXED BY ix_jobs_claim "
-                f"WHERE status = '{pending}'"
-            )  # fmt: skip
-        )
+        queue = "SELECT '{0}', count(*) FROM jobs INDEXED BY ix_jobs_claim WHERE status = '{0}'"
+        stmts.append(text(queue.format(pending)))
     elif JobStatus.PENDING in statuses:
         stmts.append(
             select(inline(pending).label("status"), func.count())
