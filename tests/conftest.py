@@ -163,6 +163,34 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item._id = coerce_node_id(f"{item.nodeid}@{'_'.join(sorted(names))}")
 
 
+# The serial chains of the run (xdist groups whose tests must not run beside each other)
+# start first, longest first: the kill -9 tests take minutes one after another and the
+# fresh-clone install a minute of waiting on pip, so started late (xdist's default order is
+# by the number of tests in a group) they were the tail of the run. Everything else
+# follows in xdist's order (big groups, then single tests).
+# "crash": the kill -9 tests whose processes keep heartbeat or lease deadlines (two
+# servers and workers, SDK consumers, Kafka's group): two side by side on 2 cores starve
+# each other's heartbeats. "restart": the ones that only kill and restart one `headwater
+# up` (workflows, cursors), which run beside them.
+FIRST_GROUPS = ("crash", "restart", "readme_fresh_clone")
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadGroupScheduling
+
+    class LongChainsFirst(LoadGroupScheduling):
+        def _assign_work_unit(self, node: object) -> None:
+            for group in reversed(FIRST_GROUPS):
+                if group in self.workqueue:
+                    self.workqueue.move_to_end(group, last=False)
+            super()._assign_work_unit(node)  # type: ignore[arg-type]
+
+    return LongChainsFirst(config, log)  # type: ignore[arg-type]
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]

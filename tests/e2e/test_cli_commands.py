@@ -16,6 +16,10 @@ import pytest
 from tests.e2e.procs import HEADWATER, Up, run_cli
 from tests.e2e.test_run_and_up import workspace
 
+# One worker runs this module, so the module's `headwater up` starts once (spread over
+# the xdist workers, each of them started its own).
+pytestmark = pytest.mark.xdist_group("cli_commands")
+
 
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:

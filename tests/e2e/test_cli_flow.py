@@ -42,6 +42,11 @@ triggers:
 """
 
 
+# One worker runs this module, so the module's `headwater up` starts once (spread over
+# the xdist workers, each of them started its own).
+pytestmark = pytest.mark.xdist_group("cli_flow")
+
+
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     tmp = tmp_path_factory.mktemp("cli-flow")

@@ -12,8 +12,8 @@ from tests.e2e.cursor_chaos import run_chaos
 
 pytestmark = [
     pytest.mark.timeout(150),
-    pytest.mark.xdist_group("crash"),
-]  # one kill -9 test at a time
+    pytest.mark.xdist_group("restart"),
+]  # one kill -9 test of `headwater up` at a time (tests/conftest.py FIRST_GROUPS)
 
 
 def test_a_cursor_consumer_loses_and_duplicates_nothing_through_kill_9s(tmp_path: Path) -> None:

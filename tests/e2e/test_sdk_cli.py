@@ -48,8 +48,24 @@ class Bg:
         return self.log.read_text()
 
 
+# Each test runs on one store: the pipeline (publisher, consumers, dead letter, replay) on
+# PostgreSQL, the quarantine and `up` on SQLite. What differs between the stores is below
+# these commands and is tested on both: the consumers' exactly-once, dead letters, replay
+# and lease in tests/integration/test_sdk_consumer.py, the state the quarantine is kept in
+# by the store contract tests, and the whole pipeline through kill -9s on each store in
+# tests/e2e/test_sdk_crash.py. (Every test on both stores cost CI three more runs of
+# 45-55 s, each starting a dozen headwater processes.)
 @pytest.fixture
-def env(tmp_path: Path, db_url: str) -> dict[str, str]:
+def sqlite_env(tmp_path: Path, sqlite_url: str) -> dict[str, str]:
+    return _env(tmp_path, sqlite_url)
+
+
+@pytest.fixture
+def pg_env(tmp_path: Path, pg_url: str) -> dict[str, str]:
+    return _env(tmp_path, pg_url)
+
+
+def _env(tmp_path: Path, db_url: str) -> dict[str, str]:
     require_service("redis")
     flags = tmp_path / "flags"
     flags.mkdir()
@@ -128,8 +144,9 @@ def test_consumers_list_shows_every_registration(tmp_path: Path) -> None:
 
 
 def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
-    env: dict[str, str], tmp_path: Path
+    pg_env: dict[str, str], tmp_path: Path
 ) -> None:
+    env = pg_env
     stream = env["SDK_E2E_STREAM"]
     sent = cli(env, "send-event", "--stream", stream, "--event-type", "Credit",
                "--payload", '{"amount": 5}', "--count", "3")  # fmt: skip
@@ -211,15 +228,20 @@ def test_the_pipeline_end_to_end_with_a_dead_letter_replayed(
 
 
 def test_a_crash_loop_is_quarantined_across_restarts_until_released(
-    env: dict[str, str], tmp_path: Path
+    sqlite_env: dict[str, str], tmp_path: Path
 ) -> None:
+    env = sqlite_env
     flags = Path(env["SDK_E2E_FLAGS"])
     (flags / "crash").touch()
     args = ["consumer", "run", APP, "--only", "ledger", "--heartbeat-dir",
-            str(tmp_path / "beats"), "--poll-interval", "0.5"]  # fmt: skip
+            str(tmp_path / "beats"), "--poll-interval", "0.5",
+            # Five crashes within 10 minutes: each crash is a worker's start (it imports
+            # the app, then dies), and at a load average of 19 five of them did not fit
+            # in the default minute (the run timed out waiting for the quarantine).
+            "--crash-window", "600"]  # fmt: skip
     supervisor = Bg(args, tmp_path / "sup1.log", env)
     try:
-        eventually(lambda: in_quarantine(env), timeout=60, what="the quarantine")
+        eventually(lambda: in_quarantine(env), timeout=120, what="the quarantine")
         listed = cli(env, "quarantine", "list", "--json")
         assert listed.returncode == 0, listed.stderr
         (entry,) = json.loads(listed.stdout)
@@ -247,9 +269,12 @@ def test_a_crash_loop_is_quarantined_across_restarts_until_released(
 
 
 def test_up_runs_the_receiver_bound_functions_of_a_python_app(
-    env: dict[str, str], tmp_path: Path, db_url: str, monkeypatch: pytest.MonkeyPatch
+    sqlite_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import redis
+
+    env = sqlite_env
+    db_url = env["HEADWATER_DATABASE_URL"]
 
     stream = f"{env['SDK_E2E_STREAM']}:in"
     client = redis.Redis.from_url(REDIS)

@@ -31,7 +31,9 @@ from tests.e2e.procs import REPO, Up, eventually
 APP = REPO / "tests" / "e2e" / "workflow_crash_app.py"
 # Each test restarts ``headwater up`` (1-6 times): seconds on an idle machine, minutes on
 # a crowded one (importing the node took 13 s at a load average of 12).
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("crash")]
+# The "restart" group: kill -9 tests of one `headwater up` that depend on no heartbeat or
+# lease deadline run one at a time, beside the "crash" group (see tests/conftest.py).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("restart")]
 
 
 def _db(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
