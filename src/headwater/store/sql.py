@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headwater import jsonsafe
 from headwater.errors import ConfigError, ConflictError, NotFoundError
-from headwater.store import job_writes, listing
+from headwater.store import handoff, job_writes, listing
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.activity_ops import ActivityOps
@@ -58,6 +58,7 @@ from headwater.store.flow import WakeTimer
 from headwater.store.flow_ops import FlowOps
 from headwater.store.gather_ops import GatherOps
 from headwater.store.group_commit import GroupCommit
+from headwater.store.handoff import LocalSlots
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
 from headwater.store.lease_ops import LeaseOps
@@ -179,6 +180,7 @@ class SqlStore(
         self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
         self._listener: PgListener | None = None
+        self._local_slots: LocalSlots | None = None
         self._write_lock: asyncio.Lock | NoLock
         if self._pg:
             self._writer = engine
@@ -330,7 +332,9 @@ class SqlStore(
                     by_key[key] = index
             row_of.append(index)
 
-        created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids, cursor)
+        created, existing = await handoff.insert_rows(
+            self._fast, self._engine, self._local_slots, rows, caller_ids, cursor
+        )
         if len(created) == len(rows) == len(jobs):  # the usual case: every job is new
             return [InsertOutcome(row[0], True) for row in rows]
         outcomes: list[InsertOutcome] = []
@@ -342,6 +346,12 @@ class SqlStore(
                 found = existing.get(key, job_id) if key is not None else job_id
                 outcomes.append(InsertOutcome(found, created=False))
         return outcomes
+
+    def set_local_slots(self, slots: LocalSlots | None) -> None:
+        """PostgreSQL: new jobs may go straight to this worker's idle slots (see
+        ``store.handoff``); None stops that. SQLite claims inline, without a round trip
+        to save: there it changes nothing."""
+        self._local_slots = slots
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         async with self._snapshot.connect() as conn:
