@@ -18,6 +18,7 @@ from headwater.store.base import JobFlow, PauseKind
 from headwater.store.ids import tag_signature
 from headwater.store.sql import SqlStore, open_store
 from headwater.worker.worker import WorkerSettings
+from headwater.workspace.secret_refs import REFERENCE_PREFIX
 from tests.integration.test_engine import start_node
 from tests.polling import eventually
 
@@ -92,12 +93,16 @@ async def test_only_jobs_a_claim_would_take_at_once_are_handed(pg_store: SqlStor
     first = await pg_store.insert_jobs([job(dedup_key="k")])
     keyed = job(flow=JobFlow(concurrency_key="ws/t/x"))
     other_tags = job(tags=frozenset({"gpu"}))
-    outcomes = await pg_store.insert_jobs([job("paused"), keyed, other_tags, job(dedup_key="k")])
-    assert slots.asked[-1][1] is None  # flow limits: never offered
+    # A sealed secret reference is filled in by the worker's claim (SecretGuard).
+    sealed = job(input={"token": f"{REFERENCE_PREFIX}abc⟧"})
+    outcomes = await pg_store.insert_jobs(
+        [job("paused"), keyed, other_tags, sealed, job(dedup_key="k")]
+    )
+    assert slots.asked[-1][1] is None and slots.asked[-1][3] is None  # never offered
     assert slots.reserved == 0
     assert [j.id for j in slots.delivered] == [first[0].id]
-    assert outcomes[3].id == first[0].id and not outcomes[3].created  # the duplicate
-    for outcome in outcomes[:3]:
+    assert outcomes[4].id == first[0].id and not outcomes[4].created  # the duplicate
+    for outcome in outcomes[:4]:
         stored = await pg_store.get_job(outcome.id)
         assert stored is not None and stored.status is JobStatus.PENDING
         assert stored.worker_id is None and stored.attempt == 0

@@ -12,8 +12,9 @@ the recovery sweep requeues like any other.
 
 Only jobs that a claim would have taken at once are handed: no concurrency key and no
 rate limit (those go through ``store.flow``), a tag signature the worker claims, and a
-task that is not paused (the statement checks that). Everything else is inserted
-pending and announced as before.
+task that is not paused (the statement checks that). A job whose input holds a secret
+reference is not handed either: the worker's control plane fills those in as it claims
+(``worker.secret_guard``). Everything else is inserted pending and announced as before.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from headwater.store.postgres import (
 )
 from headwater.store.queries import dumps
 from headwater.store.rows import NewJobRow
+from headwater.workspace.secret_refs import REFERENCE_PREFIX
 
 __all__ = ["LocalSlots", "candidates", "handed_job", "insert_rows"]
 
@@ -59,8 +61,12 @@ class LocalSlots(Protocol):
 
 
 def candidates(rows: Sequence[NewJobRow]) -> list[str | None]:
-    """Per row, its tag signature if a claim would take it at once (no flow limits)."""
-    return [r[7] if r[11] is None and r[14] is None else None for r in rows]
+    """Per row, its tag signature if it may be handed (no flow limits, no secret
+    reference anywhere in its input's JSON text)."""
+    return [
+        r[7] if r[11] is None and r[14] is None and REFERENCE_PREFIX not in r[3] else None
+        for r in rows
+    ]
 
 
 def handed_job(row: NewJobRow, worker_id: str, now: datetime) -> JobRecord:
