@@ -1,9 +1,9 @@
 """Execution during an ingest burst (issue 21, item 4): does a burst starve running jobs?
 
 One embedded node runs one-step jobs (``sh -c true`` by default, ``--kind function`` for
-a ``type: function`` no-op): a backlog of ``--backlog`` of them queued before the worker
-starts (so execution runs flat out), or, with ``--rate``, jobs submitted at that rate for
-the whole run. After ``--warmup`` seconds an event-source consumer prints ``--events``
+a ``type: function`` no-op): a backlog of ``--backlog`` of them queued once the consumer
+below runs (so execution runs flat out), or, with ``--rate``, jobs submitted at that rate
+for the whole run. After ``--warmup`` seconds an event-source consumer prints ``--events``
 ``OUTPUT:`` lines as fast as it can, each becoming a job of a task no worker runs (tag
 ``burst``), so the burst is pure ingest and stays pending. Measured from the stored jobs:
 
@@ -11,8 +11,8 @@ the whole run. After ``--warmup`` seconds an event-source consumer prints ``--ev
   not counted);
 - during: the same while the burst is being ingested (its first to its last job's
   ``created_at``), and how many of the burst's events were stored per second;
-- the ratio during / steady (goal ≥ 0.8), and the steady jobs' submit → finish p50/p99
-  in each window.
+- the ratio during / steady (goal ≥ 0.8), and (with ``--rate``) the steady jobs' submit →
+  finish p50/p99 in each window.
 
     python bench/burst.py [--events 100000] [--backlog 30000 | --rate 500]
                           [--kind shell|function] [--concurrency 8]
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+import structlog  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
@@ -123,6 +124,16 @@ def window(
     }
 
 
+async def consumer_running(node: Node) -> bool:
+    async with node.store.engine.connect() as conn:  # type: ignore[attr-defined]
+        found = await conn.execute(
+            select(func.count()).where(
+                jobs_table.c.task == "consumer", jobs_table.c.status == "running"
+            )
+        )
+        return bool(found.scalar_one())
+
+
 async def queue_backlog(node: Node, n: int) -> None:
     for start in range(0, n, 2000):
         await node.dispatcher.dispatch(
@@ -143,8 +154,6 @@ async def run(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
         worker = WorkerSettings(concurrency=args.concurrency)
         node = Node(ws, NodeSettings(db_url=db_url, worker=worker))
         await node.start()
-        if not rate:
-            await queue_backlog(node, args.backlog)
         freeze_startup_heap()
         stop, feeding = asyncio.Event(), asyncio.Event()
         cpu0 = time.process_time()
@@ -153,9 +162,17 @@ async def run(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
                 asyncio.create_task(node.run_worker(stop)),
                 asyncio.create_task(node.run_triggers(stop, watch=False)),
             ]
-            feeder = asyncio.create_task(
-                submit_steadily(node, rate, feeding) if rate else feeding.wait()
-            )
+            # The consumer is a job too: it runs before the backlog is queued, and sleeps
+            # for ``warmup`` seconds before its burst.
+            while not await consumer_running(node):
+                await asyncio.sleep(0.05)
+            if rate:
+                feeder = asyncio.create_task(submit_steadily(node, rate, feeding))
+                steady_from = time.time() + 1.0
+            else:
+                await queue_backlog(node, args.backlog)
+                feeder = asyncio.create_task(feeding.wait())
+                steady_from = time.time() + 0.5
             deadline = time.monotonic() + warmup + 180
             burst = 0
             while time.monotonic() < deadline:
@@ -187,11 +204,10 @@ async def run(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
             await node.close()
             sys.path.remove(tmp)
     created = sorted(c for task, c, _ in rows if task == "target")
-    first_steady = min(c for task, c, _ in rows if task == "steady")
     if not created:
         return {"burst_events": 0}
     start, end = created[0], created[-1]
-    before = window(rows, first_steady + 1.0, start)  # the first second warms up
+    before = window(rows, steady_from, start)
     during = window(rows, start, end)
     return {
         "burst_events": len(created),
@@ -204,13 +220,14 @@ async def run(db_url: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def main() -> None:
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(30))
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--backlog", type=int, default=30_000, help="jobs queued before the start")
     ap.add_argument("--rate", type=int, default=0, help="instead: jobs submitted per second")
     ap.add_argument("--kind", choices=("function", "shell"), default="shell")
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--warmup", type=float, default=3.0)
+    ap.add_argument("--warmup", type=float, default=4.0, help="seconds before the burst")
     ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--skip-pg", action="store_true")
     ap.add_argument("--json", type=Path)
