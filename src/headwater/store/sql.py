@@ -82,6 +82,7 @@ from headwater.store.upkeep_ops import UpkeepOps
 from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
 from headwater.store.worker_ops import WorkerOps
 from headwater.store.workflow_ops import WorkflowOps
+from headwater.store.write_lock import WriteLock
 
 __all__ = ["SqlStore", "default_sqlite_url", "normalise_url", "open_store"]
 
@@ -181,7 +182,7 @@ class SqlStore(
         self._closed = False
         self._listener: PgListener | None = None
         self._local_slots: LocalSlots | None = None
-        self._write_lock: asyncio.Lock | NoLock
+        self._write_lock: WriteLock | NoLock
         if self._pg:
             self._writer = engine
             # Single statements need no transaction: skip BEGIN/ROLLBACK round trips.
@@ -199,13 +200,15 @@ class SqlStore(
             self._snapshot = engine.execution_options(**{BEGIN_OPTION: "DEFERRED"})
             # SQLite has one writer. Queueing our own writers here is far cheaper than
             # letting them poll SQLite's busy handler (which sleeps up to 100 ms a try);
-            # other processes still wait through the busy timeout.
-            self._write_lock = asyncio.Lock()
+            # other processes still wait through the busy timeout. Job inserts queue
+            # behind the worker's writes (see write_lock).
+            self._write_lock = WriteLock()
         self._fast: FastPath
         if self._pg:
             self._fast = PgFastPath(engine)
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
+            assert isinstance(self._write_lock, WriteLock)
             self._fast = SqliteFastPath(
                 writer, self._write_lock, self._broadcaster.publish, self._rate_wake
             )
