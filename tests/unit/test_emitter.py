@@ -18,7 +18,7 @@ from structlog.testing import capture_logs
 
 from headwater.engine.logwriter import LogWriter
 from headwater.store.base import JobRecord, JobStatus, LogLine, LogStream
-from headwater.triggers.emitter import EMIT_MAX, EmitBatch, EmitResult, EventSourceLineHook
+from headwater.triggers.emitter import EmitBatch, EmitResult, EventSourceLineHook
 
 T = TypeVar("T")
 
@@ -611,16 +611,3 @@ async def test_each_run_of_failures_is_said_and_survived(max_in_flight: int | No
     await asyncio.wait_for(hook.close(), 10.0)
     assert emitter.created == [f"{PREFIX}:1", f"{PREFIX}:2"]
     assert len(logs.lines) == 2  # one line per run of failures
-
-
-@pytest.mark.parametrize("max_in_flight", [None, 10_000])  # pipelined, and one at a time
-async def test_a_burst_is_stored_in_transactions_of_at_most_emit_max_events(
-    max_in_flight: int | None,
-) -> None:
-    emitter = FakeEmitter()
-    hook = make_hook(emitter, FakeLogs(), max_in_flight=max_in_flight, max_batch=4000)
-    for n in range(1, 2501):  # read faster than stored: the pending events pile up
-        await hook(STEP, LogStream.STDOUT, out(n), False)
-    await asyncio.wait_for(hook.close(), 10.0)
-    assert emitter.created == [f"{PREFIX}:{n}" for n in range(1, 2501)]  # all, in order
-    assert max(len(keys) for keys in emitter.attempts) <= EMIT_MAX < 2500

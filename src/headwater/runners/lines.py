@@ -10,10 +10,6 @@ and the rest of it is dropped as it arrives.
 ``LinePump`` reads a stream in chunks and awaits the sink for every line before it
 reads the next chunk: a slow sink leaves the pipe unread, the pipe fills, and the
 child blocks in ``write`` — the backpressure the seed's ``max_in_flight`` relies on.
-A child that prints faster than its lines are handled (an event source in a burst)
-would otherwise keep the event loop to itself: reading a buffered chunk does not wait,
-so a pump hands lines on for at most ``SLICE`` seconds before it lets every other task
-of the loop (the jobs that are running) have a turn.
 
 Empty lines are passed on like any other line; deciding that they mean nothing (as
 the ``OUTPUT:`` protocol does) is the caller's business.
@@ -23,16 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import codecs
-import time
 
 from headwater.core.status import LogStream
 from headwater.runners.base import LineSink
 
-__all__ = ["CHUNK_SIZE", "SLICE", "LinePump", "LineSplitter", "decode_line"]
+__all__ = ["CHUNK_SIZE", "LinePump", "LineSplitter", "decode_line"]
 
 CHUNK_SIZE = 65_536
-# Seconds of lines a pump hands on before it yields to the other tasks of the loop.
-SLICE = 0.002
 _CR = 0x0D
 
 
@@ -152,8 +145,6 @@ class LinePump:
     async def run(self) -> None:
         splitter = LineSplitter(self._max)
         reader, sink, stream = self._reader, self._sink, self._stream
-        clock = time.perf_counter
-        turn_ends = clock() + SLICE
         while True:
             self.waiting_for_data = True
             chunk = await reader.read(self._chunk)
@@ -163,8 +154,5 @@ class LinePump:
             self.bytes_read += len(chunk)
             for raw, truncated in splitter.feed(chunk):
                 await sink(stream, decode_line(raw, truncated), truncated)
-                if clock() >= turn_ends:  # the others' turn (see the module docstring)
-                    await asyncio.sleep(0)
-                    turn_ends = clock() + SLICE
         for raw, truncated in splitter.close():
             await sink(stream, decode_line(raw, truncated), truncated)

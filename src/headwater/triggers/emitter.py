@@ -52,14 +52,6 @@ log = structlog.get_logger(__name__)
 # Stored: a new job, or held for the trigger's debounce/batch (its job comes later).
 _TAKEN = (DispatchStatus.ACCEPTED, DispatchStatus.BUFFERED)
 
-# Events per emit (one transaction) at most, below ``max_batch`` (the backpressure
-# bound). A burst is written in many shorter transactions instead of a few long ones: on
-# SQLite the worker's claims and finishes share the one writer and wait for the insert in
-# progress (the write lock lets them in before the next, see ``store.write_lock``), and
-# preparing a batch holds the event loop that runs the jobs. Measured: ~3% more CPU per
-# event than batches of 4,000 (bench/README.md, issue 21).
-EMIT_MAX = 1000
-
 
 @dataclass(frozen=True, slots=True)
 class EmitBatch:
@@ -188,7 +180,6 @@ class EventSourceLineHook:
         self._logs = logs
         self._on_result = on_result
         self._max_batch = max_batch
-        self._emit_max = min(EMIT_MAX, max_batch)  # events per emit
         self._event_key = event_key  # the trigger's dedup_key template, rendered
         # Two emits on their way at once (the next batch is prepared while one is being
         # stored), unless max_in_flight needs each batch's exact count before the next.
@@ -327,7 +318,7 @@ class EventSourceLineHook:
             if not self._pending:
                 self._committed.set()
                 continue
-            batch = self._pending[: self._emit_max]
+            batch = list(self._pending)
             try:
                 result = await self._emit(batch)
             except Exception as exc:
@@ -357,7 +348,7 @@ class EventSourceLineHook:
             while not self._closing:
                 taken = sum(count for count, _ in sending)
                 if len(sending) < self._depth and len(self._pending) > taken:
-                    batch = self._pending[taken : taken + self._emit_max]
+                    batch = self._pending[taken:]
                     sending.append((len(batch), asyncio.ensure_future(self._emit(batch))))
                     continue
                 if not sending:
