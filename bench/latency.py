@@ -3,12 +3,14 @@
 A consumer writes ``OUTPUT:`` lines at a fixed rate (100/s, 1,000/s), each carrying the
 wall-clock time it was written. The target task is one in-process ``type: function``
 step, so the orchestration is measured, not process spawning. For every event:
-line written → job committed (the job's ``created_at``) and → its step started (the
-step's ``started_at``, stamped when the worker starts running it, after the claim),
+line written → job committed (the job's ``created_at``, stamped as its insert begins),
+→ job claimed (its ``started_at``, stamped as the claim begins) and → its step started
+(the step's ``started_at``, stamped when the worker starts running it, after the claim),
 p50/p95/p99. Also the rate at which the jobs completed (it equals the offered rate when
 headwater keeps up; the backlog rate of function jobs is in ``engine.py``).
 
-    python bench/latency.py [--rates 100,1000] [--seconds 5] [--skip-pg] [--json out.json]
+    python bench/latency.py [--rates 100,1000] [--seconds 5] [--skip-pg] [--skip-sqlite]
+                            [--json out.json]
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 import textwrap
@@ -80,7 +83,26 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))]
 
 
+async def pg_commits(db_url: str) -> int | None:
+    """The database's committed transactions so far (PostgreSQL; every statement outside
+    a transaction is one): what the processes that closed, or were told to flush, did."""
+    if not db_url.startswith("postgresql"):
+        return None
+    import asyncpg
+
+    conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await conn.execute("SELECT pg_stat_force_next_flush()")
+        value = await conn.fetchval(
+            "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()"
+        )
+        return int(value)
+    finally:
+        await conn.close()
+
+
 async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
+    commits_before = await pg_commits(db_url)
     with tempfile.TemporaryDirectory() as tmp:
         Path(tmp, "hw_bench_funcs.py").write_text(FUNCS)
         sys.path.insert(0, tmp)
@@ -92,6 +114,7 @@ async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
         stop = asyncio.Event()
         n = int(rate * seconds)
         source = f"{node.workspace().name}/paced"
+        cpu = time.process_time()
         try:
             tasks = [
                 asyncio.create_task(node.run_worker(stop)),
@@ -105,6 +128,7 @@ async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
                 await asyncio.sleep(0.1)
             stop.set()
             await asyncio.gather(*tasks, return_exceptions=True)
+            cpu = time.process_time() - cpu
             jobs = await node.store.list_jobs(JobFilter(source_id=source, limit=n + 10))
             async with node.store.engine.connect() as conn:  # type: ignore[attr-defined]
                 rows = await conn.execute(select(steps.c.job_id, steps.c.started_at))
@@ -112,7 +136,10 @@ async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
         finally:
             await node.close()
             sys.path.remove(tmp)
+    await asyncio.sleep(0.5)  # the closed connections' backends report their counts
+    commits_after = await pg_commits(db_url)
     created = [(j.created_at.timestamp() - j.input["sent"]) * 1000 for j in jobs]
+    claimed = [(j.started_at.timestamp() - j.input["sent"]) * 1000 for j in jobs if j.started_at]
     started = [
         (step_started[j.id].timestamp() - j.input["sent"]) * 1000
         for j in jobs
@@ -124,10 +151,19 @@ async def run(db_url: str, rate: int, seconds: float) -> dict[str, float]:
         "events": len(jobs),
         "created_p50": pct(created, 50),
         "created_p99": pct(created, 99),
+        "claimed_p50": pct(claimed, 50),
+        "claimed_p99": pct(claimed, 99),
         "start_p50": pct(started, 50),
         "start_p95": pct(started, 95),
         "start_p99": pct(started, 99),
         "completed": len(finished),
+        "cpu_us_per_event": cpu / max(1, len(jobs)) * 1e6,  # this process, every thread
+        # Start-up (migrations), the consumer and the listing above included.
+        "commits_per_event": (
+            (commits_after - commits_before) / len(jobs)
+            if commits_before is not None and commits_after is not None and jobs
+            else float("nan")
+        ),
         "function_jobs_per_s": (len(finished) - 1) / span if span == span and span else 0.0,
     }
 
@@ -137,14 +173,16 @@ async def main() -> None:
     ap.add_argument("--rates", default="100,1000")
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--skip-pg", action="store_true")
+    ap.add_argument("--skip-sqlite", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     results: list[dict[str, Any]] = []
     for rate in rates:
-        with tempfile.TemporaryDirectory() as tmp:
-            r = await run(f"sqlite:///{tmp}/latency.db", rate, args.seconds)
-            results.append({"db": "sqlite", "rate": rate, **r})
+        if not args.skip_sqlite:
+            with tempfile.TemporaryDirectory() as tmp:
+                r = await run(f"sqlite:///{tmp}/latency.db", rate, args.seconds)
+                results.append({"db": "sqlite", "rate": rate, **r})
         if not args.skip_pg:
             url = await create_pg_database("hw_bench")
             try:
@@ -152,16 +190,22 @@ async def main() -> None:
                 results.append({"db": "postgresql", "rate": rate, **r})
             finally:
                 await drop_pg_database(url)
-    print(f"\nevent → job latency (ms), {args.seconds:g}s per rate, target = one function step")
+    print(
+        f"\nevent → job latency (ms), {args.seconds:g}s per rate, target = one function step;"
+        f" load average {os.getloadavg()[0]:.1f}"
+    )
     print(
         f"{'database':11} {'rate/s':>7} {'events':>7} {'commit p50':>10} {'p99':>7}"
-        f" {'start p50':>10} {'p95':>7} {'p99':>7}"
+        f" {'claim p50':>10} {'p99':>7} {'start p50':>10} {'p95':>7} {'p99':>7}"
+        f" {'commits/event':>13} {'CPU µs/event':>12}"
     )
     for r in results:
         print(
             f"{r['db']:11} {r['rate']:>7} {r['events']:>7} {r['created_p50']:>10.2f}"
-            f" {r['created_p99']:>7.2f} {r['start_p50']:>10.2f} {r['start_p95']:>7.2f}"
-            f" {r['start_p99']:>7.2f}"
+            f" {r['created_p99']:>7.2f} {r['claimed_p50']:>10.2f} {r['claimed_p99']:>7.2f}"
+            f" {r['start_p50']:>10.2f} {r['start_p95']:>7.2f}"
+            f" {r['start_p99']:>7.2f} {r['commits_per_event']:>13.2f}"
+            f" {r['cpu_us_per_event']:>12.0f}"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -1,7 +1,8 @@
 """Every benchmark in one run, then one summary table with the ratios that matter:
 ours against the machine's limits and against each peer on the same PostgreSQL.
 
-    python bench/run_all.py [--quick] [--only limits,engine,ingest,latency,receivers,peers,soak]
+    python bench/run_all.py [--quick]
+                            [--only limits,engine,ingest,latency,burst,receivers,peers,soak]
 
 Figures go to ``bench/results/<date>/<name>.json``. Peers need their own environment
 first: ``bash bench/peers/setup.sh``. ``--quick`` sizes everything to a few minutes in
@@ -35,6 +36,7 @@ def sizes(quick: bool) -> dict[str, list[str]]:
             "engine": ["--n", "1000", "--seconds", "3", "--function-n", "5000"],
             "ingest": ["--n", "30000"],
             "latency": ["--rates", "100,1000", "--seconds", "5"],
+            "burst": ["--events", "30000", "--backlog", "15000"],
             "receivers": ["--n", "2000", "--seconds", "3"],
             "soak": ["--minutes", "1"],
         }
@@ -43,6 +45,7 @@ def sizes(quick: bool) -> dict[str, list[str]]:
         "engine": ["--n", "3000", "--seconds", "5", "--function-n", "20000"],
         "ingest": ["--n", "100000"],
         "latency": ["--rates", "100,1000", "--seconds", "10"],
+        "burst": ["--events", "100000", "--backlog", "30000"],
         "receivers": ["--n", "5000", "--seconds", "5"],
         "soak": ["--minutes", "10"],
     }
@@ -225,6 +228,19 @@ def summary(r: dict[str, Any]) -> None:
                 f"completed {_f(x['function_jobs_per_s'])}/s",
             )
         )
+    for x in r.get("burst") or []:
+        if not x.get("burst_events"):
+            continue
+        rows.append(
+            (
+                f"execution during a burst {x['db']}",
+                f"{x['ratio']:.2f} of steady",
+                ">= 0.8",
+                "met" if x["ratio"] >= 0.8 else "missed",
+                f"{_f(x['during']['per_s'])} vs {_f(x['steady']['per_s'])} jobs/s, "
+                f"ingest {_f(x['ingest_per_s'])} events/s",
+            )
+        )
     soak = r.get("soak")
     if soak:
         rows.append(
@@ -287,7 +303,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     plan = sizes(args.quick)
     results: dict[str, Any] = {}
-    for name in ("limits", "engine", "ingest", "latency", "receivers"):
+    for name in ("limits", "engine", "ingest", "latency", "burst", "receivers"):
         if wanted is None or name in wanted:
             results[name] = run_script(name, plan[name], out)
     if wanted is None or "peers" in wanted:

@@ -54,7 +54,7 @@ from headwater.store.base import (
 )
 from headwater.store.ids import parse_tags, tag_signature
 from headwater.store.retention import RetentionPolicy, run_retention
-from headwater.store.sql import open_store
+from headwater.store.sql import SqlStore, open_store
 from headwater.telemetry.job_metrics import JobMetrics
 from headwater.telemetry.tracing import Tracing, tracing_from_env
 from headwater.triggers.consumers import (
@@ -508,9 +508,15 @@ class Node:
             timers = asyncio.create_task(
                 run_workflow_timers(self.store, stop, woken), name="wf-timers"
             )
+            # New jobs of this process may go straight to its idle slots (store.handoff).
+            local = self.store if isinstance(self.store, SqlStore) else None
+            if local is not None:
+                local.set_local_slots(self.worker)
             try:
                 await self.worker.run(stop)
             finally:
+                if local is not None:
+                    local.set_local_slots(None)
                 timers.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await timers

@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from headwater import jsonsafe
 from headwater.errors import ConfigError, ConflictError, NotFoundError
-from headwater.store import job_writes, listing
+from headwater.store import handoff, job_writes, listing
 from headwater.store import migrate as migrations
 from headwater.store import queries as q
 from headwater.store.activity_ops import ActivityOps
@@ -58,6 +58,7 @@ from headwater.store.flow import WakeTimer
 from headwater.store.flow_ops import FlowOps
 from headwater.store.gather_ops import GatherOps
 from headwater.store.group_commit import GroupCommit
+from headwater.store.handoff import LocalSlots
 from headwater.store.ids import UuidV7Generator, tag_signature, utcnow
 from headwater.store.job_writes import JobWrite, step_rows
 from headwater.store.lease_ops import LeaseOps
@@ -81,6 +82,7 @@ from headwater.store.upkeep_ops import UpkeepOps
 from headwater.store.urls import default_sqlite_url, normalise_url, unreachable_message
 from headwater.store.worker_ops import WorkerOps
 from headwater.store.workflow_ops import WorkflowOps
+from headwater.store.write_lock import WriteLock
 
 __all__ = ["SqlStore", "default_sqlite_url", "normalise_url", "open_store"]
 
@@ -179,7 +181,8 @@ class SqlStore(
         self._signatures: dict[frozenset[str], str] = {}  # tags → tag signature
         self._closed = False
         self._listener: PgListener | None = None
-        self._write_lock: asyncio.Lock | NoLock
+        self._local_slots: LocalSlots | None = None
+        self._write_lock: WriteLock | NoLock
         if self._pg:
             self._writer = engine
             # Single statements need no transaction: skip BEGIN/ROLLBACK round trips.
@@ -197,13 +200,15 @@ class SqlStore(
             self._snapshot = engine.execution_options(**{BEGIN_OPTION: "DEFERRED"})
             # SQLite has one writer. Queueing our own writers here is far cheaper than
             # letting them poll SQLite's busy handler (which sleeps up to 100 ms a try);
-            # other processes still wait through the busy timeout.
-            self._write_lock = asyncio.Lock()
+            # other processes still wait through the busy timeout. Job inserts queue
+            # behind the worker's writes (see write_lock).
+            self._write_lock = WriteLock()
         self._fast: FastPath
         if self._pg:
             self._fast = PgFastPath(engine)
         else:
             writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
+            assert isinstance(self._write_lock, WriteLock)
             self._fast = SqliteFastPath(
                 writer, self._write_lock, self._broadcaster.publish, self._rate_wake
             )
@@ -330,7 +335,9 @@ class SqlStore(
                     by_key[key] = index
             row_of.append(index)
 
-        created, existing = await self._fast.insert_jobs(rows, utcnow(), caller_ids, cursor)
+        created, existing = await handoff.insert_rows(
+            self._fast, self._engine, self._local_slots, rows, caller_ids, cursor
+        )
         if len(created) == len(rows) == len(jobs):  # the usual case: every job is new
             return [InsertOutcome(row[0], True) for row in rows]
         outcomes: list[InsertOutcome] = []
@@ -342,6 +349,12 @@ class SqlStore(
                 found = existing.get(key, job_id) if key is not None else job_id
                 outcomes.append(InsertOutcome(found, created=False))
         return outcomes
+
+    def set_local_slots(self, slots: LocalSlots | None) -> None:
+        """PostgreSQL: new jobs may go straight to this worker's idle slots (see
+        ``store.handoff``); None stops that. SQLite claims inline, without a round trip
+        to save: there it changes nothing."""
+        self._local_slots = slots
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         async with self._snapshot.connect() as conn:

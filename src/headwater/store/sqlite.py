@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Callable, Sequence
-from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +42,7 @@ from headwater.store.queries import dumps
 if TYPE_CHECKING:
     from headwater.store.job_writes import WritePlan
 from headwater.store.sqlite_writer import SqliteWriter
+from headwater.store.write_lock import WriteLock
 
 __all__ = [
     "BEGIN_OPTION",
@@ -344,7 +344,7 @@ class SqliteFastPath:
     def __init__(
         self,
         writer: SqliteWriter,
-        lock: AbstractAsyncContextManager[Any],
+        lock: WriteLock,
         publish: Callable[[str, str], None],
         wake: WakeTimer | None = None,
     ) -> None:
@@ -363,7 +363,7 @@ class SqliteFastPath:
     ) -> tuple[set[str], dict[str, str]]:
         created_at = to_text(now)
         encoded = None if caller_ids else dumps(rows)  # here, while the loop holds the GIL
-        async with self._lock:
+        async with self._lock.ingest():  # after the worker's waiting writes
             created, existing, signatures = await self._writer.transaction(
                 lambda db: _insert_jobs(db, rows, encoded, created_at, caller_ids, cursor),
                 len(rows),

@@ -101,6 +101,8 @@ class Worker:
         self._finishing = 0
         self._claiming = 0  # slots reserved by claims on their way
         self._drained = False  # the last claim came back short: the queue was empty
+        self._handing = 0  # hand-offs reserved (store.handoff) whose insert is on its way
+        self._accepting = False  # whether new jobs may be handed to idle slots
         self._slot_freed = asyncio.Event()
         self._stopping = False
         self.ready = asyncio.Event()
@@ -126,10 +128,13 @@ class Worker:
             asyncio.create_task(self._recovery_loop(stop), name="worker-recovery"),
         ]
         self.ready.set()
+        self._accepting = True
         log.info("worker_started", worker_id=self.id, concurrency=self.settings.concurrency)
         try:
             await self._claim_loop(stop, jobs_sub)
         finally:
+            self._accepting = False
+            await self._wait_for_handoffs()
             jobs_sub.close()
             await self._shutdown()
             for t in background:
@@ -197,6 +202,41 @@ class Worker:
             self._start(job)
         if len(claimed) < limit:
             self._drained = True
+        self._slot_freed.set()
+
+    # -- hand-off (store.handoff): a job inserted in this process, straight to a slot ----
+    def reserve(self, signatures: Sequence[str | None]) -> list[int]:
+        """Idle slots for new jobs (by tag signature), reserved only while the last claim
+        found the queue empty: older jobs of these signatures would be claimed first."""
+        if not self._accepting or not self._drained:
+            return []
+        free = self.settings.concurrency - self._busy() - self._claiming
+        if free <= 0:
+            return []
+        mine = self._tag_signatures()
+        picked = [i for i, s in enumerate(signatures) if s is not None and s in mine][:free]
+        self._claiming += len(picked)
+        self._handing += len(picked)
+        return picked
+
+    async def _wait_for_handoffs(self) -> None:
+        """Hand-offs whose insert is on its way: their jobs are started before the
+        shutdown (a store that stopped answering is waited for only so long)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.shutdown_timeout
+        while self._handing and (left := deadline - loop.time()) > 0:
+            self._slot_freed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._slot_freed.wait(), left)
+
+    def deliver(self, jobs: Sequence[JobRecord], reserved: int) -> None:
+        """Start the jobs committed as this worker's; free the rest of the reservation."""
+        self._claiming -= reserved
+        self._handing -= reserved
+        if jobs and self._on_claimed is not None:
+            self._on_claimed(jobs)
+        for job in jobs:
+            self._start(job)
         self._slot_freed.set()
 
     def _store_error(self, operation: str) -> None:
