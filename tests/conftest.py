@@ -19,6 +19,11 @@ import pytest
 from tests.pg_databases import PgDatabases, create_database, drop_database
 from tests.store_backends import STORE_BACKENDS
 
+# Where the suite's time goes (tests/timeline.py): .ci/run sets HEADWATER_TIMELINE and
+# prints bench/ci_timeline.py's report after the tests.
+if os.environ.get("HEADWATER_TIMELINE"):
+    pytest_plugins = ["tests.timeline"]
+
 # The only tests that may skip when HEADWATER_REQUIRE_SERVICES=1: node id prefix -> why.
 ALLOWED_SKIPS: dict[str, str] = {
     "tests/integration/test_runners_live.py": (
