@@ -74,6 +74,8 @@ class Event:
     # Refused by its source already (e.g. valid JSON that no store can keep; the payload
     # is then cleaned): stored as a rejected event with this reason, never a job.
     rejected: str | None = None
+    # Claimed before jobs of a lower priority; None: the task's or trigger's (flow).
+    priority: int | None = None
 
 
 class DispatchStatus(StrEnum):
@@ -208,6 +210,8 @@ class Dispatcher:
         payload = {**event.defaults, **event.payload} if event.defaults else event.payload
         job_input = check_input(event.target_task, payload)
         priority, flow = self._flow(target, job_input, event.source_id)
+        if event.priority is not None:
+            priority = event.priority
         return NewJob(
             workspace=target.workspace,
             task=target.task,
