@@ -474,15 +474,18 @@ class Dispatcher:
         if observe is None:
             return
         # Counted per label set: a batch usually comes from one trigger (one series).
+        # Keyed by the status member itself (a str: its value's hash and equality), whose
+        # ``.value`` is a Python-level property: read once per series, not per event.
         counts: collections.Counter[tuple[str, str | None, str]] = collections.Counter(
-            (r.source_type, r.source_id, DispatchStatus.REJECTED.value) for r in batch.rejected
+            (r.source_type, r.source_id, DispatchStatus.REJECTED) for r in batch.rejected
         )
+        outcomes = batch.outcomes
         for job, slot in zip(batch.jobs, batch.job_slots, strict=True):
-            outcome = batch.outcomes[slot]
+            outcome = outcomes[slot]
             if outcome is not None:
-                counts[(job.source_type, job.source_id, outcome.status.value)] += 1
+                counts[(job.source_type, job.source_id, outcome.status)] += 1
         for (source_type, source_id, status), n in counts.items():
-            observe(source_type, source_id, status, n)
+            observe(source_type, source_id, str(status), n)
 
     async def _isolate(self, batch: PreparedBatch) -> list[InsertOutcome | str]:
         """The jobs of a batch that the store refused for its data, written again in
