@@ -8,9 +8,12 @@ start (a Python process) is not ingest. While it runs, the benchmark only looks 
 last line's job by its dedup key every 50 ms (an index lookup): counting jobs would
 load the database it measures.
 
-Printed next to the limit measured in the same run: the store's own batched insert of
+Printed next to two limits measured in the same run: the store's own batched insert of
 the same jobs (``insert_jobs``, 500 per batch, each with its own dedup key as an event
-source's jobs have), without the pipe, the parsing and the validation.
+source's jobs have), without the pipe, the parsing and the validation; and the raw
+limit, the bare driver's batched insert of the same rows into a fresh ``jobs`` table
+with all its indexes (SQLite ``executemany``, 500 per transaction; PostgreSQL ``COPY``,
+as ``limits.py`` measures them), with its CPU per row in this process.
 
     python bench/ingest.py [--n 100000] [--pg postgresql://postgres@127.0.0.1:5432/test]
                            [--skip-pg] [--json out.json]
@@ -28,6 +31,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT))
 
+from bench.limits import _JOB_COLUMNS, job_rows  # noqa: E402
 from sqlalchemy import func, select  # noqa: E402
 from tests.conftest import create_pg_database, drop_pg_database  # noqa: E402
 
@@ -178,6 +183,55 @@ async def ingest(db_url: str, n: int) -> dict[str, float]:
             await node.close()
 
 
+async def raw_limit(db_url: str, n: int) -> dict[str, float]:
+    """The bare driver's batched insert of ``n`` event-source rows into a fresh ``jobs``
+    table (every index): rows/s and this process's CPU µs per row."""
+    from headwater.store.sql import open_store
+
+    store = await open_store(db_url)
+    await store.close()
+    now = datetime.now(UTC)
+    cpu = time.process_time()
+    if db_url.startswith("sqlite"):
+        import sqlite3
+
+        db = sqlite3.connect(db_url.split("///", 1)[1], isolation_level=None)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        data = [(*r, stamp) for r in job_rows(n, "raw")]
+        sql = (
+            f"INSERT INTO jobs ({_JOB_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+            "'pending', 0, 0) ON CONFLICT DO NOTHING"
+        )
+        cpu, started = time.process_time(), time.perf_counter()
+        for start in range(0, n, 500):
+            db.execute("BEGIN IMMEDIATE")
+            db.executemany(sql, data[start : start + 500])
+            db.execute("COMMIT")
+        seconds = time.perf_counter() - started
+        db.close()
+    else:
+        import asyncpg
+
+        conn = await asyncpg.connect(db_url.replace("+asyncpg", ""))
+        try:
+            data = job_rows(n, "raw")
+            columns = [c.strip() for c in _JOB_COLUMNS.split(",")]
+            cpu, started = time.process_time(), time.perf_counter()
+            for start in range(0, n, 500):
+                async with conn.transaction():
+                    await conn.copy_records_to_table(
+                        "jobs",
+                        records=[(*r, now, "pending", 0, False) for r in data[start : start + 500]],
+                        columns=columns,
+                    )
+            seconds = time.perf_counter() - started
+        finally:
+            await conn.close()
+    return {"raw_per_s": n / seconds, "raw_cpu_us_per_row": (time.process_time() - cpu) / n * 1e6}
+
+
 async def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--n", type=int, default=100_000)
@@ -188,17 +242,30 @@ async def main() -> None:
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = await ingest(f"sqlite:///{tmp}/ingest.db", args.n)
+        results["sqlite"].update(await raw_limit(f"sqlite:///{tmp}/raw.db", args.n))
     if not args.skip_pg:
         url = await create_pg_database("hw_bench")
         try:
             results["postgresql"] = await ingest(url, args.n)
         finally:
             await drop_pg_database(url)
+        url = await create_pg_database("hw_bench_raw")
+        try:
+            results["postgresql"].update(await raw_limit(url, args.n))
+        finally:
+            await drop_pg_database(url)
     print(f"\nevent-source ingest, n={args.n:,} (OUTPUT: lines → committed target jobs)")
-    print(f"{'database':12} {'events/s':>10} {'batched insert/s':>17} {'% of insert':>12}")
+    print(
+        f"{'database':12} {'events/s':>10} {'store insert/s':>15} {'raw insert/s':>13} "
+        f"{'ours/raw':>9} {'CPU µs/event':>13} {'raw CPU µs/row':>15}"
+    )
     for db, r in results.items():
-        pct = r["events_per_s"] / r["insert_per_s"] * 100
-        print(f"{db:12} {r['events_per_s']:>10,.0f} {r['insert_per_s']:>17,.0f} {pct:>11.0f}%")
+        ours_cpu = sum(r["cpu_us_per_event"].values())
+        print(
+            f"{db:12} {r['events_per_s']:>10,.0f} {r['insert_per_s']:>15,.0f} "
+            f"{r['raw_per_s']:>13,.0f} {r['events_per_s'] / r['raw_per_s']:>9.2f} "
+            f"{ours_cpu:>13.1f} {r['raw_cpu_us_per_row']:>15.1f}"
+        )
         cpu = ", ".join(f"{name} {us:.1f}" for name, us in sorted(r["cpu_us_per_event"].items()))
         print(f"{'':12} CPU µs per event by thread: {cpu}")
     if args.json:

@@ -17,10 +17,19 @@ someone sent: it can be recorded, cleaned by ``clean``, as a rejected event.
 ``encode`` is the matching strict encoder for values headwater produces itself (a
 function's return value, a step's output) before a store writes them; ``check_value``
 is the same check without keeping the text.
+
+Both take a fast path through ``orjson`` when it is installed (a dependency; the module
+works without it): an event source decodes and encodes every event, and the standard
+library spent 1.3 µs decoding ``{"n": 1}`` and 2 µs encoding it. The fast path accepts
+and refuses exactly what the standard library path does: any text ``orjson`` refuses
+(or might read differently: an integer of 19 or more digits, which it reads as a
+float) goes through the standard library, which says why, and only values made of
+exact JSON types with finite floats are encoded by ``orjson``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -28,6 +37,18 @@ from itertools import accumulate
 from typing import Any
 
 from headwater.errors import JsonValueError
+
+
+def orjson_module() -> Any:
+    """``orjson`` when it is installed (a dependency), else None: every caller keeps the
+    standard library's path for when it is missing."""
+    try:
+        return importlib.import_module("orjson")
+    except ImportError:  # pragma: no cover - installed with headwater
+        return None
+
+
+_orjson: Any = orjson_module()
 
 __all__ = [
     "MAX_BYTES",
@@ -39,6 +60,7 @@ __all__ = [
     "encode",
     "is_data_error",
     "loads",
+    "orjson_module",
 ]
 
 # Deep enough for any real document, far below Python's recursion limit (~1000) and
@@ -59,6 +81,12 @@ _BIG_EXPONENT = re.compile(r"[eE][+-]?\d\d\d")
 _LONG_DIGITS = re.compile(r"\d{309}")
 _BAD_CHAR = re.compile("[\x00\ud800-\udfff]")
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# orjson reads an integer beyond 64 bits as a float: such texts take the standard path.
+_LONG_NUMBER = re.compile(r"\d{19}")
+# Exact JSON leaf types (subclasses, e.g. enums, take the standard library's path).
+_LEAVES = frozenset({str, int, bool, type(None)})
+# Deep values take the standard path (orjson refuses nesting beyond 254 levels).
+_FAST_MAX_DEPTH = 200
 
 
 def depth(text: str) -> int:
@@ -107,6 +135,18 @@ def loads(
             raise JsonValueError(f"the JSON text is larger than {max_bytes} bytes")
     if text.count("[") + text.count("{") > max_depth and depth(text) > max_depth:
         raise JsonValueError(f"the JSON nests deeper than {max_depth} levels")
+    if _orjson is not None and not _LONG_NUMBER.search(text):
+        try:
+            value = _orjson.loads(text)
+        except _orjson.JSONDecodeError:
+            pass  # the standard library's path below refuses it, saying why, or reads it
+        else:
+            if "\\u" in text and _SUSPECT_ESCAPE.search(text):  # a NUL (orjson refuses
+                try:  # lone surrogates, so the text was UTF-8)
+                    _check_strings(value)
+                except JsonValueError as exc:
+                    raise JsonValueError(str(exc), unstorable=True, cleaned=clean(value)) from None
+            return value
     # Only a number with a 3-digit exponent or 309+ digits can overflow to inf: the
     # (slower) checked float parser is used only when the text has one.
     big = _BIG_EXPONENT.search(text) or (len(text) > 308 and _LONG_DIGITS.search(text))
@@ -141,6 +181,15 @@ def _is_utf8(text: str) -> bool:
 def encode(value: Any, *, max_depth: int = STORE_MAX_DEPTH) -> str:
     """Compact UTF-8 JSON text of a value headwater is about to store, or
     ``JsonValueError`` (``unstorable=True``) naming what no store can keep."""
+    if _orjson is not None and _plain(value, min(max_depth, _FAST_MAX_DEPTH)):
+        try:
+            text: str = _orjson.dumps(value).decode()
+        except _orjson.JSONEncodeError:  # a lone surrogate: the standard path says where
+            pass
+        else:
+            if "\\u0000" in text:
+                _check_strings(value)
+            return text
     try:
         text = _ENCODE(value)
     except RecursionError:
@@ -155,6 +204,29 @@ def encode(value: Any, *, max_depth: int = STORE_MAX_DEPTH) -> str:
     if "\\u0000" in text or not _is_utf8(text):
         _check_strings(value)
     return text
+
+
+def _plain(value: Any, room: int) -> bool:
+    """Whether ``value`` is made of exact JSON types only (str keys, finite floats),
+    nested at most ``room`` levels: what orjson encodes as the standard library does."""
+    kind = type(value)
+    if kind in _LEAVES:
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if room <= 0:
+        return False
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                return False
+            kind = type(item)
+            if kind not in _LEAVES and not _plain(item, room - 1):
+                return False
+        return True
+    if kind is list:
+        return all(type(item) in _LEAVES or _plain(item, room - 1) for item in value)
+    return False
 
 
 def check_value(value: Any, *, max_depth: int = MAX_DEPTH) -> None:

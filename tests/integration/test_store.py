@@ -205,6 +205,40 @@ async def test_insert_large_batch(store: SqlStore) -> None:
     assert counts["pending"] == 3000 + 10 + 490
 
 
+async def test_large_batches_keep_every_field_with_and_without_shared_columns(
+    store: SqlStore,
+) -> None:
+    """An event source's batch (rows that differ only in id, input and dedup key: SQLite
+    binds the rest once, PostgreSQL's COPY leaves defaults out) and a mixed one (parents,
+    priorities, other tasks) store every field as given."""
+    shared = [
+        job("ingest", input={"n": i, "s": "é\n"}, source_type="event_source", source_id="ws/src",
+            dedup_key=f"e{i}", max_attempts=5)
+        for i in range(300)
+    ]  # fmt: skip
+    mixed = [
+        job(f"t{i % 3}", input={"n": i}, parent_job_id="p" if i % 2 else None,
+            priority=i % 4, tags=frozenset({"script", f"x{i % 2}"}), dedup_key=f"m{i}")
+        for i in range(300)
+    ]  # fmt: skip
+    for batch in (shared, mixed):
+        outcomes = await store.insert_jobs(batch)
+        assert all(o.created for o in outcomes)
+        for new, outcome in zip(batch[::37], outcomes[::37], strict=True):
+            got = await store.get_job(outcome.id)
+            assert got is not None
+            assert (got.workspace, got.task, got.input, got.source_type, got.source_id) == (
+                new.workspace, new.task, new.input, new.source_type, new.source_id,
+            )  # fmt: skip
+            assert (got.dedup_key, got.tags, got.parent_job_id, got.max_attempts) == (
+                new.dedup_key, new.tags, new.parent_job_id, new.max_attempts,
+            )  # fmt: skip
+            assert (got.status, got.attempt, got.cancel_requested) == (JobStatus.PENDING, 0, False)
+    # Priorities were stored: the highest is claimed first.
+    [top] = await store.claim_jobs("w", ["script,x1"], 1)
+    assert top.input["n"] % 4 == 3
+
+
 # -- claim ---------------------------------------------------------------------------------
 
 

@@ -31,6 +31,11 @@ class EmbeddedServer:
     def should_exit(self, value: bool) -> None:
         self._server.should_exit = value
 
+    @property
+    def started(self) -> bool:
+        """Listening: requests are answered from now on."""
+        return bool(self._server.started)
+
     async def serve(self) -> None:
         await self._server.serve()
         if not self._server.started and not self._server.should_exit:

@@ -50,6 +50,17 @@ class Background:
     shield: bool = True
 
 
+async def _until_listening(
+    server: EmbeddedServer, http_task: asyncio.Task[None], timeout: float = 10.0
+) -> None:
+    """Until the HTTP server listens, or has stopped, or ``timeout`` seconds passed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not server.started and not http_task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            return
+        await asyncio.sleep(0.005)
+
+
 async def serve(
     node: Node,
     http: Http,
@@ -98,6 +109,10 @@ async def serve(
         )
         say(banner(node.workspace()))
         http_task = asyncio.create_task(server.serve(), name="http")
+        # The API first: /healthz answers before recovery, claims and a consumer's flood
+        # of events share the loop with it (a restart under load was "unhealthy" for as
+        # long as that work took), and the background starts right after.
+        await _until_listening(server, http_task)
         tasks = [asyncio.create_task(b.run(stop), name=b.name) for b in background]
         stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait(

@@ -15,6 +15,7 @@ import contextlib
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from operator import itemgetter
 from typing import Any
 
 import structlog
@@ -350,6 +351,13 @@ _COPY_COLUMNS = [
     "created_at", "status", "attempt", "cancel_requested",
 ]  # fmt: skip
 
+# Rows without a parent, a priority or flow limits leave those columns (and attempt and
+# cancel_requested) to their defaults: asyncpg encodes half the fields per row.
+_DEFAULTED = itemgetter(8, 10, 11, 12, 13, 14, 15, 16)
+_DEFAULTS = (None, 0, None, None, None, None, None, None)
+_SHORT = itemgetter(0, 1, 2, 3, 4, 5, 6, 7, 9)
+_COPY_SHORT = [*(_COPY_COLUMNS[i] for i in (0, 1, 2, 3, 4, 5, 6, 7, 9)), "created_at", "status"]
+
 _NOTIFY_JOBS = "SELECT pg_notify($1, s) FROM unnest($2::text[]) AS s"
 
 
@@ -361,11 +369,16 @@ async def _copy_jobs(
     returns False then, and the caller inserts the batch with ON CONFLICT instead."""
     import asyncpg  # loaded already: ``db`` is its connection
 
-    records = [(*r, now, "pending", 0, False) for r in rows]
+    if {_DEFAULTED(r) for r in rows} == {_DEFAULTS}:  # the usual batch: 11 columns, not 21
+        columns = _COPY_SHORT
+        records = [(*_SHORT(r), now, "pending") for r in rows]
+    else:
+        columns = _COPY_COLUMNS
+        records = [(*r, now, "pending", 0, False) for r in rows]
     signatures = sorted({r[7] if len(r[7]) <= PAYLOAD_LIMIT else "*" for r in rows})
     try:
         async with db.transaction():
-            await db.copy_records_to_table("jobs", records=records, columns=_COPY_COLUMNS)
+            await db.copy_records_to_table("jobs", records=records, columns=columns)
             if cursor is not None:
                 await db.execute(_UPSERT_CURSOR, cursor[0], cursor[1], now)
             await db.execute(_NOTIFY_JOBS, Channel.JOBS.value, signatures)

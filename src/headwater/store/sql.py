@@ -69,7 +69,7 @@ from headwater.store.postgres import (
     asyncpg_connect_kwargs,
     create_pg_engine,
 )
-from headwater.store.rows import NO_FLOW_ROW, flow_row
+from headwater.store.rows import flow_row
 from headwater.store.sqlite import (
     BEGIN_OPTION,
     SqliteFastPath,
@@ -311,25 +311,23 @@ class SqlStore(
                         signatures.clear()
                     signature = signatures[job.tags] = tag_signature(job.tags)
                 job_input = job.input
-                rows.append(
-                    (
-                        job_id,
-                        job.workspace,
-                        job.task,
-                        dumps(job_input if type(job_input) is dict else dict(job_input)),
-                        job.source_type,
-                        job.source_id,
-                        key,
-                        signature,
-                        job.parent_job_id,
-                        job.max_attempts,
-                        *(
-                            NO_FLOW_ROW
-                            if job.priority == 0 and job.flow is NO_FLOW
-                            else flow_row(job.priority, job.flow)
-                        ),
-                    )
-                )
+                text = dumps(job_input if type(job_input) is dict else dict(job_input))
+                if job.priority == 0 and job.flow is NO_FLOW:  # the usual job: no splat
+                    rows.append(
+                        (
+                            job_id, job.workspace, job.task, text, job.source_type,
+                            job.source_id, key, signature, job.parent_job_id, job.max_attempts,
+                            0, None, None, None, None, None, None,
+                        )
+                    )  # fmt: skip
+                else:
+                    rows.append(
+                        (
+                            job_id, job.workspace, job.task, text, job.source_type,
+                            job.source_id, key, signature, job.parent_job_id, job.max_attempts,
+                            *flow_row(job.priority, job.flow),
+                        )
+                    )  # fmt: skip
                 first_input.append(i)
                 if key is not None:
                     by_key[key] = index

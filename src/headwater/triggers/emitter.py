@@ -32,9 +32,10 @@ from typing import Any, Protocol
 
 import structlog
 
+from headwater import jsonsafe
 from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, DispatchStatus
 from headwater.engine.logwriter import LogWriter
-from headwater.errors import first_line
+from headwater.errors import JsonValueError, first_line
 from headwater.runners.base import OUTPUT_PREFIX, parse_output_line
 from headwater.store.base import Channel, JobRecord, LogLine, LogStream, Store
 from headwater.triggers.cursor import cursor_dedup_key, take_cursor
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 log = structlog.get_logger(__name__)
+
+_PREFIX_LEN = len(OUTPUT_PREFIX)
 
 # Stored: a new job, or held for the trigger's debounce/batch (its job comes later).
 _TAKEN = (DispatchStatus.ACCEPTED, DispatchStatus.BUFFERED)
@@ -206,19 +209,16 @@ class EventSourceLineHook:
                 f"OUTPUT line {self._seq} is longer than {self._max_line_bytes} bytes; skipped",
             )
             return True
-        parsed = parse_output_line(line)
-        if parsed is not None and parsed.unstorable and parsed.cleaned is not None:
-            # Valid JSON that no store can keep: a rejected event (cleaned) with its
-            # reason, so that it is seen, and the source goes on.
-            await self._warn(step, f"OUTPUT line {self._seq}: {parsed.problem}; rejected")
-            value: Mapping[str, Any] = parsed.cleaned
-            reason: str | None = parsed.problem
-        elif parsed is None or parsed.value is None:
-            problem = parsed.problem if parsed is not None else "not an OUTPUT line"
-            await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
-            return True
-        else:
-            value, reason = parsed.value, None
+        try:  # the usual line: a JSON object (parse_output_line says what else it is)
+            value: Any = jsonsafe.loads(line[_PREFIX_LEN:])
+        except JsonValueError:
+            value = None
+        reason: str | None = None
+        if type(value) is not dict:
+            rejected = await self._unusual(step, line)
+            if rejected is None:
+                return True  # skipped
+            value, reason = rejected
         if self._max_in_flight is not None or len(self._pending) >= self._max_batch:
             await self._wait_for_room()
         key = f"{self._key_prefix}:{self._seq}"
@@ -239,6 +239,19 @@ class EventSourceLineHook:
         self._ensure_flusher()
         self._wake.set()
         return True
+
+    async def _unusual(self, step: str, line: str) -> tuple[Mapping[str, Any], str] | None:
+        """A line that is not a storable JSON object: (its cleaned value, the reason it is
+        rejected) for valid JSON no store can keep; None (warned) for one to skip."""
+        parsed = parse_output_line(line)
+        if parsed is not None and parsed.unstorable and parsed.cleaned is not None:
+            # Valid JSON that no store can keep: a rejected event (cleaned) with its
+            # reason, so that it is seen, and the source goes on.
+            await self._warn(step, f"OUTPUT line {self._seq}: {parsed.problem}; rejected")
+            return parsed.cleaned, parsed.problem or "unstorable"
+        problem = parsed.problem if parsed is not None else "not an OUTPUT line"
+        await self._warn(step, f"OUTPUT line {self._seq}: {problem}; skipped")
+        return None
 
     async def flush(self) -> None:
         """Commit every event read so far (called when the consumer process ended)."""

@@ -48,10 +48,14 @@ log = structlog.get_logger(__name__)
 CONSUMER_SOURCE_TYPE = "event_source_consumer"
 STATE_NAMESPACE = "trigger"
 MAX_BACKOFF = 300.0
-# A consumer job whose worker died goes back to the head of the queue (it keeps its
-# place) for up to this many workers; a new consumer job would queue behind every
-# job created since, and a crashing consumer is the restart policy's business anyway.
+# A consumer job whose worker died goes back to the queue (with its priority) for up to
+# this many workers; a crashing consumer is the restart policy's business anyway.
 CONSUMER_MAX_ATTEMPTS = 10
+# Consumer jobs are claimed before any other job: a consumer started (or requeued by
+# recovery after a crash) while its own earlier events wait by the thousand must not
+# queue behind them (measured: a restarted server resumed ingest only once the backlog
+# older than the consumer job had run, seconds to minutes later).
+CONSUMER_PRIORITY = 2**31 - 1
 
 
 def trigger_key(workspace: str, name: str) -> str:
@@ -347,6 +351,7 @@ class EventSourceManager:
                     source_id=consumer_source_id(key),
                     dedup_key=f"consumer:{key}:{generation}",
                     max_attempts=CONSUMER_MAX_ATTEMPTS,
+                    priority=CONSUMER_PRIORITY,
                 )
             ]
         )
