@@ -36,7 +36,7 @@ from headwater.store.fastpath import (
     step_record,
 )
 from headwater.store.flow import MAX_ROUNDS, WakeTimer
-from headwater.store.flow_sqlite import LaneOutcome, sqlite_lane
+from headwater.store.flow_sqlite import FLOW_COLUMNS, LaneOutcome, RateWindows, sqlite_lane
 from headwater.store.ids import utcnow
 from headwater.store.queries import dumps
 
@@ -190,16 +190,14 @@ def _claim_sql(count: int) -> str:
 
 
 def _held_sql(count: int) -> str:
-    """The best pending jobs with flow limits, unclaimed (for ``store.flow``)."""
+    """The best pending jobs with flow limits, unclaimed, with their limits (for
+    ``store.flow``)."""
     picks = _picks(
         count,
-        "id, priority, created_at, concurrency_key, rate_key",
+        FLOW_COLUMNS,
         "AND (concurrency_key IS NOT NULL OR rate_key IS NOT NULL) ",
     )
-    return (
-        f"SELECT id, concurrency_key, rate_key FROM ({picks}) "
-        "ORDER BY priority DESC, created_at, id LIMIT ?"
-    )
+    return f"SELECT * FROM ({picks}) ORDER BY priority DESC, created_at, id LIMIT ?"
 
 
 def _insert_jobs(
@@ -253,6 +251,7 @@ def _claim(
     limit: int,
     now: datetime,
     outcome: LaneOutcome,
+    windows: RateWindows,
 ) -> list[JobRecord]:
     """The fast path, then the limited lane for the held jobs, in rounds that set full
     keys aside (see ``store.flow``), all in this one transaction."""
@@ -262,6 +261,7 @@ def _claim(
     now_text = to_text(now)
     rows: list[Any] = []
     aside = ("[]", "[]")
+    lane_started = False
 
     def take(ids: list[str]) -> int:
         claimed = db.execute(_CLAIM_IDS, (worker_id, now_text, dumps(ids))).fetchall()
@@ -279,11 +279,18 @@ def _claim(
         rows.extend(got)
         if len(got) >= room:  # the window held no job with limits, or the queue ran dry
             break
-        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], [*held_params, room - len(got)])]
+        held = db.execute(sqls[1], [*held_params, room - len(got)]).fetchall()
         if not held:
             break
+        if not lane_started:
+            windows.begin(db)
+            lane_started = True
         before, full = len(rows), (len(outcome.full_keys), len(outcome.full_rates))
-        sqlite_lane(db, signatures, held, limit - len(rows), now, now_text, take, outcome)
+        heads_known = aside[1] == "[]"  # no rate key set aside: the held rows are the heads
+        sqlite_lane(
+            db, signatures, held, heads_known, limit - len(rows), now, now_text, take, outcome,
+            windows,
+        )  # fmt: skip
         if len(rows) == before and full == (len(outcome.full_keys), len(outcome.full_rates)):
             break  # nothing moved: another round would see the same
         if len(rows) >= limit:
@@ -353,6 +360,7 @@ class SqliteFastPath:
         self._lock = lock
         self._publish = publish
         self._claim_sql: dict[int, tuple[str, str]] = {}
+        self._windows = RateWindows()  # the claim's rate windows, kept between claims
 
     async def insert_jobs(
         self,
@@ -386,12 +394,19 @@ class SqliteFastPath:
             count = len(signatures)
             sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
         outcome = LaneOutcome()
+        windows = self._windows
         async with self._lock:
-            jobs = await self._writer.transaction(
-                lambda db: _claim(db, sqls, worker_id, signatures, limit, now, outcome),
-                limit,
-                inline_max=_RETURNING_INLINE_MAX,
-            )
+            try:
+                jobs = await self._writer.transaction(
+                    lambda db: _claim(
+                        db, sqls, worker_id, signatures, limit, now, outcome, windows
+                    ),
+                    limit,
+                    inline_max=_RETURNING_INLINE_MAX,
+                )
+            except BaseException:
+                windows.forget()
+                raise
         if outcome.skipped:
             self._publish(Channel.FINISHED.value, hint(outcome.skipped))
         for job_id in outcome.cancel_requested:
