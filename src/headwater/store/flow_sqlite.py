@@ -72,9 +72,10 @@ def _text(value: datetime) -> str:
 class LaneOutcome:
     """What one lane run did besides claiming (the caller announces it after commit)."""
 
-    __slots__ = ("cancel_requested", "full_keys", "full_rates", "retry_at", "skipped")
+    __slots__ = ("cancel_requested", "flow_mode", "full_keys", "full_rates", "retry_at", "skipped")
 
-    def __init__(self) -> None:
+    def __init__(self, flow_mode: bool = False) -> None:
+        self.flow_mode = flow_mode  # limited jobs are about (in: the last claim's; out: ours)
         self.skipped: list[str] = []
         self.cancel_requested: list[str] = []
         self.full_keys: set[str] = set()
@@ -90,10 +91,15 @@ class RateWindows:
         self._conn: sqlite3.Connection | None = None
         self._version = -1
         self._starts: dict[str, tuple[float, deque[str]]] = {}  # key → (per, times)
+        self._checked = False
 
-    def begin(self, db: sqlite3.Connection) -> None:
-        """At the start of a claim transaction: forget everything if another connection
-        (another process, or this store's other connections) committed since."""
+    def new_transaction(self) -> None:
+        self._checked = False
+
+    def _check(self, db: sqlite3.Connection) -> None:
+        """Once per claim transaction: forget everything if another connection (another
+        process, or this store's other connections) committed since."""
+        self._checked = True
         (version,) = db.execute("PRAGMA data_version").fetchone()
         if db is not self._conn or version != self._version:
             self._conn, self._version = db, version
@@ -102,6 +108,8 @@ class RateWindows:
     def window(
         self, db: sqlite3.Connection, key: str, per: float, now: datetime
     ) -> tuple[int, datetime | None]:
+        if not self._checked:
+            self._check(db)
         since = _text(now - timedelta(seconds=per))
         kept = self._starts.get(key)
         if kept is None or kept[0] != per:
@@ -129,6 +137,7 @@ def sqlite_lane(
     signatures: Sequence[str],
     held: Sequence[Any],
     heads_known: bool,
+    free: Sequence[str],
     room: int,
     now: datetime,
     now_text: str,
@@ -137,7 +146,8 @@ def sqlite_lane(
     windows: RateWindows,
 ) -> None:
     """Decide over the held rows (``FLOW_COLUMNS``) and claim (``claim(ids)`` → how many
-    it took). ``heads_known``: the held rows of each key are its head (see above)."""
+    it took) what may start, with ``free`` (jobs without limits, picked with them).
+    ``heads_known``: the held rows of each key are its head (see above)."""
     ckeys = sorted({r[3] for r in held if r[3] is not None})
     running = {str(k): int(n) for k, n in db.execute(_RUNNING, (dumps(ckeys),))} if ckeys else {}
     if heads_known:
@@ -155,15 +165,15 @@ def sqlite_lane(
     candidates = [Candidate(r[0], r[1], _ts(r[2]), *r[3:]) for r in rows]
     pers = {c.rate_key: c.rate_per or 0.0 for c in candidates if c.rate_key is not None}
     counted = {key: windows.window(db, key, per, now) for key, per in pers.items()}
-    decision: Decision = decide(candidates, running, counted, now, room)
+    decision: Decision = decide(candidates, running, counted, now, room - len(free))
     outcome.full_keys |= decision.full_keys
     outcome.full_rates |= decision.full_rates
     if decision.retry_at is not None and (
         outcome.retry_at is None or decision.retry_at < outcome.retry_at
     ):
         outcome.retry_at = decision.retry_at
-    if decision.claim:
-        claim(decision.claim)
+    if decision.claim or free:
+        claim([*free, *decision.claim])
         rate_of = {c.id: c.rate_key for c in candidates if c.rate_key is not None}
         for key, count in Counter(rate_of[i] for i in decision.claim if i in rate_of).items():
             windows.started(key, count, now_text)

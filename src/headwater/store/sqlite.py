@@ -200,6 +200,13 @@ def _held_sql(count: int) -> str:
     return f"SELECT * FROM ({picks}) ORDER BY priority DESC, created_at, id LIMIT ?"
 
 
+def _pick_sql(count: int) -> str:
+    """The best pending jobs, limited or not, with their limits (while limited jobs are
+    about, this one pick replaces the fast path's claim and its held read)."""
+    picks = _picks(count, FLOW_COLUMNS)
+    return f"SELECT * FROM ({picks}) ORDER BY priority DESC, created_at, id LIMIT ?"
+
+
 def _insert_jobs(
     db: sqlite3.Connection,
     rows: Sequence[NewJobRow],
@@ -245,7 +252,7 @@ _CLAIM_IDS = (
 
 def _claim(
     db: sqlite3.Connection,
-    sqls: tuple[str, str],
+    sqls: tuple[str, str, str],
     worker_id: str,
     signatures: Sequence[str],
     limit: int,
@@ -261,7 +268,7 @@ def _claim(
     now_text = to_text(now)
     rows: list[Any] = []
     aside = ("[]", "[]")
-    lane_started = False
+    windows.new_transaction()
 
     def take(ids: list[str]) -> int:
         claimed = db.execute(_CLAIM_IDS, (worker_id, now_text, dumps(ids))).fetchall()
@@ -275,21 +282,31 @@ def _claim(
         for signature in signatures:
             params += (signature, *aside, room)
             held_params += (signature, *aside, room)
-        got = db.execute(sqls[0], [*params, room]).fetchall()
-        rows.extend(got)
-        if len(got) >= room:  # the window held no job with limits, or the queue ran dry
-            break
-        held = db.execute(sqls[1], [*held_params, room - len(got)]).fetchall()
-        if not held:
-            break
-        if not lane_started:
-            windows.begin(db)
-            lane_started = True
+        free: list[str] = []
+        if outcome.flow_mode:  # limited jobs came up last time: one pick for all
+            picked = db.execute(sqls[2], [*held_params, room]).fetchall()
+            held = [r for r in picked if r[3] is not None or r[6] is not None]
+            free = [r[0] for r in picked if r[3] is None and r[6] is None]
+            if not held:
+                if free:
+                    take(free)
+                if aside == ("[]", "[]"):
+                    outcome.flow_mode = False  # none in the window: the fast path again
+                break
+        else:
+            got = db.execute(sqls[0], [*params, room]).fetchall()
+            rows.extend(got)
+            if len(got) >= room:  # the window held no job with limits, or the queue ran dry
+                break
+            held = db.execute(sqls[1], [*held_params, room - len(got)]).fetchall()
+            if not held:
+                break
+            outcome.flow_mode = True
         before, full = len(rows), (len(outcome.full_keys), len(outcome.full_rates))
         heads_known = aside[1] == "[]"  # no rate key set aside: the held rows are the heads
         sqlite_lane(
-            db, signatures, held, heads_known, limit - len(rows), now, now_text, take, outcome,
-            windows,
+            db, signatures, held, heads_known, free, limit - len(rows), now, now_text, take,
+            outcome, windows,
         )  # fmt: skip
         if len(rows) == before and full == (len(outcome.full_keys), len(outcome.full_rates)):
             break  # nothing moved: another round would see the same
@@ -359,7 +376,8 @@ class SqliteFastPath:
         self._writer = writer
         self._lock = lock
         self._publish = publish
-        self._claim_sql: dict[int, tuple[str, str]] = {}
+        self._claim_sql: dict[int, tuple[str, str, str]] = {}
+        self._flow_seen = False  # the last claim met jobs with limits
         self._windows = RateWindows()  # the claim's rate windows, kept between claims
 
     async def insert_jobs(
@@ -392,8 +410,8 @@ class SqliteFastPath:
         sqls = self._claim_sql.get(len(signatures))
         if sqls is None:
             count = len(signatures)
-            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
-        outcome = LaneOutcome()
+            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count), _pick_sql(count))
+        outcome = LaneOutcome(self._flow_seen)
         windows = self._windows
         async with self._lock:
             try:
@@ -407,6 +425,7 @@ class SqliteFastPath:
             except BaseException:
                 windows.forget()
                 raise
+        self._flow_seen = outcome.flow_mode
         if outcome.skipped:
             self._publish(Channel.FINISHED.value, hint(outcome.skipped))
         for job_id in outcome.cancel_requested:
