@@ -12,9 +12,10 @@ transaction, so concurrent claimers work on disjoint rows and never wait for eac
 while they hold rows:
 
 - a concurrency key is taken with ``pg_try_advisory_xact_lock`` and only when this
-  claimer holds the key's head (its oldest pending jobs); a key another claimer holds is
-  "busy" this round. Counted after the lock, in a later statement (a fresh snapshot
-  under READ COMMITTED): every claim of the key's jobs committed before is seen.
+  claimer holds the key's head (its oldest pending jobs), and only that head may start;
+  a key another claimer holds is "busy" this round. Its running jobs are counted after
+  the lock, in a later statement (a fresh snapshot under READ COMMITTED): every claim of
+  the key's jobs committed before is seen.
 - rate keys are waited for (``pg_advisory_xact_lock``), in one order in every claimer,
   so a shared rate key serialises its claimers instead of turning them away. The only
   waits in the function are these, and a holder of a rate lock never waits for a row.
@@ -82,6 +83,7 @@ DECLARE
     h_rkey text[] := '{{}}';
     h_rlimit integer[] := '{{}}';
     h_rper float8[] := '{{}}';
+    v_mine text[] := '{{}}';
     v_locked text[] := '{{}}';
     v_ok text[] := '{{}}';
     v_busy text[] := '{{}}';
@@ -140,35 +142,41 @@ BEGIN
         PERFORM pg_advisory_xact_lock(l.h)
            FROM (SELECT DISTINCT hashtextextended('r:' || k, 0) AS h
                    FROM unnest(h_rkey) AS k WHERE k IS NOT NULL ORDER BY 1) AS l;
-        -- Concurrency keys: tried, and only those whose head job is ours (the claimer
-        -- holding the head is the one that can start it; we would only stand in its way).
-        SELECT coalesce(array_agg(d.k), '{{}}') INTO v_locked
-          FROM (SELECT DISTINCT k FROM unnest(h_ckey) AS k WHERE k IS NOT NULL) AS d
-         WHERE CASE WHEN (SELECT j.id FROM jobs AS j
-                           WHERE j.concurrency_key = d.k AND {_HEAD_WHERE}
-                           ORDER BY j.priority DESC, j.created_at, j.id LIMIT 1) = ANY(h_id)
-                    THEN pg_try_advisory_xact_lock(hashtextextended('c:' || d.k, 0))
-                    ELSE false END;
-        SELECT coalesce(array_agg(DISTINCT k), '{{}}') INTO v_busy
-          FROM unnest(h_ckey) AS k WHERE k IS NOT NULL AND k <> ALL(v_locked);
-        -- After the locks (a new statement: a fresh snapshot): per locked key its running
-        -- jobs and its head, of which the leading run of our own rows may start.
+        -- Each concurrency key's head, as far as it is ours: the leading run of its
+        -- oldest pending jobs that we hold. Read before the key's lock: the rows we
+        -- hold cannot change, and a job that comes before them later is a new one or
+        -- one that had started already (its start is counted below, after the lock).
         FOR r IN
-            SELECT d.k, (SELECT count(*) FROM jobs AS x
-                          WHERE x.concurrency_key = d.k AND x.concurrency_key IS NOT NULL
-                            AND x.status = 'running') AS running,
-                   ARRAY(SELECT j.id FROM jobs AS j
-                          WHERE j.concurrency_key = d.k AND {_HEAD_WHERE}
-                          ORDER BY j.priority DESC, j.created_at, j.id LIMIT d.n) AS head
+            SELECT d.k, ARRAY(SELECT j.id FROM jobs AS j
+                               WHERE j.concurrency_key = d.k AND {_HEAD_WHERE}
+                               ORDER BY j.priority DESC, j.created_at, j.id LIMIT d.n) AS head
               FROM (SELECT k, count(*)::integer AS n FROM unnest(h_ckey) AS k
-                     WHERE k = ANY(v_locked) GROUP BY k) AS d
+                     WHERE k IS NOT NULL GROUP BY k) AS d
         LOOP
-            v_running := v_running || jsonb_build_object(r.k, r.running);
             n := 0;
             WHILE n < cardinality(r.head) AND r.head[n + 1] = ANY(h_id) LOOP
                 n := n + 1;
             END LOOP;
-            v_ok := v_ok || r.head[1:n];
+            IF n > 0 THEN
+                v_mine := v_mine || r.k;
+                v_ok := v_ok || r.head[1:n];
+            ELSE
+                v_busy := v_busy || r.k;  -- another claimer holds its head
+            END IF;
+        END LOOP;
+        -- Only tried: a key another claimer holds is busy for this claim.
+        SELECT coalesce(array_agg(k), '{{}}') INTO v_locked FROM unnest(v_mine) AS k
+         WHERE pg_try_advisory_xact_lock(hashtextextended('c:' || k, 0));
+        v_busy := v_busy || ARRAY(SELECT k FROM unnest(v_mine) AS k WHERE k <> ALL(v_locked));
+        -- After the locks (a new statement: a fresh snapshot): each key's running jobs,
+        -- with every claim committed by a holder of its lock before us.
+        FOR r IN
+            SELECT k, (SELECT count(*) FROM jobs AS x
+                        WHERE x.concurrency_key = k AND x.concurrency_key IS NOT NULL
+                          AND x.status = 'running') AS running
+              FROM unnest(v_locked) AS k
+        LOOP
+            v_running := v_running || jsonb_build_object(r.k, r.running);
         END LOOP;
         v_now := clock_timestamp();  -- the windows end here (after the rate locks)
         FOR r IN
@@ -186,7 +194,8 @@ BEGIN
 
         -- store.flow.decide, over the rows that may start, in claim order.
         FOR i IN 1 .. cardinality(h_id) LOOP
-            CONTINUE WHEN h_ckey[i] IS NOT NULL AND NOT h_id[i] = ANY(v_ok);
+            CONTINUE WHEN h_ckey[i] IS NOT NULL
+                AND (h_ckey[i] <> ALL(v_locked) OR h_id[i] <> ALL(v_ok));
             ck := h_ckey[i];
             rk := h_rkey[i];
             IF ck IS NOT NULL AND ck = ANY(v_full_c) THEN
