@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0015"
@@ -102,6 +103,9 @@ DECLARE
     v_skipped text[] := '{{}}';
     v_cancelled text[] := '{{}}';
     v_claim text[] := '{{}}';
+    v_claim_seq bigint[] := '{{}}';
+    v_next jsonb := '{{}}';
+    v_floor timestamptz;
     v_retry timestamptz;
     v_room integer;
     v_now timestamptz;
@@ -179,17 +183,40 @@ BEGIN
             v_running := v_running || jsonb_build_object(r.k, r.running);
         END LOOP;
         v_now := clock_timestamp();  -- the windows end here (after the rate locks)
+        -- A rate key's starts are numbered (jobs.rate_seq, in start order: both are
+        -- given under the key's lock, the times never going back), so its window is
+        -- counted from two rows, its first start in the window and its newest: a
+        -- window that never binds would otherwise cost a count of every start in it,
+        -- under the lock. A number lost (a start undone by a recovery) makes the count
+        -- higher, never lower. Starts without numbers (before 0015): counted.
         FOR r IN
-            SELECT w.k, w.per, x.n, x.oldest
+            SELECT w.k, f.started_at AS first_at, f.rate_seq AS first_seq,
+                   l.started_at AS last_at, l.rate_seq AS last_seq,
+                   CASE WHEN f.started_at IS NOT NULL
+                         AND (f.rate_seq IS NULL OR l.rate_seq IS NULL)
+                        THEN (SELECT count(*) FROM jobs AS s WHERE s.rate_key = w.k
+                                 AND s.started_at >= f.started_at) END AS counted
               FROM (SELECT DISTINCT ON (u.k) u.k, u.per FROM unnest(h_rkey, h_rper) AS u(k, per)
                      WHERE u.k IS NOT NULL) AS w
-             CROSS JOIN LATERAL (
-                    SELECT count(*) AS n, min(s.started_at) AS oldest FROM jobs AS s
+              LEFT JOIN LATERAL (
+                    SELECT s.started_at, s.rate_seq FROM jobs AS s
                      WHERE s.rate_key = w.k
-                       AND s.started_at > v_now - make_interval(secs => w.per)) AS x
+                       AND s.started_at > v_now - make_interval(secs => w.per)
+                     ORDER BY s.started_at, s.rate_seq LIMIT 1) AS f ON true
+              LEFT JOIN LATERAL (
+                    SELECT s.started_at, s.rate_seq FROM jobs AS s
+                     WHERE s.rate_key = w.k AND s.started_at IS NOT NULL
+                     ORDER BY s.started_at DESC, s.rate_seq DESC NULLS LAST LIMIT 1) AS l ON true
         LOOP
-            v_started := v_started || jsonb_build_object(r.k, r.n);
-            v_oldest := v_oldest || jsonb_build_object(r.k, r.oldest);
+            v_started := v_started || jsonb_build_object(r.k, CASE
+                WHEN r.first_at IS NULL THEN 0
+                WHEN r.counted IS NOT NULL THEN r.counted
+                ELSE r.last_seq - r.first_seq + 1 END);
+            v_oldest := v_oldest || jsonb_build_object(r.k, r.first_at);
+            v_next := v_next || jsonb_build_object(r.k, coalesce(r.last_seq, 0) + 1);
+            IF r.last_at > v_floor OR v_floor IS NULL THEN
+                v_floor := r.last_at;
+            END IF;
         END LOOP;
 
         -- store.flow.decide, over the rows that may start, in claim order.
@@ -240,6 +267,12 @@ BEGIN
                     ck, coalesce((v_used ->> ck)::integer, 0) + 1);
             END IF;
             v_claim := v_claim || h_id[i];
+            IF rk IS NOT NULL THEN
+                v_claim_seq := v_claim_seq || (v_next ->> rk)::bigint;
+                v_next := v_next || jsonb_build_object(rk, (v_next ->> rk)::bigint + 1);
+            ELSE
+                v_claim_seq := v_claim_seq || NULL::bigint;
+            END IF;
         END LOOP;
         -- A window this claim filled is full too (it may not have met a job to refuse):
         -- its next start is due when its oldest start leaves it.
@@ -258,7 +291,8 @@ BEGIN
         END LOOP;
     END IF;
 
-    v_now := clock_timestamp();  -- the starts: after every read above
+    -- The starts: after every read above, and never before a rate key's newest start.
+    v_now := greatest(clock_timestamp(), v_floor);
     IF cardinality(v_skip) > 0 THEN
         WITH s AS (
             UPDATE jobs AS j SET status = 'cancelled', error = u.why, finished_at = v_now
@@ -297,8 +331,11 @@ BEGIN
     RETURN QUERY
     WITH claimed AS (
         UPDATE jobs AS j SET status = 'running', worker_id = p_worker,
-                             attempt = j.attempt + 1, started_at = v_now
-         WHERE j.id = ANY(v_free || v_claim) AND j.status = 'pending'
+                             attempt = j.attempt + 1, started_at = v_now, rate_seq = u.seq
+          FROM unnest(v_free || v_claim,
+                      array_fill(NULL::bigint, ARRAY[cardinality(v_free)]) || v_claim_seq)
+               AS u(id, seq)
+         WHERE j.id = u.id AND j.status = 'pending'
         RETURNING j.*
     )
     SELECT {_JOB_OUT}, {_STEP_OUT}, 'job'::text, NULL::text, NULL::timestamptz
@@ -320,6 +357,9 @@ $fn$
 
 
 def upgrade() -> None:
+    # A rate-limited job's start number within its rate key (PostgreSQL's claim counts
+    # windows with it; SQLite keeps its windows in the claimer).
+    op.add_column("jobs", sa.Column("rate_seq", sa.BigInteger()))
     if op.get_bind().dialect.name == "postgresql":
         op.execute(FUNCTION)
 
@@ -329,3 +369,4 @@ def downgrade() -> None:
         op.execute(
             "DROP FUNCTION IF EXISTS headwater_claim_flow(text, text[], integer, text[], text[])"
         )
+    op.drop_column("jobs", "rate_seq")
