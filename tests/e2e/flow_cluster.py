@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -116,7 +117,12 @@ def run_keyed_kill_scenario(
     workspace.write_text(WORKSPACE)
     token = create_token(pg_url, "flow")
     timing = {"stale_after": UNDER_LOAD_SECS, "lease_ttl": UNDER_LOAD_SECS}
-    nodes = [Server(f"server{i + 1}", workspace, pg_url, tmp, **timing) for i in range(servers)]
+    with ThreadPoolExecutor(servers) as pool:  # started side by side: each waits for health
+        nodes = list(
+            pool.map(
+                lambda i: Server(f"server{i + 1}", workspace, pg_url, tmp, **timing), range(servers)
+            )
+        )
     urls = [s.url for s in nodes]
     w1 = RemoteWorkerProc("worker1", urls, token, tmp, concurrency=8)
     w2 = RemoteWorkerProc("worker2", urls[1:] + urls[:1], token, tmp, concurrency=8)
@@ -129,6 +135,13 @@ def run_keyed_kill_scenario(
         w1.kill()
         poster.join(timeout)
         wait_for(lambda: _done(pg_url) >= jobs, timeout, f"{jobs} completed jobs")
+        result.completed_by = dict(  # before a worker that stops takes its row along
+            pg_query(  # type: ignore[arg-type]
+                pg_url,
+                "SELECT w.name, count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
+                " WHERE j.status = 'completed' GROUP BY w.name",
+            )
+        )
     finally:
         w1.kill()
         w2.stop()
@@ -142,13 +155,6 @@ def run_keyed_kill_scenario(
     )
     result.statuses = dict(
         pg_query(pg_url, "SELECT status, count(*) FROM jobs GROUP BY status")  # type: ignore[arg-type]
-    )
-    result.completed_by = dict(
-        pg_query(  # type: ignore[arg-type]
-            pg_url,
-            "SELECT w.name, count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
-            " WHERE j.status = 'completed' GROUP BY w.name",
-        )
     )
     result.completed = sum(1 for r in rows if r[3] == "completed")
     result.requeued = sum(1 for r in rows if int(r[4]) > 1)
