@@ -11,22 +11,28 @@ server), unless ``--only`` narrows it:
   16 jobs at a time and finish each batch, until the queue is empty. Jobs per second
   and claim latency (p50/p99 of ``claim_jobs``), for jobs without limits, with a
   concurrency key (200 keys, limit 8: never the bottleneck) and with a rate limit that
-  never binds: the price of the bookkeeping, not of waiting.
+  never binds: the price of the bookkeeping, not of waiting. CPU per job as well (the
+  wall time is noisy on a shared machine): this process's, and on PostgreSQL the
+  bench database's own server backends' (from /proc, same host). ``--runs N`` repeats
+  it and prints each figure's range, with the load average.
 - ``keys``: 5,000 jobs over 50 keys (limit 1 and 3), claimed and finished by 4 claimers
   at once; from the store's own start/finish times, the most jobs a key ever had
   running (must be <= its limit) and whether limit-1 keys kept their order.
-- ``rate``: a backlog of rate-limited jobs (100 per 1 s) claimed by 3 claimers for 30 s;
+- ``rate``: a backlog of rate-limited jobs (100 per 1 s) claimed by 3 claimers for 30 s
+  (each sleeps until a wake-up when a claim comes back short, as workers do);
   starts per second from the stored start times: every 1 s window (sliding) holds at
   most 100, and the aligned seconds hold 100 ± 1.
 - ``explain``: PostgreSQL's plan for the claim with 100,000 pending jobs (half keyed).
 - ``kill`` (PostgreSQL, processes): tests/e2e's keyed scenario with 5,000 jobs over 50
-  keys, one ``headwater worker`` SIGKILLed mid-run.
+  keys on two ``headwater server``s and two ``headwater worker``s, one worker SIGKILLed
+  mid-run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -41,7 +47,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.conftest import create_pg_database, drop_pg_database
 
-from headwater.store.base import ConcurrencyStrategy, JobFlow, JobRecord, JobStatus, NewJob
+from headwater.store.base import (
+    Channel,
+    ConcurrencyStrategy,
+    JobFlow,
+    JobRecord,
+    JobStatus,
+    NewJob,
+)
+from headwater.store.notify import Subscription
 from headwater.store.sql import SqlStore, open_store
 
 CLAIMERS = 4
@@ -99,6 +113,28 @@ async def drain(stores: Sequence[SqlStore], total: int) -> tuple[float, list[flo
     return time.perf_counter() - started, latencies
 
 
+async def backend_cpu(store: SqlStore) -> float:
+    """CPU seconds used so far by the server backends connected to the store's
+    database (PostgreSQL on this host; 0 elsewhere)."""
+    if store.dialect != "postgresql":
+        return 0.0
+    async with store.write_engine.connect() as conn:
+        pids = [
+            int(r[0])
+            for r in await conn.exec_driver_sql(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            )
+        ]
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (clock ticks)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 async def bench_cost(url: str, label: str, n: int) -> list[tuple[str, ...]]:
     modes: dict[str, Any] = {
         "no limits": None,
@@ -121,7 +157,10 @@ async def bench_cost(url: str, label: str, n: int) -> list[tuple[str, ...]]:
                 batch = jobs_of(n, flow)
             for start in range(0, len(batch), 1000):
                 await stores[0].insert_jobs(batch[start : start + 1000])
+            cpu0, db0 = time.process_time(), await backend_cpu(stores[0])
             seconds, lat = await drain(stores, len(batch))
+            cpu = time.process_time() - cpu0
+            db_cpu = await backend_cpu(stores[0]) - db0
         finally:
             await close_all(stores)
             if stores[0].dialect == "postgresql":
@@ -139,9 +178,29 @@ async def bench_cost(url: str, label: str, n: int) -> list[tuple[str, ...]]:
                 f"{(rate / base - 1) * 100:+.1f}%",
                 f"{statistics.median(lat) * 1000:.2f}",
                 f"{lat[int(len(lat) * 0.99)] * 1000:.2f}",
+                f"{cpu / len(batch) * 1e6:.0f}",
+                f"{db_cpu / len(batch) * 1e6:.0f}" if stores[0].dialect == "postgresql" else "",
             )
         )
     return rows
+
+
+def ranges(runs: list[list[tuple[str, ...]]], keep: int) -> list[tuple[str, ...]]:
+    """Per row, the first ``keep`` cells as they are and each other cell as min–max."""
+
+    def number(cell: str) -> float:
+        return float(cell.replace(",", "").replace("%", "") or "nan")
+
+    out: list[tuple[str, ...]] = []
+    for cells in zip(*runs, strict=True):
+        row = list(cells[0][:keep])
+        for i in range(keep, len(cells[0])):
+            values = [c[i] for c in cells]
+            lo = min(values, key=number)
+            hi = max(values, key=number)
+            row.append(lo if lo == hi else f"{lo} – {hi}")
+        out.append(tuple(row))
+    return out
 
 
 async def reset_pg(url: str) -> None:
@@ -215,17 +274,31 @@ async def bench_rate(url: str, label: str, seconds: float) -> list[tuple[str, ..
         )
         for start in range(0, len(batch), 1000):
             await stores[0].insert_jobs(batch[start : start + 1000])
-        stop = time.monotonic() + seconds
         claimed: list[JobRecord] = []
+        subs = [s.subscribe(Channel.JOBS) for s in stores]
+        for store in dict.fromkeys(stores):
+            if store.dialect == "postgresql":
+                await store.wait_listening(timeout=5)
+        stop = time.monotonic() + seconds
 
-        async def claimer(store: SqlStore, name: str) -> None:
+        async def claimer(store: SqlStore, sub: Subscription, name: str) -> None:
+            # As a worker does: claim, and when the claim comes back short, sleep until a
+            # wake-up (a lost one shows as a second short of starts), 1 s at most.
             while time.monotonic() < stop:
                 got = await store.claim_jobs(name, ["script"], CLAIM)
                 claimed.extend(got)
-                if not got:
-                    await asyncio.sleep(0.002)
+                if got:
+                    await store.finish_jobs(
+                        [(j.id, name, JobStatus.COMPLETED, None, None) for j in got]
+                    )
+                if len(got) < CLAIM:
+                    await sub.wait(min(1.0, max(0.0, stop - time.monotonic())))
 
-        await asyncio.gather(*(claimer(s, f"w{i}") for i, s in enumerate(stores)))
+        await asyncio.gather(
+            *(claimer(s, sub, f"w{i}") for i, (s, sub) in enumerate(zip(stores, subs, strict=True)))
+        )
+        for sub in subs:
+            sub.close()
     finally:
         await close_all(stores)
     times = sorted(j.started_at for j in claimed if j.started_at is not None)
@@ -309,6 +382,7 @@ async def main() -> None:
     parser.add_argument("--rate-seconds", type=float, default=30.0)
     parser.add_argument("--only", default="cost,keys,rate,explain")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--runs", type=int, default=1, help="cost: repeat and print ranges")
     args = parser.parse_args()
     only = set(args.only.split(","))
     tmp = tempfile.mkdtemp()
@@ -319,11 +393,20 @@ async def main() -> None:
     targets.append(("postgresql", pg))
     try:
         if "cost" in only:
-            rows: list[tuple[str, ...]] = []
-            for label, url in targets:
-                rows += await bench_cost(url, label, args.n)
-            header = ("db", "jobs", "jobs/s", "vs no limits", "claim p50 ms", "claim p99 ms")
-            print(table(rows, header), "\n", flush=True)
+            runs: list[list[tuple[str, ...]]] = []
+            loads = [os.getloadavg()[0]]
+            for _ in range(args.runs):
+                rows: list[tuple[str, ...]] = []
+                for label, url in targets:
+                    rows += await bench_cost(url, label, args.n)
+                runs.append(rows)
+                loads.append(os.getloadavg()[0])
+            header = (
+                "db", "jobs", "jobs/s", "vs no limits", "claim p50 ms", "claim p99 ms",
+                "CPU µs/job (bench)", "CPU µs/job (db)",
+            )  # fmt: skip
+            print(table(ranges(runs, 2), header), flush=True)
+            print(f"{args.runs} run(s), load average {min(loads):.1f}–{max(loads):.1f}\n")
         if "keys" in only:
             rows = []
             for label, url in targets:
@@ -344,7 +427,9 @@ async def main() -> None:
         if "kill" in only:
             from tests.e2e.flow_cluster import run_keyed_kill_scenario
 
-            result = await asyncio.to_thread(run_keyed_kill_scenario, Path(tmp), pg, 5000, 50, 900)
+            result = await asyncio.to_thread(
+                run_keyed_kill_scenario, Path(tmp), pg, 5000, 50, 900, 2
+            )
             print(f"kill: {result.summary()} in {result.seconds:.0f} s", flush=True)
     finally:
         await drop_pg_database(pg)

@@ -1,12 +1,15 @@
-"""A server and two remote workers on PostgreSQL running keyed jobs while one worker is
+"""Servers and two remote workers on PostgreSQL running keyed jobs while one worker is
 SIGKILLed; shared by tests/e2e/test_flow_control_kill.py (sized to seconds) and
-bench/flow_control.py (the long version)."""
+bench/flow_control.py (the long version). With two servers, each worker asks its own
+server first, so the two servers claim keyed jobs at the same time, each for its
+worker: the limits must hold across servers, not only across one server's claims."""
 
 from __future__ import annotations
 
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -62,25 +65,31 @@ class KeyedResult:
     out_of_order: list[str] = field(default_factory=list)
     seconds: float = 0.0
     statuses: dict[str, int] = field(default_factory=dict)
+    completed_by: dict[str, int] = field(default_factory=dict)  # worker name → jobs
 
     def summary(self) -> str:
         return (
             f"completed {self.completed}, statuses {self.statuses}, requeued {self.requeued}, "
-            f"over limit {self.over_limit[:5]}, out of order {self.out_of_order[:5]}"
+            f"over limit {self.over_limit[:5]}, out of order {self.out_of_order[:5]}, "
+            f"completed by {self.completed_by}"
         )
 
 
-def _post_all(url: str, jobs: int, keys: int) -> None:
-    with httpx.Client(base_url=url, timeout=10) as client:
+def _post_all(urls: list[str], jobs: int, keys: int) -> None:
+    clients = [httpx.Client(base_url=url, timeout=10) for url in urls]
+    try:
         for n in range(jobs):
             key = n % keys
             hook = "one" if key % 2 == 0 else "two"
-            resp = client.post(
+            resp = clients[n % len(clients)].post(
                 f"/hooks/{hook}",
                 json={"n": n, "k": f"key{key}"},
                 headers={"Idempotency-Key": f"flow-{n}"},
             )
             assert resp.status_code in (200, 202), resp.text
+    finally:
+        for client in clients:
+            client.close()
 
 
 def _done(db_url: str) -> int:
@@ -99,7 +108,7 @@ def _running_on(db_url: str, worker: str) -> int:
 
 
 def run_keyed_kill_scenario(
-    tmp: Path, pg_url: str, jobs: int, keys: int, timeout: float = 240
+    tmp: Path, pg_url: str, jobs: int, keys: int, timeout: float = 240, servers: int = 2
 ) -> KeyedResult:
     t0 = time.monotonic()
     folder = tmp / "ws"
@@ -107,24 +116,37 @@ def run_keyed_kill_scenario(
     workspace = folder / "flow.yaml"
     workspace.write_text(WORKSPACE)
     token = create_token(pg_url, "flow")
-    server = Server(
-        "server", workspace, pg_url, tmp, stale_after=UNDER_LOAD_SECS, lease_ttl=UNDER_LOAD_SECS
-    )
-    w1 = RemoteWorkerProc("worker1", [server.url], token, tmp, concurrency=8)
-    w2 = RemoteWorkerProc("worker2", [server.url], token, tmp, concurrency=8)
+    timing = {"stale_after": UNDER_LOAD_SECS, "lease_ttl": UNDER_LOAD_SECS}
+    with ThreadPoolExecutor(servers) as pool:  # started side by side: each waits for health
+        nodes = list(
+            pool.map(
+                lambda i: Server(f"server{i + 1}", workspace, pg_url, tmp, **timing), range(servers)
+            )
+        )
+    urls = [s.url for s in nodes]
+    w1 = RemoteWorkerProc("worker1", urls, token, tmp, concurrency=8)
+    w2 = RemoteWorkerProc("worker2", urls[1:] + urls[:1], token, tmp, concurrency=8)
     result = KeyedResult()
     try:
-        poster = threading.Thread(target=_post_all, args=(server.url, jobs, keys), daemon=True)
+        poster = threading.Thread(target=_post_all, args=(urls, jobs, keys), daemon=True)
         poster.start()
         wait_for(lambda: _done(pg_url) >= jobs // 4, timeout, "a quarter of the jobs")
         wait_for(lambda: _running_on(pg_url, "worker1"), timeout, "a job running on worker1")
         w1.kill()
         poster.join(timeout)
         wait_for(lambda: _done(pg_url) >= jobs, timeout, f"{jobs} completed jobs")
+        result.completed_by = dict(  # before a worker that stops takes its row along
+            pg_query(  # type: ignore[arg-type]
+                pg_url,
+                "SELECT w.name, count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
+                " WHERE j.status = 'completed' GROUP BY w.name",
+            )
+        )
     finally:
         w1.kill()
         w2.stop()
-        server.stop()
+        for node in nodes:
+            node.stop()
     result.seconds = time.monotonic() - t0
     rows = pg_query(
         pg_url,

@@ -1,24 +1,24 @@
 """Flow control in the claim: concurrency keys and rate limits, enforced by the store.
 
 A job's limits are rendered when it is created and kept on its row (``JobFlow``). The
-claim then runs in two lanes (``SqlStore.claim_jobs``):
+claim picks the ``limit`` best pending jobs (highest priority, then oldest), claims those
+without limits and decides over the others ("held"):
 
-1. The dialect's one-statement fast path claims the jobs without limits among the
-   ``limit`` best pending ones (highest priority, then oldest) and reports the limited
-   ones it passed over ("held").
-2. For the held jobs, the limited lane (``flow_pg.pg_lane``; on SQLite
-   ``flow_sqlite.sqlite_lane`` inside the fast path's own transaction) takes a lock per
-   key (PostgreSQL: ``pg_try_advisory_xact_lock``, a key another claimer holds is skipped
-   this round; SQLite: the database's one writer), counts the key's running jobs and its
-   starts within the window from the jobs table, and claims what fits: per concurrency
-   key the oldest pending jobs (its head, so ``limit: 1`` keeps the key's order even when
-   another claimer passed over a different row), per rate key as many as the window
-   leaves. The counts are read after the lock, so a claimer that held the lock before us
-   has committed what it claimed: the limit holds across every worker and server.
-   ``decide`` (here, pure) picks the jobs; the in-memory store uses it too.
+- per concurrency key, its running jobs are counted and the key's oldest pending jobs
+  (its head, so ``limit: 1`` keeps the key's order even when a claimer passed over a
+  different row) start while the key has room;
+- per rate key, its starts within the window are counted and as many start as the
+  window leaves.
 
-Keys that are full are handed back, and the fast path runs again without them, so jobs
-of full keys at the head of the queue never starve the rest (a bounded number of rounds).
+The counts are read under a lock per key taken first (SQLite: the database's one writer;
+PostgreSQL: advisory locks inside the function ``headwater_claim_flow``, see
+``flow_pg``), so a claimer that held the key before has committed what it claimed: the
+limits hold across every worker and server. ``decide`` (here, pure) picks the jobs on
+SQLite (``flow_sqlite``) and in the in-memory store; the PostgreSQL function is its
+twin in PL/pgSQL.
+
+Keys that are full are set aside and the claim runs again without them, so jobs of full
+keys at the head of the queue never starve the rest (a bounded number of rounds).
 Nothing is counted separately: the running jobs and the start times are the jobs' own
 rows, so a crashed worker, a recovery or a cancel never leaves a counter behind.
 """
@@ -26,11 +26,11 @@ rows, so a crashed worker, a recovery or a cancel never leaves a counter behind.
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from headwater.store.base import (
     NO_FLOW,
@@ -46,7 +46,6 @@ __all__ = [
     "MAX_ROUNDS",
     "Candidate",
     "Decision",
-    "LimitedClaim",
     "WakeTimer",
     "cancel_reason",
     "decide",
@@ -112,6 +111,7 @@ def decide(
     decision = Decision()
     used: dict[str, int] = defaultdict(int)  # claimed now, per concurrency key
     taken: dict[str, int] = defaultdict(int)  # claimed now, per rate key
+    rated: dict[str, tuple[int, float]] = {}  # rate key → (limit, per) of what it took
     for c in sorted(candidates, key=lambda c: c.order):
         ckey, rkey = c.concurrency_key, c.rate_key
         if ckey is not None and ckey in decision.full_keys:
@@ -131,28 +131,30 @@ def decide(
             started, oldest = windows.get(rkey, (0, None))
             if started + taken[rkey] >= (c.rate_limit or 1):
                 decision.full_rates.add(rkey)
-                free_at = (oldest or now) + timedelta(seconds=c.rate_per or 0.0)
-                if decision.retry_at is None or free_at < decision.retry_at:
-                    decision.retry_at = free_at
+                _retry(decision, (oldest or now) + timedelta(seconds=c.rate_per or 0.0))
                 continue
-            taken[rkey] += 1
         if len(decision.claim) >= room:
             break
+        if rkey is not None:
+            taken[rkey] += 1
+            rated[rkey] = (c.rate_limit or 1, c.rate_per or 0.0)
         if ckey is not None:
             used[ckey] += 1
         decision.claim.append(c.id)
+    # A window this claim filled is full too, though no job of it may have been refused
+    # (the room ran out first): its next start is due when its oldest start leaves it.
+    # Without this, nothing would wake the claimers then.
+    for rkey, (limit, per) in rated.items():
+        started, oldest = windows.get(rkey, (0, None))
+        if started + taken[rkey] >= limit:
+            decision.full_rates.add(rkey)
+            _retry(decision, (oldest or now) + timedelta(seconds=per))
     return decision
 
 
-@dataclass(slots=True)
-class LimitedClaim:
-    claimed: list[JobRecord] = field(default_factory=list)  # with their steps
-    cancel_requested: list[str] = field(default_factory=list)  # running jobs told to stop
-    skipped: list[str] = field(default_factory=list)  # pending jobs ended by skip_new
-    full_keys: set[str] = field(default_factory=set)
-    full_rates: set[str] = field(default_factory=set)
-    lines: list[dict[str, Any]] = field(default_factory=list)  # system log lines to add
-    retry_at: datetime | None = None  # see Decision
+def _retry(decision: Decision, free_at: datetime) -> None:
+    if decision.retry_at is None or free_at < decision.retry_at:
+        decision.retry_at = free_at
 
 
 def plan_in_memory(
@@ -198,30 +200,50 @@ def plan_in_memory(
 
 class WakeTimer:
     """A rate window that is full frees up at a known time, and nothing else announces
-    it: one local ``Channel.JOBS`` wake-up is kept for the earliest such time, so that the
-    claimers waiting in this process (an embedded worker, the server's waiting remote
-    claims) ask again then rather than at their safety timeout."""
+    it: one local ``Channel.JOBS`` wake-up is kept for each such time (the earliest
+    armed, the others queued behind it), so that the claimers waiting in this process
+    (an embedded worker, the server's waiting remote claims) ask again then rather than
+    at their safety timeout. Times within ``MERGE`` of one already kept share its
+    wake-up."""
+
+    MERGE = timedelta(milliseconds=1)
+    PAD = 0.002  # seconds after the due time: the window has surely slid by then
 
     def __init__(self, publish: Callable[[str, str], None]) -> None:
         self._publish = publish
         self._handle: asyncio.TimerHandle | None = None
-        self._at: datetime | None = None
+        self._at: datetime | None = None  # when the armed timer fires for
+        self._due: list[datetime] = []  # sorted; the first is armed
 
     def wake_at(self, when: datetime | None) -> None:
         if when is None:
             return
-        if self._handle is not None and self._at is not None and self._at <= when:
+        i = bisect.bisect_left(self._due, when)
+        near = [self._due[j] for j in (i - 1, i) if 0 <= j < len(self._due)]
+        if any(abs(d - when) <= self.MERGE for d in near):
             return
-        self.cancel()
-        delay = max(0.0, (when - utcnow()).total_seconds()) + 0.002
-        self._at = when
+        self._due.insert(i, when)
+        self._arm()
+
+    def _arm(self) -> None:
+        if not self._due or (self._handle is not None and self._at == self._due[0]):
+            return
+        if self._handle is not None:
+            self._handle.cancel()
+        self._at = self._due[0]
+        delay = max(0.0, (self._at - utcnow()).total_seconds()) + self.PAD
         self._handle = asyncio.get_running_loop().call_later(delay, self._fire)
 
     def _fire(self) -> None:
         self._handle = self._at = None
+        now = utcnow()
+        while self._due and self._due[0] <= now + self.MERGE:
+            self._due.pop(0)
         self._publish(Channel.JOBS.value, "*")
+        self._arm()
 
     def cancel(self) -> None:
         if self._handle is not None:
             self._handle.cancel()
         self._handle = self._at = None
+        self._due.clear()

@@ -37,7 +37,7 @@ from headwater.store.fastpath import (
     step_record,
 )
 from headwater.store.flow import MAX_ROUNDS, WakeTimer
-from headwater.store.flow_sqlite import LaneOutcome, sqlite_lane
+from headwater.store.flow_sqlite import FLOW_COLUMNS, LaneOutcome, RateWindows, sqlite_lane
 from headwater.store.ids import utcnow
 from headwater.store.queries import dumps
 
@@ -210,16 +210,21 @@ def _claim_sql(count: int) -> str:
 
 
 def _held_sql(count: int) -> str:
-    """The best pending jobs with flow limits, unclaimed (for ``store.flow``)."""
+    """The best pending jobs with flow limits, unclaimed, with their limits (for
+    ``store.flow``)."""
     picks = _picks(
         count,
-        "id, priority, created_at, concurrency_key, rate_key",
+        FLOW_COLUMNS,
         "AND (concurrency_key IS NOT NULL OR rate_key IS NOT NULL) ",
     )
-    return (
-        f"SELECT id, concurrency_key, rate_key FROM ({picks}) "
-        "ORDER BY priority DESC, created_at, id LIMIT ?"
-    )
+    return f"SELECT * FROM ({picks}) ORDER BY priority DESC, created_at, id LIMIT ?"
+
+
+def _pick_sql(count: int) -> str:
+    """The best pending jobs, limited or not, with their limits (while limited jobs are
+    about, this one pick replaces the fast path's claim and its held read)."""
+    picks = _picks(count, FLOW_COLUMNS)
+    return f"SELECT * FROM ({picks}) ORDER BY priority DESC, created_at, id LIMIT ?"
 
 
 def _shared(rows: Sequence[NewJobRow]) -> tuple[Any, ...] | None:
@@ -293,12 +298,13 @@ _CLAIM_IDS = (
 
 def _claim(
     db: sqlite3.Connection,
-    sqls: tuple[str, str],
+    sqls: tuple[str, str, str],
     worker_id: str,
     signatures: Sequence[str],
     limit: int,
     now: datetime,
     outcome: LaneOutcome,
+    windows: RateWindows,
 ) -> list[JobRecord]:
     """The fast path, then the limited lane for the held jobs, in rounds that set full
     keys aside (see ``store.flow``), all in this one transaction."""
@@ -308,6 +314,7 @@ def _claim(
     now_text = to_text(now)
     rows: list[Any] = []
     aside = ("[]", "[]")
+    windows.new_transaction()
 
     def take(ids: list[str]) -> int:
         claimed = db.execute(_CLAIM_IDS, (worker_id, now_text, dumps(ids))).fetchall()
@@ -321,15 +328,32 @@ def _claim(
         for signature in signatures:
             params += (signature, *aside, room)
             held_params += (signature, *aside, room)
-        got = db.execute(sqls[0], [*params, room]).fetchall()
-        rows.extend(got)
-        if len(got) >= room:  # the window held no job with limits, or the queue ran dry
-            break
-        held = [(r[0], r[1], r[2]) for r in db.execute(sqls[1], [*held_params, room - len(got)])]
-        if not held:
-            break
+        free: list[str] = []
+        if outcome.flow_mode:  # limited jobs came up last time: one pick for all
+            picked = db.execute(sqls[2], [*held_params, room]).fetchall()
+            held = [r for r in picked if r[3] is not None or r[6] is not None]
+            free = [r[0] for r in picked if r[3] is None and r[6] is None]
+            if not held:
+                if free:
+                    take(free)
+                if aside == ("[]", "[]"):
+                    outcome.flow_mode = False  # none in the window: the fast path again
+                break
+        else:
+            got = db.execute(sqls[0], [*params, room]).fetchall()
+            rows.extend(got)
+            if len(got) >= room:  # the window held no job with limits, or the queue ran dry
+                break
+            held = db.execute(sqls[1], [*held_params, room - len(got)]).fetchall()
+            if not held:
+                break
+            outcome.flow_mode = True
         before, full = len(rows), (len(outcome.full_keys), len(outcome.full_rates))
-        sqlite_lane(db, signatures, held, limit - len(rows), now, now_text, take, outcome)
+        heads_known = aside[1] == "[]"  # no rate key set aside: the held rows are the heads
+        sqlite_lane(
+            db, signatures, held, heads_known, free, limit - len(rows), now, now_text, take,
+            outcome, windows,
+        )  # fmt: skip
         if len(rows) == before and full == (len(outcome.full_keys), len(outcome.full_rates)):
             break  # nothing moved: another round would see the same
         if len(rows) >= limit:
@@ -398,7 +422,9 @@ class SqliteFastPath:
         self._writer = writer
         self._lock = lock
         self._publish = publish
-        self._claim_sql: dict[int, tuple[str, str]] = {}
+        self._claim_sql: dict[int, tuple[str, str, str]] = {}
+        self._flow_seen = False  # the last claim met jobs with limits
+        self._windows = RateWindows()  # the claim's rate windows, kept between claims
 
     async def insert_jobs(
         self,
@@ -437,14 +463,22 @@ class SqliteFastPath:
         sqls = self._claim_sql.get(len(signatures))
         if sqls is None:
             count = len(signatures)
-            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count))
-        outcome = LaneOutcome()
+            sqls = self._claim_sql[count] = (_claim_sql(count), _held_sql(count), _pick_sql(count))
+        outcome = LaneOutcome(self._flow_seen)
+        windows = self._windows
         async with self._lock:
-            jobs = await self._writer.transaction(
-                lambda db: _claim(db, sqls, worker_id, signatures, limit, now, outcome),
-                limit,
-                inline_max=_RETURNING_INLINE_MAX,
-            )
+            try:
+                jobs = await self._writer.transaction(
+                    lambda db: _claim(
+                        db, sqls, worker_id, signatures, limit, now, outcome, windows
+                    ),
+                    limit,
+                    inline_max=_RETURNING_INLINE_MAX,
+                )
+            except BaseException:
+                windows.forget()
+                raise
+        self._flow_seen = outcome.flow_mode
         if outcome.skipped:
             self._publish(Channel.FINISHED.value, hint(outcome.skipped))
         for job_id in outcome.cancel_requested:

@@ -162,6 +162,9 @@ jobs = Table(
     Column("rate_key", Text),
     Column("rate_limit", Integer),
     Column("rate_per", Float),
+    # A rate-limited job's start number within its rate key, given with its start
+    # (PostgreSQL's claim counts a window from its first and newest numbers).
+    Column("rate_seq", BigInteger),
     CheckConstraint(_in("status", _JOB_STATUSES), name="status"),
     # Running jobs per concurrency key (the claim counts them). Partial: only keyed jobs
     # while they run, so unkeyed ingest pays nothing.
