@@ -5,6 +5,8 @@ brokers), prints:
 - raw: the broker's own consume + acknowledge rate of N messages with its client library
   and no headwater (the ceiling);
 - ours: N messages already in the broker → N jobs committed (targets not run), events/s;
+- CPU per message (µs): this process's CPU time (every thread) over the raw consume, and
+  over ours from the first job to the last; steadier than the rates on a shared machine;
 - latency: messages published at a fixed rate with their send time → job created_at,
   p50/p99 (publish → job committed).
 
@@ -23,7 +25,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -39,10 +41,30 @@ from headwater.triggers.receivers.manager import ReceiverManager  # noqa: E402
 from headwater.workspace.templating import TemplateEngine  # noqa: E402
 
 PG = "postgresql://postgres@127.0.0.1:5432/test"
-RawConsumer = Callable[[Any, int], Awaitable[float]]
 
 
-def pct(values: list[float], p: float) -> float:
+class Rate(NamedTuple):
+    per_s: float
+    cpu_us: float  # CPU time of this process (all its threads) per message, µs
+
+
+class _Clock:
+    """Wall and CPU time since it was made: a rate, and what each message cost us."""
+
+    def __init__(self) -> None:
+        self.wall = time.perf_counter()
+        self.cpu = time.process_time()
+
+    def rate(self, got: float) -> Rate:
+        wall = time.perf_counter() - self.wall
+        cpu = time.process_time() - self.cpu
+        return Rate(got / wall, cpu / got * 1e6 if got else float("nan"))
+
+
+RawConsumer = Callable[[Any, int], Awaitable[Rate]]
+
+
+def pct(values: list[float], p: float) -> Rate:
     if not values:
         return float("nan")
     ordered = sorted(values)
@@ -50,12 +72,12 @@ def pct(values: list[float], p: float) -> float:
 
 
 # -- raw consumers: the broker's own rate, no headwater -------------------------------------
-async def _raw_redis_stream(h: Any, n: int) -> float:
+async def _raw_redis_stream(h: Any, n: int) -> Rate:
     client = h.client
     group = f"raw-{uuid.uuid4().hex[:6]}"
     await client.xgroup_create(h.stream, group, id="0")
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         reply = await client.xreadgroup(group, "raw", {h.stream: ">"}, count=500, block=1000)
         if not reply:
@@ -63,37 +85,37 @@ async def _raw_redis_stream(h: Any, n: int) -> float:
         entries = reply[0][1]
         await client.xack(h.stream, group, *[e[0] for e in entries])
         got += len(entries)
-    elapsed = time.perf_counter() - started
+    rate = started.rate(got)
     await client.xgroup_destroy(h.stream, group)
-    return got / elapsed
+    return rate
 
 
-async def _raw_redis_list(h: Any, n: int) -> float:
+async def _raw_redis_list(h: Any, n: int) -> Rate:
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         batch = await h.client.rpop(h.list, 500)
         if not batch:
             break
         got += len(batch)
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_amqp(h: Any, n: int) -> float:
+async def _raw_amqp(h: Any, n: int) -> Rate:
     await h.channel.set_qos(prefetch_count=500)
     queue = await h.channel.get_queue(h.queue)
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     async with queue.iterator() as messages:
         async for message in messages:
             await message.ack()
             got += 1
             if got >= n:
                 break
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_mqtt(h: Any, n: int) -> float:
+async def _raw_mqtt(h: Any, n: int) -> Rate:
     import aiomqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -101,7 +123,7 @@ async def _raw_mqtt(h: Any, n: int) -> float:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = 0xFFFFFFFF
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     async with aiomqtt.Client(
         "127.0.0.1",
         identifier=h.client_id,
@@ -113,21 +135,21 @@ async def _raw_mqtt(h: Any, n: int) -> float:
             got += 1
             if got >= n:
                 break
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_nats(h: Any, n: int) -> float:
+async def _raw_nats(h: Any, n: int) -> Rate:
     sub = await h.js.pull_subscribe(h.subject, durable="raw", stream=h.stream)
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         for message in await sub.fetch(batch=500, timeout=5):
             await message.ack()
             got += 1
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_kafka(h: Any, n: int) -> float:
+async def _raw_kafka(h: Any, n: int) -> Rate:
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
@@ -139,7 +161,7 @@ async def _raw_kafka(h: Any, n: int) -> float:
     )
     await consumer.start()
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     try:
         while got < n:
             batches = await consumer.getmany(timeout_ms=1000, max_records=500)
@@ -147,12 +169,12 @@ async def _raw_kafka(h: Any, n: int) -> float:
             await consumer.commit()
     finally:
         await consumer.stop()
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_sqs(h: Any, n: int) -> float:
+async def _raw_sqs(h: Any, n: int) -> Rate:
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         reply = await h.client.receive_message(QueueUrl=h.queue_url, MaxNumberOfMessages=10)
         messages = reply.get("Messages", [])
@@ -163,12 +185,12 @@ async def _raw_sqs(h: Any, n: int) -> float:
         ]
         await h.client.delete_message_batch(QueueUrl=h.queue_url, Entries=entries)
         got += len(messages)
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_postgres(h: Any, n: int) -> float:
+async def _raw_postgres(h: Any, n: int) -> Rate:
     got, last = 0, 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         cur = await h.conn.execute(
             f"SELECT id, body FROM {h.table} WHERE id > %s ORDER BY id LIMIT 500", [last]
@@ -178,14 +200,14 @@ async def _raw_postgres(h: Any, n: int) -> float:
             break
         last = rows[-1][0]
         got += len(rows)
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_postgres_cdc(h: Any, n: int) -> float:
+async def _raw_postgres_cdc(h: Any, n: int) -> Rate:
     """The slot read and consumed by PostgreSQL's own SQL function (no decoding on our
     side): the server's decoding rate, the ceiling of any SQL-function reader."""
     got = 0
-    started = time.perf_counter()
+    started = _Clock()
     while got < n:
         cur = await h.conn.execute(
             "SELECT count(*) FILTER (WHERE get_byte(data, 0) = 73), count(*)"
@@ -197,10 +219,10 @@ async def _raw_postgres_cdc(h: Any, n: int) -> float:
         if not rows:
             break
         got += inserts
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
-async def _raw_mysql_cdc(h: Any, n: int) -> float:
+async def _raw_mysql_cdc(h: Any, n: int) -> Rate:
     """The binlog read by mysql-replication alone: the rows of the harness's table from
     where it began, decoded, with no checkpoint and no job."""
     from pymysqlreplication import BinLogStreamReader
@@ -230,9 +252,9 @@ async def _raw_mysql_cdc(h: Any, n: int) -> float:
             stream.close()
         return got
 
-    started = time.perf_counter()
+    started = _Clock()
     got = await asyncio.to_thread(read)
-    return got / (time.perf_counter() - started)
+    return started.rate(got)
 
 
 RAW: dict[str, RawConsumer] = {
@@ -249,7 +271,7 @@ RAW: dict[str, RawConsumer] = {
 }
 
 
-async def raw_rate(kind: str, n: int) -> float | None:
+async def raw_rate(kind: str, n: int) -> Rate | None:
     """The broker's own rate, on a harness (queue, topic…) of its own."""
     raw = RAW.get(kind)
     if raw is None:
@@ -315,7 +337,9 @@ async def bench_type(kind: str, db: str, n: int, rate: float, seconds: float) ->
         n, rate, seconds = min(n, 300), min(rate, 20.0), min(seconds, 3.0)
     result: dict[str, Any] = {"receiver": kind, "n": n}
     # First, on a queue of its own (and before ours exists: Kafka's proxy port is single).
-    result["raw_per_s"] = await raw_rate(kind, n)
+    raw = await raw_rate(kind, n)
+    result["raw_per_s"] = raw.per_s if raw else None
+    result["raw_cpu_us"] = raw.cpu_us if raw else None
     harness = HARNESSES[kind]()
     await harness.setup()
     secrets = {**SECRETS, **getattr(harness, "secrets", dict)()}
@@ -333,9 +357,11 @@ async def bench_type(kind: str, db: str, n: int, rate: float, seconds: float) ->
                 # Timed from the first job: connecting (a Kafka group join takes
                 # seconds) is start-up, not throughput.
                 first = await _wait_count(store, 1, timeout=60)
-                started = time.perf_counter()
+                clock = _Clock()
                 got = await _wait_count(store, n, timeout=max(60.0, n / 200))
-                result["events_per_s"] = (got - first) / (time.perf_counter() - started)
+                ours = clock.rate(got - first)
+                result["events_per_s"] = ours.per_s
+                result["cpu_us"] = ours.cpu_us
                 result["jobs"] = got
                 # Latency: paced publishes carrying their send time.
                 sent: list[float] = []
@@ -387,7 +413,10 @@ async def main() -> None:
                 raise
             rows.append({"receiver": kind, "error": f"{type(exc).__name__}: {exc}"[:120]})
     print(f"\nreceivers on {args.db}, n={args.n}, latency at {args.rate:g}/s for {args.seconds:g}s")
-    print(f"{'receiver':14} {'raw/s':>9} {'ours/s':>9} {'% raw':>6} {'p50 ms':>8} {'p99 ms':>8}")
+    print(
+        f"{'receiver':14} {'raw/s':>9} {'ours/s':>9} {'% raw':>6} {'p50 ms':>8} {'p99 ms':>8}"
+        f" {'raw µs':>7} {'ours µs':>8}"
+    )
     for r in rows:
         if "error" in r:
             print(f"{r['receiver']:14} {r['error']}")
@@ -397,6 +426,7 @@ async def main() -> None:
             f"{r['receiver']:14} {_fmt(r.get('raw_per_s'), ',.0f'):>9}"
             f" {_fmt(r['events_per_s'], ',.0f'):>9} {_fmt(ratio, '.0f'):>5}%"
             f" {_fmt(r['p50_ms'], '.2f'):>8} {_fmt(r['p99_ms'], '.2f'):>8}"
+            f" {_fmt(r.get('raw_cpu_us'), '.1f'):>7} {_fmt(r.get('cpu_us'), '.1f'):>8}"
         )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2))

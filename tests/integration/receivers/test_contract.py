@@ -6,10 +6,9 @@ Parametrised over ``HARNESSES`` (one per broker) and over SQLite and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event, PreparedBatch
 from tests.integration.receivers.conftest import SOURCE_ID, TRIGGER, Rig, eventually
 
 
@@ -113,9 +112,11 @@ class _CancelAfterDispatch(Dispatcher):
 
     armed = True
 
-    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
-        outcomes = await super().dispatch(events)
-        if self.armed and events:
+    async def commit(
+        self, batch: PreparedBatch, cursor: tuple[str, str] | None = None
+    ) -> list[DispatchOutcome]:
+        outcomes = await super().commit(batch, cursor)
+        if self.armed and batch.jobs:
             self.armed = False
             task = asyncio.current_task()
             assert task is not None

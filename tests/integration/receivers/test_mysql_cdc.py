@@ -7,13 +7,12 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, PreparedBatch
 from headwater.node import Node, NodeSettings
 from headwater.sdk.registry import Registry
 from headwater.store.base import JobFilter
@@ -102,9 +101,11 @@ async def test_operations_and_tables_that_are_not_watched_make_no_job(rig: Rig) 
 class _Counting(Dispatcher):
     seen: list[str]
 
-    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
-        self.seen.extend(e.dedup_key or "" for e in events)
-        return await super().dispatch(events)
+    async def commit(
+        self, batch: PreparedBatch, cursor: tuple[str, str] | None = None
+    ) -> list[DispatchOutcome]:
+        self.seen.extend(j.dedup_key or "" for j in batch.jobs)
+        return await super().commit(batch, cursor)
 
 
 async def test_a_transaction_split_across_batches_resumes_where_its_jobs_end(rig: Rig) -> None:

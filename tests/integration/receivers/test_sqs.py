@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import pytest
 
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, PreparedBatch
 from tests.integration.receivers.conftest import Rig, eventually
 
 pytestmark = pytest.mark.parametrize("harness", ["sqs"], indirect=True)
@@ -16,9 +15,11 @@ pytestmark = pytest.mark.parametrize("harness", ["sqs"], indirect=True)
 class _SlowDispatcher(Dispatcher):
     """Commits take longer than the visibility timeout (2 s)."""
 
-    async def dispatch(self, events: Sequence[Event]) -> list[DispatchOutcome]:
+    async def commit(
+        self, batch: PreparedBatch, cursor: tuple[str, str] | None = None
+    ) -> list[DispatchOutcome]:
         await asyncio.sleep(3.5)
-        return await super().dispatch(events)
+        return await super().commit(batch, cursor)
 
 
 async def test_a_batch_that_commits_slowly_stays_invisible_to_other_consumers(rig: Rig) -> None:

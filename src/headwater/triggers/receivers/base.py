@@ -26,7 +26,7 @@ from typing import Any
 import structlog
 
 from headwater import jsonsafe
-from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event
+from headwater.dispatch.dispatcher import Dispatcher, DispatchOutcome, Event, PreparedBatch
 from headwater.errors import ConflictError, JsonValueError
 from headwater.store.base import Channel, RejectedEvent, Store
 
@@ -154,6 +154,17 @@ class ReceiverContext:
         if not events:
             return []
         return await self._dispatcher.dispatch(events)
+
+    def prepare(self, events: Sequence[tuple[str, Mapping[str, Any]]]) -> PreparedBatch:
+        """A batch's events, given as (dedup key, job input), merged with the trigger's
+        input defaults and validated (no I/O): ``dispatch`` without an ``Event`` each."""
+        return self._dispatcher.prepare_keyed(
+            self.target_task, self.trigger_type, self.source_id, self.defaults, events
+        )
+
+    async def commit(self, batch: PreparedBatch) -> list[DispatchOutcome]:
+        """Store a prepared batch in one transaction; returns after it committed."""
+        return await self._dispatcher.commit(batch)
 
     async def dead_letter(self, payload: Any, reason: str, dedup_key: str | None) -> None:
         """Keep a message that cannot become a job, with why (idempotent by dedup key)."""

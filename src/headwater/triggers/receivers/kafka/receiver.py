@@ -41,6 +41,7 @@ class KafkaReceiver(BatchReceiver):
         ConnectionError,
         OSError,
     )
+    overlap = True  # the next batch is read while the offsets before it are committed
 
     def __init__(
         self, servers: str, password: str | None, trigger: KafkaTrigger, templates: TemplateEngine

@@ -73,6 +73,9 @@ class NatsReceiver(BatchReceiver):
         ConnectionError,
         OSError,
     )
+    # The next pull is sent while the batch before it commits; the consumer's
+    # max_ack_pending (1,000 by default) bounds how much is delivered unacknowledged.
+    overlap = True
 
     def __init__(self, settings: NatsSettings, trigger: NatsTrigger, templates: TemplateEngine):
         super().__init__(templates, trigger)

@@ -1,7 +1,9 @@
 """PostgreSQL tables as event sources: each new row becomes one job.
 
 Rows are read durably, in key order, after the checkpoint (the last key whose job
-committed), so rows written while headwater was down are read when it comes back.
+committed), so rows written while headwater was down are read when it comes back. The
+next rows are read while a batch commits; the checkpoint follows the commits at most a
+second behind (rows after it are read again after a crash, and are duplicates).
 ``LISTEN channel`` only wakes the reader early; without a notification it reads again
 every ``poll_secs``.
 
@@ -36,14 +38,22 @@ __all__ = ["PostgresReceiver"]
 
 # After a notification for a row the xid horizon still holds back: the first re-read.
 _RECHECK_SECS = 0.05
+# The horizon is worked out once per read (an uncorrelated subquery), not once per row.
 _XID_HORIZON = sql.SQL(
-    "{xmin}::text::bigint < mod(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 4294967296)"
+    "{xmin}::text::bigint"
+    " < (SELECT mod(pg_snapshot_xmin(pg_current_snapshot())::text::bigint, 4294967296))"
 )
+_PLAIN = frozenset({str, int, bool, type(None)})
 
 
 def _jsonable(value: Any) -> Any:
-    """A row's values as JSON values (timestamps, decimals, UUIDs as text)."""
+    """A value as JSON values (timestamps, decimals, UUIDs as text)."""
     return json.loads(json.dumps(value, default=str))
+
+
+def _row_values(row: dict[str, Any]) -> dict[str, Any]:
+    """``_jsonable(row)``, without the JSON round trip for the plain values."""
+    return {k: v if type(v) in _PLAIN else _jsonable(v) for k, v in row.items()}
 
 
 def _table(name: str) -> sql.Composable:
@@ -53,6 +63,7 @@ def _table(name: str) -> sql.Composable:
 class PostgresReceiver(BatchReceiver):
     trigger_type = "postgres"
     dropped = (psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, OSError)
+    overlap = True  # rows after the last one read are read while the batch commits
 
     def __init__(self, url: str, trigger: PostgresTrigger, templates: TemplateEngine) -> None:
         super().__init__(templates, trigger)
@@ -61,6 +72,7 @@ class PostgresReceiver(BatchReceiver):
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
         self._listen: psycopg.AsyncConnection[Any] | None = None
         self._position: Any = None  # the checkpoint: last key whose job committed
+        self._read_to: Any = None  # the last key read (ahead while a batch commits)
         self._woken = asyncio.Event()
         self._recheck: float | None = None  # a notified row is held back: re-read sooner
         self._listener: asyncio.Task[None] | None = None
@@ -95,6 +107,7 @@ class PostgresReceiver(BatchReceiver):
             row = await (await self._conn.execute(query)).fetchone()
             self._position = row["k"] if row else None
             await self.ctx.put_checkpoint({"key": _jsonable(self._position)})
+        self._read_to = self._position
         if t.channel:
             self._listen = await psycopg.AsyncConnection.connect(
                 self._url, autocommit=True, application_name=name
@@ -159,9 +172,9 @@ class PostgresReceiver(BatchReceiver):
         )
         where = [_XID_HORIZON.format(xmin=sql.Identifier("xmin"))]
         params: list[Any] = []
-        if self._position is not None:
+        if self._read_to is not None:
             where.append(sql.SQL("{} > %s").format(key))
-            params.append(self._position)
+            params.append(self._read_to)
         query = sql.SQL(
             "SELECT {columns} FROM {table} WHERE {where} ORDER BY {key} LIMIT %s"
         ).format(
@@ -169,13 +182,16 @@ class PostgresReceiver(BatchReceiver):
         )
         params.append(room)
         rows = await (await self._conn.execute(query, params)).fetchall()
-        return [self._message(row) for row in rows]
+        messages = [self._message(row) for row in rows]
+        if messages:
+            self._read_to = messages[-1].handle  # rows come in key order
+        return messages
 
     async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None:
         if not messages:
             return
         self._position = messages[-1].handle  # rows come in key order
-        await self.ctx.put_checkpoint({"key": _jsonable(self._position)})
+        await self.checkpoint({"key": _jsonable(self._position)})
 
     async def lag(self) -> ReceiverLag | None:
         if self._conn is None or self._conn.closed:
@@ -198,7 +214,7 @@ class PostgresReceiver(BatchReceiver):
     def _message(self, row: dict[str, Any]) -> BrokerMessage:
         t = self.trigger
         key = row[t.key_column]
-        values = _jsonable(row)
+        values = _row_values(row)
         metadata: dict[str, Any] = {"table": t.table, "key": values[t.key_column]}
         if t.payload_column is not None:
             body = values.pop(t.payload_column, None)

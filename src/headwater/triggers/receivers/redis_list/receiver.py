@@ -4,7 +4,8 @@ Producers ``LPUSH`` to the list. A list element has no identity of its own, so t
 to the processing list (one Lua script, atomic) stamps each element with a number from a
 counter beside the list: ``{list}:seq``. The processing list holds ``<seq>:<element>``,
 and the sequence number is the message id, hence the dedup key. After the batch's jobs
-committed, its entries are removed from the processing list (``LREM``); after a crash
+committed, its entries are removed from the processing list (``LREM``, searched from the
+tail: the oldest are there); the next batch is taken meanwhile. After a crash
 they are still there, are dispatched again on start, and come back as duplicates. Two
 identical payloads pushed twice are two messages with two numbers: two jobs.
 
@@ -32,17 +33,29 @@ from headwater.workspace.templating import TemplateEngine
 
 __all__ = ["RedisListReceiver", "RedisListSettings"]
 
-# KEYS: list, processing list, counter; ARGV: how many. Returns the stamped entries.
+# KEYS: list, processing list, counter; ARGV: how many. Returns the stamped entries, in
+# the order they were pushed; the processing list gets them as one LPUSH each would have.
 _TAKE = """
+local values = redis.call('RPOP', KEYS[1], tonumber(ARGV[1]))
+if not values then return {} end
+local first = redis.call('INCRBY', KEYS[3], #values) - #values
 local taken = {}
-for i = 1, tonumber(ARGV[1]) do
-  local value = redis.call('RPOP', KEYS[1])
-  if not value then break end
-  local entry = redis.call('INCR', KEYS[3]) .. ':' .. value
-  redis.call('LPUSH', KEYS[2], entry)
-  taken[#taken + 1] = entry
+for i, value in ipairs(values) do
+  taken[i] = (first + i) .. ':' .. value
+end
+for i = 1, #taken, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(taken, i, math.min(i + 999, #taken)))
 end
 return taken
+"""
+
+# KEYS: processing list; ARGV: entries. Each is removed once, searched from the tail,
+# where the oldest entries are (batches are acknowledged in the order they were taken).
+_DONE = """
+for _, entry in ipairs(ARGV) do
+  redis.call('LREM', KEYS[1], -1, entry)
+end
+return #ARGV
 """
 
 
@@ -76,6 +89,7 @@ class RedisListSettings(BaseModel):
 class RedisListReceiver(BatchReceiver):
     trigger_type = "redis_list"
     dropped = (RedisConnectionError, RedisTimeoutError, OSError)
+    overlap = True  # the next elements are taken while the batch before them commits
 
     def __init__(
         self, settings: RedisListSettings, templates: TemplateEngine, trigger: RedisListTrigger
@@ -84,6 +98,7 @@ class RedisListReceiver(BatchReceiver):
         self.settings = settings
         self._client: Any = None  # redis-py types asyncio methods as T | Awaitable[T]
         self._take: Any = None
+        self._done: Any = None
 
     def public_settings(self) -> dict[str, Any]:
         data = self.settings.model_dump(exclude={"url"})
@@ -99,6 +114,7 @@ class RedisListReceiver(BatchReceiver):
             client_name=f"headwater:redis_list:{self.ctx.source_id}",
         )
         self._take = self._client.register_script(_TAKE)
+        self._done = self._client.register_script(_DONE)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -136,10 +152,9 @@ class RedisListReceiver(BatchReceiver):
         return [self._message(entry) for entry in taken]
 
     async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        for message in messages:
-            pipe.lrem(self.settings.processing_list, 1, message.handle)
-        await pipe.execute()
+        for start in range(0, len(messages), 1000):  # Lua's unpack limit, and ARGV's
+            chunk = [m.handle for m in messages[start : start + 1000]]
+            await self._done(keys=[self.settings.processing_list], args=chunk)
 
     async def lag(self) -> ReceiverLag | None:
         if self._client is None:

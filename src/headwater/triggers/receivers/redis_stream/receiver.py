@@ -10,9 +10,11 @@ Order of work, and why:
    acknowledged before a crash. Their dedup keys already have jobs, so they come back
    as duplicates and are simply acknowledged.
 3. ``XREADGROUP … >`` in batches of at most the room ``max_in_flight`` leaves.
-Each batch is dispatched, and only then ``XACK``-ed. An entry that cannot be decoded is
-dead-lettered and acknowledged with its batch. A dropped connection is retried with
-backoff; anything else ends the receiver and the manager restarts it.
+Each batch is dispatched, and only then ``XACK``-ed (the next batch is read meanwhile);
+the checkpoint follows the acknowledgements at most a second behind. An entry that
+cannot be decoded is dead-lettered and acknowledged with its batch. A dropped
+connection is retried with backoff; anything else ends the receiver and the manager
+restarts it.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ def _later(a: str | None, b: str | None) -> str | None:
 class RedisStreamReceiver(BatchReceiver):
     trigger_type = TRIGGER_TYPE
     dropped = (RedisConnectionError, RedisTimeoutError, OSError)
+    overlap = True  # ``XREADGROUP >`` reads past what is pending
 
     def __init__(
         self, settings: RedisStreamSettings, templates: TemplateEngine, trigger: RedisStreamTrigger
@@ -99,6 +102,7 @@ class RedisStreamReceiver(BatchReceiver):
     # -- reading -------------------------------------------------------------------------
     async def backfill(self) -> None:
         s = self.settings
+        await self.settle()  # a batch still committing is pending too: not read again
         self._last_claim = time.monotonic()
         # Just started: this process is the trigger's owner now (one server runs it, under
         # its lease), so what other consumers left pending is a previous owner's, dead or
@@ -159,23 +163,20 @@ class RedisStreamReceiver(BatchReceiver):
                 raise _GroupLost(str(exc)) from exc
             raise
 
-    async def handle(self, messages: Sequence[BrokerMessage]) -> None:
+    def wanted(self, message: BrokerMessage) -> bool:
         # An entry trimmed or deleted after delivery has no fields: nothing to dispatch,
         # but it is acknowledged with its batch.
-        live = [m for m in messages if m.body is not None or m.metadata.get("fields")]
-        for gone in (m for m in messages if m not in live):
-            self.log.warning("receiver_entry_gone", id=gone.id)
-        if live:
-            await super().handle(live)
-        if len(live) < len(messages):
-            await self.acknowledge([m for m in messages if m not in live])
+        if message.body is not None or message.metadata.get("fields"):
+            return True
+        self.log.warning("receiver_entry_gone", id=message.id)
+        return False
 
     async def acknowledge(self, messages: Sequence[BrokerMessage]) -> None:
         s = self.settings
         ids = [m.id for m in messages]
         await self._client.xack(s.stream, s.group, *ids)
         newest = max(ids, key=parse_id)
-        await self.ctx.put_checkpoint(
+        await self.checkpoint(
             {"stream": s.stream, "group": s.group, "acked_through": newest},
             merge=lambda old, new: {
                 **new,
