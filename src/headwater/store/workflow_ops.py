@@ -327,6 +327,11 @@ class WorkflowOps:
             )
 
     async def wake_workflows(self, now: datetime) -> list[str]:
+        # Every node asks several times a second; with no wait at all (the usual case)
+        # it is one read, without the write lock (on SQLite it held up every writer).
+        async with self._reader.connect() as conn:
+            if (await conn.execute(select(workflow_waits.c.job_id).limit(1))).first() is None:
+                return []
         async with self._write() as tx:
             # Waiting for a child's end: due once the child's job ended.
             ended = select(jobs.c.id).where(jobs.c.status.in_(FINAL_JOB_STATUSES))
