@@ -2,7 +2,8 @@
 
 A workflow of three no-op steps, each recorded, as both systems record them:
 - workflows/s: N started one after another from a backlog (one start call each, as a
-  caller would), from the first start call to the last workflow's end;
+  caller would; ``--starters K``: K such callers at once), from the first start call
+  to the last workflow's end;
 - start latency: workflows started at a steady RATE for SECONDS, from the start call to
   the workflow body's first line, p50/p99.
 headwater: an embedded node (``headwater up``'s worker, ``--concurrency``) runs the
@@ -14,7 +15,8 @@ process, no queue) and a queue tuned as PEERS.md says (worker_concurrency 32, po
 rate, p50 start ≤ 5 ms. ``--runs`` repeats everything; figures print as min–max.
 
     python bench/workflows.py [--n 2000] [--rate 50] [--seconds 5] [--runs 3]
-                              [--concurrency 32] [--skip-dbos] [--json out.json]
+                              [--concurrency 32] [--starters 1] [--skip-dbos]
+                              [--json out.json]
 """
 
 from __future__ import annotations
@@ -102,7 +104,14 @@ def pct(values: list[float], p: float) -> float:
 
 
 async def headwater_run(
-    url: str, module: Any, kind: str, n: int, rate: float, seconds: float, concurrency: int
+    url: str,
+    module: Any,
+    kind: str,
+    n: int,
+    rate: float,
+    seconds: float,
+    concurrency: int,
+    starters: int = 1,
 ) -> dict[str, Any]:
     import headwater
     from headwater.node import Node, NodeSettings, freeze_startup_heap
@@ -126,13 +135,16 @@ async def headwater_run(
     worker = asyncio.create_task(node.run_worker(stop))
 
     async def wait_done(count: int) -> list[Any]:
+        # Counted (one row per status), the jobs listed once at the end: listing 2,000
+        # jobs at every wake-up took more of this process's CPU than the workflows.
         with node.store.subscribe(Channel.FINISHED) as finished:
             while True:
-                jobs = await node.store.list_jobs(JobFilter(task=task, limit=count + 10))
-                ended = [j for j in jobs if j.status.is_terminal]
-                if len(ended) >= count:
-                    return ended
+                counts = await node.store.count_jobs_by_status()
+                if sum(n for s, n in counts.items() if JobStatus(s).is_terminal) >= count:
+                    break
                 await finished.wait(0.2)
+        jobs = await node.store.list_jobs(JobFilter(task=task, limit=count + 10))
+        return [j for j in jobs if j.status.is_terminal]
 
     try:
         async with headwater.WorkflowClient(url, registry) as client:
@@ -141,8 +153,17 @@ async def headwater_run(
                 await client.start(workflow, 0.0)
             await wait_done(20)
             wall0 = time.time()
-            for _ in range(n):
-                await client.start(workflow, 0.0)
+            if starters == 1:
+                for _ in range(n):
+                    await client.start(workflow, 0.0)
+            else:  # ``starters`` callers, each starting one after another
+                per = [n // starters + (i < n % starters) for i in range(starters)]
+
+                async def caller(count: int) -> None:
+                    for _ in range(count):
+                        await client.start(workflow, 0.0)
+
+                await asyncio.gather(*(caller(c) for c in per))
             ended = await wait_done(20 + n)
             failed = [j for j in ended if j.status is not JobStatus.COMPLETED]
             last = max(j.finished_at for j in ended if j.finished_at is not None)
@@ -161,7 +182,8 @@ async def headwater_run(
         await worker
         await node.close()
     return {
-        "settings": f"{kind} workflow, embedded worker, concurrency {concurrency}",
+        "settings": f"{kind} workflow, embedded worker, concurrency {concurrency},"
+        f" backlog started by {starters} caller(s)",
         "workflows_per_s": per_s,
         "failed": len(failed),
         "n": n,
@@ -172,13 +194,15 @@ async def headwater_run(
     }
 
 
-def dbos_run(url: str, n: int, rate: float, seconds: float) -> dict[str, Any] | None:
+def dbos_run(
+    url: str, n: int, rate: float, seconds: float, starters: int = 1
+) -> dict[str, Any] | None:
     if not PEERS_PY.exists():
         print("DBOS skipped: run `bash bench/peers/setup.sh` first", file=sys.stderr)
         return None
     done = subprocess.run(
         [str(PEERS_PY), str(ROOT / "bench/peers/dbos_workflows_bench.py"), url, str(n),
-         str(rate), str(seconds), "direct,queue"],
+         str(rate), str(seconds), "direct,queue", str(starters)],
         capture_output=True, text=True, timeout=1800,
     )  # fmt: skip
     if done.returncode != 0:
@@ -194,14 +218,16 @@ async def one_run(args: argparse.Namespace, module: Any) -> dict[str, dict[str, 
         url = await create_pg_database("hw_bench_wf")
         try:
             rows[f"headwater {kind}"] = await headwater_run(
-                url, module, kind, args.n, args.rate, args.seconds, args.concurrency
+                url, module, kind, args.n, args.rate, args.seconds, args.concurrency, args.starters
             )
         finally:
             await drop_pg_database(url)
     if not args.skip_dbos:
         url = await create_pg_database("hw_bench_dbos")
         try:
-            found = await asyncio.to_thread(dbos_run, url, args.dbos_n, args.rate, args.seconds)
+            found = await asyncio.to_thread(
+                dbos_run, url, args.dbos_n, args.rate, args.seconds, args.starters
+            )
         finally:
             await drop_pg_database(url)
         for mode, row in (found or {}).items():
@@ -249,6 +275,12 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument(
+        "--starters",
+        type=int,
+        default=1,
+        help="callers starting the backlog at once (each one start after another; DBOS: threads)",
+    )
     ap.add_argument("--skip-dbos", action="store_true")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -11,8 +11,10 @@ its defaults):
 For each: workflows/s from a backlog of N (first start call → last result), and start
 latency (start call → the workflow body's first line) at a steady RATE for SECONDS.
 Run with the peers' venv; prints one JSON object.
-    bench/.peers-venv/bin/python bench/peers/dbos_workflows_bench.py URL N RATE SECONDS MODES
-MODES: comma-separated of direct, queue, queue-defaults.
+    bench/.peers-venv/bin/python bench/peers/dbos_workflows_bench.py \
+        URL N RATE SECONDS MODES [STARTERS]
+MODES: comma-separated of direct, queue, queue-defaults. STARTERS: threads starting the
+backlog at once (default 1: one after another).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dbos import DBOS, DBOSConfig
@@ -59,9 +62,13 @@ def three_steps(sent: float) -> float:
     return step_three(step_two(step_one(sent)))
 
 
-def backlog(start: Any, n: int) -> float:
+def backlog(start: Any, n: int, starters: int = 1) -> float:
     t0 = time.perf_counter()
-    handles = [start(0.0) for _ in range(n)]
+    if starters == 1:
+        handles = [start(0.0) for _ in range(n)]
+    else:  # STARTERS threads, each starting one after another
+        with ThreadPoolExecutor(starters) as pool:
+            handles = list(pool.map(start, [0.0] * n))
     for h in handles:
         h.get_result()
     return n / (time.perf_counter() - t0)
@@ -80,7 +87,9 @@ def steady(start: Any, rate: float, seconds: float) -> dict[str, float]:
     return {"p50_ms": pct(STARTS, 50), "p99_ms": pct(STARTS, 99), "samples": len(STARTS)}
 
 
-def main(url: str, n: int, rate: float, seconds: float, modes: list[str]) -> None:
+def main(
+    url: str, n: int, rate: float, seconds: float, modes: list[str], starters: int = 1
+) -> None:
     config: DBOSConfig = {"name": "hw-wf-bench", "system_database_url": url, "log_level": "WARNING"}
     DBOS(config=config)
     DBOS.launch()
@@ -107,7 +116,7 @@ def main(url: str, n: int, rate: float, seconds: float, modes: list[str]) -> Non
                 return defaults.enqueue(three_steps, sent)
 
             settings = "queue with DBOS's defaults (polling 1 s, unlimited concurrency)"
-        backlog_rate = backlog(start, n) if mode != "queue-defaults" else float("nan")
+        backlog_rate = backlog(start, n, starters) if mode != "queue-defaults" else float("nan")
         found[mode] = {
             "settings": settings,
             "workflows_per_s": backlog_rate,
@@ -126,4 +135,5 @@ if __name__ == "__main__":
         float(sys.argv[3]),
         float(sys.argv[4]),
         sys.argv[5].split(",") if len(sys.argv) > 5 else ["direct", "queue"],
+        int(sys.argv[6]) if len(sys.argv) > 6 else 1,
     )

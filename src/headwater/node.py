@@ -234,7 +234,7 @@ class Node:
         )
         self.logs = LogWriter(self.store, redact=self._redact_text)
         self.logs.start()
-        self.functions = FunctionCache(self._functions)
+        self.functions = FunctionCache(self._functions, threads=self.settings.worker.concurrency)
         # What the worker side stores: secret references filled in, outputs masked.
         self.control = SecretGuard(
             self.store, lambda: self.holder.secrets, lambda: self.holder.redactor

@@ -256,6 +256,26 @@ async def test_batched_callers_each_get_their_own_outcome(store: Store, ws: Work
         await batching.close()
 
 
+async def test_concurrent_submits_each_get_their_job_and_one_key_makes_one_job(
+    store: Store, ws: Workspace
+) -> None:
+    """Submits at the same moment share one insert; each caller still gets its own job,
+    two with the same dedup key (a workflow started twice at once) get the same one."""
+    dispatcher = Dispatcher(store, lambda: ws)
+    outcomes = await asyncio.gather(
+        *(dispatcher.submit(Event("t", {"n": i}, "api")) for i in range(5)),
+        dispatcher.submit(Event("t", {"n": 5}, "workflow", dedup_key="wf-1")),
+        dispatcher.submit(Event("t", {"n": 6}, "workflow", dedup_key="wf-1")),
+    )
+    stored = await jobs_by_n(store)
+    assert sorted(stored) == [0, 1, 2, 3, 4, 5]  # n=6 started the run n=5 started
+    assert [o.id for o in outcomes[:6]] == [stored[i].id for i in range(6)]
+    assert all(o.created for o in outcomes[:6])
+    assert outcomes[6].id == stored[5].id and not outcomes[6].created
+    with pytest.raises(NotFoundError):
+        await dispatcher.submit(Event("nope", {}, "api"))
+
+
 async def test_every_batched_caller_learns_of_a_store_failure(store: Store, ws: Workspace) -> None:
     batching = BatchingDispatcher(Dispatcher(FailingStore(store), lambda: ws))  # type: ignore[arg-type]
     try:

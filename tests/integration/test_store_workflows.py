@@ -3,10 +3,14 @@ are written once, a message is taken once, events, and waits that requeue a let-
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
 
 from headwater.core.workflows import FINISHED_KEY, WorkflowStep, WorkflowStepKind, WorkflowWait
 from headwater.store import JobStatus, NewJob, StepStatus, StepUpdate, Store
+from tests.store_backends import sql_only
 
 NOW = datetime.now(UTC)
 STEP = WorkflowStepKind.STEP
@@ -49,6 +53,43 @@ async def test_a_step_is_recorded_once_and_the_first_record_wins(store: Store) -
         (0, "a", STEP, {"n": 1}),
         (1, "b", STEP, [1, 2]),
     ]
+
+
+async def test_records_of_concurrent_workflows_are_each_kept_once_as_written(
+    store: Store,
+) -> None:
+    """Records made at the same moment (one group commit on SQL): a duplicate of a call
+    gets the record that won, and every field reads back as written."""
+    jobs = [await workflow_job(store, f"wf-{i}") for i in range(6)]
+    started = NOW - timedelta(seconds=3)
+    failed = WorkflowStep(1, "b", STEP, "failed", None, "ValueError: no", 3, started, NOW)
+    calls = [store.record_workflow_step(j, done(0, output={"job": j})) for j in jobs]
+    calls += [store.record_workflow_step(j, failed) for j in jobs]
+    calls += [store.record_workflow_step(j, done(0, output="late")) for j in jobs]
+    results = await asyncio.gather(*calls)
+    for i, job_id in enumerate(jobs):
+        first, late = results[i], results[2 * len(jobs) + i]
+        assert first.output == late.output  # the duplicate got the record that won
+        stored = await store.workflow_steps(job_id)
+        assert [(s.seq, s.status, s.output, s.error, s.attempts, s.started_at) for s in stored] == [
+            (0, "completed", first.output, None, 1, None),
+            (1, "failed", None, "ValueError: no", 3, started),
+        ]
+        assert stored[1].finished_at == NOW
+        assert first.output in ({"job": job_id}, "late")
+
+
+@sql_only("the in-memory store keeps no foreign keys: any job id is accepted")
+async def test_a_record_of_a_gone_job_fails_alone(store: Store) -> None:
+    job_id = await workflow_job(store)
+    gone, kept = await asyncio.gather(
+        store.record_workflow_step("no-such-job", done(0)),
+        store.record_workflow_step(job_id, done(0, output=1)),
+        return_exceptions=True,
+    )
+    assert isinstance(gone, IntegrityError)
+    assert kept == done(0, output=1)
+    assert [s.output for s in await store.workflow_steps(job_id)] == [1]
 
 
 async def test_a_workflow_is_found_by_its_id_or_its_job_id(store: Store) -> None:

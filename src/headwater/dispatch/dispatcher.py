@@ -36,6 +36,7 @@ from headwater.store.base import (
     StepUpdate,
     Store,
 )
+from headwater.store.group_commit import GroupCommit
 from headwater.telemetry.tracing import Tracing
 from headwater.workspace.hooks import find_task
 from headwater.workspace.inputs import InputChecker, compile_input_schema
@@ -178,6 +179,10 @@ class Dispatcher:
         self.gatherer = Gatherer(store)
         self._priorities: dict[str, int | str] = {}  # trigger source id → its priority
         self._templates = templates or TemplateEngine()
+        # Concurrent submits (workflow starts, API calls) share one insert and commit.
+        self._submits: GroupCommit[NewJob, InsertOutcome] = GroupCommit(
+            lambda jobs: self._store.insert_jobs(jobs)
+        )
 
     def prepare(self, event: Event) -> NewJob:
         """Merge and validate one event; raises NotFoundError / InputValidationError."""
@@ -244,7 +249,7 @@ class Dispatcher:
         the metrics as a dispatched event (``run`` and replays are not, as before)."""
         job = self.prepare(event)
         started = time.time_ns()
-        (outcome,) = await self._store.insert_jobs([job])
+        (outcome,) = await self._submits.submit([job])
         if counted:
             if outcome.created and self._tracing is not None:
                 self._tracing.dispatch(

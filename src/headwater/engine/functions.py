@@ -20,6 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -68,7 +69,17 @@ class FunctionCache:
     ``preloaded`` maps refs to callables already in hand (the SDK's registrations), so a
     function defined where importing by name cannot reach it still resolves."""
 
-    def __init__(self, preloaded: Mapping[str, Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self, preloaded: Mapping[str, Callable[..., Any]] | None = None, threads: int | None = None
+    ) -> None:
+        """``threads``: how many sync callables may run at once (the worker's concurrency,
+        so that none waits for a thread; a sync workflow holds its thread while it waits
+        for its records). None: the loop's default executor (cpu count + 4 threads)."""
+        self._pool = (
+            ThreadPoolExecutor(threads, thread_name_prefix="headwater-function")
+            if threads
+            else None
+        )
         self._preloaded = dict(preloaded or {})
         self._cache: dict[str, Callable[..., Any]] = dict(self._preloaded)
         self._given: Path | None = None  # the workspace folder as last given
@@ -213,7 +224,7 @@ class FunctionCache:
             # A sync callable runs in a thread so it cannot stall the worker's event loop;
             # a thread cannot be killed, so on timeout/cancel it is abandoned. (What
             # asyncio.to_thread does, without wrapping the future in one more task.)
-            call = loop.run_in_executor(None, functools.partial(context.run, fn, **kwargs))
+            call = loop.run_in_executor(self._pool, functools.partial(context.run, fn, **kwargs))
         deadline = None if timeout is None else loop.time() + timeout
         stopper = asyncio.ensure_future(cancel.wait())
         try:

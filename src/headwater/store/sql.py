@@ -204,16 +204,18 @@ class SqlStore(
             # behind the worker's writes (see write_lock).
             self._write_lock = WriteLock()
         self._fast: FastPath
+        self._sqlite_writer: SqliteWriter | None = None
         if self._pg:
             self._fast = PgFastPath(engine)
         else:
-            writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
+            writer = self._sqlite_writer = SqliteWriter(sqlite_path(engine.url), busy_timeout)
             assert isinstance(self._write_lock, WriteLock)
             self._fast = SqliteFastPath(
                 writer, self._write_lock, self._broadcaster.publish, self._rate_wake
             )
         # Step records and finishes of concurrent jobs share one transaction (job_writes).
         self._job_writes: GroupCommit[JobWrite, Any] = GroupCommit(self._write_jobs)
+        self._init_workflow_records()
         self._insert_rejected = q.insert_rejected(self._dialect)
 
     @property
@@ -266,6 +268,7 @@ class SqlStore(
         if self._listener is not None:
             await self._listener.close()
         await self._job_writes.close()
+        await self._workflow_records.close()
         self._rate_wake.cancel()
         self._broadcaster.close_all()
         await self._fast.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from headwater.core.workflows import FINISHED_KEY, WorkflowStep, WorkflowStepKind, WorkflowWait
 from headwater.store.base import Channel, JobRecord, JobStatus, StepStatus
 from headwater.store.fastpath import Transaction, hint
+from headwater.store.group_commit import GroupCommit
 from headwater.store.ids import utcnow
+from headwater.store.sqlite_writer import SqliteWriter
 from headwater.store.tables import (
     FINAL_JOB_STATUSES,
     jobs,
@@ -31,6 +33,12 @@ from headwater.store.tables import (
     workflow_messages,
     workflow_steps,
     workflow_waits,
+)
+from headwater.store.workflow_records import (
+    RecordRow,
+    encode_record,
+    insert_records_pg,
+    insert_records_sqlite,
 )
 
 __all__ = ["WorkflowOps", "step_from_row"]
@@ -95,8 +103,21 @@ class WorkflowOps:
     timer loop requeues it (within ``engine.workflow_timers.POLL``) and tells its worker.
     """
 
+    _engine: AsyncEngine
     _reader: AsyncEngine
     _pg: bool
+    _write_lock: contextlib.AbstractAsyncContextManager[Any]
+    _sqlite_writer: SqliteWriter | None
+    _workflow_records: GroupCommit[RecordRow, bool]
+
+    def _init_workflow_records(self) -> None:
+        """Concurrent workflows' step records share one commit (``workflow_records``)."""
+        self._workflow_records = GroupCommit(self._insert_records)
+
+    async def _insert_records(self, rows: Sequence[RecordRow]) -> list[bool]:
+        if self._sqlite_writer is None:
+            return await insert_records_pg(self._engine, rows)
+        return await insert_records_sqlite(self._sqlite_writer, self._write_lock, rows)
 
     def _write(self) -> contextlib.AbstractAsyncContextManager[Transaction]:  # SqlStore's
         raise NotImplementedError
@@ -124,6 +145,17 @@ class WorkflowOps:
             return [step_from_row(r) for r in rows]
 
     async def record_workflow_step(self, job_id: str, step: WorkflowStep) -> WorkflowStep:
+        row = encode_record(job_id, step, self._pg)
+        try:
+            (inserted,) = await self._workflow_records.submit([row])
+        except Exception:  # e.g. the job is gone: the Core path raises as it always did
+            return await self._record_alone(job_id, step)
+        if inserted:
+            return step
+        existing = await self._recorded_first(job_id, step.seq)
+        return existing if existing is not None else await self._record_alone(job_id, step)
+
+    async def _record_alone(self, job_id: str, step: WorkflowStep) -> WorkflowStep:
         try:
             async with self._write() as tx:
                 await tx.conn.execute(insert(workflow_steps).values(**_values(job_id, step)))
@@ -295,6 +327,11 @@ class WorkflowOps:
             )
 
     async def wake_workflows(self, now: datetime) -> list[str]:
+        # Every node asks several times a second; with no wait at all (the usual case)
+        # it is one read, without the write lock (on SQLite it held up every writer).
+        async with self._reader.connect() as conn:
+            if (await conn.execute(select(workflow_waits.c.job_id).limit(1))).first() is None:
+                return []
         async with self._write() as tx:
             # Waiting for a child's end: due once the child's job ended.
             ended = select(jobs.c.id).where(jobs.c.status.in_(FINAL_JOB_STATUSES))

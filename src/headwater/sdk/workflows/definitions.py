@@ -85,9 +85,20 @@ def _arguments(fjob: FunctionJob, kwargs: dict[str, Any]) -> dict[str, Any]:
     return dict(given) if isinstance(given, Mapping) else {}
 
 
+def _fresh(job: JobRecord) -> bool:
+    """Never run before: on its first claim (a crash's requeue counts), never let go (a
+    wait leaves its step's state), not a retry. Nothing can have recorded a call of it,
+    so its records are not read (a round trip per run)."""
+    return job.attempt == 1 and not job.steps and job.source_type != RETRY_SOURCE
+
+
 async def _records(store: Store, job: JobRecord) -> list[WorkflowStep]:
     """The run's records; a retry of a failed run (``headwater retry``) starts with the
-    calls that run completed before its first failure, so it goes on from there."""
+    calls that run completed before its first failure, so it goes on from there.
+
+    A job on its first claim with no step state has no records (``_fresh``)."""
+    if _fresh(job):
+        return []
     records = await store.workflow_steps(job.id)
     if records or job.source_type != RETRY_SOURCE or job.source_id is None:
         return records
@@ -119,7 +130,7 @@ async def _body_async(definition: WorkflowDef, fjob: FunctionJob, kwargs: Any) -
 def _body_sync(definition: WorkflowDef, fjob: FunctionJob, kwargs: Any) -> Any:
     if fjob.store is None:
         raise WorkflowError(_NO_STORE.format(name=definition.name))
-    records = on_loop(fjob.loop, _records(fjob.store, fjob.job))
+    records = [] if _fresh(fjob.job) else on_loop(fjob.loop, _records(fjob.store, fjob.job))
     run = WorkflowRun(fjob, definition.name, records, fjob.store, threaded=True)
     token = RUN.set(run)
     try:
