@@ -1,5 +1,5 @@
 """The claim with flow limits on PostgreSQL (``store.flow``): one call of the function
-``headwater_claim_flow`` (migration 0015), one round trip and one transaction.
+``headwater_claim_flow`` (migration 0014), one round trip and one transaction.
 
 The function picks the window as the fast path does (``FOR UPDATE SKIP LOCKED``), claims
 the jobs without limits and decides over the rest while it still holds them, so

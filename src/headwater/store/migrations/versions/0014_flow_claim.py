@@ -2,7 +2,7 @@
 ``headwater_claim_flow`` (see store/flow_pg.py). SQLite gets nothing: its claim already
 runs in one transaction on its one writer.
 
-Revision ID: 0015
+Revision ID: 0014
 Revises: 0013
 Create Date: 2026-12-07
 
@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0015"
+revision: str = "0014"
 down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -188,7 +188,7 @@ BEGIN
         -- counted from two rows, its first start in the window and its newest: a
         -- window that never binds would otherwise cost a count of every start in it,
         -- under the lock. A number lost (a start undone by a recovery) makes the count
-        -- higher, never lower. Starts without numbers (before 0015): counted.
+        -- higher, never lower. Starts without numbers (before 0014): counted.
         FOR r IN
             SELECT w.k, f.started_at AS first_at, f.rate_seq AS first_seq,
                    l.started_at AS last_at, l.rate_seq AS last_seq,
