@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import socket
 import uuid
@@ -105,6 +106,7 @@ class Worker:
         self._accepting = False  # whether new jobs may be handed to idle slots
         self._slot_freed = asyncio.Event()
         self._stopping = False
+        self._job_context: contextvars.Context | None = None  # set by run()
         self.ready = asyncio.Event()
 
     @property
@@ -121,6 +123,10 @@ class Worker:
         shown = self.tags if self.tags is not None else frozenset(self._tag_signatures())
         await self.control.register_worker(self.id, self.name, shown)
         await self._recover()
+        # Jobs start in a copy of this context, not of whoever caused the start: a job
+        # handed over by an insert (store.handoff) would otherwise inherit the inserting
+        # code's context: a parent workflow's run, a request's log fields and span.
+        self._job_context = contextvars.copy_context()
         jobs_sub = self.control.subscribe(Channel.JOBS)
         background = [
             asyncio.create_task(self._heartbeat_loop(stop), name="worker-heartbeat"),
@@ -251,7 +257,10 @@ class Worker:
         if job.cancel_requested:
             active.cancel.set()
         self._active[job.id] = active
-        active.task = asyncio.create_task(self._execute(active), name=f"job:{job.id}")
+        context = self._job_context.copy() if self._job_context is not None else None
+        active.task = asyncio.create_task(
+            self._execute(active), name=f"job:{job.id}", context=context
+        )
 
     async def _execute(self, active: _Active) -> None:
         job = active.job
