@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -56,6 +56,21 @@ class WorkflowStep:
     @property
     def failed(self) -> bool:
         return self.status == "failed"
+
+    def fields(self, timestamp: Callable[[datetime | None], Any]) -> dict[str, Any]:
+        """Every field by name, the two times through ``timestamp``: the API, the worker
+        wire and the store each write times their own way."""
+        return {
+            "seq": self.seq,
+            "name": self.name,
+            "kind": self.kind.value,
+            "status": self.status,
+            "output": self.output,
+            "error": self.error,
+            "attempts": self.attempts,
+            "started_at": timestamp(self.started_at),
+            "finished_at": timestamp(self.finished_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)

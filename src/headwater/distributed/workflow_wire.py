@@ -28,17 +28,7 @@ def _dt(value: Any) -> datetime | None:
 
 
 def wf_step_to_wire(step: WorkflowStep) -> dict[str, Any]:
-    return {
-        "seq": step.seq,
-        "name": step.name,
-        "kind": step.kind.value,
-        "status": step.status,
-        "output": step.output,
-        "error": step.error,
-        "attempts": step.attempts,
-        "started_at": _ts(step.started_at),
-        "finished_at": _ts(step.finished_at),
-    }
+    return step.fields(_ts)
 
 
 def wf_step_from_wire(data: Mapping[str, Any]) -> WorkflowStep:

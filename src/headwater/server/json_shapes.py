@@ -86,17 +86,7 @@ def job_json(job: JobRecord, include_steps: bool = True) -> dict[str, Any]:
 
 
 def workflow_step_json(step: WorkflowStep) -> dict[str, Any]:
-    return {
-        "seq": step.seq,
-        "name": step.name,
-        "kind": step.kind.value,
-        "status": step.status,
-        "output": step.output,
-        "error": step.error,
-        "attempts": step.attempts,
-        "started_at": iso(step.started_at),
-        "finished_at": iso(step.finished_at),
-    }
+    return step.fields(iso)
 
 
 def log_json(rec: LogRecord) -> dict[str, Any]:

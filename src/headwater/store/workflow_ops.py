@@ -63,18 +63,8 @@ def step_from_row(row: Any) -> WorkflowStep:
 
 
 def _values(job_id: str, step: WorkflowStep) -> dict[str, Any]:
-    return {
-        "job_id": job_id,
-        "seq": step.seq,
-        "name": step.name,
-        "kind": step.kind.value,
-        "status": step.status,
-        "output": step.output,
-        "error": step.error,
-        "attempts": step.attempts,
-        "started_at": step.started_at,
-        "finished_at": step.finished_at or utcnow(),
-    }
+    values = step.fields(lambda when: when)
+    return {"job_id": job_id, **values, "finished_at": step.finished_at or utcnow()}
 
 
 async def _recorded(conn: AsyncConnection, job_id: str, seq: int) -> WorkflowStep | None:
