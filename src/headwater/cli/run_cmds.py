@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import tempfile
 import time
 from enum import StrEnum
@@ -18,6 +19,8 @@ from headwater.core.status import JobStatus, LogStream
 from headwater.errors import HeadwaterError, WorkspaceError
 
 if TYPE_CHECKING:  # the heavy modules are imported where used, so --help stays fast
+    import asyncio
+
     from rich.console import Console
 
     from headwater.store.base import JobRecord, LogRecord, Store
@@ -182,7 +185,7 @@ def run(
     interrupted: list[str] = []
     try:
         job = asyncio.run(_run(path, task, job_input, db, out, as_json, interrupted, artifacts_dir))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Interrupted):
         # Ctrl-C: say what became of the job (``_run`` ended it before returning).
         err.print(f"interrupted: {' '.join(interrupted) or 'no job was started'}", markup=False)
         raise typer.Exit(130) from None
@@ -240,20 +243,55 @@ async def _run(
             started = time.monotonic()
             follower = _LogPrinter(out, quiet)
             created: list[str] = []
+            running = asyncio.ensure_future(
+                node.run_one(task, job_input, on_logs=follower, on_created=created.append)
+            )
             try:
-                job = await node.run_one(
-                    task, job_input, on_logs=follower, on_created=created.append
-                )
-            except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancelled us
+                if not await _until_done_or_ctrl_c(running):
+                    if created:
+                        interrupted.append(await _end_interrupted(node.store, created[0]))
+                    raise _Interrupted
+            except asyncio.CancelledError:  # Ctrl-C before our handler was in place
+                running.cancel()
                 if created:
                     interrupted.append(await _end_interrupted(node.store, created[0]))
                 raise
+            job = running.result()
             await follower.catch_up(node, job.id)
             if not quiet:
                 _print_result(out, job, time.monotonic() - started)
             return job
         finally:
             await node.close()
+
+
+class _Interrupted(Exception):
+    """Ctrl-C stopped ``headwater run``; ``interrupted`` says what became of the job."""
+
+
+async def _until_done_or_ctrl_c(running: asyncio.Future[Any]) -> bool:
+    """Whether ``running`` ended by itself; on Ctrl-C it is stopped first (its worker
+    with it). SIGINT sets an event (asyncio's own handler cancels the main task, and
+    Python 3.11 can lose a cancellation that meets a finishing ``wait_for``: CI once saw a
+    Ctrl-C ignored and the job run to its end). The cancellation is repeated until the
+    task has ended for the same reason. A second Ctrl-C raises KeyboardInterrupt."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    ctrl_c = asyncio.Event()
+    loop.add_signal_handler(signal.SIGINT, ctrl_c.set)
+    pressed = asyncio.ensure_future(ctrl_c.wait())
+    try:
+        await asyncio.wait({running, pressed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        pressed.cancel()
+    if not ctrl_c.is_set() or running.done():
+        return True
+    while not running.done():
+        running.cancel()
+        await asyncio.wait({running}, timeout=1.0)
+    return False
 
 
 class _LogPrinter:
