@@ -195,7 +195,7 @@ class BatchReceiver(EventReceiver):
                 await self.backfill()
                 overlap = self.overlap and self.ctx.max_in_flight is None
                 while not self._stopping:
-                    room = await self.ctx.wait_for_room(self._batch_size)
+                    room = await self._wait_for_room()
                     messages = await self.fetch(room)
                     if not messages:
                         await self.settle()
@@ -268,6 +268,22 @@ class BatchReceiver(EventReceiver):
             self.log.warning("receiver_batch_unacknowledged", error=repr(inflight.exception()))
 
     # -- checkpoint ----------------------------------------------------------------------
+    async def _wait_for_room(self) -> int:
+        """``ctx.wait_for_room``; a checkpoint still due is stored once the wait has
+        lasted ``CHECKPOINT_SECS``: with ``max_in_flight`` reached no read comes back
+        empty to store it, and the last batch's position would wait until a job ends."""
+        if self._checkpoint_due is None:
+            return await self.ctx.wait_for_room(self._batch_size)
+        waiting = asyncio.ensure_future(self.ctx.wait_for_room(self._batch_size))
+        try:
+            done, _ = await asyncio.wait({waiting}, timeout=CHECKPOINT_SECS)
+            if not done:
+                await self.flush_checkpoint()
+            return await waiting
+        except BaseException:
+            waiting.cancel()
+            raise
+
     async def checkpoint(self, value: Mapping[str, Any], merge: _Merge | None = None) -> None:
         """``ctx.put_checkpoint`` for a position whose messages are jobs, written at most
         every ``CHECKPOINT_SECS`` (the latest value wins; see ``CHECKPOINT_SECS``)."""
