@@ -107,6 +107,22 @@ def _running_on(db_url: str, worker: str) -> int:
     )
 
 
+def _completed_on(db_url: str, worker: str) -> int:
+    return int(
+        pg_query(
+            db_url,
+            "SELECT count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
+            " WHERE j.status = 'completed' AND w.name = %s",
+            worker,
+        )[0][0]
+    )
+
+
+def _worker_ids(db_url: str) -> dict[str, str]:
+    """Worker id → name while both are registered (a dead worker's row is removed)."""
+    return {str(i): str(n) for i, n in pg_query(db_url, "SELECT id, name FROM workers")}
+
+
 def run_keyed_kill_scenario(
     tmp: Path, pg_url: str, jobs: int, keys: int, timeout: float = 240, servers: int = 2
 ) -> KeyedResult:
@@ -131,17 +147,22 @@ def run_keyed_kill_scenario(
         poster = threading.Thread(target=_post_all, args=(urls, jobs, keys), daemon=True)
         poster.start()
         wait_for(lambda: _done(pg_url) >= jobs // 4, timeout, "a quarter of the jobs")
-        wait_for(lambda: _running_on(pg_url, "worker1"), timeout, "a job running on worker1")
+        # Under load worker1 can start late: it must have finished a job of its own and
+        # hold another when it is killed.
+        wait_for(
+            lambda: _completed_on(pg_url, "worker1") and _running_on(pg_url, "worker1"),
+            timeout,
+            "worker1 with a job completed and one running",
+        )
+        names = _worker_ids(pg_url)  # recovery removes the killed worker's row
         w1.kill()
         poster.join(timeout)
         wait_for(lambda: _done(pg_url) >= jobs, timeout, f"{jobs} completed jobs")
-        result.completed_by = dict(  # before a worker that stops takes its row along
-            pg_query(  # type: ignore[arg-type]
-                pg_url,
-                "SELECT w.name, count(*) FROM jobs j JOIN workers w ON w.id = j.worker_id"
-                " WHERE j.status = 'completed' GROUP BY w.name",
-            )
-        )
+        for worker_id, count in pg_query(
+            pg_url, "SELECT worker_id, count(*) FROM jobs WHERE status = 'completed' GROUP BY 1"
+        ):
+            name = names.get(str(worker_id), str(worker_id))
+            result.completed_by[name] = result.completed_by.get(name, 0) + int(count)
     finally:
         w1.kill()
         w2.stop()
