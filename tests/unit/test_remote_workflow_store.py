@@ -18,7 +18,7 @@ import pytest
 import headwater.sdk.submitting
 import headwater.sdk.workflows
 from headwater.core.workflows import WorkflowStep, WorkflowStepKind
-from headwater.distributed.workflow_wire import wf_step_from_wire, wf_step_to_wire
+from headwater.distributed.wire import wf_step_from_wire, wf_step_to_wire
 from headwater.engine.function_context import CURRENT_FUNCTION, FunctionJob
 from headwater.errors import LeaseLostError, WorkflowError
 from headwater.store.base import Channel, JobRecord, JobStatus

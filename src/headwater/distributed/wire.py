@@ -7,10 +7,12 @@ exactly what the encoders produce and raise ``ValueError``/``KeyError`` on anyth
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from headwater.core.workflows import WorkflowStep, WorkflowStepKind
 from headwater.store.base import (
     JobRecord,
     JobStatus,
@@ -29,6 +31,8 @@ __all__ = [
     "log_to_wire",
     "step_from_wire",
     "step_to_wire",
+    "wf_step_from_wire",
+    "wf_step_to_wire",
 ]
 
 
@@ -175,3 +179,25 @@ def log_from_wire(data: list[Any]) -> LogLine:
     when = _dt(ts)
     assert when is not None
     return LogLine(str(job_id), step, LogStream(stream), str(text), when)
+
+
+def wf_step_to_wire(step: WorkflowStep) -> dict[str, Any]:
+    """A durable workflow's recorded call (``/worker/workflows/*``)."""
+    return step.fields(_ts)
+
+
+def wf_step_from_wire(data: Mapping[str, Any]) -> WorkflowStep:
+    status = str(data["status"])
+    if status not in ("completed", "failed"):
+        raise ValueError(f"a workflow call is recorded completed or failed, not {status!r}")
+    return WorkflowStep(
+        seq=int(data["seq"]),
+        name=str(data["name"]),
+        kind=WorkflowStepKind(data["kind"]),
+        status=status,
+        output=data.get("output"),
+        error=data.get("error"),
+        attempts=int(data.get("attempts", 1)),
+        started_at=_dt(data.get("started_at")),
+        finished_at=_dt(data.get("finished_at")),
+    )

@@ -31,8 +31,7 @@ from fastapi import APIRouter, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from headwater.core.workflows import WorkflowStart, WorkflowStep, WorkflowStepKind, WorkflowWait
-from headwater.distributed.wire import job_to_wire
-from headwater.distributed.workflow_wire import wf_step_to_wire
+from headwater.distributed.wire import job_to_wire, wf_step_to_wire
 from headwater.server.worker_service import WorkerService
 from headwater.server.worker_workflows import Caller, WorkflowRecords
 from headwater.store.base import WorkerTokenRecord

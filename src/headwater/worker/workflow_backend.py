@@ -33,8 +33,7 @@ import structlog
 
 from headwater.core.records import InsertOutcome
 from headwater.core.workflows import WorkflowStart, WorkflowStep, WorkflowWait
-from headwater.distributed.wire import job_from_wire
-from headwater.distributed.workflow_wire import wf_step_from_wire, wf_step_to_wire
+from headwater.distributed.wire import job_from_wire, wf_step_from_wire, wf_step_to_wire
 from headwater.engine.function_context import CURRENT_FUNCTION
 from headwater.errors import ConflictError, LeaseLostError, WorkflowError
 from headwater.store.base import Channel, JobRecord, Subscription
