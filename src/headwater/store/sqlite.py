@@ -23,7 +23,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from headwater.jsonsafe import orjson_module
+from headwater.jsonsafe import fast_text
 from headwater.store.base import Channel, JobRecord, LogLine, StepRecord
 from headwater.store.fastpath import (
     JOB_COLUMNS,
@@ -45,8 +45,6 @@ if TYPE_CHECKING:
     from headwater.store.job_writes import WritePlan
 from headwater.store.sqlite_writer import SqliteWriter
 from headwater.store.write_lock import WriteLock
-
-_orjson: Any = orjson_module()  # None without it: see headwater.jsonsafe
 
 __all__ = [
     "BEGIN_OPTION",
@@ -235,18 +233,10 @@ def _shared(rows: Sequence[NewJobRow]) -> tuple[Any, ...] | None:
 
 
 def _encode_keys(rows: Sequence[tuple[str, str, str | None]]) -> str:
-    """(id, input, dedup key) rows, all strings or None, as one JSON array: orjson when
-    it is installed (the same text as the standard encoder's, in a tenth of the time);
-    a string it refuses (a lone surrogate) goes through the standard encoder, whose text
-    then fails as it always did."""
-    if _orjson is not None:
-        try:
-            text: str = _orjson.dumps(rows).decode()
-        except _orjson.JSONEncodeError:
-            pass
-        else:
-            return text
-    return dumps(rows)
+    """(id, input, dedup key) rows, all strings or None, as one JSON array; a string
+    orjson refuses (a lone surrogate) goes through the standard encoder, whose text then
+    fails as it always did."""
+    return fast_text(rows) or dumps(rows)
 
 
 def _insert_jobs(
