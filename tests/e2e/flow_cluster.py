@@ -154,8 +154,8 @@ def run_keyed_kill_scenario(
             timeout,
             "worker1 with a job completed and one running",
         )
-        names = _worker_ids(pg_url)  # recovery removes the killed worker's row
-        w1.kill()
+        w1.kill()  # at once: its 20 ms jobs must still be running
+        names = _worker_ids(pg_url)  # before recovery removes the killed worker's row
         poster.join(timeout)
         wait_for(lambda: _done(pg_url) >= jobs, timeout, f"{jobs} completed jobs")
         for worker_id, count in pg_query(
